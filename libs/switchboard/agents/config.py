@@ -1,0 +1,166 @@
+"""Agents as data: the typed form of a scenario's YAML, validated when it is loaded."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+
+from ..bus.subjects import check_token
+
+_FIELD_TYPES: dict[str, type] = {"string": str, "integer": int, "number": float, "boolean": bool}
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ModelConfig(_Frozen):
+    """Which model an agent uses. ``auto`` = OpenAI when ``OPENAI_API_KEY`` is set, else offline."""
+
+    provider: Literal["auto", "offline", "openai"] = "auto"
+    name: str = "gpt-4.1-mini"
+    base_url: str | None = None
+    """OpenAI-compatible endpoint; default ``OPENAI_BASE_URL`` or OpenAI itself."""
+    settings: dict[str, Any] = Field(default_factory=dict)
+    """Extra request parameters (temperature, max_tokens, ...)."""
+
+
+class ContractField(_Frozen):
+    """One context field a handoff may (or must) transfer."""
+
+    type: Literal["string", "integer", "number", "boolean"] = "string"
+    required: bool = True
+    description: str = ""
+    pattern: str | None = None
+
+
+class HandoffConfig(_Frozen):
+    """An allowed transfer and its contract: exactly these context fields may cross."""
+
+    target: str
+    description: str = ""
+    contract: dict[str, ContractField] = Field(default_factory=dict)
+
+    def contract_model(self) -> type[BaseModel]:
+        """A pydantic model of the contract: declared fields only, required ones enforced."""
+        fields: dict[str, Any] = {}
+        for name, spec in self.contract.items():
+            annotation: Any = _FIELD_TYPES[spec.type]
+            default: Any = ... if spec.required else None
+            if not spec.required:
+                annotation = annotation | None
+            fields[name] = (annotation, Field(default, description=spec.description, pattern=spec.pattern))
+        return create_model(
+            f"Contract_{self.target}", __config__=ConfigDict(extra="forbid", strict=False), **fields
+        )
+
+    def parameters_schema(self) -> dict[str, Any]:
+        """JSON Schema of the ``transfer_to_<target>`` tool: a reason plus the contract fields."""
+        schema = self.contract_model().model_json_schema()
+        props = {"reason": {"type": "string", "description": "Why the caller is being transferred"}}
+        props.update(schema.get("properties", {}))
+        return {
+            "type": "object",
+            "properties": props,
+            "required": ["reason", *schema.get("required", [])],
+            "additionalProperties": False,
+        }
+
+
+class OfflineRule(_Frozen):
+    """One rule of the offline deterministic model (see ``models/offline.py``)."""
+
+    when_user_says: list[str] = Field(default_factory=list)
+    """Any of these words (case-insensitive) in the latest user message."""
+    when_slots: list[str] = Field(default_factory=list)
+    """All these slots are known (extracted from what the caller said, or in the context)."""
+    when_context: list[str] = Field(default_factory=list)
+    """All these context keys are set."""
+    when_authenticated: bool | None = None
+    """Caller verification state must equal this."""
+    after_tool: str | None = None
+    """Only right after this tool returned; otherwise only at the start of a step."""
+    when_result: dict[str, Any] = Field(default_factory=dict)
+    """Fields the tool's JSON result must equal."""
+    call: str | None = None
+    """Tool to call (templated, e.g. ``transfer_to_{context.pending_agent}``)."""
+    args: dict[str, Any] = Field(default_factory=dict)
+    """Arguments (templated). A key ending in ``?`` is dropped when its template cannot be filled."""
+    say: str | None = None
+    """Reply text (templated)."""
+
+    @model_validator(mode="after")
+    def _one_action(self) -> Self:
+        if (self.call is None) == (self.say is None):
+            raise ValueError("an offline rule needs exactly one of 'call' or 'say'")
+        return self
+
+
+class OfflineScript(_Frozen):
+    rules: list[OfflineRule] = Field(default_factory=list)
+    default: str = "Sorry, I can't help with that."
+
+
+class AgentConfig(_Frozen):
+    name: str
+    description: str = ""
+    instructions: str
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    tools: list[str] = Field(default_factory=list)
+    handoffs: list[HandoffConfig] = Field(default_factory=list)
+    requires_auth: bool = False
+    """The platform routes an unverified caller to the scenario's auth agent first."""
+    max_iterations: int = Field(6, ge=1, le=50)
+    """Cap on model calls per agent turn."""
+    offline: OfflineScript = Field(default_factory=OfflineScript)
+
+    @field_validator("name")
+    @classmethod
+    def _name_token(cls, v: str) -> str:
+        return check_token(v, "agent name")
+
+    def handoff_to(self, target: str) -> HandoffConfig | None:
+        return next((h for h in self.handoffs if h.target == target), None)
+
+
+class ScenarioConfig(_Frozen):
+    name: str
+    description: str = ""
+    entry_agent: str
+    fallback_agent: str
+    """The generalist that takes over when a handoff target is missing, failing or refused."""
+    auth_agent: str | None = None
+    max_handoff_depth: int = Field(6, ge=1, le=100)
+    """Handoffs allowed per conversation; beyond it the fallback agent takes over."""
+    max_hops_per_turn: int = Field(4, ge=1, le=20)
+    """Agent turns allowed within one caller turn."""
+    tools_module: str | None = "tools.py"
+    offline_slots: dict[str, str] = Field(default_factory=dict)
+    """Regexes (first group) the offline model uses to pull slots from what the caller said."""
+    agents: list[AgentConfig]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        names = [a.name for a in self.agents]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise ValueError(f"duplicate agent names: {sorted(dupes)}")
+        for role in ("entry_agent", "fallback_agent", "auth_agent"):
+            value = getattr(self, role)
+            if value is not None and value not in names:
+                raise ValueError(f"{role} {value!r} is not an agent of this scenario (agents: {names})")
+        for agent in self.agents:
+            for handoff in agent.handoffs:
+                if handoff.target not in names:
+                    raise ValueError(f"agent {agent.name!r} hands off to unknown agent {handoff.target!r}")
+        if any(a.requires_auth for a in self.agents) and self.auth_agent is None:
+            raise ValueError("an agent requires_auth but the scenario names no auth_agent")
+        return self
+
+    def agent(self, name: str) -> AgentConfig | None:
+        return next((a for a in self.agents if a.name == name), None)
+
+    @property
+    def agent_names(self) -> list[str]:
+        return [a.name for a in self.agents]

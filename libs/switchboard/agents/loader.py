@@ -1,0 +1,79 @@
+"""Load a scenario (YAML agents + Python tools) from a folder."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from .config import ScenarioConfig
+from .tools import ToolRegistry
+
+
+class ScenarioError(Exception):
+    """A scenario cannot be loaded; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class Scenario:
+    config: ScenarioConfig
+    tools: ToolRegistry
+    path: Path
+
+
+def resolve_scenario_dir(name_or_path: str, scenarios_dir: Path) -> Path:
+    candidate = Path(name_or_path)
+    if candidate.is_file():
+        return candidate.parent
+    if candidate.is_dir():
+        return candidate
+    by_name = scenarios_dir / name_or_path
+    if by_name.is_dir():
+        return by_name
+    known = sorted(p.name for p in scenarios_dir.iterdir() if p.is_dir()) if scenarios_dir.is_dir() else []
+    raise ScenarioError(f"scenario {name_or_path!r} not found in {scenarios_dir} (known: {known})")
+
+
+def load_scenario(name_or_path: str, scenarios_dir: Path) -> Scenario:
+    folder = resolve_scenario_dir(name_or_path, scenarios_dir)
+    yaml_path = folder / "scenario.yaml"
+    try:
+        raw = yaml.safe_load(yaml_path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ScenarioError(f"cannot read {yaml_path}: {exc}") from exc
+    try:
+        config = ScenarioConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ScenarioError(f"invalid scenario {yaml_path}:\n{exc}") from exc
+    registry = _load_tools(folder, config)
+    for agent in config.agents:
+        missing = [t for t in agent.tools if registry.get(t) is None]
+        if missing:
+            raise ScenarioError(
+                f"agent {agent.name!r} uses unknown tools {missing} (registered: {registry.names()})"
+            )
+    return Scenario(config, registry, folder)
+
+
+def _load_tools(folder: Path, config: ScenarioConfig) -> ToolRegistry:
+    if not config.tools_module:
+        return ToolRegistry()
+    path = folder / config.tools_module
+    module_name = f"switchboard_scenario_{config.name}_tools"
+    if module_name in sys.modules:
+        module = sys.modules[module_name]
+    else:
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        if spec is None or spec.loader is None:
+            raise ScenarioError(f"cannot import tools module {path}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+    registry = getattr(module, "registry", None)
+    if not isinstance(registry, ToolRegistry):
+        raise ScenarioError(f"{path} must define 'registry = ToolRegistry()'")
+    return registry

@@ -1,0 +1,111 @@
+"""Tools: Python callables registered by name; typed parameters become the JSON Schema."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, get_type_hints
+
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+
+from ..models.base import ToolSpec
+from ..schemas import CallerIdentity
+
+
+class ToolError(Exception):
+    """A tool refused or failed; the message goes back to the model as the tool's output."""
+
+
+@dataclass
+class ToolContext:
+    """What the platform tells a tool about the call. Declare a parameter of this type to get it."""
+
+    session_id: str
+    agent: str
+    caller: CallerIdentity
+    identity_tool: bool = False
+    verified: CallerIdentity | None = field(default=None)
+
+    def verify_caller(self, customer_id: str) -> None:
+        """Mark the caller as verified; only tools registered with ``identity=True`` may do this."""
+        if not self.identity_tool:
+            raise ToolError("this tool is not allowed to verify callers")
+        self.verified = CallerIdentity(authenticated=True, customer_id=customer_id, verified_by=self.agent)
+        self.caller = self.verified
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    description: str
+    fn: Callable[..., Any]
+    params: type[BaseModel]
+    context_param: str | None
+    requires_auth: bool = False
+    """The platform refuses the call unless the caller is verified."""
+    identity: bool = False
+    """The tool may call ``ToolContext.verify_caller``."""
+
+    def spec(self) -> ToolSpec:
+        schema = self.params.model_json_schema()
+        schema.pop("title", None)
+        schema["additionalProperties"] = False
+        return ToolSpec(self.name, self.description, schema)
+
+    async def invoke(self, arguments: dict[str, Any], ctx: ToolContext) -> Any:
+        if self.requires_auth and not ctx.caller.authenticated:
+            raise ToolError(f"{self.name} requires a verified caller; verify the caller first")
+        try:
+            parsed = self.params.model_validate(arguments)
+        except ValidationError as exc:
+            raise ToolError(f"invalid arguments for {self.name}: {exc.errors(include_url=False)}") from exc
+        kwargs = dict(parsed)
+        if self.context_param:
+            kwargs[self.context_param] = ctx
+        result = self.fn(**kwargs)
+        return await result if inspect.isawaitable(result) else result
+
+
+class ToolRegistry:
+    """A scenario's tools; its ``tools.py`` exposes one as ``registry``."""
+
+    def __init__(self) -> None:
+        self._tools: dict[str, Tool] = {}
+
+    def tool(
+        self, *, name: str | None = None, requires_auth: bool = False, identity: bool = False
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+            t = build_tool(fn, name=name, requires_auth=requires_auth, identity=identity)
+            if t.name in self._tools:
+                raise ValueError(f"tool {t.name!r} registered twice")
+            self._tools[t.name] = t
+            return fn
+
+        return register
+
+    def get(self, name: str) -> Tool | None:
+        return self._tools.get(name)
+
+    def names(self) -> list[str]:
+        return sorted(self._tools)
+
+
+def build_tool(
+    fn: Callable[..., Any], *, name: str | None = None, requires_auth: bool = False, identity: bool = False
+) -> Tool:
+    hints = get_type_hints(fn)
+    fields: dict[str, Any] = {}
+    context_param = None
+    for pname, param in inspect.signature(fn).parameters.items():
+        annotation = hints.get(pname, Any)
+        if annotation is ToolContext:
+            context_param = pname
+            continue
+        default = ... if param.default is inspect.Parameter.empty else param.default
+        fields[pname] = (annotation, default)
+    tool_name = name or fn.__name__
+    params = create_model(f"{tool_name}_params", __config__=ConfigDict(extra="forbid"), **fields)
+    doc = inspect.getdoc(fn) or tool_name
+    return Tool(tool_name, doc, fn, params, context_param, requires_auth, identity)

@@ -1,0 +1,83 @@
+"""The NATS connection as an async context manager that drains on close."""
+
+from __future__ import annotations
+
+import logging
+from types import TracebackType
+from typing import Self
+
+import nats
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+log = logging.getLogger(__name__)
+
+
+class Bus:
+    """One NATS connection (with JetStream) per process.
+
+    ``servers`` may list every node of a cluster; the client reconnects forever, so a
+    restarted or failed-over server is ridden out rather than fatal.
+    """
+
+    def __init__(self, servers: list[str], *, name: str) -> None:
+        self.servers = servers
+        self.name = name
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+
+    @property
+    def nc(self) -> Client:
+        if self._nc is None:
+            raise RuntimeError("Bus is not connected; use 'async with Bus(...)'")
+        return self._nc
+
+    @property
+    def js(self) -> JetStreamContext:
+        if self._js is None:
+            self._js = self.nc.jetstream()
+        return self._js
+
+    async def connect(self) -> None:
+        if self._nc is not None:
+            return
+
+        async def on_error(exc: Exception) -> None:
+            log.warning("nats error", extra={"error": repr(exc), "client": self.name})
+
+        async def on_disconnect() -> None:
+            log.warning("nats disconnected", extra={"client": self.name})
+
+        async def on_reconnect() -> None:
+            log.info("nats reconnected", extra={"client": self.name})
+
+        self._nc = await nats.connect(
+            servers=self.servers,
+            name=self.name,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.25,
+            connect_timeout=5,
+            error_cb=on_error,
+            disconnected_cb=on_disconnect,
+            reconnected_cb=on_reconnect,
+        )
+
+    async def close(self) -> None:
+        """Drain subscriptions and pending publishes, then close. Safe to call twice."""
+        nc, self._nc, self._js = self._nc, None, None
+        if nc is None or nc.is_closed:
+            return
+        try:
+            await nc.drain()
+        except Exception:  # a connection lost mid-drain is closed anyway
+            log.debug("drain failed; closing", exc_info=True)
+            await nc.close()
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()

@@ -1,0 +1,246 @@
+"""Request/reply with streamed replies over NATS, and the queue-group service that answers.
+
+A request is published with a reply subject under this process's private inbox; the
+responder publishes any number of replies (deltas) to it and ends with a terminal one.
+Replies are routed to the waiting caller by the inbox's last token, so one subscription
+serves every concurrent request of the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from ..schemas import SCHEMA_MAJOR, SCHEMA_VERSION, ErrorCode, ErrorReply, WireModel
+from . import headers as h
+from .errors import BadReply, NoResponders, RemoteError, ReplyTimeout
+
+log = logging.getLogger(__name__)
+
+R = TypeVar("R")
+Req = TypeVar("Req", bound=BaseModel)
+
+
+def message_headers(session_id: str | None = None, deadline: float | None = None) -> dict[str, str]:
+    """The headers every Switchboard message carries (``deadline`` is Unix time in seconds)."""
+    out = {h.SCHEMA: SCHEMA_VERSION}
+    if session_id:
+        out[h.SESSION] = session_id
+    if deadline is not None:
+        out[h.DEADLINE] = str(int(deadline * 1000))
+    return out
+
+
+def version_error(headers: dict[str, str] | None) -> ErrorReply | None:
+    """An ``unsupported_version`` error unless the message speaks our major version."""
+    version = (headers or {}).get(h.SCHEMA)
+    if version is None:
+        return ErrorReply(
+            code=ErrorCode.UNSUPPORTED_VERSION,
+            message=f"missing {h.SCHEMA} header",
+            supported_versions=[SCHEMA_VERSION],
+        )
+    if version.split(".", 1)[0] != str(SCHEMA_MAJOR):
+        return ErrorReply(
+            code=ErrorCode.UNSUPPORTED_VERSION,
+            message=f"schema version {version!r} is not supported; this consumer speaks {SCHEMA_VERSION}",
+            supported_versions=[SCHEMA_VERSION],
+        )
+    return None
+
+
+def remaining(deadline: float) -> float:
+    return deadline - time.time()
+
+
+class StreamingClient:
+    """Sends requests and yields their streamed replies until a terminal one arrives."""
+
+    def __init__(self, nc: Client) -> None:
+        self._nc = nc
+        self._prefix = nc.new_inbox()
+        self._waiting: dict[str, asyncio.Queue[Msg]] = {}
+        self._sub: Subscription | None = None
+        self._next = 0
+
+    async def start(self) -> None:
+        if self._sub is None:
+            self._sub = await self._nc.subscribe(f"{self._prefix}.*", cb=self._route)
+
+    async def stop(self) -> None:
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            await sub.unsubscribe()
+
+    async def _route(self, msg: Msg) -> None:
+        queue = self._waiting.get(msg.subject.rsplit(".", 1)[-1])
+        if queue is not None:  # late replies of abandoned requests are dropped
+            queue.put_nowait(msg)
+
+    async def stream(
+        self,
+        subject: str,
+        request: WireModel,
+        reply_adapter: TypeAdapter[R],
+        is_terminal: Callable[[R], bool],
+        *,
+        deadline: float,
+        session_id: str | None = None,
+        extra_headers: dict[str, str] | None = None,
+    ) -> AsyncIterator[R]:
+        """Publish ``request`` and yield parsed replies; raise a ``BusError`` on failure.
+
+        ``ErrorReply`` replies are raised as ``RemoteError``; the deadline bounds the whole stream.
+        """
+        await self.start()
+        self._next += 1
+        token = str(self._next)
+        queue: asyncio.Queue[Msg] = asyncio.Queue()
+        self._waiting[token] = queue
+        hdrs = message_headers(session_id, deadline) | (extra_headers or {})
+        try:
+            await self._nc.publish(subject, request.to_bytes(), reply=f"{self._prefix}.{token}", headers=hdrs)
+            while True:
+                left = remaining(deadline)
+                if left <= 0:
+                    raise ReplyTimeout(f"no complete reply from {subject} before the deadline")
+                try:
+                    msg = await asyncio.wait_for(queue.get(), left)
+                except TimeoutError:
+                    raise ReplyTimeout(f"no complete reply from {subject} before the deadline") from None
+                if msg.headers and msg.headers.get("Status") == "503":
+                    raise NoResponders(f"no responders on {subject}")
+                reply = _parse(reply_adapter, msg)
+                if isinstance(reply, ErrorReply):
+                    raise RemoteError(reply)
+                yield reply
+                if is_terminal(reply):
+                    return
+        finally:
+            del self._waiting[token]
+
+
+def _parse(adapter: TypeAdapter[R], msg: Msg) -> R:
+    bad_version = version_error(msg.headers)
+    if bad_version is not None:
+        raise BadReply(bad_version.message)
+    try:
+        return adapter.validate_json(msg.data)
+    except ValidationError as exc:
+        raise BadReply(f"unparseable reply: {exc.errors(include_url=False)[:3]}") from exc
+
+
+class ReplySink:
+    """Where a handler sends its replies for one request."""
+
+    def __init__(self, nc: Client, reply: str, session_id: str | None) -> None:
+        self._nc = nc
+        self._reply = reply
+        self._headers = message_headers(session_id)
+
+    async def send(self, message: WireModel) -> None:
+        if self._reply:
+            await self._nc.publish(self._reply, message.to_bytes(), headers=self._headers)
+
+
+Handler = Callable[[Req, ReplySink, Msg], Awaitable[None]]
+
+
+class QueueService:
+    """Serves one subject in a queue group: parse, version-check, run the handler concurrently.
+
+    At most ``max_inflight`` requests run at once; beyond that the caller gets a retryable
+    ``busy`` error at once instead of queueing without bound. ``stop()`` stops taking new
+    requests, waits up to ``grace_s`` for the ones in flight, and is safe to call twice.
+    """
+
+    def __init__(
+        self,
+        nc: Client,
+        subject: str,
+        queue: str,
+        request_adapter: TypeAdapter[Req],
+        handler: Handler[Req],
+        *,
+        max_inflight: int = 256,
+    ) -> None:
+        self._nc = nc
+        self.subject = subject
+        self.queue = queue
+        self._adapter = request_adapter
+        self._handler = handler
+        self._max_inflight = max_inflight
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sub: Subscription | None = None
+        self.handled = 0
+
+    @property
+    def inflight(self) -> int:
+        return len(self._tasks)
+
+    async def start(self) -> None:
+        self._sub = await self._nc.subscribe(self.subject, queue=self.queue, cb=self._on_msg)
+
+    async def stop(self, grace_s: float = 10.0) -> None:
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            await sub.unsubscribe()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=grace_s)
+        for task in set(self._tasks):
+            task.cancel()
+
+    async def _on_msg(self, msg: Msg) -> None:
+        if len(self._tasks) >= self._max_inflight:
+            await self._error(msg, ErrorCode.BUSY, "service is at its concurrency limit", retryable=True)
+            return
+        task = asyncio.create_task(self._handle(msg))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, msg: Msg) -> None:
+        bad_version = version_error(msg.headers)
+        if bad_version is not None:
+            await ReplySink(self._nc, msg.reply, None).send(bad_version)
+            return
+        try:
+            request = self._adapter.validate_json(msg.data)
+        except ValidationError as exc:
+            detail = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in exc.errors()[:5]
+            )
+            await self._error(msg, ErrorCode.BAD_REQUEST, f"invalid request: {detail}")
+            return
+        session_id = (msg.headers or {}).get(h.SESSION)
+        try:
+            await self._handler(request, ReplySink(self._nc, msg.reply, session_id), msg)
+            self.handled += 1
+        except Exception as exc:
+            log.exception("handler failed", extra={"subject": self.subject})
+            await self._error(msg, ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+
+    async def _error(self, msg: Msg, code: ErrorCode, message: str, *, retryable: bool = False) -> None:
+        err = ErrorReply(code=code, message=message, retryable=retryable)
+        try:
+            await ReplySink(self._nc, msg.reply, None).send(err)
+        except Exception:
+            log.warning("could not send error reply", exc_info=True)
+
+
+def deadline_of(msg: Msg, default_s: float) -> float:
+    """The request's absolute deadline (seconds), or now + ``default_s`` when absent."""
+    raw = (msg.headers or {}).get(h.DEADLINE)
+    try:
+        return int(raw) / 1000 if raw else time.time() + default_s
+    except ValueError:
+        return time.time() + default_s
+
+

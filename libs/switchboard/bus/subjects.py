@@ -1,0 +1,41 @@
+"""Every NATS subject, queue group, stream and bucket name Switchboard uses — in one place.
+
+===========================================  =====================================================
+``switchboard.v1.agent.<agent>.turn``        turn requests for one agent; queue group
+                                             ``agent.<agent>`` so N replicas share the load
+``switchboard.v1.audit.handoff.<session>``   handoff decisions (JetStream stream ``SWITCHBOARD_AUDIT``)
+KV bucket ``switchboard_sessions``           session state, key = session id
+===========================================  =====================================================
+
+Turn replies (deltas, then one result or error) go to the request's private reply inbox.
+"""
+
+from __future__ import annotations
+
+import re
+
+PREFIX = "switchboard.v1"
+AUDIT_STREAM = "SWITCHBOARD_AUDIT"
+AUDIT_SUBJECTS = f"{PREFIX}.audit.>"
+SESSIONS_BUCKET = "switchboard_sessions"
+
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+def check_token(value: str, what: str) -> str:
+    """Names that become subject tokens or KV keys: letters, digits, ``_`` and ``-`` only."""
+    if not _TOKEN.match(value):
+        raise ValueError(f"invalid {what} {value!r}: use 1-128 letters, digits, '_' or '-'")
+    return value
+
+
+def agent_turn(agent: str) -> str:
+    return f"{PREFIX}.agent.{check_token(agent, 'agent name')}.turn"
+
+
+def agent_queue(agent: str) -> str:
+    return f"agent.{check_token(agent, 'agent name')}"
+
+
+def audit_handoff(session_id: str) -> str:
+    return f"{PREFIX}.audit.handoff.{check_token(session_id, 'session id')}"

@@ -1,0 +1,63 @@
+"""A terminal client for the edge, built on the official ``openai`` SDK's realtime client."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+from openai import AsyncOpenAI
+
+
+async def chat(url: str, key: str, session: str | None, lines: list[str] | None) -> None:
+    client = AsyncOpenAI(api_key=key or "missing", websocket_base_url=url, base_url=url.replace("ws", "http", 1))
+    query = {"session_id": session} if session else {}
+    async with client.realtime.connect(model="switchboard", extra_query=query) as conn:
+        async for event in conn:
+            if event.type == "session.created":
+                break
+        session_event = await conn.recv()
+        print(f"[session {getattr(session_event, 'session_id', '?')}]", flush=True)
+        script = iter(lines) if lines else None
+        while True:
+            text = next(script, None) if script is not None else await _read_line()
+            if text is None:
+                return
+            if not text.strip():
+                continue
+            if script is not None:
+                print(f"you> {text}")
+            await conn.conversation.item.create(
+                item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
+            )
+            await conn.response.create()
+            await _print_response(conn)
+
+
+async def _print_response(conn: Any) -> None:
+    speaking = False
+    async for event in conn:
+        kind = event.type
+        if kind == "response.output_text.delta":
+            if not speaking:
+                print("bot> ", end="", flush=True)
+                speaking = True
+            print(event.delta, end="", flush=True)
+        elif kind == "response.output_item.done" and speaking:
+            print(flush=True)
+            speaking = False
+        elif kind == "switchboard.handoff":
+            extra = event.model_extra or {}
+            print(f"  -> handoff {extra.get('from')} -> {extra.get('to')} ({extra.get('outcome')}): "
+                  f"{extra.get('reason')}", flush=True)  # fmt: skip
+        elif kind == "error":
+            print(f"  !! error {event.error.code}: {event.error.message}", flush=True)
+        elif kind == "response.done":
+            meta = event.response.metadata or {}
+            print(f"  [answered by {meta.get('agent')}]", flush=True)
+            return
+
+
+async def _read_line() -> str | None:
+    line = await asyncio.to_thread(sys.stdin.readline)
+    return line.rstrip("\n") if line else None

@@ -1,0 +1,143 @@
+"""The ``switchboard`` command: run the edge, an agent, the whole local stack, or a chat client."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import signal
+import sys
+import time
+from pathlib import Path
+
+
+def _edge(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from switchboard_edge import create_app
+
+    from . import logs
+    from .settings import Settings
+
+    settings = Settings()
+    logs.configure("edge", settings.log_level)
+    app = create_app(settings)
+    uvicorn.run(
+        app, host=settings.edge_host, port=settings.edge_port, log_config=None,
+        ws_max_size=max(16 * 1024 * 1024, settings.max_event_bytes * 4), timeout_graceful_shutdown=10,
+    )  # fmt: skip
+
+
+def _agent(args: argparse.Namespace) -> None:
+    from switchboard_agent import AgentRunner
+
+    from . import logs
+    from .agents import load_scenario
+    from .settings import Settings
+
+    settings = Settings()
+    logs.configure(f"agent-{args.name}", settings.log_level)
+    scenario = load_scenario(settings.scenario, settings.scenarios_dir)
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        async with AgentRunner(settings, scenario, args.name):
+            await stop.wait()
+
+    asyncio.run(serve())
+
+
+def _run(args: argparse.Namespace) -> None:
+    """Start nats-server, every agent and the edge; print how to connect; stop all on Ctrl-C."""
+    from .local.stack import Stack
+    from .settings import Settings
+
+    settings = Settings()
+    key = settings.api_keys.split(",")[0].strip() if settings.api_keys else f"sb-dev-{secrets.token_hex(12)}"
+    var = Path(args.var_dir)
+    stack = Stack(
+        var, scenario=settings.scenario, api_key=settings.api_keys or key, edge_port=settings.edge_port,
+        nats_port=args.nats_port, echo=sys.stdout if not args.quiet else None,
+        env={"SWITCHBOARD_SCENARIOS_DIR": str(settings.scenarios_dir.resolve())},
+    )  # fmt: skip
+    print(f"starting nats-server, agents of scenario '{settings.scenario}' and the edge ...", flush=True)
+    stop = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        stack.start()
+    except BaseException:
+        stack.stop()
+        raise
+    banner = f"""
+  Switchboard is running (scenario: {settings.scenario})
+    realtime edge : {stack.ws_base}/realtime   (OpenAI Realtime protocol, text)
+    API key       : {key}
+    nats          : {stack.nats.url}   (data in {var / "nats"})
+    logs          : {var / "log"}
+  Talk to it:   .venv/bin/switchboard chat --url {stack.ws_base} --key {key}
+  Ctrl-C stops everything.
+"""
+    print(banner, flush=True)
+    try:
+        while not stop:
+            dead = [p for p in stack.procs if not p.alive()]
+            if dead:
+                print(f"process {dead[0].name} exited with {dead[0].popen.returncode}; stopping", flush=True)
+                break
+            time.sleep(0.5)  # supervision poll; Ctrl-C interrupts it at once
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print("stopping ...", flush=True)
+        stack.stop()
+        print("stopped.", flush=True)
+
+
+def _chat(args: argparse.Namespace) -> None:
+    from .chat import chat
+
+    asyncio.run(chat(args.url, args.key, args.session, args.say))
+
+
+def _schemas(args: argparse.Namespace) -> None:
+    from .schemas.export import export_command
+
+    sys.exit(export_command(Path(args.dir), check=args.check, allow_breaking=args.allow_breaking))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="switchboard", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("edge", help="run the realtime edge (settings from SWITCHBOARD_* variables)").set_defaults(
+        fn=_edge
+    )
+    p = sub.add_parser("agent", help="serve one agent of the scenario")
+    p.add_argument("--name", required=True, help="agent name from the scenario")
+    p.set_defaults(fn=_agent)
+    p = sub.add_parser("run", help="start nats-server, every agent and the edge locally")
+    p.add_argument("--var-dir", default="var", help="where data and logs go (default: var)")
+    p.add_argument("--nats-port", type=int, default=int(os.environ.get("SWITCHBOARD_NATS_PORT", "4222")))
+    p.add_argument("--quiet", action="store_true", help="do not echo the processes' logs")
+    p.set_defaults(fn=_run)
+    p = sub.add_parser("chat", help="talk to a running edge with the official openai SDK realtime client")
+    p.add_argument("--url", default="ws://127.0.0.1:8080/v1", help="edge WebSocket base URL")
+    p.add_argument("--key", default=os.environ.get("SWITCHBOARD_API_KEY", ""), help="API key")
+    p.add_argument("--session", default=None, help="session id to resume")
+    p.add_argument("--say", action="append", help="send these lines instead of reading stdin")
+    p.set_defaults(fn=_chat)
+    p = sub.add_parser("schemas", help="export the v1 wire JSON Schemas (refuses breaking changes)")
+    p.add_argument("--dir", default="schemas/v1")
+    p.add_argument("--check", action="store_true", help="fail if the files are not up to date")
+    p.add_argument("--allow-breaking", action="store_true")
+    p.set_defaults(fn=_schemas)
+    args = parser.parse_args(argv)
+    args.fn(args)

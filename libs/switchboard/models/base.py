@@ -1,0 +1,67 @@
+"""The interface every model provider implements, and the errors it raises."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..schemas import ConversationItem
+
+TextSink = Callable[[str], Awaitable[None]]
+"""Receives text deltas as the model produces them."""
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A function the model may call, described by a JSON Schema of its parameters."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    call_id: str
+    name: str
+    arguments: str
+    """JSON-encoded arguments exactly as the model produced them."""
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    instructions: str
+    """System prompt of the agent (with any platform notes appended)."""
+    items: Sequence[ConversationItem]
+    """Conversation history plus the items of the current turn so far."""
+    tools: Sequence[ToolSpec] = ()
+    context: dict[str, Any] = field(default_factory=dict)
+    """Handoff context; real models see it through the instructions, the offline model reads it."""
+    caller_authenticated: bool = False
+    """Whether the platform has verified the caller (the offline model's rules may test it)."""
+
+
+@dataclass(frozen=True)
+class ModelResponse:
+    text: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class ModelError(Exception):
+    """A model call failed. ``retryable`` says whether the same call may succeed later."""
+
+    def __init__(self, message: str, *, retryable: bool, status: int | None = None) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.status = status
+
+
+class ModelProvider(Protocol):
+    """One call of a chat model: stream text to ``on_text`` and return the full response."""
+
+    async def complete(self, request: ModelRequest, on_text: TextSink) -> ModelResponse: ...
+
+    async def aclose(self) -> None: ...

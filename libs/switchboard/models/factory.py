@@ -1,0 +1,38 @@
+"""Build the model provider an agent's config asks for."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from ..agents.config import AgentConfig
+from .base import ModelProvider
+from .offline import OfflineProvider
+
+
+def resolve_provider_name(agent: AgentConfig, env: Mapping[str, str] | None = None) -> str:
+    env = os.environ if env is None else env
+    if agent.model.provider != "auto":
+        return agent.model.provider
+    return "openai" if env.get("OPENAI_API_KEY") else "offline"
+
+
+def build_provider(
+    agent: AgentConfig, slot_patterns: Mapping[str, str], env: Mapping[str, str] | None = None
+) -> ModelProvider:
+    env = os.environ if env is None else env
+    kind = resolve_provider_name(agent, env)
+    if kind == "offline":
+        return OfflineProvider(agent.offline, slot_patterns)
+    from .openai_chat import OpenAIChatProvider  # imported lazily: offline runs need no HTTP client
+
+    api_key = env.get("OPENAI_API_KEY")
+    if not api_key:
+        raise ValueError(f"agent {agent.name!r} uses provider 'openai' but OPENAI_API_KEY is not set")
+    return OpenAIChatProvider(
+        agent.model.name,
+        api_key=api_key,
+        base_url=agent.model.base_url or env.get("OPENAI_BASE_URL") or None,
+        settings=dict(agent.model.settings),
+        agent=agent.name,
+    )

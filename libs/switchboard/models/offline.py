@@ -1,0 +1,155 @@
+"""The offline deterministic model: scripted rules instead of an LLM, so ``make run`` needs no key.
+
+It is not a language model. Each agent's YAML declares ordered rules; a rule matches on
+keywords in the caller's latest message, on *slots* (values pulled from what the caller said by
+the scenario's regexes, or present in the handoff context), on context keys, on whether the
+caller is verified, or on the result of the tool that just returned. The first matching rule
+either calls a tool (including ``transfer_to_<agent>`` handoffs) or says a templated reply.
+Templates use ``{slots.x}``, ``{context.x}``, ``{result.x}`` and ``{caller.x}``. It speaks
+through the same interface as a real provider, so the agent loop runs the same code either way.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import string
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..agents.config import OfflineRule, OfflineScript
+from ..schemas import ConversationItem, FunctionCallItem, FunctionCallOutputItem, MessageItem
+from .base import ModelRequest, ModelResponse, TextSink, ToolCall
+
+_FORMATTER = string.Formatter()
+_WHOLE_FIELD = re.compile(r"^\{([a-z_]+)\.([A-Za-z0-9_]+)\}$")
+
+
+class _Missing(Exception):
+    pass
+
+
+class _Namespace:
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self._values = values
+
+    def __getattr__(self, key: str) -> Any:
+        value = self._values.get(key)
+        if value is None or value == "":
+            raise _Missing(key)
+        return value
+
+
+class _View:
+    """What the rules look at, derived from the request."""
+
+    def __init__(self, request: ModelRequest, slot_patterns: Mapping[str, re.Pattern[str]]) -> None:
+        items = request.items
+        user_texts = [i.text for i in items if isinstance(i, MessageItem) and i.role == "user"]
+        self.user_text = user_texts[-1].lower() if user_texts else ""
+        self.slots: dict[str, Any] = {
+            k: v for k, v in request.context.items() if isinstance(v, str | int | float)
+        }
+        for text in user_texts:
+            for name, pattern in slot_patterns.items():
+                found = pattern.search(text)
+                if found:
+                    self.slots[name] = found.group(1) if pattern.groups else found.group(0)
+        self.context = request.context
+        self.authenticated = request.caller_authenticated
+        self.tool, self.result = _last_tool_result(items)
+        self.call_count = sum(isinstance(i, FunctionCallItem) for i in items)
+
+    def namespaces(self) -> dict[str, _Namespace]:
+        result = self.result if isinstance(self.result, dict) else {}
+        return {
+            "slots": _Namespace(self.slots),
+            "context": _Namespace(self.context),
+            "result": _Namespace(result),
+            "caller": _Namespace({"authenticated": self.authenticated}),
+        }
+
+
+def _last_tool_result(items: Sequence[ConversationItem]) -> tuple[str | None, Any]:
+    if not items or not isinstance(items[-1], FunctionCallOutputItem):
+        return None, None
+    out = items[-1]
+    name = next(
+        (i.name for i in reversed(items) if isinstance(i, FunctionCallItem) and i.call_id == out.call_id),
+        None,
+    )
+    try:
+        return name, json.loads(out.output)
+    except ValueError:
+        return name, out.output
+
+
+def _render(template: str, ns: Mapping[str, _Namespace]) -> Any:
+    whole = _WHOLE_FIELD.match(template)
+    if whole:  # a lone field keeps its type (numbers stay numbers)
+        return getattr(ns[whole.group(1)], whole.group(2))
+    return _FORMATTER.vformat(template, (), ns)
+
+
+def _render_args(args: Mapping[str, Any], ns: Mapping[str, _Namespace]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in args.items():
+        optional = key.endswith("?")
+        name = key.rstrip("?")
+        try:
+            out[name] = _render(value, ns) if isinstance(value, str) else value
+        except _Missing:
+            if not optional:
+                raise
+    return out
+
+
+def _matches(rule: OfflineRule, view: _View) -> bool:
+    if (rule.after_tool is None) != (view.tool is None) or rule.after_tool not in (None, view.tool):
+        return False
+    if rule.when_user_says and not any(w.lower() in view.user_text for w in rule.when_user_says):
+        return False
+    if any(view.slots.get(s) in (None, "") for s in rule.when_slots):
+        return False
+    if any(not view.context.get(k) for k in rule.when_context):
+        return False
+    if rule.when_authenticated is not None and rule.when_authenticated != view.authenticated:
+        return False
+    result = view.result if isinstance(view.result, dict) else {}
+    return all(result.get(k) == v for k, v in rule.when_result.items())
+
+
+class OfflineProvider:
+    """Deterministic rule-following model for one agent."""
+
+    def __init__(self, script: OfflineScript, slot_patterns: Mapping[str, str]) -> None:
+        self._script = script
+        self._patterns = {k: re.compile(v, re.IGNORECASE) for k, v in slot_patterns.items()}
+
+    async def complete(self, request: ModelRequest, on_text: TextSink) -> ModelResponse:
+        view = _View(request, self._patterns)
+        ns = view.namespaces()
+        for rule in self._script.rules:
+            if not _matches(rule, view):
+                continue
+            try:
+                if rule.call is not None:
+                    name = str(_render(rule.call, ns))
+                    args = _render_args(rule.args, ns)
+                    call = ToolCall(f"call_off{view.call_count}", name, json.dumps(args))
+                    return ModelResponse(tool_calls=(call,))
+                text = str(_render(rule.say or "", ns))
+            except _Missing:
+                continue
+            return await _speak(text, on_text)
+        return await _speak(self._script.default, on_text)
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def _speak(text: str, on_text: TextSink) -> ModelResponse:
+    words = re.findall(r"\S+\s*", text)
+    for word in words:
+        await on_text(word)
+    return ModelResponse(text=text, output_tokens=len(words))

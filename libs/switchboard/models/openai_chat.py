@@ -1,0 +1,146 @@
+"""Model provider for the OpenAI Chat Completions API and compatible servers (vLLM, Ollama...)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import openai
+
+from ..schemas import ConversationItem, FunctionCallItem, FunctionCallOutputItem, MessageItem
+from .base import ModelError, ModelRequest, ModelResponse, TextSink, ToolCall, ToolSpec
+
+logger = logging.getLogger(__name__)
+
+
+def to_chat_messages(
+    instructions: str, items: Sequence[ConversationItem], agent: str | None = None
+) -> list[dict[str, Any]]:
+    """Convert the conversation into chat messages, with ``instructions`` as the system message.
+
+    Consecutive function calls become one assistant message with ``tool_calls``. When ``agent``
+    is given, assistant messages spoken by *another* agent are prefixed with ``"[<agent>] "``
+    so the model can tell that someone else said them.
+    """
+    messages: list[dict[str, Any]] = [{"role": "system", "content": instructions}] if instructions else []
+    for item in items:
+        if isinstance(item, MessageItem):
+            text = item.text
+            if item.role == "assistant" and item.agent and item.agent != agent:
+                text = f"[{item.agent}] {text}"
+            messages.append({"role": item.role, "content": text})
+        elif isinstance(item, FunctionCallItem):
+            call = {
+                "id": item.call_id,
+                "type": "function",
+                "function": {"name": item.name, "arguments": item.arguments},
+            }
+            last = messages[-1] if messages else None
+            if last is not None and last["role"] == "assistant" and "tool_calls" in last:
+                last["tool_calls"].append(call)
+            else:
+                messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        elif isinstance(item, FunctionCallOutputItem):
+            messages.append({"role": "tool", "tool_call_id": item.call_id, "content": item.output})
+    return messages
+
+
+def to_chat_tools(tools: Sequence[ToolSpec]) -> list[dict[str, Any]]:
+    """Describe tools as Chat Completions function tools."""
+    return [
+        {
+            "type": "function",
+            "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+        }
+        for t in tools
+    ]
+
+
+def _model_error(err: openai.APIError) -> ModelError:
+    if isinstance(err, openai.APIStatusError):
+        status = err.status_code
+        return ModelError(str(err), retryable=status == 429 or status >= 500, status=status)
+    # APITimeoutError is a subclass of APIConnectionError.
+    return ModelError(str(err), retryable=isinstance(err, openai.APIConnectionError))
+
+
+class OpenAIChatProvider:
+    """Streams completions from a Chat Completions endpoint.
+
+    ``settings`` (temperature, max_tokens, ...) are merged into every request body as-is, so
+    server-specific parameters work too. The client never retries: that is the platform's job.
+
+    History conversion: see :func:`to_chat_messages`. Assistant messages of an agent other than
+    ``agent`` (the one this provider speaks for, if given) are prefixed with ``"[<agent>] "``.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        api_key: str,
+        base_url: str | None = None,
+        settings: dict[str, Any] | None = None,
+        timeout_s: float = 30.0,
+        agent: str | None = None,
+    ) -> None:
+        self.model = model
+        self.agent = agent
+        self._settings = dict(settings or {})
+        self._client = openai.AsyncOpenAI(
+            api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=0
+        )
+
+    async def complete(self, request: ModelRequest, on_text: TextSink) -> ModelResponse:
+        params: dict[str, Any] = {
+            "model": self.model,
+            "messages": to_chat_messages(request.instructions, request.items, self.agent),
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "extra_body": self._settings,
+        }
+        if request.tools:
+            params["tools"] = to_chat_tools(request.tools)
+        text: list[str] = []
+        calls: dict[int, dict[str, str]] = {}
+        input_tokens = output_tokens = 0
+        try:
+            stream = await self._client.chat.completions.create(**params)
+            async with stream:
+                async for chunk in stream:
+                    if chunk.usage is not None:
+                        input_tokens = chunk.usage.prompt_tokens
+                        output_tokens = chunk.usage.completion_tokens
+                    if not chunk.choices:
+                        continue
+                    delta = chunk.choices[0].delta
+                    if delta.content:
+                        text.append(delta.content)
+                        await on_text(delta.content)
+                    for tc in delta.tool_calls or ():
+                        acc = calls.setdefault(tc.index, {"id": "", "name": "", "arguments": ""})
+                        acc["id"] += tc.id or ""
+                        if tc.function is not None:
+                            acc["name"] += tc.function.name or ""
+                            acc["arguments"] += tc.function.arguments or ""
+        except openai.APIError as err:
+            error = _model_error(err)
+            logger.warning(
+                "model %s failed (status=%s, retryable=%s): %s",
+                self.model,
+                error.status,
+                error.retryable,
+                err,
+            )
+            raise error from err
+        tool_calls = tuple(
+            ToolCall(call_id=c["id"], name=c["name"], arguments=c["arguments"] or "{}")
+            for _, c in sorted(calls.items())
+        )
+        return ModelResponse(
+            text="".join(text), tool_calls=tool_calls, input_tokens=input_tokens, output_tokens=output_tokens
+        )
+
+    async def aclose(self) -> None:
+        await self._client.close()

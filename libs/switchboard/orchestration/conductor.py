@@ -1,0 +1,220 @@
+"""The session conductor: sends a caller turn to the active agent and carries out handoffs.
+
+One caller turn may visit several agents (A answers, or hands off to B who answers ...). Every
+handoff goes through the guardrails, is announced to the caller, and is appended to the audit
+stream with its latency (time from the request to the target's first reply). A target that does
+not answer, fails, or is refused sends the turn to the scenario's fallback agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..agents.config import ScenarioConfig
+from ..bus import BusError, StreamingClient, subjects
+from ..runtime import new_item_id
+from ..schemas import (
+    CallerIdentity,
+    ConversationItem,
+    HandoffDecision,
+    HandoffOutcome,
+    HandoffRequest,
+    MessageItem,
+    SessionState,
+    TurnDelta,
+    TurnRequest,
+    TurnResult,
+    turn_reply_adapter,
+)
+from ..state import AuditLog
+from .events import AgentFinished, EventSink, HandoffMade, TextDelta
+from .guardrails import PENDING_AGENT, decide
+
+log = logging.getLogger(__name__)
+
+CANT_TRANSFER = "I'm sorry, I can't transfer you right now. Is there anything else I can help you with?"
+
+
+class TurnFailed(Exception):
+    """Even the fallback agent could not answer."""
+
+
+@dataclass
+class TurnOutcome:
+    state: SessionState
+    agents: list[str]
+    """Agents that ran, in order."""
+    decisions: list[HandoffDecision]
+    replica: str | None = None
+    usage: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class _Turn:
+    """Mutable working copy of the session while one caller turn runs."""
+
+    state: SessionState
+    response_id: str
+    history: list[ConversationItem]
+    context: dict[str, Any]
+    caller: CallerIdentity
+    handoffs: int
+    agents: list[str] = field(default_factory=list)
+    decisions: list[HandoffDecision] = field(default_factory=list)
+    audits: list[asyncio.Task[None]] = field(default_factory=list)
+    tokens: dict[str, int] = field(default_factory=lambda: {"input_tokens": 0, "output_tokens": 0})
+    replica: str | None = None
+
+
+class Conductor:
+    def __init__(self, scenario: ScenarioConfig, client: StreamingClient, audit: AuditLog) -> None:
+        self.scenario = scenario
+        self._client = client
+        self._audit = audit
+
+    async def run_turn(
+        self, state: SessionState, response_id: str, emit: EventSink, *, deadline: float
+    ) -> TurnOutcome:
+        turn = _Turn(
+            state, response_id, list(state.history), dict(state.context), state.caller, state.handoff_count
+        )
+        try:
+            final = await self._hops(turn, state.active_agent, emit, deadline)
+        finally:
+            if turn.audits:
+                await asyncio.gather(*turn.audits)
+        new_state = state.model_copy(
+            update={
+                "active_agent": final, "history": turn.history, "context": turn.context,
+                "caller": turn.caller, "handoff_count": turn.handoffs, "turns": state.turns + 1,
+                "updated_at": time.time(),
+            }
+        )  # fmt: skip
+        return TurnOutcome(new_state, turn.agents, turn.decisions, turn.replica, turn.tokens)
+
+    async def _hops(self, turn: _Turn, agent: str, emit: EventSink, deadline: float) -> str:
+        pending: tuple[HandoffDecision, float] | None = None
+        request_from: HandoffDecision | None = None
+        fallback = self.scenario.fallback_agent
+        for hop in range(self.scenario.max_hops_per_turn):
+            turn.agents.append(agent)
+            req = TurnRequest(
+                session_id=turn.state.session_id, turn_id=f"{turn.response_id}-{hop}", agent=agent,
+                history=turn.history, context=turn.context, caller=turn.caller, handoff_depth=turn.handoffs,
+                handoff_from=request_from.source if request_from else None,
+                handoff_reason=request_from.reason if request_from else None,
+            )  # fmt: skip
+            result, failure, first_reply = await self._call_agent(req, emit, deadline)
+            if pending is not None:
+                decision, asked_at = pending
+                latency = (first_reply - asked_at) * 1000 if first_reply else None
+                self._record(turn, decision.model_copy(update={"latency_ms": latency, "target_ok": result is not None}))
+                pending = None
+            if result is None:
+                if agent == fallback:
+                    raise TurnFailed(f"fallback agent {fallback} failed: {failure}")
+                request_from = self._decision(
+                    turn, HandoffRequest(source=agent, target=agent, reason="agent did not answer"),
+                    HandoffOutcome.UNAVAILABLE, fallback, str(failure), {},
+                )  # fmt: skip
+                await emit(HandoffMade(request_from))
+                pending, agent = (request_from, time.time()), fallback
+                continue
+            turn.history.extend(result.items)
+            turn.replica = result.replica
+            turn.tokens["input_tokens"] += result.usage.input_tokens
+            turn.tokens["output_tokens"] += result.usage.output_tokens
+            if result.caller is not None:
+                turn.caller = result.caller
+            if result.outcome == "answer" or result.handoff is None:
+                return agent
+            verdict = decide(
+                self.scenario, result.handoff, handoff_count=turn.handoffs, visited=turn.agents,
+                authenticated=turn.caller.authenticated,
+            )  # fmt: skip
+            if verdict.refused and verdict.final_target == agent:
+                self._record(turn, self._decision(
+                    turn, result.handoff, verdict.outcome, agent, verdict.detail, {}
+                ))  # fmt: skip
+                await self._platform_answer(turn, agent, CANT_TRANSFER, emit)
+                return agent
+            if verdict.final_target == turn.context.get(PENDING_AGENT):
+                turn.context.pop(PENDING_AGENT)
+            turn.context.update(verdict.context)
+            request_from = self._decision(
+                turn, result.handoff, verdict.outcome, verdict.final_target, verdict.detail, verdict.context
+            )
+            await emit(HandoffMade(request_from))
+            pending, agent = (request_from, time.time()), verdict.final_target
+        if pending is not None:  # the hop cap stopped the turn before the target ran
+            self._record(turn, pending[0])
+        await self._platform_answer(turn, agent, CANT_TRANSFER, emit)
+        return agent
+
+    async def _call_agent(
+        self, req: TurnRequest, emit: EventSink, deadline: float
+    ) -> tuple[TurnResult | None, BusError | None, float | None]:
+        first_reply: float | None = None
+        text: list[str] = []
+        try:
+            async for reply in self._client.stream(
+                subjects.agent_turn(req.agent), req, turn_reply_adapter,
+                lambda r: isinstance(r, TurnResult), deadline=deadline, session_id=req.session_id,
+            ):  # fmt: skip
+                first_reply = first_reply or time.time()
+                if isinstance(reply, TurnDelta):
+                    text.append(reply.text)
+                    await emit(TextDelta(req.agent, reply.text))
+                elif isinstance(reply, TurnResult):
+                    await emit(AgentFinished(req.agent, reply.text, ok=True))
+                    return reply, None, first_reply
+        except BusError as exc:
+            log.warning(
+                "agent turn failed",
+                extra={"agent": req.agent, "session_id": req.session_id, "error": str(exc)},
+            )
+            await emit(AgentFinished(req.agent, "".join(text), ok=False))
+            return None, exc, first_reply
+        return None, BusError("reply stream ended without a result"), first_reply
+
+    def _decision(
+        self,
+        turn: _Turn,
+        request: HandoffRequest,
+        outcome: HandoffOutcome,
+        final: str,
+        detail: str,
+        context: dict[str, Any],
+    ) -> HandoffDecision:
+        turn.handoffs += 1
+        return HandoffDecision(
+            session_id=turn.state.session_id, response_id=turn.response_id, source=request.source,
+            requested_target=request.target, final_target=final, outcome=outcome, reason=request.reason,
+            detail=detail, context_keys=sorted(context), depth=turn.handoffs, ts=time.time(),
+        )  # fmt: skip
+
+    def _record(self, turn: _Turn, decision: HandoffDecision) -> None:
+        turn.decisions.append(decision)
+        log.info(
+            "handoff",
+            extra={
+                "session_id": decision.session_id, "from": decision.source, "to": decision.final_target,
+                "outcome": decision.outcome.value, "reason": decision.reason, "detail": decision.detail,
+            },
+        )  # fmt: skip
+        turn.audits.append(asyncio.create_task(self._append(decision)))
+
+    async def _append(self, decision: HandoffDecision) -> None:
+        try:
+            await self._audit.append(decision)
+        except Exception:
+            log.exception("audit append failed", extra={"session_id": decision.session_id})
+
+    async def _platform_answer(self, turn: _Turn, agent: str, text: str, emit: EventSink) -> None:
+        await emit(TextDelta(agent, text))
+        await emit(AgentFinished(agent, text, ok=True))
+        turn.history.append(MessageItem(id=new_item_id(), role="assistant", text=text, agent=agent))

@@ -1,0 +1,32 @@
+"""What the conductor tells its caller (the edge) while a turn runs."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from ..schemas import HandoffDecision
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    agent: str
+    text: str
+
+
+@dataclass(frozen=True)
+class AgentFinished:
+    """An agent's part of the response ended; ``ok`` is False when it failed mid-way."""
+
+    agent: str
+    text: str
+    ok: bool
+
+
+@dataclass(frozen=True)
+class HandoffMade:
+    decision: HandoffDecision
+
+
+ConductorEvent = TextDelta | AgentFinished | HandoffMade
+EventSink = Callable[[ConductorEvent], Awaitable[None]]

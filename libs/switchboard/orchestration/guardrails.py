@@ -1,0 +1,70 @@
+"""Handoff guardrails: one pure function decides every transfer, so it is easy to test and audit."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from ..agents.config import ScenarioConfig
+from ..schemas import HandoffOutcome, HandoffRequest
+
+PENDING_AGENT = "pending_agent"
+"""Context key holding where an unverified caller goes after the auth agent verifies them."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    outcome: HandoffOutcome
+    final_target: str
+    detail: str = ""
+    context: dict[str, Any] = field(default_factory=dict)
+    """The validated context that transfers (contract fields only)."""
+
+    @property
+    def refused(self) -> bool:
+        return self.outcome not in (HandoffOutcome.ACCEPTED, HandoffOutcome.REDIRECTED_AUTH)
+
+
+def decide(
+    scenario: ScenarioConfig,
+    request: HandoffRequest,
+    *,
+    handoff_count: int,
+    visited: Sequence[str],
+    authenticated: bool,
+) -> Verdict:
+    """Check graph, contract, depth cap, ping-pong and authentication, in that order."""
+    fallback = scenario.fallback_agent
+    target = scenario.agent(request.target)
+    source = scenario.agent(request.source)
+    if target is None:
+        return Verdict(HandoffOutcome.UNKNOWN_TARGET, fallback, f"no agent named {request.target!r}")
+    edge = source.handoff_to(request.target) if source else None
+    if edge is None:
+        return Verdict(
+            HandoffOutcome.REFUSED_GRAPH, fallback, f"{request.source} may not hand off to {request.target}"
+        )
+    try:
+        context = edge.contract_model().model_validate(request.context).model_dump(exclude_none=True)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        return Verdict(HandoffOutcome.REFUSED_CONTRACT, fallback, f"contract violated: {problems}")
+    if handoff_count >= scenario.max_handoff_depth:
+        return Verdict(
+            HandoffOutcome.DEPTH_CAP, fallback, f"handoff depth cap {scenario.max_handoff_depth} reached"
+        )
+    if request.target in visited:
+        path = " -> ".join([*visited, request.target])
+        return Verdict(HandoffOutcome.PING_PONG, fallback, f"ping-pong within one turn: {path}")
+    if target.requires_auth and not authenticated:
+        auth = scenario.auth_agent
+        if auth is None or auth == request.source or auth in visited:
+            return Verdict(HandoffOutcome.REFUSED_AUTH, fallback, f"{request.target} requires a verified caller")
+        return Verdict(
+            HandoffOutcome.REDIRECTED_AUTH, auth, f"{request.target} requires a verified caller",
+            context | {PENDING_AGENT: request.target},
+        )  # fmt: skip
+    return Verdict(HandoffOutcome.ACCEPTED, request.target, context=context)

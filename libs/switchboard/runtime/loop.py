@@ -1,0 +1,136 @@
+"""The agent loop: model -> tools -> model ..., capped, ending in an answer or a handoff request."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ..agents.config import AgentConfig
+from ..agents.tools import ToolContext, ToolError, ToolRegistry
+from ..models.base import ModelProvider, ModelRequest, ToolSpec
+from ..schemas import (
+    ConversationItem,
+    FunctionCallItem,
+    FunctionCallOutputItem,
+    HandoffRequest,
+    MessageItem,
+    TurnRequest,
+    TurnResult,
+    Usage,
+)
+
+log = logging.getLogger(__name__)
+
+TRANSFER_PREFIX = "transfer_to_"
+
+
+class IterationCapError(Exception):
+    """The model kept calling tools past the agent's ``max_iterations``."""
+
+
+def new_item_id() -> str:
+    return f"item_{uuid.uuid4().hex[:20]}"
+
+
+class AgentLoop:
+    """Runs turns for one agent with its model and tools."""
+
+    def __init__(self, agent: AgentConfig, model: ModelProvider, registry: ToolRegistry) -> None:
+        self.agent = agent
+        self.model = model
+        self.tools = {name: registry.get(name) for name in agent.tools}
+        self.specs = [t.spec() for t in self.tools.values() if t is not None] + [
+            ToolSpec(
+                f"{TRANSFER_PREFIX}{h.target}",
+                h.description or f"Transfer the caller to the {h.target} agent",
+                h.parameters_schema(),
+            )
+            for h in agent.handoffs
+        ]
+
+    def instructions(self, req: TurnRequest) -> str:
+        notes = [self.agent.instructions.strip()]
+        if req.handoff_from:
+            notes.append(f"You took over from the {req.handoff_from} agent. Reason: {req.handoff_reason}.")
+        if req.context:
+            notes.append(f"Context transferred to you: {json.dumps(req.context, sort_keys=True)}")
+        verified = f"yes (customer {req.caller.customer_id})" if req.caller.authenticated else "no"
+        notes.append(f"Caller verified: {verified}.")
+        return "\n\n".join(notes)
+
+    async def run(self, req: TurnRequest, on_text: Callable[[str], Awaitable[None]]) -> TurnResult:
+        ctx = ToolContext(req.session_id, self.agent.name, req.caller, identity_tool=False)
+        turn_items: list[ConversationItem] = []
+        usage = Usage()
+        instructions = self.instructions(req)
+        for _ in range(self.agent.max_iterations):
+            request = ModelRequest(
+                instructions=instructions,
+                items=[*req.history, *turn_items],
+                tools=self.specs,
+                context=req.context,
+                caller_authenticated=ctx.caller.authenticated,
+            )
+            response = await self.model.complete(request, on_text)
+            usage = Usage(
+                input_tokens=usage.input_tokens + response.input_tokens,
+                output_tokens=usage.output_tokens + response.output_tokens,
+                model_calls=usage.model_calls + 1,
+            )
+            if not response.tool_calls:
+                msg = MessageItem(id=new_item_id(), role="assistant", text=response.text, agent=self.agent.name)
+                return TurnResult(
+                    turn_id=req.turn_id, agent=self.agent.name, outcome="answer", text=response.text,
+                    items=[*turn_items, msg], caller=ctx.verified, usage=usage,
+                )  # fmt: skip
+            for call in response.tool_calls:
+                turn_items.append(
+                    FunctionCallItem(
+                        id=new_item_id(), call_id=call.call_id, name=call.name,
+                        arguments=call.arguments, agent=self.agent.name,
+                    )  # fmt: skip
+                )
+                if call.name.startswith(TRANSFER_PREFIX):
+                    handoff = _handoff_request(self.agent.name, call.name, call.arguments)
+                    return TurnResult(
+                        turn_id=req.turn_id, agent=self.agent.name, outcome="handoff",
+                        text=response.text, items=turn_items, handoff=handoff, caller=ctx.verified, usage=usage,
+                    )  # fmt: skip
+                output = await self._call_tool(call.name, call.arguments, ctx)
+                turn_items.append(
+                    FunctionCallOutputItem(
+                        id=new_item_id(), call_id=call.call_id, output=output, agent=self.agent.name
+                    )
+                )
+        raise IterationCapError(f"{self.agent.name} made {self.agent.max_iterations} model calls without answering")
+
+    async def _call_tool(self, name: str, arguments: str, ctx: ToolContext) -> str:
+        tool = self.tools.get(name)
+        if tool is None:
+            return json.dumps({"error": f"unknown tool {name!r}"})
+        try:
+            args: Any = json.loads(arguments or "{}")
+            if not isinstance(args, dict):
+                raise ToolError("arguments must be a JSON object")
+            ctx.identity_tool = tool.identity
+            result = await tool.invoke(args, ctx)
+        except (ToolError, ValueError) as exc:
+            log.info("tool refused", extra={"tool": name, "agent": self.agent.name, "error": str(exc)})
+            return json.dumps({"error": str(exc)})
+        finally:
+            ctx.identity_tool = False
+        return json.dumps(result, default=str)
+
+
+def _handoff_request(source: str, tool_name: str, arguments: str) -> HandoffRequest:
+    try:
+        args = json.loads(arguments or "{}")
+    except ValueError:
+        args = {}
+    if not isinstance(args, dict):
+        args = {}
+    reason = str(args.pop("reason", "") or "no reason given")
+    return HandoffRequest(source=source, target=tool_name[len(TRANSFER_PREFIX) :], reason=reason, context=args)

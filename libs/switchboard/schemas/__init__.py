@@ -1,0 +1,60 @@
+"""Switchboard v1 wire schemas: every message that crosses the bus."""
+
+from ._base import SCHEMA_MAJOR, SCHEMA_VERSION, TYPE_PREFIX, WireModel
+from .audit import HandoffDecision, HandoffOutcome
+from .conversation import (
+    ConversationItem,
+    FunctionCallItem,
+    FunctionCallOutputItem,
+    MessageItem,
+    conversation_item_adapter,
+)
+from .errors import ErrorCode, ErrorReply
+from .session import SessionState
+from .turn import (
+    CallerIdentity,
+    HandoffRequest,
+    TurnDelta,
+    TurnReply,
+    TurnRequest,
+    TurnResult,
+    Usage,
+    turn_reply_adapter,
+)
+
+EXPORTED_MODELS: tuple[type[WireModel], ...] = (
+    TurnRequest,
+    TurnDelta,
+    TurnResult,
+    HandoffRequest,
+    HandoffDecision,
+    ErrorReply,
+    SessionState,
+)
+"""Models whose JSON Schema is exported to ``schemas/v1`` and guarded by the compatibility test."""
+
+__all__ = [
+    "EXPORTED_MODELS",
+    "SCHEMA_MAJOR",
+    "SCHEMA_VERSION",
+    "TYPE_PREFIX",
+    "CallerIdentity",
+    "ConversationItem",
+    "ErrorCode",
+    "ErrorReply",
+    "FunctionCallItem",
+    "FunctionCallOutputItem",
+    "HandoffDecision",
+    "HandoffOutcome",
+    "HandoffRequest",
+    "MessageItem",
+    "SessionState",
+    "TurnDelta",
+    "TurnReply",
+    "TurnRequest",
+    "TurnResult",
+    "Usage",
+    "WireModel",
+    "conversation_item_adapter",
+    "turn_reply_adapter",
+]

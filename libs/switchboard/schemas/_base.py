@@ -1,0 +1,28 @@
+"""Base class and version constants shared by every v1 wire model."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+SCHEMA_MAJOR = 1
+SCHEMA_VERSION = "1.0"
+"""Version written into the ``Switchboard-Schema`` header of every bus message.
+
+Minor bumps are additive (new optional fields); consumers ignore unknown fields, so a
+1.x producer can talk to any 1.y consumer. A different major is refused with a typed error.
+"""
+
+TYPE_PREFIX = "switchboard.v1."
+
+
+class WireModel(BaseModel):
+    """A message that crosses a process boundary.
+
+    Unknown fields are ignored so that additive (minor) schema changes never break an older
+    consumer; models are frozen because a message, once built, is a fact.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()

@@ -1,0 +1,61 @@
+"""Handoff audit records, appended to the durable audit stream."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+
+from ._base import WireModel
+
+
+class HandoffOutcome(StrEnum):
+    ACCEPTED = "accepted"
+    """Transferred to the requested target."""
+    REDIRECTED_AUTH = "redirected_auth"
+    """Target requires an authenticated caller: transferred to the auth agent first."""
+    REFUSED_GRAPH = "refused_graph"
+    """Target is not an allowed handoff of the source agent."""
+    REFUSED_CONTRACT = "refused_contract"
+    """Transferred context violates the handoff contract."""
+    UNKNOWN_TARGET = "unknown_target"
+    """No agent of that name exists in the scenario."""
+    REFUSED_AUTH = "refused_auth"
+    """Target requires an authenticated caller and no auth agent can verify them first."""
+    DEPTH_CAP = "depth_cap"
+    """The conversation reached its maximum handoff depth."""
+    PING_PONG = "ping_pong"
+    """The target already ran in this user turn (A -> B -> A)."""
+    UNAVAILABLE = "unavailable"
+    """The target did not answer (no responders, timeout or error)."""
+
+
+class HandoffDecision(WireModel):
+    """One handoff decision: what was asked, what the platform did, and how it went."""
+
+    type: Literal["switchboard.v1.handoff_decision"] = "switchboard.v1.handoff_decision"
+    session_id: str
+    """Conversation id."""
+    response_id: str
+    """The client-visible response during which the handoff happened."""
+    source: str
+    """The agent that asked (or, for ``unavailable``, the conductor on its behalf)."""
+    requested_target: str
+    """The agent that was asked for."""
+    final_target: str
+    """The agent the conversation actually went to (the fallback when refused)."""
+    outcome: HandoffOutcome
+    """What the platform decided."""
+    reason: str
+    """The requesting agent's reason."""
+    detail: str = ""
+    """Why a handoff was refused or redirected."""
+    context_keys: list[str]
+    """Names of the context fields transferred (values are not audited)."""
+    depth: int
+    """Handoff count of the conversation after this decision."""
+    latency_ms: float | None = None
+    """Time from the handoff request to the first reply of the final target."""
+    target_ok: bool | None = None
+    """Whether the final target completed its turn."""
+    ts: float
+    """Unix time of the decision."""

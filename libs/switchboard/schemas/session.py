@@ -1,0 +1,39 @@
+"""Durable session state, stored in JetStream KV so any edge replica can continue a session."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from ._base import WireModel
+from .conversation import ConversationItem
+from .turn import CallerIdentity
+
+
+class SessionState(WireModel):
+    """Everything needed to continue a conversation after a reconnect or an edge restart."""
+
+    type: Literal["switchboard.v1.session_state"] = "switchboard.v1.session_state"
+    session_id: str
+    """Conversation id (also the KV key)."""
+    scenario: str
+    """Scenario the session runs."""
+    active_agent: str
+    """Agent that takes the next turn."""
+    history: list[ConversationItem] = Field(default_factory=list)
+    """Committed conversation items, oldest first."""
+    handoff_count: int = 0
+    """Handoffs so far (the depth checked against the cap)."""
+    context: dict[str, Any] = Field(default_factory=dict)
+    """Context accumulated from handoffs."""
+    caller: CallerIdentity = Field(default_factory=CallerIdentity)
+    """Verified identity of the caller."""
+    owner: str | None = None
+    """Fingerprint of the API key that created the session; only that key may resume it."""
+    turns: int = 0
+    """Completed responses."""
+    created_at: float
+    """Unix time the session started."""
+    updated_at: float
+    """Unix time of the last commit."""

@@ -1,0 +1,117 @@
+"""Messages of one agent turn: request, streamed deltas, and the result (answer or handoff)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, TypeAdapter
+
+from ._base import WireModel
+from .conversation import ConversationItem
+from .errors import ErrorReply
+
+
+class CallerIdentity(WireModel):
+    """Who the caller is, as far as the platform has verified."""
+
+    authenticated: bool = False
+    """True once an identity tool verified the caller."""
+    customer_id: str | None = None
+    """The verified customer id."""
+    verified_by: str | None = None
+    """The agent whose tool verified the caller."""
+
+
+class TurnRequest(WireModel):
+    """Ask one agent to take the next step of a conversation.
+
+    Sent by the conductor to ``switchboard.v1.agent.<agent>.turn``; the agent streams
+    ``TurnDelta`` messages to the reply inbox and ends with one ``TurnResult`` (or ``ErrorReply``).
+    """
+
+    type: Literal["switchboard.v1.turn_request"] = "switchboard.v1.turn_request"
+    session_id: str
+    """Conversation this turn belongs to."""
+    turn_id: str
+    """Unique id of this agent turn (a handoff starts a new agent turn with a new id)."""
+    agent: str
+    """Name of the agent that must answer."""
+    history: list[ConversationItem]
+    """The full conversation so far, newest last (not a summary)."""
+    context: dict[str, Any] = Field(default_factory=dict)
+    """Context transferred by handoffs, validated against the handoff contract."""
+    caller: CallerIdentity = Field(default_factory=CallerIdentity)
+    """Verified identity of the caller."""
+    handoff_depth: int = 0
+    """Handoffs so far in this conversation."""
+    handoff_reason: str | None = None
+    """When this turn follows a handoff: why the previous agent transferred."""
+    handoff_from: str | None = None
+    """When this turn follows a handoff: the agent that transferred."""
+
+
+class TurnDelta(WireModel):
+    """A chunk of the agent's spoken text, streamed while the turn runs."""
+
+    type: Literal["switchboard.v1.turn_delta"] = "switchboard.v1.turn_delta"
+    turn_id: str
+    """The turn this delta belongs to."""
+    seq: int
+    """0-based sequence number; lets the receiver detect gaps."""
+    text: str
+    """The text chunk."""
+
+
+class HandoffRequest(WireModel):
+    """An agent asks to transfer the conversation to another agent."""
+
+    type: Literal["switchboard.v1.handoff_request"] = "switchboard.v1.handoff_request"
+    source: str
+    """The agent asking for the transfer."""
+    target: str
+    """The agent it wants to transfer to."""
+    reason: str
+    """Why, in the agent's words (logged and shown to operators)."""
+    context: dict[str, Any] = Field(default_factory=dict)
+    """Fields to transfer; checked against the edge's handoff contract."""
+
+
+class Usage(WireModel):
+    """Token usage of the model calls in one agent turn."""
+
+    input_tokens: int = 0
+    """Prompt tokens over all model calls."""
+    output_tokens: int = 0
+    """Completion tokens over all model calls."""
+    model_calls: int = 0
+    """Number of model calls."""
+
+
+class TurnResult(WireModel):
+    """The end of an agent turn: an answer to speak, or a handoff request."""
+
+    type: Literal["switchboard.v1.turn_result"] = "switchboard.v1.turn_result"
+    turn_id: str
+    """The turn this ends."""
+    agent: str
+    """The agent that ran the turn."""
+    outcome: Literal["answer", "handoff"]
+    """``answer``: ``text`` is the reply; ``handoff``: see ``handoff``."""
+    text: str = ""
+    """The full reply text (equal to the concatenated deltas)."""
+    items: list[ConversationItem] = Field(default_factory=list)
+    """Items produced during the turn (tool calls and outputs, the assistant message), in order."""
+    handoff: HandoffRequest | None = None
+    """Present when ``outcome == "handoff"``."""
+    caller: CallerIdentity | None = None
+    """Set when a tool of this turn verified the caller's identity."""
+    usage: Usage = Field(default_factory=Usage)
+    """Model usage of the turn."""
+    replica: str | None = None
+    """Which replica of the agent ran the turn (for load-balancing checks and debugging)."""
+
+
+TurnReply = Annotated[TurnDelta | TurnResult | ErrorReply, Field(discriminator="type")]
+"""Anything an agent may send to a turn's reply inbox."""
+
+turn_reply_adapter: TypeAdapter[TurnReply] = TypeAdapter(TurnReply)

@@ -1,0 +1,50 @@
+"""Process configuration from ``SWITCHBOARD_*`` environment variables, validated at start-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every setting has a default that works for ``make run`` on one machine."""
+
+    model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_", frozen=True, extra="ignore")
+
+    nats_url: str = "nats://127.0.0.1:4222"
+    """Comma-separated NATS server URLs (list every cluster node)."""
+    scenario: str = "retail"
+    """Scenario name (a folder under ``scenarios_dir``) or a path to a scenario folder."""
+    scenarios_dir: Path = Path("scenarios")
+    """Where scenarios are looked up by name."""
+    api_keys: str = ""
+    """Comma-separated API keys the edge accepts as ``Authorization: Bearer <key>``."""
+    edge_host: str = "127.0.0.1"
+    edge_port: int = Field(8080, ge=0, le=65535)
+    max_event_bytes: int = Field(256 * 1024, ge=1024)
+    """Largest client event the edge accepts; larger ones get an ``error`` event."""
+    turn_timeout_s: float = Field(30.0, gt=0)
+    """Deadline of one caller turn, across every agent hop."""
+    agent_max_inflight: int = Field(256, ge=1)
+    """Turns one agent replica runs at once; more get a retryable ``busy`` error."""
+    data_dir: Path = Path("var/data")
+    """Where scenario tools keep their local data store."""
+    log_level: str = "INFO"
+
+    @field_validator("nats_url")
+    @classmethod
+    def _urls(cls, v: str) -> str:
+        urls = [u.strip() for u in v.split(",") if u.strip()]
+        if not urls or not all(u.startswith(("nats://", "tls://", "ws://", "wss://")) for u in urls):
+            raise ValueError(f"SWITCHBOARD_NATS_URL must list nats:// URLs, got {v!r}")
+        return ",".join(urls)
+
+    @property
+    def nats_servers(self) -> list[str]:
+        return self.nats_url.split(",")
+
+    @property
+    def api_key_set(self) -> frozenset[str]:
+        return frozenset(k.strip() for k in self.api_keys.split(",") if k.strip())

@@ -1,0 +1,19 @@
+"""Test doubles shipped with Switchboard."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .scripted_openai import ScriptedOpenAIServer, ScriptedReply
+
+__all__ = ["ScriptedOpenAIServer", "ScriptedReply"]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported lazily so ``python -m switchboard.testing.scripted_openai`` runs without a warning.
+    if name in __all__:
+        from . import scripted_openai
+
+        return getattr(scripted_openai, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,286 @@
+"""A scripted OpenAI-compatible HTTP server: a test double that speaks the real wire protocol.
+
+Tests enqueue :class:`ScriptedReply` objects (FIFO) and point a real client at ``base_url``;
+every request body is recorded in ``requests``. When the queue is empty the optional
+``responder`` answers; without one the server answers HTTP 500 ("script exhausted").
+Token usage is counted in whitespace-separated words (see :func:`count_tokens`).
+
+Manual use: ``python -m switchboard.testing.scripted_openai --port 8000 --echo``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import json
+import signal
+import socket
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    404: "not_found_error",
+    429: "rate_limit_error",
+}
+
+
+@dataclass
+class ScriptedReply:
+    """One scripted answer: streamed ``text`` and/or ``tool_calls`` (name, arguments), or an error."""
+
+    text: str = ""
+    tool_calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    status: int = 200
+    """Non-200 answers with an OpenAI-style error body and this status."""
+    delay_s: float = 0.0
+    """Wait this long before answering (a slow model)."""
+    chunk_size: int = 8
+    """Text and arguments are streamed in chunks of this many characters."""
+
+
+Responder = Callable[[dict[str, Any]], ScriptedReply]
+
+
+def count_tokens(text: str) -> int:
+    """The scripted server's token count: whitespace-separated words."""
+    return len(text.split())
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, list):
+        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return content if isinstance(content, str) else ""
+
+
+def echo_responder(body: dict[str, Any]) -> ScriptedReply:
+    """Answer ``You said: <last user message>``."""
+    users = [m for m in body.get("messages", []) if m.get("role") == "user"]
+    return ScriptedReply(text="You said: " + (_content_text(users[-1].get("content")) if users else ""))
+
+
+def _error(status: int, message: str, code: str | None = None) -> JSONResponse:
+    err_type = _ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    return JSONResponse({"error": {"message": message, "type": err_type, "code": code}}, status_code=status)
+
+
+def _chunks(text: str, size: int) -> Iterator[str]:
+    size = max(1, size)
+    return (text[i : i + size] for i in range(0, len(text), size))
+
+
+class _UvicornServer(uvicorn.Server):
+    """A uvicorn server that leaves signal handlers alone and reports when it is ready."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.ready = asyncio.Event()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        self.ready.set()
+
+
+class ScriptedOpenAIServer:
+    """Serves ``POST /v1/chat/completions`` (streaming or not) and ``GET /v1/models`` on 127.0.0.1."""
+
+    def __init__(
+        self,
+        *,
+        responder: Responder | None = None,
+        model: str = "scripted-model",
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.responder = responder
+        self.model = model
+        self.requests: list[dict[str, Any]] = []
+        self._host, self._port = host, port
+        self._queue: deque[ScriptedReply] = deque()
+        self._ids = itertools.count(1)
+        self._server: _UvicornServer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.app = FastAPI()
+        self.app.add_api_route("/v1/chat/completions", self._chat, methods=["POST"])
+        self.app.add_api_route("/v1/models", self._models, methods=["GET"])
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self._host}:{self._port}/v1"
+
+    def script(self, *replies: ScriptedReply) -> None:
+        """Queue replies, answered in order."""
+        self._queue.extend(replies)
+
+    async def start(self) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self._host, self._port))
+        except OSError:
+            sock.close()
+            raise
+        self._port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            self.app,
+            lifespan="off",
+            log_config=None,
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=1,
+        )
+        self._server = server = _UvicornServer(config)
+        self._task = asyncio.create_task(server.serve(sockets=[sock]))
+        ready = asyncio.create_task(server.ready.wait())
+        await asyncio.wait([ready, self._task], return_when=asyncio.FIRST_COMPLETED)
+        if not server.ready.is_set():
+            ready.cancel()
+            await self._task  # re-raises the startup failure
+            raise RuntimeError("scripted server stopped during startup")
+
+    async def stop(self) -> None:
+        """Stop serving and wait for the server to finish; safe to call twice."""
+        if self._server is None or self._task is None:
+            return
+        self._server.should_exit = True
+        task, self._task = self._task, None
+        await task
+
+    async def __aenter__(self) -> ScriptedOpenAIServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    async def _models(self, request: Request) -> Response:
+        if not _authorized(request):
+            return _error(401, "Missing bearer token", "invalid_api_key")
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": [{"id": self.model, "object": "model", "created": 0, "owned_by": "switchboard"}],
+            }
+        )
+
+    async def _chat(self, request: Request) -> Response:
+        body: dict[str, Any] = await request.json()
+        self.requests.append(body)
+        if not _authorized(request):
+            return _error(401, "Missing bearer token", "invalid_api_key")
+        if self._queue:
+            reply = self._queue.popleft()
+        elif self.responder is not None:
+            reply = self.responder(body)
+        else:
+            return _error(500, "Script exhausted: no reply queued and no responder", "script_exhausted")
+        if reply.delay_s:
+            await asyncio.sleep(reply.delay_s)
+        if reply.status != 200:
+            return _error(reply.status, f"Scripted error {reply.status}", f"scripted_{reply.status}")
+        calls = [(f"call_{next(self._ids)}", name, json.dumps(args)) for name, args in reply.tool_calls]
+        prompt = " ".join(_content_text(m.get("content")) for m in body.get("messages", []))
+        completion = " ".join([reply.text, *(f"{n} {a}" for _, n, a in calls)])
+        usage = {"prompt_tokens": count_tokens(prompt), "completion_tokens": count_tokens(completion)}
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        base = {"id": f"chatcmpl-{next(self._ids)}", "created": int(time.time()), "model": body.get("model")}
+        finish = "tool_calls" if calls else "stop"
+        if not body.get("stream"):
+            message: dict[str, Any] = {"role": "assistant", "content": reply.text or None}
+            if calls:
+                message["tool_calls"] = [
+                    {"id": i, "type": "function", "function": {"name": n, "arguments": a}}
+                    for i, n, a in calls
+                ]
+            return JSONResponse(
+                {
+                    **base,
+                    "object": "chat.completion",
+                    "usage": usage,
+                    "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                }
+            )
+        with_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+
+        def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> str:
+            choice = {"index": 0, "delta": delta, "finish_reason": finish_reason}
+            return _sse({**base, "object": "chat.completion.chunk", "choices": [choice]})
+
+        async def events() -> AsyncIterator[str]:
+            yield chunk({"role": "assistant", "content": ""})
+            for part in _chunks(reply.text, reply.chunk_size):
+                yield chunk({"content": part})
+            for index, (call_id, name, args) in enumerate(calls):
+                yield chunk(
+                    {
+                        "tool_calls": [
+                            {
+                                "index": index,
+                                "id": call_id,
+                                "type": "function",
+                                "function": {"name": name, "arguments": ""},
+                            }
+                        ]
+                    }
+                )
+                for part in _chunks(args, reply.chunk_size):
+                    yield chunk({"tool_calls": [{"index": index, "function": {"arguments": part}}]})
+            yield chunk({}, finish)
+            if with_usage:
+                yield _sse({**base, "object": "chat.completion.chunk", "choices": [], "usage": usage})
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+
+def _authorized(request: Request) -> bool:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and bool(token.strip())
+
+
+def _sse(payload: dict[str, Any]) -> str:
+    return f"data: {json.dumps(payload)}\n\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run a scripted server from the command line until interrupted."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--model", default="scripted-model")
+    parser.add_argument("--echo", action="store_true", help='answer "You said: <last user message>"')
+    args = parser.parse_args(argv)
+
+    async def run() -> None:
+        responder = echo_responder if args.echo else None
+        async with ScriptedOpenAIServer(
+            responder=responder, model=args.model, host=args.host, port=args.port
+        ) as server:
+            stop = asyncio.Event()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+            print(f"Scripted OpenAI server at {server.base_url} (Ctrl-C to stop)", flush=True)
+            await stop.wait()
+
+    asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()

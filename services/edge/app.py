@@ -1,0 +1,127 @@
+"""The realtime edge: FastAPI app speaking the OpenAI Realtime protocol at ``/v1/realtime``."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, WebSocket
+from fastapi.responses import JSONResponse
+from starlette.responses import Response
+
+from switchboard.agents import Scenario, load_scenario
+from switchboard.bus import Bus, StreamingClient, subjects
+from switchboard.orchestration import Conductor
+from switchboard.schemas import SessionState
+from switchboard.settings import Settings
+from switchboard.state import AuditLog, SessionStore
+
+from .protocol import new_id
+from .session import EdgeDeps, EdgeSession
+
+log = logging.getLogger(__name__)
+
+
+def key_fingerprint(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def bearer_key(ws: WebSocket, accepted: frozenset[str]) -> str | None:
+    """The caller's key if it is one of ``accepted`` (constant-time compare), else None."""
+    header = ws.headers.get("authorization", "")
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key:
+        return None
+    key = key.strip()
+    return key if any(hmac.compare_digest(key, k) for k in accepted) else None
+
+
+def create_app(settings: Settings | None = None, scenario: Scenario | None = None) -> FastAPI:
+    settings = settings or Settings()
+    scenario = scenario or load_scenario(settings.scenario, settings.scenarios_dir)
+    if not settings.api_key_set:
+        raise ValueError("SWITCHBOARD_API_KEYS is empty: the edge refuses to start without an API key")
+    config = scenario.config
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with Bus(settings.nats_servers, name="edge") as bus:
+            client = StreamingClient(bus.nc)
+            await client.start()
+            audit = await AuditLog.open(bus.js)
+            store = await SessionStore.open(bus.js)
+            entry = config.agent(config.entry_agent)
+            app.state.deps = EdgeDeps(
+                settings, Conductor(config, client, audit), store, entry.instructions if entry else ""
+            )
+            app.state.bus = bus
+            log.info("edge ready", extra={"scenario": config.name})
+            yield
+            await client.stop()
+
+    app = FastAPI(title="Switchboard edge", lifespan=lifespan)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        bus: Bus = app.state.bus
+        ok = bus.nc.is_connected
+        return JSONResponse({"nats": "connected" if ok else "disconnected"}, status_code=200 if ok else 503)
+
+    @app.get("/v1/switchboard/info")
+    async def info() -> dict[str, object]:
+        deps: EdgeDeps = app.state.deps
+        return {
+            "scenario": config.name, "entry_agent": config.entry_agent, "fallback_agent": config.fallback_agent,
+            "agents": {a.name: subjects.agent_turn(a.name) for a in config.agents},
+            "active_sessions": len(deps.active_sessions),
+        }  # fmt: skip
+
+    @app.websocket("/v1/realtime")
+    async def realtime(ws: WebSocket) -> None:
+        deps: EdgeDeps = app.state.deps
+        key = bearer_key(ws, settings.api_key_set)
+        if key is None:
+            await _deny(ws, 401, "invalid_api_key", "missing or invalid 'Authorization: Bearer <key>'")
+            return
+        owner = key_fingerprint(key)
+        session_id = ws.query_params.get("session_id") or new_id("sess")
+        try:
+            subjects.check_token(session_id, "session id")
+        except ValueError as exc:
+            await _deny(ws, 400, "invalid_session_id", str(exc))
+            return
+        loaded = await deps.store.load(session_id)
+        if loaded is not None and loaded[0].owner not in (None, owner):
+            await _deny(ws, 403, "session_forbidden", "this session belongs to another API key")
+            return
+        if loaded is None:
+            now = time.time()
+            state = SessionState(
+                session_id=session_id, scenario=config.name, active_agent=config.entry_agent, owner=owner,
+                created_at=now, updated_at=now,
+            )  # fmt: skip
+            revision, resumed = 0, False
+        else:
+            (state, revision), resumed = loaded, True
+        await ws.accept()
+        deps.active_sessions.add(session_id)
+        try:
+            await EdgeSession(ws, deps, state, revision, resumed).run()
+        finally:
+            deps.active_sessions.discard(session_id)
+
+    return app
+
+
+async def _deny(ws: WebSocket, status: int, code: str, message: str) -> None:
+    """Refuse before the upgrade: an HTTP error response instead of a WebSocket."""
+    body = {"error": {"type": "invalid_request_error", "code": code, "message": message}}
+    await ws.send_denial_response(JSONResponse(body, status_code=status))

@@ -1,0 +1,157 @@
+"""The OpenAI Realtime (GA) event protocol at the edge: typed client events, server event builders.
+
+Only text turns are served today; audio events are recognised and answered with a clear
+``unsupported_event`` error so that voice can be added without changing the parser's shape.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+
+class _ClientEvent(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    event_id: str | None = None
+
+
+class InputText(BaseModel):
+    type: Literal["input_text", "text"]
+    text: str
+
+
+class ClientMessageItem(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["message"]
+    role: Literal["user", "system"]
+    content: list[InputText] = Field(min_length=1)
+    id: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+
+
+class SessionUpdate(_ClientEvent):
+    type: Literal["session.update"]
+    session: dict[str, Any]
+
+
+class ConversationItemCreate(_ClientEvent):
+    type: Literal["conversation.item.create"]
+    previous_item_id: str | None = None
+    item: ClientMessageItem
+
+
+class ResponseCreate(_ClientEvent):
+    type: Literal["response.create"]
+    response: dict[str, Any] | None = None
+
+
+class ResponseCancel(_ClientEvent):
+    type: Literal["response.cancel"]
+    response_id: str | None = None
+
+
+ClientEvent = Annotated[
+    SessionUpdate | ConversationItemCreate | ResponseCreate | ResponseCancel, Field(discriminator="type")
+]
+client_event_adapter: TypeAdapter[ClientEvent] = TypeAdapter(ClientEvent)
+
+KNOWN_UNSUPPORTED = frozenset(
+    {
+        "input_audio_buffer.append", "input_audio_buffer.commit", "input_audio_buffer.clear",
+        "output_audio_buffer.clear", "conversation.item.retrieve", "conversation.item.truncate",
+        "conversation.item.delete",
+    }
+)  # fmt: skip
+"""Realtime client events we know but do not serve yet (voice comes later)."""
+
+SUPPORTED = ("session.update", "conversation.item.create", "response.create", "response.cancel")
+
+
+class ProtocolError(Exception):
+    """A client event the edge cannot accept; becomes an ``error`` server event."""
+
+    def __init__(self, code: str, message: str, *, param: str | None = None, event_id: str | None = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.param = param
+        self.event_id = event_id
+
+
+def parse_client_event(raw: str | bytes, max_bytes: int) -> ClientEvent:
+    import json
+
+    size = len(raw.encode() if isinstance(raw, str) else raw)
+    if size > max_bytes:
+        raise ProtocolError("event_too_large", f"event of {size} bytes exceeds the limit of {max_bytes} bytes")
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise ProtocolError("invalid_json", f"event is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ProtocolError("invalid_event", "event must be a JSON object")
+    event_id = data.get("event_id") if isinstance(data.get("event_id"), str) else None
+    kind = data.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolError("invalid_event", "event has no string 'type'", param="type", event_id=event_id)
+    if kind in KNOWN_UNSUPPORTED:
+        raise ProtocolError(
+            "unsupported_event", f"'{kind}' is not supported yet: this edge serves text turns", event_id=event_id
+        )
+    if kind not in SUPPORTED:
+        raise ProtocolError(
+            "unknown_event", f"unknown event type '{kind}'; supported: {', '.join(SUPPORTED)}",
+            param="type", event_id=event_id,
+        )  # fmt: skip
+    try:
+        return client_event_adapter.validate_python(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"][1:])  # drop the union tag
+        raise ProtocolError(
+            "invalid_event", f"invalid '{kind}' event: {loc or '<event>'}: {first['msg']}",
+            param=loc or None, event_id=event_id,
+        ) from None  # fmt: skip
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:22]}"
+
+
+def server_event(kind: str, **fields: Any) -> dict[str, Any]:
+    return {"type": kind, "event_id": new_id("event"), **fields}
+
+
+def error_event(err: ProtocolError | None = None, *, code: str = "", message: str = "") -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "type": "invalid_request_error" if err else "server_error",
+        "code": err.code if err else code,
+        "message": err.message if err else message,
+    }
+    if err and err.param:
+        body["param"] = err.param
+    if err and err.event_id:
+        body["event_id"] = err.event_id
+    return server_event("error", error=body)
+
+
+def user_item(item_id: str, text: str) -> dict[str, Any]:
+    return {
+        "id": item_id, "type": "message", "object": "realtime.item", "status": "completed",
+        "role": "user", "content": [{"type": "input_text", "text": text}],
+    }  # fmt: skip
+
+
+def assistant_item(item_id: str, text: str, status: str) -> dict[str, Any]:
+    return {
+        "id": item_id, "type": "message", "object": "realtime.item", "status": status,
+        "role": "assistant", "content": [{"type": "output_text", "text": text}],
+    }  # fmt: skip
+
+
+def session_config(session_id: str, scenario: str, instructions: str) -> dict[str, Any]:
+    return {
+        "type": "realtime", "id": session_id, "object": "realtime.session", "model": f"switchboard-{scenario}",
+        "output_modalities": ["text"], "instructions": instructions, "tools": [], "tool_choice": "auto",
+    }  # fmt: skip

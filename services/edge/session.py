@@ -1,0 +1,261 @@
+"""One client connection: Realtime events in, conductor turns, Realtime events out."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from switchboard.orchestration import (
+    AgentFinished,
+    Conductor,
+    ConductorEvent,
+    HandoffMade,
+    TextDelta,
+    TurnFailed,
+)
+from switchboard.schemas import MessageItem, SessionState
+from switchboard.settings import Settings
+from switchboard.state import SessionConflict, SessionStore
+
+from .protocol import (
+    ConversationItemCreate,
+    ProtocolError,
+    ResponseCancel,
+    ResponseCreate,
+    SessionUpdate,
+    assistant_item,
+    error_event,
+    new_id,
+    parse_client_event,
+    server_event,
+    session_config,
+    user_item,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EdgeDeps:
+    settings: Settings
+    conductor: Conductor
+    store: SessionStore
+    instructions: str
+    active_sessions: set[str] = field(default_factory=set)
+
+
+@dataclass
+class _OpenItem:
+    item_id: str
+    output_index: int
+    agent: str
+    text: list[str] = field(default_factory=list)
+
+
+class EdgeSession:
+    def __init__(self, ws: WebSocket, deps: EdgeDeps, state: SessionState, revision: int, resumed: bool):
+        self.ws = ws
+        self.deps = deps
+        self.state = state
+        self.revision = revision
+        self.resumed = resumed
+        self._send_lock = asyncio.Lock()
+        self._response: asyncio.Task[None] | None = None
+        self._response_id: str | None = None
+        self._config = session_config(state.session_id, state.scenario, deps.instructions)
+
+    async def send(self, event: dict[str, Any]) -> None:
+        async with self._send_lock:
+            await self.ws.send_text(json.dumps(event))
+
+    async def run(self) -> None:
+        await self.send(server_event("session.created", session=self._config))
+        await self.send(
+            server_event(
+                "switchboard.session", session_id=self.state.session_id, resumed=self.resumed,
+                active_agent=self.state.active_agent, history_items=len(self.state.history),
+            )
+        )  # fmt: skip
+        try:
+            while True:
+                message = await self.ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                raw = message.get("text")
+                if raw is None:
+                    raw = message.get("bytes") or b""
+                await self._on_raw(raw)
+        except WebSocketDisconnect:
+            pass
+        finally:
+            await self._cancel_response()
+
+    async def _on_raw(self, raw: str | bytes) -> None:
+        try:
+            event = parse_client_event(raw, self.deps.settings.max_event_bytes)
+            if isinstance(event, SessionUpdate):
+                await self._session_update(event)
+            elif isinstance(event, ConversationItemCreate):
+                await self._item_create(event)
+            elif isinstance(event, ResponseCreate):
+                await self._response_create(event)
+            elif isinstance(event, ResponseCancel):
+                await self._cancel_response()
+        except ProtocolError as err:
+            await self.send(error_event(err))
+
+    async def _session_update(self, event: SessionUpdate) -> None:
+        if event.session.get("type", "realtime") != "realtime":
+            raise ProtocolError("invalid_event", "session.type must be 'realtime'", param="session.type")
+        instructions = event.session.get("instructions")
+        if instructions is not None and not isinstance(instructions, str):
+            raise ProtocolError("invalid_event", "session.instructions must be a string", param="session.instructions")
+        # Agents own their instructions; client settings are acknowledged and echoed.
+        allowed = {k: v for k, v in event.session.items() if k in {"instructions", "metadata", "tracing"}}
+        self._config = self._config | allowed
+        await self.send(server_event("session.updated", session=self._config))
+
+    async def _item_create(self, event: ConversationItemCreate) -> None:
+        item_id = event.item.id or new_id("item")
+        if any(i.id == item_id for i in self.state.history):
+            raise ProtocolError(
+                "item_id_exists", f"an item with id {item_id!r} already exists", param="item.id",
+                event_id=event.event_id,
+            )  # fmt: skip
+        text = "".join(part.text for part in event.item.content)
+        previous = self.state.history[-1].id if self.state.history else None
+        item = MessageItem(id=item_id, role=event.item.role, text=text)
+        await self._commit(self.state.model_copy(update={"history": [*self.state.history, item]}))
+        payload = user_item(item_id, text) | {"role": event.item.role}
+        await self.send(server_event("conversation.item.added", previous_item_id=previous, item=payload))
+        await self.send(server_event("conversation.item.done", previous_item_id=previous, item=payload))
+
+    async def _commit(self, state: SessionState) -> None:
+        state = state.model_copy(update={"updated_at": time.time()})
+        try:
+            self.revision = await self.deps.store.save(state, self.revision)
+        except SessionConflict:
+            loaded = await self.deps.store.load(self.state.session_id)
+            if loaded is not None:
+                self.state, self.revision = loaded
+            raise ProtocolError(
+                "session_conflict", "the session was changed by another connection; state reloaded, retry"
+            ) from None
+        self.state = state
+
+    async def _response_create(self, event: ResponseCreate) -> None:
+        if self._response is not None and not self._response.done():
+            raise ProtocolError(
+                "conversation_already_has_active_response",
+                f"response {self._response_id} is still in progress", event_id=event.event_id,
+            )  # fmt: skip
+        self._response_id = new_id("resp")
+        self._response = asyncio.create_task(self._respond(self._response_id))
+
+    async def _cancel_response(self) -> None:
+        task = self._response
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _respond(self, response_id: str) -> None:
+        output: list[dict[str, Any]] = []
+        open_item: _OpenItem | None = None
+        handoffs: list[str] = []
+        base = {"id": response_id, "object": "realtime.response", "output_modalities": ["text"]}
+        await self.send(server_event("response.created", response=base | {"status": "in_progress", "output": []}))
+
+        async def close_item(ok: bool) -> None:
+            nonlocal open_item
+            if open_item is None:
+                return
+            item, open_item = open_item, None
+            text = "".join(item.text)
+            ids = {"response_id": response_id, "item_id": item.item_id, "output_index": item.output_index}
+            done = assistant_item(item.item_id, text, "completed" if ok else "incomplete")
+            await self.send(server_event("response.output_text.done", **ids, content_index=0, text=text))
+            await self.send(
+                server_event("response.content_part.done", **ids, content_index=0, part={"type": "text", "text": text})
+            )
+            await self.send(server_event("response.output_item.done", response_id=response_id,
+                                         output_index=item.output_index, item=done))  # fmt: skip
+            output.append(done)
+
+        async def on_event(ev: ConductorEvent) -> None:
+            nonlocal open_item
+            if isinstance(ev, TextDelta):
+                if open_item is None or open_item.agent != ev.agent:
+                    await close_item(True)
+                    open_item = _OpenItem(new_id("item"), len(output), ev.agent)
+                    ids = {"response_id": response_id, "output_index": open_item.output_index}
+                    await self.send(server_event(
+                        "response.output_item.added", **ids, item=assistant_item(open_item.item_id, "", "in_progress")
+                    ))  # fmt: skip
+                    await self.send(server_event(
+                        "response.content_part.added", **ids, item_id=open_item.item_id, content_index=0,
+                        part={"type": "text", "text": ""},
+                    ))  # fmt: skip
+                open_item.text.append(ev.text)
+                await self.send(server_event(
+                    "response.output_text.delta", response_id=response_id, item_id=open_item.item_id,
+                    output_index=open_item.output_index, content_index=0, delta=ev.text,
+                ))  # fmt: skip
+            elif isinstance(ev, AgentFinished):
+                await close_item(ev.ok)
+            elif isinstance(ev, HandoffMade):
+                d = ev.decision
+                handoffs.append(d.final_target)
+                await self.send(server_event(
+                    "switchboard.handoff", response_id=response_id, **{"from": d.source}, to=d.final_target,
+                    requested=d.requested_target, reason=d.reason, outcome=d.outcome.value, detail=d.detail,
+                    depth=d.depth,
+                ))  # fmt: skip
+
+        deadline = time.time() + self.deps.settings.turn_timeout_s
+        try:
+            outcome = await self.deps.conductor.run_turn(self.state, response_id, on_event, deadline=deadline)
+        except TurnFailed as exc:
+            await close_item(False)
+            await self.send(error_event(code="turn_failed", message=str(exc)))
+            await self.send(server_event("response.done", response=base | {
+                "status": "failed", "output": output, "status_details": {"type": "failed", "reason": "error"},
+                "metadata": {"agent": self.state.active_agent, "session_id": self.state.session_id},
+            }))  # fmt: skip
+            return
+        except asyncio.CancelledError:
+            try:
+                await close_item(False)
+                await self.send(server_event("response.done", response=base | {
+                    "status": "cancelled", "output": output, "status_details": {"type": "cancelled"},
+                }))  # fmt: skip
+            except Exception:  # the client is already gone
+                log.debug("could not report cancellation", exc_info=True)
+            raise
+        known = {i.id for i in outcome.state.history}
+        added_meanwhile = [i for i in self.state.history if i.id not in known]  # items created mid-turn
+        try:
+            await self._commit(outcome.state.model_copy(update={"history": outcome.state.history + added_meanwhile}))
+        except ProtocolError as err:
+            await self.send(error_event(err))
+        metadata = {
+            "agent": outcome.state.active_agent,
+            "agents": ",".join(outcome.agents),
+            "handoffs": str(len(outcome.decisions)),
+            "session_id": outcome.state.session_id,
+        }
+        if outcome.replica:
+            metadata["replica"] = outcome.replica
+        usage = outcome.usage
+        await self.send(server_event("response.done", response=base | {
+            "status": "completed", "output": output, "metadata": metadata,
+            "usage": {
+                "input_tokens": usage.get("input_tokens", 0), "output_tokens": usage.get("output_tokens", 0),
+                "total_tokens": usage.get("input_tokens", 0) + usage.get("output_tokens", 0),
+            },
+        }))  # fmt: skip

@@ -1,0 +1,237 @@
+"""OpenAIChatProvider against the scripted OpenAI-compatible server, over real HTTP."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from switchboard.models.base import ModelError, ModelRequest, ToolSpec
+from switchboard.models.openai_chat import OpenAIChatProvider
+from switchboard.schemas import FunctionCallItem, FunctionCallOutputItem, MessageItem
+from switchboard.testing import ScriptedOpenAIServer, ScriptedReply
+
+LOOKUP = ToolSpec(
+    name="lookup_order",
+    description="Find an order by id.",
+    parameters={"type": "object", "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]},
+)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[ScriptedOpenAIServer]:
+    async with ScriptedOpenAIServer() as srv:
+        yield srv
+
+
+def make_provider(server: ScriptedOpenAIServer, **kwargs: Any) -> OpenAIChatProvider:
+    return OpenAIChatProvider("test-model", api_key="sk-test", base_url=server.base_url, **kwargs)
+
+
+def user(text: str, item_id: str = "item_1") -> MessageItem:
+    return MessageItem(id=item_id, role="user", text=text)
+
+
+class Collector:
+    def __init__(self) -> None:
+        self.deltas: list[str] = []
+
+    async def __call__(self, delta: str) -> None:
+        self.deltas.append(delta)
+
+
+async def complete(provider: OpenAIChatProvider, request: ModelRequest) -> tuple[Any, Collector]:
+    sink = Collector()
+    try:
+        return await provider.complete(request, sink), sink
+    finally:
+        await provider.aclose()
+
+
+async def test_streamed_text_arrives_in_deltas(server: ScriptedOpenAIServer) -> None:
+    text = "Hello! Your order ships tomorrow morning."
+    server.script(ScriptedReply(text=text, chunk_size=5))
+    response, sink = await complete(make_provider(server), ModelRequest("Be brief.", [user("hi")]))
+    assert len(sink.deltas) == len(range(0, len(text), 5))
+    assert "".join(sink.deltas) == text
+    assert response.text == text
+    assert response.tool_calls == ()
+    body = server.requests[0]
+    assert body["stream"] is True
+    assert body["stream_options"] == {"include_usage": True}
+    assert body["model"] == "test-model"
+    assert "tools" not in body
+
+
+async def test_usage_tokens_reported(server: ScriptedOpenAIServer) -> None:
+    server.script(ScriptedReply(text="one two three"))
+    response, _ = await complete(make_provider(server), ModelRequest("Be brief.", [user("hi there")]))
+    assert response.input_tokens == 4  # "Be brief." + "hi there", counted in words
+    assert response.output_tokens == 3
+
+
+async def test_tool_call_parsed_and_history_converted(server: ScriptedOpenAIServer) -> None:
+    server.script(
+        ScriptedReply(tool_calls=[("lookup_order", {"order_id": "A-1234", "verbose": True})], chunk_size=4)
+    )
+    history = [
+        user("where is my order?"),
+        MessageItem(id="item_2", role="assistant", text="Let me transfer you.", agent="triage"),
+        MessageItem(id="item_3", role="assistant", text="I can help with orders.", agent="orders"),
+        FunctionCallItem(
+            id="item_4", call_id="c1", name="lookup_order", arguments='{"order_id":"A"}', agent="orders"
+        ),
+        FunctionCallItem(
+            id="item_5", call_id="c2", name="lookup_order", arguments='{"order_id":"B"}', agent="orders"
+        ),
+        FunctionCallOutputItem(id="item_6", call_id="c1", output='{"status":"shipped"}', agent="orders"),
+        FunctionCallOutputItem(id="item_7", call_id="c2", output='{"status":"lost"}', agent="orders"),
+    ]
+    provider = make_provider(server, agent="orders")
+    response, sink = await complete(provider, ModelRequest("You handle orders.", history, tools=[LOOKUP]))
+
+    assert sink.deltas == []
+    assert response.text == ""
+    (call,) = response.tool_calls
+    assert call.name == "lookup_order"
+    assert call.call_id.startswith("call_")
+    assert json.loads(call.arguments) == {"order_id": "A-1234", "verbose": True}
+
+    body = server.requests[0]
+    assert body["tools"] == [
+        {
+            "type": "function",
+            "function": {
+                "name": "lookup_order",
+                "description": "Find an order by id.",
+                "parameters": LOOKUP.parameters,
+            },
+        }
+    ]
+    assert body["messages"] == [
+        {"role": "system", "content": "You handle orders."},
+        {"role": "user", "content": "where is my order?"},
+        {"role": "assistant", "content": "[triage] Let me transfer you."},
+        {"role": "assistant", "content": "I can help with orders."},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "c1",
+                    "type": "function",
+                    "function": {"name": "lookup_order", "arguments": '{"order_id":"A"}'},
+                },
+                {
+                    "id": "c2",
+                    "type": "function",
+                    "function": {"name": "lookup_order", "arguments": '{"order_id":"B"}'},
+                },
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": '{"status":"shipped"}'},
+        {"role": "tool", "tool_call_id": "c2", "content": '{"status":"lost"}'},
+    ]
+
+
+async def test_several_tool_calls_keep_their_order(server: ScriptedOpenAIServer) -> None:
+    server.script(ScriptedReply(text="Checking.", tool_calls=[("a", {"x": 1}), ("b", {"y": "two"})]))
+    response, _ = await complete(make_provider(server), ModelRequest("", [user("go")], tools=[LOOKUP]))
+    assert response.text == "Checking."
+    assert [(c.name, json.loads(c.arguments)) for c in response.tool_calls] == [
+        ("a", {"x": 1}),
+        ("b", {"y": "two"}),
+    ]
+    assert len({c.call_id for c in response.tool_calls}) == 2
+    assert server.requests[0]["messages"] == [{"role": "user", "content": "go"}]  # no empty system message
+
+
+async def test_settings_reach_the_server(server: ScriptedOpenAIServer) -> None:
+    server.script(ScriptedReply(text="ok"))
+    provider = make_provider(server, settings={"temperature": 0.2, "max_tokens": 64, "top_k": 5})
+    await complete(provider, ModelRequest("", [user("hi")]))
+    body = server.requests[0]
+    assert body["temperature"] == 0.2
+    assert body["max_tokens"] == 64
+    assert body["top_k"] == 5  # server-specific parameters pass through too
+
+
+@pytest.mark.parametrize(
+    ("status", "retryable"), [(500, True), (503, True), (429, True), (400, False), (404, False)]
+)
+async def test_http_errors_map_to_model_error(
+    server: ScriptedOpenAIServer, status: int, retryable: bool
+) -> None:
+    server.script(ScriptedReply(status=status), ScriptedReply(text="never reached"))
+    with pytest.raises(ModelError) as info:
+        await complete(make_provider(server), ModelRequest("", [user("hi")]))
+    assert info.value.status == status
+    assert info.value.retryable is retryable
+    assert len(server.requests) == 1  # the client itself does not retry
+
+
+async def test_empty_script_is_an_error(server: ScriptedOpenAIServer) -> None:
+    with pytest.raises(ModelError) as info:
+        await complete(make_provider(server), ModelRequest("", [user("hi")]))
+    assert info.value.status == 500
+    assert "exhausted" in str(info.value).lower()
+
+
+async def test_connection_refused_is_retryable() -> None:
+    async with ScriptedOpenAIServer() as srv:
+        base_url = srv.base_url
+    provider = OpenAIChatProvider("m", api_key="sk-test", base_url=base_url, timeout_s=2.0)
+    with pytest.raises(ModelError) as info:
+        await complete(provider, ModelRequest("", [user("hi")]))
+    assert info.value.retryable is True
+    assert info.value.status is None
+
+
+async def test_timeout_is_retryable(server: ScriptedOpenAIServer) -> None:
+    server.script(ScriptedReply(text="late", delay_s=0.5))
+    provider = make_provider(server, timeout_s=0.1)
+    with pytest.raises(ModelError) as info:
+        await complete(provider, ModelRequest("", [user("hi")]))
+    assert info.value.retryable is True
+
+
+async def test_responder_answers_when_queue_is_empty() -> None:
+    async with ScriptedOpenAIServer(
+        responder=lambda body: ScriptedReply(text=f"n={len(body['messages'])}")
+    ) as srv:
+        srv.script(ScriptedReply(text="scripted first"))
+        provider = make_provider(srv)
+        try:
+            first = await provider.complete(ModelRequest("", [user("a")]), Collector())
+            second = await provider.complete(ModelRequest("sys", [user("a")]), Collector())
+        finally:
+            await provider.aclose()
+    assert (first.text, second.text) == ("scripted first", "n=2")
+
+
+async def test_server_rejects_missing_bearer_and_serves_models(server: ScriptedOpenAIServer) -> None:
+    async with httpx.AsyncClient(base_url=server.base_url) as client:
+        assert (await client.post("/chat/completions", json={"messages": []})).status_code == 401
+        models = await client.get("/models", headers={"Authorization": "Bearer sk-test"})
+        server.script(ScriptedReply(text="plain", tool_calls=[("f", {"a": 1})]))
+        plain = await client.post(
+            "/chat/completions",
+            headers={"Authorization": "Bearer sk-test"},
+            json={"model": "m", "messages": [{"role": "user", "content": "x"}]},
+        )
+    assert models.json()["data"][0]["id"] == "scripted-model"
+    message = plain.json()["choices"][0]["message"]
+    assert message["content"] == "plain"
+    assert json.loads(message["tool_calls"][0]["function"]["arguments"]) == {"a": 1}
+
+
+async def test_stop_is_idempotent() -> None:
+    srv = ScriptedOpenAIServer()
+    await srv.start()
+    await srv.stop()
+    await srv.stop()
+    async with httpx.AsyncClient() as client:
+        with pytest.raises(httpx.ConnectError):
+            await client.get(srv.base_url + "/models")
