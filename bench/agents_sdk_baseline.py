@@ -42,55 +42,35 @@ class FakeModel(Model):
 
     def _output(self, handoffs: list[Handoff[Any, Any]]) -> list[TResponseOutputItem]:
         n = next(_ids)
-        if handoffs:  # triage with handoffs: call the SDK-derived handoff tool name
-            return [
-                ResponseFunctionToolCall(
-                    type="function_call", name=handoffs[0].tool_name, arguments="{}", call_id=f"call_{n}"
-                )
-            ]
+        if handoffs:  # triage: call the handoff tool by the name the SDK's Handoff object carries
+            name = handoffs[0].tool_name
+            return [ResponseFunctionToolCall(type="function_call", name=name, arguments="{}", call_id=str(n))]
         text = ResponseOutputText(type="output_text", text=self.text, annotations=[])
         return [
             ResponseOutputMessage(
-                id=f"msg_{n}", type="message", role="assistant", status="completed", content=[text]
+                id=str(n), type="message", role="assistant", status="completed", content=[text]
             )
         ]
 
+    # fmt: off
     async def get_response(
-        self,
-        system_instructions: str | None,
-        input: str | list[TResponseInputItem],
-        model_settings: Any,
-        tools: list[Any],
-        output_schema: Any,
-        handoffs: list[Handoff[Any, Any]],
-        tracing: ModelTracing,
-        *,
-        previous_response_id: str | None,
-        conversation_id: str | None,
-        prompt: Any,
+        self, system_instructions: str | None, input: str | list[TResponseInputItem], model_settings: Any,
+        tools: list[Any], output_schema: Any, handoffs: list[Handoff[Any, Any]], tracing: ModelTracing,
+        *, previous_response_id: str | None, conversation_id: str | None, prompt: Any,
     ) -> ModelResponse:
         return ModelResponse(output=self._output(handoffs), usage=Usage(), response_id=None)
 
     async def stream_response(
-        self,
-        system_instructions: str | None,
-        input: str | list[TResponseInputItem],
-        model_settings: Any,
-        tools: list[Any],
-        output_schema: Any,
-        handoffs: list[Handoff[Any, Any]],
-        tracing: ModelTracing,
-        *,
-        previous_response_id: str | None,
-        conversation_id: str | None,
-        prompt: Any,
+        self, system_instructions: str | None, input: str | list[TResponseInputItem], model_settings: Any,
+        tools: list[Any], output_schema: Any, handoffs: list[Handoff[Any, Any]], tracing: ModelTracing,
+        *, previous_response_id: str | None, conversation_id: str | None, prompt: Any,
     ) -> AsyncIterator[TResponseStreamEvent]:
         response = Response(
-            id=f"resp_{next(_ids)}", created_at=0, model="fake", object="response",
-            output=self._output(handoffs), tool_choice="none", tools=[], top_p=None,
-            parallel_tool_calls=False, status="completed",
-        )  # fmt: skip
+            id=f"r{next(_ids)}", created_at=0, model="fake", object="response", output=self._output(handoffs),
+            tool_choice="none", tools=[], top_p=None, parallel_tool_calls=False, status="completed",
+        )
         yield ResponseCompletedEvent(type="response.completed", response=response, sequence_number=0)
+    # fmt: on
 
 
 def build_agents() -> tuple[Agent[Any], Agent[Any]]:
@@ -172,9 +152,8 @@ def main() -> None:
     print(f"  plain   p50 {p['p50_ms']:.3f} ms  p99 {p['p99_ms']:.3f} ms  mean {p['mean_ms']:.3f} ms")
     print(f"  handoff p50 {h['p50_ms']:.3f} ms  p99 {h['p99_ms']:.3f} ms  mean {h['mean_ms']:.3f} ms")
     print(f"  handoff adds {res['handoff_added_ms_p50']:.3f} ms at p50")
-    print(
-        f"  C={c['concurrency']}: plain {c['plain_runs_per_s']:.0f}/s, handoff {c['handoff_runs_per_s']:.0f}/s"
-    )
+    pr, hr = c["plain_runs_per_s"], c["handoff_runs_per_s"]
+    print(f"  C={c['concurrency']}: plain {pr:.0f} runs/s, handoff {hr:.0f} runs/s")
     print(f"  total {time.perf_counter() - t0:.1f} s")
     if args.out:
         with open(args.out, "w") as f:

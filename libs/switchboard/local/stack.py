@@ -94,12 +94,20 @@ class Stack:
         for proc in [*self.procs]:
             self.wait_ready(proc, deadline - time.monotonic())
 
+    def start_edge(self) -> tuple[Proc, int]:
+        """One more edge process on its own port (edges are stateless; sessions live in KV)."""
+        port = free_port()
+        edges = sum(p.name.startswith("edge") for p in self.procs)
+        proc = self._spawn(f"edge#{edges + 1}", ["edge"], {"SWITCHBOARD_EDGE_PORT": str(port)})
+        self.wait_ready(proc, 30)
+        self._wait_http(f"http://127.0.0.1:{port}/readyz", time.monotonic() + 30)
+        return proc, port
+
     def _scenario_agents(self) -> list[str]:
         from ..agents import load_scenario
-        from ..settings import Settings
 
-        settings = Settings(_env_file=None, scenario=self.scenario)  # type: ignore[call-arg]
-        return load_scenario(settings.scenario, settings.scenarios_dir).config.agent_names
+        scenarios_dir = Path(self.env().get("SWITCHBOARD_SCENARIOS_DIR", "scenarios"))
+        return load_scenario(self.scenario, scenarios_dir).config.agent_names
 
     def start_agent(self, name: str, *, wait: bool = False) -> Proc:
         replica = sum(p.name.startswith(f"agent:{name}") for p in self.procs)
@@ -109,10 +117,10 @@ class Stack:
             self.wait_ready(proc, 30)
         return proc
 
-    def _spawn(self, label: str, args: list[str]) -> Proc:
+    def _spawn(self, label: str, args: list[str], env: Mapping[str, str] | None = None) -> Proc:
         popen = subprocess.Popen(
             [sys.executable, "-m", "switchboard", *args],
-            env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+            env=self.env() | dict(env or {}), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         proc = Proc(label, popen)
         self.procs.append(proc)

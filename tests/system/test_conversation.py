@@ -1,0 +1,119 @@
+"""Whole conversations through real processes: edge, one process per agent, nats-server."""
+
+from __future__ import annotations
+
+import time
+
+import nats
+import pytest
+
+from switchboard.bus.rpc import message_headers
+from switchboard.local.stack import Stack
+from switchboard.state import AuditLog
+
+from .client import open_session, say, sdk_client
+
+pytestmark = pytest.mark.system
+
+
+async def test_triage_auth_returns_with_the_official_sdk(retail: Stack) -> None:
+    async with sdk_client(retail).realtime.connect(model="switchboard") as conn:
+        info = await open_session(conn)
+        assert info["resumed"] is False and info["active_agent"] == "triage"
+
+        greeting = await say(conn, "hello")
+        assert greeting.agent == "triage" and greeting.status == "completed"
+        assert "returns, billing" in greeting.text
+
+        refund = await say(conn, "I want a refund for order A1001")
+        assert [h["outcome"] for h in refund.handoffs] == ["redirected_auth"]
+        assert refund.handoffs[0]["from"] == "triage" and refund.handoffs[0]["to"] == "auth"
+        assert refund.agent == "auth" and "PIN" in refund.text
+
+        verified = await say(conn, "It's jane@example.com and my PIN is 1234")
+        assert [(h["from"], h["to"], h["outcome"]) for h in verified.handoffs] == [("auth", "returns", "accepted")]
+        assert verified.agent == "returns"
+        assert verified.metadata["agents"] == "auth,returns"
+        assert "89.99" in verified.text
+
+        done = await say(conn, "yes please")
+        assert done.agent == "returns" and "return R-" in done.text
+
+    audit = await _audit(retail, info["session_id"])
+    assert [(d.source, d.final_target, d.outcome.value) for d in audit] == [
+        ("triage", "auth", "redirected_auth"),
+        ("auth", "returns", "accepted"),
+    ]
+    assert audit[0].context_keys == ["order_id", "pending_agent"]
+    assert all(d.latency_ms is not None and d.latency_ms >= 0 and d.target_ok for d in audit)
+
+
+async def test_reconnect_resumes_on_another_edge(retail: Stack) -> None:
+    async with sdk_client(retail).realtime.connect(model="switchboard") as conn:
+        session_id = (await open_session(conn))["session_id"]
+        first = await say(conn, "I'd like to return order A1002")
+        assert first.agent == "auth"
+
+    _, port = retail.start_edge()
+    async with sdk_client(retail, port=port).realtime.connect(
+        model="switchboard", extra_query={"session_id": session_id}
+    ) as conn:
+        info = await open_session(conn)
+        assert info["resumed"] is True
+        assert info["active_agent"] == "auth"
+        assert info["history_items"] >= 3  # user message, transfer call, auth's answer
+        reply = await say(conn, "jane@example.com 1234")
+        # order A1002 was delivered 45 days ago: returns sees the order the caller named before the reconnect
+        assert reply.agent == "returns" and "A1002" in reply.text and "cannot be returned" in reply.text
+
+
+async def test_another_key_cannot_resume_a_session(retail: Stack) -> None:
+    async with sdk_client(retail).realtime.connect(model="switchboard") as conn:
+        session_id = (await open_session(conn))["session_id"]
+        await say(conn, "hello")
+    with pytest.raises(Exception) as excinfo:
+        async with sdk_client(retail, key="wrong-key").realtime.connect(
+            model="switchboard", extra_query={"session_id": session_id}
+        ) as conn:
+            await conn.recv()
+    assert "401" in str(excinfo.value)
+
+
+async def test_two_replicas_share_the_turns(retail: Stack) -> None:
+    retail.start_agent("triage", wait=True)
+    replicas: list[str] = []
+    for _ in range(16):
+        async with sdk_client(retail).realtime.connect(model="switchboard") as conn:
+            await open_session(conn)
+            reply = await say(conn, "hi")
+            assert reply.agent == "triage"
+            replicas.append(reply.metadata["replica"])
+    assert len(set(replicas)) == 2, replicas  # nats queue groups pick a replica at random per turn
+
+
+async def test_unknown_schema_major_gets_a_typed_error(retail: Stack) -> None:
+    nc = await nats.connect(retail.nats.url)
+    try:
+        headers = message_headers("s1") | {"Switchboard-Schema": "2.0"}
+        msg = await nc.request("switchboard.v1.agent.triage.turn", b"{}", timeout=5, headers=headers)
+        assert b'"code":"unsupported_version"' in msg.data
+        assert b'"supported_versions":["1.0"]' in msg.data
+        garbage = await nc.request("switchboard.v1.agent.triage.turn", b"{not json", timeout=5, headers=message_headers())
+        assert b'"code":"bad_request"' in garbage.data
+        # the agent is still serving after both
+        ok = await nc.request(
+            "switchboard.v1.agent.triage.turn",
+            b'{"type":"switchboard.v1.turn_request","session_id":"s1","turn_id":"t1","agent":"triage","history":[]}',
+            timeout=5, headers=message_headers("s1", time.time() + 5),
+        )  # fmt: skip
+        assert b"turn_delta" in ok.data or b"turn_result" in ok.data
+    finally:
+        await nc.close()
+
+
+async def _audit(stack: Stack, session_id: str) -> list:  # type: ignore[type-arg]
+    nc = await nats.connect(stack.nats.url)
+    try:
+        return await AuditLog(nc.jetstream()).read_session(session_id)
+    finally:
+        await nc.close()

@@ -1,0 +1,87 @@
+"""Handoff guardrails end to end: agents that break the rules, real processes, the audit stream."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import nats
+import pytest
+
+from switchboard.local.stack import Stack
+from switchboard.state import AuditLog
+
+from .stacks import make_stack
+from .client import Reply, open_session, say, sdk_client
+
+pytestmark = pytest.mark.system
+
+
+@pytest.fixture(scope="module")
+def guard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with make_stack(tmp_path_factory.mktemp("guard"), scenario="guard") as stack:
+        yield stack
+
+
+async def _one_turn(stack: Stack, text: str) -> tuple[Reply, str]:
+    async with sdk_client(stack).realtime.connect(model="switchboard") as conn:
+        session_id = (await open_session(conn))["session_id"]
+        return await say(conn, text), session_id
+
+
+async def _audit(stack: Stack, session_id: str) -> list[tuple[str, str, str, str]]:
+    nc = await nats.connect(stack.nats.url)
+    try:
+        decisions = await AuditLog(nc.jetstream()).read_session(session_id)
+    finally:
+        await nc.close()
+    return [(d.source, d.requested_target, d.final_target, d.outcome.value) for d in decisions]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("contract", ("front", "a", "generalist", "refused_contract")),
+        ("unknown", ("front", "nobody", "generalist", "unknown_target")),
+        ("graph", ("front", "b", "generalist", "refused_graph")),
+    ],
+)
+async def test_refused_handoff_goes_to_the_generalist(
+    guard: Stack, text: str, expected: tuple[str, str, str, str]
+) -> None:
+    reply, session_id = await _one_turn(guard, text)
+    assert reply.agent == "generalist" and reply.text == "generalist here"
+    assert [(h["from"], h["requested"], h["to"], h["outcome"]) for h in reply.handoffs] == [expected]
+    assert await _audit(guard, session_id) == [expected]
+
+
+async def test_contract_refusal_names_the_bad_field(guard: Stack) -> None:
+    reply, _ = await _one_turn(guard, "contract")
+    assert "code" in reply.handoffs[0]["detail"] and "pattern" in reply.handoffs[0]["detail"]
+
+
+async def test_ping_pong_within_one_turn_is_stopped(guard: Stack) -> None:
+    reply, session_id = await _one_turn(guard, "pingpong")
+    assert [h["outcome"] for h in reply.handoffs] == ["accepted", "ping_pong"]
+    assert reply.agent == "generalist"
+    assert await _audit(guard, session_id) == [
+        ("front", "a", "a", "accepted"),
+        ("a", "front", "generalist", "ping_pong"),
+    ]
+
+
+async def test_depth_cap_refuses_the_handoff_past_the_cap(guard: Stack) -> None:
+    async with sdk_client(guard).realtime.connect(model="switchboard") as conn:
+        session_id = (await open_session(conn))["session_id"]
+        assert (await say(conn, "ok")).agent == "a"  # depth 1
+        back = await say(conn, "back")  # a -> front: depth 2
+        assert back.agent == "front"
+        capped = await say(conn, "ok")  # front -> a would be depth 3 > cap 2
+        assert [h["outcome"] for h in capped.handoffs] == ["depth_cap"]
+        assert capped.agent == "generalist"
+    outcomes = [o for *_, o in await _audit(guard, session_id)]
+    assert outcomes == ["accepted", "accepted", "depth_cap"]
+
+
+def test_guard_scenario_exists() -> None:
+    assert (Path(__file__).parent / "scenarios" / "guard" / "scenario.yaml").is_file()
