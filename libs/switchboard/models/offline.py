@@ -78,6 +78,8 @@ def _last_tool_result(items: Sequence[ConversationItem]) -> tuple[str | None, An
         (i.name for i in reversed(items) if isinstance(i, FunctionCallItem) and i.call_id == out.call_id),
         None,
     )
+    if name is None or name.startswith("transfer_to_"):  # a handoff's answer, not this agent's tool
+        return None, None
     try:
         return name, json.loads(out.output)
     except ValueError:

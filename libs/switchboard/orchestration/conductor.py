@@ -9,6 +9,7 @@ not answer, fails, or is refused sends the turn to the scenario's fallback agent
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from ..runtime import new_item_id
 from ..schemas import (
     CallerIdentity,
     ConversationItem,
+    FunctionCallOutputItem,
     HandoffDecision,
     HandoffOutcome,
     HandoffRequest,
@@ -136,6 +138,7 @@ class Conductor:
                 self.scenario, result.handoff, handoff_count=turn.handoffs, visited=turn.agents,
                 authenticated=turn.caller.authenticated,
             )  # fmt: skip
+            self._answer_transfer_call(turn, result.handoff, verdict.final_target, verdict.outcome)
             if verdict.refused and verdict.final_target == agent:
                 self._record(turn, self._decision(
                     turn, result.handoff, verdict.outcome, agent, verdict.detail, {}
@@ -154,6 +157,15 @@ class Conductor:
             self._record(turn, pending[0])
         await self._platform_answer(turn, agent, CANT_TRANSFER, emit)
         return agent
+
+    @staticmethod
+    def _answer_transfer_call(turn: _Turn, request: HandoffRequest, final: str, outcome: HandoffOutcome) -> None:
+        """Close the transfer tool call in the history, so models never see a dangling call."""
+        if request.call_id:
+            output = json.dumps({"transferred_to": final, "outcome": outcome.value})
+            turn.history.append(
+                FunctionCallOutputItem(id=new_item_id(), call_id=request.call_id, output=output, agent=request.source)
+            )
 
     async def _call_agent(
         self, req: TurnRequest, emit: EventSink, deadline: float

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..agents.config import AgentConfig
 from ..agents.tools import ToolContext, ToolError, ToolRegistry
-from ..models.base import ModelProvider, ModelRequest, ToolSpec
+from ..models.base import ModelProvider, ModelRequest, ToolCall, ToolSpec
 from ..schemas import (
     ConversationItem,
     FunctionCallItem,
@@ -94,7 +94,7 @@ class AgentLoop:
                     )  # fmt: skip
                 )
                 if call.name.startswith(TRANSFER_PREFIX):
-                    handoff = _handoff_request(self.agent.name, call.name, call.arguments)
+                    handoff = _handoff_request(self.agent.name, call)
                     return TurnResult(
                         turn_id=req.turn_id, agent=self.agent.name, outcome="handoff",
                         text=response.text, items=turn_items, handoff=handoff, caller=ctx.verified, usage=usage,
@@ -125,12 +125,13 @@ class AgentLoop:
         return json.dumps(result, default=str)
 
 
-def _handoff_request(source: str, tool_name: str, arguments: str) -> HandoffRequest:
+def _handoff_request(source: str, call: ToolCall) -> HandoffRequest:
     try:
-        args = json.loads(arguments or "{}")
+        args = json.loads(call.arguments or "{}")
     except ValueError:
         args = {}
     if not isinstance(args, dict):
         args = {}
     reason = str(args.pop("reason", "") or "no reason given")
-    return HandoffRequest(source=source, target=tool_name[len(TRANSFER_PREFIX) :], reason=reason, context=args)
+    target = call.name[len(TRANSFER_PREFIX) :]
+    return HandoffRequest(source=source, target=target, reason=reason, context=args, call_id=call.call_id)

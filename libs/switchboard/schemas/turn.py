@@ -74,6 +74,8 @@ class HandoffRequest(WireModel):
     """Why, in the agent's words (logged and shown to operators)."""
     context: dict[str, Any] = Field(default_factory=dict)
     """Fields to transfer; checked against the edge's handoff contract."""
+    call_id: str | None = None
+    """The transfer tool call that asked for this; the conductor answers it with the decision."""
 
 
 class Usage(WireModel):

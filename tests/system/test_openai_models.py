@@ -1,0 +1,79 @@
+"""The retail scenario on real model clients: agent processes call an OpenAI-compatible server.
+
+The server is the scripted double shipped in ``switchboard.testing``; the agents use the real
+``openai`` client over HTTP, so tool calls, handoff tools and streaming take the production path.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from switchboard.testing import ScriptedOpenAIServer, ScriptedReply
+
+from .client import open_session, say, sdk_client
+from .stacks import make_stack
+
+pytestmark = pytest.mark.system
+
+
+def _agent_of(body: dict[str, Any]) -> str:
+    system = body["messages"][0]["content"]
+    for name, marker in [("triage", "front desk"), ("auth", "You verify callers"), ("returns", "handle returns")]:
+        if marker in system:
+            return name
+    return "other"
+
+
+def _respond(body: dict[str, Any]) -> ScriptedReply:
+    """A tiny 'model': route by agent and by the last message, like a real LLM would."""
+    agent = _agent_of(body)
+    last = body["messages"][-1]
+    if agent == "triage":
+        return ScriptedReply(tool_calls=[("transfer_to_returns", {"reason": "refund request", "order_id": "A1001"})])
+    if agent == "auth":
+        if last["role"] == "tool" and "verified" in last["content"]:
+            return ScriptedReply(tool_calls=[("transfer_to_returns", {"reason": "verified", "order_id": "A1001"})])
+        user = [m for m in body["messages"] if m["role"] == "user"][-1]["content"]
+        if "@" in user:
+            return ScriptedReply(tool_calls=[("verify_customer", {"email": "jane@example.com", "pin": "1234"})])
+        return ScriptedReply(text="Please tell me your email and PIN.")
+    if agent == "returns":
+        if last["role"] == "tool" and '"item"' in last["content"]:
+            order = json.loads(last["content"])
+            return ScriptedReply(text=f"Your {order['item']} can be refunded: ${order['total']}.")
+        return ScriptedReply(tool_calls=[("lookup_order", {"order_id": "A1001"})])
+    return ScriptedReply(text="generalist reply")
+
+
+async def test_real_openai_client_path_across_processes(tmp_path: Path) -> None:
+    async with ScriptedOpenAIServer(responder=_respond) as model:
+        env = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": model.base_url}
+        with make_stack(tmp_path, env=env) as stack:
+            async with sdk_client(stack).realtime.connect(model="switchboard") as conn:
+                await open_session(conn)
+                first = await say(conn, "refund please")
+                assert first.agent == "auth"
+                second = await say(conn, "jane@example.com 1234")
+    assert [h["outcome"] for h in first.handoffs] == ["redirected_auth"]
+    assert [(h["from"], h["to"]) for h in second.handoffs] == [("auth", "returns")]
+    assert second.agent == "returns"
+    assert second.text == "Your wireless headphones can be refunded: $89.99."
+    assert first.metadata["agent"] == "auth" and int(second.events[-1].response.usage.output_tokens) > 0
+    agents_called = [_agent_of(r) for r in model.requests]
+    assert agents_called[:2] == ["triage", "auth"]
+    triage_tools = {t["function"]["name"] for t in model.requests[0]["tools"]}
+    assert triage_tools == {"transfer_to_returns", "transfer_to_billing", "transfer_to_auth"}
+    returns_request = next(r for r in model.requests if _agent_of(r) == "returns")
+    system = returns_request["messages"][0]["content"]
+    assert "pending_agent" not in system and '"order_id": "A1001"' in system  # contract context reached returns
+    assert "Caller verified: yes (customer C001)" in system
+    assert all(r.get("stream") is True for r in model.requests)
+    # every tool call in the history the model sees is answered (the API rejects dangling calls)
+    for request in model.requests:
+        calls = [c["id"] for m in request["messages"] if m["role"] == "assistant" for c in m.get("tool_calls") or []]
+        answered = [m["tool_call_id"] for m in request["messages"] if m["role"] == "tool"]
+        assert calls == answered, request["messages"]
