@@ -117,9 +117,7 @@ def _schemas(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="switchboard", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("edge", help="run the realtime edge (settings from SWITCHBOARD_* variables)").set_defaults(
-        fn=_edge
-    )
+    sub.add_parser("edge", help="run the realtime edge (settings from SWITCHBOARD_* variables)").set_defaults(fn=_edge)
     p = sub.add_parser("agent", help="serve one agent of the scenario")
     p.add_argument("--name", required=True, help="agent name from the scenario")
     p.set_defaults(fn=_agent)

@@ -59,5 +59,7 @@ async def collect(conn: Any) -> Reply:
             errors.append(event.error)
         elif event.type == "response.done":
             meta = dict(event.response.metadata or {})
-            return Reply("".join(deltas), meta.get("agent"), meta, event.response.status or "", handoffs, errors, events)
+            return Reply(
+                "".join(deltas), meta.get("agent"), meta, event.response.status or "", handoffs, errors, events
+            )
     raise AssertionError("connection closed before response.done")

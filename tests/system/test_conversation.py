@@ -98,7 +98,9 @@ async def test_unknown_schema_major_gets_a_typed_error(retail: Stack) -> None:
         msg = await nc.request("switchboard.v1.agent.triage.turn", b"{}", timeout=5, headers=headers)
         assert b'"code":"unsupported_version"' in msg.data
         assert b'"supported_versions":["1.0"]' in msg.data
-        garbage = await nc.request("switchboard.v1.agent.triage.turn", b"{not json", timeout=5, headers=message_headers())
+        garbage = await nc.request(
+            "switchboard.v1.agent.triage.turn", b"{not json", timeout=5, headers=message_headers()
+        )
         assert b'"code":"bad_request"' in garbage.data
         # the agent is still serving after both
         ok = await nc.request(

@@ -11,8 +11,8 @@ import pytest
 from switchboard.local.stack import Stack
 from switchboard.state import AuditLog
 
-from .stacks import make_stack
 from .client import Reply, open_session, say, sdk_client
+from .stacks import make_stack
 
 pytestmark = pytest.mark.system
 

@@ -336,9 +336,9 @@ async def test_identity_tool_verification_is_visible_to_later_steps() -> None:
 # --- build_tool -------------------------------------------------------------------------------------
 
 
-def _sample(order_id: str, qty: int, note: str | None = None, ctx: ToolContext | None = None) -> dict[str, Any]:
+def _sample(order_id: str, qty: int, note: str | None = None) -> dict[str, Any]:
     """Do a sample thing."""
-    return {"order_id": order_id, "qty": qty, "note": note, "agent": ctx.agent if ctx else None}
+    return {"order_id": order_id, "qty": qty, "note": note}
 
 
 def _ctx_tool(order_id: str, ctx: ToolContext) -> dict[str, Any]:
@@ -369,8 +369,30 @@ def test_build_tool_int_and_optional_params() -> None:
     note = params["properties"]["note"]
     assert {"type": "string"} in note["anyOf"] and {"type": "null"} in note["anyOf"]
     assert params["required"] == ["order_id", "qty"]
-    # ``ToolContext | None`` is not the context parameter: only an exact ToolContext annotation is
-    assert "ctx" in params["properties"] or tool.context_param == "ctx"
+    assert "default" not in params["properties"]["qty"]
+    assert tool.context_param is None
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: build_tool only recognises an exact 'ToolContext' annotation; 'ToolContext | None' "
+    "becomes a model-visible parameter, so the model can pass a forged ctx (caller.authenticated=True)",
+)
+async def test_optional_tool_context_is_not_model_visible() -> None:
+    def maybe_ctx(order_id: str, ctx: ToolContext | None = None) -> dict[str, Any]:
+        """Uses the context if there is one."""
+        return {"customer": ctx.caller.customer_id if ctx else None}
+
+    tool = build_tool(maybe_ctx)
+    assert "ctx" not in tool.spec().parameters["properties"]
+    real = ToolContext("s", "a", CallerIdentity(authenticated=True, customer_id="C001"))
+    assert await tool.invoke({"order_id": "A1"}, real) == {"customer": "C001"}
+    forged = {"session_id": "s", "agent": "a", "caller": {"authenticated": True, "customer_id": "C002"}}
+    try:
+        out = await tool.invoke({"order_id": "A1", "ctx": forged}, real)
+    except ToolError:
+        return
+    assert out["customer"] != "C002"
 
 
 async def test_tool_invoke_passes_context_and_coerces() -> None:

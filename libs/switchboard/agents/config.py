@@ -51,9 +51,7 @@ class HandoffConfig(_Frozen):
             if not spec.required:
                 annotation = annotation | None
             fields[name] = (annotation, Field(default, description=spec.description, pattern=spec.pattern))
-        return create_model(
-            f"Contract_{self.target}", __config__=ConfigDict(extra="forbid", strict=False), **fields
-        )
+        return create_model(f"Contract_{self.target}", __config__=ConfigDict(extra="forbid", strict=False), **fields)
 
     def parameters_schema(self) -> dict[str, Any]:
         """JSON Schema of the ``transfer_to_<target>`` tool: a reason plus the contract fields."""

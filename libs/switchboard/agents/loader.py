@@ -53,9 +53,7 @@ def load_scenario(name_or_path: str, scenarios_dir: Path) -> Scenario:
     for agent in config.agents:
         missing = [t for t in agent.tools if registry.get(t) is None]
         if missing:
-            raise ScenarioError(
-                f"agent {agent.name!r} uses unknown tools {missing} (registered: {registry.names()})"
-            )
+            raise ScenarioError(f"agent {agent.name!r} uses unknown tools {missing} (registered: {registry.names()})")
     return Scenario(config, registry, folder)
 
 

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -154,7 +154,7 @@ class ReplySink:
 Handler = Callable[[Req, ReplySink, Msg], Awaitable[None]]
 
 
-class QueueService:
+class QueueService(Generic[Req]):
     """Serves one subject in a queue group: parse, version-check, run the handler concurrently.
 
     At most ``max_inflight`` requests run at once; beyond that the caller gets a retryable
@@ -214,9 +214,7 @@ class QueueService:
         try:
             request = self._adapter.validate_json(msg.data)
         except ValidationError as exc:
-            detail = "; ".join(
-                f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in exc.errors()[:5]
-            )
+            detail = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in exc.errors()[:5])
             await self._error(msg, ErrorCode.BAD_REQUEST, f"invalid request: {detail}")
             return
         session_id = (msg.headers or {}).get(h.SESSION)
@@ -242,5 +240,3 @@ def deadline_of(msg: Msg, default_s: float) -> float:
         return int(raw) / 1000 if raw else time.time() + default_s
     except ValueError:
         return time.time() + default_s
-
-

@@ -74,14 +74,18 @@ class Stack:
         return f"ws://127.0.0.1:{self.edge_port}/v1"
 
     def env(self) -> dict[str, str]:
-        return os.environ | {
-            "SWITCHBOARD_NATS_URL": self.nats.url,
-            "SWITCHBOARD_SCENARIO": self.scenario,
-            "SWITCHBOARD_API_KEYS": self.api_key,
-            "SWITCHBOARD_EDGE_PORT": str(self.edge_port),
-            "SWITCHBOARD_DATA_DIR": str(self.var_dir / "data"),
-            "PYTHONUNBUFFERED": "1",
-        } | self.extra_env
+        return (
+            os.environ
+            | {
+                "SWITCHBOARD_NATS_URL": self.nats.url,
+                "SWITCHBOARD_SCENARIO": self.scenario,
+                "SWITCHBOARD_API_KEYS": self.api_key,
+                "SWITCHBOARD_EDGE_PORT": str(self.edge_port),
+                "SWITCHBOARD_DATA_DIR": str(self.var_dir / "data"),
+                "PYTHONUNBUFFERED": "1",
+            }
+            | self.extra_env
+        )
 
     def start(self, timeout_s: float = 60.0) -> None:
         (self.var_dir / "log").mkdir(parents=True, exist_ok=True)

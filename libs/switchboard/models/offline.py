@@ -47,9 +47,7 @@ class _View:
         items = request.items
         user_texts = [i.text for i in items if isinstance(i, MessageItem) and i.role == "user"]
         self.user_text = user_texts[-1].lower() if user_texts else ""
-        self.slots: dict[str, Any] = {
-            k: v for k, v in request.context.items() if isinstance(v, str | int | float)
-        }
+        self.slots: dict[str, Any] = {k: v for k, v in request.context.items() if isinstance(v, str | int | float)}
         for text in user_texts:
             for name, pattern in slot_patterns.items():
                 found = pattern.search(text)

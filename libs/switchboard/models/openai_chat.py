@@ -88,9 +88,7 @@ class OpenAIChatProvider:
         self.model = model
         self.agent = agent
         self._settings = dict(settings or {})
-        self._client = openai.AsyncOpenAI(
-            api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=0
-        )
+        self._client = openai.AsyncOpenAI(api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=0)
 
     async def complete(self, request: ModelRequest, on_text: TextSink) -> ModelResponse:
         params: dict[str, Any] = {

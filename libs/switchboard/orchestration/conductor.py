@@ -78,12 +78,8 @@ class Conductor:
         self._client = client
         self._audit = audit
 
-    async def run_turn(
-        self, state: SessionState, response_id: str, emit: EventSink, *, deadline: float
-    ) -> TurnOutcome:
-        turn = _Turn(
-            state, response_id, list(state.history), dict(state.context), state.caller, state.handoff_count
-        )
+    async def run_turn(self, state: SessionState, response_id: str, emit: EventSink, *, deadline: float) -> TurnOutcome:
+        turn = _Turn(state, response_id, list(state.history), dict(state.context), state.caller, state.handoff_count)
         try:
             final = await self._hops(turn, state.active_agent, emit, deadline)
         finally:

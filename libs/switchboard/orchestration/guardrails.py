@@ -44,18 +44,14 @@ def decide(
         return Verdict(HandoffOutcome.UNKNOWN_TARGET, fallback, f"no agent named {request.target!r}")
     edge = source.handoff_to(request.target) if source else None
     if edge is None:
-        return Verdict(
-            HandoffOutcome.REFUSED_GRAPH, fallback, f"{request.source} may not hand off to {request.target}"
-        )
+        return Verdict(HandoffOutcome.REFUSED_GRAPH, fallback, f"{request.source} may not hand off to {request.target}")
     try:
         context = edge.contract_model().model_validate(request.context).model_dump(exclude_none=True)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         return Verdict(HandoffOutcome.REFUSED_CONTRACT, fallback, f"contract violated: {problems}")
     if handoff_count >= scenario.max_handoff_depth:
-        return Verdict(
-            HandoffOutcome.DEPTH_CAP, fallback, f"handoff depth cap {scenario.max_handoff_depth} reached"
-        )
+        return Verdict(HandoffOutcome.DEPTH_CAP, fallback, f"handoff depth cap {scenario.max_handoff_depth} reached")
     if request.target in visited:
         path = " -> ".join([*visited, request.target])
         return Verdict(HandoffOutcome.PING_PONG, fallback, f"ping-pong within one turn: {path}")

@@ -89,8 +89,11 @@ class AgentLoop:
             for call in response.tool_calls:
                 turn_items.append(
                     FunctionCallItem(
-                        id=new_item_id(), call_id=call.call_id, name=call.name,
-                        arguments=call.arguments, agent=self.agent.name,
+                        id=new_item_id(),
+                        call_id=call.call_id,
+                        name=call.name,
+                        arguments=call.arguments,
+                        agent=self.agent.name,
                     )  # fmt: skip
                 )
                 if call.name.startswith(TRANSFER_PREFIX):
@@ -101,9 +104,7 @@ class AgentLoop:
                     )  # fmt: skip
                 output = await self._call_tool(call.name, call.arguments, ctx)
                 turn_items.append(
-                    FunctionCallOutputItem(
-                        id=new_item_id(), call_id=call.call_id, output=output, agent=self.agent.name
-                    )
+                    FunctionCallOutputItem(id=new_item_id(), call_id=call.call_id, output=output, agent=self.agent.name)
                 )
         raise IterationCapError(f"{self.agent.name} made {self.agent.max_iterations} model calls without answering")
 

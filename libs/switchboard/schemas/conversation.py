@@ -53,9 +53,7 @@ class FunctionCallOutputItem(WireModel):
     """The agent whose tool produced it."""
 
 
-ConversationItem = Annotated[
-    MessageItem | FunctionCallItem | FunctionCallOutputItem, Field(discriminator="type")
-]
+ConversationItem = Annotated[MessageItem | FunctionCallItem | FunctionCallOutputItem, Field(discriminator="type")]
 """Any item in a session's history."""
 
 conversation_item_adapter: TypeAdapter[ConversationItem] = TypeAdapter(ConversationItem)

@@ -47,6 +47,3 @@ class AuditLog:
         finally:
             await sub.unsubscribe()
         return out
-
-
-

@@ -28,9 +28,7 @@ class SessionStore:
         try:
             kv = await js.key_value(SESSIONS_BUCKET)
         except BucketNotFoundError:
-            kv = await js.create_key_value(
-                KeyValueConfig(bucket=SESSIONS_BUCKET, history=history, replicas=replicas)
-            )
+            kv = await js.create_key_value(KeyValueConfig(bucket=SESSIONS_BUCKET, history=history, replicas=replicas))
         return cls(kv)
 
     async def load(self, session_id: str) -> tuple[SessionState, int] | None:

@@ -206,8 +206,7 @@ class ScriptedOpenAIServer:
             message: dict[str, Any] = {"role": "assistant", "content": reply.text or None}
             if calls:
                 message["tool_calls"] = [
-                    {"id": i, "type": "function", "function": {"name": n, "arguments": a}}
-                    for i, n, a in calls
+                    {"id": i, "type": "function", "function": {"name": n, "arguments": a}} for i, n, a in calls
                 ]
             return JSONResponse(
                 {

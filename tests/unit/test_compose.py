@@ -1,0 +1,20 @@
+"""docker-compose.yml stays in step with the retail scenario (it cannot run here: no Docker daemon)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from switchboard.agents import load_scenario
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_compose_runs_one_service_per_retail_agent() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    agents = load_scenario("retail", ROOT / "scenarios").config.agent_names
+    for name in agents:
+        assert compose["services"][name]["command"] == ["agent", "--name", name]
+    assert compose["services"]["edge"]["command"] == ["edge"]
+    assert set(compose["services"]) == {"nats", "edge", *agents}
