@@ -46,11 +46,7 @@ class FakeModel(Model):
             name = handoffs[0].tool_name
             return [ResponseFunctionToolCall(type="function_call", name=name, arguments="{}", call_id=str(n))]
         text = ResponseOutputText(type="output_text", text=self.text, annotations=[])
-        return [
-            ResponseOutputMessage(
-                id=str(n), type="message", role="assistant", status="completed", content=[text]
-            )
-        ]
+        return [ResponseOutputMessage(id=str(n), type="message", role="assistant", status="completed", content=[text])]
 
     # fmt: off
     async def get_response(

@@ -33,6 +33,7 @@ from switchboard_edge.protocol import (
 )
 
 LIMIT = 64 * 1024
+MSG: dict[str, Any] = {"type": "message", "role": "user", "content": [{"type": "text", "text": "x"}]}
 server_events: TypeAdapter[Any] = TypeAdapter(RealtimeServerEvent)
 
 
@@ -78,7 +79,9 @@ def test_response_create() -> None:
 
 
 def test_session_update() -> None:
-    event = parse({"type": "session.update", "event_id": "evt_s", "session": {"type": "realtime", "instructions": "x"}})
+    event = parse(
+        {"type": "session.update", "event_id": "evt_s", "session": {"type": "realtime", "instructions": "x"}}
+    )
     assert isinstance(event, SessionUpdate)
     assert event.session["instructions"] == "x"
 
@@ -144,9 +147,13 @@ def test_wrong_field_type_reports_param_path() -> None:
     ("event", "param"),
     [
         ({"type": "conversation.item.create", "event_id": "evt_1"}, "item"),
-        (item_create() | {"item": {"type": "message", "role": "assistant", "content": [{"type": "input_text", "text": "x"}]}}, "item.role"),  # noqa: E501
-        (item_create() | {"item": {"type": "message", "role": "user", "content": []}}, "item.content"),
-        (item_create() | {"item": {"type": "message", "role": "user", "id": "bad id!", "content": [{"type": "text", "text": "x"}]}}, "item.id"),  # noqa: E501
+        (item_create() | {"item": {**MSG, "role": "assistant"}}, "item.role"),
+        (item_create() | {"item": {**MSG, "content": []}}, "item.content"),
+        (item_create() | {"item": {**MSG, "id": "bad id!"}}, "item.id"),
+        (
+            item_create() | {"item": {**MSG, "content": [{"type": "input_audio", "audio": "AAAA"}]}},
+            "item.content.0.type",
+        ),
         ({"type": "session.update", "event_id": "evt_1", "session": "nope"}, "session"),
     ],
 )

@@ -96,7 +96,9 @@ def test_contract_refuses_any_key_on_empty_contract(retail: ScenarioConfig) -> N
     assert v.final_target == "generalist"
 
 
-@pytest.mark.parametrize(("source", "target"), [("triage", "generalist"), ("returns", "auth"), ("generalist", "returns")])
+@pytest.mark.parametrize(
+    ("source", "target"), [("triage", "generalist"), ("returns", "auth"), ("generalist", "returns")]
+)
 def test_graph_refuses_undeclared_edge(retail: ScenarioConfig, source: str, target: str) -> None:
     assert retail.agent(source).handoff_to(target) is None  # type: ignore[union-attr]
     v = ask(retail, source, target, authenticated=True)

@@ -144,7 +144,9 @@ async def test_auth_verifies_and_hands_off_to_pending_agent(retail: Scenario) ->
 
 async def test_auth_passes_order_id_from_context(retail: Scenario) -> None:
     r = (
-        await run(retail, "auth", "jane@example.com 1234", context={"pending_agent": "returns", "order_id": "A1001"})
+        await run(
+            retail, "auth", "jane@example.com 1234", context={"pending_agent": "returns", "order_id": "A1001"}
+        )
     ).result
     assert r.handoff is not None
     assert r.handoff.context == {"order_id": "A1001"}
@@ -245,7 +247,11 @@ def _agent(rules: list[dict[str, Any]], tools: list[str], **kw: Any) -> AgentCon
 async def _run_agent(agent: AgentConfig, registry: ToolRegistry, text: str = "go", **kw: Any) -> TurnResult:
     loop = AgentLoop(agent, OfflineProvider(agent.offline, {}), registry)
     req = TurnRequest(
-        session_id="s", turn_id="t", agent=agent.name, history=[MessageItem(id="i", role="user", text=text)], **kw
+        session_id="s",
+        turn_id="t",
+        agent=agent.name,
+        history=[MessageItem(id="i", role="user", text=text)],
+        **kw,
     )
 
     async def sink(_: str) -> None:
@@ -398,7 +404,11 @@ async def test_optional_tool_context_is_not_model_visible() -> None:
 async def test_tool_invoke_passes_context_and_coerces() -> None:
     tool = build_tool(_ctx_tool)
     ctx = ToolContext("sess_9", "returns", CallerIdentity())
-    assert await tool.invoke({"order_id": "A1"}, ctx) == {"order_id": "A1", "agent": "returns", "session": "sess_9"}
+    assert await tool.invoke({"order_id": "A1"}, ctx) == {
+        "order_id": "A1",
+        "agent": "returns",
+        "session": "sess_9",
+    }
 
 
 async def test_async_tool_is_awaited() -> None:
@@ -411,7 +421,12 @@ async def test_async_tool_is_awaited() -> None:
 
 @pytest.mark.parametrize(
     "args",
-    [{}, {"order_id": "A1", "qty": "many"}, {"order_id": "A1", "qty": 1, "extra": True}, {"order_id": 5, "qty": 1}],
+    [
+        {},
+        {"order_id": "A1", "qty": "many"},
+        {"order_id": "A1", "qty": 1, "extra": True},
+        {"order_id": 5, "qty": 1},
+    ],
 )
 async def test_invalid_arguments_raise_tool_error(args: dict[str, Any]) -> None:
     tool = build_tool(_sample)

@@ -19,7 +19,10 @@ def config(**overrides: Any) -> dict[str, Any]:
         "name": "tiny",
         "entry_agent": "front",
         "fallback_agent": "front",
-        "agents": [{"name": "front", "instructions": "Help."}, {"name": "back", "instructions": "Help more."}],
+        "agents": [
+            {"name": "front", "instructions": "Help."},
+            {"name": "back", "instructions": "Help more."},
+        ],
     }
     return base | overrides
 
@@ -37,7 +40,9 @@ def test_minimal_config_is_valid() -> None:
 
 
 def test_duplicate_agent_names() -> None:
-    msg = invalid(config(agents=[{"name": "front", "instructions": "a"}, {"name": "front", "instructions": "b"}]))
+    msg = invalid(
+        config(agents=[{"name": "front", "instructions": "a"}, {"name": "front", "instructions": "b"}])
+    )
     assert "duplicate agent names: ['front']" in msg
 
 
@@ -55,13 +60,19 @@ def test_handoff_to_unknown_agent() -> None:
 
 
 def test_requires_auth_without_auth_agent() -> None:
-    agents = [{"name": "front", "instructions": "a"}, {"name": "vault", "instructions": "b", "requires_auth": True}]
+    agents = [
+        {"name": "front", "instructions": "a"},
+        {"name": "vault", "instructions": "b", "requires_auth": True},
+    ]
     msg = invalid(config(agents=agents))
     assert "requires_auth but the scenario names no auth_agent" in msg
 
 
 def test_requires_auth_with_auth_agent_is_valid() -> None:
-    agents = [{"name": "front", "instructions": "a"}, {"name": "vault", "instructions": "b", "requires_auth": True}]
+    agents = [
+        {"name": "front", "instructions": "a"},
+        {"name": "vault", "instructions": "b", "requires_auth": True},
+    ]
     cfg = ScenarioConfig.model_validate(config(agents=agents, auth_agent="front"))
     assert cfg.auth_agent == "front"
 
@@ -196,7 +207,9 @@ def test_tools_module_without_registry_is_rejected(scenarios_dir: Path) -> None:
 
 
 def test_agent_using_unregistered_tool_is_rejected(scenarios_dir: Path) -> None:
-    data = config(name=unique("unreg"), agents=[{"name": "front", "instructions": "a", "tools": ["ping", "pong"]}])
+    data = config(
+        name=unique("unreg"), agents=[{"name": "front", "instructions": "a", "tools": ["ping", "pong"]}]
+    )
     write_scenario(scenarios_dir, "unreg", data, TOOLS_OK)
     with pytest.raises(ScenarioError) as info:
         load_scenario("unreg", scenarios_dir)
@@ -216,7 +229,9 @@ def test_no_tools_module_gives_empty_registry(scenarios_dir: Path) -> None:
     "(FileNotFoundError, RuntimeError, ...) instead of ScenarioError",
 )
 def test_missing_tools_file_is_a_scenario_error(scenarios_dir: Path) -> None:
-    write_scenario(scenarios_dir, "nofile", config(name=unique("nofile")), None)  # tools_module defaults to tools.py
+    write_scenario(
+        scenarios_dir, "nofile", config(name=unique("nofile")), None
+    )  # tools_module defaults to tools.py
     with pytest.raises(ScenarioError):
         load_scenario("nofile", scenarios_dir)
 
@@ -228,7 +243,9 @@ def test_missing_tools_file_is_a_scenario_error(scenarios_dir: Path) -> None:
     "'must define registry' instead of the real error",
 )
 def test_failed_tools_import_is_not_cached(scenarios_dir: Path) -> None:
-    write_scenario(scenarios_dir, "boom", config(name=unique("boom")), "raise RuntimeError('boom at import')\n")
+    write_scenario(
+        scenarios_dir, "boom", config(name=unique("boom")), "raise RuntimeError('boom at import')\n"
+    )
     for _ in range(2):
         with pytest.raises(Exception) as info:
             load_scenario("boom", scenarios_dir)

@@ -148,7 +148,9 @@ def test_no_longer_required_field_is_breaking(old: dict[str, dict[str, Any]]) ->
     ("name", "enum_def", "value"),
     [("handoff_decision", "HandoffOutcome", "ping_pong"), ("error", "ErrorCode", "busy")],
 )
-def test_removed_enum_value_is_breaking(old: dict[str, dict[str, Any]], name: str, enum_def: str, value: str) -> None:
+def test_removed_enum_value_is_breaking(
+    old: dict[str, dict[str, Any]], name: str, enum_def: str, value: str
+) -> None:
     base = old[name]
     new = copy.deepcopy(base)
     new["$defs"][enum_def]["enum"].remove(value)
@@ -232,9 +234,15 @@ def _mixed_request() -> TurnRequest:
         history=[
             MessageItem(id="item_1", role="user", text="refund A1001"),
             FunctionCallItem(
-                id="item_2", call_id="call_1", name="lookup_order", arguments='{"order_id": "A1001"}', agent="returns"
+                id="item_2",
+                call_id="call_1",
+                name="lookup_order",
+                arguments='{"order_id": "A1001"}',
+                agent="returns",
             ),
-            FunctionCallOutputItem(id="item_3", call_id="call_1", output='{"eligible": true}', agent="returns"),
+            FunctionCallOutputItem(
+                id="item_3", call_id="call_1", output='{"eligible": true}', agent="returns"
+            ),
             MessageItem(id="item_4", role="assistant", text="Shall I?", agent="returns"),
         ],
         context={"order_id": "A1001", "n": 2},
@@ -250,7 +258,12 @@ def test_turn_request_round_trip_with_mixed_history() -> None:
     raw = req.to_bytes()
     back = TurnRequest.model_validate_json(raw)
     assert back == req
-    assert [type(i) for i in back.history] == [MessageItem, FunctionCallItem, FunctionCallOutputItem, MessageItem]
+    assert [type(i) for i in back.history] == [
+        MessageItem,
+        FunctionCallItem,
+        FunctionCallOutputItem,
+        MessageItem,
+    ]
 
 
 def test_to_bytes_omits_none_fields() -> None:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,6 +67,7 @@ class EdgeSession:
         self.revision = revision
         self.resumed = resumed
         self._send_lock = asyncio.Lock()
+        self._commit_lock = asyncio.Lock()
         self._response: asyncio.Task[None] | None = None
         self._response_id: str | None = None
         self._config = session_config(state.session_id, state.scenario, deps.instructions)
@@ -131,23 +133,25 @@ class EdgeSession:
         text = "".join(part.text for part in event.item.content)
         previous = self.state.history[-1].id if self.state.history else None
         item = MessageItem(id=item_id, role=event.item.role, text=text)
-        await self._commit(self.state.model_copy(update={"history": [*self.state.history, item]}))
+        await self._commit(lambda current: current.model_copy(update={"history": [*current.history, item]}))
         payload = user_item(item_id, text) | {"role": event.item.role}
         await self.send(server_event("conversation.item.added", previous_item_id=previous, item=payload))
         await self.send(server_event("conversation.item.done", previous_item_id=previous, item=payload))
 
-    async def _commit(self, state: SessionState) -> None:
-        state = state.model_copy(update={"updated_at": time.time()})
-        try:
-            self.revision = await self.deps.store.save(state, self.revision)
-        except SessionConflict:
-            loaded = await self.deps.store.load(self.state.session_id)
-            if loaded is not None:
-                self.state, self.revision = loaded
-            raise ProtocolError(
-                "session_conflict", "the session was changed by another connection; state reloaded, retry"
-            ) from None
-        self.state = state
+    async def _commit(self, change: Callable[[SessionState], SessionState]) -> None:
+        """Apply ``change`` to the current state and save it; commits of one connection never interleave."""
+        async with self._commit_lock:
+            state = change(self.state).model_copy(update={"updated_at": time.time()})
+            try:
+                self.revision = await self.deps.store.save(state, self.revision)
+            except SessionConflict:
+                loaded = await self.deps.store.load(self.state.session_id)
+                if loaded is not None:
+                    self.state, self.revision = loaded
+                raise ProtocolError(
+                    "session_conflict", "the session was changed by another connection; state reloaded, retry"
+                ) from None
+            self.state = state
 
     async def _response_create(self, event: ResponseCreate) -> None:
         if self._response is not None and not self._response.done():
@@ -237,10 +241,14 @@ class EdgeSession:
             except Exception:  # the client is already gone
                 log.debug("could not report cancellation", exc_info=True)
             raise
-        known = {i.id for i in outcome.state.history}
-        added_meanwhile = [i for i in self.state.history if i.id not in known]  # items created mid-turn
+
+        def finish(current: SessionState) -> SessionState:
+            known = {i.id for i in outcome.state.history}
+            added_meanwhile = [i for i in current.history if i.id not in known]  # items created mid-turn
+            return outcome.state.model_copy(update={"history": outcome.state.history + added_meanwhile})
+
         try:
-            await self._commit(outcome.state.model_copy(update={"history": outcome.state.history + added_meanwhile}))
+            await self._commit(finish)
         except ProtocolError as err:
             await self.send(error_event(err))
         metadata = {

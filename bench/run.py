@@ -1,0 +1,610 @@
+"""Switchboard benchmark: platform overhead, handoff cost, throughput and edge capacity.
+
+Starts the whole system as real processes (nats-server, the edge, one process per agent) with
+the zero-latency ``bench`` scenario (offline model, instant replies), drives it over WebSocket
+with the Realtime protocol, and compares it with same-run baselines: raw NATS request/reply
+between two processes and the OpenAI Agents SDK in-process. Every reply is verified, so a broken
+system fails the run instead of producing numbers.
+
+.venv/bin/python bench/run.py [--quick] [--sessions N] [--turns K] [--handoffs M] [--idle-sessions S]
+
+Results: bench/results/latest.json, bench/results/<UTC timestamp>.json, bench/results/latest.md
+and the README table between ``<!-- bench:start -->`` and ``<!-- bench:end -->``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import resource
+import secrets
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import agents_sdk_baseline as sdk
+import nats
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.protocol import State
+
+from switchboard.agents import load_scenario
+from switchboard.local.stack import Stack
+
+try:
+    import uvloop
+except ImportError:  # the edge uses uvloop when present; the load generator follows suit
+    uvloop = None
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+SCENARIOS = BENCH / "scenarios"
+SCENARIO = "bench"
+PLAIN_TEXT = "Hi, what are your opening hours?"
+HANDOFF_TEXT = "I want a refund"
+TURN_TIMEOUT_S = 30.0
+OPEN_PARALLEL = 50
+"""WebSocket handshakes in flight at once while opening many sessions (not timed)."""
+README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+T = TypeVar("T")
+_t0 = time.monotonic()
+
+
+def progress(msg: str) -> None:
+    print(f"[{time.monotonic() - _t0:6.1f}s] {msg}", flush=True)
+
+
+class BenchError(RuntimeError):
+    """The system answered wrongly or not at all: no figures are produced."""
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def summarize(samples_ms: Iterable[float]) -> dict[str, float | int]:
+    s = sorted(samples_ms)
+    if not s:
+        raise BenchError("no samples")
+    return {
+        "p50_ms": sdk.pct(s, 50), "p99_ms": sdk.pct(s, 99), "mean_ms": statistics.fmean(s),
+        "max_ms": s[-1], "n": len(s),
+    }  # fmt: skip
+
+
+# --------------------------------------------------------------------------- Realtime client
+
+
+@dataclass
+class Expect:
+    agent: str
+    text: str
+    handoff_to: str | None = None
+
+
+@dataclass
+class Session:
+    """One Realtime WebSocket session on the edge, driven with raw JSON events."""
+
+    ws: ClientConnection
+    session_id: str
+    turns: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+
+    @classmethod
+    async def open(cls, ws_base: str, api_key: str) -> Session:
+        ws = await connect(
+            f"{ws_base}/realtime", additional_headers={"Authorization": f"Bearer {api_key}"},
+            compression=None, ping_interval=None, open_timeout=TURN_TIMEOUT_S, max_queue=None,
+        )  # fmt: skip
+        created = json.loads(await ws.recv())
+        info = json.loads(await ws.recv())
+        if created.get("type") != "session.created" or info.get("type") != "switchboard.session":
+            await ws.close()
+            raise BenchError(f"bad handshake: {created.get('type')!r}, {info.get('type')!r}")
+        return cls(ws, info["session_id"])
+
+    async def turn(self, text: str, expect: Expect) -> float:
+        """One verified caller turn; returns ms from sending ``response.create`` to ``response.done``."""
+        item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
+        await self.ws.send(json.dumps({"type": "conversation.item.create", "item": item}))
+        t0 = time.perf_counter()
+        await self.ws.send('{"type": "response.create"}')
+        try:
+            async with asyncio.timeout(TURN_TIMEOUT_S):
+                done, seen = await self._until_done()
+        except TimeoutError:
+            raise BenchError(f"{self.session_id}: no response.done within {TURN_TIMEOUT_S:.0f}s") from None
+        ms = (time.perf_counter() - t0) * 1000
+        self._verify(done, seen, expect)
+        self.turns += 1
+        self.latencies_ms.append(ms)
+        return ms
+
+    async def _until_done(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        seen: list[dict[str, Any]] = []
+        while True:
+            event = json.loads(await self.ws.recv())
+            if event.get("type") == "response.done":
+                return event, seen
+            seen.append(event)
+
+    def _verify(self, done: dict[str, Any], seen: list[dict[str, Any]], expect: Expect) -> None:
+        response = done.get("response", {})
+        agent = (response.get("metadata") or {}).get("agent")
+        text = "".join(e.get("delta", "") for e in seen if e.get("type") == "response.output_text.delta")
+        errors = [e.get("error") for e in seen if e.get("type") == "error"]
+        handoffs = [e.get("to") for e in seen if e.get("type") == "switchboard.handoff"]
+        wanted_handoffs = [expect.handoff_to] if expect.handoff_to else []
+        problems = []
+        if response.get("status") != "completed":
+            problems.append(f"status={response.get('status')!r} details={response.get('status_details')}")
+        if agent != expect.agent:
+            problems.append(f"agent={agent!r}, expected {expect.agent!r}")
+        if text != expect.text:
+            problems.append(f"text={text!r}, expected {expect.text!r}")
+        if handoffs != wanted_handoffs:
+            problems.append(f"handoffs={handoffs}, expected {wanted_handoffs}")
+        if errors:
+            problems.append(f"errors={errors}")
+        if problems:
+            raise BenchError(f"{self.session_id} turn {self.turns + 1}: " + "; ".join(problems))
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+async def bounded(factories: Iterable[Callable[[], Awaitable[T]]], limit: int) -> list[T]:
+    """Run the coroutines at most ``limit`` at a time; the first failure cancels the rest."""
+    gate = asyncio.Semaphore(limit)
+
+    async def one(factory: Callable[[], Awaitable[T]]) -> T:
+        async with gate:
+            return await factory()
+
+    async with asyncio.TaskGroup() as tg:
+        tasks = [tg.create_task(one(f)) for f in factories]
+    return [t.result() for t in tasks]
+
+
+async def open_sessions(stack: Stack, n: int) -> list[Session]:
+    return await bounded((lambda: Session.open(stack.ws_base, stack.api_key) for _ in range(n)), OPEN_PARALLEL)
+
+
+async def close_sessions(sessions: list[Session]) -> None:
+    await bounded((s.close for s in sessions), OPEN_PARALLEL * 4)
+
+
+# --------------------------------------------------------------------------- phases
+
+
+@dataclass
+class Replies:
+    plain: Expect
+    handoff: Expect
+
+    @classmethod
+    def from_scenario(cls) -> Replies:
+        config = load_scenario(SCENARIO, SCENARIOS).config
+        triage, returns = config.agent("triage"), config.agent("returns")
+        assert triage is not None and returns is not None
+        return cls(Expect("triage", triage.offline.default), Expect("returns", returns.offline.default, "returns"))
+
+
+async def converse(session: Session, expect: Expect, turns: int) -> None:
+    """``turns`` plain turns, one after the other, on one session."""
+    for _ in range(turns):
+        await session.turn(PLAIN_TEXT, expect)
+
+
+async def warmup(stack: Stack, replies: Replies, n: int) -> None:
+    sessions = await open_sessions(stack, n)
+    await bounded((lambda s=s: converse(s, replies.plain, 3) for s in sessions), n)
+    await close_sessions(sessions)
+    fresh = await open_sessions(stack, n)
+    await bounded((lambda s=s: s.turn(HANDOFF_TEXT, replies.handoff) for s in fresh), n)
+    await close_sessions(fresh)
+
+
+async def plain_phase(stack: Stack, replies: Replies, n: int, k: int) -> dict[str, Any]:
+    progress(f"plain: opening {n} sessions")
+    sessions = await open_sessions(stack, n)
+    progress(f"plain: {n} sessions x {k} turns, all concurrent")
+
+    t0 = time.perf_counter()
+    async with asyncio.TaskGroup() as tg:
+        for s in sessions:
+            tg.create_task(converse(s, replies.plain, k))
+    wall = time.perf_counter() - t0
+    await close_sessions(sessions)
+    samples = [ms for s in sessions for ms in s.latencies_ms]
+    stats = summarize(samples)
+    progress(
+        f"plain: {len(samples)} turns in {wall:.2f}s -> {len(samples) / wall:.0f} turns/s, "
+        f"p50 {stats['p50_ms']:.2f} ms, p99 {stats['p99_ms']:.2f} ms"
+    )
+    return {"latency": stats, "wall_s": wall, "turns": len(samples), "turns_per_s": len(samples) / wall}
+
+
+async def handoff_phase(stack: Stack, replies: Replies, m: int, concurrency: int) -> dict[str, Any]:
+    progress(f"handoff: opening {m} fresh sessions (not timed)")
+    sessions = await open_sessions(stack, m)
+    progress(f"handoff: {m} handoff turns, {concurrency} at a time")
+    t0 = time.perf_counter()
+    latencies = await bounded((lambda s=s: s.turn(HANDOFF_TEXT, replies.handoff) for s in sessions), concurrency)
+    wall = time.perf_counter() - t0
+    await close_sessions(sessions)
+    stats = summarize(latencies)
+    progress(f"handoff: {m} turns in {wall:.2f}s, p50 {stats['p50_ms']:.2f} ms, p99 {stats['p99_ms']:.2f} ms")
+    return {"latency": stats, "wall_s": wall, "turns_per_s": m / wall}
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise BenchError(f"no VmRSS for pid {pid}")
+
+
+def edge_info(stack: Stack) -> dict[str, Any]:
+    with urllib.request.urlopen(f"{stack.edge_url}/v1/switchboard/info", timeout=10) as resp:
+        info: dict[str, Any] = json.load(resp)
+    return info
+
+
+async def idle_phase(stack: Stack, replies: Replies, s: int, sample: int) -> dict[str, Any]:
+    edge_pid = stack.proc("edge").pid
+    before = rss_kib(edge_pid)
+    progress(f"idle: edge RSS {before / 1024:.1f} MiB; opening {s} idle sessions")
+    t0 = time.perf_counter()
+    sessions = await open_sessions(stack, s)
+    open_s = time.perf_counter() - t0
+    await asyncio.sleep(1.0)  # let the edge settle after the burst of handshakes
+    after = rss_kib(edge_pid)
+    active = (await asyncio.to_thread(edge_info, stack))["active_sessions"]
+    progress(f"idle: {s} open in {open_s:.1f}s; edge RSS {after / 1024:.1f} MiB; edge reports {active} active")
+    if active < s:
+        raise BenchError(f"edge reports {active} active sessions, {s} were opened")
+    closed = [x.session_id for x in sessions if x.ws.state is not State.OPEN]
+    if closed:
+        raise BenchError(f"{len(closed)} idle sessions were closed by the edge, e.g. {closed[:3]}")
+    picked = random.sample(sessions, min(sample, s))
+    latencies = await bounded((lambda x=x: x.turn(PLAIN_TEXT, replies.plain) for x in picked), len(picked))
+    progress(f"idle: {len(picked)} sampled sessions answered a turn (max {max(latencies):.1f} ms); closing")
+    await close_sessions(sessions)
+    return {
+        "sessions": s, "open_s": open_s, "edge_active_sessions": active, "rss_before_kib": before,
+        "rss_after_kib": after, "kib_per_session": (after - before) / s, "sampled_turns_ok": len(picked),
+        "sampled_turn_max_ms": max(latencies),
+    }  # fmt: skip
+
+
+async def nats_baseline(nats_url: str, requests: int, warmup_n: int = 200) -> dict[str, Any]:
+    """Sequential request/reply to an echo responder in another process, on the stack's nats-server."""
+    subject = "bench.echo"
+    responder = await asyncio.create_subprocess_exec(
+        sys.executable, str(BENCH / "nats_echo.py"), nats_url, subject, stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert responder.stdout is not None
+        line = await asyncio.wait_for(responder.stdout.readline(), 30)
+        if line.strip() != b"ready":
+            raise BenchError(f"NATS echo responder did not start: {line!r}")
+        nc = await nats.connect(nats_url, name="bench-requester")
+        try:
+            payload = secrets.token_bytes(96)
+            samples = []
+            for i in range(warmup_n + requests):
+                t0 = time.perf_counter()
+                reply = await nc.request(subject, payload, timeout=5)
+                ms = (time.perf_counter() - t0) * 1000
+                if reply.data != payload:
+                    raise BenchError("NATS echo returned a different payload")
+                if i >= warmup_n:
+                    samples.append(ms)
+        finally:
+            await nc.close()
+    finally:
+        responder.terminate()
+        await responder.wait()
+    stats = summarize(samples)
+    progress(f"nats: {requests} sequential requests, p50 {stats['p50_ms']:.3f} ms, p99 {stats['p99_ms']:.3f} ms")
+    return {"latency": stats, "payload_bytes": len(payload)}
+
+
+async def sdk_baseline(runs: int) -> dict[str, Any]:
+    progress(f"agents-sdk: {runs} plain + {runs} handoff runs in-process (fake zero-latency model)")
+    res = await sdk.measure(runs=runs, concurrency=200, warmup=min(200, runs))
+    p, h = res["plain"], res["handoff"]
+    progress(
+        f"agents-sdk {res['sdk_version']}: plain p50 {p['p50_ms']:.3f} ms, handoff p50 {h['p50_ms']:.3f} ms, "
+        f"adds {res['handoff_added_ms_p50']:.3f} ms"
+    )
+    return res
+
+
+# --------------------------------------------------------------------------- the run
+
+
+@dataclass
+class Params:
+    sessions: int
+    turns: int
+    handoffs: int
+    idle_sessions: int
+    idle_sample: int
+    sdk_runs: int
+    nats_requests: int
+    quick: bool
+
+
+async def bench_stack(stack: Stack, p: Params) -> dict[str, Any]:
+    replies = Replies.from_scenario()
+    n_warm = min(p.sessions, 20)
+    progress(f"warmup: {n_warm} sessions x 3 plain turns + {n_warm} handoffs")
+    await warmup(stack, replies, n_warm)
+    idle = await idle_phase(stack, replies, p.idle_sessions, p.idle_sample)
+    plain = await plain_phase(stack, replies, p.sessions, p.turns)
+    handoff = await handoff_phase(stack, replies, p.handoffs, p.sessions)
+    progress(f"nats: echo responder process + {p.nats_requests} sequential requests")
+    raw_nats = await nats_baseline(stack.nats.url, p.nats_requests)
+    return {"plain": plain, "handoff": handoff, "idle": idle, "nats": raw_nats}
+
+
+def ratio(a: float, b: float) -> float | None:
+    return a / b if b > 0 else None
+
+
+def assemble(p: Params, sw: dict[str, Any], sdk_res: dict[str, Any], wall_s: float) -> dict[str, Any]:
+    plain, handoff = sw["plain"]["latency"], sw["handoff"]["latency"]
+    added = handoff["p50_ms"] - plain["p50_ms"]
+    sdk_plain, sdk_added = sdk_res["plain"]["p50_ms"], sdk_res["handoff_added_ms_p50"]
+    idle = sw["idle"]
+    targets = {
+        "plain_p50_ms": {"target": 3.0, "value": plain["p50_ms"], "ok": plain["p50_ms"] <= 3.0},
+        "plain_p99_ms": {"target": 15.0, "value": plain["p99_ms"], "ok": plain["p99_ms"] <= 15.0},
+        "handoff_added_p50_ms": {"target": 2.0, "value": added, "ok": added <= 2.0},
+        "sessions_per_edge": {"target": 1000, "value": idle["sessions"], "ok": idle["sessions"] >= 1000},
+        "turns_per_s": {
+            "target": 500, "value": sw["plain"]["turns_per_s"], "ok": sw["plain"]["turns_per_s"] >= 500,
+        },
+    }  # fmt: skip
+    return {
+        "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "duration_s": wall_s,
+        "machine": machine_info(),
+        "params": vars(p) | {"scenario": SCENARIO, "ws_compression": None, "client_loop": loop_name()},
+        "switchboard": {
+            "plain": sw["plain"],
+            "handoff": sw["handoff"],
+            "handoff_added_p50_ms": added,
+            "throughput_turns_per_s": sw["plain"]["turns_per_s"],
+            "edge_idle": idle,
+        },
+        "baselines": {"nats_request_reply": sw["nats"], "agents_sdk": sdk_res},
+        "ratios": {
+            "handoff_added_p50_vs_sdk": ratio(added, sdk_added),
+            "plain_p50_vs_sdk": ratio(plain["p50_ms"], sdk_plain),
+            "plain_p50_vs_nats_rtt": ratio(plain["p50_ms"], sw["nats"]["latency"]["p50_ms"]),
+        },
+        "targets": targets,
+    }
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = next(
+        (ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+         if ln.startswith("model name")), platform.processor(),
+    )  # fmt: skip
+    return {
+        "nproc": len(os.sched_getaffinity(0)), "cpu_model": cpu, "python": platform.python_version(),
+        "platform": platform.platform(), "nofile_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+    }  # fmt: skip
+
+
+def loop_name() -> str:
+    return "uvloop" if uvloop is not None else "asyncio"
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def fmt_ms(v: float) -> str:
+    return f"{v:.2f} ms" if v >= 0.1 else f"{v:.3f} ms"
+
+
+def fmt_ratio(v: float | None) -> str:
+    return f"{v:.1f}x" if v is not None else "n/a"
+
+
+def markdown(r: dict[str, Any]) -> str:
+    sw, base, t = r["switchboard"], r["baselines"], r["targets"]
+    sdk_res, nats_lat = base["agents_sdk"], base["nats_request_reply"]["latency"]
+    plain, handoff, idle, p = sw["plain"]["latency"], sw["handoff"]["latency"], sw["edge_idle"], r["params"]
+    m = r["machine"]
+
+    def mark(key: str) -> str:
+        return "yes" if t[key]["ok"] else "**no**"
+
+    rows = [
+        ("Plain turn p50", fmt_ms(plain["p50_ms"]), fmt_ms(sdk_res["plain"]["p50_ms"]),
+         fmt_ms(nats_lat["p50_ms"]), "<= 3 ms", mark("plain_p50_ms")),
+        ("Plain turn p99", fmt_ms(plain["p99_ms"]), fmt_ms(sdk_res["plain"]["p99_ms"]),
+         fmt_ms(nats_lat["p99_ms"]), "<= 15 ms", mark("plain_p99_ms")),
+        ("Handoff turn p50", fmt_ms(handoff["p50_ms"]), fmt_ms(sdk_res["handoff"]["p50_ms"]), "", "", ""),
+        ("Handoff turn p99", fmt_ms(handoff["p99_ms"]), fmt_ms(sdk_res["handoff"]["p99_ms"]), "", "", ""),
+        ("Handoff adds (p50)", fmt_ms(sw["handoff_added_p50_ms"]), fmt_ms(sdk_res["handoff_added_ms_p50"]),
+         "", "<= 2 ms", mark("handoff_added_p50_ms")),
+        ("Throughput", f"{sw['throughput_turns_per_s']:.0f} turns/s",
+         f"{sdk_res['concurrent']['plain_runs_per_s']:.0f} runs/s", "", ">= 500 turns/s", mark("turns_per_s")),
+        ("Idle sessions on one edge", f"{idle['sessions']} ({idle['kib_per_session']:.0f} KiB each)", "", "",
+         ">= 1000", mark("sessions_per_edge")),
+    ]  # fmt: skip
+    lines = [
+        f"Benchmark of {r['timestamp']} on {m['nproc']} CPU ({m['cpu_model']}), Python {m['python']}: "
+        f"{p['sessions']} concurrent sessions x {p['turns']} turns, {p['handoffs']} handoff turns, "
+        f"offline zero-latency model (`make bench`, numbers from `bench/results/latest.json`).",
+        "",
+        "| Metric | Switchboard | Agents SDK in-process | Raw NATS req/reply | Target | Met |",
+        "|---|---|---|---|---|---|",
+        *("| " + " | ".join(row) + " |" for row in rows),
+        "",
+        f"Switchboard latency is client-side, `response.create` -> `response.done`, through the edge, NATS "
+        f"and a separate agent process (sessions persisted in JetStream KV). Ratios: plain p50 "
+        f"{fmt_ratio(r['ratios']['plain_p50_vs_sdk'])} the SDK's, handoff cost "
+        f"{fmt_ratio(r['ratios']['handoff_added_p50_vs_sdk'])} the SDK's. "
+        f"SDK throughput at concurrency {sdk_res['concurrent']['concurrency']}; "
+        f"NATS figures are sequential round trips between two processes.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def summary_table(r: dict[str, Any]) -> str:
+    sw, base, t = r["switchboard"], r["baselines"], r["targets"]
+    sdk_res, nats_lat = base["agents_sdk"], base["nats_request_reply"]["latency"]
+    plain, handoff, idle = sw["plain"]["latency"], sw["handoff"]["latency"], sw["edge_idle"]
+    rows = [
+        ("", "p50", "p99", "mean", "n"),
+        *(
+            (name, fmt_ms(s["p50_ms"]), fmt_ms(s["p99_ms"]), fmt_ms(s["mean_ms"]), str(s["n"]))
+            for name, s in [
+                ("switchboard plain turn", plain), ("switchboard handoff turn", handoff),
+                ("agents-sdk plain run", sdk_res["plain"]), ("agents-sdk handoff run", sdk_res["handoff"]),
+                ("raw NATS request/reply", nats_lat),
+            ]
+        ),
+    ]  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    out = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+           for row in rows]  # fmt: skip
+    ok = {k: "ok" if v["ok"] else "MISSED" for k, v in t.items()}
+    out += [
+        "",
+        f"handoff adds (p50)      switchboard {fmt_ms(sw['handoff_added_p50_ms'])}  "
+        f"sdk {fmt_ms(sdk_res['handoff_added_ms_p50'])}  ratio {fmt_ratio(r['ratios']['handoff_added_p50_vs_sdk'])}"
+        f"  [target <= 2 ms: {ok['handoff_added_p50_ms']}]",
+        f"plain p50 vs sdk        {fmt_ratio(r['ratios']['plain_p50_vs_sdk'])}   "
+        f"vs raw NATS rtt {fmt_ratio(r['ratios']['plain_p50_vs_nats_rtt'])}",
+        f"throughput              {sw['throughput_turns_per_s']:.0f} turns/s at {r['params']['sessions']} sessions"
+        f"  [target >= 500: {ok['turns_per_s']}]",
+        f"idle sessions           {idle['sessions']} open, {idle['kib_per_session']:.1f} KiB/session "
+        f"(edge RSS {idle['rss_before_kib'] / 1024:.1f} -> {idle['rss_after_kib'] / 1024:.1f} MiB)"
+        f"  [target >= 1000: {ok['sessions_per_edge']}]",
+        f"targets                 plain p50 <= 3 ms: {ok['plain_p50_ms']}, plain p99 <= 15 ms: {ok['plain_p99_ms']}",
+        f"total run time          {r['duration_s']:.0f} s",
+    ]
+    return "\n".join(out)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_results(r: dict[str, Any], out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    body = json.dumps(r, indent=2) + "\n"
+    stamp = r["timestamp"].replace(":", "").replace("-", "")
+    write_atomic(out_dir / "latest.json", body)
+    write_atomic(out_dir / f"{stamp}.json", body)
+    md = markdown(r)
+    write_atomic(out_dir / "latest.md", md)
+    progress(f"results: {out_dir / 'latest.json'}, {out_dir / f'{stamp}.json'}, {out_dir / 'latest.md'}")
+    readme = ROOT / "README.md"
+    if not readme.exists():
+        return
+    text = readme.read_text()
+    start, end = text.find(README_START), text.find(README_END)
+    if start == -1 or end < start:
+        return
+    write_atomic(readme, text[: start + len(README_START)] + "\n" + md + text[end:])
+    progress("README.md benchmark table updated")
+
+
+# --------------------------------------------------------------------------- main
+
+
+def raise_nofile_limit() -> None:
+    """1000+ sockets need more than the usual 1024 descriptors; children inherit the limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[Params, Path, Path | None]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sessions", type=int, help="concurrent sessions (default 100; quick 20)")
+    ap.add_argument("--turns", type=int, help="plain turns per session (default 20; quick 5)")
+    ap.add_argument("--handoffs", type=int, help="measured handoff turns (default 500; quick 50)")
+    ap.add_argument("--idle-sessions", type=int, help="idle sessions held open at once (default 1000; quick 100)")
+    ap.add_argument("--sdk-runs", type=int, help="Agents SDK runs per measurement (default 2000; quick 300)")
+    ap.add_argument("--quick", action="store_true", help="small smoke run")
+    ap.add_argument("--out-dir", type=Path, default=BENCH / "results", help="where results are written")
+    ap.add_argument("--var-dir", type=Path, help="runtime data and logs (default: a temporary directory)")
+    a = ap.parse_args(argv)
+    q = a.quick
+
+    def pick(value: int | None, default: int, quick: int) -> int:
+        return value if value is not None else (quick if q else default)
+
+    params = Params(
+        sessions=pick(a.sessions, 100, 20), turns=pick(a.turns, 20, 5), handoffs=pick(a.handoffs, 500, 50),
+        idle_sessions=pick(a.idle_sessions, 1000, 100), idle_sample=20, sdk_runs=pick(a.sdk_runs, 2000, 300),
+        nats_requests=pick(None, 2000, 500), quick=q,
+    )  # fmt: skip
+    return params, a.out_dir, a.var_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    params, out_dir, var_arg = parse_args(argv)
+    raise_nofile_limit()
+    started = time.perf_counter()
+    progress(f"switchboard bench: {params}")
+    var_dir = var_arg or Path(tempfile.mkdtemp(prefix="switchboard-bench-"))
+    stack = Stack(
+        var_dir, scenario=SCENARIO, api_key=f"bench-{secrets.token_hex(8)}",
+        env={"SWITCHBOARD_SCENARIOS_DIR": str(SCENARIOS), "OPENAI_API_KEY": ""},
+    )  # fmt: skip
+    ok = False
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop if uvloop else None) as runner:
+        sdk_res = runner.run(sdk_baseline(params.sdk_runs))
+        try:
+            progress(f"stack: starting nats-server, agents and the edge (logs in {var_dir / 'log'})")
+            stack.start()
+            progress("stack: up: " + ", ".join(f"{p.name}={p.pid}" for p in stack.procs))
+            sw = runner.run(bench_stack(stack, params))
+            ok = True
+        except BaseException:
+            for proc in stack.procs:
+                tail = [ln for ln in proc.lines[-5:] if ln]
+                if tail or not proc.alive():
+                    alive = "alive" if proc.alive() else f"exited {proc.popen.returncode}"
+                    print(f"--- {proc.name} ({alive}), last log lines:\n" + "\n".join(tail), file=sys.stderr)
+            raise
+        finally:
+            progress("stack: stopping")
+            stack.stop()
+            if ok and var_arg is None:
+                shutil.rmtree(var_dir, ignore_errors=True)
+            elif not ok:
+                print(f"run failed; logs kept in {var_dir / 'log'}", file=sys.stderr)
+    result = assemble(params, sw, sdk_res, time.perf_counter() - started)
+    write_results(result, out_dir)
+    print("\n" + summary_table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
