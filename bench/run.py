@@ -50,7 +50,8 @@ except ImportError:  # the edge uses uvloop when present; the load generator fol
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 SCENARIOS = BENCH / "scenarios"
-SCENARIO = "bench"
+SCENARIO = str(SCENARIOS / "bench")
+"""By path: by name, ``bench`` would resolve to this very folder when the cwd is the repo root."""
 PLAIN_TEXT = "Hi, what are your opening hours?"
 HANDOFF_TEXT = "I want a refund"
 TURN_TIMEOUT_S = 30.0
@@ -217,37 +218,76 @@ async def warmup(stack: Stack, replies: Replies, n: int) -> None:
     await close_sessions(fresh)
 
 
-async def plain_phase(stack: Stack, replies: Replies, n: int, k: int) -> dict[str, Any]:
-    progress(f"plain: opening {n} sessions")
-    sessions = await open_sessions(stack, n)
-    progress(f"plain: {n} sessions x {k} turns, all concurrent")
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+
+def process_pids(stack: Stack) -> dict[str, int]:
+    pids = {p.name: p.pid for p in stack.procs}
+    if stack.nats.proc is not None:
+        pids["nats-server"] = stack.nats.proc.pid
+    return pids | {"bench-client": os.getpid()}
+
+
+class CpuMeter:
+    """CPU milliseconds each process spent per turn over a phase (where the overhead goes)."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.pids = process_pids(stack)
+        self.start = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+
+    def per_turn_ms(self, turns: int, wall_s: float) -> dict[str, Any]:
+        used = {name: cpu_seconds(pid) - self.start[name] for name, pid in self.pids.items()}
+        total = sum(used.values())
+        return {
+            "per_turn_ms": {name: round(s * 1000 / turns, 3) for name, s in used.items()},
+            "total_per_turn_ms": total * 1000 / turns,
+            "cores_busy": total / wall_s,
+        }
+
+
+async def plain_phase(stack: Stack, replies: Replies, n: int, k: int, *, parallel: int) -> dict[str, Any]:
+    """``n`` sessions of ``k`` back-to-back turns, ``parallel`` sessions at a time (closed loop, no think time)."""
+    label = "plain" if parallel > 1 else "plain (one at a time)"
+    progress(f"{label}: opening {n} sessions")
+    sessions = await open_sessions(stack, n)
+    progress(f"{label}: {n} sessions x {k} turns, {parallel} sessions at a time")
+    cpu = CpuMeter(stack)
     t0 = time.perf_counter()
-    async with asyncio.TaskGroup() as tg:
-        for s in sessions:
-            tg.create_task(converse(s, replies.plain, k))
+    await bounded((lambda s=s: converse(s, replies.plain, k) for s in sessions), parallel)
     wall = time.perf_counter() - t0
-    await close_sessions(sessions)
     samples = [ms for s in sessions for ms in s.latencies_ms]
+    used = cpu.per_turn_ms(len(samples), wall)
+    await close_sessions(sessions)
     stats = summarize(samples)
     progress(
-        f"plain: {len(samples)} turns in {wall:.2f}s -> {len(samples) / wall:.0f} turns/s, "
-        f"p50 {stats['p50_ms']:.2f} ms, p99 {stats['p99_ms']:.2f} ms"
+        f"{label}: {len(samples)} turns in {wall:.2f}s -> {len(samples) / wall:.0f} turns/s, "
+        f"p50 {stats['p50_ms']:.2f} ms, p99 {stats['p99_ms']:.2f} ms, "
+        f"CPU {used['total_per_turn_ms']:.2f} ms/turn ({used['cores_busy']:.2f} cores busy)"
     )
-    return {"latency": stats, "wall_s": wall, "turns": len(samples), "turns_per_s": len(samples) / wall}
+    return {"latency": stats, "wall_s": wall, "turns": len(samples), "turns_per_s": len(samples) / wall, "cpu": used}
 
 
-async def handoff_phase(stack: Stack, replies: Replies, m: int, concurrency: int) -> dict[str, Any]:
-    progress(f"handoff: opening {m} fresh sessions (not timed)")
+async def handoff_phase(stack: Stack, replies: Replies, m: int, *, parallel: int) -> dict[str, Any]:
+    """``m`` handoff turns, each on a fresh session opened beforehand, ``parallel`` at a time."""
+    label = "handoff" if parallel > 1 else "handoff (one at a time)"
+    progress(f"{label}: opening {m} fresh sessions (not timed)")
     sessions = await open_sessions(stack, m)
-    progress(f"handoff: {m} handoff turns, {concurrency} at a time")
+    progress(f"{label}: {m} handoff turns, {parallel} at a time")
+    cpu = CpuMeter(stack)
     t0 = time.perf_counter()
-    latencies = await bounded((lambda s=s: s.turn(HANDOFF_TEXT, replies.handoff) for s in sessions), concurrency)
+    latencies = await bounded((lambda s=s: s.turn(HANDOFF_TEXT, replies.handoff) for s in sessions), parallel)
     wall = time.perf_counter() - t0
+    used = cpu.per_turn_ms(m, wall)
     await close_sessions(sessions)
     stats = summarize(latencies)
-    progress(f"handoff: {m} turns in {wall:.2f}s, p50 {stats['p50_ms']:.2f} ms, p99 {stats['p99_ms']:.2f} ms")
-    return {"latency": stats, "wall_s": wall, "turns_per_s": m / wall}
+    progress(
+        f"{label}: {m} turns in {wall:.2f}s, p50 {stats['p50_ms']:.2f} ms, p99 {stats['p99_ms']:.2f} ms, "
+        f"CPU {used['total_per_turn_ms']:.2f} ms/turn"
+    )
+    return {"latency": stats, "wall_s": wall, "turns_per_s": m / wall, "cpu": used}
 
 
 def rss_kib(pid: int) -> int:
@@ -346,6 +386,8 @@ class Params:
     idle_sample: int
     sdk_runs: int
     nats_requests: int
+    unloaded_sessions: int
+    unloaded_handoffs: int
     quick: bool
 
 
@@ -355,11 +397,17 @@ async def bench_stack(stack: Stack, p: Params) -> dict[str, Any]:
     progress(f"warmup: {n_warm} sessions x 3 plain turns + {n_warm} handoffs")
     await warmup(stack, replies, n_warm)
     idle = await idle_phase(stack, replies, p.idle_sessions, p.idle_sample)
-    plain = await plain_phase(stack, replies, p.sessions, p.turns)
-    handoff = await handoff_phase(stack, replies, p.handoffs, p.sessions)
+    plain = await plain_phase(stack, replies, p.sessions, p.turns, parallel=p.sessions)
+    handoff = await handoff_phase(stack, replies, p.handoffs, parallel=p.sessions)
+    # The same turns one at a time: the platform's own latency, without queueing behind other sessions.
+    plain_1 = await plain_phase(stack, replies, p.unloaded_sessions, p.turns, parallel=1)
+    handoff_1 = await handoff_phase(stack, replies, p.unloaded_handoffs, parallel=1)
     progress(f"nats: echo responder process + {p.nats_requests} sequential requests")
     raw_nats = await nats_baseline(stack.nats.url, p.nats_requests)
-    return {"plain": plain, "handoff": handoff, "idle": idle, "nats": raw_nats}
+    return {
+        "plain": plain, "handoff": handoff, "plain_unloaded": plain_1, "handoff_unloaded": handoff_1,
+        "idle": idle, "nats": raw_nats,
+    }  # fmt: skip
 
 
 def ratio(a: float, b: float) -> float | None:
@@ -384,7 +432,7 @@ def assemble(p: Params, sw: dict[str, Any], sdk_res: dict[str, Any], wall_s: flo
         "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "duration_s": wall_s,
         "machine": machine_info(),
-        "params": vars(p) | {"scenario": SCENARIO, "ws_compression": None, "client_loop": loop_name()},
+        "params": vars(p) | {"scenario": "bench", "ws_compression": None, "client_loop": loop_name()},
         "switchboard": {
             "plain": sw["plain"],
             "handoff": sw["handoff"],
@@ -562,7 +610,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[Params, Path, Path | None
     params = Params(
         sessions=pick(a.sessions, 100, 20), turns=pick(a.turns, 20, 5), handoffs=pick(a.handoffs, 500, 50),
         idle_sessions=pick(a.idle_sessions, 1000, 100), idle_sample=20, sdk_runs=pick(a.sdk_runs, 2000, 300),
-        nats_requests=pick(None, 2000, 500), quick=q,
+        nats_requests=pick(None, 2000, 500), unloaded_sessions=pick(None, 10, 3),
+        unloaded_handoffs=pick(None, 200, 30), quick=q,
     )  # fmt: skip
     return params, a.out_dir, a.var_dir
 

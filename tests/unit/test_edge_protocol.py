@@ -18,6 +18,7 @@ from openai.types.realtime import (
     SessionCreatedEvent,
 )
 from pydantic import TypeAdapter
+
 from switchboard_edge.protocol import (
     ConversationItemCreate,
     ProtocolError,
@@ -79,9 +80,7 @@ def test_response_create() -> None:
 
 
 def test_session_update() -> None:
-    event = parse(
-        {"type": "session.update", "event_id": "evt_s", "session": {"type": "realtime", "instructions": "x"}}
-    )
+    event = parse({"type": "session.update", "event_id": "evt_s", "session": {"type": "realtime", "instructions": "x"}})
     assert isinstance(event, SessionUpdate)
     assert event.session["instructions"] == "x"
 

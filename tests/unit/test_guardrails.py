@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from switchboard.agents import ScenarioConfig, load_scenario
 from switchboard.orchestration.guardrails import PENDING_AGENT, Verdict, decide
 from switchboard.schemas import HandoffOutcome, HandoffRequest

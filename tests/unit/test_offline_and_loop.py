@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from switchboard.agents import (
     AgentConfig,
     Scenario,
@@ -86,6 +87,9 @@ async def test_triage_hands_off_refund_with_order_id(retail: Scenario) -> None:
     assert r.handoff.context == {"order_id": "A1001"}
     assert r.handoff.reason == "Caller wants to return an order"
     assert turn.calls() == ["transfer_to_returns"]
+    call = r.items[-1]
+    assert isinstance(call, FunctionCallItem)
+    assert r.handoff.call_id == call.call_id  # the conductor answers this call with its decision
     assert turn.deltas == []
     assert r.caller is None
 
@@ -144,9 +148,7 @@ async def test_auth_verifies_and_hands_off_to_pending_agent(retail: Scenario) ->
 
 async def test_auth_passes_order_id_from_context(retail: Scenario) -> None:
     r = (
-        await run(
-            retail, "auth", "jane@example.com 1234", context={"pending_agent": "returns", "order_id": "A1001"}
-        )
+        await run(retail, "auth", "jane@example.com 1234", context={"pending_agent": "returns", "order_id": "A1001"})
     ).result
     assert r.handoff is not None
     assert r.handoff.context == {"order_id": "A1001"}
@@ -379,11 +381,6 @@ def test_build_tool_int_and_optional_params() -> None:
     assert tool.context_param is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: build_tool only recognises an exact 'ToolContext' annotation; 'ToolContext | None' "
-    "becomes a model-visible parameter, so the model can pass a forged ctx (caller.authenticated=True)",
-)
 async def test_optional_tool_context_is_not_model_visible() -> None:
     def maybe_ctx(order_id: str, ctx: ToolContext | None = None) -> dict[str, Any]:
         """Uses the context if there is one."""

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from switchboard.models.base import ModelError, ModelRequest, ToolSpec
 from switchboard.models.openai_chat import OpenAIChatProvider
 from switchboard.schemas import FunctionCallItem, FunctionCallOutputItem, MessageItem
@@ -73,19 +74,13 @@ async def test_usage_tokens_reported(server: ScriptedOpenAIServer) -> None:
 
 
 async def test_tool_call_parsed_and_history_converted(server: ScriptedOpenAIServer) -> None:
-    server.script(
-        ScriptedReply(tool_calls=[("lookup_order", {"order_id": "A-1234", "verbose": True})], chunk_size=4)
-    )
+    server.script(ScriptedReply(tool_calls=[("lookup_order", {"order_id": "A-1234", "verbose": True})], chunk_size=4))
     history = [
         user("where is my order?"),
         MessageItem(id="item_2", role="assistant", text="Let me transfer you.", agent="triage"),
         MessageItem(id="item_3", role="assistant", text="I can help with orders.", agent="orders"),
-        FunctionCallItem(
-            id="item_4", call_id="c1", name="lookup_order", arguments='{"order_id":"A"}', agent="orders"
-        ),
-        FunctionCallItem(
-            id="item_5", call_id="c2", name="lookup_order", arguments='{"order_id":"B"}', agent="orders"
-        ),
+        FunctionCallItem(id="item_4", call_id="c1", name="lookup_order", arguments='{"order_id":"A"}', agent="orders"),
+        FunctionCallItem(id="item_5", call_id="c2", name="lookup_order", arguments='{"order_id":"B"}', agent="orders"),
         FunctionCallOutputItem(id="item_6", call_id="c1", output='{"status":"shipped"}', agent="orders"),
         FunctionCallOutputItem(id="item_7", call_id="c2", output='{"status":"lost"}', agent="orders"),
     ]
@@ -158,12 +153,8 @@ async def test_settings_reach_the_server(server: ScriptedOpenAIServer) -> None:
     assert body["top_k"] == 5  # server-specific parameters pass through too
 
 
-@pytest.mark.parametrize(
-    ("status", "retryable"), [(500, True), (503, True), (429, True), (400, False), (404, False)]
-)
-async def test_http_errors_map_to_model_error(
-    server: ScriptedOpenAIServer, status: int, retryable: bool
-) -> None:
+@pytest.mark.parametrize(("status", "retryable"), [(500, True), (503, True), (429, True), (400, False), (404, False)])
+async def test_http_errors_map_to_model_error(server: ScriptedOpenAIServer, status: int, retryable: bool) -> None:
     server.script(ScriptedReply(status=status), ScriptedReply(text="never reached"))
     with pytest.raises(ModelError) as info:
         await complete(make_provider(server), ModelRequest("", [user("hi")]))
@@ -198,9 +189,7 @@ async def test_timeout_is_retryable(server: ScriptedOpenAIServer) -> None:
 
 
 async def test_responder_answers_when_queue_is_empty() -> None:
-    async with ScriptedOpenAIServer(
-        responder=lambda body: ScriptedReply(text=f"n={len(body['messages'])}")
-    ) as srv:
+    async with ScriptedOpenAIServer(responder=lambda body: ScriptedReply(text=f"n={len(body['messages'])}")) as srv:
         srv.script(ScriptedReply(text="scripted first"))
         provider = make_provider(srv)
         try:

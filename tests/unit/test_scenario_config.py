@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 from pydantic import ValidationError
+
 from switchboard.agents import OfflineRule, ScenarioConfig, ScenarioError, load_scenario
 
 
@@ -40,9 +41,7 @@ def test_minimal_config_is_valid() -> None:
 
 
 def test_duplicate_agent_names() -> None:
-    msg = invalid(
-        config(agents=[{"name": "front", "instructions": "a"}, {"name": "front", "instructions": "b"}])
-    )
+    msg = invalid(config(agents=[{"name": "front", "instructions": "a"}, {"name": "front", "instructions": "b"}]))
     assert "duplicate agent names: ['front']" in msg
 
 
@@ -207,9 +206,7 @@ def test_tools_module_without_registry_is_rejected(scenarios_dir: Path) -> None:
 
 
 def test_agent_using_unregistered_tool_is_rejected(scenarios_dir: Path) -> None:
-    data = config(
-        name=unique("unreg"), agents=[{"name": "front", "instructions": "a", "tools": ["ping", "pong"]}]
-    )
+    data = config(name=unique("unreg"), agents=[{"name": "front", "instructions": "a", "tools": ["ping", "pong"]}])
     write_scenario(scenarios_dir, "unreg", data, TOOLS_OK)
     with pytest.raises(ScenarioError) as info:
         load_scenario("unreg", scenarios_dir)
@@ -223,29 +220,14 @@ def test_no_tools_module_gives_empty_registry(scenarios_dir: Path) -> None:
     assert load_scenario("notools", scenarios_dir).tools.names() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: loader._load_tools lets import errors of tools.py escape as raw exceptions "
-    "(FileNotFoundError, RuntimeError, ...) instead of ScenarioError",
-)
 def test_missing_tools_file_is_a_scenario_error(scenarios_dir: Path) -> None:
-    write_scenario(
-        scenarios_dir, "nofile", config(name=unique("nofile")), None
-    )  # tools_module defaults to tools.py
+    write_scenario(scenarios_dir, "nofile", config(name=unique("nofile")), None)  # tools_module defaults to tools.py
     with pytest.raises(ScenarioError):
         load_scenario("nofile", scenarios_dir)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: loader._load_tools caches the module in sys.modules before exec_module, so after a "
-    "failed import the half-initialised module is reused and a retry reports the misleading "
-    "'must define registry' instead of the real error",
-)
 def test_failed_tools_import_is_not_cached(scenarios_dir: Path) -> None:
-    write_scenario(
-        scenarios_dir, "boom", config(name=unique("boom")), "raise RuntimeError('boom at import')\n"
-    )
+    write_scenario(scenarios_dir, "boom", config(name=unique("boom")), "raise RuntimeError('boom at import')\n")
     for _ in range(2):
         with pytest.raises(Exception) as info:
             load_scenario("boom", scenarios_dir)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from switchboard.bus import headers as h
 from switchboard.bus.rpc import message_headers, version_error
 from switchboard.schemas import (
@@ -148,9 +149,7 @@ def test_no_longer_required_field_is_breaking(old: dict[str, dict[str, Any]]) ->
     ("name", "enum_def", "value"),
     [("handoff_decision", "HandoffOutcome", "ping_pong"), ("error", "ErrorCode", "busy")],
 )
-def test_removed_enum_value_is_breaking(
-    old: dict[str, dict[str, Any]], name: str, enum_def: str, value: str
-) -> None:
+def test_removed_enum_value_is_breaking(old: dict[str, dict[str, Any]], name: str, enum_def: str, value: str) -> None:
     base = old[name]
     new = copy.deepcopy(base)
     new["$defs"][enum_def]["enum"].remove(value)
@@ -196,11 +195,6 @@ def test_changed_prose_is_compatible(old: dict[str, dict[str, Any]]) -> None:
     assert breaking_changes(base, new) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: export._signature drops 'enum', so removing a value of an inline Literal enum "
-    "(TurnResult.outcome, MessageItem.role) is not reported",
-)
 def test_removed_inline_enum_value_is_breaking(old: dict[str, dict[str, Any]]) -> None:
     base = old["turn_result"]
     new = copy.deepcopy(base)
@@ -240,9 +234,7 @@ def _mixed_request() -> TurnRequest:
                 arguments='{"order_id": "A1001"}',
                 agent="returns",
             ),
-            FunctionCallOutputItem(
-                id="item_3", call_id="call_1", output='{"eligible": true}', agent="returns"
-            ),
+            FunctionCallOutputItem(id="item_3", call_id="call_1", output='{"eligible": true}', agent="returns"),
             MessageItem(id="item_4", role="assistant", text="Shall I?", agent="returns"),
         ],
         context={"order_id": "A1001", "n": 2},

@@ -61,16 +61,21 @@ def _load_tools(folder: Path, config: ScenarioConfig) -> ToolRegistry:
     if not config.tools_module:
         return ToolRegistry()
     path = folder / config.tools_module
+    if not path.is_file():
+        raise ScenarioError(f"tools module {path} not found (set tools_module: null if the scenario has no tools)")
     module_name = f"switchboard_scenario_{config.name}_tools"
-    if module_name in sys.modules:
-        module = sys.modules[module_name]
-    else:
+    module = sys.modules.get(module_name)
+    if module is None:
         spec = importlib.util.spec_from_file_location(module_name, path)
         if spec is None or spec.loader is None:
             raise ScenarioError(f"cannot import tools module {path}")
         module = importlib.util.module_from_spec(spec)
         sys.modules[module_name] = module
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            del sys.modules[module_name]  # a half-loaded module must not be reused
+            raise ScenarioError(f"importing {path} failed: {type(exc).__name__}: {exc}") from exc
     registry = getattr(module, "registry", None)
     if not isinstance(registry, ToolRegistry):
         raise ScenarioError(f"{path} must define 'registry = ToolRegistry()'")

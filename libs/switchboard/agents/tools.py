@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, get_type_hints
+from typing import Any, get_args, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
@@ -100,7 +100,7 @@ def build_tool(
     context_param = None
     for pname, param in inspect.signature(fn).parameters.items():
         annotation = hints.get(pname, Any)
-        if annotation is ToolContext:
+        if annotation is ToolContext or ToolContext in get_args(annotation):
             context_param = pname
             continue
         default = ... if param.default is inspect.Parameter.empty else param.default

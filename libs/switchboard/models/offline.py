@@ -124,7 +124,7 @@ class OfflineProvider:
 
     def __init__(self, script: OfflineScript, slot_patterns: Mapping[str, str]) -> None:
         self._script = script
-        self._patterns = {k: re.compile(v, re.IGNORECASE) for k, v in slot_patterns.items()}
+        self._patterns = {k: re.compile(v) for k, v in slot_patterns.items()}  # (?i) in a pattern if wanted
 
     async def complete(self, request: ModelRequest, on_text: TextSink) -> ModelResponse:
         view = _View(request, self._patterns)

@@ -24,7 +24,10 @@ def current_schemas() -> dict[str, dict[str, Any]]:
 
 def _signature(prop: dict[str, Any]) -> Any:
     """What a field's wire form is, ignoring prose (titles, descriptions, defaults)."""
-    keep = ("type", "$ref", "const", "items", "anyOf", "oneOf", "additionalProperties", "discriminator")
+    keep = (
+        "type", "$ref", "const", "items", "anyOf", "oneOf", "additionalProperties", "discriminator",
+        "pattern", "minLength", "maxLength", "minimum", "maximum",
+    )  # fmt: skip
     return {k: _signature(v) if isinstance(v, dict) else v for k, v in prop.items() if k in keep}
 
 
@@ -51,6 +54,8 @@ def breaking_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         for field, prop in old_props.items():
             if field not in new_props:
                 problems.append(f"{name}.{field}: field removed")
+            elif set(prop.get("enum", [])) - set(new_props[field].get("enum", prop.get("enum", []))):
+                problems.append(f"{name}.{field}: enum values removed")
             elif _signature(prop) != _signature(new_props[field]):
                 problems.append(f"{name}.{field}: type changed")
             elif "default" in prop and prop["default"] != new_props[field].get("default") and field == "type":
