@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     """Largest client event the edge accepts; larger ones get an ``error`` event."""
     turn_timeout_s: float = Field(30.0, gt=0)
     """Deadline of one caller turn, across every agent hop."""
+    hop_timeout_s: float = Field(10.0, gt=0)
+    """Longest one agent may take within a turn before the turn goes to the fallback agent."""
     agent_max_inflight: int = Field(256, ge=1)
     """Turns one agent replica runs at once; more get a retryable ``busy`` error."""
     data_dir: Path = Path("var/data")

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,24 @@ async def test_killed_agent_falls_back_and_the_conversation_continues(tmp_path: 
             assert reply.agent == "generalist"
             again = await say(conn, "start over")
             assert again.agent == "triage"
+
+
+async def test_hung_agent_times_out_and_the_fallback_answers(tmp_path: Path) -> None:
+    with make_stack(tmp_path, env={"SWITCHBOARD_HOP_TIMEOUT_S": "1.5"}) as stack:
+        async with sdk_client(stack).realtime.connect(model="switchboard") as conn:
+            await open_session(conn)
+            assert (await say(conn, "hello")).agent == "triage"
+            stack.proc("agent:triage").popen.send_signal(signal.SIGSTOP)  # hung, not dead: no "no responders"
+            try:
+                started = time.monotonic()
+                reply = await say(conn, "hello again")
+                elapsed = time.monotonic() - started
+            finally:
+                stack.proc("agent:triage").popen.send_signal(signal.SIGCONT)
+    assert [(h["from"], h["to"], h["outcome"]) for h in reply.handoffs] == [("triage", "generalist", "unavailable")]
+    assert "deadline" in reply.handoffs[0]["detail"]
+    assert reply.agent == "generalist" and reply.status == "completed"
+    assert 1.5 <= elapsed < 10, elapsed  # bounded by the hop timeout, not the 30 s turn deadline
 
 
 def test_switchboard_run_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:

@@ -73,10 +73,14 @@ class _Turn:
 
 
 class Conductor:
-    def __init__(self, scenario: ScenarioConfig, client: StreamingClient, audit: AuditLog) -> None:
+    def __init__(
+        self, scenario: ScenarioConfig, client: StreamingClient, audit: AuditLog, *, hop_timeout_s: float = 10.0
+    ) -> None:
         self.scenario = scenario
         self._client = client
         self._audit = audit
+        self.hop_timeout_s = hop_timeout_s
+        """One agent's share of the turn: a hung agent costs this long, then the fallback answers."""
 
     async def run_turn(self, state: SessionState, response_id: str, emit: EventSink, *, deadline: float) -> TurnOutcome:
         turn = _Turn(state, response_id, list(state.history), dict(state.context), state.caller, state.handoff_count)
@@ -106,7 +110,8 @@ class Conductor:
                 handoff_from=request_from.source if request_from else None,
                 handoff_reason=request_from.reason if request_from else None,
             )  # fmt: skip
-            result, failure, first_reply = await self._call_agent(req, emit, deadline)
+            hop_deadline = min(deadline, time.time() + self.hop_timeout_s)
+            result, failure, first_reply = await self._call_agent(req, emit, hop_deadline)
             if pending is not None:
                 decision, asked_at = pending
                 latency = (first_reply - asked_at) * 1000 if first_reply else None

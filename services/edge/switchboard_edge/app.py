@@ -56,7 +56,10 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
             store = await SessionStore.open(bus.js)
             entry = config.agent(config.entry_agent)
             app.state.deps = EdgeDeps(
-                settings, Conductor(config, client, audit), store, entry.instructions if entry else ""
+                settings,
+                Conductor(config, client, audit, hop_timeout_s=settings.hop_timeout_s),
+                store,
+                entry.instructions if entry else "",
             )
             app.state.bus = bus
             log.info("edge ready", extra={"scenario": config.name})
