@@ -26,16 +26,19 @@ class Scenario:
 
 
 def resolve_scenario_dir(name_or_path: str, scenarios_dir: Path) -> Path:
+    """A bare name is looked up in ``scenarios_dir``; anything with a path separator is a path."""
+    if "/" not in name_or_path and not name_or_path.endswith((".yaml", ".yml")):
+        by_name = scenarios_dir / name_or_path
+        if by_name.is_dir():
+            return by_name
+        known = sorted(p.name for p in scenarios_dir.iterdir() if p.is_dir()) if scenarios_dir.is_dir() else []
+        raise ScenarioError(f"scenario {name_or_path!r} not found in {scenarios_dir} (known: {known})")
     candidate = Path(name_or_path)
     if candidate.is_file():
         return candidate.parent
     if candidate.is_dir():
         return candidate
-    by_name = scenarios_dir / name_or_path
-    if by_name.is_dir():
-        return by_name
-    known = sorted(p.name for p in scenarios_dir.iterdir() if p.is_dir()) if scenarios_dir.is_dir() else []
-    raise ScenarioError(f"scenario {name_or_path!r} not found in {scenarios_dir} (known: {known})")
+    raise ScenarioError(f"scenario path {name_or_path!r} does not exist")
 
 
 def load_scenario(name_or_path: str, scenarios_dir: Path) -> Scenario:

@@ -17,6 +17,7 @@ from switchboard.bus import Bus, QueueService, ReplySink, deadline_of, subjects
 from switchboard.bus.rpc import remaining
 from switchboard.models import ModelError, ModelProvider, build_provider
 from switchboard.runtime import AgentLoop, IterationCapError
+from switchboard.runtime.gc import freeze_startup_heap
 from switchboard.schemas import ErrorCode, ErrorReply, TurnDelta, TurnRequest
 from switchboard.settings import Settings
 
@@ -51,6 +52,7 @@ class AgentRunner:
         )  # fmt: skip
         await self._service.start()
         await self.bus.nc.flush()
+        freeze_startup_heap()
         log.info("agent ready", extra={"agent": self.agent.name, "replica": self.replica})
 
     async def stop(self) -> None:

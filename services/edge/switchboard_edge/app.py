@@ -16,6 +16,7 @@ from starlette.responses import Response
 from switchboard.agents import Scenario, load_scenario
 from switchboard.bus import Bus, StreamingClient, subjects
 from switchboard.orchestration import Conductor
+from switchboard.runtime.gc import freeze_startup_heap
 from switchboard.schemas import SessionState
 from switchboard.settings import Settings
 from switchboard.state import AuditLog, SessionStore
@@ -62,6 +63,7 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
                 entry.instructions if entry else "",
             )
             app.state.bus = bus
+            freeze_startup_heap()
             log.info("edge ready", extra={"scenario": config.name})
             yield
             await client.stop()
