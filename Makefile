@@ -38,7 +38,7 @@ lint: $(STAMP) ## ruff format check and lint
 	$(BIN)/ruff check .
 
 typecheck: $(STAMP) ## mypy --strict on the library and services
-	$(BIN)/mypy -p switchboard -p switchboard_edge -p switchboard_agent
+	$(BIN)/mypy -p switchboard -p switchboard_edge -p switchboard_agent -p switchboard_supervisor
 
 check: lint typecheck test ## everything CI cares about
 

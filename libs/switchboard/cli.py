@@ -10,6 +10,10 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .runtime.service import LoopService
 
 
 def _edge(args: argparse.Namespace) -> None:
@@ -32,12 +36,23 @@ def _edge(args: argparse.Namespace) -> None:
 def _agent(args: argparse.Namespace) -> None:
     from switchboard_agent import AgentRunner
 
+    _serve(AgentRunner, "agent", args.name)
+
+
+def _supervisor(args: argparse.Namespace) -> None:
+    from switchboard_supervisor import SupervisorService
+
+    _serve(SupervisorService, "supervisor", args.name)
+
+
+def _serve(service_class: type[LoopService[Any]], role: str, name: str) -> None:
+    """Run one loop service until SIGTERM/SIGINT, then drain it."""
     from . import logs
     from .agents import load_scenario
     from .settings import Settings
 
     settings = Settings()
-    logs.configure(f"agent-{args.name}", settings.log_level)
+    logs.configure(f"{role}-{name}", settings.log_level)
     scenario = load_scenario(settings.scenario, settings.scenarios_dir)
 
     async def serve() -> None:
@@ -45,7 +60,7 @@ def _agent(args: argparse.Namespace) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        async with AgentRunner(settings, scenario, args.name):
+        async with service_class(settings, scenario, name):
             await stop.wait()
 
     asyncio.run(serve())
@@ -121,6 +136,9 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("agent", help="serve one agent of the scenario")
     p.add_argument("--name", required=True, help="agent name from the scenario")
     p.set_defaults(fn=_agent)
+    p = sub.add_parser("supervisor", help="serve one supervisor of the scenario (chat-supervisor pattern)")
+    p.add_argument("--name", required=True, help="supervisor name from the scenario")
+    p.set_defaults(fn=_supervisor)
     p = sub.add_parser("run", help="start nats-server, every agent and the edge locally")
     p.add_argument("--var-dir", default="var", help="where data and logs go (default: var)")
     p.add_argument("--nats-port", type=int, default=int(os.environ.get("SWITCHBOARD_NATS_PORT", "4222")))

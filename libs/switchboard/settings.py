@@ -29,6 +29,12 @@ class Settings(BaseSettings):
     """Deadline of one caller turn, across every agent hop."""
     hop_timeout_s: float = Field(10.0, gt=0)
     """Longest one agent may take within a turn before the turn goes to the fallback agent."""
+    idle_timeout_s: float = Field(1.5, gt=0)
+    """A supervisor that sends nothing, not even a heartbeat (every 0.5 s), for this long is taken for dead."""
+    breaker_threshold: int = Field(5, ge=1)
+    """Consecutive retryable failures that open a downstream's circuit breaker."""
+    breaker_cooldown_s: float = Field(10.0, gt=0)
+    """How long an open breaker refuses calls before letting one through to test recovery."""
     agent_max_inflight: int = Field(256, ge=1)
     """Turns one agent replica runs at once; more get a retryable ``busy`` error."""
     data_dir: Path = Path("var/data")

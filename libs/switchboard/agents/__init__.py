@@ -1,7 +1,10 @@
 """Agent definitions as data: scenario config, tools, handoff contracts."""
 
 from .config import (
+    CONSULT_TOOL,
     AgentConfig,
+    ConsultConfig,
+    ConsultFallback,
     ContractField,
     HandoffConfig,
     ModelConfig,
@@ -13,7 +16,10 @@ from .loader import Scenario, ScenarioError, load_scenario
 from .tools import Tool, ToolContext, ToolError, ToolRegistry, build_tool
 
 __all__ = [
+    "CONSULT_TOOL",
     "AgentConfig",
+    "ConsultConfig",
+    "ConsultFallback",
     "ContractField",
     "HandoffConfig",
     "ModelConfig",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
@@ -100,8 +101,45 @@ class OfflineScript(_Frozen):
     default: str = "Sorry, I can't help with that."
 
 
+Move = Literal["greet", "chitchat", "collect", "act"]
+DEFAULT_MOVES: tuple[Move, ...] = ("greet", "chitchat", "collect")
+CONSULT_TOOL = "consult_supervisor"
+"""Built-in tool that asks the agent's supervisor; declared in ``tools`` like any other."""
+
+
+class ConsultFallback(_Frozen):
+    """What a front agent does when its supervisor is unavailable or its breaker is open."""
+
+    mode: Literal["transfer", "degraded"] = "transfer"
+    """``transfer``: say ``say`` and hand the caller to ``target``; ``degraded``: say ``say`` and stay."""
+    target: str | None = None
+    """Transfer target; default: the scenario's fallback agent."""
+    say: str = "I'm having trouble reaching the right person for that, so let me transfer you."
+
+
+class ConsultConfig(_Frozen):
+    """The chat-supervisor pattern: this agent consults ``supervisor`` and speaks its answer."""
+
+    supervisor: str
+    """Name of an agent with ``role: supervisor``."""
+    own_moves: list[Move] = Field(default_factory=lambda: list(DEFAULT_MOVES))
+    """What the agent may do on its own. Without ``act`` it may hold no tools but the consult tool
+    and its handoffs (enforced at load and at run time)."""
+    must_consult: list[str] = Field(default_factory=list)
+    """Words that make the platform consult at once, without asking the agent's model."""
+    fillers: list[str] = Field(default_factory=lambda: ["One moment while I look into that."], min_length=1)
+    """Said at once while the supervisor works; must never imply an outcome."""
+    timeout_s: float = Field(8.0, gt=0)
+    """Deadline of one consult, retries included."""
+    attempts: int = Field(2, ge=1, le=5)
+    """Tries per consult (retryable failures only, with jittered backoff)."""
+    fallback: ConsultFallback = Field(default_factory=ConsultFallback)
+
+
 class AgentConfig(_Frozen):
     name: str
+    role: Literal["agent", "supervisor"] = "agent"
+    """``supervisor`` agents are served by ``switchboard supervisor`` and only answer consults."""
     description: str = ""
     instructions: str
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -112,6 +150,8 @@ class AgentConfig(_Frozen):
     max_iterations: int = Field(6, ge=1, le=50)
     """Cap on model calls per agent turn."""
     offline: OfflineScript = Field(default_factory=OfflineScript)
+    consult: ConsultConfig | None = None
+    """Makes this a supervisor-backed agent (chat-supervisor pattern)."""
 
     @field_validator("name")
     @classmethod
@@ -148,10 +188,17 @@ class ScenarioConfig(_Frozen):
             value = getattr(self, role)
             if value is not None and value not in names:
                 raise ValueError(f"{role} {value!r} is not an agent of this scenario (agents: {names})")
+        roles = {a.name: a.role for a in self.agents}
+        for role in ("entry_agent", "fallback_agent", "auth_agent"):
+            if roles.get(getattr(self, role)) == "supervisor":
+                raise ValueError(f"{role} cannot be a supervisor")
         for agent in self.agents:
             for handoff in agent.handoffs:
                 if handoff.target not in names:
                     raise ValueError(f"agent {agent.name!r} hands off to unknown agent {handoff.target!r}")
+                if roles[handoff.target] == "supervisor":
+                    raise ValueError(f"agent {agent.name!r} hands off to supervisor {handoff.target!r}; consult it")
+            _check_consult(agent, roles)
         if any(a.requires_auth for a in self.agents) and self.auth_agent is None:
             raise ValueError("an agent requires_auth but the scenario names no auth_agent")
         return self
@@ -162,3 +209,25 @@ class ScenarioConfig(_Frozen):
     @property
     def agent_names(self) -> list[str]:
         return [a.name for a in self.agents]
+
+
+def _check_consult(agent: AgentConfig, roles: Mapping[str, str]) -> None:
+    if agent.role == "supervisor":
+        if agent.handoffs or agent.consult or CONSULT_TOOL in agent.tools:
+            raise ValueError(f"supervisor {agent.name!r} cannot hand off or consult")
+        return
+    consult = agent.consult
+    if consult is None:
+        if CONSULT_TOOL in agent.tools:
+            raise ValueError(f"agent {agent.name!r} lists {CONSULT_TOOL} but has no 'consult' block")
+        return
+    if roles.get(consult.supervisor) != "supervisor":
+        raise ValueError(f"agent {agent.name!r} consults {consult.supervisor!r}, which is not a supervisor")
+    if consult.fallback.target is not None and consult.fallback.target not in roles:
+        raise ValueError(f"agent {agent.name!r}: consult fallback target {consult.fallback.target!r} is unknown")
+    own_tools = [t for t in agent.tools if t != CONSULT_TOOL]
+    if own_tools and "act" not in consult.own_moves:
+        raise ValueError(
+            f"agent {agent.name!r} may not act on its own (own_moves lacks 'act') but holds tools {own_tools}; "
+            "give them to its supervisor"
+        )

@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from .config import ScenarioConfig
+from .config import CONSULT_TOOL, ScenarioConfig
 from .tools import ToolRegistry
 
 
@@ -54,7 +54,7 @@ def load_scenario(name_or_path: str, scenarios_dir: Path) -> Scenario:
         raise ScenarioError(f"invalid scenario {yaml_path}:\n{exc}") from exc
     registry = _load_tools(folder, config)
     for agent in config.agents:
-        missing = [t for t in agent.tools if registry.get(t) is None]
+        missing = [t for t in agent.tools if t != CONSULT_TOOL and registry.get(t) is None]
         if missing:
             raise ScenarioError(f"agent {agent.name!r} uses unknown tools {missing} (registered: {registry.names()})")
     return Scenario(config, registry, folder)

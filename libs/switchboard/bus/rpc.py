@@ -19,7 +19,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from ..schemas import SCHEMA_MAJOR, SCHEMA_VERSION, ErrorCode, ErrorReply, WireModel
+from ..schemas import SCHEMA_MAJOR, SCHEMA_VERSION, ErrorCode, ErrorReply, Heartbeat, WireModel
 from . import headers as h
 from .errors import BadReply, NoResponders, RemoteError, ReplyTimeout
 
@@ -95,10 +95,14 @@ class StreamingClient:
         deadline: float,
         session_id: str | None = None,
         extra_headers: dict[str, str] | None = None,
+        idle_timeout: float | None = None,
     ) -> AsyncIterator[R]:
         """Publish ``request`` and yield parsed replies; raise a ``BusError`` on failure.
 
         ``ErrorReply`` replies are raised as ``RemoteError``; the deadline bounds the whole stream.
+        With ``idle_timeout``, a responder that sends nothing (not even a heartbeat) for that
+        long is taken for dead, so a killed replica costs seconds rather than the whole deadline.
+        Heartbeats and reply types this version does not know are skipped.
         """
         await self.start()
         self._next += 1
@@ -112,13 +116,18 @@ class StreamingClient:
                 left = remaining(deadline)
                 if left <= 0:
                     raise ReplyTimeout(f"no complete reply from {subject} before the deadline")
+                wait = left if idle_timeout is None else min(left, idle_timeout)
                 try:
-                    msg = await asyncio.wait_for(queue.get(), left)
+                    msg = await asyncio.wait_for(queue.get(), wait)
                 except TimeoutError:
+                    if wait < left:
+                        raise ReplyTimeout(f"{subject} went silent for {idle_timeout}s (responder lost)") from None
                     raise ReplyTimeout(f"no complete reply from {subject} before the deadline") from None
                 if msg.headers and msg.headers.get("Status") == "503":
                     raise NoResponders(f"no responders on {subject}")
                 reply = _parse(reply_adapter, msg)
+                if reply is None or isinstance(reply, Heartbeat):
+                    continue
                 if isinstance(reply, ErrorReply):
                     raise RemoteError(reply)
                 yield reply
@@ -128,13 +137,17 @@ class StreamingClient:
             del self._waiting[token]
 
 
-def _parse(adapter: TypeAdapter[R], msg: Msg) -> R:
+def _parse(adapter: TypeAdapter[R], msg: Msg) -> R | None:
+    """The parsed reply; None for a well-formed reply of a type this version does not know."""
     bad_version = version_error(msg.headers)
     if bad_version is not None:
         raise BadReply(bad_version.message)
     try:
         return adapter.validate_json(msg.data)
     except ValidationError as exc:
+        if any(e["type"] == "union_tag_invalid" for e in exc.errors()):
+            log.debug("skipping reply of unknown type", extra={"subject": msg.subject})
+            return None
         raise BadReply(f"unparseable reply: {exc.errors(include_url=False)[:3]}") from exc
 
 
@@ -171,6 +184,7 @@ class QueueService(Generic[Req]):
         handler: Handler[Req],
         *,
         max_inflight: int = 256,
+        heartbeat_s: float | None = 0.5,
     ) -> None:
         self._nc = nc
         self.subject = subject
@@ -178,6 +192,7 @@ class QueueService(Generic[Req]):
         self._adapter = request_adapter
         self._handler = handler
         self._max_inflight = max_inflight
+        self._heartbeat_s = heartbeat_s
         self._tasks: set[asyncio.Task[None]] = set()
         self._sub: Subscription | None = None
         self.handled = 0
@@ -218,12 +233,23 @@ class QueueService(Generic[Req]):
             await self._error(msg, ErrorCode.BAD_REQUEST, f"invalid request: {detail}")
             return
         session_id = (msg.headers or {}).get(h.SESSION)
+        sink = ReplySink(self._nc, msg.reply, session_id)
+        beat = asyncio.create_task(self._heartbeat(sink)) if self._heartbeat_s and msg.reply else None
         try:
-            await self._handler(request, ReplySink(self._nc, msg.reply, session_id), msg)
+            await self._handler(request, sink, msg)
             self.handled += 1
         except Exception as exc:
             log.exception("handler failed", extra={"subject": self.subject})
             await self._error(msg, ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+        finally:
+            if beat is not None:
+                beat.cancel()
+
+    async def _heartbeat(self, sink: ReplySink) -> None:
+        assert self._heartbeat_s is not None
+        while True:
+            await asyncio.sleep(self._heartbeat_s)
+            await sink.send(Heartbeat())
 
     async def _error(self, msg: Msg, code: ErrorCode, message: str, *, retryable: bool = False) -> None:
         err = ErrorReply(code=code, message=message, retryable=retryable)

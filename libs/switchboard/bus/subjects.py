@@ -3,6 +3,8 @@
 ===========================================  =====================================================
 ``switchboard.v1.agent.<agent>.turn``        turn requests for one agent; queue group
                                              ``agent.<agent>`` so N replicas share the load
+``switchboard.v1.supervisor.<name>.consult``  consult requests for a supervisor; queue group
+                                             ``supervisor.<name>``
 ``switchboard.v1.audit.handoff.<session>``   handoff decisions (JetStream stream ``SWITCHBOARD_AUDIT``)
 KV bucket ``switchboard_sessions``           session state, key = session id
 ===========================================  =====================================================
@@ -39,3 +41,11 @@ def agent_queue(agent: str) -> str:
 
 def audit_handoff(session_id: str) -> str:
     return f"{PREFIX}.audit.handoff.{check_token(session_id, 'session id')}"
+
+
+def supervisor_consult(name: str) -> str:
+    return f"{PREFIX}.supervisor.{check_token(name, 'supervisor name')}.consult"
+
+
+def supervisor_queue(name: str) -> str:
+    return f"supervisor.{check_token(name, 'supervisor name')}"

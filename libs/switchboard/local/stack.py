@@ -113,10 +113,19 @@ class Stack:
         scenarios_dir = Path(self.env().get("SWITCHBOARD_SCENARIOS_DIR", "scenarios"))
         return load_scenario(self.scenario, scenarios_dir).config.agent_names
 
+    def _role(self, name: str) -> str:
+        from ..agents import load_scenario
+
+        scenarios_dir = Path(self.env().get("SWITCHBOARD_SCENARIOS_DIR", "scenarios"))
+        agent = load_scenario(self.scenario, scenarios_dir).config.agent(name)
+        return agent.role if agent else "agent"
+
     def start_agent(self, name: str, *, wait: bool = False) -> Proc:
-        replica = sum(p.name.startswith(f"agent:{name}") for p in self.procs)
-        label = f"agent:{name}" + (f"#{replica + 1}" if replica else "")
-        proc = self._spawn(label, ["agent", "--name", name])
+        """Start one more replica of an agent (or supervisor); labels are ``agent:<name>[#n]``."""
+        role = self._role(name)
+        replica = sum(p.name == f"{role}:{name}" or p.name.startswith(f"{role}:{name}#") for p in self.procs)
+        label = f"{role}:{name}" + (f"#{replica + 1}" if replica else "")
+        proc = self._spawn(label, [role, "--name", name])
         if wait:
             self.wait_ready(proc, 30)
         return proc
@@ -140,7 +149,7 @@ class Stack:
                 log.write(line + "\n")
                 log.flush()
                 proc.lines.append(line)
-                if '"msg": "agent ready"' in line or '"msg": "edge ready"' in line:
+                if any(f'"msg": "{role} ready"' in line for role in ("agent", "supervisor", "edge")):
                     proc.ready.set()
                 if self.echo is not None:
                     with self._echo_lock:

@@ -1,6 +1,7 @@
 """The session conductor and its handoff guardrails."""
 
 from .conductor import CANT_TRANSFER, Conductor, TurnFailed, TurnOutcome
+from .consult import ConsultDone, ConsultStats, SupervisorConsults
 from .events import AgentFinished, ConductorEvent, EventSink, HandoffMade, TextDelta
 from .guardrails import PENDING_AGENT, Verdict, decide
 
@@ -8,6 +9,9 @@ __all__ = [
     "CANT_TRANSFER",
     "PENDING_AGENT",
     "AgentFinished",
+    "ConsultDone",
+    "ConsultStats",
+    "SupervisorConsults",
     "Conductor",
     "ConductorEvent",
     "EventSink",

@@ -20,6 +20,7 @@ from ..bus import BusError, StreamingClient, subjects
 from ..runtime import new_item_id
 from ..schemas import (
     CallerIdentity,
+    ConsultAsk,
     ConversationItem,
     FunctionCallOutputItem,
     HandoffDecision,
@@ -33,6 +34,7 @@ from ..schemas import (
     turn_reply_adapter,
 )
 from ..state import AuditLog
+from .consult import ConsultDone, SupervisorConsults
 from .events import AgentFinished, EventSink, HandoffMade, TextDelta
 from .guardrails import PENDING_AGENT, decide
 
@@ -53,6 +55,8 @@ class TurnOutcome:
     decisions: list[HandoffDecision]
     replica: str | None = None
     usage: dict[str, int] = field(default_factory=dict)
+    consult: ConsultDone | None = None
+    """Set when the supervisor was consulted in this turn."""
 
 
 @dataclass
@@ -70,15 +74,23 @@ class _Turn:
     audits: list[asyncio.Task[None]] = field(default_factory=list)
     tokens: dict[str, int] = field(default_factory=lambda: {"input_tokens": 0, "output_tokens": 0})
     replica: str | None = None
+    consult: ConsultDone | None = None
 
 
 class Conductor:
     def __init__(
-        self, scenario: ScenarioConfig, client: StreamingClient, audit: AuditLog, *, hop_timeout_s: float = 10.0
+        self,
+        scenario: ScenarioConfig,
+        client: StreamingClient,
+        audit: AuditLog,
+        *,
+        hop_timeout_s: float = 10.0,
+        consults: SupervisorConsults | None = None,
     ) -> None:
         self.scenario = scenario
         self._client = client
         self._audit = audit
+        self.consults = consults
         self.hop_timeout_s = hop_timeout_s
         """One agent's share of the turn: a hung agent costs this long, then the fallback answers."""
 
@@ -89,14 +101,18 @@ class Conductor:
         finally:
             if turn.audits:
                 await asyncio.gather(*turn.audits)
+        consult = turn.consult
         new_state = state.model_copy(
             update={
                 "active_agent": final, "history": turn.history, "context": turn.context,
                 "caller": turn.caller, "handoff_count": turn.handoffs, "turns": state.turns + 1,
+                "consults": state.consults + (consult is not None),
+                "consult_ms": state.consult_ms + (consult.ms if consult else 0.0),
+                "consult_tokens": state.consult_tokens + (consult.tokens if consult else 0),
                 "updated_at": time.time(),
             }
         )  # fmt: skip
-        return TurnOutcome(new_state, turn.agents, turn.decisions, turn.replica, turn.tokens)
+        return TurnOutcome(new_state, turn.agents, turn.decisions, turn.replica, turn.tokens, consult)
 
     async def _hops(self, turn: _Turn, agent: str, emit: EventSink, deadline: float) -> str:
         pending: tuple[HandoffDecision, float] | None = None
@@ -133,6 +149,17 @@ class Conductor:
             turn.tokens["output_tokens"] += result.usage.output_tokens
             if result.caller is not None:
                 turn.caller = result.caller
+            if result.outcome == "consult" and result.consult is not None:
+                done = await self._consult(turn, agent, result.consult, emit, deadline)
+                if done.transfer_to is None:
+                    return agent
+                request_from = self._decision(
+                    turn, HandoffRequest(source=agent, target=done.transfer_to, reason="supervisor unavailable"),
+                    HandoffOutcome.UNAVAILABLE, done.transfer_to, done.detail, {},
+                )  # fmt: skip
+                await emit(HandoffMade(request_from))
+                pending, agent = (request_from, time.time()), done.transfer_to
+                continue
             if result.outcome == "answer" or result.handoff is None:
                 return agent
             verdict = decide(
@@ -158,6 +185,20 @@ class Conductor:
             self._record(turn, pending[0])
         await self._platform_answer(turn, agent, CANT_TRANSFER, emit)
         return agent
+
+    async def _consult(self, turn: _Turn, agent: str, ask: ConsultAsk, emit: EventSink, deadline: float) -> ConsultDone:
+        config = self.scenario.agent(agent)
+        if self.consults is None or config is None or config.consult is None:
+            raise TurnFailed(f"agent {agent} asked to consult but has no supervisor configured")
+        done = await self.consults.consult(
+            agent=config, ask=ask, session_id=turn.state.session_id, consult_id=f"{turn.response_id}-c",
+            history=turn.history, context=turn.context, caller=turn.caller, emit=emit, deadline=deadline,
+        )  # fmt: skip
+        turn.history.extend(done.items)
+        if done.caller is not None:
+            turn.caller = done.caller
+        turn.consult = done
+        return done
 
     @staticmethod
     def _answer_transfer_call(turn: _Turn, request: HandoffRequest, final: str, outcome: HandoffOutcome) -> None:

@@ -8,10 +8,11 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ..agents.config import AgentConfig
+from ..agents.config import CONSULT_TOOL, AgentConfig
 from ..agents.tools import ToolContext, ToolError, ToolRegistry
 from ..models.base import ModelProvider, ModelRequest, ToolCall, ToolSpec
 from ..schemas import (
+    ConsultAsk,
     ConversationItem,
     FunctionCallItem,
     FunctionCallOutputItem,
@@ -25,6 +26,16 @@ from ..schemas import (
 log = logging.getLogger(__name__)
 
 TRANSFER_PREFIX = "transfer_to_"
+CONSULT_DESCRIPTION = (
+    "Ask the supervisor, an expert with the domain tools, to answer what the caller just asked. "
+    "Use it for anything beyond greetings, small talk and collecting details."
+)
+CONSULT_PARAMETERS: dict[str, Any] = {
+    "type": "object",
+    "properties": {"note": {"type": "string", "description": "What the caller asked, with the details collected"}},
+    "required": ["note"],
+    "additionalProperties": False,
+}
 
 
 class IterationCapError(Exception):
@@ -50,9 +61,14 @@ class AgentLoop:
             )
             for h in agent.handoffs
         ]
+        if agent.consult is not None and CONSULT_TOOL in agent.tools:
+            self.specs.append(ToolSpec(CONSULT_TOOL, CONSULT_DESCRIPTION, CONSULT_PARAMETERS))
+        self._must_consult = [w.lower() for w in agent.consult.must_consult] if agent.consult else []
 
-    def instructions(self, req: TurnRequest) -> str:
+    def instructions(self, req: TurnRequest, note: str | None = None) -> str:
         notes = [self.agent.instructions.strip()]
+        if note:
+            notes.append(f"The front agent consults you. Its note on what the caller just asked: {note}")
         if req.handoff_from:
             notes.append(f"You took over from the {req.handoff_from} agent. Reason: {req.handoff_reason}.")
         if req.context:
@@ -61,11 +77,28 @@ class AgentLoop:
         notes.append(f"Caller verified: {verified}.")
         return "\n\n".join(notes)
 
-    async def run(self, req: TurnRequest, on_text: Callable[[str], Awaitable[None]]) -> TurnResult:
+    def policy_consult(self, req: TurnRequest) -> ConsultAsk | None:
+        """The platform's routing policy: declared topics go to the supervisor without a model call."""
+        if not self._must_consult or not req.history:
+            return None
+        last = req.history[-1]
+        if not isinstance(last, MessageItem) or last.role != "user":
+            return None
+        text = last.text.lower()
+        if any(word in text for word in self._must_consult):
+            return ConsultAsk(note=last.text, policy=True)
+        return None
+
+    async def run(
+        self, req: TurnRequest, on_text: Callable[[str], Awaitable[None]], *, note: str | None = None
+    ) -> TurnResult:
+        policy = self.policy_consult(req)
+        if policy is not None:
+            return TurnResult(turn_id=req.turn_id, agent=self.agent.name, outcome="consult", consult=policy)
         ctx = ToolContext(req.session_id, self.agent.name, req.caller, identity_tool=False)
         turn_items: list[ConversationItem] = []
         usage = Usage()
-        instructions = self.instructions(req)
+        instructions = self.instructions(req, note)
         for _ in range(self.agent.max_iterations):
             request = ModelRequest(
                 instructions=instructions,
@@ -102,6 +135,12 @@ class AgentLoop:
                         turn_id=req.turn_id, agent=self.agent.name, outcome="handoff",
                         text=response.text, items=turn_items, handoff=handoff, caller=ctx.verified, usage=usage,
                     )  # fmt: skip
+                if call.name == CONSULT_TOOL and self.agent.consult is not None:
+                    ask = ConsultAsk(note=_note(call.arguments), call_id=call.call_id)
+                    return TurnResult(
+                        turn_id=req.turn_id, agent=self.agent.name, outcome="consult", text=response.text,
+                        items=turn_items, consult=ask, caller=ctx.verified, usage=usage,
+                    )  # fmt: skip
                 output = await self._call_tool(call.name, call.arguments, ctx)
                 turn_items.append(
                     FunctionCallOutputItem(id=new_item_id(), call_id=call.call_id, output=output, agent=self.agent.name)
@@ -124,6 +163,14 @@ class AgentLoop:
         finally:
             ctx.identity_tool = False
         return json.dumps(result, default=str)
+
+
+def _note(arguments: str) -> str:
+    try:
+        args = json.loads(arguments or "{}")
+    except ValueError:
+        return arguments
+    return str(args.get("note", "")) if isinstance(args, dict) else str(args)
 
 
 def _handoff_request(source: str, call: ToolCall) -> HandoffRequest:

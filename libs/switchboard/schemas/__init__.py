@@ -2,6 +2,7 @@
 
 from ._base import SCHEMA_MAJOR, SCHEMA_VERSION, TYPE_PREFIX, WireModel
 from .audit import HandoffDecision, HandoffOutcome
+from .consult import ConsultReply, ConsultRequest, ConsultResult, consult_reply_adapter
 from .conversation import (
     ConversationItem,
     FunctionCallItem,
@@ -13,7 +14,9 @@ from .errors import ErrorCode, ErrorReply
 from .session import SessionState
 from .turn import (
     CallerIdentity,
+    ConsultAsk,
     HandoffRequest,
+    Heartbeat,
     TurnDelta,
     TurnReply,
     TurnRequest,
@@ -30,6 +33,9 @@ EXPORTED_MODELS: tuple[type[WireModel], ...] = (
     HandoffDecision,
     ErrorReply,
     SessionState,
+    ConsultRequest,
+    ConsultResult,
+    Heartbeat,
 )
 """Models whose JSON Schema is exported to ``schemas/v1`` and guarded by the compatibility test."""
 
@@ -39,6 +45,10 @@ __all__ = [
     "SCHEMA_VERSION",
     "TYPE_PREFIX",
     "CallerIdentity",
+    "ConsultAsk",
+    "ConsultReply",
+    "ConsultRequest",
+    "ConsultResult",
     "ConversationItem",
     "ErrorCode",
     "ErrorReply",
@@ -47,6 +57,7 @@ __all__ = [
     "HandoffDecision",
     "HandoffOutcome",
     "HandoffRequest",
+    "Heartbeat",
     "MessageItem",
     "SessionState",
     "TurnDelta",
@@ -55,6 +66,7 @@ __all__ = [
     "TurnResult",
     "Usage",
     "WireModel",
+    "consult_reply_adapter",
     "conversation_item_adapter",
     "turn_reply_adapter",
 ]

@@ -33,6 +33,12 @@ class SessionState(WireModel):
     """Fingerprint of the API key that created the session; only that key may resume it."""
     turns: int = 0
     """Completed responses."""
+    consults: int = 0
+    """Responses in which the supervisor was consulted (routing rate = consults / turns)."""
+    consult_ms: float = 0.0
+    """Time spent in supervisor consults, summed."""
+    consult_tokens: int = 0
+    """Supervisor model tokens, summed."""
     created_at: float
     """Unix time the session started."""
     updated_at: float

@@ -62,6 +62,25 @@ class TurnDelta(WireModel):
     """The text chunk."""
 
 
+class Heartbeat(WireModel):
+    """Sent by a responder while it works, so the caller can tell a slow replica from a dead one."""
+
+    type: Literal["switchboard.v1.heartbeat"] = "switchboard.v1.heartbeat"
+    ref: str = ""
+    """The request it belongs to (turn or consult id)."""
+
+
+class ConsultAsk(WireModel):
+    """An agent asks the platform to consult its supervisor and speak the answer."""
+
+    note: str
+    """What the caller asked, in the agent's words."""
+    call_id: str | None = None
+    """The ``consult_supervisor`` tool call, if the model made one (policy consults have none)."""
+    policy: bool = False
+    """True when the platform's routing policy required the consult, not the model."""
+
+
 class HandoffRequest(WireModel):
     """An agent asks to transfer the conversation to another agent."""
 
@@ -97,14 +116,16 @@ class TurnResult(WireModel):
     """The turn this ends."""
     agent: str
     """The agent that ran the turn."""
-    outcome: Literal["answer", "handoff"]
-    """``answer``: ``text`` is the reply; ``handoff``: see ``handoff``."""
+    outcome: Literal["answer", "handoff", "consult"]
+    """``answer``: ``text`` is the reply; ``handoff``: see ``handoff``; ``consult``: see ``consult``."""
     text: str = ""
     """The full reply text (equal to the concatenated deltas)."""
     items: list[ConversationItem] = Field(default_factory=list)
     """Items produced during the turn (tool calls and outputs, the assistant message), in order."""
     handoff: HandoffRequest | None = None
     """Present when ``outcome == "handoff"``."""
+    consult: ConsultAsk | None = None
+    """Present when ``outcome == "consult"``."""
     caller: CallerIdentity | None = None
     """Set when a tool of this turn verified the caller's identity."""
     usage: Usage = Field(default_factory=Usage)
@@ -113,7 +134,7 @@ class TurnResult(WireModel):
     """Which replica of the agent ran the turn (for load-balancing checks and debugging)."""
 
 
-TurnReply = Annotated[TurnDelta | TurnResult | ErrorReply, Field(discriminator="type")]
+TurnReply = Annotated[TurnDelta | TurnResult | ErrorReply | Heartbeat, Field(discriminator="type")]
 """Anything an agent may send to a turn's reply inbox."""
 
 turn_reply_adapter: TypeAdapter[TurnReply] = TypeAdapter(TurnReply)

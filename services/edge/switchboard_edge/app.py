@@ -15,7 +15,8 @@ from starlette.responses import Response
 
 from switchboard.agents import Scenario, load_scenario
 from switchboard.bus import Bus, StreamingClient, subjects
-from switchboard.orchestration import Conductor
+from switchboard.orchestration import Conductor, ConsultStats, SupervisorConsults
+from switchboard.resilience import Breakers
 from switchboard.runtime.gc import freeze_startup_heap
 from switchboard.schemas import SessionState
 from switchboard.settings import Settings
@@ -58,7 +59,18 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
             entry = config.agent(config.entry_agent)
             app.state.deps = EdgeDeps(
                 settings,
-                Conductor(config, client, audit, hop_timeout_s=settings.hop_timeout_s),
+                Conductor(
+                    config,
+                    client,
+                    audit,
+                    hop_timeout_s=settings.hop_timeout_s,
+                    consults=SupervisorConsults(
+                        client,
+                        Breakers(threshold=settings.breaker_threshold, cooldown_s=settings.breaker_cooldown_s),
+                        fallback_agent=config.fallback_agent,
+                        idle_timeout_s=settings.idle_timeout_s,
+                    ),
+                ),  # fmt: skip
                 store,
                 entry.instructions if entry else "",
             )
@@ -87,6 +99,21 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
             "scenario": config.name, "entry_agent": config.entry_agent, "fallback_agent": config.fallback_agent,
             "agents": {a.name: subjects.agent_turn(a.name) for a in config.agents},
             "active_sessions": len(deps.active_sessions),
+        }  # fmt: skip
+
+    @app.get("/v1/switchboard/stats")
+    async def stats() -> dict[str, object]:
+        """Process-wide routing figures: how often the supervisor was consulted and what it cost."""
+        deps: EdgeDeps = app.state.deps
+        consults = deps.conductor.consults
+        c = consults.stats if consults else ConsultStats()
+        responses = deps.responses
+        return {
+            "responses": responses, "consulted_responses": c.consults,
+            "routing_rate": round(c.consults / responses, 4) if responses else 0.0,
+            "consult_failures": c.failed, "consult_retries": c.retries,
+            "consult_ms_avg": round(c.total_ms / c.consults, 2) if c.consults else 0.0,
+            "consult_tokens": c.tokens, "consult_outcomes": c.by_outcome,
         }  # fmt: skip
 
     @app.websocket("/v1/realtime")

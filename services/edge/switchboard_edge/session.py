@@ -49,6 +49,8 @@ class EdgeDeps:
     store: SessionStore
     instructions: str
     active_sessions: set[str] = field(default_factory=set)
+    responses: int = 0
+    """Completed responses of this process (the routing rate's denominator)."""
 
 
 @dataclass
@@ -259,6 +261,14 @@ class EdgeSession:
         }
         if outcome.replica:
             metadata["replica"] = outcome.replica
+        state = outcome.state
+        metadata["supervisor"] = "no"
+        if outcome.consult is not None:
+            metadata["supervisor"] = "consulted" if outcome.consult.ok else "failed"
+            metadata["consult_ms"] = f"{outcome.consult.ms:.1f}"
+            metadata["consult_tokens"] = str(outcome.consult.tokens)
+        metadata["routing_rate"] = f"{state.consults / state.turns:.2f}" if state.turns else "0.00"
+        self.deps.responses += 1
         usage = outcome.usage
         await self.send(server_event("response.done", response=base | {
             "status": "completed", "output": output, "metadata": metadata,

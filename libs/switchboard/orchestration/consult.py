@@ -1,0 +1,186 @@
+"""The chat-supervisor consult: filler at once, the supervisor's streamed answer, or a declared fallback.
+
+The conductor calls :meth:`SupervisorConsults.consult` when a front agent's turn ends in a
+consult. The caller hears a filler phrase immediately; the supervisor gets the full history; its
+answer streams through as the front agent's speech. Retryable failures are retried with jittered
+backoff within the consult's deadline, a dead replica is detected by its missing heartbeats, and
+a breaker per supervisor stops calling one that keeps failing. When no answer can be had, the
+front agent says its declared fallback line and either stays (``degraded``) or transfers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..agents.config import CONSULT_TOOL, AgentConfig
+from ..bus import BusError, StreamingClient, subjects
+from ..resilience import BreakerOpen, Breakers, RetryPolicy, call_with_retry
+from ..runtime import new_item_id
+from ..schemas import (
+    CallerIdentity,
+    ConsultAsk,
+    ConsultRequest,
+    ConsultResult,
+    ConversationItem,
+    FunctionCallItem,
+    FunctionCallOutputItem,
+    MessageItem,
+    TurnDelta,
+    consult_reply_adapter,
+)
+from .events import AgentFinished, EventSink, TextDelta
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ConsultDone:
+    ok: bool
+    """True when the supervisor answered."""
+    items: list[ConversationItem]
+    """What to append to the history: the consult call and output, the supervisor's tool work, and
+    the assistant message the caller heard."""
+    ms: float
+    tokens: int = 0
+    caller: CallerIdentity | None = None
+    detail: str = ""
+    transfer_to: str | None = None
+    """Set when the fallback transfers the caller."""
+    attempts: int = 1
+
+
+@dataclass
+class ConsultStats:
+    """Process-wide counters (exported as metrics, shown at ``/v1/switchboard/stats``)."""
+
+    consults: int = 0
+    failed: int = 0
+    retries: int = 0
+    total_ms: float = 0.0
+    tokens: int = 0
+    by_outcome: dict[str, int] = field(default_factory=dict)
+
+
+class SupervisorConsults:
+    def __init__(
+        self, client: StreamingClient, breakers: Breakers, *, fallback_agent: str, idle_timeout_s: float = 1.5
+    ) -> None:
+        self._client = client
+        self._breakers = breakers
+        self._fallback_agent = fallback_agent
+        self.idle_timeout_s = idle_timeout_s
+        self.stats = ConsultStats()
+
+    async def consult(
+        self,
+        *,
+        agent: AgentConfig,
+        ask: ConsultAsk,
+        session_id: str,
+        consult_id: str,
+        history: list[ConversationItem],
+        context: dict[str, Any],
+        caller: CallerIdentity,
+        emit: EventSink,
+        deadline: float,
+    ) -> ConsultDone:
+        cfg = agent.consult
+        if cfg is None:
+            raise ValueError(f"agent {agent.name} has no consult configuration")
+        started = time.time()
+        filler = cfg.fillers[len(history) % len(cfg.fillers)] + " "
+        await emit(TextDelta(agent.name, filler))
+        call_id = ask.call_id or f"call_{consult_id}"
+        items: list[ConversationItem] = []
+        if ask.call_id is None:  # a policy consult: record it as the call the model did not make
+            args = json.dumps({"note": ask.note})
+            items.append(FunctionCallItem(id=new_item_id(), call_id=call_id, name=CONSULT_TOOL, arguments=args,
+                                          agent=agent.name))  # fmt: skip
+        request = ConsultRequest(
+            session_id=session_id, consult_id=consult_id, agent=agent.name, supervisor=cfg.supervisor,
+            history=[i for i in history if not (isinstance(i, FunctionCallItem) and i.call_id == ask.call_id)],
+            note=ask.note, context=context, caller=caller,
+        )  # fmt: skip
+        consult_deadline = min(deadline, started + cfg.timeout_s)
+        streamed: list[str] = []
+        attempts = 0
+
+        async def attempt(n: int) -> ConsultResult:
+            nonlocal attempts
+            attempts = n
+            if streamed:  # a replica died mid-answer: close what the caller heard, start afresh
+                await emit(AgentFinished(agent.name, filler + "".join(streamed), ok=False))
+                streamed.clear()
+            async with self._breakers.guard(f"supervisor.{cfg.supervisor}"):
+                async for reply in self._client.stream(
+                    subjects.supervisor_consult(cfg.supervisor), request, consult_reply_adapter,
+                    lambda r: isinstance(r, ConsultResult), deadline=consult_deadline, session_id=session_id,
+                    idle_timeout=self.idle_timeout_s,
+                ):  # fmt: skip
+                    if isinstance(reply, TurnDelta):
+                        streamed.append(reply.text)
+                        await emit(TextDelta(agent.name, reply.text))
+                    elif isinstance(reply, ConsultResult):
+                        return reply
+            raise BusError(f"consult stream from {cfg.supervisor} ended without a result")
+
+        def on_retry(n: int, exc: BaseException) -> None:
+            self.stats.retries += 1
+            log.info("consult retry", extra={"session_id": session_id, "attempt": n, "error": str(exc)})
+
+        self.stats.consults += 1
+        try:
+            result = await call_with_retry(
+                attempt, RetryPolicy(attempts=cfg.attempts), deadline=consult_deadline, on_retry=on_retry
+            )
+        except (BusError, BreakerOpen) as exc:
+            return await self._fallback(agent, filler, call_id, items, exc, emit, started, attempts)
+        answer = "".join(streamed) or result.text
+        output = json.dumps({"answer": result.text, "supervisor": result.supervisor})
+        items += [
+            *result.items,
+            FunctionCallOutputItem(id=new_item_id(), call_id=call_id, output=output, agent=agent.name),
+            MessageItem(id=new_item_id(), role="assistant", text=filler + answer, agent=agent.name),
+        ]
+        await emit(AgentFinished(agent.name, filler + answer, ok=True))
+        ms = (time.time() - started) * 1000
+        tokens = result.usage.input_tokens + result.usage.output_tokens
+        self._count("answered", ms, tokens)
+        return ConsultDone(True, items, ms, tokens, result.caller, attempts=attempts)
+
+    async def _fallback(
+        self,
+        agent: AgentConfig,
+        filler: str,
+        call_id: str,
+        items: list[ConversationItem],
+        exc: BaseException,
+        emit: EventSink,
+        started: float,
+        attempts: int,
+    ) -> ConsultDone:
+        assert agent.consult is not None
+        fallback = agent.consult.fallback
+        outcome = "breaker_open" if isinstance(exc, BreakerOpen) else "unavailable"
+        log.warning("consult failed", extra={"agent": agent.name, "outcome": outcome, "error": str(exc)})
+        await emit(TextDelta(agent.name, fallback.say))
+        await emit(AgentFinished(agent.name, filler + fallback.say, ok=True))
+        output = json.dumps({"error": str(exc), "outcome": outcome})
+        items += [
+            FunctionCallOutputItem(id=new_item_id(), call_id=call_id, output=output, agent=agent.name),
+            MessageItem(id=new_item_id(), role="assistant", text=filler + fallback.say, agent=agent.name),
+        ]
+        ms = (time.time() - started) * 1000
+        self.stats.failed += 1
+        self._count(outcome, ms, 0)
+        transfer_to = (fallback.target or self._fallback_agent) if fallback.mode == "transfer" else None
+        return ConsultDone(False, items, ms, detail=f"{outcome}: {exc}", transfer_to=transfer_to, attempts=attempts)
+
+    def _count(self, outcome: str, ms: float, tokens: int) -> None:
+        self.stats.total_ms += ms
+        self.stats.tokens += tokens
+        self.stats.by_outcome[outcome] = self.stats.by_outcome.get(outcome, 0) + 1

@@ -1,0 +1,50 @@
+"""Circuit breakers per downstream (an agent, a supervisor, a model provider), on ``purgatory``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from purgatory import AsyncCircuitBreakerFactory
+from purgatory.domain.model import OpenedState
+
+from .retry import is_retryable
+
+log = logging.getLogger(__name__)
+
+
+class BreakerOpen(Exception):
+    """The downstream failed repeatedly; calls are refused until the breaker's cool-down ends."""
+
+    retryable = False
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"circuit breaker for {name} is open")
+        self.name = name
+
+
+class Breakers:
+    """One breaker per named downstream. Only retryable errors count as failures: a bad request
+    says nothing about the downstream's health."""
+
+    def __init__(self, *, threshold: int = 5, cooldown_s: float = 10.0) -> None:
+        self._factory = AsyncCircuitBreakerFactory(
+            default_threshold=threshold,
+            default_ttl=cooldown_s,
+            exclude=[(Exception, lambda exc: not is_retryable(exc))],
+        )
+
+    @asynccontextmanager
+    async def guard(self, name: str) -> AsyncIterator[None]:
+        breaker = await self._factory.get_breaker(name)
+        try:
+            async with breaker:
+                yield
+        except OpenedState:
+            raise BreakerOpen(name) from None
+
+    async def state(self, name: str) -> str:
+        """``closed``, ``opened`` or ``half-opened``."""
+        breaker = await self._factory.get_breaker(name)
+        return str(breaker.context.state)

@@ -1,0 +1,110 @@
+"""A process that serves one agent's loop on a NATS queue group (agent runners and supervisors)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from types import TracebackType
+from typing import Generic, Self, TypeVar
+
+from nats.aio.msg import Msg
+from pydantic import BaseModel, TypeAdapter
+
+from ..agents import Scenario
+from ..bus import Bus, QueueService, ReplySink, deadline_of
+from ..bus.rpc import remaining
+from ..models import ModelError, ModelProvider, build_provider
+from ..schemas import ErrorCode, ErrorReply, TurnDelta, TurnRequest, TurnResult
+from ..settings import Settings
+from .gc import freeze_startup_heap
+from .loop import AgentLoop, IterationCapError
+
+log = logging.getLogger(__name__)
+Req = TypeVar("Req", bound=BaseModel)
+
+
+class LoopService(Generic[Req]):
+    """Subclasses name the subject, the queue group and the request type, and handle requests."""
+
+    role = "agent"
+
+    def __init__(
+        self, settings: Settings, scenario: Scenario, name: str, *, model: ModelProvider | None = None
+    ) -> None:
+        agent = scenario.config.agent(name)
+        if agent is None or agent.role != self.role:
+            known = [a.name for a in scenario.config.agents if a.role == self.role]
+            raise ValueError(f"no {self.role} {name!r} in scenario {scenario.config.name!r} (known: {known})")
+        self.settings = settings
+        self.agent = agent
+        self.replica = f"{socket.gethostname()}:{os.getpid()}"
+        self.model = model or build_provider(agent, scenario.config.offline_slots)
+        self.loop = AgentLoop(agent, self.model, scenario.tools)
+        self.bus = Bus(settings.nats_servers, name=f"{self.role}-{name}")
+        self._service: QueueService[Req] | None = None
+
+    def subject(self) -> str:
+        raise NotImplementedError
+
+    def queue(self) -> str:
+        raise NotImplementedError
+
+    def adapter(self) -> TypeAdapter[Req]:
+        raise NotImplementedError
+
+    async def handle(self, req: Req, sink: ReplySink, msg: Msg) -> None:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        await self.bus.connect()
+        self._service = QueueService(
+            self.bus.nc, self.subject(), self.queue(), self.adapter(), self.handle,
+            max_inflight=self.settings.agent_max_inflight,
+        )  # fmt: skip
+        await self._service.start()
+        await self.bus.nc.flush()
+        freeze_startup_heap()
+        log.info("%s ready", self.role, extra={self.role: self.agent.name, "replica": self.replica})
+
+    async def stop(self) -> None:
+        """Stop taking requests, finish the ones in flight, close the connection. Safe to call twice."""
+        service, self._service = self._service, None
+        if service is not None:
+            await service.stop()
+        await self.bus.close()
+        await self.model.aclose()
+
+    async def run_loop(
+        self, req: TurnRequest, sink: ReplySink, msg: Msg, *, note: str | None = None
+    ) -> TurnResult | None:
+        """Run the loop, streaming its text; on failure send a typed error and return None."""
+        seq = 0
+
+        async def on_text(text: str) -> None:
+            nonlocal seq
+            await sink.send(TurnDelta(turn_id=req.turn_id, seq=seq, text=text))
+            seq += 1
+
+        deadline = deadline_of(msg, self.settings.turn_timeout_s)
+        error: ErrorReply
+        try:
+            return await asyncio.wait_for(self.loop.run(req, on_text, note=note), max(remaining(deadline), 0.001))
+        except ModelError as exc:
+            error = ErrorReply(code=ErrorCode.MODEL_ERROR, message=str(exc), retryable=exc.retryable)
+        except IterationCapError as exc:
+            error = ErrorReply(code=ErrorCode.ITERATION_CAP, message=str(exc))
+        except TimeoutError:
+            error = ErrorReply(code=ErrorCode.TIMEOUT, message="deadline exceeded", retryable=True)
+        await sink.send(error)
+        return None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
