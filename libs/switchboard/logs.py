@@ -1,4 +1,9 @@
-"""Logging set-up: one JSON object per line, with the ``extra=`` fields of each call."""
+"""Logging set-up: one JSON object per line, with the ``extra=`` fields of each call.
+
+Every line carries ``trace_id`` and ``span_id`` (of the current span, when one is recording) and
+``session_id`` (from ``telemetry.session_context``), ``null`` when absent; an ``extra=`` field of
+the same name wins. Lines hold no conversation content unless a call puts it there.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,8 @@ import json
 import logging
 import sys
 import time
+
+from .telemetry.context import correlation_ids
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
@@ -22,6 +29,7 @@ class JsonFormatter(logging.Formatter):
             "service": self.service,
             "logger": record.name,
             "msg": record.getMessage(),
+            **correlation_ids(),
         }
         out.update({k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")})
         if record.exc_info:

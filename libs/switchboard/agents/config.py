@@ -72,6 +72,8 @@ class OfflineRule(_Frozen):
 
     when_user_says: list[str] = Field(default_factory=list)
     """Any of these words (case-insensitive) in the latest user message."""
+    when_conversation_says: list[str] = Field(default_factory=list)
+    """Any of these words in any of the caller's messages so far."""
     when_slots: list[str] = Field(default_factory=list)
     """All these slots are known (extracted from what the caller said, or in the context)."""
     when_context: list[str] = Field(default_factory=list)
@@ -87,7 +89,7 @@ class OfflineRule(_Frozen):
     args: dict[str, Any] = Field(default_factory=dict)
     """Arguments (templated). A key ending in ``?`` is dropped when its template cannot be filled."""
     say: str | None = None
-    """Reply text (templated)."""
+    """Reply text (templated). ``{user.text}`` is the caller's latest message."""
 
     @model_validator(mode="after")
     def _one_action(self) -> Self:

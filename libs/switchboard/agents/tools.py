@@ -85,6 +85,14 @@ class ToolRegistry:
 
         return register
 
+    def include(self, other: ToolRegistry, *names: str) -> None:
+        """Share tools registered elsewhere (another scenario's registry) under the same names."""
+        for name in names:
+            tool = other.get(name)
+            if tool is None:
+                raise ValueError(f"no tool {name!r} to include (known: {other.names()})")
+            self._tools[name] = tool
+
     def get(self, name: str) -> Tool | None:
         return self._tools.get(name)
 

@@ -5,7 +5,7 @@ keywords in the caller's latest message, on *slots* (values pulled from what the
 the scenario's regexes, or present in the handoff context), on context keys, on whether the
 caller is verified, or on the result of the tool that just returned. The first matching rule
 either calls a tool (including ``transfer_to_<agent>`` handoffs) or says a templated reply.
-Templates use ``{slots.x}``, ``{context.x}``, ``{result.x}`` and ``{caller.x}``. It speaks
+Templates use ``{slots.x}``, ``{context.x}``, ``{result.x}``, ``{caller.x}`` and ``{user.text}``. It speaks
 through the same interface as a real provider, so the agent loop runs the same code either way.
 """
 
@@ -46,7 +46,9 @@ class _View:
     def __init__(self, request: ModelRequest, slot_patterns: Mapping[str, re.Pattern[str]]) -> None:
         items = request.items
         user_texts = [i.text for i in items if isinstance(i, MessageItem) and i.role == "user"]
-        self.user_text = user_texts[-1].lower() if user_texts else ""
+        self.user_raw = user_texts[-1] if user_texts else ""
+        self.user_text = self.user_raw.lower()
+        self.all_user_text = " ".join(user_texts).lower()
         self.slots: dict[str, Any] = {k: v for k, v in request.context.items() if isinstance(v, str | int | float)}
         for text in user_texts:
             for name, pattern in slot_patterns.items():
@@ -65,6 +67,7 @@ class _View:
             "context": _Namespace(self.context),
             "result": _Namespace(result),
             "caller": _Namespace({"authenticated": self.authenticated}),
+            "user": _Namespace({"text": self.user_raw}),
         }
 
 
@@ -108,6 +111,8 @@ def _matches(rule: OfflineRule, view: _View) -> bool:
     if (rule.after_tool is None) != (view.tool is None) or rule.after_tool not in (None, view.tool):
         return False
     if rule.when_user_says and not any(w.lower() in view.user_text for w in rule.when_user_says):
+        return False
+    if rule.when_conversation_says and not any(w.lower() in view.all_user_text for w in rule.when_conversation_says):
         return False
     if any(view.slots.get(s) in (None, "") for s in rule.when_slots):
         return False

@@ -40,6 +40,8 @@ from .guardrails import PENDING_AGENT, decide
 
 log = logging.getLogger(__name__)
 
+FALLBACK_GRACE_S = 3.0
+"""Time the fallback agent gets even when the turn's deadline has (nearly) passed: never silence."""
 CANT_TRANSFER = "I'm sorry, I can't transfer you right now. Is there anything else I can help you with?"
 
 
@@ -127,6 +129,8 @@ class Conductor:
                 handoff_reason=request_from.reason if request_from else None,
             )  # fmt: skip
             hop_deadline = min(deadline, time.time() + self.hop_timeout_s)
+            if agent == fallback:  # the fallback always gets a chance to answer, even late
+                hop_deadline = max(hop_deadline, time.time() + FALLBACK_GRACE_S)
             result, failure, first_reply = await self._call_agent(req, emit, hop_deadline)
             if pending is not None:
                 decision, asked_at = pending

@@ -36,6 +36,9 @@ from .events import AgentFinished, EventSink, TextDelta
 
 log = logging.getLogger(__name__)
 
+FALLBACK_RESERVE_S = 1.0
+"""Part of the turn's remaining time kept back from the consult for the fallback path."""
+
 
 @dataclass
 class ConsultDone:
@@ -105,7 +108,8 @@ class SupervisorConsults:
             history=[i for i in history if not (isinstance(i, FunctionCallItem) and i.call_id == ask.call_id)],
             note=ask.note, context=context, caller=caller,
         )  # fmt: skip
-        consult_deadline = min(deadline, started + cfg.timeout_s)
+        # leave the fallback line time to be said within the turn's deadline
+        consult_deadline = max(min(deadline - FALLBACK_RESERVE_S, started + cfg.timeout_s), started + 0.5)
         streamed: list[str] = []
         attempts = 0
 

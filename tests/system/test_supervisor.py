@@ -1,0 +1,205 @@
+"""Chat-supervisor across processes: filler, streamed answer, fallback, breaker, killed replica, fidelity."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from switchboard.local.stack import Stack
+from switchboard.testing import ScriptedOpenAIServer, ScriptedReply
+
+from .client import Reply, collect, open_session, say, sdk_client
+from .stacks import make_stack
+
+pytestmark = pytest.mark.system
+
+FILLERS = ("One moment while I look into that.", "Let me check that for you.", "Give me a second to pull that up.")
+FALLBACK = "I'm having trouble reaching the right person for that right now, so let me transfer you."
+
+
+@pytest.fixture(scope="module")
+def supervised(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with make_stack(tmp_path_factory.mktemp("supervisor"), scenario="supervisor") as stack:
+        yield stack
+
+
+async def test_consult_streams_a_filler_then_the_supervisors_answer(supervised: Stack) -> None:
+    async with sdk_client(supervised).realtime.connect(model="switchboard") as conn:
+        await open_session(conn)
+        hello = await say(conn, "hello")
+        assert hello.agent == "frontdesk" and hello.metadata["supervisor"] == "no"
+
+        asked = await say(conn, "what's my balance?")
+        deltas = [e.delta for e in asked.events if e.type == "response.output_text.delta"]
+        assert deltas[0].strip() in FILLERS  # the filler comes first, before the supervisor answers
+        assert len(deltas) > 3  # the answer streams in pieces
+        assert "verify" in asked.text
+        assert asked.agent == "frontdesk" and asked.metadata["supervisor"] == "consulted"
+        assert float(asked.metadata["consult_ms"]) > 0
+        assert asked.metadata["routing_rate"] == "0.50"
+
+        answered = await say(conn, "jane@example.com 1234")
+        assert "Your balance is $42.5" in answered.text
+        assert answered.metadata["supervisor"] == "consulted"
+        assert answered.metadata["routing_rate"] == "0.67"
+
+
+async def test_patterns_compose_handoff_then_specialist_consults(supervised: Stack) -> None:
+    async with sdk_client(supervised).realtime.connect(model="switchboard") as conn:
+        await open_session(conn)
+        moved = await say(conn, "I want to return something")
+        assert [(h["from"], h["to"], h["outcome"]) for h in moved.handoffs] == [("frontdesk", "returns", "accepted")]
+        assert moved.agent == "returns" and moved.metadata["supervisor"] == "no"
+        policy = await say(conn, "what is the warranty policy?")
+        assert policy.agent == "returns" and policy.metadata["supervisor"] == "consulted"
+        assert "12 months" in policy.text
+
+
+async def test_global_routing_rate_is_exposed(supervised: Stack) -> None:
+    import httpx
+
+    async with httpx.AsyncClient() as http:
+        stats = (await http.get(f"{supervised.edge_url}/v1/switchboard/stats")).json()
+    assert stats["consulted_responses"] >= 1 and stats["responses"] >= stats["consulted_responses"]
+    assert 0 < stats["routing_rate"] <= 1
+    assert stats["consult_outcomes"].get("answered", 0) >= 1
+
+
+async def test_missing_supervisor_falls_back_within_two_seconds(tmp_path: Path) -> None:
+    with make_stack(tmp_path, scenario="supervisor", agents=["frontdesk", "generalist"]) as stack:
+        async with sdk_client(stack).realtime.connect(model="switchboard") as conn:
+            await open_session(conn)
+            started = time.monotonic()
+            reply = await say(conn, "what's my balance?")
+            elapsed = time.monotonic() - started
+    assert elapsed < 2.0, elapsed
+    assert FALLBACK in reply.text
+    assert [(h["from"], h["to"], h["outcome"]) for h in reply.handoffs] == [("frontdesk", "generalist", "unavailable")]
+    assert "no responders" in reply.handoffs[0]["detail"]
+    assert reply.agent == "generalist" and reply.status == "completed"
+
+
+async def _fresh_turn(stack: Stack, text: str) -> Reply:
+    async with sdk_client(stack).realtime.connect(model="switchboard") as conn:
+        await open_session(conn)
+        return await say(conn, text)
+
+
+async def test_breaker_opens_then_recovers(tmp_path: Path) -> None:
+    env = {"SWITCHBOARD_BREAKER_THRESHOLD": "2", "SWITCHBOARD_BREAKER_COOLDOWN_S": "1.0"}
+    with make_stack(tmp_path, scenario="supervisor", agents=["frontdesk", "generalist"], env=env) as stack:
+        first = await _fresh_turn(stack, "my balance please")  # 2 attempts, 2 failures: the breaker opens
+        assert "no responders" in first.handoffs[0]["detail"]
+        started = time.monotonic()
+        second = await _fresh_turn(stack, "my balance please")
+        assert second.handoffs[0]["detail"].startswith("breaker_open")  # refused at once, no waiting
+        assert time.monotonic() - started < 1.0
+        stack.start_agent("supervisor", wait=True)
+        outcomes = []
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:  # each try is a real turn; the breaker half-opens after 1 s
+            reply = await _fresh_turn(stack, "my balance please")
+            outcomes.append(reply.metadata["supervisor"])
+            if reply.metadata["supervisor"] == "consulted":
+                break
+    assert outcomes[-1] == "consulted", outcomes
+    assert reply.agent == "frontdesk" and "verify" in reply.text
+
+
+def _role(body: dict[str, Any]) -> str:
+    system = body["messages"][0]["content"]
+    if "supervisor behind" in system:
+        return "supervisor"
+    if "voice front desk" in system:
+        return "frontdesk"
+    return "other"
+
+
+class SlowSupervisorModel:
+    """Frontdesk consults; the supervisor's first answer is slow (so a kill can land inside it)."""
+
+    def __init__(self, first_delay_s: float, later_delay_s: float = 0.0) -> None:
+        self.first_delay_s = first_delay_s
+        self.later_delay_s = later_delay_s
+        self.supervisor_calls = 0
+        self.supervisor_seen = asyncio.Event()
+
+    def __call__(self, body: dict[str, Any]) -> ScriptedReply:
+        role = _role(body)
+        last_user = [m for m in body["messages"] if m["role"] == "user"][-1]["content"]
+        if role == "frontdesk":
+            if body["messages"][-1]["role"] == "tool":
+                return ScriptedReply(text="(frontdesk should not speak after a consult)")
+            return ScriptedReply(tool_calls=[("consult_supervisor", {"note": f"caller asks: {last_user}"})])
+        if role == "supervisor":
+            self.supervisor_calls += 1
+            self.supervisor_seen.set()
+            delay = self.first_delay_s if self.supervisor_calls == 1 else self.later_delay_s
+            return ScriptedReply(text=f"The supervisor's careful answer to: {last_user}", delay_s=delay)
+        return ScriptedReply(text="generalist here")
+
+
+async def test_supervisor_killed_mid_consult_another_replica_answers(tmp_path: Path) -> None:
+    model = SlowSupervisorModel(first_delay_s=30)
+    async with ScriptedOpenAIServer(responder=model) as server:
+        env = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": server.base_url}
+        with make_stack(
+            tmp_path, scenario="supervisor", agents=["frontdesk", "supervisor", "generalist"], env=env
+        ) as stack:
+            async with sdk_client(stack).realtime.connect(model="switchboard") as conn:
+                await open_session(conn)
+                await conn.conversation.item.create(
+                    item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "why X?"}]}
+                )
+                await conn.response.create()
+                await asyncio.wait_for(model.supervisor_seen.wait(), 20)  # the consult is inside replica 1
+                stack.start_agent("supervisor", wait=True)
+                stack.kill("supervisor:supervisor", signal.SIGKILL)
+                reply = await collect(conn)
+    assert reply.status == "completed" and reply.agent == "frontdesk"
+    assert reply.metadata["supervisor"] == "consulted"
+    assert "The supervisor's careful answer to: why X?" in reply.text
+    assert model.supervisor_calls == 2
+
+
+async def test_consult_deadline_exceeded_falls_back(tmp_path: Path) -> None:
+    model = SlowSupervisorModel(first_delay_s=60, later_delay_s=60)
+    async with ScriptedOpenAIServer(responder=model) as server:
+        env = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": server.base_url, "SWITCHBOARD_TURN_TIMEOUT_S": "3"}
+        with make_stack(tmp_path, scenario="supervisor", env=env) as stack:
+            async with sdk_client(stack).realtime.connect(model="switchboard") as conn:
+                await open_session(conn)
+                started = time.monotonic()
+                reply = await say(conn, "a hard question")
+                elapsed = time.monotonic() - started
+    assert reply.status == "completed"
+    assert FALLBACK in reply.text and reply.agent == "generalist"
+    assert "deadline" in reply.handoffs[0]["detail"]
+    assert elapsed < 6, elapsed  # the consult gave up before the 3 s turn deadline left no room to answer
+
+
+async def test_supervisor_sees_exactly_what_the_caller_said(tmp_path: Path) -> None:
+    model = SlowSupervisorModel(first_delay_s=0)
+    said = ["Hi, I'm calling about my account.", "My email is jane@example.com.", "Why was I charged twice?"]
+    async with ScriptedOpenAIServer(responder=model) as server:
+        env = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": server.base_url}
+        with make_stack(tmp_path, scenario="supervisor", env=env) as stack:
+            async with sdk_client(stack).realtime.connect(model="switchboard") as conn:
+                await open_session(conn)
+                for text in said:
+                    reply = await say(conn, text)
+                    assert reply.metadata["supervisor"] == "consulted"
+    supervisor_requests = [r for r in server.requests if _role(r) == "supervisor"]
+    last = supervisor_requests[-1]["messages"]
+    assert [m["content"] for m in last if m["role"] == "user"] == said
+    # earlier consults are in the history too, answered, in order
+    spoken = [m["content"] for m in last if m["role"] == "assistant" and m.get("content")]
+    assert len(spoken) == 2 and all("careful answer" in s for s in spoken)
+    # "charged" is a must-consult word: the platform consulted without a front-model call, note = the words
+    assert "Its note on what the caller just asked: Why was I charged twice?" in last[0]["content"]
