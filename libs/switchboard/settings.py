@@ -15,6 +15,8 @@ class Settings(BaseSettings):
 
     nats_url: str = "nats://127.0.0.1:4222"
     """Comma-separated NATS server URLs (list every cluster node)."""
+    js_replicas: int = Field(1, ge=1, le=5)
+    """Replicas of the JetStream KV buckets and streams (3 on a 3-node cluster)."""
     scenario: str = "retail"
     """Scenario name (a folder under ``scenarios_dir``) or a path to a scenario folder."""
     scenarios_dir: Path = Path("scenarios")
@@ -31,10 +33,14 @@ class Settings(BaseSettings):
     """Longest one agent may take within a turn before the turn goes to the fallback agent."""
     idle_timeout_s: float = Field(1.5, gt=0)
     """A supervisor that sends nothing, not even a heartbeat (every 0.5 s), for this long is taken for dead."""
+    retry_attempts: int = Field(3, ge=1, le=10)
+    """Tries of one agent turn on retryable failures (no responders, lost replica, busy), with jitter."""
     breaker_threshold: int = Field(5, ge=1)
     """Consecutive retryable failures that open a downstream's circuit breaker."""
     breaker_cooldown_s: float = Field(10.0, gt=0)
     """How long an open breaker refuses calls before letting one through to test recovery."""
+    ledger_takeover_s: float = Field(10.0, gt=0)
+    """A side-effect claim older than this whose runner never recorded a result is presumed dead."""
     agent_max_inflight: int = Field(256, ge=1)
     """Turns one agent replica runs at once; more get a retryable ``busy`` error."""
     data_dir: Path = Path("var/data")

@@ -84,7 +84,7 @@ def lookup_order(order_id: str, ctx: ToolContext) -> dict[str, Any]:
             "reason": "" if eligible else reason}  # fmt: skip
 
 
-@registry.tool(requires_auth=True)
+@registry.tool(requires_auth=True, side_effect=True)
 def create_return(order_id: str, ctx: ToolContext) -> dict[str, Any]:
     """Open a return for an eligible order and refund its total to the original payment method."""
     with _db() as conn:

@@ -26,6 +26,10 @@ class ToolContext:
     caller: CallerIdentity
     identity_tool: bool = False
     verified: CallerIdentity | None = field(default=None)
+    turn_id: str = ""
+    idempotency_key: str = ""
+    """For side-effecting tools: the same for every run of this call (retries and takeovers included);
+    pass it to whatever the tool changes so the effect cannot happen twice."""
 
     def verify_caller(self, customer_id: str) -> None:
         """Mark the caller as verified; only tools registered with ``identity=True`` may do this."""
@@ -46,6 +50,8 @@ class Tool:
     """The platform refuses the call unless the caller is verified."""
     identity: bool = False
     """The tool may call ``ToolContext.verify_caller``."""
+    side_effect: bool = False
+    """The tool changes something: it runs at most once per turn through the side-effect ledger."""
 
     def spec(self) -> ToolSpec:
         schema = self.params.model_json_schema()
@@ -74,10 +80,10 @@ class ToolRegistry:
         self._tools: dict[str, Tool] = {}
 
     def tool(
-        self, *, name: str | None = None, requires_auth: bool = False, identity: bool = False
+        self, *, name: str | None = None, requires_auth: bool = False, identity: bool = False, side_effect: bool = False
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         def register(fn: Callable[..., Any]) -> Callable[..., Any]:
-            t = build_tool(fn, name=name, requires_auth=requires_auth, identity=identity)
+            t = build_tool(fn, name=name, requires_auth=requires_auth, identity=identity, side_effect=side_effect)
             if t.name in self._tools:
                 raise ValueError(f"tool {t.name!r} registered twice")
             self._tools[t.name] = t
@@ -101,7 +107,12 @@ class ToolRegistry:
 
 
 def build_tool(
-    fn: Callable[..., Any], *, name: str | None = None, requires_auth: bool = False, identity: bool = False
+    fn: Callable[..., Any],
+    *,
+    name: str | None = None,
+    requires_auth: bool = False,
+    identity: bool = False,
+    side_effect: bool = False,
 ) -> Tool:
     hints = get_type_hints(fn)
     fields: dict[str, Any] = {}
@@ -116,4 +127,4 @@ def build_tool(
     tool_name = name or fn.__name__
     params = create_model(f"{tool_name}_params", __config__=ConfigDict(extra="forbid"), **fields)
     doc = inspect.getdoc(fn) or tool_name
-    return Tool(tool_name, doc, fn, params, context_param, requires_auth, identity)
+    return Tool(tool_name, doc, fn, params, context_param, requires_auth, identity, side_effect)

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..agents.config import ScenarioConfig
 from ..bus import BusError, StreamingClient, subjects
+from ..resilience import BreakerOpen, Breakers, RetryPolicy, call_with_retry
 from ..runtime import new_item_id
 from ..schemas import (
     CallerIdentity,
@@ -88,11 +89,19 @@ class Conductor:
         *,
         hop_timeout_s: float = 10.0,
         consults: SupervisorConsults | None = None,
+        breakers: Breakers | None = None,
+        retry: RetryPolicy | None = None,
+        idle_timeout_s: float = 1.5,
     ) -> None:
         self.scenario = scenario
         self._client = client
         self._audit = audit
         self.consults = consults
+        self._breakers = breakers or Breakers()
+        self.retry = retry or RetryPolicy()
+        self.idle_timeout_s = idle_timeout_s
+        """An agent silent this long (no delta, no heartbeat) is taken for dead and the turn retried."""
+        self.retries = 0
         self.hop_timeout_s = hop_timeout_s
         """One agent's share of the turn: a hung agent costs this long, then the fallback answers."""
 
@@ -215,29 +224,49 @@ class Conductor:
 
     async def _call_agent(
         self, req: TurnRequest, emit: EventSink, deadline: float
-    ) -> tuple[TurnResult | None, BusError | None, float | None]:
+    ) -> tuple[TurnResult | None, Exception | None, float | None]:
+        """One agent turn: retried with jitter on retryable failures, guarded by the agent's breaker.
+
+        A retry re-sends the same turn (same ``turn_id``), so the runner's side-effect ledger can
+        recognise tool calls that already ran. Text the caller heard from a failed attempt is closed
+        as incomplete before the next attempt speaks.
+        """
         first_reply: float | None = None
         text: list[str] = []
+
+        async def attempt(n: int) -> TurnResult:
+            nonlocal first_reply
+            if text:
+                await emit(AgentFinished(req.agent, "".join(text), ok=False))
+                text.clear()
+            async with self._breakers.guard(f"agent.{req.agent}"):
+                async for reply in self._client.stream(
+                    subjects.agent_turn(req.agent), req, turn_reply_adapter, lambda r: isinstance(r, TurnResult),
+                    deadline=deadline, session_id=req.session_id, idle_timeout=self.idle_timeout_s,
+                ):  # fmt: skip
+                    first_reply = first_reply or time.time()
+                    if isinstance(reply, TurnDelta):
+                        text.append(reply.text)
+                        await emit(TextDelta(req.agent, reply.text))
+                    elif isinstance(reply, TurnResult):
+                        return reply
+            raise BusError("reply stream ended without a result")
+
+        def on_retry(n: int, exc: BaseException) -> None:
+            self.retries += 1
+            log.info("agent turn retry", extra={"agent": req.agent, "session_id": req.session_id,
+                                                "attempt": n, "error": str(exc)})  # fmt: skip
+
         try:
-            async for reply in self._client.stream(
-                subjects.agent_turn(req.agent), req, turn_reply_adapter,
-                lambda r: isinstance(r, TurnResult), deadline=deadline, session_id=req.session_id,
-            ):  # fmt: skip
-                first_reply = first_reply or time.time()
-                if isinstance(reply, TurnDelta):
-                    text.append(reply.text)
-                    await emit(TextDelta(req.agent, reply.text))
-                elif isinstance(reply, TurnResult):
-                    await emit(AgentFinished(req.agent, reply.text, ok=True))
-                    return reply, None, first_reply
-        except BusError as exc:
+            result = await call_with_retry(attempt, self.retry, deadline=deadline, on_retry=on_retry)
+        except (BusError, BreakerOpen) as exc:
             log.warning(
-                "agent turn failed",
-                extra={"agent": req.agent, "session_id": req.session_id, "error": str(exc)},
+                "agent turn failed", extra={"agent": req.agent, "session_id": req.session_id, "error": str(exc)}
             )
             await emit(AgentFinished(req.agent, "".join(text), ok=False))
             return None, exc, first_reply
-        return None, BusError("reply stream ended without a result"), first_reply
+        await emit(AgentFinished(req.agent, result.text, ok=True))
+        return result, None, first_reply
 
     def _decision(
         self,

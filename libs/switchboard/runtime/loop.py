@@ -22,6 +22,7 @@ from ..schemas import (
     TurnResult,
     Usage,
 )
+from ..state.ledger import SideEffectLedger, idempotency_key
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +50,12 @@ def new_item_id() -> str:
 class AgentLoop:
     """Runs turns for one agent with its model and tools."""
 
-    def __init__(self, agent: AgentConfig, model: ModelProvider, registry: ToolRegistry) -> None:
+    def __init__(
+        self, agent: AgentConfig, model: ModelProvider, registry: ToolRegistry, ledger: SideEffectLedger | None = None
+    ) -> None:
         self.agent = agent
         self.model = model
+        self.ledger = ledger
         self.tools = {name: registry.get(name) for name in agent.tools}
         self.specs = [t.spec() for t in self.tools.values() if t is not None] + [
             ToolSpec(
@@ -95,7 +99,7 @@ class AgentLoop:
         policy = self.policy_consult(req)
         if policy is not None:
             return TurnResult(turn_id=req.turn_id, agent=self.agent.name, outcome="consult", consult=policy)
-        ctx = ToolContext(req.session_id, self.agent.name, req.caller, identity_tool=False)
+        ctx = ToolContext(req.session_id, self.agent.name, req.caller, identity_tool=False, turn_id=req.turn_id)
         turn_items: list[ConversationItem] = []
         usage = Usage()
         instructions = self.instructions(req, note)
@@ -156,12 +160,20 @@ class AgentLoop:
             if not isinstance(args, dict):
                 raise ToolError("arguments must be a JSON object")
             ctx.identity_tool = tool.identity
+            if tool.side_effect and self.ledger is not None:
+                ctx.idempotency_key = idempotency_key(ctx.session_id, ctx.turn_id, name, arguments)
+
+                async def run() -> str:
+                    return json.dumps(await tool.invoke(args, ctx), default=str)
+
+                return await self.ledger.once(ctx.idempotency_key, run)
             result = await tool.invoke(args, ctx)
         except (ToolError, ValueError) as exc:
             log.info("tool refused", extra={"tool": name, "agent": self.agent.name, "error": str(exc)})
             return json.dumps({"error": str(exc)})
         finally:
             ctx.identity_tool = False
+            ctx.idempotency_key = ""
         return json.dumps(result, default=str)
 
 

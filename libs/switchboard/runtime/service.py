@@ -18,6 +18,7 @@ from ..bus.rpc import remaining
 from ..models import ModelError, ModelProvider, build_provider
 from ..schemas import ErrorCode, ErrorReply, TurnDelta, TurnRequest, TurnResult
 from ..settings import Settings
+from ..state.ledger import SideEffectLedger
 from .gc import freeze_startup_heap
 from .loop import AgentLoop, IterationCapError
 
@@ -59,6 +60,9 @@ class LoopService(Generic[Req]):
 
     async def start(self) -> None:
         await self.bus.connect()
+        self.loop.ledger = await SideEffectLedger.open(
+            self.bus.js, replicas=self.settings.js_replicas, takeover_s=self.settings.ledger_takeover_s
+        )
         self._service = QueueService(
             self.bus.nc, self.subject(), self.queue(), self.adapter(), self.handle,
             max_inflight=self.settings.agent_max_inflight,

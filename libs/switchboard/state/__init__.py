@@ -1,6 +1,7 @@
 """Durable state: sessions in JetStream KV, the handoff audit stream."""
 
 from .audit import AuditLog
+from .ledger import LEDGER_BUCKET, SideEffectLedger, idempotency_key
 from .sessions import SessionConflict, SessionStore
 
-__all__ = ["AuditLog", "SessionConflict", "SessionStore"]
+__all__ = ["LEDGER_BUCKET", "AuditLog", "SideEffectLedger", "idempotency_key", "SessionConflict", "SessionStore"]

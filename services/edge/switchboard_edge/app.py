@@ -16,7 +16,7 @@ from starlette.responses import Response
 from switchboard.agents import Scenario, load_scenario
 from switchboard.bus import Bus, StreamingClient, subjects
 from switchboard.orchestration import Conductor, ConsultStats, SupervisorConsults
-from switchboard.resilience import Breakers
+from switchboard.resilience import Breakers, RetryPolicy
 from switchboard.runtime.gc import freeze_startup_heap
 from switchboard.schemas import SessionState
 from switchboard.settings import Settings
@@ -57,6 +57,7 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
             audit = await AuditLog.open(bus.js)
             store = await SessionStore.open(bus.js)
             entry = config.agent(config.entry_agent)
+            breakers = Breakers(threshold=settings.breaker_threshold, cooldown_s=settings.breaker_cooldown_s)
             app.state.deps = EdgeDeps(
                 settings,
                 Conductor(
@@ -64,11 +65,11 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
                     client,
                     audit,
                     hop_timeout_s=settings.hop_timeout_s,
+                    breakers=breakers,
+                    idle_timeout_s=settings.idle_timeout_s,
+                    retry=RetryPolicy(attempts=settings.retry_attempts),
                     consults=SupervisorConsults(
-                        client,
-                        Breakers(threshold=settings.breaker_threshold, cooldown_s=settings.breaker_cooldown_s),
-                        fallback_agent=config.fallback_agent,
-                        idle_timeout_s=settings.idle_timeout_s,
+                        client, breakers, fallback_agent=config.fallback_agent, idle_timeout_s=settings.idle_timeout_s
                     ),
                 ),  # fmt: skip
                 store,

@@ -1,0 +1,88 @@
+"""The side-effect ledger: a side-effecting tool call runs once per turn, even when the turn is retried.
+
+Each call is keyed by (session, turn id, tool, canonical arguments). The first runner claims the
+key (KV create), runs the tool and records its output; a retried or redelivered turn that makes
+the same call gets the recorded output instead of running it again. If the claimant died before
+recording (a crash inside the tool), a later runner takes the claim over after ``takeover_s`` and
+runs the tool again with the same ``idempotency_key``, which the tool passes to whatever it changes
+so that the effect itself cannot double.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+log = logging.getLogger(__name__)
+
+LEDGER_BUCKET = "switchboard_ledger"
+
+
+def idempotency_key(session_id: str, turn_id: str, tool: str, arguments: str) -> str:
+    try:
+        canonical = json.dumps(json.loads(arguments or "{}"), sort_keys=True, separators=(",", ":"))
+    except ValueError:
+        canonical = arguments
+    digest = hashlib.sha256(f"{turn_id}|{tool}|{canonical}".encode()).hexdigest()[:40]
+    return f"{session_id}.{digest}"
+
+
+class SideEffectLedger:
+    def __init__(self, kv: KeyValue, *, takeover_s: float = 10.0, poll_s: float = 0.1) -> None:
+        self._kv = kv
+        self.takeover_s = takeover_s
+        self.poll_s = poll_s
+        self.replayed = 0
+
+    @classmethod
+    async def open(cls, js: JetStreamContext, *, replicas: int = 1, takeover_s: float = 10.0) -> SideEffectLedger:
+        try:
+            kv = await js.key_value(LEDGER_BUCKET)
+        except BucketNotFoundError:
+            kv = await js.create_key_value(
+                KeyValueConfig(bucket=LEDGER_BUCKET, history=1, replicas=replicas, ttl=24 * 3600)
+            )
+        return cls(kv, takeover_s=takeover_s)
+
+    async def once(self, key: str, run: Callable[[], Awaitable[str]]) -> str:
+        """The recorded output for ``key``, or ``run()``'s output after recording it."""
+        claim = json.dumps({"state": "running", "at": time.time()}).encode()
+        while True:
+            try:
+                revision = await self._kv.create(key, claim)
+                break
+            except KeyWrongLastSequenceError:
+                pass
+            try:
+                entry = await self._kv.get(key)
+            except KeyNotFoundError:
+                continue  # deleted between create and get: try to claim again
+            record = json.loads(entry.value or b"{}")
+            if record.get("state") == "done":
+                self.replayed += 1
+                log.info("side effect replayed from the ledger", extra={"key": key})
+                return str(record["output"])
+            if time.time() - float(record.get("at", 0)) >= self.takeover_s:
+                try:  # the claimant is presumed dead: take the claim over
+                    revision = await self._kv.update(key, claim, last=entry.revision)
+                    log.warning("taking over a stale side-effect claim", extra={"key": key})
+                    break
+                except KeyWrongLastSequenceError:
+                    continue
+            await asyncio.sleep(self.poll_s)  # another runner is executing this very call: wait for its record
+        try:
+            output = await run()
+        except BaseException:
+            await self._kv.delete(key)  # nothing recorded: a retry may run the call again
+            raise
+        await self._kv.update(key, json.dumps({"state": "done", "output": output}).encode(), last=revision)
+        return output
