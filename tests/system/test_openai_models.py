@@ -22,7 +22,12 @@ pytestmark = pytest.mark.system
 
 def _agent_of(body: dict[str, Any]) -> str:
     system = body["messages"][0]["content"]
-    for name, marker in [("triage", "front desk"), ("auth", "You verify callers"), ("returns", "handle returns")]:
+    for name, marker in [
+        ("generalist", "generalist recovery"),
+        ("triage", "front desk"),
+        ("auth", "You verify callers"),
+        ("returns", "handle returns"),
+    ]:
         if marker in system:
             return name
     return "other"
@@ -77,3 +82,23 @@ async def test_real_openai_client_path_across_processes(tmp_path: Path) -> None:
         calls = [c["id"] for m in request["messages"] if m["role"] == "assistant" for c in m.get("tool_calls") or []]
         answered = [m["tool_call_id"] for m in request["messages"] if m["role"] == "tool"]
         assert calls == answered, request["messages"]
+
+
+async def test_model_errors_are_retried_then_fall_back(tmp_path: Path) -> None:
+    async with ScriptedOpenAIServer(responder=_respond) as model:
+        env = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": model.base_url}
+        with make_stack(tmp_path, agents=["triage", "generalist"], env=env) as stack:
+            async with sdk_client(stack).realtime.connect(model="switchboard") as conn:
+                await open_session(conn)
+                model.script(ScriptedReply(status=500), ScriptedReply(status=429))  # then the responder
+                flaky = await say(conn, "refund please")
+            triage_calls = len([r for r in model.requests if _agent_of(r) == "triage"])
+            async with sdk_client(stack).realtime.connect(model="switchboard") as conn:
+                await open_session(conn)
+                model.script(*[ScriptedReply(status=503)] * 3)  # every attempt of the next turn fails
+                down = await say(conn, "refund please")
+    assert triage_calls == 3  # 500, 429, then the answer: retried inside the agent, not by the caller
+    assert [h["outcome"] for h in flaky.handoffs] == ["redirected_auth", "unavailable"]  # auth isn't running
+    assert [h["outcome"] for h in down.handoffs] == ["unavailable"]
+    assert "model_error" in down.handoffs[0]["detail"] and "503" in down.handoffs[0]["detail"]
+    assert down.agent == "generalist" and down.status == "completed"

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..agents.config import CONSULT_TOOL, AgentConfig
 from ..agents.tools import ToolContext, ToolError, ToolRegistry
-from ..models.base import ModelProvider, ModelRequest, ToolCall, ToolSpec
+from ..models.base import ModelError, ModelProvider, ModelRequest, ModelResponse, ToolCall, ToolSpec
+from ..resilience import BreakerOpen, Breakers, RetryPolicy, call_with_retry
 from ..schemas import (
     ConsultAsk,
     ConversationItem,
@@ -56,6 +58,10 @@ class AgentLoop:
         self.agent = agent
         self.model = model
         self.ledger = ledger
+        self.breakers = Breakers()
+        self.model_key = f"model.{agent.model.provider}.{agent.model.name}"
+        self.model_retry = RetryPolicy(attempts=3, base_s=0.2, max_backoff_s=2.0)
+        self.model_retries = 0
         self.tools = {name: registry.get(name) for name in agent.tools}
         self.specs = [t.spec() for t in self.tools.values() if t is not None] + [
             ToolSpec(
@@ -111,7 +117,7 @@ class AgentLoop:
                 context=req.context,
                 caller_authenticated=ctx.caller.authenticated,
             )
-            response = await self.model.complete(request, on_text)
+            response = await self._complete(request, on_text)
             usage = Usage(
                 input_tokens=usage.input_tokens + response.input_tokens,
                 output_tokens=usage.output_tokens + response.output_tokens,
@@ -150,6 +156,33 @@ class AgentLoop:
                     FunctionCallOutputItem(id=new_item_id(), call_id=call.call_id, output=output, agent=self.agent.name)
                 )
         raise IterationCapError(f"{self.agent.name} made {self.agent.max_iterations} model calls without answering")
+
+    async def _complete(self, request: ModelRequest, on_text: Callable[[str], Awaitable[None]]) -> ModelResponse:
+        """One model call: retryable errors (429, 5xx, connection) retried with jitter, unless text
+        already reached the caller; the provider's breaker refuses calls while it keeps failing."""
+        spoke = False
+
+        async def speak(text: str) -> None:
+            nonlocal spoke
+            spoke = True
+            await on_text(text)
+
+        async def attempt(n: int) -> ModelResponse:
+            async with self.breakers.guard(self.model_key):
+                try:
+                    return await self.model.complete(request, speak)
+                except ModelError as exc:
+                    exc.retryable = exc.retryable and not spoke
+                    raise
+
+        def on_retry(n: int, exc: BaseException) -> None:
+            self.model_retries += 1
+            log.info("model call retry", extra={"agent": self.agent.name, "attempt": n, "error": str(exc)})
+
+        try:
+            return await call_with_retry(attempt, self.model_retry, deadline=time.time() + 60, on_retry=on_retry)
+        except BreakerOpen as exc:
+            raise ModelError(str(exc), retryable=True) from exc
 
     async def _call_tool(self, name: str, arguments: str, ctx: ToolContext) -> str:
         tool = self.tools.get(name)

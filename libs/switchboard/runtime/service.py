@@ -95,8 +95,8 @@ class LoopService(Generic[Req]):
         error: ErrorReply
         try:
             return await asyncio.wait_for(self.loop.run(req, on_text, note=note), max(remaining(deadline), 0.001))
-        except ModelError as exc:
-            error = ErrorReply(code=ErrorCode.MODEL_ERROR, message=str(exc), retryable=exc.retryable)
+        except ModelError as exc:  # already retried here: the caller should not multiply the attempts
+            error = ErrorReply(code=ErrorCode.MODEL_ERROR, message=str(exc), retryable=False)
         except IterationCapError as exc:
             error = ErrorReply(code=ErrorCode.ITERATION_CAP, message=str(exc))
         except TimeoutError:
