@@ -27,10 +27,27 @@ def _edge(args: argparse.Namespace) -> None:
     settings = Settings()
     logs.configure("edge", settings.log_level)
     app = create_app(settings)
-    uvicorn.run(
+
+    class DrainingServer(uvicorn.Server):
+        """The first SIGTERM/SIGINT drains sessions (responses finish, clients are told to reconnect)
+        and then exits; a second one exits at once."""
+
+        draining: asyncio.Task[None] | None = None
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if self.draining is not None or not hasattr(app.state, "deps"):
+                return super().handle_exit(sig, frame)
+            self.draining = asyncio.get_event_loop().create_task(self.drain())
+
+        async def drain(self) -> None:
+            await app.state.deps.drain(settings.drain_grace_s)
+            self.should_exit = True
+
+    config = uvicorn.Config(
         app, host=settings.edge_host, port=settings.edge_port, log_config=None,
-        ws_max_size=max(16 * 1024 * 1024, settings.max_event_bytes * 4), timeout_graceful_shutdown=10,
+        ws_max_size=max(16 * 1024 * 1024, settings.max_event_bytes * 4), timeout_graceful_shutdown=5,
     )  # fmt: skip
+    DrainingServer(config).run()
 
 
 def _agent(args: argparse.Namespace) -> None:

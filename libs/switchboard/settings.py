@@ -25,6 +25,10 @@ class Settings(BaseSettings):
     """Comma-separated API keys the edge accepts as ``Authorization: Bearer <key>``."""
     edge_host: str = "127.0.0.1"
     edge_port: int = Field(8080, ge=0, le=65535)
+    max_sessions: int = Field(5000, ge=1)
+    """WebSocket sessions one edge process holds; more are refused with 503 and Retry-After."""
+    drain_grace_s: float = Field(10.0, ge=0)
+    """On SIGTERM the edge lets responses in flight finish this long, then asks clients to reconnect."""
     max_event_bytes: int = Field(256 * 1024, ge=1024)
     """Largest client event the edge accepts; larger ones get an ``error`` event."""
     turn_timeout_s: float = Field(30.0, gt=0)

@@ -1,4 +1,8 @@
-"""Session state in JetStream KV, written with compare-and-set so two writers cannot both win."""
+"""Session state in JetStream KV, written with compare-and-set so two writers cannot both win.
+
+Reads and writes ride out JetStream leader elections (see ``retry``): transient failures are
+retried for up to ``StateRetry.budget_s``; a conflict is never retried.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from nats.js.kv import KeyValue
 
 from ..bus.subjects import SESSIONS_BUCKET, check_token
 from ..schemas import SessionState
+from .retry import StateRetry, cas_write
 
 log = logging.getLogger(__name__)
 
@@ -20,21 +25,30 @@ class SessionConflict(Exception):
 
 
 class SessionStore:
-    def __init__(self, kv: KeyValue) -> None:
+    def __init__(self, kv: KeyValue, retry: StateRetry | None = None) -> None:
         self._kv = kv
+        self.retry = retry or StateRetry()
 
     @classmethod
-    async def open(cls, js: JetStreamContext, *, replicas: int = 1, history: int = 1) -> SessionStore:
-        try:
-            kv = await js.key_value(SESSIONS_BUCKET)
-        except BucketNotFoundError:
-            kv = await js.create_key_value(KeyValueConfig(bucket=SESSIONS_BUCKET, history=history, replicas=replicas))
-        return cls(kv)
+    async def open(
+        cls, js: JetStreamContext, *, replicas: int = 1, history: int = 1, retry: StateRetry | None = None
+    ) -> SessionStore:
+        retry = retry or StateRetry()
+
+        async def bucket() -> KeyValue:
+            try:
+                return await js.key_value(SESSIONS_BUCKET)
+            except BucketNotFoundError:
+                config = KeyValueConfig(bucket=SESSIONS_BUCKET, history=history, replicas=replicas)
+                return await js.create_key_value(config)
+
+        return cls(await retry.run("sessions.open", bucket), retry)
 
     async def load(self, session_id: str) -> tuple[SessionState, int] | None:
         """The session and its revision, or None when there is no such session."""
+        key = check_token(session_id, "session id")
         try:
-            entry = await self._kv.get(check_token(session_id, "session id"))
+            entry = await self.retry.run("sessions.load", lambda: self._kv.get(key))
         except KeyNotFoundError:
             return None
         if entry.value is None:
@@ -45,8 +59,6 @@ class SessionStore:
         """Write if nobody else did since ``revision`` (0 = create); return the new revision."""
         data = state.to_bytes()
         try:
-            if revision == 0:
-                return await self._kv.create(state.session_id, data)
-            return await self._kv.update(state.session_id, data, last=revision)
+            return await cas_write(self._kv, state.session_id, data, revision, self.retry, "sessions.save")
         except KeyWrongLastSequenceError as exc:
             raise SessionConflict(f"session {state.session_id} changed since revision {revision}") from exc

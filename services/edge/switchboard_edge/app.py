@@ -90,6 +90,8 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
     @app.get("/readyz")
     async def readyz() -> Response:
         bus: Bus = app.state.bus
+        if app.state.deps.draining:
+            return JSONResponse({"status": "draining"}, status_code=503)
         ok = bus.nc.is_connected
         return JSONResponse({"nats": "connected" if ok else "disconnected"}, status_code=200 if ok else 503)
 
@@ -124,6 +126,10 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
         if key is None:
             await _deny(ws, 401, "invalid_api_key", "missing or invalid 'Authorization: Bearer <key>'")
             return
+        if deps.draining or len(deps.active_sessions) >= settings.max_sessions:
+            reason = "edge is draining" if deps.draining else f"edge at its limit of {settings.max_sessions} sessions"
+            await _deny(ws, 503, "edge_unavailable", f"{reason}; retry on another edge", retry_after="1")
+            return
         owner = key_fingerprint(key)
         session_id = ws.query_params.get("session_id") or new_id("sess")
         try:
@@ -145,16 +151,20 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
         else:
             (state, revision), resumed = loaded, True
         await ws.accept()
+        session = EdgeSession(ws, deps, state, revision, resumed)
         deps.active_sessions.add(session_id)
+        deps.sessions.add(session)
         try:
-            await EdgeSession(ws, deps, state, revision, resumed).run()
+            await session.run()
         finally:
             deps.active_sessions.discard(session_id)
+            deps.sessions.discard(session)
 
     return app
 
 
-async def _deny(ws: WebSocket, status: int, code: str, message: str) -> None:
+async def _deny(ws: WebSocket, status: int, code: str, message: str, retry_after: str | None = None) -> None:
     """Refuse before the upgrade: an HTTP error response instead of a WebSocket."""
     body = {"error": {"type": "invalid_request_error", "code": code, "message": message}}
-    await ws.send_denial_response(JSONResponse(body, status_code=status))
+    headers = {"Retry-After": retry_after} if retry_after else None
+    await ws.send_denial_response(JSONResponse(body, status_code=status, headers=headers))

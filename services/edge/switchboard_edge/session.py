@@ -51,6 +51,14 @@ class EdgeDeps:
     active_sessions: set[str] = field(default_factory=set)
     responses: int = 0
     """Completed responses of this process (the routing rate's denominator)."""
+    sessions: set[EdgeSession] = field(default_factory=set)
+    draining: bool = False
+
+    async def drain(self, grace_s: float) -> None:
+        """Refuse new connections; let each session finish its response, then ask it to reconnect."""
+        self.draining = True
+        if self.sessions:
+            await asyncio.wait([asyncio.create_task(s.drain(grace_s)) for s in set(self.sessions)], timeout=grace_s + 1)
 
 
 @dataclass
@@ -99,6 +107,22 @@ class EdgeSession:
             pass
         finally:
             await self._cancel_response()
+
+    async def drain(self, grace_s: float) -> None:
+        """Finish the response in flight (up to ``grace_s``), tell the client to reconnect, close (1012).
+
+        The session is committed in KV, so the client resumes on any other edge with its history.
+        """
+        task = self._response
+        if task is not None and not task.done():
+            await asyncio.wait([task], timeout=grace_s)
+        try:
+            await self.send(
+                server_event("switchboard.reconnect", reason="edge draining", session_id=self.state.session_id)
+            )
+            await self.ws.close(code=1012, reason="edge draining; reconnect with session_id")
+        except Exception:  # the client is already gone
+            log.debug("drain: client already gone", exc_info=True)
 
     async def _on_raw(self, raw: str | bytes) -> None:
         try:

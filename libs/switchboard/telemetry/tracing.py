@@ -1,0 +1,214 @@
+"""Tracing set-up from the standard ``OTEL_*`` variables, and W3C trace context in NATS headers.
+
+``setup_tracing(service)`` exports spans over OTLP/HTTP (protobuf) with a batch processor when an
+endpoint is configured (``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``, or ``OTEL_EXPORTER_OTLP_ENDPOINT``
++ ``/v1/traces``). Without one, or with ``OTEL_TRACES_EXPORTER=none`` or ``OTEL_SDK_DISABLED=true``,
+tracing is off: :func:`get_tracer` then hands out non-recording spans, and :func:`inject` adds no
+header. The exporter's other settings (headers, timeout, compression, certificates), the sampler
+(``OTEL_TRACES_SAMPLER``) and the batch processor (``OTEL_BSP_*``) come from the usual variables.
+``OTEL_SERVICE_NAME`` overrides the service name given in code.
+
+The tracer from :func:`get_tracer` may be taken at import time: it follows later calls to
+``setup_tracing``/``shutdown_tracing``. The SDK's global provider is left alone, so a process
+(or a test) can set tracing up again.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+from collections.abc import Mapping, MutableMapping, Sequence
+from typing import Any, TypeVar
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.propagators.textmap import Getter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.util.types import Attributes
+
+from .. import __version__
+from . import names
+
+log = logging.getLogger(__name__)
+
+CONTENT_ENV = "SWITCHBOARD_TRACE_CONTENT"
+"""Set to ``1`` to put conversation content on spans (off by default)."""
+_TRUE = {"1", "true", "yes", "on"}
+_PROTOCOL = "http/protobuf"
+
+
+class _Tracer(trace.Tracer):
+    """The process's tracer: delegates to the provider ``setup_tracing`` made, or to a no-op one."""
+
+    def __init__(self) -> None:
+        self.delegate: trace.Tracer = trace.NoOpTracer()
+
+    def start_span(
+        self,
+        name: str,
+        context: Context | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Attributes = None,
+        links: Sequence[trace.Link] | None = None,
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+    ) -> Span:
+        return self.delegate.start_span(
+            name, context, kind, attributes, links, start_time, record_exception, set_status_on_exception
+        )
+
+    # Returns the delegate's own context manager, so it behaves exactly like the SDK's (``with``
+    # and decorator use); the API's return type is private, hence ``Any``.
+    def start_as_current_span(
+        self,
+        name: str,
+        context: Context | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Attributes = None,
+        links: Sequence[trace.Link] | None = None,
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+        end_on_exit: bool = True,
+    ) -> Any:
+        return self.delegate.start_as_current_span(
+            name, context, kind, attributes, links, start_time, record_exception, set_status_on_exception, end_on_exit
+        )
+
+
+_tracer = _Tracer()
+_provider: TracerProvider | None = None
+_atexit_registered = False
+
+
+def get_tracer() -> trace.Tracer:
+    """The process's tracer (safe to keep in a module global: it follows ``setup_tracing``)."""
+    return _tracer
+
+
+def tracing_enabled() -> bool:
+    """Whether spans are being recorded and exported."""
+    return _provider is not None
+
+
+def setup_tracing(service_name: str, *, resource_attributes: Mapping[str, str] | None = None) -> None:
+    """Configure tracing for this process from the ``OTEL_*`` variables (see the module docstring).
+
+    ``resource_attributes`` are added to the resource, e.g. ``{"service.instance.id": replica}``.
+    Calling it again replaces the previous set-up (flushing it first).
+    """
+    global _provider, _atexit_registered
+    shutdown_tracing()
+    exporters = _exporters_from_env()
+    if not exporters:
+        log.debug("tracing disabled", extra={"service_name": service_name})
+        return
+    attributes: dict[str, str] = {names.SERVICE_NAMESPACE: "switchboard", **(resource_attributes or {})}
+    attributes[names.SERVICE_NAME] = os.environ.get("OTEL_SERVICE_NAME") or service_name
+    provider = TracerProvider(resource=Resource.create(attributes), shutdown_on_exit=False)
+    for exporter in exporters:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    _provider = provider
+    _tracer.delegate = provider.get_tracer("switchboard", __version__)
+    if not _atexit_registered:
+        atexit.register(shutdown_tracing)
+        _atexit_registered = True
+    log.info("tracing enabled", extra={"exporters": [type(e).__name__ for e in exporters]})
+
+
+def shutdown_tracing(timeout_s: float = 5.0) -> None:
+    """Export the spans still queued and stop tracing, blocking the caller at most ``timeout_s``.
+
+    The SDK's own flush ignores its timeout (an unreachable collector holds it for the exporter's
+    retries), so the export runs on a daemon thread that is abandoned after ``timeout_s``, losing
+    what it had not sent. Safe to call twice or when tracing is off.
+    """
+    global _provider
+    provider, _provider = _provider, None
+    _tracer.delegate = trace.NoOpTracer()
+    if provider is None:
+        return
+    stopper = threading.Thread(target=provider.shutdown, name="switchboard-tracing-shutdown", daemon=True)
+    stopper.start()
+    stopper.join(timeout_s)
+    if stopper.is_alive():
+        log.warning("tracing shutdown timed out; unexported spans are lost", extra={"timeout_s": timeout_s})
+
+
+def _exporters_from_env() -> list[SpanExporter]:
+    env = os.environ
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return []
+    kinds = {k.strip().lower() for k in (env.get("OTEL_TRACES_EXPORTER") or "otlp").split(",") if k.strip()}
+    if "none" in kinds:
+        return []
+    out: list[SpanExporter] = []
+    if "console" in kinds:
+        out.append(ConsoleSpanExporter())
+    if "otlp" in kinds and (env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")):
+        out.append(_otlp_exporter())
+    for unknown in sorted(kinds - {"otlp", "console"}):
+        log.warning("unsupported OTEL_TRACES_EXPORTER ignored", extra={"exporter": unknown})
+    return out
+
+
+def _otlp_exporter() -> SpanExporter:
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    protocol = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+    if protocol and protocol.strip() != _PROTOCOL:
+        log.warning("only OTLP over http/protobuf is supported; using it", extra={"protocol": protocol})
+    return OTLPSpanExporter()  # endpoint, headers, timeout, compression: from the OTEL_* variables
+
+
+# --- propagation -------------------------------------------------------------------------------
+
+
+class _HeaderGetter(Getter[Mapping[str, str]]):
+    """Reads NATS headers (a plain dict), ignoring the case of header names."""
+
+    def get(self, carrier: Mapping[str, str], key: str) -> list[str] | None:
+        value = carrier.get(key)
+        if value is None:
+            lower = key.lower()
+            value = next((v for k, v in carrier.items() if k.lower() == lower), None)
+        return None if value is None else [value]
+
+    def keys(self, carrier: Mapping[str, str]) -> list[str]:
+        return list(carrier)
+
+
+_PROPAGATOR = TraceContextTextMapPropagator()
+_GETTER = _HeaderGetter()
+
+
+H = TypeVar("H", bound=MutableMapping[str, str])
+
+
+def inject(headers: H, context: Context | None = None) -> H:
+    """Add ``traceparent``/``tracestate`` of the current span (or ``context``) to ``headers``.
+
+    Mutates and returns ``headers``; adds nothing when there is no valid span (tracing off).
+    """
+    _PROPAGATOR.inject(headers, context=context)
+    return headers
+
+
+def extract(headers: Mapping[str, str] | None) -> Context:
+    """The context carried by ``headers``: pass it as a span's ``context=`` to make it a child
+    of the sender's span. Without trace headers, a fresh context (the span becomes a root)."""
+    if not headers:
+        return Context()
+    return _PROPAGATOR.extract(headers, getter=_GETTER)
+
+
+def content_enabled() -> bool:
+    """Whether conversation content may go on spans (``SWITCHBOARD_TRACE_CONTENT=1``)."""
+    return os.environ.get(CONTENT_ENV, "").strip().lower() in _TRUE

@@ -1,0 +1,74 @@
+"""Graceful drain of an edge (SIGTERM) and the per-edge session cap."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import websockets
+
+from switchboard.testing import ScriptedOpenAIServer, ScriptedReply
+
+from .client import collect, open_session, say, sdk_client
+from .stacks import make_stack
+
+pytestmark = pytest.mark.system
+
+
+class SlowModel:
+    def __init__(self) -> None:
+        self.asked = asyncio.Event()
+
+    def __call__(self, body: dict[str, Any]) -> ScriptedReply:
+        self.asked.set()
+        return ScriptedReply(text="a slow but complete answer", delay_s=1.5)
+
+
+async def test_sigterm_lets_the_response_finish_then_the_client_resumes_elsewhere(tmp_path: Path) -> None:
+    slow = SlowModel()
+    async with ScriptedOpenAIServer(responder=slow) as model:
+        env = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": model.base_url}
+        with make_stack(tmp_path, agents=["triage", "generalist"], env=env) as stack:
+            _, other_port = stack.start_edge()
+            async with sdk_client(stack).realtime.connect(model="switchboard") as conn:
+                session_id = (await open_session(conn))["session_id"]
+                await conn.conversation.item.create(
+                    item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hello"}]}
+                )
+                await conn.response.create()
+                await asyncio.wait_for(slow.asked.wait(), 20)  # the turn is inside the agent
+                stack.proc("edge").popen.send_signal(signal.SIGTERM)
+                reply = await collect(conn)
+                reconnect = await conn.recv()
+            assert stack.proc("edge").popen.wait(15) == 0
+            async with sdk_client(stack, port=other_port).realtime.connect(
+                model="switchboard", extra_query={"session_id": session_id}
+            ) as conn:
+                info = await open_session(conn)
+    assert reply.status == "completed" and reply.text == "a slow but complete answer"
+    assert reconnect.type == "switchboard.reconnect"
+    assert info["resumed"] is True and info["history_items"] == 2  # the question and the answer
+
+
+async def test_edge_refuses_sessions_beyond_its_cap(tmp_path: Path) -> None:
+    with make_stack(tmp_path, agents=["triage", "generalist"], env={"SWITCHBOARD_MAX_SESSIONS": "2"}) as stack:
+        headers = {"Authorization": f"Bearer {stack.api_key}"}
+        url = f"{stack.ws_base}/realtime?model=switchboard"
+        async with (
+            websockets.connect(url, additional_headers=headers) as first,
+            websockets.connect(url, additional_headers=headers) as second,
+        ):
+            for ws in (first, second):
+                assert json.loads(await ws.recv())["type"] == "session.created"
+            with pytest.raises(websockets.InvalidStatus) as excinfo:
+                async with websockets.connect(url, additional_headers=headers):
+                    pass
+            assert excinfo.value.response.status_code == 503
+            assert excinfo.value.response.headers["Retry-After"] == "1"
+        async with sdk_client(stack).realtime.connect(model="switchboard") as conn:  # room again
+            await open_session(conn)
+            assert (await say(conn, "hello")).status == "completed"
