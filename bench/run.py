@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import gc
 import json
+import math
 import os
 import platform
 import random
@@ -31,6 +32,7 @@ import resource
 import secrets
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -44,6 +46,7 @@ from typing import Any, TypeVar
 
 import agents_sdk_baseline as sdk
 import nats
+import scripted_model
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.protocol import State
 
@@ -60,8 +63,18 @@ ROOT = BENCH.parent
 SCENARIOS = BENCH / "scenarios"
 SCENARIO = str(SCENARIOS / "bench")
 """By path: by name, ``bench`` would resolve to this very folder when the cwd is the repo root."""
+SUPERVISOR_SCENARIO = str(SCENARIOS / "bench_supervisor")
 PLAIN_TEXT = "Hi, what are your opening hours?"
 HANDOFF_TEXT = "I want a refund"
+DIRECT_TEXT = "hello"
+"""bench_supervisor: answered by the front agent itself."""
+CONSULT_TEXT = "my account please"
+"""bench_supervisor: a must_consult word, so the platform consults without asking the front agent's model."""
+CONSULT_TURNS_PER_SESSION = 10
+"""Supervisor-throughput callers move to a fresh session after this many turns (the history stays short)."""
+NO_BREAKER = 1_000_000
+"""SWITCHBOARD_BREAKER_THRESHOLD of the edge whose breaker must not open (supervisor-throughput phase)."""
+"""Supervisor-throughput callers move to a fresh session after this many turns (the history stays short)."""
 TURN_TIMEOUT_S = 30.0
 OPEN_PARALLEL = 50
 """WebSocket handshakes in flight at once while opening many sessions (not timed)."""
@@ -113,6 +126,10 @@ class Expect:
     agent: str
     text: str
     handoff_to: str | None = None
+    supervisor: str | None = None
+    """``response.metadata.supervisor`` (``no``, ``consulted``, ``failed``), when the scenario has one."""
+    first_delta: str | None = None
+    """The first ``response.output_text.delta`` (a consult's filler), checked when set."""
 
 
 @dataclass
@@ -123,6 +140,11 @@ class Session:
     session_id: str
     turns: int = 0
     latencies_ms: list[float] = field(default_factory=list)
+    deltas_ms: list[tuple[float, float]] = field(default_factory=list)
+    """Per turn with an expected ``first_delta``: ms from ``response.create`` to the first text delta (the
+    filler) and to the second (the first token of the supervisor's answer)."""
+    failed_ms: list[float] = field(default_factory=list)
+    """Turns that ended in the ``fallback`` expectation (a failed consult), kept apart from ``latencies_ms``."""
 
     @classmethod
     async def open(cls, ws_base: str, api_key: str) -> Session:
@@ -137,27 +159,43 @@ class Session:
             raise BenchError(f"bad handshake: {created.get('type')!r}, {info.get('type')!r}")
         return cls(ws, info["session_id"])
 
-    async def turn(self, text: str, expect: Expect) -> float:
-        """One verified caller turn; returns ms from sending ``response.create`` to ``response.done``."""
+    async def turn(self, text: str, expect: Expect, fallback: Expect | None = None) -> float:
+        """One verified caller turn; returns ms from sending ``response.create`` to ``response.done``.
+
+        With ``fallback``, a turn whose consult failed (``metadata.supervisor == "failed"``) is verified
+        against it and counted in ``failed_ms`` instead of raising."""
         item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
         await self.ws.send(json.dumps({"type": "conversation.item.create", "item": item}))
+        marks: list[float] | None = [] if expect.first_delta is not None else None
         t0 = time.perf_counter()
         await self.ws.send('{"type": "response.create"}')
         try:
             async with asyncio.timeout(TURN_TIMEOUT_S):
-                done, seen = await self._until_done()
+                done, seen = await self._until_done(marks)
         except TimeoutError:
             raise BenchError(f"{self.session_id}: no response.done within {TURN_TIMEOUT_S:.0f}s") from None
         ms = (time.perf_counter() - t0) * 1000
+        if fallback is not None and (done.get("response", {}).get("metadata") or {}).get("supervisor") == "failed":
+            self._verify(done, seen, fallback)
+            self.turns += 1
+            self.failed_ms.append(ms)
+            return ms
         self._verify(done, seen, expect)
         self.turns += 1
         self.latencies_ms.append(ms)
+        if marks is not None:
+            if len(marks) < 2:
+                raise BenchError(f"{self.session_id} turn {self.turns}: {len(marks)} text deltas, expected 2 or more")
+            self.deltas_ms.append(((marks[0] - t0) * 1000, (marks[1] - t0) * 1000))
         return ms
 
-    async def _until_done(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    async def _until_done(self, marks: list[float] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """Events up to ``response.done``; with ``marks``, the arrival time of each text delta is appended."""
         seen: list[dict[str, Any]] = []
         while True:
             event = json.loads(await self.ws.recv())
+            if marks is not None and event.get("type") == "response.output_text.delta":
+                marks.append(time.perf_counter())
             if event.get("type") == "response.done":
                 return event, seen
             seen.append(event)
@@ -180,6 +218,12 @@ class Session:
             problems.append(f"handoffs={handoffs}, expected {wanted_handoffs}")
         if errors:
             problems.append(f"errors={errors}")
+        supervisor = (response.get("metadata") or {}).get("supervisor")
+        if expect.supervisor is not None and supervisor != expect.supervisor:
+            problems.append(f"supervisor={supervisor!r}, expected {expect.supervisor!r}")
+        first = next((e.get("delta") for e in seen if e.get("type") == "response.output_text.delta"), None)
+        if expect.first_delta is not None and first != expect.first_delta:
+            problems.append(f"first delta={first!r}, expected the filler {expect.first_delta!r}")
         if problems:
             raise BenchError(f"{self.session_id} turn {self.turns + 1}: " + "; ".join(problems))
 
@@ -224,10 +268,10 @@ class Replies:
         return cls(Expect("triage", triage.offline.default), Expect("returns", returns.offline.default, "returns"))
 
 
-async def converse(session: Session, expect: Expect, turns: int) -> None:
-    """``turns`` plain turns, one after the other, on one session."""
+async def converse(session: Session, expect: Expect, turns: int, text: str = PLAIN_TEXT) -> None:
+    """``turns`` turns (plain ones unless told), one after the other, on one session."""
     for _ in range(turns):
-        await session.turn(PLAIN_TEXT, expect)
+        await session.turn(text, expect)
 
 
 async def warmup(stack: Stack, replies: Replies, n: int) -> None:
@@ -255,8 +299,8 @@ def process_pids(stack: Stack) -> dict[str, int]:
 class CpuMeter:
     """CPU milliseconds each process spent per turn over a phase (where the overhead goes)."""
 
-    def __init__(self, stack: Stack) -> None:
-        self.pids = process_pids(stack)
+    def __init__(self, stack: Stack, extra: dict[str, int] | None = None) -> None:
+        self.pids = process_pids(stack) | (extra or {})
         self.start = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
 
     def per_turn_ms(self, turns: int, wall_s: float) -> dict[str, Any]:
@@ -269,16 +313,23 @@ class CpuMeter:
         }
 
 
-async def plain_phase(stack: Stack, replies: Replies, n: int, k: int, *, parallel: int) -> dict[str, Any]:
-    """``n`` sessions of ``k`` back-to-back turns, ``parallel`` sessions at a time (closed loop, no think time)."""
-    label = "plain" if parallel > 1 else "plain (one at a time)"
+async def plain_phase(
+    stack: Stack, replies: Replies | None, n: int, k: int, *, parallel: int, kind: str = "plain",
+    text: str = PLAIN_TEXT, expect: Expect | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """``n`` sessions of ``k`` back-to-back turns, ``parallel`` sessions at a time (closed loop, no think time).
+
+    Plain turns unless ``text``/``expect`` say otherwise (``kind`` names them in the progress lines)."""
+    expect = expect or (replies.plain if replies else None)
+    assert expect is not None
+    label = kind if parallel > 1 else f"{kind} (one at a time)"
     progress(f"{label}: opening {n} sessions")
     sessions = await open_sessions(stack, n)
     progress(f"{label}: {n} sessions x {k} turns, {parallel} session(s) at a time")
     with client_gc_paused():
         cpu = CpuMeter(stack)
         t0 = time.perf_counter()
-        await bounded((lambda s=s: converse(s, replies.plain, k) for s in sessions), parallel)
+        await bounded((lambda s=s: converse(s, expect, k, text) for s in sessions), parallel)
         wall = time.perf_counter() - t0
     samples = [ms for s in sessions for ms in s.latencies_ms]
     used = cpu.per_turn_ms(len(samples), wall)
@@ -289,22 +340,29 @@ async def plain_phase(stack: Stack, replies: Replies, n: int, k: int, *, paralle
         f"p50 {stats['p50_ms']:.2f} ms, p99 {stats['p99_ms']:.2f} ms, "
         f"CPU {used['total_per_turn_ms']:.2f} ms/turn ({used['cores_busy']:.2f} cores busy)"
     )
-    return {"latency": stats, "wall_s": wall, "turns": len(samples), "turns_per_s": len(samples) / wall, "cpu": used}
+    out = {"latency": stats, "wall_s": wall, "turns": len(samples), "turns_per_s": len(samples) / wall, "cpu": used}
+    return out | filler_stats(label, sessions)
 
 
-async def paced_phase(stack: Stack, replies: Replies, n: int, k: int, rate: float) -> dict[str, Any]:
+async def paced_phase(
+    stack: Stack, replies: Replies | None, n: int, k: int, rate: float, *, kind: str = "plain",
+    text: str = PLAIN_TEXT, expect: Expect | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """``n`` sessions of ``k`` turns offering ``rate`` turns/s in total: each session starts a turn every
     ``n / rate`` seconds (at a random phase), or at once if its previous turn ran late."""
+    expect = expect or (replies.plain if replies else None)
+    assert expect is not None
     interval = n / rate
-    progress(f"paced: opening {n} sessions")
+    label = "paced" if kind == "plain" else f"{kind} (paced)"
+    progress(f"{label}: opening {n} sessions")
     sessions = await open_sessions(stack, n)
-    progress(f"paced: {n} sessions x {k} turns, one turn per session every {interval * 1000:.0f} ms ({rate:.0f}/s)")
+    progress(f"{label}: {n} sessions x {k} turns, one turn per session every {interval * 1000:.0f} ms ({rate:.0f}/s)")
     loop = asyncio.get_running_loop()
 
     async def paced(s: Session, start: float) -> None:
         for i in range(k):
             await asyncio.sleep(max(0.0, start + i * interval - loop.time()))
-            await s.turn(PLAIN_TEXT, replies.plain)
+            await s.turn(text, expect)
 
     with client_gc_paused():
         t0 = time.perf_counter()
@@ -315,10 +373,24 @@ async def paced_phase(stack: Stack, replies: Replies, n: int, k: int, rate: floa
     samples = [ms for s in sessions for ms in s.latencies_ms]
     stats = summarize(samples)
     progress(
-        f"paced: {len(samples)} turns in {wall:.2f}s ({len(samples) / wall:.0f}/s achieved), "
+        f"{label}: {len(samples)} turns in {wall:.2f}s ({len(samples) / wall:.0f}/s achieved), "
         f"p50 {stats['p50_ms']:.2f} ms, p99 {stats['p99_ms']:.2f} ms"
     )
-    return {"latency": stats, "offered_turns_per_s": rate, "achieved_turns_per_s": len(samples) / wall}
+    out = {"latency": stats, "offered_turns_per_s": rate, "achieved_turns_per_s": len(samples) / wall}
+    return out | filler_stats(label, sessions)
+
+
+def filler_stats(label: str, sessions: list[Session]) -> dict[str, Any]:
+    """Consult turns only: time to the filler (first text delta) and to the supervisor's first answer token."""
+    marks = [m for s in sessions for m in s.deltas_ms]
+    if not marks:
+        return {}
+    filler, answer = summarize(m[0] for m in marks), summarize(m[1] for m in marks)
+    progress(
+        f"{label}: time to filler p50 {filler['p50_ms']:.2f} ms, p99 {filler['p99_ms']:.2f} ms; "
+        f"to first answer token p50 {answer['p50_ms']:.2f} ms, p99 {answer['p99_ms']:.2f} ms"
+    )
+    return {"time_to_filler": filler, "time_to_first_answer_token": answer}
 
 
 async def handoff_phase(stack: Stack, replies: Replies, m: int, *, parallel: int) -> dict[str, Any]:
@@ -427,6 +499,254 @@ async def sdk_baseline(runs: int) -> dict[str, Any]:
     return res
 
 
+# --------------------------------------------------------------------------- chat-supervisor (consult) phases
+
+
+@dataclass
+class ConsultReplies:
+    """The bench_supervisor scenario's exact replies, read from its YAML."""
+
+    direct: Expect
+    """``hello``: the front agent answers itself, no consult."""
+    consult: Expect
+    """An account question: filler, then the offline expert's answer, spoken as ``front``."""
+    scripted: Expect
+    """The same with the scripted model's answer (supervisor-throughput phase)."""
+    failed: Expect
+    """A failed consult: filler, the fallback line, then the fallback agent after a transfer."""
+
+    @classmethod
+    def from_scenario(cls) -> ConsultReplies:
+        config = load_scenario(SUPERVISOR_SCENARIO, SCENARIOS).config
+        front, expert, general = (config.agent(n) for n in ("front", "expert", "generalist"))
+        assert front is not None and front.consult is not None and expert is not None and general is not None
+        if len(front.consult.fillers) != 1:
+            raise BenchError("bench_supervisor: the front agent needs exactly one filler (the replies are checked)")
+        hello = next(r.say for r in front.offline.rules if DIRECT_TEXT in r.when_user_says and r.say)
+        filler = front.consult.fillers[0] + " "
+        fallback = front.consult.fallback
+        return cls(
+            direct=Expect("front", hello, supervisor="no"),
+            consult=Expect("front", filler + expert.offline.default, supervisor="consulted", first_delta=filler),
+            scripted=Expect("front", filler + scripted_model.ANSWER, supervisor="consulted", first_delta=filler),
+            failed=Expect(fallback.target or config.fallback_agent, filler + fallback.say + general.offline.default,
+                          handoff_to=fallback.target or config.fallback_agent, supervisor="failed"),
+        )  # fmt: skip
+
+
+async def consult_latency_phases(stack: Stack, p: Params) -> dict[str, Any]:
+    """Zero-latency models: what a consult costs the platform, one at a time and at the paced rate."""
+    cr = ConsultReplies.from_scenario()
+    n_warm = min(p.sessions, 20)
+    progress(f"consult warmup: {n_warm} sessions x 3 direct + 3 consult turns")
+    warm = await open_sessions(stack, n_warm)
+    await bounded((lambda s=s: converse(s, cr.direct, 3, DIRECT_TEXT) for s in warm), n_warm)
+    await bounded((lambda s=s: converse(s, cr.consult, 3, CONSULT_TEXT) for s in warm), n_warm)
+    await close_sessions(warm)
+    direct_kw: dict[str, Any] = {"kind": "direct", "text": DIRECT_TEXT, "expect": cr.direct}
+    consult_kw: dict[str, Any] = {"kind": "consult", "text": CONSULT_TEXT, "expect": cr.consult}
+    direct_1 = await plain_phase(stack, None, p.unloaded_sessions, p.turns, parallel=1, **direct_kw)
+    consult_1 = await plain_phase(stack, None, p.unloaded_sessions, p.turns, parallel=1, **consult_kw)
+    direct_paced = await paced_phase(stack, None, p.sessions, p.turns, p.rate, **direct_kw)
+    consult_paced = await paced_phase(stack, None, p.sessions, p.turns, p.rate, **consult_kw)
+    added_1 = consult_1["latency"]["p50_ms"] - direct_1["latency"]["p50_ms"]
+    added_paced = consult_paced["latency"]["p50_ms"] - direct_paced["latency"]["p50_ms"]
+    progress(f"consult adds (p50): {added_1:.2f} ms one at a time, {added_paced:.2f} ms at {p.rate:.0f}/s")
+    return {
+        "direct_unloaded": direct_1, "consult_unloaded": consult_1,
+        "direct_paced": direct_paced, "consult_paced": consult_paced,
+        "consult_added_p50_ms_unloaded": added_1, "consult_added_p50_ms_paced": added_paced,
+    }  # fmt: skip
+
+
+@dataclass
+class EdgeRef:
+    """One edge process of a stack: the consult throughput phase runs two, with different breaker settings."""
+
+    name: str
+    port: int
+
+    @property
+    def ws_base(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/v1"
+
+    def stats(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/v1/switchboard/stats", timeout=10) as resp:
+            stats: dict[str, Any] = json.load(resp)
+        return stats
+
+
+def stats_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """What the edge counted during one run: consults, retries (mostly ``busy``), outcomes."""
+    outcomes = {
+        k: v - before["consult_outcomes"].get(k, 0)
+        for k, v in after["consult_outcomes"].items()
+        if v - before["consult_outcomes"].get(k, 0)
+    }
+    keys = ("consulted_responses", "consult_failures", "consult_retries")
+    return {k: after[k] - before[k] for k in keys} | {"consult_outcomes": outcomes}
+
+
+def busy_log_lines(stack: Stack, edge: EdgeRef) -> int:
+    """Lines of the edge's log that report a supervisor's ``busy`` refusal (consult retries and failures)."""
+    return sum("concurrency limit" in ln for ln in stack.proc(edge.name).lines)
+
+
+async def consult_load(
+    stack: Stack, edge: EdgeRef, p: Params, replicas: int, model_pid: int, *, breaker: str
+) -> dict[str, Any]:
+    """``consult_sessions`` callers doing consult turns back to back for ``consult_duration_s`` (closed loop).
+
+    Each caller moves to a fresh, pre-opened session every ``CONSULT_TURNS_PER_SESSION`` turns, so the
+    history a consult carries stays short. A failed consult is counted, not fatal; the session is then with
+    the fallback agent, so the caller hangs up and comes back on a fresh session."""
+    cr = ConsultReplies.from_scenario()
+    c, duration = p.consult_sessions, p.consult_duration_s
+    bound = replicas * p.supervisor_max_inflight / (p.model_delay_ms / 1000)
+    label = f"replicas={replicas}, breaker {breaker}"
+
+    async def sessions(n: int) -> list[Session]:
+        return await bounded((lambda: Session.open(edge.ws_base, stack.api_key) for _ in range(n)), OPEN_PARALLEL)
+
+    pool = await sessions(c + math.ceil(bound * duration * 1.2 / CONSULT_TURNS_PER_SESSION))
+    progress(f"{label}: {c} callers doing consult turns for {duration:.0f}s via {edge.name} ({len(pool)} sessions)")
+    used: list[Session] = []
+    opened_inline = 0
+    loop = asyncio.get_running_loop()
+
+    async def caller(end: float) -> None:
+        nonlocal opened_inline
+        while loop.time() < end:
+            if not pool:
+                opened_inline += 1
+            s = pool.pop() if pool else await Session.open(edge.ws_base, stack.api_key)
+            used.append(s)
+            for _ in range(CONSULT_TURNS_PER_SESSION):
+                if loop.time() >= end or not await consult_turn(s, cr):
+                    break
+
+    before, busy_before = await asyncio.to_thread(edge.stats), busy_log_lines(stack, edge)
+    with client_gc_paused():
+        cpu = CpuMeter(stack, extra={"scripted-model": model_pid})
+        t0 = time.perf_counter()
+        end = loop.time() + duration
+        await bounded((lambda: caller(end) for _ in range(c)), c)
+        wall = time.perf_counter() - t0
+    counted = stats_delta(before, await asyncio.to_thread(edge.stats))
+    counted["busy_log_lines"] = busy_log_lines(stack, edge) - busy_before
+    ok = [ms for s in used for ms in s.latencies_ms]
+    failed = [ms for s in used for ms in s.failed_ms]
+    cpu_used = cpu.per_turn_ms(max(len(ok) + len(failed), 1), wall)
+    await close_sessions(used + pool)
+    out: dict[str, Any] = {
+        "replicas": replicas, "breaker": breaker, "callers": c, "wall_s": wall,
+        "consults_ok": len(ok), "consults_failed": len(failed), "consults_per_s": len(ok) / wall,
+        "failed_per_s": len(failed) / wall, "failed_share": len(failed) / max(len(ok) + len(failed), 1),
+        "bound_consults_per_s": bound, "of_bound": len(ok) / wall / bound,
+        "latency": summarize(ok) if ok else None, "failed_latency": summarize(failed) if failed else None,
+        "sessions_opened_during_run": opened_inline, "edge": counted, "cpu": cpu_used,
+    }  # fmt: skip
+    out |= filler_stats(label, used)
+    lat = out["latency"] or {"p50_ms": math.nan, "p99_ms": math.nan}
+    progress(
+        f"{label}: {len(ok)} consults in {wall:.2f}s -> {out['consults_per_s']:.0f}/s (bound {bound:.0f}/s, "
+        f"{out['of_bound']:.0%}), p50 {lat['p50_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms; {len(failed)} failed "
+        f"({out['failed_share']:.1%}); edge: {counted['consult_retries']} retries, {counted['busy_log_lines']} busy, "
+        f"outcomes {counted['consult_outcomes']}; CPU {cpu_used['cores_busy']:.2f} cores busy"
+    )
+    return out
+
+
+async def consult_turn(session: Session, cr: ConsultReplies) -> bool:
+    """One consult turn answered by the scripted model; False if the consult failed (and fell back)."""
+    failed = len(session.failed_ms)
+    await session.turn(CONSULT_TEXT, cr.scripted, fallback=cr.failed)
+    return len(session.failed_ms) == failed
+
+
+async def replicas_phases(stack: Stack, p: Params, model_pid: int) -> dict[str, Any]:
+    """Latency-bound supervisor (scripted model, ``model_delay_ms``), ``supervisor_max_inflight`` per replica.
+
+    Two edges on the same agents: ``edge`` with the platform's default breaker, ``edge#2`` whose breaker
+    never opens. The scaling series (1, 2, 3... replicas, added one by one) runs through ``edge#2``: with
+    the default breaker, ``busy`` refusals count as failures and open it within milliseconds. One run at
+    the largest replica count goes through ``edge`` (never used before, so its breaker starts closed) to
+    show what the defaults do."""
+    stack.extra_env["SWITCHBOARD_BREAKER_THRESHOLD"] = str(NO_BREAKER)
+    edge2_proc, edge2_port = await asyncio.to_thread(stack.start_edge)
+    del stack.extra_env["SWITCHBOARD_BREAKER_THRESHOLD"]
+    edge_default, edge_open = EdgeRef("edge", stack.edge_port), EdgeRef(edge2_proc.name, edge2_port)
+    # Only the supervisor replicas get the small concurrency cap (started after the others).
+    stack.extra_env["SWITCHBOARD_AGENT_MAX_INFLIGHT"] = str(p.supervisor_max_inflight)
+    cr = ConsultReplies.from_scenario()
+    runs = []
+    running = 0
+    for n in sorted(set(p.consult_replicas)):
+        while running < n:
+            await asyncio.to_thread(stack.start_agent, "expert", wait=True)
+            running += 1
+        progress(f"replicas={n}: {n} supervisor replica(s) up, at most {p.supervisor_max_inflight} consults each")
+        for _ in range(3):  # warm new replicas up (their first model calls open HTTP connections)
+            warm = await bounded(
+                (lambda: Session.open(edge_open.ws_base, stack.api_key) for _ in range(n * p.supervisor_max_inflight)),
+                OPEN_PARALLEL,
+            )  # fmt: skip
+            await bounded((lambda s=s: consult_turn(s, cr) for s in warm), len(warm))
+            await close_sessions(warm)
+        runs.append(await consult_load(stack, edge_open, p, n, model_pid, breaker="off"))
+    defaults = await consult_load(stack, edge_default, p, running, model_pid, breaker="default")
+    return {
+        "model_delay_ms": p.model_delay_ms, "supervisor_max_inflight": p.supervisor_max_inflight,
+        "callers": p.consult_sessions, "duration_s": p.consult_duration_s, "consult_attempts": consult_attempts(),
+        "no_breaker_threshold": NO_BREAKER, "runs": runs, "default_breaker_run": defaults,
+    }  # fmt: skip
+
+
+def consult_attempts() -> int:
+    front = load_scenario(SUPERVISOR_SCENARIO, SCENARIOS).config.agent("front")
+    assert front is not None and front.consult is not None
+    return front.consult.attempts
+
+
+@contextmanager
+def scripted_model_server(delay_ms: float) -> Iterator[tuple[str, int]]:
+    """bench/scripted_model.py in its own process; yields its base URL and pid."""
+    proc = subprocess.Popen(
+        [sys.executable, str(BENCH / "scripted_model.py"), str(delay_ms)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().split()
+        if len(line) != 2 or line[0] != "ready":
+            raise BenchError(f"scripted model server did not start: {line!r}")
+        progress(f"scripted model: {line[1]} (pid {proc.pid}), supervisor answers after {delay_ms:.0f} ms")
+        yield line[1], proc.pid
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=15)
+        if out.strip():
+            progress(f"scripted model: {out.strip()} (supervisor requests, other requests)")
+
+
+def consult_stacks(runner: asyncio.Runner, p: Params, var_dir: Path) -> dict[str, Any]:
+    """The consult phase group, on two stacks of its own (after the main stack has stopped)."""
+    env = {"SWITCHBOARD_SCENARIOS_DIR": str(SCENARIOS), "OPENAI_API_KEY": ""}
+    key = f"bench-{secrets.token_hex(8)}"
+    latency_stack = Stack(var_dir / "supervisor", scenario=SUPERVISOR_SCENARIO, api_key=key, env=env)
+    latency = on_stack(runner, latency_stack, "bench_supervisor, zero latency", lambda st: consult_latency_phases(st, p))
+    with scripted_model_server(p.model_delay_ms) as (url, pid):
+        model_env = env | {"OPENAI_API_KEY": "sk-bench", "OPENAI_BASE_URL": url}
+        stack = Stack(
+            var_dir / "supervisor-replicas", scenario=SUPERVISOR_SCENARIO, agents=["front", "generalist"],
+            api_key=key, env=model_env,
+        )  # fmt: skip
+
+        replicas = on_stack(
+            runner, stack, "bench_supervisor, scripted supervisor model", lambda st: replicas_phases(st, p, pid)
+        )
+    return {"latency": latency, "replicas": replicas}
+
+
 # --------------------------------------------------------------------------- the run
 
 
@@ -443,6 +763,16 @@ class Params:
     unloaded_handoffs: int
     rate: float
     quick: bool
+    consult: bool = True
+    """The chat-supervisor phase group (``--no-consult`` skips it)."""
+    consult_replicas: tuple[int, ...] = (1, 2, 3)
+    consult_sessions: int = 24
+    """Concurrent callers of the supervisor-throughput phase."""
+    consult_duration_s: float = 5.0
+    model_delay_ms: float = 50.0
+    """The scripted supervisor model's latency in the throughput phase."""
+    supervisor_max_inflight: int = 4
+    """SWITCHBOARD_AGENT_MAX_INFLIGHT of each supervisor replica in the throughput phase."""
 
 
 async def bench_stack(stack: Stack, p: Params) -> dict[str, Any]:
@@ -708,6 +1038,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[Params, Path, Path | None
     ap.add_argument("--idle-sessions", type=int, help="idle sessions held open at once (default 1000; quick 100)")
     ap.add_argument("--rate", type=float, help="turns/s the paced phase offers (default 500; quick 100)")
     ap.add_argument("--sdk-runs", type=int, help="Agents SDK runs per measurement (default 2000; quick 300)")
+    ap.add_argument("--no-consult", action="store_true", help="skip the chat-supervisor (consult) phases")
+    ap.add_argument("--consult-replicas", help="supervisor replica counts, comma-separated (default 1,2,3; quick 1,2)")
+    ap.add_argument("--consult-sessions", type=int, help="callers in the supervisor-throughput phase (default 24)")
+    ap.add_argument("--consult-duration", type=float, help="seconds per replica count (default 5; quick 2)")
+    ap.add_argument("--model-delay-ms", type=float, default=50.0, help="scripted supervisor latency (default 50)")
+    ap.add_argument("--supervisor-max-inflight", type=int, default=4, help="consults per replica at once (default 4)")
     ap.add_argument("--quick", action="store_true", help="small smoke run")
     ap.add_argument("--out-dir", type=Path, default=BENCH / "results", help="where results are written")
     ap.add_argument("--var-dir", type=Path, help="runtime data and logs (default: a temporary directory)")
@@ -722,8 +1058,36 @@ def parse_args(argv: list[str] | None = None) -> tuple[Params, Path, Path | None
         idle_sessions=pick(a.idle_sessions, 1000, 100), idle_sample=20, sdk_runs=pick(a.sdk_runs, 2000, 300),
         nats_requests=pick(None, 2000, 500), unloaded_sessions=pick(None, 10, 3),
         unloaded_handoffs=pick(None, 200, 30), rate=a.rate if a.rate is not None else (100 if q else 500), quick=q,
+        consult=not a.no_consult,
+        consult_replicas=tuple(int(x) for x in (a.consult_replicas or ("1,2" if q else "1,2,3")).split(",")),
+        consult_sessions=pick(a.consult_sessions, 24, 24),
+        consult_duration_s=a.consult_duration if a.consult_duration is not None else (2.0 if q else 5.0),
+        model_delay_ms=a.model_delay_ms, supervisor_max_inflight=a.supervisor_max_inflight,
     )  # fmt: skip
     return params, a.out_dir, a.var_dir
+
+
+def on_stack(
+    runner: asyncio.Runner, stack: Stack, what: str, phases: Callable[[Stack], Awaitable[dict[str, Any]]]
+) -> dict[str, Any]:
+    """Start ``stack``, run ``phases`` on it, check its processes and logs, stop it (last log lines on failure)."""
+    try:
+        progress(f"stack: starting nats-server, agents and the edge ({what}; logs in {stack.var_dir / 'log'})")
+        stack.start()
+        progress("stack: up: " + ", ".join(f"{p.name}={p.pid}" for p in stack.procs))
+        res = runner.run(phases(stack))
+        res["log_problems"] = check_processes(stack)
+        return res
+    except BaseException:
+        for proc in stack.procs:
+            tail = [ln for ln in proc.lines[-5:] if ln]
+            if tail or not proc.alive():
+                alive = "alive" if proc.alive() else f"exited {proc.popen.returncode}"
+                print(f"--- {proc.name} ({alive}), last log lines:\n" + "\n".join(tail), file=sys.stderr)
+        raise
+    finally:
+        progress("stack: stopping")
+        stack.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -740,26 +1104,15 @@ def main(argv: list[str] | None = None) -> int:
     with asyncio.Runner(loop_factory=uvloop.new_event_loop if uvloop else None) as runner:
         sdk_res = runner.run(sdk_baseline(params.sdk_runs))
         try:
-            progress(f"stack: starting nats-server, agents and the edge (logs in {var_dir / 'log'})")
-            stack.start()
-            progress("stack: up: " + ", ".join(f"{p.name}={p.pid}" for p in stack.procs))
-            sw = runner.run(bench_stack(stack, params))
-            sw["log_problems"] = check_processes(stack)
+            sw = on_stack(runner, stack, "bench", lambda st: bench_stack(st, params))
+            if params.consult:
+                sw["consult"] = consult_stacks(runner, params, var_dir)
             ok = True
-        except BaseException:
-            for proc in stack.procs:
-                tail = [ln for ln in proc.lines[-5:] if ln]
-                if tail or not proc.alive():
-                    alive = "alive" if proc.alive() else f"exited {proc.popen.returncode}"
-                    print(f"--- {proc.name} ({alive}), last log lines:\n" + "\n".join(tail), file=sys.stderr)
-            raise
         finally:
-            progress("stack: stopping")
-            stack.stop()
             if ok and var_arg is None:
                 shutil.rmtree(var_dir, ignore_errors=True)
             elif not ok:
-                print(f"run failed; logs kept in {var_dir / 'log'}", file=sys.stderr)
+                print(f"run failed; logs kept in {var_dir}", file=sys.stderr)
     result = assemble(params, sw, sdk_res, time.perf_counter() - started)
     write_results(result, out_dir)
     print("\n" + summary_table(result))

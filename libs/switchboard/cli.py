@@ -93,10 +93,11 @@ def _run(args: argparse.Namespace) -> None:
     var = Path(args.var_dir)
     stack = Stack(
         var, scenario=settings.scenario, api_key=settings.api_keys or key, edge_port=settings.edge_port,
-        nats_port=args.nats_port, echo=sys.stdout if not args.quiet else None,
+        nats_port=args.nats_port, nats_cluster=settings.nats_cluster, echo=sys.stdout if not args.quiet else None,
         env={"SWITCHBOARD_SCENARIOS_DIR": str(settings.scenarios_dir.resolve())},
     )  # fmt: skip
-    print(f"starting nats-server, agents of scenario '{settings.scenario}' and the edge ...", flush=True)
+    servers = f"a {settings.nats_cluster}-node nats cluster" if settings.nats_cluster > 1 else "nats-server"
+    print(f"starting {servers}, agents of scenario '{settings.scenario}' and the edge ...", flush=True)
     stop = False
 
     def on_signal(signum: int, frame: object) -> None:
@@ -109,11 +110,12 @@ def _run(args: argparse.Namespace) -> None:
     except BaseException:
         stack.stop()
         raise
+    replicas = f"; JetStream replicas: {stack.js_replicas}" if stack.js_replicas > 1 else ""
     banner = f"""
   Switchboard is running (scenario: {settings.scenario})
     realtime edge : {stack.ws_base}/realtime   (OpenAI Realtime protocol, text)
     API key       : {key}
-    nats          : {stack.nats.url}   (data in {var / "nats"})
+    nats          : {"  ".join(stack.nats_urls)}   (data in {var / "nats"}{replicas})
     logs          : {var / "log"}
   Talk to it:   .venv/bin/switchboard chat --url {stack.ws_base} --key {key}
   Ctrl-C stops everything.

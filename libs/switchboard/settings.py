@@ -17,6 +17,8 @@ class Settings(BaseSettings):
     """Comma-separated NATS server URLs (list every cluster node)."""
     js_replicas: int = Field(1, ge=1, le=5)
     """Replicas of the JetStream KV buckets and streams (3 on a 3-node cluster)."""
+    nats_cluster: int = Field(1, ge=1, le=7)
+    """Nodes of the local nats-server cluster ``switchboard run`` starts (1 = one server, 3 = JetStream R3)."""
     scenario: str = "retail"
     """Scenario name (a folder under ``scenarios_dir``) or a path to a scenario folder."""
     scenarios_dir: Path = Path("scenarios")
@@ -50,6 +52,9 @@ class Settings(BaseSettings):
     data_dir: Path = Path("var/data")
     """Where scenario tools keep their local data store."""
     log_level: str = "INFO"
+    metrics_port: int = Field(0, ge=-1, le=65535)
+    """Prometheus port of agent and supervisor processes (0: any free port, logged at start; -1: off).
+    The edge serves ``/metrics`` on its own port."""
 
     @field_validator("nats_url")
     @classmethod

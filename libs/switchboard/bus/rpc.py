@@ -20,6 +20,7 @@ from nats.aio.subscription import Subscription
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from ..schemas import SCHEMA_MAJOR, SCHEMA_VERSION, ErrorCode, ErrorReply, Heartbeat, WireModel
+from ..telemetry import metrics, process_span, send_span, session_context
 from . import headers as h
 from .errors import BadReply, NoResponders, RemoteError, ReplyTimeout
 
@@ -111,7 +112,8 @@ class StreamingClient:
         self._waiting[token] = queue
         hdrs = message_headers(session_id, deadline) | (extra_headers or {})
         try:
-            await self._nc.publish(subject, request.to_bytes(), reply=f"{self._prefix}.{token}", headers=hdrs)
+            with send_span(subject, hdrs):
+                await self._nc.publish(subject, request.to_bytes(), reply=f"{self._prefix}.{token}", headers=hdrs)
             while True:
                 left = remaining(deadline)
                 if left <= 0:
@@ -185,6 +187,8 @@ class QueueService(Generic[Req]):
         *,
         max_inflight: int = 256,
         heartbeat_s: float | None = 0.5,
+        span_name: str | None = None,
+        service: str = "",
     ) -> None:
         self._nc = nc
         self.subject = subject
@@ -193,6 +197,8 @@ class QueueService(Generic[Req]):
         self._handler = handler
         self._max_inflight = max_inflight
         self._heartbeat_s = heartbeat_s
+        self._span_name = span_name
+        self._service_label = service or queue
         self._tasks: set[asyncio.Task[None]] = set()
         self._sub: Subscription | None = None
         self.handled = 0
@@ -215,11 +221,19 @@ class QueueService(Generic[Req]):
 
     async def _on_msg(self, msg: Msg) -> None:
         if len(self._tasks) >= self._max_inflight:
+            metrics().busy_rejections.labels(service=self._service_label).inc()
             await self._error(msg, ErrorCode.BUSY, "service is at its concurrency limit", retryable=True)
             return
         task = asyncio.create_task(self._handle(msg))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        inflight = metrics().inflight.labels(service=self._service_label)
+        inflight.inc()
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._tasks.discard(t)
+            inflight.dec()
+
+        task.add_done_callback(done)
 
     async def _handle(self, msg: Msg) -> None:
         bad_version = version_error(msg.headers)
@@ -235,15 +249,19 @@ class QueueService(Generic[Req]):
         session_id = (msg.headers or {}).get(h.SESSION)
         sink = ReplySink(self._nc, msg.reply, session_id)
         beat = asyncio.create_task(self._heartbeat(sink)) if self._heartbeat_s and msg.reply else None
-        try:
-            await self._handler(request, sink, msg)
-            self.handled += 1
-        except Exception as exc:
-            log.exception("handler failed", extra={"subject": self.subject})
-            await self._error(msg, ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}")
-        finally:
-            if beat is not None:
-                beat.cancel()
+        with (
+            process_span(self.subject, msg.headers, name=self._span_name, consumer_group=self.queue),
+            session_context(session_id),
+        ):
+            try:
+                await self._handler(request, sink, msg)
+                self.handled += 1
+            except Exception as exc:
+                log.exception("handler failed", extra={"subject": self.subject})
+                await self._error(msg, ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+            finally:
+                if beat is not None:
+                    beat.cancel()
 
     async def _heartbeat(self, sink: ReplySink) -> None:
         assert self._heartbeat_s is not None

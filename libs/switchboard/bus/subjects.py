@@ -6,6 +6,7 @@
 ``switchboard.v1.supervisor.<name>.consult``  consult requests for a supervisor; queue group
                                              ``supervisor.<name>``
 ``switchboard.v1.audit.handoff.<session>``   handoff decisions (JetStream stream ``SWITCHBOARD_AUDIT``)
+``switchboard.v1.audit.turn.<session>``      one record per caller turn (same stream)
 KV bucket ``switchboard_sessions``           session state, key = session id
 ===========================================  =====================================================
 
@@ -49,3 +50,12 @@ def supervisor_consult(name: str) -> str:
 
 def supervisor_queue(name: str) -> str:
     return f"supervisor.{check_token(name, 'supervisor name')}"
+
+
+def audit_turn(session_id: str) -> str:
+    return f"{PREFIX}.audit.turn.{check_token(session_id, 'session id')}"
+
+
+def audit_session(session_id: str) -> str:
+    """Every audit record of one session."""
+    return f"{PREFIX}.audit.*.{check_token(session_id, 'session id')}"

@@ -41,6 +41,11 @@ class NatsServer:
     def url(self) -> str:
         return f"nats://{self.host}:{self.port}"
 
+    @property
+    def urls(self) -> list[str]:
+        """The client URLs (one; a ``NatsCluster`` has one per node)."""
+        return [self.url]
+
     def start(self, timeout_s: float = 15.0) -> None:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         cmd = [

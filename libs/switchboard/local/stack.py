@@ -20,6 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
+from .nats_cluster import NatsCluster
 from .nats_server import NatsServer
 from .ports import free_port
 
@@ -40,7 +41,11 @@ class Proc:
 
 
 class Stack:
-    """nats-server + edge + agents, each a real OS process, stopped in reverse order."""
+    """nats-server + edge + agents, each a real OS process, stopped in reverse order.
+
+    ``nats_cluster=3`` starts a 3-node JetStream cluster instead of one nats-server; every process
+    gets all node URLs and creates its buckets and streams with 3 replicas.
+    """
 
     def __init__(
         self,
@@ -51,6 +56,7 @@ class Stack:
         api_key: str,
         edge_port: int = 0,
         nats_port: int = 0,
+        nats_cluster: int = 1,
         env: Mapping[str, str] | None = None,
         echo: IO[str] | None = None,
     ) -> None:
@@ -59,11 +65,28 @@ class Stack:
         self.agent_names = agents
         self.api_key = api_key
         self.edge_port = edge_port or free_port()
-        self.nats = NatsServer(var_dir / "nats", port=nats_port, log_file=var_dir / "log" / "nats.log")
+        self.nats: NatsServer | NatsCluster
+        if nats_cluster > 1:
+            self.nats = NatsCluster(var_dir / "nats", nats_cluster, port=nats_port, log_dir=var_dir / "log")
+        else:
+            self.nats = NatsServer(var_dir / "nats", port=nats_port, log_file=var_dir / "log" / "nats.log")
+        self.js_replicas = min(nats_cluster, 3)
         self.extra_env = dict(env or {})
         self.echo = echo
         self.procs: list[Proc] = []
         self._echo_lock = threading.Lock()
+
+    @property
+    def nats_urls(self) -> list[str]:
+        """Every nats-server client URL (one, or one per cluster node): pass it to ``nats.connect``."""
+        return self.nats.urls
+
+    @property
+    def nats_cluster(self) -> NatsCluster:
+        """The NATS cluster, for fault tests (only when started with ``nats_cluster`` > 1)."""
+        if not isinstance(self.nats, NatsCluster):
+            raise RuntimeError("this stack runs a single nats-server")
+        return self.nats
 
     @property
     def edge_url(self) -> str:
@@ -78,6 +101,7 @@ class Stack:
             os.environ
             | {
                 "SWITCHBOARD_NATS_URL": self.nats.url,
+                "SWITCHBOARD_JS_REPLICAS": str(self.js_replicas),
                 "SWITCHBOARD_SCENARIO": self.scenario,
                 "SWITCHBOARD_API_KEYS": self.api_key,
                 "SWITCHBOARD_EDGE_PORT": str(self.edge_port),

@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from opentelemetry import trace
+
 from ..agents.config import ScenarioConfig
 from ..bus import BusError, StreamingClient, subjects
 from ..resilience import BreakerOpen, Breakers, RetryPolicy, call_with_retry
@@ -35,6 +37,7 @@ from ..schemas import (
     turn_reply_adapter,
 )
 from ..state import AuditLog
+from ..telemetry import current_trace_id, mark_error, metrics, names, set_content, span
 from .consult import ConsultDone, SupervisorConsults
 from .events import AgentFinished, EventSink, HandoffMade, TextDelta
 from .guardrails import PENDING_AGENT, decide
@@ -60,6 +63,8 @@ class TurnOutcome:
     usage: dict[str, int] = field(default_factory=dict)
     consult: ConsultDone | None = None
     """Set when the supervisor was consulted in this turn."""
+    retries: int = 0
+    """Retried agent and supervisor calls in this turn."""
 
 
 @dataclass
@@ -78,6 +83,7 @@ class _Turn:
     tokens: dict[str, int] = field(default_factory=lambda: {"input_tokens": 0, "output_tokens": 0})
     replica: str | None = None
     consult: ConsultDone | None = None
+    retries: int = 0
 
 
 class Conductor:
@@ -123,7 +129,8 @@ class Conductor:
                 "updated_at": time.time(),
             }
         )  # fmt: skip
-        return TurnOutcome(new_state, turn.agents, turn.decisions, turn.replica, turn.tokens, consult)
+        retries = turn.retries + (consult.attempts - 1 if consult else 0)
+        return TurnOutcome(new_state, turn.agents, turn.decisions, turn.replica, turn.tokens, consult, retries)
 
     async def _hops(self, turn: _Turn, agent: str, emit: EventSink, deadline: float) -> str:
         pending: tuple[HandoffDecision, float] | None = None
@@ -140,7 +147,12 @@ class Conductor:
             hop_deadline = min(deadline, time.time() + self.hop_timeout_s)
             if agent == fallback:  # the fallback always gets a chance to answer, even late
                 hop_deadline = max(hop_deadline, time.time() + FALLBACK_GRACE_S)
-            result, failure, first_reply = await self._call_agent(req, emit, hop_deadline)
+            hop_attrs: dict[str, str | int] = {names.AGENT: agent, names.HOP: hop, names.TURN_ID: req.turn_id,
+                         names.SESSION_ID: req.session_id}  # fmt: skip
+            with span(names.SPAN_CONDUCTOR_HOP, hop_attrs) as hop_span:
+                result, failure, first_reply = await self._call_agent(turn, req, emit, hop_deadline)
+                if failure is not None:
+                    mark_error(hop_span, type(failure).__name__)
             if pending is not None:
                 decision, asked_at = pending
                 latency = (first_reply - asked_at) * 1000 if first_reply else None
@@ -223,7 +235,7 @@ class Conductor:
             )
 
     async def _call_agent(
-        self, req: TurnRequest, emit: EventSink, deadline: float
+        self, turn: _Turn, req: TurnRequest, emit: EventSink, deadline: float
     ) -> tuple[TurnResult | None, Exception | None, float | None]:
         """One agent turn: retried with jitter on retryable failures, guarded by the agent's breaker.
 
@@ -254,6 +266,11 @@ class Conductor:
 
         def on_retry(n: int, exc: BaseException) -> None:
             self.retries += 1
+            turn.retries += 1
+            metrics().retries.labels(target=f"agent.{req.agent}", reason=type(exc).__name__).inc()
+            trace.get_current_span().add_event(
+                "retry", {names.RETRY_ATTEMPT: n, names.RETRY_REASON: type(exc).__name__}
+            )
             log.info("agent turn retry", extra={"agent": req.agent, "session_id": req.session_id,
                                                 "attempt": n, "error": str(exc)})  # fmt: skip
 
@@ -278,10 +295,19 @@ class Conductor:
         context: dict[str, Any],
     ) -> HandoffDecision:
         turn.handoffs += 1
+        attrs = {
+            names.HANDOFF_FROM: request.source, names.HANDOFF_TO: final, names.HANDOFF_REQUESTED: request.target,
+            names.HANDOFF_OUTCOME: outcome.value, names.HANDOFF_DEPTH: turn.handoffs,
+            names.SESSION_ID: turn.state.session_id,
+        }  # fmt: skip
+        with span(names.SPAN_HANDOFF, attrs) as sp:
+            set_content(sp, names.HANDOFF_REASON, request.reason)
+        metrics().record_handoff(request.source, final, outcome.value, turn.handoffs)
         return HandoffDecision(
             session_id=turn.state.session_id, response_id=turn.response_id, source=request.source,
             requested_target=request.target, final_target=final, outcome=outcome, reason=request.reason,
             detail=detail, context_keys=sorted(context), depth=turn.handoffs, ts=time.time(),
+            trace_id=current_trace_id(),
         )  # fmt: skip
 
     def _record(self, turn: _Turn, decision: HandoffDecision) -> None:

@@ -32,6 +32,7 @@ from ..schemas import (
     TurnDelta,
     consult_reply_adapter,
 )
+from ..telemetry import mark_error, metrics, names, set_attributes, set_content, span
 from .events import AgentFinished, EventSink, TextDelta
 
 log = logging.getLogger(__name__)
@@ -134,15 +135,25 @@ class SupervisorConsults:
 
         def on_retry(n: int, exc: BaseException) -> None:
             self.stats.retries += 1
+            metrics().retries.labels(target=f"supervisor.{cfg.supervisor}", reason=type(exc).__name__).inc()
             log.info("consult retry", extra={"session_id": session_id, "attempt": n, "error": str(exc)})
 
         self.stats.consults += 1
-        try:
-            result = await call_with_retry(
-                attempt, RetryPolicy(attempts=cfg.attempts), deadline=consult_deadline, on_retry=on_retry
-            )
-        except (BusError, BreakerOpen) as exc:
-            return await self._fallback(agent, filler, call_id, items, exc, emit, started, attempts)
+        attrs = {names.CONSULT_ID: consult_id, names.CONSULT_SUPERVISOR: cfg.supervisor, names.AGENT: agent.name,
+                 names.SESSION_ID: session_id}  # fmt: skip
+        with span(names.SPAN_SUPERVISOR_CONSULT, attrs) as sp:
+            set_content(sp, names.CONSULT_NOTE, ask.note)
+            try:
+                result = await call_with_retry(
+                    attempt, RetryPolicy(attempts=cfg.attempts), deadline=consult_deadline, on_retry=on_retry
+                )
+            except (BusError, BreakerOpen) as exc:
+                done = await self._fallback(agent, filler, call_id, items, exc, emit, started, attempts)
+                set_attributes(sp, {names.CONSULT_OUTCOME: done.detail.split(":", 1)[0],
+                                    names.CONSULT_ATTEMPTS: attempts})  # fmt: skip
+                mark_error(sp, type(exc).__name__)
+                return done
+            set_attributes(sp, {names.CONSULT_OUTCOME: "answered", names.CONSULT_ATTEMPTS: attempts})
         answer = "".join(streamed) or result.text
         output = json.dumps({"answer": result.text, "supervisor": result.supervisor})
         items += [
@@ -153,7 +164,7 @@ class SupervisorConsults:
         await emit(AgentFinished(agent.name, filler + answer, ok=True))
         ms = (time.time() - started) * 1000
         tokens = result.usage.input_tokens + result.usage.output_tokens
-        self._count("answered", ms, tokens)
+        self._count("answered", ms, tokens, agent.name)
         return ConsultDone(True, items, ms, tokens, result.caller, attempts=attempts)
 
     async def _fallback(
@@ -180,11 +191,12 @@ class SupervisorConsults:
         ]
         ms = (time.time() - started) * 1000
         self.stats.failed += 1
-        self._count(outcome, ms, 0)
+        self._count(outcome, ms, 0, agent.name)
         transfer_to = (fallback.target or self._fallback_agent) if fallback.mode == "transfer" else None
         return ConsultDone(False, items, ms, detail=f"{outcome}: {exc}", transfer_to=transfer_to, attempts=attempts)
 
-    def _count(self, outcome: str, ms: float, tokens: int) -> None:
+    def _count(self, outcome: str, ms: float, tokens: int, agent: str = "") -> None:
+        metrics().supervisor_consults.labels(agent=agent, outcome=outcome).inc()
         self.stats.total_ms += ms
         self.stats.tokens += tokens
         self.stats.by_outcome[outcome] = self.stats.by_outcome.get(outcome, 0) + 1

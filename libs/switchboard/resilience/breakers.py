@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from purgatory import AsyncCircuitBreakerFactory
 from purgatory.domain.model import OpenedState
 
+from ..telemetry import metrics
 from .retry import is_retryable
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,8 @@ class Breakers:
                 yield
         except OpenedState:
             raise BreakerOpen(name) from None
+        finally:
+            metrics().set_breaker_state(name, str(breaker.context.state))
 
     async def state(self, name: str) -> str:
         """``closed``, ``opened`` or ``half-opened``."""

@@ -9,9 +9,12 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from opentelemetry.trace import SpanKind
+
 from ..agents.config import CONSULT_TOOL, AgentConfig
 from ..agents.tools import ToolContext, ToolError, ToolRegistry
 from ..models.base import ModelError, ModelProvider, ModelRequest, ModelResponse, ToolCall, ToolSpec
+from ..models.offline import OfflineProvider
 from ..resilience import BreakerOpen, Breakers, RetryPolicy, call_with_retry
 from ..schemas import (
     ConsultAsk,
@@ -25,6 +28,7 @@ from ..schemas import (
     Usage,
 )
 from ..state.ledger import SideEffectLedger, idempotency_key
+from ..telemetry import metrics, names, set_attributes, set_content, span
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +63,8 @@ class AgentLoop:
         self.model = model
         self.ledger = ledger
         self.breakers = Breakers()
-        self.model_key = f"model.{agent.model.provider}.{agent.model.name}"
+        self.provider_name = "switchboard.offline" if isinstance(model, OfflineProvider) else "openai"
+        self.model_key = f"model.{self.provider_name}.{agent.model.name}"
         self.model_retry = RetryPolicy(attempts=3, base_s=0.2, max_backoff_s=2.0)
         self.model_retries = 0
         self.tools = {name: registry.get(name) for name in agent.tools}
@@ -168,15 +173,25 @@ class AgentLoop:
             await on_text(text)
 
         async def attempt(n: int) -> ModelResponse:
-            async with self.breakers.guard(self.model_key):
-                try:
-                    return await self.model.complete(request, speak)
-                except ModelError as exc:
-                    exc.retryable = exc.retryable and not spoke
-                    raise
+            attrs: dict[str, str | int] = {
+                names.GEN_AI_OPERATION_NAME: names.GEN_AI_OPERATION_CHAT, names.GEN_AI_SYSTEM: self.provider_name,
+                names.GEN_AI_REQUEST_MODEL: self.agent.model.name, names.GEN_AI_AGENT_NAME: self.agent.name,
+                names.RETRY_ATTEMPT: n,
+            }  # fmt: skip
+            with span(names.SPAN_MODEL_CALL, attrs, kind=SpanKind.CLIENT) as sp:
+                async with self.breakers.guard(self.model_key):
+                    try:
+                        response = await self.model.complete(request, speak)
+                    except ModelError as exc:
+                        exc.retryable = exc.retryable and not spoke
+                        raise
+                set_attributes(sp, {names.GEN_AI_USAGE_INPUT_TOKENS: response.input_tokens,
+                                    names.GEN_AI_USAGE_OUTPUT_TOKENS: response.output_tokens})  # fmt: skip
+                return response
 
         def on_retry(n: int, exc: BaseException) -> None:
             self.model_retries += 1
+            metrics().retries.labels(target=self.model_key, reason=type(exc).__name__).inc()
             log.info("model call retry", extra={"agent": self.agent.name, "attempt": n, "error": str(exc)})
 
         try:
@@ -185,6 +200,15 @@ class AgentLoop:
             raise ModelError(str(exc), retryable=True) from exc
 
     async def _call_tool(self, name: str, arguments: str, ctx: ToolContext) -> str:
+        attrs = {names.GEN_AI_OPERATION_NAME: names.GEN_AI_OPERATION_EXECUTE_TOOL, names.GEN_AI_TOOL_NAME: name,
+                 names.GEN_AI_AGENT_NAME: self.agent.name}  # fmt: skip
+        with span(names.SPAN_TOOL_CALL, attrs) as sp:
+            set_content(sp, names.GEN_AI_TOOL_CALL_ARGUMENTS, arguments)
+            output = await self._run_tool(name, arguments, ctx)
+            set_content(sp, names.GEN_AI_TOOL_CALL_RESULT, output)
+            return output
+
+    async def _run_tool(self, name: str, arguments: str, ctx: ToolContext) -> str:
         tool = self.tools.get(name)
         if tool is None:
             return json.dumps({"error": f"unknown tool {name!r}"})

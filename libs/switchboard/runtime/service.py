@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 from types import TracebackType
 from typing import Generic, Self, TypeVar
 
@@ -19,6 +20,7 @@ from ..models import ModelError, ModelProvider, build_provider
 from ..schemas import ErrorCode, ErrorReply, TurnDelta, TurnRequest, TurnResult
 from ..settings import Settings
 from ..state.ledger import SideEffectLedger
+from ..telemetry import metrics, names, setup_tracing, shutdown_tracing, start_metrics_server
 from .gc import freeze_startup_heap
 from .loop import AgentLoop, IterationCapError
 
@@ -30,6 +32,8 @@ class LoopService(Generic[Req]):
     """Subclasses name the subject, the queue group and the request type, and handle requests."""
 
     role = "agent"
+    span_name = names.SPAN_AGENT_TURN
+    metrics_port: int | None = None
 
     def __init__(
         self, settings: Settings, scenario: Scenario, name: str, *, model: ModelProvider | None = None
@@ -59,18 +63,25 @@ class LoopService(Generic[Req]):
         raise NotImplementedError
 
     async def start(self) -> None:
+        setup_tracing(f"{self.role}-{self.agent.name}", resource_attributes={names.SERVICE_INSTANCE_ID: self.replica})
+        self.metrics_port = (
+            start_metrics_server(self.settings.metrics_port) if self.settings.metrics_port >= 0 else None
+        )
         await self.bus.connect()
         self.loop.ledger = await SideEffectLedger.open(
             self.bus.js, replicas=self.settings.js_replicas, takeover_s=self.settings.ledger_takeover_s
         )
         self._service = QueueService(
             self.bus.nc, self.subject(), self.queue(), self.adapter(), self.handle,
-            max_inflight=self.settings.agent_max_inflight,
+            max_inflight=self.settings.agent_max_inflight, span_name=self.span_name, service=self.agent.name,
         )  # fmt: skip
         await self._service.start()
         await self.bus.nc.flush()
         freeze_startup_heap()
-        log.info("%s ready", self.role, extra={self.role: self.agent.name, "replica": self.replica})
+        log.info(
+            "%s ready", self.role,
+            extra={self.role: self.agent.name, "replica": self.replica, "metrics_port": self.metrics_port},
+        )  # fmt: skip
 
     async def stop(self) -> None:
         """Stop taking requests, finish the ones in flight, close the connection. Safe to call twice."""
@@ -79,6 +90,7 @@ class LoopService(Generic[Req]):
             await service.stop()
         await self.bus.close()
         await self.model.aclose()
+        await asyncio.to_thread(shutdown_tracing)
 
     async def run_loop(
         self, req: TurnRequest, sink: ReplySink, msg: Msg, *, note: str | None = None
@@ -93,8 +105,11 @@ class LoopService(Generic[Req]):
 
         deadline = deadline_of(msg, self.settings.turn_timeout_s)
         error: ErrorReply
+        started = time.perf_counter()
         try:
-            return await asyncio.wait_for(self.loop.run(req, on_text, note=note), max(remaining(deadline), 0.001))
+            result = await asyncio.wait_for(self.loop.run(req, on_text, note=note), max(remaining(deadline), 0.001))
+            metrics().agent_turn_seconds.labels(agent=self.agent.name).observe(time.perf_counter() - started)
+            return result
         except ModelError as exc:  # already retried here: the caller should not multiply the attempts
             error = ErrorReply(code=ErrorCode.MODEL_ERROR, message=str(exc), retryable=False)
         except IterationCapError as exc:

@@ -1,7 +1,7 @@
 """Switchboard v1 wire schemas: every message that crosses the bus."""
 
 from ._base import SCHEMA_MAJOR, SCHEMA_VERSION, TYPE_PREFIX, WireModel
-from .audit import HandoffDecision, HandoffOutcome
+from .audit import HandoffDecision, HandoffOutcome, TurnRecord
 from .consult import ConsultReply, ConsultRequest, ConsultResult, consult_reply_adapter
 from .conversation import (
     ConversationItem,
@@ -36,6 +36,7 @@ EXPORTED_MODELS: tuple[type[WireModel], ...] = (
     ConsultRequest,
     ConsultResult,
     Heartbeat,
+    TurnRecord,
 )
 """Models whose JSON Schema is exported to ``schemas/v1`` and guarded by the compatibility test."""
 
@@ -61,6 +62,7 @@ __all__ = [
     "MessageItem",
     "SessionState",
     "TurnDelta",
+    "TurnRecord",
     "TurnReply",
     "TurnRequest",
     "TurnResult",

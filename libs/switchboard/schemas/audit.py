@@ -59,3 +59,39 @@ class HandoffDecision(WireModel):
     """Whether the final target completed its turn."""
     ts: float
     """Unix time of the decision."""
+    trace_id: str | None = None
+    """W3C trace id of the caller turn (hex), when tracing is on."""
+
+
+class TurnRecord(WireModel):
+    """One caller turn (response) as the edge saw it; with the handoff decisions, the session's timeline."""
+
+    type: Literal["switchboard.v1.turn_record"] = "switchboard.v1.turn_record"
+    session_id: str
+    """Conversation id."""
+    response_id: str
+    """The client-visible response."""
+    status: Literal["completed", "failed", "cancelled"]
+    """How the response ended."""
+    agents: list[str]
+    """Agents that ran, in order."""
+    agent: str
+    """The agent that answered (the session's active agent afterwards)."""
+    latency_ms: float
+    """``response.create`` to ``response.done`` at the edge."""
+    handoffs: int = 0
+    """Handoff decisions within the turn."""
+    retries: int = 0
+    """Retried agent or supervisor calls within the turn."""
+    consulted: bool = False
+    """Whether the supervisor was consulted."""
+    consult_outcome: str | None = None
+    """``answered``, ``unavailable`` or ``breaker_open`` when consulted."""
+    consult_ms: float | None = None
+    """Time the consult took."""
+    error: str | None = None
+    """Why the turn failed, if it did."""
+    trace_id: str | None = None
+    """W3C trace id of the turn (hex), when tracing is on."""
+    ts: float
+    """Unix time the response ended."""

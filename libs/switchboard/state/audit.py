@@ -3,47 +3,78 @@
 from __future__ import annotations
 
 import logging
+import uuid
+from typing import Annotated
 
 from nats.js import JetStreamContext
-from nats.js.api import StreamConfig
+from nats.js.api import Header, StreamConfig
 from nats.js.errors import NotFoundError
+from pydantic import Field, TypeAdapter
 
 from ..bus.rpc import message_headers
-from ..bus.subjects import AUDIT_STREAM, AUDIT_SUBJECTS, audit_handoff
-from ..schemas import HandoffDecision
+from ..bus.subjects import AUDIT_STREAM, AUDIT_SUBJECTS, audit_handoff, audit_session, audit_turn
+from ..schemas import HandoffDecision, TurnRecord
+from .retry import StateRetry
 
 log = logging.getLogger(__name__)
 
+AuditRecord = Annotated[HandoffDecision | TurnRecord, Field(discriminator="type")]
+audit_record_adapter: TypeAdapter[AuditRecord] = TypeAdapter(AuditRecord)
+
 
 class AuditLog:
-    def __init__(self, js: JetStreamContext) -> None:
+    def __init__(self, js: JetStreamContext, retry: StateRetry | None = None) -> None:
         self._js = js
+        self.retry = retry or StateRetry()
 
     @classmethod
-    async def open(cls, js: JetStreamContext, *, replicas: int = 1) -> AuditLog:
-        try:
-            await js.stream_info(AUDIT_STREAM)
-        except NotFoundError:
-            await js.add_stream(StreamConfig(name=AUDIT_STREAM, subjects=[AUDIT_SUBJECTS], num_replicas=replicas))
-        return cls(js)
+    async def open(cls, js: JetStreamContext, *, replicas: int = 1, retry: StateRetry | None = None) -> AuditLog:
+        retry = retry or StateRetry()
+
+        async def ensure() -> None:
+            try:
+                await js.stream_info(AUDIT_STREAM)
+            except NotFoundError:
+                config = StreamConfig(name=AUDIT_STREAM, subjects=[AUDIT_SUBJECTS], num_replicas=replicas)
+                await js.add_stream(config)
+
+        await retry.run("audit.open", ensure)
+        return cls(js, retry)
 
     async def append(self, decision: HandoffDecision) -> None:
-        """Publish and wait for the stream's ack, so an acknowledged decision is durable."""
-        await self._js.publish(
-            audit_handoff(decision.session_id), decision.to_bytes(), headers=message_headers(decision.session_id)
-        )
+        """Publish and wait for the stream's ack, so an acknowledged decision is durable.
+
+        Transient failures (a leader election) are retried; every attempt carries the same
+        ``Nats-Msg-Id``, so the stream keeps one record even when an attempt's ack was lost.
+        """
+        headers = message_headers(decision.session_id) | {Header.MSG_ID.value: f"audit-{uuid.uuid4().hex}"}
+        subject, data = audit_handoff(decision.session_id), decision.to_bytes()
+        await self.retry.run("audit.append", lambda: self._js.publish(subject, data, headers=headers))
+
+    async def append_turn(self, record: TurnRecord) -> None:
+        """Publish one turn record (same durability and retry rules as decisions)."""
+        headers = message_headers(record.session_id) | {Header.MSG_ID.value: f"audit-{uuid.uuid4().hex}"}
+        subject, data = audit_turn(record.session_id), record.to_bytes()
+        await self.retry.run("audit.append", lambda: self._js.publish(subject, data, headers=headers))
 
     async def read_session(self, session_id: str, *, timeout_s: float = 2.0) -> list[HandoffDecision]:
-        """Every decision recorded for a session, oldest first."""
-        subject = audit_handoff(session_id)
-        out: list[HandoffDecision] = []
+        """Every handoff decision recorded for a session, oldest first."""
+        records = await self.read_timeline(session_id, timeout_s=timeout_s)
+        return [r for r in records if isinstance(r, HandoffDecision)]
+
+    async def read_timeline(self, session_id: str, *, timeout_s: float = 2.0) -> list[AuditRecord]:
+        """Every audit record of a session (turns and handoff decisions) in the order they were stored."""
+        subject = audit_session(session_id)
+        out: list[AuditRecord] = []
+        info = await self._js.stream_info(AUDIT_STREAM, subjects_filter=subject)
+        expected = sum((info.state.subjects or {}).values())
+        if expected == 0:
+            return out
         sub = await self._js.subscribe(subject, ordered_consumer=True, stream=AUDIT_STREAM)
         try:
-            info = await self._js.stream_info(AUDIT_STREAM, subjects_filter=subject)
-            expected = (info.state.subjects or {}).get(subject, 0)
             while len(out) < expected:
                 msg = await sub.next_msg(timeout=timeout_s)
-                out.append(HandoffDecision.model_validate_json(msg.data))
+                out.append(audit_record_adapter.validate_json(msg.data))
         finally:
             await sub.unsubscribe()
         return out

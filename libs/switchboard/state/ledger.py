@@ -6,6 +6,8 @@ the same call gets the recorded output instead of running it again. If the claim
 recording (a crash inside the tool), a later runner takes the claim over after ``takeover_s`` and
 runs the tool again with the same ``idempotency_key``, which the tool passes to whatever it changes
 so that the effect itself cannot double.
+
+Every KV operation rides out JetStream leader elections (see ``retry``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from nats.js.api import KeyValueConfig
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from .retry import StateRetry, cas_write
+
 log = logging.getLogger(__name__)
 
 LEDGER_BUCKET = "switchboard_ledger"
@@ -37,33 +41,37 @@ def idempotency_key(session_id: str, turn_id: str, tool: str, arguments: str) ->
 
 
 class SideEffectLedger:
-    def __init__(self, kv: KeyValue, *, takeover_s: float = 10.0, poll_s: float = 0.1) -> None:
+    def __init__(
+        self, kv: KeyValue, *, takeover_s: float = 10.0, poll_s: float = 0.1, retry: StateRetry | None = None
+    ) -> None:
         self._kv = kv
         self.takeover_s = takeover_s
         self.poll_s = poll_s
+        self.retry = retry or StateRetry()
         self.replayed = 0
 
     @classmethod
     async def open(cls, js: JetStreamContext, *, replicas: int = 1, takeover_s: float = 10.0) -> SideEffectLedger:
-        try:
-            kv = await js.key_value(LEDGER_BUCKET)
-        except BucketNotFoundError:
-            kv = await js.create_key_value(
-                KeyValueConfig(bucket=LEDGER_BUCKET, history=1, replicas=replicas, ttl=24 * 3600)
-            )
-        return cls(kv, takeover_s=takeover_s)
+        async def bucket() -> KeyValue:
+            try:
+                return await js.key_value(LEDGER_BUCKET)
+            except BucketNotFoundError:
+                config = KeyValueConfig(bucket=LEDGER_BUCKET, history=1, replicas=replicas, ttl=24 * 3600)
+                return await js.create_key_value(config)
+
+        return cls(await StateRetry().run("ledger.open", bucket), takeover_s=takeover_s)
 
     async def once(self, key: str, run: Callable[[], Awaitable[str]]) -> str:
         """The recorded output for ``key``, or ``run()``'s output after recording it."""
         claim = json.dumps({"state": "running", "at": time.time()}).encode()
         while True:
             try:
-                revision = await self._kv.create(key, claim)
+                revision = await cas_write(self._kv, key, claim, 0, self.retry, "ledger.claim")
                 break
             except KeyWrongLastSequenceError:
                 pass
             try:
-                entry = await self._kv.get(key)
+                entry = await self.retry.run("ledger.get", lambda: self._kv.get(key))
             except KeyNotFoundError:
                 continue  # deleted between create and get: try to claim again
             record = json.loads(entry.value or b"{}")
@@ -73,7 +81,8 @@ class SideEffectLedger:
                 return str(record["output"])
             if time.time() - float(record.get("at", 0)) >= self.takeover_s:
                 try:  # the claimant is presumed dead: take the claim over
-                    revision = await self._kv.update(key, claim, last=entry.revision)
+                    last = entry.revision or 0
+                    revision = await cas_write(self._kv, key, claim, last, self.retry, "ledger.takeover")
                     log.warning("taking over a stale side-effect claim", extra={"key": key})
                     break
                 except KeyWrongLastSequenceError:
@@ -82,7 +91,9 @@ class SideEffectLedger:
         try:
             output = await run()
         except BaseException:
-            await self._kv.delete(key)  # nothing recorded: a retry may run the call again
+            # nothing recorded: a retry may run the call again
+            await self.retry.run("ledger.release", lambda: self._kv.delete(key))
             raise
-        await self._kv.update(key, json.dumps({"state": "done", "output": output}).encode(), last=revision)
+        done = json.dumps({"state": "done", "output": output}).encode()
+        await cas_write(self._kv, key, done, revision, self.retry, "ledger.record")
         return output

@@ -99,7 +99,9 @@ class StateRetry:
                 async with asyncio.timeout(self.attempt_timeout_s):
                     result = await fn()
                 if attempt.retry_state.attempt_number > 1:
-                    log.info("state operation recovered", extra={"op": op, "attempt": attempt.retry_state.attempt_number})
+                    log.info(
+                        "state operation recovered", extra={"op": op, "attempt": attempt.retry_state.attempt_number}
+                    )
                 return result
         raise AssertionError("unreachable: tenacity re-raises the last error")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from . import names
-from .context import correlation_ids, current_session, session_context
+from .context import correlation_ids, current_session, current_trace_id, session_context
 from .metrics import Metrics, metrics, metrics_app, metrics_route, start_metrics_server, stop_metrics_servers
 from .spans import mark_error, process_span, send_span, set_attributes, set_content, span
 from .tracing import (
@@ -34,6 +34,7 @@ __all__ = [
     "content_enabled",
     "correlation_ids",
     "current_session",
+    "current_trace_id",
     "extract",
     "get_tracer",
     "inject",

@@ -34,3 +34,8 @@ def correlation_ids() -> dict[str, str | None]:
         trace_id = trace.format_trace_id(ctx.trace_id)
         span_id = trace.format_span_id(ctx.span_id)
     return {"trace_id": trace_id, "span_id": span_id, "session_id": current_session.get()}
+
+
+def current_trace_id() -> str | None:
+    """The current trace id (hex), or None when no span is recording."""
+    return correlation_ids()["trace_id"]

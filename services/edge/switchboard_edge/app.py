@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -21,6 +22,7 @@ from switchboard.runtime.gc import freeze_startup_heap
 from switchboard.schemas import SessionState
 from switchboard.settings import Settings
 from switchboard.state import AuditLog, SessionStore
+from switchboard.telemetry import metrics, metrics_route, session_context, setup_tracing, shutdown_tracing
 
 from .protocol import new_id
 from .session import EdgeDeps, EdgeSession
@@ -51,11 +53,12 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        setup_tracing("edge")
         async with Bus(settings.nats_servers, name="edge") as bus:
             client = StreamingClient(bus.nc)
             await client.start()
-            audit = await AuditLog.open(bus.js)
-            store = await SessionStore.open(bus.js)
+            audit = await AuditLog.open(bus.js, replicas=settings.js_replicas)
+            store = await SessionStore.open(bus.js, replicas=settings.js_replicas)
             entry = config.agent(config.entry_agent)
             breakers = Breakers(threshold=settings.breaker_threshold, cooldown_s=settings.breaker_cooldown_s)
             app.state.deps = EdgeDeps(
@@ -75,13 +78,17 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
                 store,
                 entry.instructions if entry else "",
             )
+            app.state.deps.audit = audit
             app.state.bus = bus
             freeze_startup_heap()
             log.info("edge ready", extra={"scenario": config.name})
             yield
+            await app.state.deps.flush_records()
             await client.stop()
+        await asyncio.to_thread(shutdown_tracing)
 
     app = FastAPI(title="Switchboard edge", lifespan=lifespan)
+    app.router.routes.append(metrics_route())
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -154,9 +161,12 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
         session = EdgeSession(ws, deps, state, revision, resumed)
         deps.active_sessions.add(session_id)
         deps.sessions.add(session)
+        metrics().active_sessions.inc()
         try:
-            await session.run()
+            with session_context(session_id):
+                await session.run()
         finally:
+            metrics().active_sessions.dec()
             deps.active_sessions.discard(session_id)
             deps.sessions.discard(session)
 

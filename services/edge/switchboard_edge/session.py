@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from opentelemetry.trace import SpanKind
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from switchboard.orchestration import (
@@ -19,10 +20,12 @@ from switchboard.orchestration import (
     HandoffMade,
     TextDelta,
     TurnFailed,
+    TurnOutcome,
 )
-from switchboard.schemas import MessageItem, SessionState
+from switchboard.schemas import MessageItem, SessionState, TurnRecord
 from switchboard.settings import Settings
-from switchboard.state import SessionConflict, SessionStore
+from switchboard.state import AuditLog, SessionConflict, SessionStore
+from switchboard.telemetry import current_trace_id, mark_error, metrics, names, span
 
 from .protocol import (
     ConversationItemCreate,
@@ -53,6 +56,27 @@ class EdgeDeps:
     """Completed responses of this process (the routing rate's denominator)."""
     sessions: set[EdgeSession] = field(default_factory=set)
     draining: bool = False
+    audit: AuditLog | None = None
+    _records: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def record_turn(self, record: TurnRecord) -> None:
+        """Append a turn record to the audit stream off the response's critical path."""
+        if self.audit is None:
+            return
+        task = asyncio.create_task(self._append(record))
+        self._records.add(task)
+        task.add_done_callback(self._records.discard)
+
+    async def _append(self, record: TurnRecord) -> None:
+        assert self.audit is not None
+        try:
+            await self.audit.append_turn(record)
+        except Exception:
+            log.warning("turn record not stored", extra={"session_id": record.session_id}, exc_info=True)
+
+    async def flush_records(self) -> None:
+        if self._records:
+            await asyncio.wait(set(self._records), timeout=5)
 
     async def drain(self, grace_s: float) -> None:
         """Refuse new connections; let each session finish its response, then ask it to reconnect."""
@@ -195,6 +219,31 @@ class EdgeSession:
             await asyncio.gather(task, return_exceptions=True)
 
     async def _respond(self, response_id: str) -> None:
+        """One response, traced as the root span of the caller turn, then recorded for the audit timeline."""
+        started = time.perf_counter()
+        attrs = {names.SESSION_ID: self.state.session_id, names.RESPONSE_ID: response_id}
+        status, outcome, error = "cancelled", None, None
+        with span(names.SPAN_EDGE_RESPONSE, attrs, kind=SpanKind.SERVER) as sp:
+            trace_id = current_trace_id()
+            try:
+                status, outcome, error = await self._run_response(response_id)
+                if error:
+                    mark_error(sp, "turn_failed")
+            finally:
+                latency = time.perf_counter() - started
+                consult = outcome.consult if outcome else None
+                metrics().record_response(latency, consulted=consult is not None)
+                record = TurnRecord(
+                    session_id=self.state.session_id, response_id=response_id, status=status,
+                    agents=outcome.agents if outcome else [], agent=self.state.active_agent,
+                    latency_ms=latency * 1000, handoffs=len(outcome.decisions) if outcome else 0,
+                    retries=outcome.retries if outcome else 0, consulted=consult is not None,
+                    consult_outcome=consult.detail.split(":", 1)[0] or "answered" if consult else None,
+                    consult_ms=consult.ms if consult else None, error=error, trace_id=trace_id, ts=time.time(),
+                )  # fmt: skip
+                self.deps.record_turn(record)
+
+    async def _run_response(self, response_id: str) -> tuple[str, TurnOutcome | None, str | None]:
         output: list[dict[str, Any]] = []
         open_item: _OpenItem | None = None
         handoffs: list[str] = []
@@ -257,7 +306,7 @@ class EdgeSession:
                 "status": "failed", "output": output, "status_details": {"type": "failed", "reason": "error"},
                 "metadata": {"agent": self.state.active_agent, "session_id": self.state.session_id},
             }))  # fmt: skip
-            return
+            return "failed", None, str(exc)
         except asyncio.CancelledError:
             try:
                 await close_item(False)
@@ -301,3 +350,4 @@ class EdgeSession:
                 "total_tokens": usage.get("input_tokens", 0) + usage.get("output_tokens", 0),
             },
         }))  # fmt: skip
+        return "completed", outcome, None

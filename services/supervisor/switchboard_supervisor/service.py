@@ -15,6 +15,7 @@ from switchboard.schemas import (
     MessageItem,
     TurnRequest,
 )
+from switchboard.telemetry import names
 
 
 class SupervisorService(LoopService[ConsultRequest]):
@@ -25,6 +26,7 @@ class SupervisorService(LoopService[ConsultRequest]):
     """
 
     role = "supervisor"
+    span_name = names.SPAN_SUPERVISOR_ANSWER
 
     def subject(self) -> str:
         return subjects.supervisor_consult(self.agent.name)
