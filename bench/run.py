@@ -587,9 +587,13 @@ def stats_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]
     return {k: after[k] - before[k] for k in keys} | {"consult_outcomes": outcomes}
 
 
-def busy_log_lines(stack: Stack, edge: EdgeRef) -> int:
-    """Lines of the edge's log that report a supervisor's ``busy`` refusal (consult retries and failures)."""
-    return sum("concurrency limit" in ln for ln in stack.proc(edge.name).lines)
+def busy_refusals(stack: Stack, edge: EdgeRef) -> int:
+    """Consult attempts a supervisor refused as ``busy``, from the edge's log (``consult retry`` and ``consult
+    failed`` lines with the refusal's message)."""
+    return sum(
+        "concurrency limit" in ln and ('"msg": "consult retry"' in ln or '"msg": "consult failed"' in ln)
+        for ln in stack.proc(edge.name).lines
+    )
 
 
 async def consult_load(
@@ -625,7 +629,7 @@ async def consult_load(
                 if loop.time() >= end or not await consult_turn(s, cr):
                     break
 
-    before, busy_before = await asyncio.to_thread(edge.stats), busy_log_lines(stack, edge)
+    before, busy_before = await asyncio.to_thread(edge.stats), busy_refusals(stack, edge)
     with client_gc_paused():
         cpu = CpuMeter(stack, extra={"scripted-model": model_pid})
         t0 = time.perf_counter()
@@ -633,7 +637,7 @@ async def consult_load(
         await bounded((lambda: caller(end) for _ in range(c)), c)
         wall = time.perf_counter() - t0
     counted = stats_delta(before, await asyncio.to_thread(edge.stats))
-    counted["busy_log_lines"] = busy_log_lines(stack, edge) - busy_before
+    counted["busy_refusals"] = busy_refusals(stack, edge) - busy_before
     ok = [ms for s in used for ms in s.latencies_ms]
     failed = [ms for s in used for ms in s.failed_ms]
     cpu_used = cpu.per_turn_ms(max(len(ok) + len(failed), 1), wall)
@@ -651,7 +655,7 @@ async def consult_load(
     progress(
         f"{label}: {len(ok)} consults in {wall:.2f}s -> {out['consults_per_s']:.0f}/s (bound {bound:.0f}/s, "
         f"{out['of_bound']:.0%}), p50 {lat['p50_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms; {len(failed)} failed "
-        f"({out['failed_share']:.1%}); edge: {counted['consult_retries']} retries, {counted['busy_log_lines']} busy, "
+        f"({out['failed_share']:.1%}); edge: {counted['consult_retries']} retries, {counted['busy_refusals']} busy refusals, "
         f"outcomes {counted['consult_outcomes']}; CPU {cpu_used['cores_busy']:.2f} cores busy"
     )
     return out
@@ -733,7 +737,9 @@ def consult_stacks(runner: asyncio.Runner, p: Params, var_dir: Path) -> dict[str
     env = {"SWITCHBOARD_SCENARIOS_DIR": str(SCENARIOS), "OPENAI_API_KEY": ""}
     key = f"bench-{secrets.token_hex(8)}"
     latency_stack = Stack(var_dir / "supervisor", scenario=SUPERVISOR_SCENARIO, api_key=key, env=env)
-    latency = on_stack(runner, latency_stack, "bench_supervisor, zero latency", lambda st: consult_latency_phases(st, p))
+    latency = on_stack(
+        runner, latency_stack, "bench_supervisor, zero latency", lambda st: consult_latency_phases(st, p)
+    )
     with scripted_model_server(p.model_delay_ms) as (url, pid):
         model_env = env | {"OPENAI_API_KEY": "sk-bench", "OPENAI_BASE_URL": url}
         stack = Stack(

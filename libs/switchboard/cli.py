@@ -142,6 +142,15 @@ def _chat(args: argparse.Namespace) -> None:
     asyncio.run(chat(args.url, args.key, args.session, args.say))
 
 
+def _trace(args: argparse.Namespace) -> None:
+    from . import timeline
+    from .settings import Settings
+
+    servers = (args.nats_url or Settings().nats_url).split(",")
+    records = asyncio.run(timeline.read(servers, args.session))
+    print(timeline.as_json(records) if args.json else timeline.render(args.session, records))
+
+
 def _schemas(args: argparse.Namespace) -> None:
     from .schemas.export import export_command
 
@@ -169,6 +178,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--session", default=None, help="session id to resume")
     p.add_argument("--say", action="append", help="send these lines instead of reading stdin")
     p.set_defaults(fn=_chat)
+    p = sub.add_parser("trace", help="print a session's timeline (turns, handoffs, consults, errors, trace ids)")
+    p.add_argument("session", help="session id")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--nats-url", default=None, help="NATS URL(s); default SWITCHBOARD_NATS_URL")
+    p.set_defaults(fn=_trace)
     p = sub.add_parser("schemas", help="export the v1 wire JSON Schemas (refuses breaking changes)")
     p.add_argument("--dir", default="schemas/v1")
     p.add_argument("--check", action="store_true", help="fail if the files are not up to date")

@@ -1,0 +1,64 @@
+"""``switchboard trace SESSION``: what happened in one session, from the durable audit stream."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+
+from .bus import Bus
+from .schemas import HandoffDecision, TurnRecord
+from .state.audit import AuditLog, AuditRecord
+
+
+async def read(servers: list[str], session_id: str) -> list[AuditRecord]:
+    async with Bus(servers, name="switchboard-trace") as bus:
+        return await AuditLog(bus.js).read_timeline(session_id)
+
+
+def _clock(ts: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(ts)) + f".{int(ts * 1000) % 1000:03d}"
+
+
+def rows(records: Sequence[AuditRecord]) -> list[list[str]]:
+    out = []
+    for r in records:
+        if isinstance(r, TurnRecord):
+            extra = []
+            if r.consulted:
+                extra.append(f"consult {r.consult_outcome} {r.consult_ms or 0:.0f}ms")
+            if r.retries:
+                extra.append(f"{r.retries} retries")
+            if r.error:
+                extra.append(f"error: {r.error}")
+            out.append([
+                _clock(r.ts), "turn", " > ".join(r.agents) or r.agent, r.status, f"{r.latency_ms:.1f}ms",
+                "; ".join(extra), r.trace_id or "",
+            ])  # fmt: skip
+        elif isinstance(r, HandoffDecision):
+            latency = f"{r.latency_ms:.1f}ms" if r.latency_ms is not None else ""
+            requested = "" if r.requested_target == r.final_target else f" (asked {r.requested_target})"
+            detail = "; ".join(x for x in (r.reason, r.detail) if x)
+            out.append([
+                _clock(r.ts), f"handoff #{r.depth}", f"{r.source} -> {r.final_target}{requested}", r.outcome.value,
+                latency, detail, r.trace_id or "",
+            ])  # fmt: skip
+    return out
+
+
+def render(session_id: str, records: Sequence[AuditRecord]) -> str:
+    if not records:
+        return f"no audit records for session {session_id}"
+    header = ["time", "what", "agents", "outcome", "latency", "detail", "trace id"]
+    table = [header, *rows(records)]
+    widths = [min(max(len(row[i]) for row in table), 60) for i in range(len(header))]
+    lines = [f"session {session_id}: {len(records)} records"]
+    for n, row in enumerate(table):
+        lines.append("  ".join(cell[:60].ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def as_json(records: Sequence[AuditRecord]) -> str:
+    return json.dumps([r.model_dump(mode="json") for r in records], indent=2)
