@@ -11,6 +11,7 @@ through the same interface as a real provider, so the agent loop runs the same c
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import string
@@ -127,11 +128,15 @@ def _matches(rule: OfflineRule, view: _View) -> bool:
 class OfflineProvider:
     """Deterministic rule-following model for one agent."""
 
-    def __init__(self, script: OfflineScript, slot_patterns: Mapping[str, str]) -> None:
+    def __init__(self, script: OfflineScript, slot_patterns: Mapping[str, str], *, delay_s: float = 0.0) -> None:
         self._script = script
+        self.delay_s = delay_s
+        """Simulated model latency per call (``model.settings.delay_s``), for chaos tests and benchmarks."""
         self._patterns = {k: re.compile(v) for k, v in slot_patterns.items()}  # (?i) in a pattern if wanted
 
     async def complete(self, request: ModelRequest, on_text: TextSink) -> ModelResponse:
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
         view = _View(request, self._patterns)
         ns = view.namespaces()
         for rule in self._script.rules:
