@@ -597,7 +597,7 @@ def busy_refusals(stack: Stack, edge: EdgeRef) -> int:
 
 
 async def consult_load(
-    stack: Stack, edge: EdgeRef, p: Params, replicas: int, model_pid: int, *, breaker: str
+    stack: Stack, edge: EdgeRef, p: Params, replicas: int, model_pid: int, *, breaker: str, callers: int | None = None
 ) -> dict[str, Any]:
     """``consult_sessions`` callers doing consult turns back to back for ``consult_duration_s`` (closed loop).
 
@@ -605,15 +605,15 @@ async def consult_load(
     history a consult carries stays short. A failed consult is counted, not fatal; the session is then with
     the fallback agent, so the caller hangs up and comes back on a fresh session."""
     cr = ConsultReplies.from_scenario()
-    c, duration = p.consult_sessions, p.consult_duration_s
+    c, duration = callers or p.consult_sessions, p.consult_duration_s
     bound = replicas * p.supervisor_max_inflight / (p.model_delay_ms / 1000)
-    label = f"replicas={replicas}, breaker {breaker}"
+    label = f"replicas={replicas}, {c} callers, breaker {breaker}"
 
     async def sessions(n: int) -> list[Session]:
         return await bounded((lambda: Session.open(edge.ws_base, stack.api_key) for _ in range(n)), OPEN_PARALLEL)
 
     pool = await sessions(c + math.ceil(bound * duration * 1.2 / CONSULT_TURNS_PER_SESSION))
-    progress(f"{label}: {c} callers doing consult turns for {duration:.0f}s via {edge.name} ({len(pool)} sessions)")
+    progress(f"{label}: consult turns back to back for {duration:.0f}s via {edge.name} ({len(pool)} sessions ready)")
     used: list[Session] = []
     opened_inline = 0
     loop = asyncio.get_running_loop()
@@ -655,8 +655,8 @@ async def consult_load(
     progress(
         f"{label}: {len(ok)} consults in {wall:.2f}s -> {out['consults_per_s']:.0f}/s (bound {bound:.0f}/s, "
         f"{out['of_bound']:.0%}), p50 {lat['p50_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms; {len(failed)} failed "
-        f"({out['failed_share']:.1%}); edge: {counted['consult_retries']} retries, {counted['busy_refusals']} busy refusals, "
-        f"outcomes {counted['consult_outcomes']}; CPU {cpu_used['cores_busy']:.2f} cores busy"
+        f"({out['failed_share']:.1%}); edge: {counted['consult_retries']} retries, {counted['busy_refusals']} busy "
+        f"refusals, outcomes {counted['consult_outcomes']}; CPU {cpu_used['cores_busy']:.2f} cores busy"
     )
     return out
 
@@ -683,7 +683,8 @@ async def replicas_phases(stack: Stack, p: Params, model_pid: int) -> dict[str, 
     # Only the supervisor replicas get the small concurrency cap (started after the others).
     stack.extra_env["SWITCHBOARD_AGENT_MAX_INFLIGHT"] = str(p.supervisor_max_inflight)
     cr = ConsultReplies.from_scenario()
-    runs = []
+    runs: list[dict[str, Any]] = []
+    calibration: dict[str, Any] | None = None
     running = 0
     for n in sorted(set(p.consult_replicas)):
         while running < n:
@@ -697,12 +698,20 @@ async def replicas_phases(stack: Stack, p: Params, model_pid: int) -> dict[str, 
             )  # fmt: skip
             await bounded((lambda s=s: consult_turn(s, cr) for s in warm), len(warm))
             await close_sessions(warm)
+        if n == 1:  # no more callers than one replica's slots: no busy, the time one consult holds a slot
+            calibration = await consult_load(
+                stack, edge_open, p, n, model_pid, breaker="off", callers=p.supervisor_max_inflight
+            )
         runs.append(await consult_load(stack, edge_open, p, n, model_pid, breaker="off"))
     defaults = await consult_load(stack, edge_default, p, running, model_pid, breaker="default")
+    cycle_ms = calibration["latency"]["mean_ms"] if calibration and calibration["latency"] else None
     return {
         "model_delay_ms": p.model_delay_ms, "supervisor_max_inflight": p.supervisor_max_inflight,
         "callers": p.consult_sessions, "duration_s": p.consult_duration_s, "consult_attempts": consult_attempts(),
-        "no_breaker_threshold": NO_BREAKER, "runs": runs, "default_breaker_run": defaults,
+        "no_breaker_threshold": NO_BREAKER, "unqueued": calibration, "unqueued_cycle_ms": cycle_ms,
+        "runs": [r | {"cycle_bound_consults_per_s": r["replicas"] * p.supervisor_max_inflight / (cycle_ms / 1000)
+                      if cycle_ms else None} for r in runs],
+        "default_breaker_run": defaults,
     }  # fmt: skip
 
 

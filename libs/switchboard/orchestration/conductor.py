@@ -316,7 +316,7 @@ class Conductor:
             "handoff",
             extra={
                 "session_id": decision.session_id, "from": decision.source, "to": decision.final_target,
-                "outcome": decision.outcome.value, "reason": decision.reason, "detail": decision.detail,
+                "outcome": decision.outcome.value, "detail": decision.detail,
             },
         )  # fmt: skip
         turn.audits.append(asyncio.create_task(self._append(decision)))
