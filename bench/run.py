@@ -145,6 +145,9 @@ class Session:
     filler) and to the second (the first token of the supervisor's answer)."""
     failed_ms: list[float] = field(default_factory=list)
     """Turns that ended in the ``fallback`` expectation (a failed consult), kept apart from ``latencies_ms``."""
+    consult_ms: list[float] = field(default_factory=list)
+    """``response.metadata.consult_ms`` of answered consults: the edge's time from the filler to the
+    supervisor's result, retries included."""
 
     @classmethod
     async def open(cls, ws_base: str, api_key: str) -> Session:
@@ -183,6 +186,8 @@ class Session:
         self._verify(done, seen, expect)
         self.turns += 1
         self.latencies_ms.append(ms)
+        if expect.supervisor == "consulted":
+            self.consult_ms.append(float(done["response"]["metadata"]["consult_ms"]))
         if marks is not None:
             if len(marks) < 2:
                 raise BenchError(f"{self.session_id} turn {self.turns}: {len(marks)} text deltas, expected 2 or more")
@@ -825,11 +830,15 @@ def assemble(p: Params, sw: dict[str, Any], sdk_res: dict[str, Any], wall_s: flo
     def target(limit: float, value: float, higher_is_better: bool = False) -> dict[str, Any]:
         return {"target": limit, "value": value, "ok": value >= limit if higher_is_better else value <= limit}
 
+    consult_scenario = "bench_supervisor" if p.consult else None
+    run_info = {"scenario": "bench", "consult_scenario": consult_scenario, "ws_compression": None}
+    run_info["client_loop"] = loop_name()
+
     return {
         "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "duration_s": wall_s,
         "machine": machine_info(),
-        "params": vars(p) | {"scenario": "bench", "ws_compression": None, "client_loop": loop_name()},
+        "params": vars(p) | run_info,
         "switchboard": {
             "plain": sw["plain"],
             "handoff": sw["handoff"],
@@ -841,6 +850,7 @@ def assemble(p: Params, sw: dict[str, Any], sdk_res: dict[str, Any], wall_s: flo
             "handoff_added_p50_ms_unloaded": added_1,
             "edge_idle": idle,
             "log_problems": sw["log_problems"],
+            "consult": sw.get("consult"),
         },
         "baselines": {"nats_request_reply": sw["nats"], "agents_sdk": sdk_res},
         "ratios": {
@@ -937,7 +947,77 @@ def markdown(r: dict[str, Any]) -> str:
         f"{sdk_res['concurrent']['concurrency']}). Raw NATS: one-at-a-time request/reply between two processes. "
         f"Everything, load generator included, shares the same {m['nproc']} CPUs.",
     ]
+    if sw.get("consult"):
+        lines += ["", *consult_markdown(sw["consult"], p)]
     return "\n".join(lines) + "\n"
+
+
+def p50_p99(stats: dict[str, Any] | None) -> str:
+    if not stats:
+        return "n/a"
+    return f"{stats['p50_ms']:.2f} / {stats['p99_ms']:.2f} ms" if stats["p99_ms"] < 100 else (
+        f"{stats['p50_ms']:.0f} / {stats['p99_ms']:.0f} ms"
+    )  # fmt: skip
+
+
+def consult_markdown(c: dict[str, Any], p: dict[str, Any]) -> list[str]:
+    """The "Chat-supervisor" section: what a consult costs, and supervisor throughput per replica count."""
+    lat, rep = c["latency"], c["replicas"]
+    one, paced = (lat["direct_unloaded"], lat["consult_unloaded"]), (lat["direct_paced"], lat["consult_paced"])
+    rows = [
+        ("Direct turn (front answers) p50 / p99", p50_p99(one[0]["latency"]), p50_p99(paced[0]["latency"])),
+        ("Consult turn p50 / p99", p50_p99(one[1]["latency"]), p50_p99(paced[1]["latency"])),
+        ("Consult adds (p50)", fmt_ms(lat["consult_added_p50_ms_unloaded"]), fmt_ms(lat["consult_added_p50_ms_paced"])),
+        ("Time to filler p50 / p99", p50_p99(one[1]["time_to_filler"]), p50_p99(paced[1]["time_to_filler"])),
+        ("Time to first answer token p50 / p99", p50_p99(one[1]["time_to_first_answer_token"]),
+         p50_p99(paced[1]["time_to_first_answer_token"])),
+    ]  # fmt: skip
+    inflight, delay, cycle = rep["supervisor_max_inflight"], rep["model_delay_ms"], rep["unqueued_cycle_ms"]
+
+    def tput_row(r: dict[str, Any], name: str) -> str:
+        cycle_bound = r["replicas"] * inflight / (cycle / 1000) if cycle else None
+        failed = r["consults_failed"]
+        tried = failed + r["consults_ok"]
+        return " | ".join([
+            name, f"{r['consults_per_s']:.0f}/s", f"{r['bound_consults_per_s']:.0f}/s",
+            f"{cycle_bound:.0f}/s" if cycle_bound else "n/a", p50_p99(r["latency"]),
+            f"{failed} of {tried} ({r['failed_share']:.0%})", str(r["edge"]["busy_refusals"]),
+        ])  # fmt: skip
+
+    d = rep["default_breaker_run"]
+    tput = [tput_row(r, str(r["replicas"])) for r in rep["runs"]]
+    tput.append(tput_row(d, f"{d['replicas']}, default breaker"))
+    callers, attempts = rep["callers"], rep["consult_attempts"]
+    return [
+        "### Chat-supervisor",
+        "",
+        f"| Chat-supervisor (zero-latency models) | One at a time | {p['sessions']} sessions at {p['rate']:.0f} "
+        "turns/s |",
+        "|---|---|---|",
+        *("| " + " | ".join(row) + " |" for row in rows),
+        "",
+        f"| Supervisor replicas ({inflight} consults each, {delay:.0f} ms model) | Consults/s answered | "
+        f"Bound N x {inflight} / {delay:.0f} ms | Bound N x {inflight} / {cycle or 0:.0f} ms measured cycle | "
+        "Answered consult turn p50 / p99 | Failed consults | Busy refusals |",
+        "|---|---|---|---|---|---|---|",
+        *(f"| {row} |" for row in tput),
+        "",
+        "Scenario `bench/scenarios/bench_supervisor`: `front` answers `hello` itself (*direct*) and consults `expert` "
+        "(`role: supervisor`) on `my account please` (`must_consult`, so no front-model call): filler first, then "
+        "the expert's 20-word answer, streamed. Every reply is checked (text, `agent` = `front`, `metadata.supervisor`)"
+        ". *Time to filler*: `response.create` -> first `response.output_text.delta`; *first answer token*: -> the "
+        f"first delta after the filler. Throughput: {callers} callers doing consult turns back to back for "
+        f"{rep['duration_s']:.0f} s per row, the expert on a scripted OpenAI-compatible model (own process) that "
+        f"answers after {delay:.0f} ms, `SWITCHBOARD_AGENT_MAX_INFLIGHT={inflight}` on each supervisor replica, "
+        f"consult `attempts: {attempts}`. A replica holds at most {inflight} consults, each for at least the model's "
+        f"{delay:.0f} ms, so N replicas answer at most N x {inflight} / {delay:.0f} ms; measured with "
+        f"{inflight} callers on one replica (no queueing), a consult turn takes {cycle or 0:.0f} ms, which bounds "
+        "the next column. Beyond the slots, a replica answers `busy`; the edge retries with jitter, and a consult "
+        "whose attempts are all refused fails: the caller hears the fallback line and goes to `generalist` "
+        "(counted as failed, never hidden). The scaling rows go through an edge whose breaker cannot open "
+        f"(`SWITCHBOARD_BREAKER_THRESHOLD={rep['no_breaker_threshold']}`); the *default breaker* row goes through "
+        "an edge with the default settings, where `busy` refusals count as breaker failures.",
+    ]
 
 
 def summary_table(r: dict[str, Any]) -> str:
@@ -952,6 +1032,16 @@ def summary_table(r: dict[str, Any]) -> str:
         ("agents-sdk handoff run", sdk_res["handoff"]),
         ("raw NATS request/reply", r["baselines"]["nats_request_reply"]["latency"]),
     ]
+    consult = sw.get("consult")
+    if consult:
+        lat = consult["latency"]
+        for key, when in (("unloaded", "one at a time"), ("paced", f"{p['sessions']} at {p['rate']:.0f}/s")):
+            named += [
+                (f"supervisor direct turn, {when}", lat[f"direct_{key}"]["latency"]),
+                (f"supervisor consult turn, {when}", lat[f"consult_{key}"]["latency"]),
+                (f"  time to filler, {when}", lat[f"consult_{key}"]["time_to_filler"]),
+                (f"  to first answer token, {when}", lat[f"consult_{key}"]["time_to_first_answer_token"]),
+            ]
     rows = [("", "p50", "p99", "mean", "max", "n")] + [
         (
             name,
@@ -986,8 +1076,30 @@ def summary_table(r: dict[str, Any]) -> str:
         f"targets              plain p50 <= 3 ms: {ok['plain_p50_ms']}; plain p99 <= 15 ms: {ok['plain_p99_ms']}; "
         f"handoff adds <= 2 ms: {ok['handoff_added_p50_ms']}; >= 1000 sessions: {ok['sessions_per_edge']}; "
         f">= 500 turns/s: {ok['turns_per_s']}",
-        f"total run time       {r['duration_s']:.0f} s",
     ]
+    if consult:
+        lat, rep = consult["latency"], consult["replicas"]
+        out.append(
+            f"consult adds (p50)   {fmt_ms(lat['consult_added_p50_ms_unloaded'])} one at a time, "
+            f"{fmt_ms(lat['consult_added_p50_ms_paced'])} at {p['rate']:.0f}/s"
+        )
+        cycle = rep["unqueued_cycle_ms"]
+        out.append(
+            f"supervisor replicas  {rep['callers']} callers, {rep['supervisor_max_inflight']} consults/replica, "
+            f"{rep['model_delay_ms']:.0f} ms model; bound N x {rep['supervisor_max_inflight']}/"
+            f"{rep['model_delay_ms']:.0f} ms, or N x {rep['supervisor_max_inflight']}/{cycle or 0:.0f} ms cycle"
+        )
+        for run in [*rep["runs"], rep["default_breaker_run"]]:
+            name = f"N={run['replicas']}" + (", default breaker" if run["breaker"] == "default" else "")
+            lat_ok = run["latency"] or {"p50_ms": math.nan, "p99_ms": math.nan}
+            out.append(
+                f"  {name:<22} {run['consults_per_s']:.0f} consults/s (bound {run['bound_consults_per_s']:.0f}, "
+                f"cycle bound {run['replicas'] * rep['supervisor_max_inflight'] / (cycle / 1000) if cycle else 0:.0f})"
+                f", p50 {lat_ok['p50_ms']:.0f} ms, p99 {lat_ok['p99_ms']:.0f} ms; failed {run['consults_failed']} of "
+                f"{run['consults_failed'] + run['consults_ok']} ({run['failed_share']:.0%}), "
+                f"{run['edge']['busy_refusals']} busy refusals, outcomes {run['edge']['consult_outcomes']}"
+            )
+    out.append(f"total run time       {r['duration_s']:.0f} s")
     return "\n".join(out)
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .local.trace_viewer import PhoenixViewer
     from .runtime.service import LoopService
 
 
@@ -91,10 +92,11 @@ def _run(args: argparse.Namespace) -> None:
     settings = Settings()
     key = settings.api_keys.split(",")[0].strip() if settings.api_keys else f"sb-dev-{secrets.token_hex(12)}"
     var = Path(args.var_dir)
+    viewer_env, viewer = _trace_viewer(var)
     stack = Stack(
         var, scenario=settings.scenario, api_key=settings.api_keys or key, edge_port=settings.edge_port,
         nats_port=args.nats_port, nats_cluster=settings.nats_cluster, echo=sys.stdout if not args.quiet else None,
-        env={"SWITCHBOARD_SCENARIOS_DIR": str(settings.scenarios_dir.resolve())},
+        env={"SWITCHBOARD_SCENARIOS_DIR": str(settings.scenarios_dir.resolve())} | viewer_env,
     )  # fmt: skip
     servers = f"a {settings.nats_cluster}-node nats cluster" if settings.nats_cluster > 1 else "nats-server"
     print(f"starting {servers}, agents of scenario '{settings.scenario}' and the edge ...", flush=True)
@@ -109,6 +111,8 @@ def _run(args: argparse.Namespace) -> None:
         stack.start()
     except BaseException:
         stack.stop()
+        if viewer:
+            viewer.stop()
         raise
     replicas = f"; JetStream replicas: {stack.js_replicas}" if stack.js_replicas > 1 else ""
     banner = f"""
@@ -133,7 +137,24 @@ def _run(args: argparse.Namespace) -> None:
     finally:
         print("stopping ...", flush=True)
         stack.stop()
+        if viewer:
+            viewer.stop()
         print("stopped.", flush=True)
+
+
+def _trace_viewer(var: Path) -> tuple[dict[str, str], PhoenixViewer | None]:
+    """With ``SWITCHBOARD_TRACE_VIEWER=phoenix``, start Phoenix and send every process's traces to it."""
+    choice = os.environ.get("SWITCHBOARD_TRACE_VIEWER", "").strip().lower()
+    if not choice:
+        return {}, None
+    if choice != "phoenix":
+        raise SystemExit(f"SWITCHBOARD_TRACE_VIEWER={choice!r}: the only local viewer is 'phoenix'")
+    from .local.trace_viewer import PhoenixViewer
+
+    viewer = PhoenixViewer(var / "phoenix")
+    viewer.start()
+    print(f"  trace viewer  : {viewer.ui_url}   (Arize Phoenix)", flush=True)
+    return {"OTEL_EXPORTER_OTLP_ENDPOINT": viewer.otlp_endpoint}, viewer
 
 
 def _chat(args: argparse.Namespace) -> None:

@@ -17,4 +17,6 @@ def test_compose_runs_one_service_per_retail_agent() -> None:
     for name in agents:
         assert compose["services"][name]["command"] == ["agent", "--name", name]
     assert compose["services"]["edge"]["command"] == ["edge"]
-    assert set(compose["services"]) == {"nats", "edge", *agents}
+    assert set(compose["services"]) == {"nats", "jaeger", "edge", *agents}
+    for name in ("edge", *agents):  # every service sends its traces to Jaeger
+        assert compose["services"][name]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4318"
