@@ -15,18 +15,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import gzip
 import json
 import signal
-import socket
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-import uvicorn
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -38,6 +35,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
+from ..local.asgi_server import InProcessServer
 
 _PROTOBUF = "application/x-protobuf"
 _KINDS = {0: "unspecified", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
@@ -125,22 +124,6 @@ def decode(body: bytes) -> list[ReceivedSpan]:
     return out
 
 
-class _UvicornServer(uvicorn.Server):
-    """A uvicorn server that leaves signal handlers alone and reports when it is ready."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.ready = asyncio.Event()
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        self.ready.set()
-
-
 class OTLPReceiver:
     """Collects spans exported over OTLP/HTTP; ``endpoint`` goes into ``OTEL_EXPORTER_OTLP_ENDPOINT``."""
 
@@ -151,16 +134,14 @@ class OTLPReceiver:
         self.requests = 0
         """Export requests received (rejected ones included)."""
         self._on_span = on_span
-        self._host, self._port = host, port
         self._changed = asyncio.Condition()
-        self._server: _UvicornServer | None = None
-        self._task: asyncio.Task[None] | None = None
         self.app = Starlette(routes=[Route("/v1/traces", self._traces, methods=["POST"])])
+        self._http = InProcessServer(self.app, host=host, port=port)
 
     @property
     def endpoint(self) -> str:
         """Base URL, for ``OTEL_EXPORTER_OTLP_ENDPOINT``."""
-        return f"http://{self._host}:{self._port}"
+        return f"http://{self._http.host}:{self._http.port}"
 
     @property
     def traces_endpoint(self) -> str:
@@ -216,34 +197,11 @@ class OTLPReceiver:
         return Response(ExportTraceServiceResponse().SerializeToString(), media_type=_PROTOBUF)
 
     async def start(self) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self._host, self._port))
-        except OSError:
-            sock.close()
-            raise
-        self._port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.app, lifespan="off", log_config=None, log_level="warning", access_log=False,
-            timeout_graceful_shutdown=1,
-        )  # fmt: skip
-        self._server = server = _UvicornServer(config)
-        self._task = asyncio.create_task(server.serve(sockets=[sock]))
-        ready = asyncio.create_task(server.ready.wait())
-        await asyncio.wait([ready, self._task], return_when=asyncio.FIRST_COMPLETED)
-        if not server.ready.is_set():
-            ready.cancel()
-            await self._task  # re-raises the startup failure
-            raise RuntimeError("OTLP receiver stopped during startup")
+        await self._http.start()
 
     async def stop(self) -> None:
         """Stop serving and wait for the server to finish; safe to call twice."""
-        if self._server is None or self._task is None:
-            return
-        self._server.should_exit = True
-        task, self._task = self._task, None
-        await task
+        await self._http.stop()
 
     async def __aenter__(self) -> OTLPReceiver:
         await self.start()

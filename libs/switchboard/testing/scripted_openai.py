@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import itertools
 import json
 import signal
-import socket
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -24,9 +22,10 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from ..local.asgi_server import InProcessServer
 
 _ERROR_TYPES = {
     400: "invalid_request_error",
@@ -80,22 +79,6 @@ def _chunks(text: str, size: int) -> Iterator[str]:
     return (text[i : i + size] for i in range(0, len(text), size))
 
 
-class _UvicornServer(uvicorn.Server):
-    """A uvicorn server that leaves signal handlers alone and reports when it is ready."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.ready = asyncio.Event()
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        self.ready.set()
-
-
 class ScriptedOpenAIServer:
     """Serves ``POST /v1/chat/completions`` (streaming or not) and ``GET /v1/models`` on 127.0.0.1."""
 
@@ -110,56 +93,27 @@ class ScriptedOpenAIServer:
         self.responder = responder
         self.model = model
         self.requests: list[dict[str, Any]] = []
-        self._host, self._port = host, port
         self._queue: deque[ScriptedReply] = deque()
         self._ids = itertools.count(1)
-        self._server: _UvicornServer | None = None
-        self._task: asyncio.Task[None] | None = None
         self.app = FastAPI()
         self.app.add_api_route("/v1/chat/completions", self._chat, methods=["POST"])
         self.app.add_api_route("/v1/models", self._models, methods=["GET"])
+        self._http = InProcessServer(self.app, host=host, port=port)
 
     @property
     def base_url(self) -> str:
-        return f"http://{self._host}:{self._port}/v1"
+        return f"http://{self._http.host}:{self._http.port}/v1"
 
     def script(self, *replies: ScriptedReply) -> None:
         """Queue replies, answered in order."""
         self._queue.extend(replies)
 
     async def start(self) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self._host, self._port))
-        except OSError:
-            sock.close()
-            raise
-        self._port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.app,
-            lifespan="off",
-            log_config=None,
-            log_level="warning",
-            access_log=False,
-            timeout_graceful_shutdown=1,
-        )
-        self._server = server = _UvicornServer(config)
-        self._task = asyncio.create_task(server.serve(sockets=[sock]))
-        ready = asyncio.create_task(server.ready.wait())
-        await asyncio.wait([ready, self._task], return_when=asyncio.FIRST_COMPLETED)
-        if not server.ready.is_set():
-            ready.cancel()
-            await self._task  # re-raises the startup failure
-            raise RuntimeError("scripted server stopped during startup")
+        await self._http.start()
 
     async def stop(self) -> None:
         """Stop serving and wait for the server to finish; safe to call twice."""
-        if self._server is None or self._task is None:
-            return
-        self._server.should_exit = True
-        task, self._task = self._task, None
-        await task
+        await self._http.stop()
 
     async def __aenter__(self) -> ScriptedOpenAIServer:
         await self.start()
