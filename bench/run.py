@@ -11,8 +11,19 @@ sample of them); N sessions x K back-to-back plain turns (latency and throughput
 on fresh sessions, N at a time; the same N sessions paced to --rate turns/s; plain and handoff
 turns one at a time; raw NATS request/reply.
 
+Consult phases (chat-supervisor, ``--no-consult`` skips them), each on a stack of its own with the
+``bench_supervisor`` scenario: direct turns (the front agent answers) and consult turns (filler, then
+the supervisor's streamed answer) one at a time and paced to --consult-rate, with the time to the
+filler and to the first answer token; then supervisor throughput: a scripted model in its own process
+answers the supervisor after --model-delay-ms, each replica takes --supervisor-max-inflight consults at
+once, and --consult-sessions callers do consult turns for --consult-duration seconds with 1, 2, 3...
+supervisor replicas, failed consults counted.
+
 .venv/bin/python bench/run.py [--quick] [--sessions N] [--turns K] [--handoffs M] [--idle-sessions S]
                               [--rate R] [--sdk-runs X] [--out-dir DIR] [--var-dir DIR]
+                              [--no-consult] [--consult-rate R] [--consult-replicas 1,2,3]
+                              [--consult-sessions C] [--consult-duration S] [--model-delay-ms D]
+                              [--supervisor-max-inflight M]
 
 Results: bench/results/latest.json, bench/results/<UTC timestamp>.json, bench/results/latest.md
 and the README table between ``<!-- bench:start -->`` and ``<!-- bench:end -->``.
@@ -370,18 +381,21 @@ async def paced_phase(
             await s.turn(text, expect)
 
     with client_gc_paused():
+        cpu = CpuMeter(stack)
         t0 = time.perf_counter()
         begin = loop.time()
         await bounded((lambda s=s: paced(s, begin + random.uniform(0, interval)) for s in sessions), n)
         wall = time.perf_counter() - t0
     await close_sessions(sessions)
     samples = [ms for s in sessions for ms in s.latencies_ms]
+    used = cpu.per_turn_ms(len(samples), wall)
     stats = summarize(samples)
     progress(
         f"{label}: {len(samples)} turns in {wall:.2f}s ({len(samples) / wall:.0f}/s achieved), "
-        f"p50 {stats['p50_ms']:.2f} ms, p99 {stats['p99_ms']:.2f} ms"
+        f"p50 {stats['p50_ms']:.2f} ms, p99 {stats['p99_ms']:.2f} ms, "
+        f"CPU {used['total_per_turn_ms']:.2f} ms/turn ({used['cores_busy']:.2f} cores busy)"
     )
-    out = {"latency": stats, "offered_turns_per_s": rate, "achieved_turns_per_s": len(samples) / wall}
+    out = {"latency": stats, "offered_turns_per_s": rate, "achieved_turns_per_s": len(samples) / wall, "cpu": used}
     return out | filler_stats(label, sessions)
 
 
@@ -552,11 +566,11 @@ async def consult_latency_phases(stack: Stack, p: Params) -> dict[str, Any]:
     consult_kw: dict[str, Any] = {"kind": "consult", "text": CONSULT_TEXT, "expect": cr.consult}
     direct_1 = await plain_phase(stack, None, p.unloaded_sessions, p.turns, parallel=1, **direct_kw)
     consult_1 = await plain_phase(stack, None, p.unloaded_sessions, p.turns, parallel=1, **consult_kw)
-    direct_paced = await paced_phase(stack, None, p.sessions, p.turns, p.rate, **direct_kw)
-    consult_paced = await paced_phase(stack, None, p.sessions, p.turns, p.rate, **consult_kw)
+    direct_paced = await paced_phase(stack, None, p.sessions, p.turns, p.consult_rate, **direct_kw)
+    consult_paced = await paced_phase(stack, None, p.sessions, p.turns, p.consult_rate, **consult_kw)
     added_1 = consult_1["latency"]["p50_ms"] - direct_1["latency"]["p50_ms"]
     added_paced = consult_paced["latency"]["p50_ms"] - direct_paced["latency"]["p50_ms"]
-    progress(f"consult adds (p50): {added_1:.2f} ms one at a time, {added_paced:.2f} ms at {p.rate:.0f}/s")
+    progress(f"consult adds (p50): {added_1:.2f} ms one at a time, {added_paced:.2f} ms at {p.consult_rate:.0f}/s")
     return {
         "direct_unloaded": direct_1, "consult_unloaded": consult_1,
         "direct_paced": direct_paced, "consult_paced": consult_paced,
@@ -653,6 +667,7 @@ async def consult_load(
         "failed_per_s": len(failed) / wall, "failed_share": len(failed) / max(len(ok) + len(failed), 1),
         "bound_consults_per_s": bound, "of_bound": len(ok) / wall / bound,
         "latency": summarize(ok) if ok else None, "failed_latency": summarize(failed) if failed else None,
+        "consult_ms": summarize(ms for s in used for ms in s.consult_ms) if ok else None,
         "sessions_opened_during_run": opened_inline, "edge": counted, "cpu": cpu_used,
     }  # fmt: skip
     out |= filler_stats(label, used)
@@ -660,7 +675,8 @@ async def consult_load(
     progress(
         f"{label}: {len(ok)} consults in {wall:.2f}s -> {out['consults_per_s']:.0f}/s (bound {bound:.0f}/s, "
         f"{out['of_bound']:.0%}), p50 {lat['p50_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms; {len(failed)} failed "
-        f"({out['failed_share']:.1%}); edge: {counted['consult_retries']} retries, {counted['busy_refusals']} busy "
+        f"({out['failed_share']:.1%}); consult_ms p50 {(out['consult_ms'] or lat)['p50_ms']:.1f}; "
+        f"edge: {counted['consult_retries']} retries, {counted['busy_refusals']} busy "
         f"refusals, outcomes {counted['consult_outcomes']}; CPU {cpu_used['cores_busy']:.2f} cores busy"
     )
     return out
@@ -703,20 +719,18 @@ async def replicas_phases(stack: Stack, p: Params, model_pid: int) -> dict[str, 
             )  # fmt: skip
             await bounded((lambda s=s: consult_turn(s, cr) for s in warm), len(warm))
             await close_sessions(warm)
-        if n == 1:  # no more callers than one replica's slots: no busy, the time one consult holds a slot
+        if n == 1:  # as many callers as one replica has slots: no busy; how long one consult holds a slot
             calibration = await consult_load(
                 stack, edge_open, p, n, model_pid, breaker="off", callers=p.supervisor_max_inflight
             )
         runs.append(await consult_load(stack, edge_open, p, n, model_pid, breaker="off"))
     defaults = await consult_load(stack, edge_default, p, running, model_pid, breaker="default")
-    cycle_ms = calibration["latency"]["mean_ms"] if calibration and calibration["latency"] else None
+    slot_ms = calibration["consult_ms"]["p50_ms"] if calibration and calibration["consult_ms"] else None
     return {
         "model_delay_ms": p.model_delay_ms, "supervisor_max_inflight": p.supervisor_max_inflight,
         "callers": p.consult_sessions, "duration_s": p.consult_duration_s, "consult_attempts": consult_attempts(),
-        "no_breaker_threshold": NO_BREAKER, "unqueued": calibration, "unqueued_cycle_ms": cycle_ms,
-        "runs": [r | {"cycle_bound_consults_per_s": r["replicas"] * p.supervisor_max_inflight / (cycle_ms / 1000)
-                      if cycle_ms else None} for r in runs],
-        "default_breaker_run": defaults,
+        "no_breaker_threshold": NO_BREAKER, "unqueued": calibration, "slot_ms": slot_ms,
+        "runs": runs, "default_breaker_run": defaults,
     }  # fmt: skip
 
 
@@ -785,6 +799,8 @@ class Params:
     quick: bool
     consult: bool = True
     """The chat-supervisor phase group (``--no-consult`` skips it)."""
+    consult_rate: float = 500.0
+    """Turns/s of the paced direct and consult phases (default: ``rate``)."""
     consult_replicas: tuple[int, ...] = (1, 2, 3)
     consult_sessions: int = 24
     """Concurrent callers of the supervisor-throughput phase."""
@@ -883,6 +899,19 @@ def machine_info() -> dict[str, Any]:
     }  # fmt: skip
 
 
+def machine_cpu_s() -> float:
+    """CPU seconds the whole machine has spent busy so far (all processes, from /proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_s() -> float:
+    """CPU seconds of this process and of its children that have exited (every stack process is one)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def loop_name() -> str:
     return "uvloop" if uvloop is not None else "asyncio"
 
@@ -908,6 +937,9 @@ def markdown(r: dict[str, Any]) -> str:
     def met(key: str) -> str:
         return "yes" if t[key]["ok"] else "**no**"
 
+    other = m.get("other_processes_cores_busy")
+    meanwhile = f"; other processes on the machine kept {other:.2f} cores busy meanwhile" if other is not None else ""
+
     def ms(stats: dict[str, Any], key: str) -> str:
         return fmt_ms(stats[key])
 
@@ -931,7 +963,7 @@ def markdown(r: dict[str, Any]) -> str:
     ]  # fmt: skip
     lines = [
         f"Measured {r['timestamp']} on {m['nproc']} CPUs ({m['cpu_model']}), Python {m['python']}, by "
-        f"`make bench` ({r['duration_s']:.0f} s; all figures in `bench/results/latest.json`).",
+        f"`make bench` ({r['duration_s']:.0f} s; all figures in `bench/results/latest.json`){meanwhile}.",
         "",
         f"| Metric | Switchboard, {c} sessions flat out | Switchboard, {c} sessions at {rate:.0f} turns/s "
         "| Switchboard, one at a time | Agents SDK in-process | Raw NATS req/reply | Target | Met |",
@@ -971,33 +1003,38 @@ def consult_markdown(c: dict[str, Any], p: dict[str, Any]) -> list[str]:
         ("Time to filler p50 / p99", p50_p99(one[1]["time_to_filler"]), p50_p99(paced[1]["time_to_filler"])),
         ("Time to first answer token p50 / p99", p50_p99(one[1]["time_to_first_answer_token"]),
          p50_p99(paced[1]["time_to_first_answer_token"])),
+        ("Achieved rate, direct / consult", "", f"{paced[0]['achieved_turns_per_s']:.0f} / "
+         f"{paced[1]['achieved_turns_per_s']:.0f} turns/s"),
+        ("CPU per turn (all processes), direct / consult",
+         f"{one[0]['cpu']['total_per_turn_ms']:.2f} / {one[1]['cpu']['total_per_turn_ms']:.2f} ms",
+         f"{paced[0]['cpu']['total_per_turn_ms']:.2f} / {paced[1]['cpu']['total_per_turn_ms']:.2f} ms"),
     ]  # fmt: skip
-    inflight, delay, cycle = rep["supervisor_max_inflight"], rep["model_delay_ms"], rep["unqueued_cycle_ms"]
+    inflight, delay, slot = rep["supervisor_max_inflight"], rep["model_delay_ms"], rep["slot_ms"]
 
     def tput_row(r: dict[str, Any], name: str) -> str:
-        cycle_bound = r["replicas"] * inflight / (cycle / 1000) if cycle else None
+        slot_bound = r["replicas"] * inflight / (slot / 1000) if slot else None
         failed = r["consults_failed"]
-        tried = failed + r["consults_ok"]
         return " | ".join([
             name, f"{r['consults_per_s']:.0f}/s", f"{r['bound_consults_per_s']:.0f}/s",
-            f"{cycle_bound:.0f}/s" if cycle_bound else "n/a", p50_p99(r["latency"]),
-            f"{failed} of {tried} ({r['failed_share']:.0%})", str(r["edge"]["busy_refusals"]),
+            f"{slot_bound:.0f}/s" if slot_bound else "n/a", p50_p99(r["latency"]),
+            f"{failed} of {failed + r['consults_ok']} ({r['failed_share']:.0%})", str(r["edge"]["busy_refusals"]),
         ])  # fmt: skip
 
-    d = rep["default_breaker_run"]
-    tput = [tput_row(r, str(r["replicas"])) for r in rep["runs"]]
+    d, cal = rep["default_breaker_run"], rep["unqueued"]
+    tput = [tput_row(cal, f"1, {cal['callers']} callers (no queueing)")] if cal else []
+    tput += [tput_row(r, str(r["replicas"])) for r in rep["runs"]]
     tput.append(tput_row(d, f"{d['replicas']}, default breaker"))
     callers, attempts = rep["callers"], rep["consult_attempts"]
     return [
         "### Chat-supervisor",
         "",
-        f"| Chat-supervisor (zero-latency models) | One at a time | {p['sessions']} sessions at {p['rate']:.0f} "
-        "turns/s |",
+        f"| Chat-supervisor (zero-latency models) | One at a time | {p['sessions']} sessions at "
+        f"{p['consult_rate']:.0f} turns/s |",
         "|---|---|---|",
         *("| " + " | ".join(row) + " |" for row in rows),
         "",
-        f"| Supervisor replicas ({inflight} consults each, {delay:.0f} ms model) | Consults/s answered | "
-        f"Bound N x {inflight} / {delay:.0f} ms | Bound N x {inflight} / {cycle or 0:.0f} ms measured cycle | "
+        f"| Supervisor replicas N ({callers} callers unless noted) | Consults/s answered | "
+        f"Bound N x {inflight} / {delay:.0f} ms model | Bound N x {inflight} / {slot or 0:.0f} ms measured slot time | "
         "Answered consult turn p50 / p99 | Failed consults | Busy refusals |",
         "|---|---|---|---|---|---|---|",
         *(f"| {row} |" for row in tput),
@@ -1006,15 +1043,16 @@ def consult_markdown(c: dict[str, Any], p: dict[str, Any]) -> list[str]:
         "(`role: supervisor`) on `my account please` (`must_consult`, so no front-model call): filler first, then "
         "the expert's 20-word answer, streamed. Every reply is checked (text, `agent` = `front`, `metadata.supervisor`)"
         ". *Time to filler*: `response.create` -> first `response.output_text.delta`; *first answer token*: -> the "
-        f"first delta after the filler. Throughput: {callers} callers doing consult turns back to back for "
+        f"first delta after the filler. Throughput: callers doing consult turns back to back for "
         f"{rep['duration_s']:.0f} s per row, the expert on a scripted OpenAI-compatible model (own process) that "
         f"answers after {delay:.0f} ms, `SWITCHBOARD_AGENT_MAX_INFLIGHT={inflight}` on each supervisor replica, "
-        f"consult `attempts: {attempts}`. A replica holds at most {inflight} consults, each for at least the model's "
-        f"{delay:.0f} ms, so N replicas answer at most N x {inflight} / {delay:.0f} ms; measured with "
-        f"{inflight} callers on one replica (no queueing), a consult turn takes {cycle or 0:.0f} ms, which bounds "
-        "the next column. Beyond the slots, a replica answers `busy`; the edge retries with jitter, and a consult "
-        "whose attempts are all refused fails: the caller hears the fallback line and goes to `generalist` "
-        "(counted as failed, never hidden). The scaling rows go through an edge whose breaker cannot open "
+        f"consult `attempts: {attempts}`. A replica holds at most {inflight} consults at once, each for at least the "
+        f"model's {delay:.0f} ms, so N replicas answer at most N x {inflight} / {delay:.0f} ms; in fact a consult "
+        f"holds its slot for the edge's whole `consult_ms` ({slot or 0:.0f} ms p50 with {inflight} callers on one "
+        "replica, the first row), the tighter bound. Beyond its slots a replica answers `busy`; the edge retries "
+        "with jitter, and a consult whose attempts are all refused fails: the caller hears the fallback line and "
+        "goes to `generalist` (counted as failed, never hidden; the caller then starts over on a fresh session). "
+        "The scaling rows go through an edge whose breaker cannot open "
         f"(`SWITCHBOARD_BREAKER_THRESHOLD={rep['no_breaker_threshold']}`); the *default breaker* row goes through "
         "an edge with the default settings, where `busy` refusals count as breaker failures.",
     ]
@@ -1035,7 +1073,7 @@ def summary_table(r: dict[str, Any]) -> str:
     consult = sw.get("consult")
     if consult:
         lat = consult["latency"]
-        for key, when in (("unloaded", "one at a time"), ("paced", f"{p['sessions']} at {p['rate']:.0f}/s")):
+        for key, when in (("unloaded", "one at a time"), ("paced", f"{p['sessions']} at {p['consult_rate']:.0f}/s")):
             named += [
                 (f"supervisor direct turn, {when}", lat[f"direct_{key}"]["latency"]),
                 (f"supervisor consult turn, {when}", lat[f"consult_{key}"]["latency"]),
@@ -1079,27 +1117,33 @@ def summary_table(r: dict[str, Any]) -> str:
     ]
     if consult:
         lat, rep = consult["latency"], consult["replicas"]
+        direct, consult_p = lat["direct_paced"], lat["consult_paced"]
         out.append(
             f"consult adds (p50)   {fmt_ms(lat['consult_added_p50_ms_unloaded'])} one at a time, "
-            f"{fmt_ms(lat['consult_added_p50_ms_paced'])} at {p['rate']:.0f}/s"
+            f"{fmt_ms(lat['consult_added_p50_ms_paced'])} at {p['consult_rate']:.0f}/s (achieved: direct "
+            f"{direct['achieved_turns_per_s']:.0f}/s, consult {consult_p['achieved_turns_per_s']:.0f}/s; CPU "
+            f"{direct['cpu']['total_per_turn_ms']:.2f} and {consult_p['cpu']['total_per_turn_ms']:.2f} ms/turn)"
         )
-        cycle = rep["unqueued_cycle_ms"]
+        slot, inflight, delay = rep["slot_ms"], rep["supervisor_max_inflight"], rep["model_delay_ms"]
         out.append(
-            f"supervisor replicas  {rep['callers']} callers, {rep['supervisor_max_inflight']} consults/replica, "
-            f"{rep['model_delay_ms']:.0f} ms model; bound N x {rep['supervisor_max_inflight']}/"
-            f"{rep['model_delay_ms']:.0f} ms, or N x {rep['supervisor_max_inflight']}/{cycle or 0:.0f} ms cycle"
+            f"supervisor replicas  {rep['callers']} callers, {inflight} consults/replica, {delay:.0f} ms model; "
+            f"bound N x {inflight}/{delay:.0f} ms, or N x {inflight}/{slot or 0:.0f} ms slot time"
         )
-        for run in [*rep["runs"], rep["default_breaker_run"]]:
+        cal = [rep["unqueued"]] if rep["unqueued"] else []
+        for run in [*cal, *rep["runs"], rep["default_breaker_run"]]:
             name = f"N={run['replicas']}" + (", default breaker" if run["breaker"] == "default" else "")
+            name += f", {run['callers']} callers" if run["callers"] != rep["callers"] else ""
             lat_ok = run["latency"] or {"p50_ms": math.nan, "p99_ms": math.nan}
+            slot_bound = run["replicas"] * inflight / (slot / 1000) if slot else math.nan
             out.append(
                 f"  {name:<22} {run['consults_per_s']:.0f} consults/s (bound {run['bound_consults_per_s']:.0f}, "
-                f"cycle bound {run['replicas'] * rep['supervisor_max_inflight'] / (cycle / 1000) if cycle else 0:.0f})"
-                f", p50 {lat_ok['p50_ms']:.0f} ms, p99 {lat_ok['p99_ms']:.0f} ms; failed {run['consults_failed']} of "
-                f"{run['consults_failed'] + run['consults_ok']} ({run['failed_share']:.0%}), "
-                f"{run['edge']['busy_refusals']} busy refusals, outcomes {run['edge']['consult_outcomes']}"
+                f"slot bound {slot_bound:.0f}), p50 {lat_ok['p50_ms']:.0f} ms, p99 {lat_ok['p99_ms']:.0f} ms; failed "
+                f"{run['consults_failed']} of {run['consults_failed'] + run['consults_ok']} ({run['failed_share']:.0%})"
+                f", {run['edge']['busy_refusals']} busy refusals, outcomes {run['edge']['consult_outcomes']}"
             )
-    out.append(f"total run time       {r['duration_s']:.0f} s")
+    other = r["machine"].get("other_processes_cores_busy")
+    meanwhile = f"; other processes kept {other:.2f} cores busy meanwhile" if other is not None else ""
+    out.append(f"total run time       {r['duration_s']:.0f} s{meanwhile}")
     return "\n".join(out)
 
 
@@ -1166,6 +1210,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Params, Path, Path | None
     ap.add_argument("--rate", type=float, help="turns/s the paced phase offers (default 500; quick 100)")
     ap.add_argument("--sdk-runs", type=int, help="Agents SDK runs per measurement (default 2000; quick 300)")
     ap.add_argument("--no-consult", action="store_true", help="skip the chat-supervisor (consult) phases")
+    ap.add_argument("--consult-rate", type=float, help="turns/s of the paced consult phases (default: --rate)")
     ap.add_argument("--consult-replicas", help="supervisor replica counts, comma-separated (default 1,2,3; quick 1,2)")
     ap.add_argument("--consult-sessions", type=int, help="callers in the supervisor-throughput phase (default 24)")
     ap.add_argument("--consult-duration", type=float, help="seconds per replica count (default 5; quick 2)")
@@ -1180,12 +1225,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[Params, Path, Path | None
     def pick(value: int | None, default: int, quick: int) -> int:
         return value if value is not None else (quick if q else default)
 
+    rate = a.rate if a.rate is not None else (100 if q else 500)
     params = Params(
         sessions=pick(a.sessions, 100, 20), turns=pick(a.turns, 20, 5), handoffs=pick(a.handoffs, 500, 50),
         idle_sessions=pick(a.idle_sessions, 1000, 100), idle_sample=20, sdk_runs=pick(a.sdk_runs, 2000, 300),
         nats_requests=pick(None, 2000, 500), unloaded_sessions=pick(None, 10, 3),
-        unloaded_handoffs=pick(None, 200, 30), rate=a.rate if a.rate is not None else (100 if q else 500), quick=q,
-        consult=not a.no_consult,
+        unloaded_handoffs=pick(None, 200, 30), rate=rate, quick=q,
+        consult=not a.no_consult, consult_rate=a.consult_rate or rate,
         consult_replicas=tuple(int(x) for x in (a.consult_replicas or ("1,2" if q else "1,2,3")).split(",")),
         consult_sessions=pick(a.consult_sessions, 24, 24),
         consult_duration_s=a.consult_duration if a.consult_duration is not None else (2.0 if q else 5.0),
@@ -1228,6 +1274,7 @@ def main(argv: list[str] | None = None) -> int:
         env={"SWITCHBOARD_SCENARIOS_DIR": str(SCENARIOS), "OPENAI_API_KEY": ""},
     )  # fmt: skip
     ok = False
+    machine_before, own_before = machine_cpu_s(), own_cpu_s()
     with asyncio.Runner(loop_factory=uvloop.new_event_loop if uvloop else None) as runner:
         sdk_res = runner.run(sdk_baseline(params.sdk_runs))
         try:
@@ -1240,7 +1287,10 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.rmtree(var_dir, ignore_errors=True)
             elif not ok:
                 print(f"run failed; logs kept in {var_dir}", file=sys.stderr)
-    result = assemble(params, sw, sdk_res, time.perf_counter() - started)
+    wall = time.perf_counter() - started
+    foreign = max(0.0, (machine_cpu_s() - machine_before) - (own_cpu_s() - own_before))
+    result = assemble(params, sw, sdk_res, wall)
+    result["machine"]["other_processes_cores_busy"] = foreign / wall  # figures are noisy when this is high
     write_results(result, out_dir)
     print("\n" + summary_table(result))
     return 0

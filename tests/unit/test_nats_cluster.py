@@ -105,6 +105,7 @@ async def test_sessions_and_audit_ride_out_a_stream_leader_kill(cluster: NatsClu
             f"\nKV leader n{leader} killed; n{new_leader} leads after {elected_at - killed_at:.1f}s; "
             f"{len(during)} ops spanned the election, slowest {max(during, default=0):.1f}s"
         )
+        await asyncio.to_thread(cluster.wait_leader, 30, not_=leader)  # reading the audit needs a consumer
         for sid in ids:  # every acknowledged write is there, exactly once
             loaded = await store.load(sid)
             assert loaded is not None and loaded[0].turns == done[sid]

@@ -23,8 +23,8 @@ FAST = StateRetry(budget_s=2.0, attempt_timeout_s=0.2, base_s=0.001, max_backoff
         TimeoutError(),
         nats.errors.TimeoutError(),
         nats.errors.NoRespondersError(),
-        nats.errors.ConnectionClosedError(),
         nats.errors.ConnectionReconnectingError(),
+        nats.errors.UnexpectedEOF(),
         js_errors.NoStreamResponseError(),
         js_errors.ServiceUnavailableError(code=503, description="JetStream system temporarily unavailable"),
         js_errors.APIError(code=500, err_code=10008, description="JetStream system temporarily unavailable"),
@@ -44,6 +44,7 @@ def test_election_errors_are_transient(exc: BaseException) -> None:
         js_errors.KeyNotFoundError(),
         js_errors.BucketNotFoundError(),
         js_errors.BadRequestError(code=400, err_code=10071, description="wrong last sequence"),
+        nats.errors.ConnectionClosedError(),  # closed on purpose: it never reconnects
         ValueError("bad json"),
         asyncio.CancelledError(),
     ],

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from ..schemas import ErrorReply
+from ..schemas import ErrorCode, ErrorReply
 
 
 class BusError(Exception):
     """Base of every bus failure."""
 
     retryable: bool = False
+    local: bool = False
+    """The failure came from this process's own connection (a reconnect), not from the responder."""
 
 
 class NoResponders(BusError):
@@ -34,3 +36,4 @@ class RemoteError(BusError):
         super().__init__(f"{reply.code}: {reply.message}")
         self.reply = reply
         self.retryable = reply.retryable
+        self.backpressure = reply.code == ErrorCode.BUSY

@@ -111,6 +111,7 @@ class StreamingClient:
         queue: asyncio.Queue[Msg] = asyncio.Queue()
         self._waiting[token] = queue
         hdrs = message_headers(session_id, deadline) | (extra_headers or {})
+        reconnects = self._nc.stats["reconnects"]
         try:
             with send_span(subject, hdrs):
                 await self._nc.publish(subject, request.to_bytes(), reply=f"{self._prefix}.{token}", headers=hdrs)
@@ -135,6 +136,10 @@ class StreamingClient:
                 yield reply
                 if is_terminal(reply):
                     return
+        except ReplyTimeout as exc:
+            # Our own connection dropped while waiting: the responder is not to blame (breakers skip it).
+            exc.local = self._nc.stats["reconnects"] != reconnects or not self._nc.is_connected
+            raise
         finally:
             del self._waiting[token]
 

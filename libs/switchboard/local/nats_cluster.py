@@ -224,6 +224,15 @@ class NatsCluster:
         """``/healthz``: the node is up and its JetStream (meta and assets) is current."""
         return self.monitor(i, "/healthz")[0] == 200
 
+    def client_connections(self, i: int | None = None) -> int:
+        """Client connections of node ``i``, or of every live node (``/connz``; routes are not counted)."""
+        total = 0
+        for node in self.nodes if i is None else [self.nodes[i]]:
+            status, connz = self.monitor(node.index, "/connz")
+            if status == 200 and isinstance(connz, dict):
+                total += int(connz.get("num_connections", 0))
+        return total
+
     def leader_index(self) -> int | None:
         """The live node that is the JetStream meta leader, if one is elected."""
         for node in self.nodes:

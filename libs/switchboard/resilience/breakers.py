@@ -10,7 +10,7 @@ from purgatory import AsyncCircuitBreakerFactory
 from purgatory.domain.model import OpenedState
 
 from ..telemetry import metrics
-from .retry import is_retryable
+from .retry import blames_downstream
 
 log = logging.getLogger(__name__)
 
@@ -26,14 +26,16 @@ class BreakerOpen(Exception):
 
 
 class Breakers:
-    """One breaker per named downstream. Only retryable errors count as failures: a bad request
-    says nothing about the downstream's health."""
+    """One breaker per named downstream. Only retryable errors count as failures — a bad request
+    says nothing about the downstream's health — and backpressure ("busy") does not count either:
+    a saturated downstream is healthy, and opening its breaker would turn load into an outage — nor
+    does a timeout caused by this process's own connection dropping."""
 
     def __init__(self, *, threshold: int = 5, cooldown_s: float = 10.0) -> None:
         self._factory = AsyncCircuitBreakerFactory(
             default_threshold=threshold,
             default_ttl=cooldown_s,
-            exclude=[(Exception, lambda exc: not is_retryable(exc))],
+            exclude=[(Exception, lambda exc: not blames_downstream(exc))],
         )
 
     @asynccontextmanager

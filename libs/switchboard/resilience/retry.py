@@ -12,7 +12,6 @@ from tenacity import (
     AsyncRetrying,
     RetryCallState,
     retry_if_exception,
-    stop_after_attempt,
     stop_any,
     wait_random_exponential,
 )
@@ -25,6 +24,17 @@ T = TypeVar("T")
 def is_retryable(exc: BaseException) -> bool:
     """Errors say themselves whether trying again may help (``retryable`` attribute)."""
     return bool(getattr(exc, "retryable", False))
+
+
+def is_backpressure(exc: BaseException) -> bool:
+    """A healthy downstream said "busy": worth retrying until the deadline, no sign of failure."""
+    return bool(getattr(exc, "backpressure", False))
+
+
+def blames_downstream(exc: BaseException) -> bool:
+    """Whether a failure says the downstream is unhealthy (what a circuit breaker should count):
+    not bad requests, not backpressure, not our own connection dropping."""
+    return is_retryable(exc) and not is_backpressure(exc) and not getattr(exc, "local", False)
 
 
 @dataclass(frozen=True)
@@ -49,8 +59,11 @@ async def call_with_retry(
 ) -> T:
     """Call ``fn(attempt)`` until it succeeds, a non-retryable error, the attempt cap or the deadline.
 
-    No retry starts when its backoff would end past ``deadline``. The last error is re-raised.
+    Backpressure ("busy") does not use up attempts: it is retried, with the same growing backoff,
+    until the deadline. No retry starts when its backoff would end past ``deadline``. The last
+    error is re-raised.
     """
+    failures = 0
 
     def before_sleep(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
@@ -61,8 +74,16 @@ async def call_with_retry(
         def __call__(self, state: RetryCallState) -> bool:
             return time.time() + (state.upcoming_sleep or 0.0) >= deadline
 
+    class attempts_used(stop_base):  # noqa: N801
+        def __call__(self, state: RetryCallState) -> bool:
+            nonlocal failures
+            exc = state.outcome.exception() if state.outcome else None
+            if exc is None or not is_backpressure(exc):
+                failures += 1
+            return failures >= policy.attempts
+
     retrying = AsyncRetrying(
-        stop=stop_any(stop_after_attempt(policy.attempts), past_deadline()),
+        stop=stop_any(attempts_used(), past_deadline()),
         wait=wait_random_exponential(multiplier=policy.base_s, max=policy.max_backoff_s),
         retry=retry_if_exception(is_retryable),
         before_sleep=before_sleep,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from typing import Annotated
@@ -63,7 +64,14 @@ class AuditLog:
         return [r for r in records if isinstance(r, HandoffDecision)]
 
     async def read_timeline(self, session_id: str, *, timeout_s: float = 2.0) -> list[AuditRecord]:
-        """Every audit record of a session (turns and handoff decisions) in the order they were stored."""
+        """Every audit record of a session (turns and handoff decisions) in the order they were stored.
+
+        Retried from the start on transient errors (an election; an ordered consumer needs a meta leader).
+        """
+        retry = dataclasses.replace(self.retry, attempt_timeout_s=max(self.retry.attempt_timeout_s, 15 * timeout_s))
+        return await retry.run("audit.read", lambda: self._read_timeline(session_id, timeout_s))
+
+    async def _read_timeline(self, session_id: str, timeout_s: float) -> list[AuditRecord]:
         subject = audit_session(session_id)
         out: list[AuditRecord] = []
         info = await self._js.stream_info(AUDIT_STREAM, subjects_filter=subject)

@@ -30,8 +30,7 @@ T = TypeVar("T")
 _TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
     TimeoutError,  # asyncio.TimeoutError and nats.errors.TimeoutError (request, flush) are subclasses
     nats.errors.NoRespondersError,
-    nats.errors.ConnectionClosedError,
-    nats.errors.ConnectionReconnectingError,
+    nats.errors.ConnectionReconnectingError,  # a lost server: the client reconnects (forever, see Bus)
     nats.errors.StaleConnectionError,
     nats.errors.OutboundBufferLimitError,
     js_errors.NoStreamResponseError,
@@ -48,7 +47,11 @@ _TRANSIENT_WORDS = ("no leader", "not available", "temporarily unavailable", "ca
 
 
 def is_transient(exc: BaseException) -> bool:
-    """True for failures that a leader election or a reconnect explains; never for a CAS conflict."""
+    """True for failures that a leader election or a reconnect explains; never for a CAS conflict.
+
+    ``ConnectionClosedError`` is not transient: nats-py closes a connection only when told to (the
+    process is stopping), and a closed client never reconnects.
+    """
     if isinstance(exc, js_errors.KeyWrongLastSequenceError | js_errors.NotFoundError):
         return False
     if isinstance(exc, _TRANSIENT_TYPES):

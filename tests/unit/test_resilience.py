@@ -1,0 +1,93 @@
+"""Retry policy and circuit breakers."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from switchboard.bus import NoResponders, RemoteError
+from switchboard.resilience import BreakerOpen, Breakers, RetryPolicy, call_with_retry
+from switchboard.schemas import ErrorCode, ErrorReply
+
+FAST = RetryPolicy(attempts=3, base_s=0.001, max_backoff_s=0.002)
+BUSY = RemoteError(ErrorReply(code=ErrorCode.BUSY, message="busy", retryable=True))
+BAD = RemoteError(ErrorReply(code=ErrorCode.BAD_REQUEST, message="bad", retryable=False))
+
+
+async def _failing(errors: list[Exception], calls: list[int]) -> str:
+    calls.append(1)
+    if errors:
+        raise errors.pop(0)
+    return "ok"
+
+
+async def test_retryable_errors_are_retried_up_to_the_attempt_cap() -> None:
+    calls: list[int] = []
+    errors: list[Exception] = [NoResponders("x"), NoResponders("x")]
+    assert await call_with_retry(lambda n: _failing(errors, calls), FAST, deadline=time.time() + 5) == "ok"
+    assert len(calls) == 3
+    calls.clear()
+    errors = [NoResponders("x")] * 3
+    with pytest.raises(NoResponders):
+        await call_with_retry(lambda n: _failing(errors, calls), FAST, deadline=time.time() + 5)
+    assert len(calls) == 3
+
+
+async def test_non_retryable_errors_are_not_retried() -> None:
+    calls: list[int] = []
+    with pytest.raises(RemoteError):
+        await call_with_retry(lambda n: _failing([BAD, BAD], calls), FAST, deadline=time.time() + 5)
+    assert len(calls) == 1
+
+
+async def test_backpressure_is_retried_beyond_the_attempt_cap_until_the_deadline() -> None:
+    calls: list[int] = []
+    errors: list[Exception] = [BUSY] * 6
+    retried: list[int] = []
+    result = await call_with_retry(
+        lambda n: _failing(errors, calls), FAST, deadline=time.time() + 5, on_retry=lambda n, e: retried.append(n)
+    )
+    assert result == "ok" and len(calls) == 7 and retried == [1, 2, 3, 4, 5, 6]
+
+
+async def test_no_retry_starts_past_the_deadline() -> None:
+    calls: list[int] = []
+    slow = RetryPolicy(attempts=10, base_s=1.0, max_backoff_s=1.0)
+    with pytest.raises(NoResponders):
+        await call_with_retry(lambda n: _failing([NoResponders("x")] * 10, calls), slow, deadline=time.time() + 0.01)
+    assert len(calls) == 1
+
+
+async def _guarded(breakers: Breakers, exc: Exception | None) -> None:
+    async with breakers.guard("agent.x"):
+        if exc is not None:
+            raise exc
+
+
+async def test_breaker_opens_on_retryable_failures_and_recovers_after_cooldown() -> None:
+    breakers = Breakers(threshold=2, cooldown_s=0.2)
+    for _ in range(2):
+        with pytest.raises(NoResponders):
+            await _guarded(breakers, NoResponders("x"))
+    with pytest.raises(BreakerOpen):
+        await _guarded(breakers, None)
+    assert await breakers.state("agent.x") == "opened"
+    deadline = time.monotonic() + 5
+    while True:  # half-opens once the cool-down has passed; one success closes it
+        try:
+            await _guarded(breakers, None)
+            break
+        except BreakerOpen:
+            assert time.monotonic() < deadline
+    assert await breakers.state("agent.x") == "closed"
+
+
+@pytest.mark.parametrize("exc", [BAD, BUSY])
+async def test_bad_requests_and_busy_do_not_open_the_breaker(exc: Exception) -> None:
+    breakers = Breakers(threshold=2, cooldown_s=10)
+    for _ in range(5):
+        with pytest.raises(RemoteError):
+            await _guarded(breakers, exc)
+    await _guarded(breakers, None)
+    assert await breakers.state("agent.x") == "closed"
