@@ -72,3 +72,23 @@ async def test_edge_refuses_sessions_beyond_its_cap(tmp_path: Path) -> None:
         async with sdk_client(stack).realtime.connect(model="switchboard") as conn:  # room again
             await open_session(conn)
             assert (await say(conn, "hello")).status == "completed"
+
+
+async def test_sigterm_on_an_agent_finishes_its_turn_in_flight(tmp_path: Path) -> None:
+    slow = SlowModel()
+    async with ScriptedOpenAIServer(responder=slow) as model:
+        env = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": model.base_url}
+        with make_stack(tmp_path, agents=["triage", "generalist"], env=env) as stack:
+            async with sdk_client(stack).realtime.connect(model="switchboard") as conn:
+                await open_session(conn)
+                await conn.conversation.item.create(
+                    item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hello"}]}
+                )
+                await conn.response.create()
+                await asyncio.wait_for(slow.asked.wait(), 20)
+                stack.proc("agent:triage").popen.send_signal(signal.SIGTERM)  # stops taking turns, finishes this one
+                reply = await collect(conn)
+                assert await asyncio.to_thread(stack.proc("agent:triage").popen.wait, 15) == 0
+                after = await say(conn, "hello again")  # no triage left: the fallback answers
+    assert reply.agent == "triage" and reply.text == "a slow but complete answer" and reply.handoffs == []
+    assert [h["outcome"] for h in after.handoffs] == ["unavailable"] and after.agent == "generalist"
