@@ -84,6 +84,8 @@ class _Turn:
     replica: str | None = None
     consult: ConsultDone | None = None
     retries: int = 0
+    anchor: str = ""
+    """Id of the caller message this turn answers: the stable part of every agent turn id."""
 
 
 class Conductor:
@@ -113,6 +115,9 @@ class Conductor:
 
     async def run_turn(self, state: SessionState, response_id: str, emit: EventSink, *, deadline: float) -> TurnOutcome:
         turn = _Turn(state, response_id, list(state.history), dict(state.context), state.caller, state.handoff_count)
+        turn.anchor = next(
+            (i.id for i in reversed(state.history) if isinstance(i, MessageItem) and i.role == "user"), response_id
+        )
         try:
             final = await self._hops(turn, state.active_agent, emit, deadline)
         finally:
@@ -139,7 +144,7 @@ class Conductor:
         for hop in range(self.scenario.max_hops_per_turn):
             turn.agents.append(agent)
             req = TurnRequest(
-                session_id=turn.state.session_id, turn_id=f"{turn.response_id}-{hop}", agent=agent,
+                session_id=turn.state.session_id, turn_id=f"{turn.anchor}-{hop}", agent=agent,
                 history=turn.history, context=turn.context, caller=turn.caller, handoff_depth=turn.handoffs,
                 handoff_from=request_from.source if request_from else None,
                 handoff_reason=request_from.reason if request_from else None,
@@ -216,7 +221,7 @@ class Conductor:
         if self.consults is None or config is None or config.consult is None:
             raise TurnFailed(f"agent {agent} asked to consult but has no supervisor configured")
         done = await self.consults.consult(
-            agent=config, ask=ask, session_id=turn.state.session_id, consult_id=f"{turn.response_id}-c",
+            agent=config, ask=ask, session_id=turn.state.session_id, consult_id=f"{turn.anchor}-c",
             history=turn.history, context=turn.context, caller=turn.caller, emit=emit, deadline=deadline,
         )  # fmt: skip
         turn.history.extend(done.items)
@@ -240,8 +245,9 @@ class Conductor:
         """One agent turn: retried with jitter on retryable failures, guarded by the agent's breaker.
 
         A retry re-sends the same turn (same ``turn_id``), so the runner's side-effect ledger can
-        recognise tool calls that already ran. Text the caller heard from a failed attempt is closed
-        as incomplete before the next attempt speaks.
+        recognise tool calls that already ran. The turn id is anchored on the caller's message, not
+        on the response, so a client that asks again after losing its edge replays rather than repeats.
+        Text the caller heard from a failed attempt is closed as incomplete before the next attempt speaks.
         """
         first_reply: float | None = None
         text: list[str] = []
@@ -251,17 +257,16 @@ class Conductor:
             if text:
                 await emit(AgentFinished(req.agent, "".join(text), ok=False))
                 text.clear()
-            async with self._breakers.guard(f"agent.{req.agent}"):
-                async for reply in self._client.stream(
-                    subjects.agent_turn(req.agent), req, turn_reply_adapter, lambda r: isinstance(r, TurnResult),
-                    deadline=deadline, session_id=req.session_id, idle_timeout=self.idle_timeout_s,
-                ):  # fmt: skip
-                    first_reply = first_reply or time.time()
-                    if isinstance(reply, TurnDelta):
-                        text.append(reply.text)
-                        await emit(TextDelta(req.agent, reply.text))
-                    elif isinstance(reply, TurnResult):
-                        return reply
+            async for reply in self._client.stream(
+                subjects.agent_turn(req.agent), req, turn_reply_adapter, lambda r: isinstance(r, TurnResult),
+                deadline=deadline, session_id=req.session_id, idle_timeout=self.idle_timeout_s,
+            ):  # fmt: skip
+                first_reply = first_reply or time.time()
+                if isinstance(reply, TurnDelta):
+                    text.append(reply.text)
+                    await emit(TextDelta(req.agent, reply.text))
+                elif isinstance(reply, TurnResult):
+                    return reply
             raise BusError("reply stream ended without a result")
 
         def on_retry(n: int, exc: BaseException) -> None:
@@ -274,8 +279,10 @@ class Conductor:
             log.info("agent turn retry", extra={"agent": req.agent, "session_id": req.session_id,
                                                 "attempt": n, "error": str(exc)})  # fmt: skip
 
-        try:
-            result = await call_with_retry(attempt, self.retry, deadline=deadline, on_retry=on_retry)
+        try:  # the breaker counts calls that failed after their retries, not single attempts:
+            # one hung replica among healthy ones must not open the whole agent's breaker
+            async with self._breakers.guard(f"agent.{req.agent}"):
+                result = await call_with_retry(attempt, self.retry, deadline=deadline, on_retry=on_retry)
         except (BusError, BreakerOpen) as exc:
             log.warning(
                 "agent turn failed", extra={"agent": req.agent, "session_id": req.session_id, "error": str(exc)}

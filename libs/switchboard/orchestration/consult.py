@@ -120,17 +120,16 @@ class SupervisorConsults:
             if streamed:  # a replica died mid-answer: close what the caller heard, start afresh
                 await emit(AgentFinished(agent.name, filler + "".join(streamed), ok=False))
                 streamed.clear()
-            async with self._breakers.guard(f"supervisor.{cfg.supervisor}"):
-                async for reply in self._client.stream(
-                    subjects.supervisor_consult(cfg.supervisor), request, consult_reply_adapter,
-                    lambda r: isinstance(r, ConsultResult), deadline=consult_deadline, session_id=session_id,
-                    idle_timeout=self.idle_timeout_s,
-                ):  # fmt: skip
-                    if isinstance(reply, TurnDelta):
-                        streamed.append(reply.text)
-                        await emit(TextDelta(agent.name, reply.text))
-                    elif isinstance(reply, ConsultResult):
-                        return reply
+            async for reply in self._client.stream(
+                subjects.supervisor_consult(cfg.supervisor), request, consult_reply_adapter,
+                lambda r: isinstance(r, ConsultResult), deadline=consult_deadline, session_id=session_id,
+                idle_timeout=self.idle_timeout_s,
+            ):  # fmt: skip
+                if isinstance(reply, TurnDelta):
+                    streamed.append(reply.text)
+                    await emit(TextDelta(agent.name, reply.text))
+                elif isinstance(reply, ConsultResult):
+                    return reply
             raise BusError(f"consult stream from {cfg.supervisor} ended without a result")
 
         def on_retry(n: int, exc: BaseException) -> None:
@@ -143,10 +142,11 @@ class SupervisorConsults:
                  names.SESSION_ID: session_id}  # fmt: skip
         with span(names.SPAN_SUPERVISOR_CONSULT, attrs) as sp:
             set_content(sp, names.CONSULT_NOTE, ask.note)
-            try:
-                result = await call_with_retry(
-                    attempt, RetryPolicy(attempts=cfg.attempts), deadline=consult_deadline, on_retry=on_retry
-                )
+            try:  # the breaker counts consults that failed after their retries
+                async with self._breakers.guard(f"supervisor.{cfg.supervisor}"):
+                    result = await call_with_retry(
+                        attempt, RetryPolicy(attempts=cfg.attempts), deadline=consult_deadline, on_retry=on_retry
+                    )
             except (BusError, BreakerOpen) as exc:
                 done = await self._fallback(agent, filler, call_id, items, exc, emit, started, attempts)
                 set_attributes(sp, {names.CONSULT_OUTCOME: done.detail.split(":", 1)[0],
