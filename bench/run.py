@@ -11,6 +11,13 @@ sample of them); N sessions x K back-to-back plain turns (latency and throughput
 on fresh sessions, N at a time; the same N sessions paced to --rate turns/s; plain and handoff
 turns one at a time; raw NATS request/reply.
 
+Tracing phases (``--no-tracing`` skips them): two more ``bench`` stacks up side by side, identical but for
+tracing: one with ``OTEL_SDK_DISABLED=true``, one exporting every span over OTLP/HTTP to an OTLP receiver
+in its own process (bench/otlp_sink.py). The one-at-a-time plain and handoff phases and the paced phase
+run on both in alternating blocks (--tracing-blocks per phase and side); the report gives what tracing
+adds at p50 and p99, in ms and %, against the target (< 10% at p50), and CPU per turn. The run fails
+unless the receiver got ``edge.response`` and ``agent.turn`` spans.
+
 Consult phases (chat-supervisor, ``--no-consult`` skips them), each on a stack of its own with the
 ``bench_supervisor`` scenario: direct turns (the front agent answers) and consult turns (filler, then
 the supervisor's streamed answer) one at a time and paced to --consult-rate, with the time to the
@@ -23,7 +30,8 @@ supervisor replicas, failed consults counted.
                               [--rate R] [--sdk-runs X] [--out-dir DIR] [--var-dir DIR]
                               [--no-consult] [--consult-rate R] [--consult-replicas 1,2,3]
                               [--consult-sessions C] [--consult-duration S] [--model-delay-ms D]
-                              [--supervisor-max-inflight M]
+                              [--supervisor-max-inflight M] [--no-tracing] [--tracing-blocks B]
+                              [--tracing-export-delay-ms D]
 
 Results: bench/results/latest.json, bench/results/<UTC timestamp>.json, bench/results/latest.md
 and the README table between ``<!-- bench:start -->`` and ``<!-- bench:end -->``.
@@ -63,6 +71,7 @@ from websockets.protocol import State
 
 from switchboard.agents import load_scenario
 from switchboard.local.stack import Stack
+from switchboard.telemetry.names import SPAN_AGENT_TURN, SPAN_EDGE_RESPONSE
 
 try:
     import uvloop
@@ -331,11 +340,12 @@ class CpuMeter:
 
 async def plain_phase(
     stack: Stack, replies: Replies | None, n: int, k: int, *, parallel: int, kind: str = "plain",
-    text: str = PLAIN_TEXT, expect: Expect | None = None,
+    text: str = PLAIN_TEXT, expect: Expect | None = None, samples_out: list[float] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """``n`` sessions of ``k`` back-to-back turns, ``parallel`` sessions at a time (closed loop, no think time).
 
-    Plain turns unless ``text``/``expect`` say otherwise (``kind`` names them in the progress lines)."""
+    Plain turns unless ``text``/``expect`` say otherwise (``kind`` names them in the progress lines). The
+    latencies are also appended to ``samples_out`` when given (the tracing phases pool several runs)."""
     expect = expect or (replies.plain if replies else None)
     assert expect is not None
     label = kind if parallel > 1 else f"{kind} (one at a time)"
@@ -351,6 +361,8 @@ async def plain_phase(
     used = cpu.per_turn_ms(len(samples), wall)
     await close_sessions(sessions)
     stats = summarize(samples)
+    if samples_out is not None:
+        samples_out.extend(samples)
     progress(
         f"{label}: {len(samples)} turns in {wall:.2f}s -> {len(samples) / wall:.0f} turns/s, "
         f"p50 {stats['p50_ms']:.2f} ms, p99 {stats['p99_ms']:.2f} ms, "
@@ -362,10 +374,11 @@ async def plain_phase(
 
 async def paced_phase(
     stack: Stack, replies: Replies | None, n: int, k: int, rate: float, *, kind: str = "plain",
-    text: str = PLAIN_TEXT, expect: Expect | None = None,
+    text: str = PLAIN_TEXT, expect: Expect | None = None, samples_out: list[float] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """``n`` sessions of ``k`` turns offering ``rate`` turns/s in total: each session starts a turn every
-    ``n / rate`` seconds (at a random phase), or at once if its previous turn ran late."""
+    ``n / rate`` seconds (at a random phase), or at once if its previous turn ran late. The latencies are
+    also appended to ``samples_out`` when given."""
     expect = expect or (replies.plain if replies else None)
     assert expect is not None
     interval = n / rate
@@ -390,6 +403,8 @@ async def paced_phase(
     samples = [ms for s in sessions for ms in s.latencies_ms]
     used = cpu.per_turn_ms(len(samples), wall)
     stats = summarize(samples)
+    if samples_out is not None:
+        samples_out.extend(samples)
     progress(
         f"{label}: {len(samples)} turns in {wall:.2f}s ({len(samples) / wall:.0f}/s achieved), "
         f"p50 {stats['p50_ms']:.2f} ms, p99 {stats['p99_ms']:.2f} ms, "
@@ -412,9 +427,13 @@ def filler_stats(label: str, sessions: list[Session]) -> dict[str, Any]:
     return {"time_to_filler": filler, "time_to_first_answer_token": answer}
 
 
-async def handoff_phase(stack: Stack, replies: Replies, m: int, *, parallel: int) -> dict[str, Any]:
-    """``m`` handoff turns, each on a fresh session opened beforehand, ``parallel`` at a time."""
-    label = "handoff" if parallel > 1 else "handoff (one at a time)"
+async def handoff_phase(
+    stack: Stack, replies: Replies, m: int, *, parallel: int, kind: str = "handoff",
+    samples_out: list[float] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """``m`` handoff turns, each on a fresh session opened beforehand, ``parallel`` at a time (``kind`` names
+    them in the progress lines; the latencies are also appended to ``samples_out`` when given)."""
+    label = kind if parallel > 1 else f"{kind} (one at a time)"
     progress(f"{label}: opening {m} fresh sessions (not timed)")
     sessions = await open_sessions(stack, m)
     progress(f"{label}: {m} handoff turns, {parallel} at a time")
@@ -426,6 +445,8 @@ async def handoff_phase(stack: Stack, replies: Replies, m: int, *, parallel: int
     used = cpu.per_turn_ms(m, wall)
     await close_sessions(sessions)
     stats = summarize(latencies)
+    if samples_out is not None:
+        samples_out.extend(latencies)
     progress(
         f"{label}: {m} turns in {wall:.2f}s, p50 {stats['p50_ms']:.2f} ms, p99 {stats['p99_ms']:.2f} ms, "
         f"CPU {used['total_per_turn_ms']:.2f} ms/turn"
@@ -781,6 +802,249 @@ def consult_stacks(runner: asyncio.Runner, p: Params, var_dir: Path) -> dict[str
     return {"latency": latency, "replicas": replicas}
 
 
+# --------------------------------------------------------------------------- tracing overhead phases
+
+TRACING_PHASES = {
+    "plain_unloaded": "Plain turn, one at a time",
+    "handoff_unloaded": "Handoff turn, one at a time",
+    "plain_paced": "Plain turn, paced",
+}
+"""The phases measured with tracing off and on (keys as in the main stack's results), and their names."""
+TRACING_TARGET_PCT = 10.0
+"""The observability issue's target: tracing adds less than this to turn latency at p50."""
+REQUIRED_SPANS = (SPAN_EDGE_RESPONSE, SPAN_AGENT_TURN)
+"""The traced stack fails the run unless the receiver got spans of each of these names."""
+EXPORT_MARGIN_S = 0.5
+"""Added to the batch processor's schedule delay when waiting for the traced stack's last spans."""
+
+
+def tracing_env(endpoint: str | None, export_delay_ms: float) -> dict[str, str]:
+    """The ``OTEL_*`` settings of the tracing-off (no endpoint) or tracing-on stack, set explicitly so the
+    environment the benchmark runs in cannot turn tracing on, off, down-sampled or elsewhere."""
+    if endpoint is None:
+        return {"OTEL_SDK_DISABLED": "true", "SWITCHBOARD_TRACE_CONTENT": "0"}
+    return {
+        "OTEL_SDK_DISABLED": "false", "OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"{endpoint}/v1/traces", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_TRACES_SAMPLER": "parentbased_always_on", "OTEL_BSP_SCHEDULE_DELAY": str(round(export_delay_ms)),
+        "SWITCHBOARD_TRACE_CONTENT": "0",
+    }  # fmt: skip
+
+
+@contextmanager
+def otlp_sink() -> Iterator[tuple[str, int]]:
+    """bench/otlp_sink.py (Switchboard's OTLP receiver test double, counting spans) in its own process, so
+    decoding spans does not take the load generator's event loop; yields its endpoint and pid."""
+    proc = subprocess.Popen([sys.executable, str(BENCH / "otlp_sink.py")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().split()
+        if len(line) != 2 or line[0] != "ready":
+            raise BenchError(f"OTLP receiver did not start: {line!r}")
+        progress(f"otlp receiver: {line[1]} (pid {proc.pid})")
+        yield line[1], proc.pid
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+def sink_counts(endpoint: str) -> dict[str, Any]:
+    """What the receiver got so far: ``{"spans": n, "requests": r, "by_name": {name: n}}``."""
+    with urllib.request.urlopen(f"{endpoint}/counts", timeout=10) as resp:
+        counts: dict[str, Any] = json.load(resp)
+    return counts
+
+
+@dataclass
+class TracingArm:
+    """One side of the comparison: its stack and the results of its measurement blocks, by phase."""
+
+    name: str
+    stack: Stack
+    blocks: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {k: [] for k in TRACING_PHASES})
+    samples: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in TRACING_PHASES})
+    turns: int = 0
+    """Turns the stack answered, warmup included (each should yield one ``edge.response`` span)."""
+
+
+class ExportDrain:
+    """Keeps the traced stack's span export out of the untraced stack's blocks: after a traced block, the
+    next untraced block waits until every process's batch processor has exported what it held (it exports
+    at least every schedule delay)."""
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+        self.since: float | None = None
+
+    def traced(self) -> None:
+        self.since = time.monotonic()
+
+    async def wait(self) -> None:
+        if self.since is not None:
+            await asyncio.sleep(max(0.0, self.since + self.delay_s - time.monotonic()))
+        self.since = None
+
+
+async def tracing_block(phase: str, arm: TracingArm, replies: Replies, p: Params, label: str) -> None:
+    """One measurement block of ``phase`` on one arm: the same turns as the main stack's phase of that name."""
+    out, st = arm.samples[phase], arm.stack
+    if phase == "plain_unloaded":
+        res = await plain_phase(
+            st, replies, p.unloaded_sessions, p.turns, parallel=1, kind=f"{label}, plain", samples_out=out
+        )
+    elif phase == "handoff_unloaded":
+        res = await handoff_phase(
+            st, replies, p.unloaded_handoffs, parallel=1, kind=f"{label}, handoff", samples_out=out
+        )
+    else:
+        res = await paced_phase(st, replies, p.sessions, p.turns, p.rate, kind=f"{label}, plain", samples_out=out)
+    n = res["latency"]["n"]
+    arm.turns += n
+    cpu = res["cpu"]["per_turn_ms"]
+    block = {
+        "p50_ms": res["latency"]["p50_ms"], "p99_ms": res["latency"]["p99_ms"], "n": n,
+        "cpu_per_turn_ms": cpu, "system_cpu_per_turn_ms": sum(v for k, v in cpu.items() if k != "bench-client"),
+    }  # fmt: skip
+    if "achieved_turns_per_s" in res:
+        block["achieved_turns_per_s"] = res["achieved_turns_per_s"]
+    arm.blocks[phase].append(block)
+
+
+def arm_summary(arm: TracingArm, phase: str) -> dict[str, Any]:
+    """One arm's figures for one phase: latency over all its blocks pooled, CPU per turn over all its turns."""
+    blocks = arm.blocks[phase]
+    turns = sum(b["n"] for b in blocks)
+    per_process: dict[str, float] = {}
+    for b in blocks:
+        for name, ms in b["cpu_per_turn_ms"].items():
+            per_process[name] = per_process.get(name, 0.0) + ms * b["n"] / turns
+    out = {
+        "latency": summarize(arm.samples[phase]),
+        "block_p50_ms": [b["p50_ms"] for b in blocks], "block_p99_ms": [b["p99_ms"] for b in blocks],
+        "cpu_per_turn_ms": {k: round(v, 3) for k, v in per_process.items()},
+        "system_cpu_per_turn_ms": sum(v for k, v in per_process.items() if k != "bench-client"),
+    }  # fmt: skip
+    if all("achieved_turns_per_s" in b for b in blocks):
+        out["achieved_turns_per_s"] = statistics.fmean(b["achieved_turns_per_s"] for b in blocks)
+    return out
+
+
+def added(off: float, on: float) -> tuple[float, float | None]:
+    """What tracing adds, in ms and in % of the untraced figure."""
+    return on - off, (on - off) / off * 100 if off > 0 else None
+
+
+def tracing_verdict(
+    arms: dict[str, TracingArm], counts: dict[str, Any], sink_cpu_s: float, measured_turns: int
+) -> dict[str, Any]:
+    """Checks the traced stack really traced (and the other did not), then compares the arms phase by phase."""
+    by_name: dict[str, int] = counts["by_name"]
+    missing = [name for name in REQUIRED_SPANS if not by_name.get(name)]
+    if missing:
+        raise BenchError(f"tracing on: the receiver got no {missing} spans (got {by_name}): tracing is not exporting")
+    for arm, want in ((arms["on"], True), (arms["off"], False)):
+        wrong = [pr.name for pr in arm.stack.procs if any('"tracing enabled"' in ln for ln in pr.lines) != want]
+        if wrong:
+            raise BenchError(f"tracing {arm.name}: tracing is {'off' if want else 'on'} in {wrong}")
+    edge_spans, traced_turns = by_name[SPAN_EDGE_RESPONSE], arms["on"].turns
+    if edge_spans != traced_turns:
+        progress(f"tracing: WARNING {edge_spans} {SPAN_EDGE_RESPONSE} spans for {traced_turns} turns (spans lost?)")
+    phases: dict[str, Any] = {}
+    for phase in TRACING_PHASES:
+        off, on = arm_summary(arms["off"], phase), arm_summary(arms["on"], phase)
+        row: dict[str, Any] = {"off": off, "on": on}
+        for q in ("p50", "p99"):
+            row[f"added_{q}_ms"], row[f"added_{q}_pct"] = added(off["latency"][f"{q}_ms"], on["latency"][f"{q}_ms"])
+        row["cpu_added_ms"], row["cpu_added_pct"] = added(off["system_cpu_per_turn_ms"], on["system_cpu_per_turn_ms"])
+        # Robustness checks against one noisy block: in how many block pairs (the n-th off and on blocks) the
+        # traced one was slower, and what the medians of the blocks' own percentiles say.
+        pairs = list(zip(off["block_p50_ms"], on["block_p50_ms"], strict=True))
+        row["pairs_on_slower_p50"] = sum(b > a for a, b in pairs)
+        row["pairs"] = len(pairs)
+        for q in ("p50", "p99"):
+            a, b = statistics.median(off[f"block_{q}_ms"]), statistics.median(on[f"block_{q}_ms"])
+            row[f"added_{q}_pct_block_median"] = added(a, b)[1]
+        pct = row["added_p50_pct"]
+        row["target_met"] = pct is not None and pct < TRACING_TARGET_PCT
+        phases[phase] = row
+    worst = max(row["added_p50_pct"] or 0.0 for row in phases.values())
+    return {
+        "phases": phases,
+        "target": {"added_p50_pct_below": TRACING_TARGET_PCT, "worst_added_p50_pct": worst,
+                   "ok": all(row["target_met"] for row in phases.values())},
+        "spans": {"received": counts["spans"], "export_requests": counts["requests"], "by_name": by_name,
+                  "traced_turns": traced_turns, "edge_response_spans": edge_spans,
+                  "every_turn_traced": edge_spans == traced_turns, "per_turn": counts["spans"] / traced_turns},
+        "receiver_cpu_per_measured_turn_ms": sink_cpu_s * 1000 / measured_turns,
+    }  # fmt: skip
+
+
+async def tracing_phases(off: Stack, on: Stack, p: Params, endpoint: str, sink_pid: int) -> dict[str, Any]:
+    """The main stack's one-at-a-time and paced phases on a tracing-off and a tracing-on stack, both up at once,
+    measured in alternating blocks (off/on, on/off, off/on, ...: neither side always goes first), so machine
+    noise and drift fall on both alike."""
+    replies = Replies.from_scenario()
+    arms = {"off": TracingArm("off", off), "on": TracingArm("on", on)}
+    drain = ExportDrain(p.tracing_export_delay_ms / 1000 + EXPORT_MARGIN_S)
+    n_warm = min(p.sessions, 20)
+    for arm in arms.values():
+        progress(f"tracing {arm.name}: warmup, {n_warm} sessions x 3 plain turns + {n_warm} handoffs")
+        await warmup(arm.stack, replies, n_warm)
+        arm.turns += 4 * n_warm
+    drain.traced()
+    await drain.wait()
+    sink_cpu = cpu_seconds(sink_pid)
+    blocks = p.tracing_blocks
+    for phase in TRACING_PHASES:
+        for b in range(blocks):
+            for name in ("off", "on") if b % 2 == 0 else ("on", "off"):
+                if name == "off":
+                    await drain.wait()
+                await tracing_block(phase, arms[name], replies, p, f"tracing {name} {b + 1}/{blocks}")
+                if name == "on":
+                    drain.traced()
+    await drain.wait()
+    sink_cpu = cpu_seconds(sink_pid) - sink_cpu
+    counts = await asyncio.to_thread(sink_counts, endpoint)
+    measured = arms["on"].turns - 4 * n_warm
+    res = tracing_verdict(arms, counts, sink_cpu, measured)
+    for phase, row in res["phases"].items():
+        progress(
+            f"tracing adds ({phase}): p50 {fmt_added(row, 'p50')}, p99 {fmt_added(row, 'p99')}; system CPU "
+            f"{row['off']['system_cpu_per_turn_ms']:.2f} -> {row['on']['system_cpu_per_turn_ms']:.2f} ms/turn"
+        )
+    spans = res["spans"]
+    progress(
+        f"tracing: receiver got {spans['received']} spans ({spans['per_turn']:.1f}/turn) in "
+        f"{spans['export_requests']} exports; {spans['edge_response_spans']} {SPAN_EDGE_RESPONSE} for "
+        f"{spans['traced_turns']} traced turns; receiver CPU {res['receiver_cpu_per_measured_turn_ms']:.2f} ms/turn"
+    )
+    return res | {
+        "blocks": blocks,
+        "measured_turns_per_arm": measured,
+        "env": {"off": tracing_env(None, 0), "on": tracing_env(endpoint, p.tracing_export_delay_ms)},
+    }
+
+
+def fmt_added(row: dict[str, Any], q: str) -> str:
+    """``+0.14 ms (+7.3%)``: what tracing added at ``q`` (p50 or p99)."""
+    pct = row[f"added_{q}_pct"]
+    return f"{row[f'added_{q}_ms']:+.2f} ms" + (f" ({pct:+.1f}%)" if pct is not None else "")
+
+
+def tracing_stacks(runner: asyncio.Runner, p: Params, var_dir: Path) -> dict[str, Any]:
+    """The tracing phase group: two ``bench`` stacks up at once, identical but for tracing, and the receiver."""
+    key = f"bench-{secrets.token_hex(8)}"
+    env = {"SWITCHBOARD_SCENARIOS_DIR": str(SCENARIOS), "OPENAI_API_KEY": ""}
+    with otlp_sink() as (endpoint, pid):
+        off = Stack(var_dir / "tracing-off", scenario=SCENARIO, api_key=key, env=env | tracing_env(None, 0))
+        on_env = env | tracing_env(endpoint, p.tracing_export_delay_ms)
+        on = Stack(var_dir / "tracing-on", scenario=SCENARIO, api_key=key, env=on_env)
+        return on_stacks(
+            runner, [off, on], "bench, tracing off and on", lambda st: tracing_phases(st[0], st[1], p, endpoint, pid)
+        )
+
+
 # --------------------------------------------------------------------------- the run
 
 
@@ -809,6 +1073,12 @@ class Params:
     """The scripted supervisor model's latency in the throughput phase."""
     supervisor_max_inflight: int = 4
     """SWITCHBOARD_AGENT_MAX_INFLIGHT of each supervisor replica in the throughput phase."""
+    tracing: bool = True
+    """The tracing-overhead phase group (``--no-tracing`` skips it)."""
+    tracing_blocks: int = 4
+    """Measurement blocks per phase on each of the tracing-off and tracing-on stacks, alternating."""
+    tracing_export_delay_ms: float = 200.0
+    """OTEL_BSP_SCHEDULE_DELAY of the traced stack: short, so a block's spans are exported during the block."""
 
 
 async def bench_stack(stack: Stack, p: Params) -> dict[str, Any]:
@@ -867,6 +1137,7 @@ def assemble(p: Params, sw: dict[str, Any], sdk_res: dict[str, Any], wall_s: flo
             "edge_idle": idle,
             "log_problems": sw["log_problems"],
             "consult": sw.get("consult"),
+            "tracing": sw.get("tracing"),
         },
         "baselines": {"nats_request_reply": sw["nats"], "agents_sdk": sdk_res},
         "ratios": {
@@ -884,8 +1155,18 @@ def assemble(p: Params, sw: dict[str, Any], sdk_res: dict[str, Any], wall_s: flo
             "handoff_added_p50_ms": target(2.0, added),
             "sessions_per_edge": target(1000, idle["sessions"], higher_is_better=True),
             "turns_per_s": target(500, tput, higher_is_better=True),
-        },
+        }
+        | tracing_target(sw.get("tracing")),
     }
+
+
+def tracing_target(tracing: dict[str, Any] | None) -> dict[str, Any]:
+    """The observability issue's target (tracing adds < 10% at p50), judged on the worst phase."""
+    if not tracing:
+        return {}
+    t = tracing["target"]
+    return {"tracing_added_p50_pct": {"target": t["added_p50_pct_below"], "value": t["worst_added_p50_pct"],
+                                      "ok": t["ok"]}}  # fmt: skip
 
 
 def machine_info() -> dict[str, Any]:
@@ -979,6 +1260,8 @@ def markdown(r: dict[str, Any]) -> str:
         f"{sdk_res['concurrent']['concurrency']}). Raw NATS: one-at-a-time request/reply between two processes. "
         f"Everything, load generator included, shares the same {m['nproc']} CPUs.",
     ]
+    if sw.get("tracing"):
+        lines += ["", *tracing_markdown(sw["tracing"], p)]
     if sw.get("consult"):
         lines += ["", *consult_markdown(sw["consult"], p)]
     return "\n".join(lines) + "\n"
@@ -990,6 +1273,56 @@ def p50_p99(stats: dict[str, Any] | None) -> str:
     return f"{stats['p50_ms']:.2f} / {stats['p99_ms']:.2f} ms" if stats["p99_ms"] < 100 else (
         f"{stats['p50_ms']:.0f} / {stats['p99_ms']:.0f} ms"
     )  # fmt: skip
+
+
+def tracing_markdown(tr: dict[str, Any], p: dict[str, Any]) -> list[str]:
+    """The "Tracing overhead" section: turn latency and CPU with tracing off and on, measured in the same run."""
+    names = dict(TRACING_PHASES, plain_paced=f"Plain turn, {p['sessions']} sessions at {p['rate']:.0f} turns/s")
+    rows = []
+    for phase, row in tr["phases"].items():
+        off, on = row["off"], row["on"]
+        cpu_pct = row["cpu_added_pct"]
+        rows.append(" | ".join([
+            names[phase], f"{fmt_ms(off['latency']['p50_ms'])} / {fmt_ms(on['latency']['p50_ms'])}",
+            f"{fmt_added(row, 'p50')}; block median {row['added_p50_pct_block_median']:+.1f}%",
+            f"{fmt_ms(off['latency']['p99_ms'])} / {fmt_ms(on['latency']['p99_ms'])}",
+            f"{fmt_added(row, 'p99')}; block median {row['added_p99_pct_block_median']:+.1f}%",
+            f"{off['system_cpu_per_turn_ms']:.2f} / {on['system_cpu_per_turn_ms']:.2f} ms"
+            + (f" ({cpu_pct:+.0f}%)" if cpu_pct is not None else ""),
+            f"{row['pairs_on_slower_p50']} of {row['pairs']}",
+            f"< {tr['target']['added_p50_pct_below']:.0f}%", "yes" if row["target_met"] else "**no**",
+        ]))  # fmt: skip
+    spans, blocks, env = tr["spans"], tr["blocks"], tr["env"]["on"]
+    by_name = ", ".join(f"`{k}` {v}" for k, v in sorted(spans["by_name"].items(), key=lambda kv: -kv[1]))
+    complete = (
+        f"one `{SPAN_EDGE_RESPONSE}` per turn"
+        if spans["every_turn_traced"]
+        else f"**{spans['edge_response_spans']} `{SPAN_EDGE_RESPONSE}` for {spans['traced_turns']} turns**"
+    )
+    return [
+        "### Tracing overhead",
+        "",
+        f"| Tracing off vs on ({blocks} alternating blocks each) | p50 off / on | Tracing adds (p50) | p99 off / on "
+        "| Tracing adds (p99) | CPU per turn off / on | Block pairs with on slower (p50) | Target (p50) | Met |",
+        "|---|---|---|---|---|---|---|---|---|",
+        *(f"| {row} |" for row in rows),
+        "",
+        "Two stacks of the `bench` scenario up at once, identical but for tracing: *on* exports every span over "
+        "OTLP/HTTP (protobuf, batch span processor, sampler `parentbased_always_on`, "
+        f"`OTEL_BSP_SCHEDULE_DELAY={env['OTEL_BSP_SCHEDULE_DELAY']}` so a block's spans are exported during the "
+        "block) to Switchboard's OTLP receiver test double in a process of its own; *off* has "
+        f"`OTEL_SDK_DISABLED=true`. Measurement alternates between them in blocks (off/on, on/off, ...) of the "
+        f"main stack's phases: {p['unloaded_sessions']} sessions x {p['turns']} plain turns one at a time, "
+        f"{p['unloaded_handoffs']} handoff turns one at a time, {p['sessions']} sessions x {p['turns']} turns at "
+        f"{p['rate']:.0f} turns/s; a block after a traced one waits until the traced stack has exported its "
+        "spans. Latency pooled over the blocks; *block median*: the same comparison on the median of each side's "
+        "per-block p50 (or p99), which one stalled block cannot sway; *block pairs*: the n-th off and on blocks, how "
+        "often the traced one had the higher p50. *Met* is judged on the pooled p50. CPU: the system's processes "
+        "(edge, agents, nats-server) per turn, "
+        f"not the load generator nor the receiver (which used {tr['receiver_cpu_per_measured_turn_ms']:.2f} ms "
+        f"per traced turn decoding spans). The receiver got {spans['received']} spans "
+        f"({spans['per_turn']:.1f} per turn, {complete}): {by_name}.",
+    ]
 
 
 def consult_markdown(c: dict[str, Any], p: dict[str, Any]) -> list[str]:
@@ -1070,6 +1403,12 @@ def summary_table(r: dict[str, Any]) -> str:
         ("agents-sdk handoff run", sdk_res["handoff"]),
         ("raw NATS request/reply", r["baselines"]["nats_request_reply"]["latency"]),
     ]
+    tracing = sw.get("tracing")
+    if tracing:
+        for phase, row in tracing["phases"].items():
+            what = f"{p['sessions']} at {p['rate']:.0f}/s" if phase == "plain_paced" else "one at a time"
+            kind = phase.split("_")[0]
+            named += [(f"tracing {side}, {kind} {what}", row[side]["latency"]) for side in ("off", "on")]
     consult = sw.get("consult")
     if consult:
         lat = consult["latency"]
@@ -1115,6 +1454,28 @@ def summary_table(r: dict[str, Any]) -> str:
         f"handoff adds <= 2 ms: {ok['handoff_added_p50_ms']}; >= 1000 sessions: {ok['sessions_per_edge']}; "
         f">= 500 turns/s: {ok['turns_per_s']}",
     ]
+    if tracing:
+        rows = tracing["phases"].items()
+        short = {"plain_unloaded": "plain", "handoff_unloaded": "handoff", "plain_paced": "paced"}
+        target = tracing["target"]
+        spans = tracing["spans"]
+        out += [
+            "tracing adds (p50)   " + ", ".join(f"{short[k]} {fmt_added(v, 'p50')}" for k, v in rows)
+            + f"; target < {target['added_p50_pct_below']:.0f}%: {'ok' if target['ok'] else 'MISSED'}",
+            "tracing adds (p99)   " + ", ".join(f"{short[k]} {fmt_added(v, 'p99')}" for k, v in rows),
+            "  median of blocks   " + ", ".join(
+                f"{short[k]} p50 {v['added_p50_pct_block_median']:+.1f}% p99 {v['added_p99_pct_block_median']:+.1f}%, "
+                f"on slower in {v['pairs_on_slower_p50']} of {v['pairs']} block pairs"
+                for k, v in rows
+            ),
+            "tracing CPU/turn     " + ", ".join(
+                f"{short[k]} {v['off']['system_cpu_per_turn_ms']:.2f} -> {v['on']['system_cpu_per_turn_ms']:.2f} ms"
+                for k, v in rows
+            ) + f" (system processes; receiver {tracing['receiver_cpu_per_measured_turn_ms']:.2f} ms/turn)",
+            f"tracing spans        {spans['received']} received ({spans['per_turn']:.1f}/turn), "
+            f"{spans['edge_response_spans']} {SPAN_EDGE_RESPONSE} for {spans['traced_turns']} traced turns; "
+            f"{tracing['blocks']} alternating blocks per phase and side",
+        ]  # fmt: skip
     if consult:
         lat, rep = consult["latency"], consult["replicas"]
         direct, consult_p = lat["direct_paced"], lat["consult_paced"]
@@ -1176,7 +1537,7 @@ def write_results(r: dict[str, Any], out_dir: Path) -> None:
 # --------------------------------------------------------------------------- main
 
 
-def check_processes(stack: Stack) -> dict[str, Any]:
+def check_processes(stack: Stack, label: str = "logs") -> dict[str, Any]:
     """Every process still up, and the warnings/errors they logged during the run (reported, not fatal)."""
     dead = [f"{p.name} (exit {p.popen.returncode})" for p in stack.procs if not p.alive()]
     if dead:
@@ -1188,7 +1549,7 @@ def check_processes(stack: Stack) -> dict[str, Any]:
         if bad:
             counts[proc.name] = len(bad)
             samples += [f"{proc.name}: {ln}" for ln in bad[:3]]
-    progress(f"logs: {sum(counts.values())} warning/error lines {counts or ''}".rstrip())
+    progress(f"{label}: {sum(counts.values())} warning/error lines {counts or ''}".rstrip())
     for line in samples:
         progress(f"  {line[:300]}")
     return {"counts": counts, "samples": samples}
@@ -1216,11 +1577,18 @@ def parse_args(argv: list[str] | None = None) -> tuple[Params, Path, Path | None
     ap.add_argument("--consult-duration", type=float, help="seconds per replica count (default 5; quick 2)")
     ap.add_argument("--model-delay-ms", type=float, default=50.0, help="scripted supervisor latency (default 50)")
     ap.add_argument("--supervisor-max-inflight", type=int, default=4, help="consults per replica at once (default 4)")
+    ap.add_argument("--no-tracing", action="store_true", help="skip the tracing-overhead phases")
+    ap.add_argument("--tracing-blocks", type=int, help="alternating blocks per phase and side (default 4; quick 2)")
+    ap.add_argument(
+        "--tracing-export-delay-ms", type=float, default=200.0, help="OTEL_BSP_SCHEDULE_DELAY when traced (default 200)"
+    )
     ap.add_argument("--quick", action="store_true", help="small smoke run")
     ap.add_argument("--out-dir", type=Path, default=BENCH / "results", help="where results are written")
     ap.add_argument("--var-dir", type=Path, help="runtime data and logs (default: a temporary directory)")
     a = ap.parse_args(argv)
     q = a.quick
+    if a.tracing_blocks is not None and a.tracing_blocks < 1:
+        ap.error("--tracing-blocks must be at least 1")
 
     def pick(value: int | None, default: int, quick: int) -> int:
         return value if value is not None else (quick if q else default)
@@ -1236,6 +1604,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[Params, Path, Path | None
         consult_sessions=pick(a.consult_sessions, 24, 24),
         consult_duration_s=a.consult_duration if a.consult_duration is not None else (2.0 if q else 5.0),
         model_delay_ms=a.model_delay_ms, supervisor_max_inflight=a.supervisor_max_inflight,
+        tracing=not a.no_tracing, tracing_blocks=pick(a.tracing_blocks, 4, 2),
+        tracing_export_delay_ms=a.tracing_export_delay_ms,
     )  # fmt: skip
     return params, a.out_dir, a.var_dir
 
@@ -1244,23 +1614,38 @@ def on_stack(
     runner: asyncio.Runner, stack: Stack, what: str, phases: Callable[[Stack], Awaitable[dict[str, Any]]]
 ) -> dict[str, Any]:
     """Start ``stack``, run ``phases`` on it, check its processes and logs, stop it (last log lines on failure)."""
+    return on_stacks(runner, [stack], what, lambda stacks: phases(stacks[0]))
+
+
+def on_stacks(
+    runner: asyncio.Runner, stacks: list[Stack], what: str,
+    phases: Callable[[list[Stack]], Awaitable[dict[str, Any]]],
+) -> dict[str, Any]:  # fmt: skip
+    """``on_stack`` for stacks that run side by side: all are up while ``phases`` runs. With more than one,
+    ``log_problems`` has an entry per stack, named after its var dir."""
     try:
-        progress(f"stack: starting nats-server, agents and the edge ({what}; logs in {stack.var_dir / 'log'})")
-        stack.start()
-        progress("stack: up: " + ", ".join(f"{p.name}={p.pid}" for p in stack.procs))
-        res = runner.run(phases(stack))
-        res["log_problems"] = check_processes(stack)
+        for stack in stacks:
+            progress(f"stack: starting nats-server, agents and the edge ({what}; logs in {stack.var_dir / 'log'})")
+            stack.start()
+            progress("stack: up: " + ", ".join(f"{p.name}={p.pid}" for p in stack.procs))
+        res = runner.run(phases(stacks))
+        if len(stacks) == 1:
+            res["log_problems"] = check_processes(stacks[0])
+        else:
+            res["log_problems"] = {st.var_dir.name: check_processes(st, f"logs ({st.var_dir.name})") for st in stacks}
         return res
     except BaseException:
-        for proc in stack.procs:
-            tail = [ln for ln in proc.lines[-5:] if ln]
-            if tail or not proc.alive():
-                alive = "alive" if proc.alive() else f"exited {proc.popen.returncode}"
-                print(f"--- {proc.name} ({alive}), last log lines:\n" + "\n".join(tail), file=sys.stderr)
+        for stack in stacks:
+            for proc in stack.procs:
+                tail = [ln for ln in proc.lines[-5:] if ln]
+                if tail or not proc.alive():
+                    alive = "alive" if proc.alive() else f"exited {proc.popen.returncode}"
+                    print(f"--- {proc.name} ({alive}), last log lines:\n" + "\n".join(tail), file=sys.stderr)
         raise
     finally:
-        progress("stack: stopping")
-        stack.stop()
+        for stack in reversed(stacks):
+            progress("stack: stopping")
+            stack.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1279,6 +1664,8 @@ def main(argv: list[str] | None = None) -> int:
         sdk_res = runner.run(sdk_baseline(params.sdk_runs))
         try:
             sw = on_stack(runner, stack, "bench", lambda st: bench_stack(st, params))
+            if params.tracing:
+                sw["tracing"] = tracing_stacks(runner, params, var_dir)
             if params.consult:
                 sw["consult"] = consult_stacks(runner, params, var_dir)
             ok = True

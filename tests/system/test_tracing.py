@@ -59,12 +59,12 @@ async def test_a_turn_with_a_handoff_is_one_connected_trace(tmp_path: Path) -> N
     for service in ("agent-triage", "agent-auth"):
         turn = turns[service]
         assert turn.kind == "consumer"
-        # agent.turn <- publish (edge) <- conductor.hop <- edge.response: the parents cross processes
-        assert _ancestors(turn, index)[:3] == [
-            "publish switchboard.v1.agent." + service.removeprefix("agent-") + ".turn",
-            "conductor.hop",
-            "edge.response",
-        ]
+        # agent.turn (agent process) <- conductor.hop <- edge.response (edge): the parent crosses processes
+        assert _ancestors(turn, index) == ["conductor.hop", "edge.response"]
+        hop = index[turn.parent_span_id]  # type: ignore[index]
+        assert hop.service_name == "edge" and hop.attributes["messaging.system"] == "nats"
+        agent = service.removeprefix("agent-")
+        assert hop.attributes["messaging.destination.name"] == f"switchboard.v1.agent.{agent}.turn"
     handoff = next(s for s in trace if s.name == "handoff")
     assert handoff.attributes["switchboard.handoff.from"] == "triage"
     assert handoff.attributes["switchboard.handoff.to"] == "auth"

@@ -17,10 +17,11 @@ from typing import Generic, TypeVar
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from opentelemetry import trace
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from ..schemas import SCHEMA_MAJOR, SCHEMA_VERSION, ErrorCode, ErrorReply, Heartbeat, WireModel
-from ..telemetry import metrics, process_span, send_span, session_context
+from ..telemetry import inject, metrics, names, process_span, session_context, set_attributes, tracing_enabled
 from . import headers as h
 from .errors import BadReply, NoResponders, RemoteError, ReplyTimeout
 
@@ -113,8 +114,12 @@ class StreamingClient:
         hdrs = message_headers(session_id, deadline) | (extra_headers or {})
         reconnects = self._nc.stats["reconnects"]
         try:
-            with send_span(subject, hdrs):
-                await self._nc.publish(subject, request.to_bytes(), reply=f"{self._prefix}.{token}", headers=hdrs)
+            if tracing_enabled():  # the caller's span (a conductor hop, a consult) is the sending span
+                inject(hdrs)
+                set_attributes(trace.get_current_span(), {names.MESSAGING_SYSTEM: names.MESSAGING_SYSTEM_NATS,
+                               names.MESSAGING_DESTINATION_NAME: subject,
+                               names.MESSAGING_OPERATION_TYPE: names.MESSAGING_OPERATION_SEND})  # fmt: skip
+            await self._nc.publish(subject, request.to_bytes(), reply=f"{self._prefix}.{token}", headers=hdrs)
             while True:
                 left = remaining(deadline)
                 if left <= 0:
