@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -45,8 +45,9 @@ class Settings(BaseSettings):
     """Consecutive retryable failures that open a downstream's circuit breaker."""
     breaker_cooldown_s: float = Field(10.0, gt=0)
     """How long an open breaker refuses calls before letting one through to test recovery."""
-    ledger_takeover_s: float = Field(10.0, gt=0)
-    """A side-effect claim older than this whose runner never recorded a result is presumed dead."""
+    ledger_takeover_s: float = Field(3.0, gt=0)
+    """A side-effect claim not refreshed for this long (its runner refreshes it every third of it while
+    the tool runs) is presumed dead and taken over by a retry. Must stay well below the hop timeout."""
     agent_max_inflight: int = Field(256, ge=1)
     """Turns one agent replica runs at once; more get a retryable ``busy`` error."""
     data_dir: Path = Path("var/data")
@@ -63,6 +64,15 @@ class Settings(BaseSettings):
         if not urls or not all(u.startswith(("nats://", "tls://", "ws://", "wss://")) for u in urls):
             raise ValueError(f"SWITCHBOARD_NATS_URL must list nats:// URLs, got {v!r}")
         return ",".join(urls)
+
+    @model_validator(mode="after")
+    def _takeover_fits(self) -> Settings:
+        if self.ledger_takeover_s >= self.hop_timeout_s:
+            raise ValueError(
+                f"SWITCHBOARD_LEDGER_TAKEOVER_S ({self.ledger_takeover_s}) must be below SWITCHBOARD_HOP_TIMEOUT_S "
+                f"({self.hop_timeout_s}): a retried turn must be able to take over a dead replica's tool call"
+            )
+        return self
 
     @property
     def nats_servers(self) -> list[str]:

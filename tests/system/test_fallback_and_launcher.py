@@ -44,7 +44,7 @@ async def test_killed_agent_falls_back_and_the_conversation_continues(tmp_path: 
 
 
 async def test_hung_agent_times_out_and_the_fallback_answers(tmp_path: Path) -> None:
-    with make_stack(tmp_path, env={"SWITCHBOARD_HOP_TIMEOUT_S": "1.5"}) as stack:
+    with make_stack(tmp_path, env={"SWITCHBOARD_HOP_TIMEOUT_S": "1.5", "SWITCHBOARD_LEDGER_TAKEOVER_S": "1"}) as stack:
         async with sdk_client(stack).realtime.connect(model="switchboard") as conn:
             await open_session(conn)
             assert (await say(conn, "hello")).agent == "triage"

@@ -79,13 +79,18 @@ class _Turn:
     handoffs: int
     agents: list[str] = field(default_factory=list)
     decisions: list[HandoffDecision] = field(default_factory=list)
-    audits: list[asyncio.Task[None]] = field(default_factory=list)
     tokens: dict[str, int] = field(default_factory=lambda: {"input_tokens": 0, "output_tokens": 0})
     replica: str | None = None
     consult: ConsultDone | None = None
     retries: int = 0
     anchor: str = ""
     """Id of the caller message this turn answers: the stable part of every agent turn id."""
+
+    def agent_turn_id(self, agent: str) -> str:
+        """Stable across re-asks: the caller's message and the agent (plus a count should the fallback run
+        twice), not the hop index, which shifts when a re-ask starts where a committed handoff left off."""
+        runs = self.agents.count(agent)
+        return f"{self.anchor}-{agent}" + (f"-{runs}" if runs > 1 else "")
 
 
 class Conductor:
@@ -110,19 +115,21 @@ class Conductor:
         self.idle_timeout_s = idle_timeout_s
         """An agent silent this long (no delta, no heartbeat) is taken for dead and the turn retried."""
         self.retries = 0
+        self._audits: set[asyncio.Task[None]] = set()
         self.hop_timeout_s = hop_timeout_s
         """One agent's share of the turn: a hung agent costs this long, then the fallback answers."""
+
+    async def flush(self, timeout_s: float = 10.0) -> None:
+        """Wait for audit appends still in flight (at shutdown)."""
+        if self._audits:
+            await asyncio.wait(set(self._audits), timeout=timeout_s)
 
     async def run_turn(self, state: SessionState, response_id: str, emit: EventSink, *, deadline: float) -> TurnOutcome:
         turn = _Turn(state, response_id, list(state.history), dict(state.context), state.caller, state.handoff_count)
         turn.anchor = next(
             (i.id for i in reversed(state.history) if isinstance(i, MessageItem) and i.role == "user"), response_id
         )
-        try:
-            final = await self._hops(turn, state.active_agent, emit, deadline)
-        finally:
-            if turn.audits:
-                await asyncio.gather(*turn.audits)
+        final = await self._hops(turn, state.active_agent, emit, deadline)
         consult = turn.consult
         new_state = state.model_copy(
             update={
@@ -144,7 +151,7 @@ class Conductor:
         for hop in range(self.scenario.max_hops_per_turn):
             turn.agents.append(agent)
             req = TurnRequest(
-                session_id=turn.state.session_id, turn_id=f"{turn.anchor}-{hop}", agent=agent,
+                session_id=turn.state.session_id, turn_id=turn.agent_turn_id(agent), agent=agent,
                 history=turn.history, context=turn.context, caller=turn.caller, handoff_depth=turn.handoffs,
                 handoff_from=request_from.source if request_from else None,
                 handoff_reason=request_from.reason if request_from else None,
@@ -221,7 +228,7 @@ class Conductor:
         if self.consults is None or config is None or config.consult is None:
             raise TurnFailed(f"agent {agent} asked to consult but has no supervisor configured")
         done = await self.consults.consult(
-            agent=config, ask=ask, session_id=turn.state.session_id, consult_id=f"{turn.anchor}-c",
+            agent=config, ask=ask, session_id=turn.state.session_id, consult_id=f"{turn.anchor}-c-{agent}",
             history=turn.history, context=turn.context, caller=turn.caller, emit=emit, deadline=deadline,
         )  # fmt: skip
         turn.history.extend(done.items)
@@ -326,7 +333,9 @@ class Conductor:
                 "outcome": decision.outcome.value, "detail": decision.detail,
             },
         )  # fmt: skip
-        turn.audits.append(asyncio.create_task(self._append(decision)))
+        task = asyncio.create_task(self._append(decision))  # off the turn's critical path (retried inside)
+        self._audits.add(task)
+        task.add_done_callback(self._audits.discard)
 
     async def _append(self, decision: HandoffDecision) -> None:
         try:

@@ -3,9 +3,10 @@
 Each call is keyed by (session, turn id, tool, canonical arguments). The first runner claims the
 key (KV create), runs the tool and records its output; a retried or redelivered turn that makes
 the same call gets the recorded output instead of running it again. If the claimant died before
-recording (a crash inside the tool), a later runner takes the claim over after ``takeover_s`` and
-runs the tool again with the same ``idempotency_key``, which the tool passes to whatever it changes
-so that the effect itself cannot double.
+recording (a crash inside the tool), a later runner takes the claim over once it has not been
+refreshed for ``takeover_s`` (a live runner refreshes it every ``takeover_s / 3``) and runs the tool
+again with the same ``idempotency_key``, which the tool passes to whatever it changes so that the
+effect itself cannot double.
 
 Every KV operation rides out JetStream leader elections (see ``retry``).
 """
@@ -42,7 +43,7 @@ def idempotency_key(session_id: str, turn_id: str, tool: str, arguments: str) ->
 
 class SideEffectLedger:
     def __init__(
-        self, kv: KeyValue, *, takeover_s: float = 10.0, poll_s: float = 0.1, retry: StateRetry | None = None
+        self, kv: KeyValue, *, takeover_s: float = 3.0, poll_s: float = 0.1, retry: StateRetry | None = None
     ) -> None:
         self._kv = kv
         self.takeover_s = takeover_s
@@ -51,7 +52,7 @@ class SideEffectLedger:
         self.replayed = 0
 
     @classmethod
-    async def open(cls, js: JetStreamContext, *, replicas: int = 1, takeover_s: float = 10.0) -> SideEffectLedger:
+    async def open(cls, js: JetStreamContext, *, replicas: int = 1, takeover_s: float = 3.0) -> SideEffectLedger:
         async def bucket() -> KeyValue:
             try:
                 return await js.key_value(LEDGER_BUCKET)
@@ -88,12 +89,35 @@ class SideEffectLedger:
                 except KeyWrongLastSequenceError:
                     continue
             await asyncio.sleep(self.poll_s)  # another runner is executing this very call: wait for its record
+        current = revision
+        lost_claim = False
+
+        async def keep_claim() -> None:
+            """Refresh the claim while the tool runs, so only a dead runner's claim goes stale."""
+            nonlocal current, lost_claim
+            while True:
+                await asyncio.sleep(self.takeover_s / 3)
+                fresh = json.dumps({"state": "running", "at": time.time()}).encode()
+                try:
+                    current = await self._kv.update(key, fresh, last=current)
+                except KeyWrongLastSequenceError:
+                    lost_claim = True  # someone took it over (we were presumed dead): stop refreshing
+                    return
+                except Exception:  # a transient failure: the next refresh tries again
+                    log.debug("claim refresh failed", exc_info=True)
+
+        refresher = asyncio.create_task(keep_claim())
         try:
             output = await run()
         except BaseException:
+            refresher.cancel()
             # nothing recorded: a retry may run the call again
             await self.retry.run("ledger.release", lambda: self._kv.delete(key))
             raise
+        refresher.cancel()
+        await asyncio.gather(refresher, return_exceptions=True)
         done = json.dumps({"state": "done", "output": output}).encode()
-        await cas_write(self._kv, key, done, revision, self.retry, "ledger.record")
+        if lost_claim:
+            log.warning("side-effect claim was taken over while running", extra={"key": key})
+        await cas_write(self._kv, key, done, current, self.retry, "ledger.record")
         return output

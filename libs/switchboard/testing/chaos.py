@@ -205,6 +205,8 @@ class FaultEnv:
     """The stack's data dir (where ``record_effect`` writes)."""
     in_flight: Callable[[int], list[str]] = lambda _port: []
     """Texts of the effect turns now in flight through the edge on this port (set by the run)."""
+    in_flight_turns: Callable[[int], list[str]] = lambda _port: []
+    """Texts of all the turns now in flight through the edge on this port (set by the run)."""
 
     def edge_ports(self) -> list[int]:
         return [port for _, port in self.edges]
@@ -287,6 +289,7 @@ def _kill_oldest(role: str, name: str, sig: signal.Signals = signal.SIGKILL) -> 
             time.sleep(0.005)
             inflight = inflight_requests(victim, name)
         env.state["victim"] = victim.name
+        env.state["hit"] = inflight
         if sig == signal.SIGKILL:
             env.stack.kill(victim.name, sig)
         else:
@@ -336,6 +339,7 @@ def _kill_edge(env: FaultEnv) -> str:
         if not caught:
             time.sleep(0.005)
     env.edges.pop(0)
+    env.state["hit"] = len(env.in_flight_turns(port))
     env.stack.kill(label, signal.SIGKILL)
     moment = f"; {len(caught)} in-flight turn(s) had had their effect" if caught else ""
     return f"SIGKILL {label} (pid {proc.pid}, port {port}{moment}); clients move to {[lbl for lbl, _ in env.edges]}"
@@ -583,6 +587,8 @@ class ChaosTurn:
     """Times the turn was asked (more than one after a dropped connection)."""
     warnings: list[str] = field(default_factory=list)
     """Error events seen in a turn that still completed."""
+    answered_twice: bool = False
+    """The stored history has this turn's reply twice: its first ask was committed, then asked again."""
 
     @property
     def latency_ms(self) -> float:
@@ -594,6 +600,9 @@ class Injection:
     at: float
     injected: str
     turns_in_flight: int
+    """Turns in flight (client-side) when the fault was injected."""
+    victim_requests: int | None = None
+    """Requests in flight in the signalled process (a replica), or turns on the killed edge."""
     recovered_at: float | None = None
     recovered: str = ""
     window_end: float = 0.0
@@ -621,6 +630,10 @@ class FaultReport:
     """Failed turns without any answer within the client's timeout."""
     reconnects: int
     re_asked_turns: int
+    re_asked_after_commit: int
+    """Re-asked turns whose first ask had been committed (only ``response.done`` was lost)."""
+    duplicated_after_committed_reask: int
+    """Of the duplicated effects, those of re-asked turns whose first ask had been committed."""
     platform_retried_turns: int | None
     """Turns whose edge record shows a retried agent or supervisor call (the fault landed inside them)."""
     turns_in_fault_window: int
@@ -869,16 +882,12 @@ class ChaosRun:
         self._load_done = asyncio.Event()
         self._changed = asyncio.Event()
         env.data_dir = data_dir
-        env.in_flight = self._in_flight_effects
+        env.in_flight = lambda port: [t.text for t in self._in_flight(port) if t.effect]
+        env.in_flight_turns = lambda port: [t.text for t in self._in_flight(port)]
 
-    def _in_flight_effects(self, port: int) -> list[str]:
-        # read from the fault's thread: a snapshot of plain attributes is enough here
-        out = []
-        for c in list(self.clients):
-            t = c.current
-            if t is not None and t.effect and c.port == port:
-                out.append(t.text)
-        return out
+    def _in_flight(self, port: int) -> list[ChaosTurn]:
+        # called from the fault's thread: a snapshot of plain attributes is enough here
+        return [t for c in list(self.clients) if (t := c.current) is not None and c.port == port]
 
     def _plan(self, client: int) -> list[ChaosTurn]:
         out = []
@@ -943,7 +952,7 @@ class ChaosRun:
             in_flight = sum(c.current is not None for c in self.clients)
             at = self.clock.now()
             what = await asyncio.to_thread(self.spec.inject, self.env)
-            injection = Injection(at, what, in_flight)
+            injection = Injection(at, what, in_flight, self.env.state.pop("hit", None))
             self.injections.append(injection)
             self.progress(f"{self.spec.name}: t={at:.1f}s injected: {what} ({in_flight} turns in flight)")
             if self.spec.hold_until is not None:
@@ -987,7 +996,11 @@ class ChaosRun:
         self.dump(self.data_dir.parent / "turns.jsonl")
         lost = await self._lost()
         retried = await self._platform_retries()
-        dup, effects, missing, orphan, reexec, dup_details = self._effects()
+        dup_labels, effects, missing, orphan, reexec = self._effects()
+        dup = sum(n - 1 for n in dup_labels.values())
+        dup_details = [f"{label!r} took effect {n} times" for label, n in dup_labels.items()]
+        twice = {t.text for t in self.turns if t.answered_twice}
+        dup_after_commit = sum(n - 1 for label, n in dup_labels.items() if label in twice)
         by = Counter(t.outcome for t in self.turns)
         in_window = [t for t in self.turns if any(self._overlaps(t, i) for i in self.injections)]
         failed = [t for t in self.turns if t.outcome == "failed"]
@@ -998,6 +1011,8 @@ class ChaosRun:
             effects_recorded=effects, missing_side_effects=missing, orphan_side_effects=orphan,
             re_executions=reexec, hangs=sum(t.detail.startswith("hang") for t in failed),
             reconnects=sum(c.reconnects for c in self.clients), re_asked_turns=sum(t.asks > 1 for t in self.turns),
+            re_asked_after_commit=sum(t.answered_twice for t in self.turns),
+            duplicated_after_committed_reask=dup_after_commit,
             platform_retried_turns=retried, turns_in_fault_window=len(in_window),
             fallback_span_s=self._fallback_span(),
             latency_ms=percentiles([t.latency_ms for t in self.turns]),
@@ -1058,6 +1073,7 @@ class ChaosRun:
                     ]
                     if t.reply not in said:
                         out.append(f"{client.session_id}: reply to {t.text!r} missing ({t.reply[:60]!r} not in {said})")
+                    t.answered_twice = t.asks > 1 and said.count(t.reply) > 1
         return out
 
     async def _platform_retries(self) -> int | None:
@@ -1074,8 +1090,8 @@ class ChaosRun:
         except Exception:  # noqa: BLE001 - the audit figure is informational
             return None
 
-    def _effects(self) -> tuple[int, int, int, int, int, list[str]]:
-        """(duplicated, effect rows, missing, orphan, re-executions, duplicate details)."""
+    def _effects(self) -> tuple[dict[str, int], int, int, int, int]:
+        """(effects per duplicated label, effect rows, missing, orphan, re-executions)."""
         path = self.data_dir / EFFECTS_DB
         rows: dict[str, int] = {}
         executions: dict[str, int] = {}
@@ -1088,12 +1104,10 @@ class ChaosRun:
                     pass
         ours = {t.text: t for t in self.turns}
         mine = {label: n for label, n in rows.items() if label in ours}
-        duplicated = sum(n - 1 for n in mine.values() if n > 1)
-        details = [f"{label!r} took effect {n} times" for label, n in mine.items() if n > 1]
         missing = sum(1 for t in self.turns if t.effect and t.outcome == "completed" and t.text not in mine)
         orphan = sum(1 for label in mine if ours[label].outcome != "completed")
         reexec = sum(n - 1 for n in executions.values() if n > 1)
-        return duplicated, sum(mine.values()), missing, orphan, reexec, details
+        return {k: n for k, n in mine.items() if n > 1}, sum(mine.values()), missing, orphan, reexec
 
 
 async def run_fault(

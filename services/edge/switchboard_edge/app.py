@@ -84,6 +84,7 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
             log.info("edge ready", extra={"scenario": config.name})
             yield
             await app.state.deps.flush_records()
+            await app.state.deps.conductor.flush()
             await client.stop()
         await asyncio.to_thread(shutdown_tracing)
 

@@ -324,8 +324,13 @@ class EdgeSession:
 
         try:
             await self._commit(finish)
-        except ProtocolError as err:
+        except ProtocolError as err:  # not stored: the caller must not be told the turn completed
             await self.send(error_event(err))
+            await self.send(server_event("response.done", response=base | {
+                "status": "failed", "output": output, "status_details": {"type": "failed", "reason": err.code},
+                "metadata": {"agent": self.state.active_agent, "session_id": self.state.session_id},
+            }))  # fmt: skip
+            return "failed", outcome, err.message
         metadata = {
             "agent": outcome.state.active_agent,
             "agents": ",".join(outcome.agents),

@@ -1,0 +1,48 @@
+"""The chaos scenario's side effect: one row per idempotency key, labelled with what the caller asked.
+
+``effects`` has one row per idempotency key (``INSERT OR IGNORE``), so a takeover that re-runs a call
+with the same key cannot double it; ``executions`` has one row per run. The chaos harness counts
+``effects`` rows per *label*: a second row for the same label means the effect happened twice under
+two different keys, which is a duplicated side effect whatever the ledger thought.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from switchboard.agents import ToolContext, ToolRegistry
+
+registry = ToolRegistry()
+
+DB_NAME = "chaos_effects.sqlite"
+
+
+def _connect() -> sqlite3.Connection:
+    path = Path(os.environ["SWITCHBOARD_DATA_DIR"]) / DB_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, timeout=30)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("CREATE TABLE IF NOT EXISTS executions (key TEXT, label TEXT, agent TEXT, pid INTEGER, ts REAL)")
+    db.execute("CREATE TABLE IF NOT EXISTS effects (key TEXT PRIMARY KEY, label TEXT, agent TEXT, ts REAL)")
+    return db
+
+
+@registry.tool(side_effect=True)
+def record_effect(label: str, ctx: ToolContext) -> dict[str, Any]:
+    """Record one effect for what the caller asked (the label)."""
+    db = _connect()
+    try:
+        with db:
+            now = time.time()
+            db.execute("INSERT INTO executions VALUES (?, ?, ?, ?, ?)", (ctx.idempotency_key, label, ctx.agent,
+                                                                         os.getpid(), now))  # fmt: skip
+            db.execute(
+                "INSERT OR IGNORE INTO effects VALUES (?, ?, ?, ?)", (ctx.idempotency_key, label, ctx.agent, now)
+            )
+    finally:
+        db.close()
+    return {"label": label}
