@@ -175,7 +175,7 @@ class EdgeSession:
 
     async def _item_create(self, event: ConversationItemCreate) -> None:
         item_id = event.item.id or new_id("item")
-        if any(i.id == item_id for i in self.state.history):
+        if event.item.id and any(i.id == item_id for i in self.state.history):
             raise ProtocolError(
                 "item_id_exists", f"an item with id {item_id!r} already exists", param="item.id",
                 event_id=event.event_id,
@@ -297,6 +297,7 @@ class EdgeSession:
                 ))  # fmt: skip
 
         deadline = time.time() + self.deps.settings.turn_timeout_s
+        started_with = len(self.state.history)
         try:
             outcome = await self.deps.conductor.run_turn(self.state, response_id, on_event, deadline=deadline)
         except TurnFailed as exc:
@@ -318,8 +319,9 @@ class EdgeSession:
             raise
 
         def finish(current: SessionState) -> SessionState:
-            known = {i.id for i in outcome.state.history}
-            added_meanwhile = [i for i in current.history if i.id not in known]  # items created mid-turn
+            added_meanwhile = current.history[started_with:]  # items the client created mid-turn
+            if not added_meanwhile:
+                return outcome.state
             return outcome.state.model_copy(update={"history": outcome.state.history + added_meanwhile})
 
         try:
