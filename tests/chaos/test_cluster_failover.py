@@ -39,7 +39,7 @@ def _wait_for(probe: Callable[[], bool], timeout_s: float) -> None:
     while not probe():
         if time.monotonic() > deadline:
             raise TimeoutError("condition not reached")
-        time.sleep(0.05)  # poll interval of the monitoring endpoint
+        time.sleep(0.05)  # ok-sleep: poll interval of the monitoring endpoint
 
 
 async def _check(stack: Stack, loop: Conversations, fault: tuple[float, float], label: str) -> dict[str, object]:

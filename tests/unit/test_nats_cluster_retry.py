@@ -75,7 +75,7 @@ async def test_a_hung_attempt_is_cut_off_and_retried() -> None:
         nonlocal calls
         calls += 1
         if calls == 1:
-            await asyncio.sleep(30)
+            await asyncio.sleep(30)  # ok-sleep: simulates a hung attempt that the retry must cut off
         return "ok"
 
     started = time.monotonic()
