@@ -21,7 +21,6 @@ import signal
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 from google.protobuf.message import DecodeError
@@ -124,7 +123,7 @@ def decode(body: bytes) -> list[ReceivedSpan]:
     return out
 
 
-class OTLPReceiver:
+class OTLPReceiver(InProcessServer):
     """Collects spans exported over OTLP/HTTP; ``endpoint`` goes into ``OTEL_EXPORTER_OTLP_ENDPOINT``."""
 
     def __init__(
@@ -136,12 +135,12 @@ class OTLPReceiver:
         self._on_span = on_span
         self._changed = asyncio.Condition()
         self.app = Starlette(routes=[Route("/v1/traces", self._traces, methods=["POST"])])
-        self._http = InProcessServer(self.app, host=host, port=port)
+        super().__init__(self.app, host=host, port=port)
 
     @property
     def endpoint(self) -> str:
         """Base URL, for ``OTEL_EXPORTER_OTLP_ENDPOINT``."""
-        return f"http://{self._http.host}:{self._http.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def traces_endpoint(self) -> str:
@@ -195,22 +194,6 @@ class OTLPReceiver:
             for span in spans:
                 self._on_span(span)
         return Response(ExportTraceServiceResponse().SerializeToString(), media_type=_PROTOBUF)
-
-    async def start(self) -> None:
-        await self._http.start()
-
-    async def stop(self) -> None:
-        """Stop serving and wait for the server to finish; safe to call twice."""
-        await self._http.stop()
-
-    async def __aenter__(self) -> OTLPReceiver:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
 
 def _print_span(span: ReceivedSpan) -> None:

@@ -19,7 +19,6 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -79,7 +78,7 @@ def _chunks(text: str, size: int) -> Iterator[str]:
     return (text[i : i + size] for i in range(0, len(text), size))
 
 
-class ScriptedOpenAIServer:
+class ScriptedOpenAIServer(InProcessServer):
     """Serves ``POST /v1/chat/completions`` (streaming or not) and ``GET /v1/models`` on 127.0.0.1."""
 
     def __init__(
@@ -98,31 +97,15 @@ class ScriptedOpenAIServer:
         self.app = FastAPI()
         self.app.add_api_route("/v1/chat/completions", self._chat, methods=["POST"])
         self.app.add_api_route("/v1/models", self._models, methods=["GET"])
-        self._http = InProcessServer(self.app, host=host, port=port)
+        super().__init__(self.app, host=host, port=port)
 
     @property
     def base_url(self) -> str:
-        return f"http://{self._http.host}:{self._http.port}/v1"
+        return f"http://{self.host}:{self.port}/v1"
 
     def script(self, *replies: ScriptedReply) -> None:
         """Queue replies, answered in order."""
         self._queue.extend(replies)
-
-    async def start(self) -> None:
-        await self._http.start()
-
-    async def stop(self) -> None:
-        """Stop serving and wait for the server to finish; safe to call twice."""
-        await self._http.stop()
-
-    async def __aenter__(self) -> ScriptedOpenAIServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     async def _models(self, request: Request) -> Response:
         if not _authorized(request):
