@@ -114,7 +114,9 @@ def agent_names(values: Obj) -> list[str]:
 def test_lint_strict(values_file: str) -> None:
     """Strict lint (warnings are errors) finds nothing but the NATS chart not being vendored: it is a
     conditional dependency that `helm dependency build` fetches, and nothing can be fetched here."""
-    report = helm_python.lint(CHART, ci_values(values_file), strict=True, namespace=NAMESPACE, kube_version=KUBE_VERSION)
+    report = helm_python.lint(
+        CHART, ci_values(values_file), strict=True, namespace=NAMESPACE, kube_version=KUBE_VERSION
+    )
     assert report["total_charts_linted"] == 1
     assert [m["error"] for m in report["messages"] if m["severity"] >= 2] == [MISSING_NATS], report
     assert report["errors"] == [MISSING_NATS], report
@@ -181,16 +183,25 @@ def test_each_agent_has_its_own_replicas_and_resources() -> None:
     assert auth["resources"] == {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "768Mi"}}
     assert env_of(returns)["SWITCHBOARD_AGENT_MAX_INFLIGHT"] == "64"
     assert env_of(auth)["SWITCHBOARD_AGENT_MAX_INFLIGHT"] == "256"
-    assert env_of(deployments[f"{FULLNAME}-generalist"]["spec"]["template"]["spec"]["containers"][0])[
-        "SWITCHBOARD_TURN_TIMEOUT_S"
-    ] == "20"
+    assert (
+        env_of(deployments[f"{FULLNAME}-generalist"]["spec"]["template"]["spec"]["containers"][0])[
+            "SWITCHBOARD_TURN_TIMEOUT_S"
+        ]
+        == "20"
+    )
 
 
 def test_false_and_zero_override_the_defaults() -> None:
     """Per-agent values merge over agentDefaults key by key, and false/0 win (sprig's mergeOverwrite
     would keep the default)."""
-    values = minimal(agents=[{"name": "triage", "replicas": 0}, {"name": "auth", "enabled": False},
-                             {"name": "returns"}, {"name": "billing", "pdb": {"enabled": False}}, {"name": "generalist"}])  # fmt: skip
+    agents = [
+        {"name": "triage", "replicas": 0},
+        {"name": "auth", "enabled": False},
+        {"name": "returns"},
+        {"name": "billing", "pdb": {"enabled": False}},
+        {"name": "generalist"},
+    ]
+    values = minimal(agents=agents)
     objects = render(values)
     deployments = of_kind(objects, "Deployment")
     assert deployments[f"{FULLNAME}-triage"]["spec"]["replicas"] == 0
@@ -278,7 +289,9 @@ def test_probes_point_at_the_health_endpoints_on_the_real_port(values_file: str)
 
 def test_termination_grace_and_prestop_match_the_drain() -> None:
     for drain, pre_stop in ((10, 5), (30, 8)):
-        deployments = of_kind(render(minimal(edge={"drainGraceSeconds": drain, "preStopSleepSeconds": pre_stop})), "Deployment")
+        deployments = of_kind(
+            render(minimal(edge={"drainGraceSeconds": drain, "preStopSleepSeconds": pre_stop})), "Deployment"
+        )
         spec = deployments[f"{FULLNAME}-edge"]["spec"]["template"]["spec"]
         (c,) = spec["containers"]
         assert env_of(c)["SWITCHBOARD_DRAIN_GRACE_S"] == str(drain)
@@ -332,7 +345,10 @@ def test_hpa_and_keda_target_their_own_deployment() -> None:
     (scaled,) = of_kind(objects, "ScaledObject").values()
     assert scaled["spec"]["scaleTargetRef"]["name"] == f"{FULLNAME}-returns"
     (trigger,) = scaled["spec"]["triggers"]
-    assert trigger["metadata"]["query"] == f'sum(switchboard_inflight_requests{{namespace="{NAMESPACE}", service="returns"}})'
+    assert (
+        trigger["metadata"]["query"]
+        == f'sum(switchboard_inflight_requests{{namespace="{NAMESPACE}", service="returns"}})'
+    )
     assert trigger["metadata"]["threshold"] == "16"
     # An autoscaler owns the replica count: the Deployment leaves it alone, so upgrades do not reset it.
     for name in (f"{FULLNAME}-billing", f"{FULLNAME}-returns", f"{FULLNAME}-edge"):
@@ -429,9 +445,12 @@ def test_bundled_nats_is_a_conditional_dependency() -> None:
     assert nats_rule["to"] == [{"podSelector": {"matchLabels": {
         "app.kubernetes.io/name": "nats", "app.kubernetes.io/instance": "prod", "app.kubernetes.io/component": "nats",
     }}}]  # fmt: skip  # the NATS chart's own pod labels
-    assert "nats://prod-nats:4222 (bundled)" in chart().render(
-        ci_values("bundled-nats-values.yaml"), name="prod", namespace=NAMESPACE
-    )["switchboard/templates/NOTES.txt"]
+    assert (
+        "nats://prod-nats:4222 (bundled)"
+        in chart().render(ci_values("bundled-nats-values.yaml"), name="prod", namespace=NAMESPACE)[
+            "switchboard/templates/NOTES.txt"
+        ]
+    )
 
 
 # --- network policies ----------------------------------------------------------------------------
@@ -451,9 +470,8 @@ def test_agents_take_only_metrics_and_health_traffic() -> None:
     (edge_in,) = edge["ingress"]
     assert edge_in["ports"] == [{"port": 8080, "protocol": "TCP"}]
     # the helm test pod still reaches an edge whose clients are restricted
-    assert {"podSelector": {"matchLabels": {
-        "app.kubernetes.io/name": "switchboard", "app.kubernetes.io/instance": RELEASE, "app.kubernetes.io/component": "test",
-    }}} in edge_in["from"]  # fmt: skip
+    test_pod = {"app.kubernetes.io/name": "switchboard", "app.kubernetes.io/instance": RELEASE}
+    assert {"podSelector": {"matchLabels": test_pod | {"app.kubernetes.io/component": "test"}}} in edge_in["from"]
     assert 443 not in [p["port"] for r in edge["egress"] for p in r["ports"]]
 
 
@@ -541,7 +559,12 @@ def test_scenario_agent_without_an_entry_rejected() -> None:
 
 def test_other_contradictions_rejected() -> None:
     both = {"hpa": {"enabled": True}, "keda": {"enabled": True}}
-    message = render_error(minimal(agents=[{"name": "triage", "autoscaling": both}] + [{"name": n} for n in ("auth", "returns", "billing", "generalist")]))
+    message = render_error(
+        minimal(
+            agents=[{"name": "triage", "autoscaling": both}]
+            + [{"name": n} for n in ("auth", "returns", "billing", "generalist")]
+        )
+    )
     assert "agents[0].autoscaling: hpa and keda are both enabled" in message
     assert "nats.url:" in render_error({})
     message = render_error(minimal(scenario={"name": "nosuch"}))
@@ -553,10 +576,32 @@ def test_other_contradictions_rejected() -> None:
 # --- the schema itself ----------------------------------------------------------------------------
 
 FREE_FORM = {  # Kubernetes or NATS-chart objects passed through as they are
-    "global", "affinity", "tolerations", "envFrom", "topologySpreadConstraints", "edgeFrom", "metricsFrom", "natsTo",
-    "extraEgress", "config", "container", "reloader", "promExporter", "service", "statefulSet", "podTemplate",
-    "headlessService", "configMap", "podDisruptionBudget", "serviceAccount", "natsBox", "tlsCA", "settings", "args",
-    "when_result", "extraResources",
+    "global",
+    "affinity",
+    "tolerations",
+    "envFrom",
+    "topologySpreadConstraints",
+    "edgeFrom",
+    "metricsFrom",
+    "natsTo",
+    "extraEgress",
+    "config",
+    "container",
+    "reloader",
+    "promExporter",
+    "service",
+    "statefulSet",
+    "podTemplate",
+    "headlessService",
+    "configMap",
+    "podDisruptionBudget",
+    "serviceAccount",
+    "natsBox",
+    "tlsCA",
+    "settings",
+    "args",
+    "when_result",
+    "extraResources",
 }
 
 

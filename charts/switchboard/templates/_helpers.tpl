@@ -237,8 +237,9 @@ define, a scenario agent with no entry, a name taken twice, HPA and KEDA both on
 {{- end }}
 
 {{/*
-{base, over} -> YAML of base with over merged in, maps recursively. (sprig's mergeOverwrite keeps
-base's value where over has false, 0 or "", so `enabled: false` or `replicas: 0` would be lost.)
+{base, over} -> YAML of base with over merged in, maps recursively, every value of over winning
+(`enabled: false`, `replicas: 0` too), whichever sprig the Helm client carries: mergeOverwrite has
+skipped empty values in some versions.
 */}}
 {{- define "switchboard.deepMerge" -}}
 {{- $out := deepCopy .base }}
