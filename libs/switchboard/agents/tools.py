@@ -30,6 +30,8 @@ class ToolContext:
     idempotency_key: str = ""
     """For side-effecting tools: the same for every run of this call (retries and takeovers included);
     pass it to whatever the tool changes so the effect cannot happen twice."""
+    deadline: float | None = None
+    """Unix time by which the caller needs the turn's answer (the hop deadline), when known."""
 
     def verify_caller(self, customer_id: str) -> None:
         """Mark the caller as verified; only tools registered with ``identity=True`` may do this."""
