@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -71,7 +72,10 @@ class Tool:
         kwargs = dict(parsed)
         if self.context_param:
             kwargs[self.context_param] = ctx
-        result = self.fn(**kwargs)
+        if inspect.iscoroutinefunction(self.fn):
+            return await self.fn(**kwargs)
+        # a plain function may block (files, sockets, sleep): run it off the event loop
+        result = await asyncio.to_thread(self.fn, **kwargs)
         return await result if inspect.isawaitable(result) else result
 
 
