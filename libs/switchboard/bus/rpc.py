@@ -254,18 +254,6 @@ class QueueService(Generic[Req]):
             metrics().busy_rejections.labels(service=self._service_label).inc()
             await self._error(msg, ErrorCode.BUSY, "service is at its concurrency limit", retryable=True)
             return
-        task = asyncio.create_task(self._handle(msg))
-        self._tasks.add(task)
-        inflight = metrics().inflight.labels(service=self._service_label)
-        inflight.inc()
-
-        def done(t: asyncio.Task[None]) -> None:
-            self._tasks.discard(t)
-            inflight.dec()
-
-        task.add_done_callback(done)
-
-    async def _handle(self, msg: Msg) -> None:
         bad_version = version_error(msg.headers)
         if bad_version is not None:
             await ReplySink(self._nc, msg.reply, None).send(bad_version)
@@ -278,6 +266,24 @@ class QueueService(Generic[Req]):
             return
         session_id = (msg.headers or {}).get(h.SESSION)
         sink = ReplySink(self._nc, msg.reply, session_id)
+        if self._heartbeat_s and msg.reply:
+            # Acknowledge a request we take before its handler runs: the handler's first steps may take a
+            # while (first-call imports, a cold model client), and the caller must not take a slow start
+            # for a lost replica. Published first, the ack is flushed before the handler's first step.
+            await sink.send(Heartbeat())
+        task = asyncio.create_task(self._handle(request, sink, msg))
+        self._tasks.add(task)
+        inflight = metrics().inflight.labels(service=self._service_label)
+        inflight.inc()
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._tasks.discard(t)
+            inflight.dec()
+
+        task.add_done_callback(done)
+
+    async def _handle(self, request: Req, sink: ReplySink, msg: Msg) -> None:
+        session_id = (msg.headers or {}).get(h.SESSION)
         beat = asyncio.create_task(self._heartbeat(sink)) if self._heartbeat_s and msg.reply else None
         with (
             process_span(self.subject, msg.headers, name=self._span_name, consumer_group=self.queue),
@@ -294,11 +300,11 @@ class QueueService(Generic[Req]):
                     beat.cancel()
 
     async def _heartbeat(self, sink: ReplySink) -> None:
-        """The first beat acknowledges the request at once; then one every ``heartbeat_s``."""
+        """One beat every ``heartbeat_s`` while the handler works (the acknowledgement came first)."""
         assert self._heartbeat_s is not None
         while True:
-            await sink.send(Heartbeat())
             await asyncio.sleep(self._heartbeat_s)
+            await sink.send(Heartbeat())
 
     async def _error(self, msg: Msg, code: ErrorCode, message: str, *, retryable: bool = False) -> None:
         err = ErrorReply(code=code, message=message, retryable=retryable)
