@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ class ToolContext:
     idempotency_key: str = ""
     """For side-effecting tools: the same for every run of this call (retries and takeovers included);
     pass it to whatever the tool changes so the effect cannot happen twice."""
+    deadline: float | None = None
+    """Unix time by which the caller needs the turn's answer (the hop deadline), when known."""
 
     def verify_caller(self, customer_id: str) -> None:
         """Mark the caller as verified; only tools registered with ``identity=True`` may do this."""
@@ -69,7 +72,10 @@ class Tool:
         kwargs = dict(parsed)
         if self.context_param:
             kwargs[self.context_param] = ctx
-        result = self.fn(**kwargs)
+        if inspect.iscoroutinefunction(self.fn):
+            return await self.fn(**kwargs)
+        # a plain function may block (files, sockets, sleep): run it off the event loop
+        result = await asyncio.to_thread(self.fn, **kwargs)
         return await result if inspect.isawaitable(result) else result
 
 

@@ -105,12 +105,19 @@ class AgentLoop:
         return None
 
     async def run(
-        self, req: TurnRequest, on_text: Callable[[str], Awaitable[None]], *, note: str | None = None
+        self,
+        req: TurnRequest,
+        on_text: Callable[[str], Awaitable[None]],
+        *,
+        note: str | None = None,
+        deadline: float | None = None,
     ) -> TurnResult:
         policy = self.policy_consult(req)
         if policy is not None:
             return TurnResult(turn_id=req.turn_id, agent=self.agent.name, outcome="consult", consult=policy)
-        ctx = ToolContext(req.session_id, self.agent.name, req.caller, identity_tool=False, turn_id=req.turn_id)
+        ctx = ToolContext(
+            req.session_id, self.agent.name, req.caller, identity_tool=False, turn_id=req.turn_id, deadline=deadline
+        )
         turn_items: list[ConversationItem] = []
         usage = Usage()
         instructions = self.instructions(req, note)
@@ -223,7 +230,7 @@ class AgentLoop:
                 async def run() -> str:
                     return json.dumps(await tool.invoke(args, ctx), default=str)
 
-                return await self.ledger.once(ctx.idempotency_key, run)
+                return await self.ledger.once(ctx.idempotency_key, run, deadline=ctx.deadline)
             result = await tool.invoke(args, ctx)
         except (ToolError, ValueError) as exc:
             log.info("tool refused", extra={"tool": name, "agent": self.agent.name, "error": str(exc)})

@@ -19,7 +19,7 @@ from ..bus.rpc import remaining
 from ..models import ModelError, ModelProvider, build_provider
 from ..schemas import ErrorCode, ErrorReply, TurnDelta, TurnRequest, TurnResult
 from ..settings import Settings
-from ..state.ledger import SideEffectLedger
+from ..state.ledger import EffectPending, SideEffectLedger
 from ..telemetry import metrics, names, setup_tracing, shutdown_tracing, start_metrics_server
 from .gc import freeze_startup_heap
 from .loop import AgentLoop, IterationCapError
@@ -73,7 +73,8 @@ class LoopService(Generic[Req]):
         )
         self._service = QueueService(
             self.bus.nc, self.subject(), self.queue(), self.adapter(), self.handle,
-            max_inflight=self.settings.agent_max_inflight, span_name=self.span_name, service=self.agent.name,
+            max_inflight=self.settings.agent_max_inflight, heartbeat_s=self.settings.heartbeat_s,
+            span_name=self.span_name, service=self.agent.name,
         )  # fmt: skip
         await self._service.start()
         await self.bus.nc.flush()
@@ -107,13 +108,16 @@ class LoopService(Generic[Req]):
         error: ErrorReply
         started = time.perf_counter()
         try:
-            result = await asyncio.wait_for(self.loop.run(req, on_text, note=note), max(remaining(deadline), 0.001))
+            run = self.loop.run(req, on_text, note=note, deadline=deadline)
+            result = await asyncio.wait_for(run, max(remaining(deadline), 0.001))
             metrics().agent_turn_seconds.labels(agent=self.agent.name).observe(time.perf_counter() - started)
             return result
         except ModelError as exc:  # already retried here: the caller should not multiply the attempts
             error = ErrorReply(code=ErrorCode.MODEL_ERROR, message=str(exc), retryable=False)
         except IterationCapError as exc:
             error = ErrorReply(code=ErrorCode.ITERATION_CAP, message=str(exc))
+        except EffectPending as exc:  # another replica's run of this very call outlived our deadline
+            error = ErrorReply(code=ErrorCode.EFFECT_PENDING, message=str(exc))
         except TimeoutError:
             error = ErrorReply(code=ErrorCode.TIMEOUT, message="deadline exceeded", retryable=True)
         await sink.send(error)

@@ -410,10 +410,6 @@ def _model_off(env: FaultEnv) -> str:
     return f"model provider healthy again ({env.model.stats()})"
 
 
-NATS_HOOK = "nats_cluster"
-"""``Stack(nats_cluster=3)`` starts a 3-node JetStream cluster; the two NATS faults need it."""
-
-
 def fault_catalog() -> dict[str, FaultSpec]:
     """Every fault the chaos suite knows, by name (the CLI's ``--faults``)."""
     clerks = {"desk": 1, "clerk": 2, "generalist": 1}
@@ -537,13 +533,6 @@ DEFAULT_FAULTS = (
     "replica-kill", "replica-stop", "only-replica-kill", "supervisor-kill", "edge-kill", "nats-leader",
     "nats-follower", "model-faults",
 )  # fmt: skip
-
-
-def nats_cluster_supported() -> bool:
-    """Whether ``Stack`` can start a NATS cluster (the NATS faults need one)."""
-    import inspect
-
-    return NATS_HOOK in inspect.signature(Stack.__init__).parameters
 
 
 # --- the run -------------------------------------------------------------------------------------------
