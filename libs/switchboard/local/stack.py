@@ -105,7 +105,6 @@ class Stack:
                 "SWITCHBOARD_SCENARIO": self.scenario,
                 "SWITCHBOARD_API_KEYS": self.api_key,
                 "SWITCHBOARD_EDGE_PORT": str(self.edge_port),
-                "SWITCHBOARD_DATA_DIR": str(self.var_dir / "data"),
                 "PYTHONUNBUFFERED": "1",
             }
             | self.extra_env
