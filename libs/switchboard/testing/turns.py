@@ -113,3 +113,19 @@ class AgentDriver:
 
     async def aclose(self) -> None:
         await self.client.stop()
+
+
+async def alongside(
+    driver: AgentDriver, loaded: str, other: str, texts: Sequence[str], *, callers: int, turns: int
+) -> tuple[TurnFigures, TurnFigures]:
+    """Load ``loaded`` with ``callers`` back-to-back callers for ``turns`` turns while one caller does
+    turns with ``other`` one at a time, for as long as the load lasts: (loaded's, other's figures)."""
+    done = asyncio.Event()
+
+    async def load() -> TurnFigures:
+        try:
+            return await driver.closed_loop(loaded, texts, callers=callers, turns=turns)
+        finally:
+            done.set()
+
+    return await asyncio.gather(load(), driver.closed_loop(other, texts, callers=1, turns=1_000_000, stop=done))
