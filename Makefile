@@ -30,8 +30,8 @@ test: $(STAMP) ## run the whole test suite (unit, contract, system with real pro
 bench: $(STAMP) ## run the benchmark; results in bench/results/ and the README table
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
-bench-scaling: $(STAMP) ## per-specialist scaling: replicas of one slow specialist vs its throughput; bench/results/scaling.*
-	$(BIN)/python bench/scaling.py $(BENCH_ARGS)
+bench-scaling: $(STAMP) ## per-specialist scaling: replicas of one slow specialist vs its throughput (SCALING_ARGS=--replicas 1,2)
+	$(BIN)/python bench/scaling.py $(SCALING_ARGS)
 
 chaos: $(STAMP) ## kill/stop real processes mid-turn under load; results in chaos/results/ and the README (CHAOS_ARGS=--quick)
 	$(BIN)/python chaos/run.py $(CHAOS_ARGS)
