@@ -56,8 +56,6 @@ class Settings(BaseSettings):
     the tool runs) is presumed dead and taken over by a retry. Must stay well below the hop timeout."""
     agent_max_inflight: int = Field(256, ge=1)
     """Turns one agent replica runs at once; more get a retryable ``busy`` error."""
-    data_dir: Path = Path("var/data")
-    """Where scenario tools keep their local data store."""
     log_level: str = "INFO"
     metrics_port: int = Field(0, ge=-1, le=65535)
     """Prometheus port of agent and supervisor processes (0: any free port, logged at start; -1: off).

@@ -20,6 +20,7 @@ from ..models import ModelError, ModelProvider, build_provider
 from ..schemas import ErrorCode, ErrorReply, TurnDelta, TurnRequest, TurnResult
 from ..settings import Settings
 from ..state.ledger import EffectPending, SideEffectLedger
+from ..state.store import ToolStore, store_bucket
 from ..telemetry import metrics, names, setup_tracing, shutdown_tracing, start_metrics_server
 from .gc import freeze_startup_heap
 from .loop import AgentLoop, IterationCapError
@@ -46,6 +47,7 @@ class LoopService(Generic[Req]):
         self.agent = agent
         self.replica = f"{socket.gethostname()}:{os.getpid()}"
         self.model = model or build_provider(agent, scenario.config.offline_slots)
+        self.scenario = scenario
         self.loop = AgentLoop(agent, self.model, scenario.tools)
         self.bus = Bus(settings.nats_servers, name=f"{self.role}-{name}")
         self._service: QueueService[Req] | None = None
@@ -71,6 +73,8 @@ class LoopService(Generic[Req]):
         self.loop.ledger = await SideEffectLedger.open(
             self.bus.js, replicas=self.settings.js_replicas, takeover_s=self.settings.ledger_takeover_s
         )
+        if any(self.loop.tools.values()):
+            await self._open_store()
         self._service = QueueService(
             self.bus.nc, self.subject(), self.queue(), self.adapter(), self.handle,
             max_inflight=self.settings.agent_max_inflight, heartbeat_s=self.settings.heartbeat_s,
@@ -83,6 +87,15 @@ class LoopService(Generic[Req]):
             "%s ready", self.role,
             extra={self.role: self.agent.name, "replica": self.replica, "metrics_port": self.metrics_port},
         )  # fmt: skip
+
+    async def _open_store(self) -> None:
+        """Bind the scenario's shared store and seed it before taking turns (every replica does; harmless)."""
+        bucket = store_bucket(self.scenario.config.name)
+        store = await ToolStore.open(self.bus.js, bucket, replicas=self.settings.js_replicas)
+        for seeder in self.scenario.tools.seeders:
+            await seeder(store)
+        self.loop.store = store
+        log.info("tool store ready", extra={"bucket": bucket, "seeders": len(self.scenario.tools.seeders)})
 
     async def stop(self) -> None:
         """Stop taking requests, finish the ones in flight, close the connection. Safe to call twice."""
