@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .state.history import HistoryWindow
+
 
 class Settings(BaseSettings):
     """Every setting has a default that works for ``make run`` on one machine."""
@@ -56,6 +58,13 @@ class Settings(BaseSettings):
     the tool runs) is presumed dead and taken over by a retry. Must stay well below the hop timeout."""
     agent_max_inflight: int = Field(256, ge=1)
     """Turns one agent replica runs at once; more get a retryable ``busy`` error."""
+    history_max_items: int = Field(64, ge=2, le=10_000)
+    """Items a session keeps hot (in its KV value, sent to agents); beyond it the oldest go to the history
+    stream, in batches down to ``history_keep_items``."""
+    history_keep_items: int = Field(48, ge=1)
+    """Items left in the hot window after archiving."""
+    history_max_bytes: int = Field(256 * 1024, ge=4096, le=900 * 1024)
+    """Serialized size of the hot window that also triggers archiving (a KV value must stay under 1 MiB)."""
     log_level: str = "INFO"
     metrics_port: int = Field(0, ge=-1, le=65535)
     """Prometheus port of agent and supervisor processes (0: any free port, logged at start; -1: off).
@@ -86,6 +95,19 @@ class Settings(BaseSettings):
                 f"({self.hop_timeout_s}): a retried turn must be able to take over a dead replica's tool call"
             )
         return self
+
+    @model_validator(mode="after")
+    def _history_window_fits(self) -> Settings:
+        if self.history_keep_items > self.history_max_items:
+            raise ValueError(
+                f"SWITCHBOARD_HISTORY_KEEP_ITEMS ({self.history_keep_items}) must not exceed "
+                f"SWITCHBOARD_HISTORY_MAX_ITEMS ({self.history_max_items})"
+            )
+        return self
+
+    @property
+    def history_window(self) -> HistoryWindow:
+        return HistoryWindow(self.history_max_items, self.history_keep_items, self.history_max_bytes)
 
     @property
     def nats_servers(self) -> list[str]:

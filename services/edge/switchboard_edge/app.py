@@ -58,7 +58,7 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
             client = StreamingClient(bus.nc)
             await client.start()
             audit = await AuditLog.open(bus.js, replicas=settings.js_replicas)
-            store = await SessionStore.open(bus.js, replicas=settings.js_replicas)
+            store = await SessionStore.open(bus.js, replicas=settings.js_replicas, window=settings.history_window)
             entry = config.agent(config.entry_agent)
             breakers = Breakers(threshold=settings.breaker_threshold, cooldown_s=settings.breaker_cooldown_s)
             app.state.deps = EdgeDeps(
