@@ -85,6 +85,7 @@ async def test_the_edge_and_an_agent_do_their_work_with_their_own_keys(rig: Rig)
         await SideEffectLedger.open(agent.jetstream())
         await ToolStore.open(agent.jetstream(), store_bucket(SCENARIO))
         service = await _serve(agent, "returns")
+        await agent.flush()  # the subscription is registered before the edge sends
         client = StreamingClient(edge)
         request = TurnRequest(session_id="s1", turn_id="t1", agent="returns", history=[])
         replies = [
