@@ -13,6 +13,7 @@ from typing import Any
 from opentelemetry.trace import SpanKind
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from switchboard.guardrails import Action, Boundary, check
 from switchboard.orchestration import (
     AgentFinished,
     Conductor,
@@ -182,9 +183,25 @@ class EdgeSession:
                 event_id=event.event_id,
             )  # fmt: skip
         text = "".join(part.text for part in event.item.content)
+        scenario = self.deps.conductor.scenario
+        verdict = check(scenario.guardrails.at(Boundary.INPUT), text) if event.item.role == "user" else None
+        if verdict is not None and verdict.blocked:
+            raise ProtocolError(
+                "guardrail_blocked", f"the message was refused by guardrail {verdict.rules[0]!r}",
+                param="item.content", event_id=event.event_id,
+            )  # fmt: skip
+        text = verdict.text if verdict is not None else text  # redacted before anything stores it
+        to_fallback = verdict is not None and verdict.action is Action.FALLBACK
         previous = self.state.history[-1].id if self.state.history else None
         item = MessageItem(id=item_id, role=event.item.role, text=text)
-        await self._commit(lambda current: current.model_copy(update={"history": [*current.history, item]}))
+
+        def add(current: SessionState) -> SessionState:
+            update: dict[str, object] = {"history": [*current.history, item]}
+            if to_fallback:
+                update["active_agent"] = scenario.fallback_agent
+            return current.model_copy(update=update)
+
+        await self._commit(add)
         payload = user_item(item_id, text) | {"role": event.item.role}
         await self.send(server_event("conversation.item.added", previous_item_id=previous, item=payload))
         await self.send(server_event("conversation.item.done", previous_item_id=previous, item=payload))
