@@ -102,7 +102,11 @@ class RawClient:
         key: str | None = None,
         auth: str = "bearer",
         ssl_context: ssl.SSLContext | None = None,
+        headers: dict[str, str] | None = None,
+        subprotocols: list[str] | None = None,
     ) -> None:
+        """``auth``: ``bearer`` (header), ``subprotocol`` (as browsers do) or ``none``; ``headers`` and
+        ``subprotocols`` are sent as given (to present malformed credentials)."""
         base = f"{'wss' if stack.tls else 'ws'}://127.0.0.1:{port}/v1" if port else stack.ws_base
         query = "model=switchboard" + ("&switchboard_events=1" if events else "")
         query += f"&session_id={session_id}" if session_id else ""
@@ -110,6 +114,8 @@ class RawClient:
         self.key = key if key is not None else stack.api_key
         self.auth = auth
         self.ssl_context = ssl_context
+        self.headers = headers or {}
+        self.subprotocols = subprotocols
         self.events: list[dict[str, Any]] = []
         self._ws: ClientConnection | None = None
 
@@ -119,11 +125,13 @@ class RawClient:
         return self._ws
 
     async def __aenter__(self) -> Self:
-        kwargs: dict[str, Any] = {"max_size": None}
+        kwargs: dict[str, Any] = {"max_size": None, "additional_headers": dict(self.headers)}
         if self.auth == "bearer":
-            kwargs["additional_headers"] = {"Authorization": f"Bearer {self.key}"}
+            kwargs["additional_headers"].setdefault("Authorization", f"Bearer {self.key}")
         elif self.auth == "subprotocol":  # what a browser sends: it cannot set headers
             kwargs["subprotocols"] = ["realtime", f"openai-insecure-api-key.{self.key}"]
+        if self.subprotocols is not None:
+            kwargs["subprotocols"] = self.subprotocols
         if self.ssl_context is not None:
             kwargs["ssl"] = self.ssl_context
         self._ws = await websockets.connect(self.url, **kwargs)

@@ -74,7 +74,7 @@ async def test_second_response_while_one_runs_is_refused(retail: Stack) -> None:
 async def test_bad_credentials_are_rejected_before_the_upgrade(retail: Stack, auth: str | None) -> None:
     headers = {"Authorization": auth} if auth is not None else {}
     with pytest.raises(websockets.InvalidStatus) as excinfo:
-        async with websockets.connect(RawClient(retail).url, additional_headers=headers):
+        async with RawClient(retail, auth="none", headers=headers):
             pass
     assert excinfo.value.response.status_code == 401
     assert b"invalid_api_key" in excinfo.value.response.body

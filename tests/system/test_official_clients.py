@@ -153,6 +153,32 @@ async def test_agents_sdk_runs_a_local_function_tool(tmp_path: Path) -> None:
     assert "gift wrapped" in str(done["output"])
 
 
+def calls_the_client_handoff(body: dict[str, Any]) -> ScriptedReply:
+    """Calls the Agents SDK's own handoff tool when it reached the model."""
+    names = [t.get("function", {}).get("name") for t in body.get("tools") or []]
+    if "transfer_to_billing_desk" in names and not any(m.get("role") == "tool" for m in body.get("messages", [])):
+        return ScriptedReply(tool_calls=[("transfer_to_billing_desk", {})])
+    return ScriptedReply(text="no client handoff reached me")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="client tools (issue 12, second half): the Agents SDK's handoffs are client function tools "
+    "(transfer_to_<agent>) declared in session.update, which the edge drops",
+)
+async def test_agents_sdk_client_side_handoff(tmp_path: Path) -> None:
+    async with ScriptedOpenAIServer(responder=calls_the_client_handoff) as model:
+        env = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": model.base_url}
+        with make_stack(tmp_path, agents=["triage", "generalist"], env=env) as stack:
+            billing = RealtimeAgent(name="billing_desk", instructions="Answer billing questions.")
+            agent = RealtimeAgent(name="caller", instructions="Help the caller.", handoffs=[billing])
+            async with runner_session(stack, agent) as log:
+                await log.session.send_message("a question about my invoice")
+                await log.wait(lambda: any(e.type == "handoff" for e in log.events), timeout_s=10)
+    handoff = next(e for e in log.events if e.type == "handoff")
+    assert (handoff.from_agent.name, handoff.to_agent.name) == ("caller", "billing_desk")
+
+
 async def test_agents_sdk_interrupt_cancels_a_running_response(tmp_path: Path) -> None:
     slow = SlowModel("a long answer the caller cuts short", 5)
     async with two_edges_on_a_model(tmp_path, slow) as (stack, _):

@@ -58,7 +58,7 @@ class Hold:
 class Takeovers:
     """The holds of this edge, and the takeover requests between edges."""
 
-    def __init__(self, nc: Client, *, wait_s: float = 2.0) -> None:
+    def __init__(self, nc: Client, *, wait_s: float = 1.0) -> None:
         self.nc = nc
         self.wait_s = wait_s
         self._holds: dict[str, Hold] = {}
