@@ -124,57 +124,54 @@ def order_note(order_id: str) -> str:
     return f"note for {order_id}: gift wrapped"
 
 
-def calls_the_client_tool(body: dict[str, Any]) -> ScriptedReply:
-    """Calls ``order_note`` when the client's tool reached the model; says so when it did not."""
-    names = [t.get("function", {}).get("name") for t in body.get("tools") or []]
-    outputs = [m for m in body.get("messages", []) if m.get("role") == "tool"]
-    if "order_note" in names and not outputs:
-        return ScriptedReply(tool_calls=[("order_note", {"order_id": "A1001"})])
-    if outputs:
-        return ScriptedReply(text=f"The note says: {outputs[-1].get('content')}")
-    return ScriptedReply(text="no client tool reached me")
+def calls_client_tool(name: str, arguments: dict[str, Any]) -> Any:
+    """A scripted model that calls the client's tool ``name`` once it reaches the model, then reports the
+    tool's output; without the tool it says so."""
+
+    def respond(body: dict[str, Any]) -> ScriptedReply:
+        names = [t.get("function", {}).get("name") for t in body.get("tools") or []]
+        outputs = [m for m in body.get("messages", []) if m.get("role") == "tool"]
+        if outputs:
+            return ScriptedReply(text=f"The tool said: {outputs[-1].get('content')}")
+        if name in names:
+            return ScriptedReply(tool_calls=[(name, arguments)])
+        return ScriptedReply(text=f"{name} did not reach me")
+
+    return respond
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="client tools (issue 12, second half): session.update tools are not passed to the agent's model, "
-    "so the edge never streams a function_call item for the client to run",
-)
-async def test_agents_sdk_runs_a_local_function_tool(tmp_path: Path) -> None:
-    async with ScriptedOpenAIServer(responder=calls_the_client_tool) as model:
+@asynccontextmanager
+async def runner_on_scripted_model(tmp: Path, responder: Any, agent: RealtimeAgent) -> AsyncIterator[RunnerLog]:
+    async with ScriptedOpenAIServer(responder=responder) as model:
         env = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": model.base_url}
-        with make_stack(tmp_path, agents=["triage", "generalist"], env=env) as stack:
-            agent = RealtimeAgent(name="caller", instructions="Help the caller.", tools=[order_note])
+        with make_stack(tmp, agents=["triage", "generalist"], env=env) as stack:
             async with runner_session(stack, agent) as log:
-                await log.session.send_message("what is the note on order A1001?")
-                await log.wait(lambda: any(e.type == "tool_end" for e in log.events), timeout_s=10)
-                done = await log.turn("thanks")
+                yield log
+
+
+CLIENT_TOOLS = "client tools (issue 12, second half): function tools declared in session.update are dropped"
+
+
+@pytest.mark.xfail(strict=True, reason=f"{CLIENT_TOOLS}, so the edge never streams a function_call item to run")
+async def test_agents_sdk_runs_a_local_function_tool(tmp_path: Path) -> None:
+    agent = RealtimeAgent(name="caller", instructions="Help the caller.", tools=[order_note])
+    async with runner_on_scripted_model(tmp_path, calls_client_tool("order_note", {"order_id": "A1001"}), agent) as log:
+        await log.session.send_message("what is the note on order A1001?")
+        await log.wait(lambda: any(e.type == "tool_end" for e in log.events), timeout_s=10)
+        done = await log.turn("thanks")
     assert [e.output for e in log.events if e.type == "tool_end"] == ["note for A1001: gift wrapped"]
     assert "gift wrapped" in str(done["output"])
 
 
-def calls_the_client_handoff(body: dict[str, Any]) -> ScriptedReply:
-    """Calls the Agents SDK's own handoff tool when it reached the model."""
-    names = [t.get("function", {}).get("name") for t in body.get("tools") or []]
-    if "transfer_to_billing_desk" in names and not any(m.get("role") == "tool" for m in body.get("messages", [])):
-        return ScriptedReply(tool_calls=[("transfer_to_billing_desk", {})])
-    return ScriptedReply(text="no client handoff reached me")
-
-
 @pytest.mark.xfail(
-    strict=True,
-    reason="client tools (issue 12, second half): the Agents SDK's handoffs are client function tools "
-    "(transfer_to_<agent>) declared in session.update, which the edge drops",
+    strict=True, reason=f"{CLIENT_TOOLS}; the Agents SDK's handoffs are such tools (transfer_to_<agent>)"
 )
 async def test_agents_sdk_client_side_handoff(tmp_path: Path) -> None:
-    async with ScriptedOpenAIServer(responder=calls_the_client_handoff) as model:
-        env = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": model.base_url}
-        with make_stack(tmp_path, agents=["triage", "generalist"], env=env) as stack:
-            billing = RealtimeAgent(name="billing_desk", instructions="Answer billing questions.")
-            agent = RealtimeAgent(name="caller", instructions="Help the caller.", handoffs=[billing])
-            async with runner_session(stack, agent) as log:
-                await log.session.send_message("a question about my invoice")
-                await log.wait(lambda: any(e.type == "handoff" for e in log.events), timeout_s=10)
+    billing = RealtimeAgent(name="billing_desk", instructions="Answer billing questions.")
+    agent = RealtimeAgent(name="caller", instructions="Help the caller.", handoffs=[billing])
+    async with runner_on_scripted_model(tmp_path, calls_client_tool("transfer_to_billing_desk", {}), agent) as log:
+        await log.session.send_message("a question about my invoice")
+        await log.wait(lambda: any(e.type == "handoff" for e in log.events), timeout_s=10)
     handoff = next(e for e in log.events if e.type == "handoff")
     assert (handoff.from_agent.name, handoff.to_agent.name) == ("caller", "billing_desk")
 
