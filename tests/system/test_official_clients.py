@@ -25,8 +25,9 @@ from .stacks import SlowModel, make_stack, two_edges_on_a_model
 
 pytestmark = pytest.mark.system
 
-CONVERSATION = ["I want a refund for order A1001", "jane@example.com, PIN 1234", "yes please"]
-"""triage -> auth (redirected_auth), auth -> returns (accepted), returns answers."""
+CONVERSATION = ["I want a refund for order A1001", "jane@example.com, PIN 1234", "and what about my invoice?"]
+"""triage -> auth (redirected_auth), auth -> returns (accepted), returns -> billing (accepted); read-only, so
+the shared retail store is the same whatever ran before."""
 
 
 async def test_openai_python_sdk_without_platform_events(retail: Stack) -> None:
@@ -36,8 +37,8 @@ async def test_openai_python_sdk_without_platform_events(retail: Stack) -> None:
     assert created.type == "session.created"
     kinds = {e.type for r in replies for e in r.events}
     assert not [k for k in kinds if k.startswith("switchboard.")]
-    assert [r.agent for r in replies] == ["auth", "returns", "returns"]
-    assert [r.metadata["handoff_outcomes"] for r in replies] == ["redirected_auth", "accepted", ""]
+    assert [r.agent for r in replies] == ["auth", "returns", "billing"]
+    assert [r.metadata["handoff_outcomes"] for r in replies] == ["redirected_auth", "accepted", "accepted"]
     assert all(r.status == "completed" and not r.errors for r in replies)
 
 
@@ -104,8 +105,8 @@ async def test_agents_sdk_realtime_runner_holds_a_conversation_with_handoffs(ret
         dones = [await log.turn(text) for text in CONVERSATION]
         history = next(e.history for e in reversed(log.events) if e.type == "history_updated")
     assert log.errors == []  # before the fix every switchboard.* event surfaced here as an error
-    assert [d["metadata"]["agent"] for d in dones] == ["auth", "returns", "returns"]
-    assert [d["metadata"]["handoff_outcomes"] for d in dones] == ["redirected_auth", "accepted", ""]
+    assert [d["metadata"]["agent"] for d in dones] == ["auth", "returns", "billing"]
+    assert [d["metadata"]["handoff_outcomes"] for d in dones] == ["redirected_auth", "accepted", "accepted"]
     said = [
         part.text or ""
         for item in history
@@ -113,7 +114,7 @@ async def test_agents_sdk_realtime_runner_holds_a_conversation_with_handoffs(ret
         for part in item.content
         if part.type == "text"
     ]
-    assert len(said) == 3 and "A1001" in said[1] and "R-" in said[2]
+    assert len(said) == 3 and "A1001" in said[1] and "Your balance is" in said[2]
     kinds = {e.type for e in log.events}
     assert {"agent_start", "agent_end", "history_updated"} <= kinds
 

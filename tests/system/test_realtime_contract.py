@@ -21,7 +21,7 @@ CONVERSATION = [
     "hello",  # triage answers
     "I want a refund for order A1001",  # triage -> auth (redirected_auth)
     "jane@example.com, PIN 1234",  # auth -> returns (accepted)
-    "yes please",  # returns answers
+    "and what about my invoice?",  # returns -> billing (accepted); nothing is changed in the shared store
 ]
 
 TOLERATED_EXTRAS = {
@@ -77,8 +77,9 @@ async def test_every_server_event_validates_against_the_official_models(retail: 
             "response.output_item.done", "response.done"} <= kinds  # fmt: skip
     assert not [k for k in kinds if k.startswith("switchboard.")], "platform events must be opt-in"
     assert violations(client.events) == []
+    assert dones[3]["metadata"]["handoff_outcomes"] == "accepted"
     # the handoff facts travel in standard fields
-    assert [d["metadata"]["agent"] for d in dones] == ["triage", "auth", "returns", "returns"]
+    assert [d["metadata"]["agent"] for d in dones] == ["triage", "auth", "returns", "billing"]
     assert dones[1]["metadata"]["agents"] == "triage,auth"
     assert dones[1]["metadata"]["handoff_outcomes"] == "redirected_auth"
     assert dones[2]["metadata"]["handoff_outcomes"] == "accepted"
@@ -90,10 +91,11 @@ async def test_platform_events_are_sent_when_opted_in_and_only_they_are_nonstand
     async with RawClient(retail, events=True) as client:
         await _conversation(client)
     platform = [e for e in client.events if e["type"].startswith("switchboard.")]
-    assert [e["type"] for e in platform] == ["switchboard.session", "switchboard.handoff", "switchboard.handoff"]
+    assert [e["type"] for e in platform] == ["switchboard.session"] + ["switchboard.handoff"] * 3
     assert [(h["from"], h["to"], h["outcome"]) for h in platform[1:]] == [
         ("triage", "auth", "redirected_auth"),
         ("auth", "returns", "accepted"),
+        ("returns", "billing", "accepted"),
     ]
     standard = [e for e in client.events if not e["type"].startswith("switchboard.")]
     assert violations(standard) == []

@@ -23,6 +23,9 @@ PREFIX = "switchboard.v1"
 AUDIT_STREAM = "SWITCHBOARD_AUDIT"
 AUDIT_SUBJECTS = f"{PREFIX}.audit.>"
 SESSIONS_BUCKET = "switchboard_sessions"
+HISTORY_STREAM = "SWITCHBOARD_HISTORY"
+"""Conversation items that left a session's hot window, one message per item (the full transcript)."""
+HISTORY_SUBJECTS = f"{PREFIX}.history.>"
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
@@ -66,3 +69,8 @@ def audit_session(session_id: str) -> str:
 def session_takeover(session_id: str) -> str:
     """The edge holding a live connection on ``session_id`` listens here; a request closes that connection."""
     return f"{PREFIX}.edge.session.{check_token(session_id, 'session id')}.takeover"
+
+
+def history_items(session_id: str) -> str:
+    """Archived conversation items of one session (stream ``SWITCHBOARD_HISTORY``)."""
+    return f"{PREFIX}.history.{check_token(session_id, 'session id')}"
