@@ -1,7 +1,8 @@
 """The offline deterministic model: scripted rules instead of an LLM, so ``make run`` needs no key.
 
 It is not a language model. Each agent's YAML declares ordered rules; a rule matches on
-keywords in the caller's latest message, on *slots* (values pulled from what the caller said by
+keywords in the caller's latest message, on its *intent* (the declared intent whose example
+utterances it is most similar to, see ``switchboard.intents``), on *slots* (values pulled from what the caller said by
 the scenario's regexes, or present in the handoff context), on context keys, on whether the
 caller is verified, or on the result of the tool that just returned. The first matching rule
 either calls a tool (including ``transfer_to_<agent>`` handoffs) or says a templated reply.
@@ -19,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..agents.config import OfflineRule, OfflineScript
+from ..intents import IntentMatch, IntentMatcher, get_embedder
 from ..schemas import ConversationItem, FunctionCallItem, FunctionCallOutputItem, MessageItem
 from .base import ModelRequest, ModelResponse, TextSink, ToolCall
 
@@ -44,22 +46,38 @@ class _Namespace:
 class _View:
     """What the rules look at, derived from the request."""
 
-    def __init__(self, request: ModelRequest, slot_patterns: Mapping[str, re.Pattern[str]]) -> None:
+    def __init__(
+        self, request: ModelRequest, slot_patterns: Mapping[str, re.Pattern[str]], matcher: IntentMatcher | None
+    ) -> None:
         items = request.items
         user_texts = [i.text for i in items if isinstance(i, MessageItem) and i.role == "user"]
         self.user_raw = user_texts[-1] if user_texts else ""
         self.user_text = self.user_raw.lower()
         self.all_user_text = " ".join(user_texts).lower()
         self.slots: dict[str, Any] = {k: v for k, v in request.context.items() if isinstance(v, str | int | float)}
-        for text in user_texts:
+        self.said: set[str] = set()
+        """Slots found in the latest message itself."""
+        latest = len(user_texts) - 1
+        for n, text in enumerate(user_texts):
             for name, pattern in slot_patterns.items():
                 found = pattern.search(text)
                 if found:
                     self.slots[name] = found.group(1) if pattern.groups else found.group(0)
+                    if n == latest:
+                        self.said.add(name)
+        self._matcher = matcher
+        self._intent: IntentMatch | None | bool = False  # False: not computed yet
         self.context = request.context
         self.authenticated = request.caller_authenticated
         self.tool, self.result = _last_tool_result(items)
         self.call_count = sum(isinstance(i, FunctionCallItem) for i in items)
+
+    @property
+    def intent(self) -> IntentMatch | None:
+        """The latest message's intent, computed at most once and only if a rule asks."""
+        if self._intent is False:
+            self._intent = self._matcher.match(self.user_raw) if self._matcher is not None else None
+        return self._intent if isinstance(self._intent, IntentMatch) else None
 
     def namespaces(self) -> dict[str, _Namespace]:
         result = self.result if isinstance(self.result, dict) else {}
@@ -117,27 +135,43 @@ def _matches(rule: OfflineRule, view: _View) -> bool:
         return False
     if any(view.slots.get(s) in (None, "") for s in rule.when_slots):
         return False
+    if any(s not in view.said for s in rule.when_slots_said):
+        return False
     if any(not view.context.get(k) for k in rule.when_context):
         return False
     if rule.when_authenticated is not None and rule.when_authenticated != view.authenticated:
         return False
     result = view.result if isinstance(view.result, dict) else {}
-    return all(result.get(k) == v for k, v in rule.when_result.items())
+    if not all(result.get(k) == v for k, v in rule.when_result.items()):
+        return False
+    if rule.when_intent:  # last: the only test that costs more than a lookup
+        intent = view.intent
+        return intent is not None and intent.intent in rule.when_intent
+    return True
 
 
 class OfflineProvider:
     """Deterministic rule-following model for one agent."""
 
-    def __init__(self, script: OfflineScript, slot_patterns: Mapping[str, str], *, delay_s: float = 0.0) -> None:
+    def __init__(
+        self, script: OfflineScript, slot_patterns: Mapping[str, str], *, delay_s: float = 0.0, backend: str = "auto"
+    ) -> None:
         self._script = script
         self.delay_s = delay_s
         """Simulated model latency per call (``model.settings.delay_s``), for chaos tests and benchmarks."""
         self._patterns = {k: re.compile(v) for k, v in slot_patterns.items()}  # (?i) in a pattern if wanted
+        self.matcher = IntentMatcher(script.intents, get_embedder(backend)) if script.intents else None
+        """Matches caller lines to the declared intents; built at start so no turn pays for it."""
+
+    @property
+    def backend_name(self) -> str:
+        """The similarity backend in use, or ``keywords`` when the agent declares no intents."""
+        return self.matcher.embedder.name if self.matcher is not None else "keywords"
 
     async def complete(self, request: ModelRequest, on_text: TextSink) -> ModelResponse:
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
-        view = _View(request, self._patterns)
+        view = _View(request, self._patterns, self.matcher)
         ns = view.namespaces()
         for rule in self._script.rules:
             if not _matches(rule, view):

@@ -13,7 +13,6 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -21,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..agents.loader import Scenario, load_scenario
 from ..models.offline import OfflineProvider
 from ..runtime.loop import AgentLoop
-from ..schemas import ConversationItem, FunctionCallItem, FunctionCallOutputItem, MessageItem, TurnRequest
+from ..schemas import ConversationItem, FunctionCallItem, FunctionCallOutputItem, MessageItem, TurnRequest, TurnResult
 
 _SCENARIOS = Path(__file__).resolve().parents[3] / "scenarios"
 
@@ -99,23 +98,23 @@ class Report(BaseModel):
         return "\n".join(lines)
 
 
-def _outcome(agent: str, result: Any) -> str:
-    if result.outcome == "handoff":
-        return str(result.handoff.target)
+def _outcome(agent: str, result: TurnResult) -> str:
+    if result.outcome == "handoff" and result.handoff is not None:
+        return result.handoff.target
     if result.outcome == "consult":
         return "consult"
     return agent
 
 
-async def evaluate(labelled: LabelledSet, scenario: Scenario | None = None) -> Report:
-    """Run every line of ``labelled`` through its agent; ``answer`` lines expect the agent itself."""
+async def evaluate(labelled: LabelledSet, scenario: Scenario | None = None, backend: str = "auto") -> Report:
+    """Run every line of ``labelled`` through its agent; ``answer`` lines expect the agent itself.
+    ``backend`` picks the intent similarity backend (``switchboard.intents``)."""
     scenario = scenario or load_scenario(labelled.scenario, _SCENARIOS)
     config = scenario.config.agent(labelled.agent)
     if config is None:
         raise ValueError(f"scenario {labelled.scenario!r} has no agent {labelled.agent!r}")
-    provider = OfflineProvider(config.offline, scenario.config.offline_slots)
+    provider = OfflineProvider(config.offline, scenario.config.offline_slots, backend=backend)
     loop = AgentLoop(config, provider, scenario.tools)
-    backend = str(getattr(provider, "backend_name", "keywords"))
 
     async def sink(_: str) -> None:
         return None
@@ -123,7 +122,8 @@ async def evaluate(labelled: LabelledSet, scenario: Scenario | None = None) -> R
     outcomes: list[Outcome] = []
     spent = 0.0
     turns = 0
-    conversations: list[Sequence[Line]] = [[c] for c in labelled.cases] + list(labelled.conversations)
+    conversations: list[Sequence[Line]] = [[c] for c in labelled.cases]
+    conversations += labelled.conversations
     for n, conversation in enumerate(conversations):
         history: list[ConversationItem] = []
         for t, line in enumerate(conversation):
@@ -137,19 +137,21 @@ async def evaluate(labelled: LabelledSet, scenario: Scenario | None = None) -> R
             expect = config.name if line.expect == "answer" else line.expect
             outcomes.append(Outcome(line=line.model_copy(update={"expect": expect}), got=got))
             history += _after(result, config.name, f"{n}_{t}")
-    return Report(outcomes=outcomes, backend=backend, per_turn_ms=1000 * spent / max(turns, 1))
+    return Report(outcomes=outcomes, backend=provider.backend_name, per_turn_ms=1000 * spent / max(turns, 1))
 
 
-def _after(result: Any, agent: str, key: str) -> list[ConversationItem]:
+def _after(result: TurnResult, agent: str, key: str) -> list[ConversationItem]:
     """What the session history holds after the turn: the agent's items, and for a consult the
     answered consult call and a stand-in for the supervisor's spoken answer."""
     items: list[ConversationItem] = list(result.items)
-    if result.outcome == "consult":
+    if result.outcome == "consult" and result.consult is not None:
         call_id = result.consult.call_id or f"call_policy_{key}"
         if not any(isinstance(i, FunctionCallItem) and i.call_id == call_id for i in items):
             args = json.dumps({"note": result.consult.note})
             items.append(FunctionCallItem(id=f"item_c{key}", call_id=call_id, name="consult_supervisor",
                                           arguments=args, agent=agent))  # fmt: skip
-        items.append(FunctionCallOutputItem(id=f"item_o{key}", call_id=call_id, output='{"answered": true}', agent=agent))
+        items.append(
+            FunctionCallOutputItem(id=f"item_o{key}", call_id=call_id, output='{"answered": true}', agent=agent)
+        )
         items.append(MessageItem(id=f"item_a{key}", role="assistant", text="(the supervisor's answer)", agent=agent))
     return items
