@@ -26,6 +26,7 @@ Vector = dict[str, float]
 
 def _words(text: str) -> list[str]:
     words = [w.replace("'", "") for w in _WORD.findall(text.lower().replace("\u2019", "'"))]
+    words = ["0" if any(ch.isdigit() for ch in w) else w for w in words]  # A1001, 1234: an id is an id
     content = [w for w in words if w not in _STOP]
     return content or words  # "hi there" is all stop words, yet it is what the caller said
 
