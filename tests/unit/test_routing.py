@@ -20,7 +20,7 @@ from switchboard.intents import _select as select
 from switchboard.models.base import ModelRequest
 from switchboard.models.offline import OfflineProvider
 from switchboard.schemas import MessageItem
-from switchboard.testing.routing_eval import LabelledSet, evaluate
+from switchboard.testing.routing_eval import LabelledSet, Report, evaluate
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data"
@@ -57,31 +57,32 @@ def test_make_install_brings_the_embedding_backend_and_auto_picks_it() -> None:
     assert get_embedder("ngram").name == "ngram"
 
 
+async def _scored(labelled: LabelledSet, backend: str) -> tuple[Report, Report]:
+    """The scenario as shipped with ``backend``, and the same scenario with keyword rules only."""
+    scenario = _scenario(labelled.scenario)
+    report = await evaluate(labelled, scenario, backend=backend)
+    assert (report.backend, report.total) == (backend, len(labelled.lines()))
+    keywords = await evaluate(labelled, keyword_only(scenario), backend=backend)
+    assert keywords.backend == "keywords"
+    return report, keywords
+
+
 @pytest.mark.parametrize("backend", ["minilm", "ngram"])
 async def test_heldout_routing_accuracy_beats_the_keyword_rules(backend: str) -> None:
-    retail = _scenario("retail")
-    report = await evaluate(ROUTING, retail, backend=backend)
-    assert report.backend == backend
+    report, keywords = await _scored(ROUTING, backend)
     assert report.total == 48
     assert report.accuracy >= MIN_ROUTING_ACCURACY[backend], report.render()
-
-    keywords = await evaluate(ROUTING, keyword_only(retail), backend=backend)
-    assert keywords.backend == "keywords"
     assert keywords.accuracy < MIN_ROUTING_ACCURACY["ngram"], keywords.render()
     assert keywords.correct < report.correct
 
 
 @pytest.mark.parametrize("backend", ["minilm", "ngram"])
 async def test_front_desk_consults_only_what_needs_the_supervisor(backend: str) -> None:
-    supervisor = _scenario("supervisor")
-    report = await evaluate(CONSULTS, supervisor, backend=backend)
-    assert report.backend == backend
+    report, keywords = await _scored(CONSULTS, backend)
     assert report.total == 20
     assert report.accuracy >= MIN_CONSULT_ACCURACY, report.render()
     labelled = sum(line.expect == "consult" for line in CONSULTS.lines()) / report.total
     assert report.rate("consult") <= labelled + 0.05, report.render()
-
-    keywords = await evaluate(CONSULTS, keyword_only(supervisor), backend=backend)
     assert keywords.rate("consult") > labelled + 0.25, keywords.render()  # over-routing without intents
 
 
