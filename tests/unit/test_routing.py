@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
-from switchboard.agents import Scenario, ScenarioConfig, ScenarioError, load_scenario
+from switchboard.agents import Scenario, ScenarioError, load_scenario
 from switchboard.intents import EmbedderUnavailable, IntentMatcher, NgramEmbedder, get_embedder
 from switchboard.intents import _select as select
 from switchboard.models.base import ModelRequest
 from switchboard.models.offline import OfflineProvider
 from switchboard.schemas import MessageItem
-from switchboard.testing.routing_eval import LabelledSet, Report, evaluate
+from switchboard.testing.routing_eval import LabelledSet, Report, evaluate, keywords_only
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data"
@@ -42,15 +42,6 @@ def _scenario(name: str) -> Scenario:
     return load_scenario(name, ROOT / "scenarios")
 
 
-def keyword_only(scenario: Scenario) -> Scenario:
-    """The same scenario as it routed before intents: no intents, no rule that tests one."""
-    raw = scenario.config.model_dump()
-    for agent in raw["agents"]:
-        agent["offline"]["intents"] = {}
-        agent["offline"]["rules"] = [r for r in agent["offline"]["rules"] if not r["when_intent"]]
-    return Scenario(ScenarioConfig.model_validate(raw), scenario.tools, scenario.path)
-
-
 def test_make_install_brings_the_embedding_backend_and_auto_picks_it() -> None:
     # the project installs the 'embeddings' extra (Makefile); auto must then use the better backend
     assert get_embedder("auto").name == "minilm"
@@ -62,7 +53,7 @@ async def _scored(labelled: LabelledSet, backend: str) -> tuple[Report, Report]:
     scenario = _scenario(labelled.scenario)
     report = await evaluate(labelled, scenario, backend=backend)
     assert (report.backend, report.total) == (backend, len(labelled.lines()))
-    keywords = await evaluate(labelled, keyword_only(scenario), backend=backend)
+    keywords = await evaluate(labelled, keywords_only(scenario), backend=backend)
     assert keywords.backend == "keywords"
     return report, keywords
 

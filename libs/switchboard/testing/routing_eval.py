@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..agents.config import ScenarioConfig
 from ..agents.loader import Scenario, load_scenario
 from ..models.offline import OfflineProvider
 from ..runtime.loop import AgentLoop
@@ -98,6 +99,15 @@ class Report(BaseModel):
         return "\n".join(lines)
 
 
+def keywords_only(scenario: Scenario) -> Scenario:
+    """The same scenario routed as before intents existed: no intents, no rule that tests one."""
+    raw = scenario.config.model_dump()
+    for agent in raw["agents"]:
+        agent["offline"]["intents"] = {}
+        agent["offline"]["rules"] = [r for r in agent["offline"]["rules"] if not r["when_intent"]]
+    return Scenario(ScenarioConfig.model_validate(raw), scenario.tools, scenario.path)
+
+
 def _outcome(agent: str, result: TurnResult) -> str:
     if result.outcome == "handoff" and result.handoff is not None:
         return result.handoff.target
@@ -155,3 +165,21 @@ def _after(result: TurnResult, agent: str, key: str) -> list[ConversationItem]:
         )
         items.append(MessageItem(id=f"item_a{key}", role="assistant", text="(the supervisor's answer)", agent=agent))
     return items
+
+
+async def command(paths: Sequence[Path], scenarios_dir: Path, backend: str) -> int:
+    """``switchboard routing-eval``: each set scored with ``backend`` and with keyword rules only."""
+    for path in paths:
+        labelled = LabelledSet.load(path)
+        scenario = load_scenario(labelled.scenario, scenarios_dir)
+        started = time.perf_counter()
+        report = await evaluate(labelled, scenario, backend=backend)
+        ready = time.perf_counter() - started - report.per_turn_ms * report.total / 1000
+        baseline = await evaluate(labelled, keywords_only(scenario), backend=backend)
+        print(f"== {path} ({labelled.scenario}/{labelled.agent})")
+        print(report.render())
+        consults = report.rate("consult")
+        print(f"consult rate {consults:.2f}; start-up {ready:.2f} s (example index, and the backend's load once)")
+        first = baseline.render().splitlines()[0]
+        print(f"this scenario without its intents: {first}; consult rate {baseline.rate('consult'):.2f}")
+    return 0
