@@ -9,6 +9,7 @@ fails here.
 from __future__ import annotations
 
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,8 @@ async def test_keyword_rules_come_first_and_the_intent_is_only_computed_when_a_r
     provider = OfflineProvider(triage.offline, retail.config.offline_slots, backend="ngram")
 
     class Exploding:
+        embedder = NgramEmbedder()
+
         def match(self, text: str) -> Any:
             raise AssertionError(f"intent computed for {text!r}")
 
@@ -112,6 +115,32 @@ async def test_keyword_rules_come_first_and_the_intent_is_only_computed_when_a_r
     assert [c.name for c in response.tool_calls] == ["transfer_to_returns"]
     with pytest.raises(AssertionError, match="intent computed for 'hm'"):
         await provider.complete(said("hm"), sink)
+
+
+@pytest.mark.parametrize(("backend", "in_worker"), [("minilm", True), ("ngram", False)])
+async def test_the_embedding_model_runs_off_the_event_loop(backend: str, in_worker: bool) -> None:
+    retail = _scenario("retail")
+    triage = retail.config.agent("triage")
+    assert triage is not None
+    provider = OfflineProvider(triage.offline, retail.config.offline_slots, backend=backend)
+    assert provider.matcher is not None
+    real = provider.matcher.match
+    threads: list[str] = []
+
+    def spy(text: str) -> Any:
+        threads.append(threading.current_thread().name)
+        return real(text)
+
+    provider.matcher.match = spy  # type: ignore[method-assign]
+
+    async def sink(_: str) -> None:
+        return None
+
+    request = ModelRequest(instructions="", items=[MessageItem(id="i", role="user", text="my bank card got debited")])
+    response = await provider.complete(request, sink)
+    assert [c.name for c in response.tool_calls] == ["transfer_to_billing"]
+    assert len(threads) == 1  # once per model call, however many rules test an intent
+    assert (threads[0] != threading.main_thread().name) is in_worker
 
 
 def test_matcher_threshold_and_nearest_example() -> None:

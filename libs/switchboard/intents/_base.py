@@ -21,6 +21,8 @@ class Embedder(Protocol):
     name: str
     threshold: float
     """Default similarity under which a line matches no intent (backends score on different scales)."""
+    offload: bool
+    """Scoring takes milliseconds outside the GIL: callers on an event loop run it in a thread."""
 
     def index(self, examples: Sequence[str]) -> ExampleIndex: ...
 

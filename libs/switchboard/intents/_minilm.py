@@ -41,6 +41,7 @@ class MiniLMEmbedder:
 
     name = "minilm"
     threshold = 0.3
+    offload = True
 
     def __init__(self, threads: int = 1) -> None:
         try:

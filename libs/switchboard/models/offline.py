@@ -1,9 +1,9 @@
 """The offline deterministic model: scripted rules instead of an LLM, so ``make run`` needs no key.
 
 It is not a language model. Each agent's YAML declares ordered rules; a rule matches on
-keywords in the caller's latest message, on its *intent* (the declared intent whose example
-utterances it is most similar to, see ``switchboard.intents``), on *slots* (values pulled from what the caller said by
-the scenario's regexes, or present in the handoff context), on context keys, on whether the
+keywords in the caller's latest message, on its *intent* (the declared intent whose example lines
+it is most similar to, see ``switchboard.intents``), on *slots* (values pulled from what the caller
+said by the scenario's regexes, or present in the handoff context), on context keys, on whether the
 caller is verified, or on the result of the tool that just returned. The first matching rule
 either calls a tool (including ``transfer_to_<agent>`` handoffs) or says a templated reply.
 Templates use ``{slots.x}``, ``{context.x}``, ``{result.x}``, ``{caller.x}`` and ``{user.text}``. It speaks
@@ -66,18 +66,24 @@ class _View:
                     if n == latest:
                         self.said.add(name)
         self._matcher = matcher
-        self._intent: IntentMatch | None | bool = False  # False: not computed yet
+        self._intent: tuple[IntentMatch | None] | None = None  # computed at most once, if a rule asks
         self.context = request.context
         self.authenticated = request.caller_authenticated
         self.tool, self.result = _last_tool_result(items)
         self.call_count = sum(isinstance(i, FunctionCallItem) for i in items)
 
-    @property
-    def intent(self) -> IntentMatch | None:
-        """The latest message's intent, computed at most once and only if a rule asks."""
-        if self._intent is False:
-            self._intent = self._matcher.match(self.user_raw) if self._matcher is not None else None
-        return self._intent if isinstance(self._intent, IntentMatch) else None
+    async def intent(self) -> IntentMatch | None:
+        """The latest message's intent. A backend that releases the GIL (the embedding model) runs
+        in a worker thread, so the other turns this process serves keep going meanwhile."""
+        if self._intent is None:
+            matcher, text = self._matcher, self.user_raw
+            if matcher is None:
+                self._intent = (None,)
+            elif matcher.embedder.offload:
+                self._intent = (await asyncio.to_thread(matcher.match, text),)
+            else:
+                self._intent = (matcher.match(text),)
+        return self._intent[0]
 
     def namespaces(self) -> dict[str, _Namespace]:
         result = self.result if isinstance(self.result, dict) else {}
@@ -142,12 +148,15 @@ def _matches(rule: OfflineRule, view: _View) -> bool:
     if rule.when_authenticated is not None and rule.when_authenticated != view.authenticated:
         return False
     result = view.result if isinstance(view.result, dict) else {}
-    if not all(result.get(k) == v for k, v in rule.when_result.items()):
-        return False
-    if rule.when_intent:  # last: the only test that costs more than a lookup
-        intent = view.intent
-        return intent is not None and intent.intent in rule.when_intent
-    return True
+    return all(result.get(k) == v for k, v in rule.when_result.items())
+
+
+async def _intent_matches(rule: OfflineRule, view: _View) -> bool:
+    """Tested after every other condition of the rule: the only one that costs more than a lookup."""
+    if not rule.when_intent:
+        return True
+    intent = await view.intent()
+    return intent is not None and intent.intent in rule.when_intent
 
 
 class OfflineProvider:
@@ -174,7 +183,7 @@ class OfflineProvider:
         view = _View(request, self._patterns, self.matcher)
         ns = view.namespaces()
         for rule in self._script.rules:
-            if not _matches(rule, view):
+            if not _matches(rule, view) or not await _intent_matches(rule, view):
                 continue
             try:
                 if rule.call is not None:
