@@ -18,6 +18,7 @@ import pytest
 from switchboard.agents import Scenario, ScenarioError, load_scenario
 from switchboard.intents import EmbedderUnavailable, IntentMatcher, NgramEmbedder, get_embedder
 from switchboard.intents import _select as select
+from switchboard.models import build_provider
 from switchboard.models.base import ModelRequest
 from switchboard.models.offline import OfflineProvider
 from switchboard.schemas import MessageItem
@@ -141,6 +142,25 @@ async def test_the_embedding_model_runs_off_the_event_loop(backend: str, in_work
     assert [c.name for c in response.tool_calls] == ["transfer_to_billing"]
     assert len(threads) == 1  # once per model call, however many rules test an intent
     assert (threads[0] != threading.main_thread().name) is in_worker
+
+
+def test_agent_processes_take_the_backend_from_the_environment() -> None:
+    triage = _scenario("retail").config.agent("triage")
+    billing = _scenario("retail").config.agent("billing")
+    assert triage is not None and billing is not None
+    chosen = {
+        backend: build_provider(triage, {}, env={"SWITCHBOARD_INTENT_BACKEND": backend} if backend else {})
+        for backend in ("ngram", "minilm", "")
+    }
+    assert {k: p.backend_name for k, p in chosen.items() if isinstance(p, OfflineProvider)} == {
+        "ngram": "ngram",
+        "minilm": "minilm",
+        "": "minilm",  # unset: auto
+    }
+    plain = build_provider(billing, {}, env={})
+    assert isinstance(plain, OfflineProvider) and plain.backend_name == "keywords"  # no intents, no model loaded
+    with pytest.raises(ValueError, match="unknown intent backend"):
+        build_provider(triage, {}, env={"SWITCHBOARD_INTENT_BACKEND": "bert"})
 
 
 def test_matcher_threshold_and_nearest_example() -> None:
