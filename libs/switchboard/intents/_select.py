@@ -27,13 +27,17 @@ def get_embedder(name: str = "auto") -> Embedder:
     if name not in BACKENDS:
         raise ValueError(f"unknown intent backend {name!r} (choose from {', '.join(BACKENDS)})")
     with _lock:
-        if name == "auto":
+        if name != "auto":
+            return _load(name)
+        chosen = _loaded.get("auto")
+        if chosen is None:
             try:
-                return _load("minilm")
+                chosen = _load("minilm")
             except EmbedderUnavailable as exc:
                 log.info("intent backend fallback", extra={"backend": "ngram", "reason": str(exc)})
-                return _load("ngram")
-        return _load(name)
+                chosen = _load("ngram")
+            _loaded["auto"] = chosen  # decided once per process: no retried import, no repeated log
+        return chosen
 
 
 def _load(name: str) -> Embedder:
