@@ -130,4 +130,5 @@ async def test_a_paraphrase_no_keyword_rule_lists_reaches_the_specialist(retail:
         assert moved.agent == "auth" and "PIN" in moved.text
         verified = await say(conn, "jane@example.com, 1234")
         assert [(h["from"], h["to"]) for h in verified.handoffs] == [("auth", "returns")]
-        assert "89.99" in verified.text  # the order id crossed both handoffs
+        # the order id crossed both handoffs (whether still returnable depends on the other tests)
+        assert "order a1001" in verified.text.lower()
