@@ -35,11 +35,6 @@ MIN_ROUTING_ACCURACY = {"minilm": 0.95, "ngram": 0.75}
 MIN_CONSULT_ACCURACY = 0.95
 
 
-@pytest.fixture(autouse=True)
-def _data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("SWITCHBOARD_DATA_DIR", str(tmp_path / "data"))
-
-
 def _scenario(name: str) -> Scenario:
     return load_scenario(name, ROOT / "scenarios")
 
