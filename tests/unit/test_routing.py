@@ -216,3 +216,28 @@ def test_bad_intents_fail_at_load_with_one_line(tmp_path: Path, offline: dict[st
     text = str(caught.value)
     assert "\n" not in text
     assert text == f"invalid scenario {folder / 'scenario.yaml'}: {message}"
+
+
+def test_a_repeated_line_is_scored_once_and_the_cache_is_bounded() -> None:
+    from switchboard.intents import IntentMatcher
+
+    scored: list[str] = []
+
+    class CountingIndex:
+        def similarities(self, text: str) -> list[float]:
+            scored.append(text)
+            return [1.0 if "refund" in text else 0.0, 0.5]
+
+    class CountingEmbedder:
+        threshold = 0.4
+
+        def index(self, examples: list[str]) -> CountingIndex:
+            return CountingIndex()
+
+    matcher = IntentMatcher({"returns": ["a refund"], "other": ["hello"]}, CountingEmbedder(), cache_size=2)  # type: ignore[arg-type]
+    assert matcher.match("I want a  REFUND") == matcher.match("i want a refund")
+    assert scored == ["i want a refund"]
+    for line in ("one", "two", "three"):
+        matcher.match(line)
+    matcher.match("i want a refund")  # evicted by the bound: scored again
+    assert scored.count("i want a refund") == 2

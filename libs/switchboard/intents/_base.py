@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -39,17 +40,28 @@ class IntentMatcher:
     """Nearest declared example wins; below ``threshold`` the line matches no intent."""
 
     def __init__(
-        self, intents: Mapping[str, Sequence[str]], embedder: Embedder, threshold: float | None = None
+        self,
+        intents: Mapping[str, Sequence[str]],
+        embedder: Embedder,
+        threshold: float | None = None,
+        *,
+        cache_size: int = 4096,
     ) -> None:
         self.embedder = embedder
         self.threshold = embedder.threshold if threshold is None else threshold
         self._labels = [(name, example) for name, examples in intents.items() for example in examples]
         self._index = embedder.index([example for _, example in self._labels])
+        # Callers repeat themselves ("yes", "hi there"): a line scored once is not scored again.
+        # Bounded, and thread-safe (scoring runs in worker threads).
+        self._scored = functools.lru_cache(maxsize=cache_size)(self._score)
 
     def best(self, text: str) -> IntentMatch | None:
         """The closest example's intent, whatever its score (``None`` only for an empty matcher)."""
         if not self._labels or not text.strip():
             return None
+        return self._scored(" ".join(text.lower().split()))
+
+    def _score(self, text: str) -> IntentMatch:
         scores = self._index.similarities(text)
         top = max(range(len(scores)), key=scores.__getitem__)
         name, example = self._labels[top]
