@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     the tool runs) is presumed dead and taken over by a retry. Must stay well below the hop timeout."""
     agent_max_inflight: int = Field(256, ge=1)
     """Turns one agent replica runs at once; more get a retryable ``busy`` error."""
+    delta_flush_ms: float = Field(0.0, ge=0, le=1000)
+    """Text an agent or supervisor produces within this many ms of its first unsent chunk goes out as one
+    delta (one bus message, one ``response.output_text.delta``). 0: what it produces at once, in one step
+    of its event loop, with no added latency; a real model's tokens that arrive apart stay apart."""
     data_dir: Path = Path("var/data")
     """Where scenario tools keep their local data store."""
     log_level: str = "INFO"

@@ -21,6 +21,7 @@ from ..schemas import ErrorCode, ErrorReply, TurnDelta, TurnRequest, TurnResult
 from ..settings import Settings
 from ..state.ledger import SideEffectLedger
 from ..telemetry import metrics, names, setup_tracing, shutdown_tracing, start_metrics_server
+from .coalesce import DeltaCoalescer
 from .gc import freeze_startup_heap
 from .loop import AgentLoop, IterationCapError
 
@@ -95,13 +96,16 @@ class LoopService(Generic[Req]):
     async def run_loop(
         self, req: TurnRequest, sink: ReplySink, msg: Msg, *, note: str | None = None
     ) -> TurnResult | None:
-        """Run the loop, streaming its text; on failure send a typed error and return None."""
-        seq = 0
+        """Run the loop, streaming its text (coalesced, see ``delta_flush_ms``); on failure send a typed
+        error and return None. Every text delta is sent before the result or the error."""
+
+        async def publish(text: str) -> None:
+            await sink.send(TurnDelta(turn_id=req.turn_id, seq=deltas.sent - 1, text=text))
+
+        deltas = DeltaCoalescer(publish, self.settings.delta_flush_ms / 1000)
 
         async def on_text(text: str) -> None:
-            nonlocal seq
-            await sink.send(TurnDelta(turn_id=req.turn_id, seq=seq, text=text))
-            seq += 1
+            deltas.add(text)
 
         deadline = deadline_of(msg, self.settings.turn_timeout_s)
         error: ErrorReply
@@ -116,6 +120,8 @@ class LoopService(Generic[Req]):
             error = ErrorReply(code=ErrorCode.ITERATION_CAP, message=str(exc))
         except TimeoutError:
             error = ErrorReply(code=ErrorCode.TIMEOUT, message="deadline exceeded", retryable=True)
+        finally:
+            await deltas.aclose()
         await sink.send(error)
         return None
 

@@ -24,7 +24,7 @@ from switchboard.settings import Settings
 from switchboard.state import AuditLog, SessionStore
 from switchboard.telemetry import metrics, metrics_route, session_context, setup_tracing, shutdown_tracing
 
-from .protocol import new_id
+from .protocol import new_session_id
 from .session import EdgeDeps, EdgeSession
 
 log = logging.getLogger(__name__)
@@ -139,7 +139,7 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
             await _deny(ws, 503, "edge_unavailable", f"{reason}; retry on another edge", retry_after="1")
             return
         owner = key_fingerprint(key)
-        session_id = ws.query_params.get("session_id") or new_id("sess")
+        session_id = ws.query_params.get("session_id") or new_session_id()
         try:
             subjects.check_token(session_id, "session id")
         except ValueError as exc:
