@@ -103,6 +103,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Params, Path, Path | None
     ap.add_argument("--sdk-runs", type=int, help="Agents SDK runs per measurement (default 2000; quick 300)")
     ap.add_argument("--no-retail", action="store_true", help="skip the headline phases on the retail scenario")
     ap.add_argument("--retail-sessions", type=int, help="sessions of the retail closed loop (default 50; quick 10)")
+    ap.add_argument("--profile", type=Path, help="py-spy flame graphs of the edge and agents in the retail phases")
     ap.add_argument("--no-consult", action="store_true", help="skip the chat-supervisor (consult) phases")
     ap.add_argument("--consult-rate", type=float, help="turns/s of the paced consult phases (default: --rate)")
     ap.add_argument("--consult-replicas", help="supervisor replica counts, comma-separated (default 1,2,3; quick 1,2)")
@@ -133,6 +134,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Params, Path, Path | None
         nats_requests=pick(None, 2000, 500), unloaded_sessions=pick(None, 10, 3),
         unloaded_handoffs=pick(None, 200, 30), rate=rate, quick=q,
         retail=not a.no_retail, retail_sessions=pick(a.retail_sessions, 50, 10),
+        profile_dir=str(a.profile) if a.profile else None,
         consult=not a.no_consult, consult_rate=a.consult_rate or rate,
         consult_replicas=tuple(int(x) for x in (a.consult_replicas or ("1,2" if q else "1,2,3")).split(",")),
         consult_sessions=pick(a.consult_sessions, 24, 24),

@@ -22,6 +22,9 @@ class Params:
     """The headline phase group on the shipped ``retail`` scenario (``--no-retail`` skips it)."""
     retail_sessions: int = 50
     """Sessions of the retail closed-loop phase (the issue's 50 sessions x 20 turns)."""
+    profile_dir: str | None = None
+    """``--profile DIR``: py-spy flame graphs of the edge and agents during the retail phases."""
+    """Sessions of the retail closed-loop phase (the issue's 50 sessions x 20 turns)."""
     consult: bool = True
     """The chat-supervisor phase group (``--no-consult`` skips it)."""
     consult_rate: float = 500.0

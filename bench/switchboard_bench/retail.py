@@ -25,6 +25,7 @@ from switchboard.local.stack import Stack
 from .client import Expect, Session
 from .common import PLAIN_TEXT, ROOT, TURN_TIMEOUT_S, BenchError, progress
 from .params import Params
+from .profiling import profiled
 from .workload import Replies, handoff_phase, paced_phase, plain_phase, warmup
 
 SCENARIO = "retail"
@@ -113,10 +114,15 @@ async def retail_phases(stack: Stack, p: Params, sdk_handoff_p50_ms: float) -> d
         f"retail wire: plain turn {wire['plain']['events']} events, {wire['plain']['bytes']} bytes; "
         f"handoff turn {wire['handoff']['events']} events, {wire['handoff']['bytes']} bytes"
     )
-    closed = await plain_phase(stack, replies, p.retail_sessions, p.turns, parallel=p.retail_sessions, kind="retail")
+    profile = Path(p.profile_dir) if p.profile_dir else None
+    with profiled(stack, profile, "retail-closed", ("edge", "agent:triage")):
+        closed = await plain_phase(
+            stack, replies, p.retail_sessions, p.turns, parallel=p.retail_sessions, kind="retail"
+        )
     paced = await paced_phase(stack, replies, p.sessions, p.turns, p.rate, kind="retail")
     plain_1 = await plain_phase(stack, replies, p.unloaded_sessions, p.turns, parallel=1, kind="retail")
-    handoff_1 = await handoff_phase(stack, replies, p.unloaded_handoffs, parallel=1, kind="retail handoff")
+    with profiled(stack, profile, "retail-handoff", ("edge", "agent:triage", "agent:auth")):
+        handoff_1 = await handoff_phase(stack, replies, p.unloaded_handoffs, parallel=1, kind="retail handoff")
     ratio = handoff_1["latency"]["p50_ms"] / sdk_handoff_p50_ms if sdk_handoff_p50_ms > 0 else None
     cpu = {"closed": cpu_split(closed), "paced": cpu_split(paced), "handoff_unloaded": cpu_split(handoff_1)}
     progress(
