@@ -75,7 +75,7 @@ def settle(
     if samples_out is not None:
         samples_out.extend(samples)
     progress(
-        f"{label}: {len(samples)} turns in {wall:.2f}s {rate}, p50 {stats['p50_ms']:.2f} ms, p99 "
+        f"{label}: {len(samples)} turns in {wall:.2f}s{' ' + rate if rate else ''}, p50 {stats['p50_ms']:.2f} ms, p99 "
         f"{stats['p99_ms']:.2f} ms, CPU {used['total_per_turn_ms']:.2f} ms/turn ({used['cores_busy']:.2f} cores busy)"
     )
     return stats, used
