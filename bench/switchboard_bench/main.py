@@ -163,9 +163,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             retail = None
             if params.retail:
-                handoff_p50 = sdk_res["handoff"]["p50_ms"]
-                retail = on_stack(runner, retail_stack(var_dir), "retail, as make run starts it",
-                                  lambda st: retail_phases(st, params, handoff_p50))  # fmt: skip
+                retail = on_stack(
+                    runner, retail_stack(var_dir), "retail, as make run starts it", lambda st: retail_phases(st, params)
+                )
             sw = on_stack(runner, stack, "bench", lambda st: bench_stack(st, params))
             sw["retail"] = retail
             if params.tracing:
