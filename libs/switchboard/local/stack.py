@@ -144,12 +144,15 @@ class Stack:
         agent = load_scenario(self.scenario, scenarios_dir).config.agent(name)
         return agent.role if agent else "agent"
 
-    def start_agent(self, name: str, *, wait: bool = False) -> Proc:
-        """Start one more replica of an agent (or supervisor); labels are ``agent:<name>[#n]``."""
+    def start_agent(
+        self, name: str, *, wait: bool = False, track: str = "stable", env: Mapping[str, str] | None = None
+    ) -> Proc:
+        """Start one more replica of an agent (or supervisor); labels are ``agent:<name>[@track][#n]``."""
         role = self._role(name)
-        replica = sum(p.name == f"{role}:{name}" or p.name.startswith(f"{role}:{name}#") for p in self.procs)
-        label = f"{role}:{name}" + (f"#{replica + 1}" if replica else "")
-        proc = self._spawn(label, [role, "--name", name])
+        base = f"{role}:{name}" + (f"@{track}" if track != "stable" else "")
+        replica = sum(p.name == base or p.name.startswith(f"{base}#") for p in self.procs)
+        label = base + (f"#{replica + 1}" if replica else "")
+        proc = self._spawn(label, [role, "--name", name], {"SWITCHBOARD_TRACK": track} | dict(env or {}))
         if wait:
             self.wait_ready(proc, 30)
         return proc
