@@ -76,3 +76,47 @@ async def many(
             await converse(stack, c, lines, port=port)
 
     await asyncio.gather(*(one(c) for c in callers))
+
+
+@dataclass
+class Traffic:
+    """Conversations that keep talking (one turn after another) until stopped; each reply is tagged with
+    the phase that was current when its turn started."""
+
+    stack: Stack
+    callers: list[Caller]
+    phase: str = "start"
+    phases: dict[str, list[str]] = field(default_factory=dict)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def start(self) -> None:
+        self.tasks = [asyncio.create_task(self._talk(c)) for c in self.callers]
+
+    async def _talk(self, caller: Caller) -> None:
+        tags = self.phases.setdefault(str(id(caller)), [])
+        async with sdk_client(self.stack).realtime.connect(model="switchboard") as conn:
+            caller.session_id = (await open_session(conn))["session_id"]
+            while not self.stop.is_set():
+                line = f"hello number {len(caller.said)}"
+                tag = self.phase
+                caller.said.append(line)
+                caller.replies.append(await say(conn, line))
+                tags.append(tag)
+
+    def tags(self, caller: Caller) -> list[str]:
+        return self.phases.get(str(id(caller)), [])
+
+    async def wait_turns_in(self, phase: str, turns: int, timeout_s: float = 60) -> None:
+        """Until every caller has had ``turns`` turns that started in ``phase``."""
+        deadline = time.monotonic() + timeout_s
+        while any(self.tags(c).count(phase) < turns for c in self.callers):
+            for t in self.tasks:
+                if t.done():
+                    t.result()  # a conversation that failed fails the test here
+            assert time.monotonic() < deadline, f"callers stuck in phase {phase}"
+            await asyncio.sleep(0.05)  # ok-sleep: poll interval
+
+    async def finish(self) -> None:
+        self.stop.set()
+        await asyncio.gather(*self.tasks)

@@ -3,15 +3,19 @@ resumes, weight changes and an edge restart."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import signal
 from pathlib import Path
 
 import pytest
 
+from switchboard.bus import Bus
 from switchboard.local.stack import Stack
+from switchboard.schemas import MessageItem
+from switchboard.state import SessionStore
 
-from .rollouts import Caller, many, rollout_cli, wait_edge_sees
+from .rollouts import Caller, Traffic, many, rollout_cli, wait_edge_sees
 from .stacks import make_stack
 
 pytestmark = pytest.mark.system
@@ -73,3 +77,81 @@ async def test_weight_split_and_pinning_across_turns_resume_and_edge_restart(tmp
         for c in sample:
             assert set(track_of(stack, c, canary.pid)) == {first[c.session_id]}, (c.session_id, first[c.session_id])
         assert len(sample) == 20 and all(len(c.replies) == 4 for c in sample)
+
+
+def tracks_in(traffic: Traffic, caller: Caller, phase: str, stack: Stack, canary_pid: int) -> set[str]:
+    tracks = track_of(stack, caller, canary_pid)
+    return {t for t, tag in zip(tracks, traffic.tags(caller), strict=True) if tag == phase}
+
+
+async def test_abort_and_promote_mid_traffic_lose_no_turn(tmp_path: Path) -> None:
+    with make_stack(tmp_path, agents=["triage", "generalist"]) as stack:
+        port = stack.edge_port
+        canary = stack.start_agent("triage", track="canary", wait=True)
+        assert (await asyncio.to_thread(rollout_cli, stack, "set-weight", "triage", "50")).returncode == 0
+        await wait_edge_sees(port, "triage", state="canary", weight=50)
+        first = Traffic(stack, [Caller() for _ in range(8)])
+        first.start()
+        await first.wait_turns_in("start", 2)
+        assert {track_of(stack, c, canary.pid)[0] for c in first.callers} == {"stable", "canary"}
+
+        # abort while the conversations talk: canary sessions move to stable at their next turn
+        first.phase = "aborting"
+        done = await asyncio.to_thread(rollout_cli, stack, "abort", "triage")
+        assert done.returncode == 0, done.stderr
+        await wait_edge_sees(port, "triage", state="aborted")
+        first.phase = "aborted"
+        stack.kill("agent:triage@canary", signal.SIGTERM)  # drains the turns it still runs
+        await first.wait_turns_in("aborted", 2)
+        assert all(tracks_in(first, c, "aborted", stack, canary.pid) == {"stable"} for c in first.callers)
+
+        # a new canary generation; new sessions reach it by weight, the old ones stay pinned to stable
+        canary = stack.start_agent("triage", track="canary", wait=True)
+        assert (await asyncio.to_thread(rollout_cli, stack, "set-weight", "triage", "50")).returncode == 0
+        await wait_edge_sees(port, "triage", state="canary", weight=50)
+        first.phase = second_phase = "second"
+        second = Traffic(stack, [Caller() for _ in range(8)], phase=second_phase)
+        second.start()
+        await second.wait_turns_in("second", 2)
+        await first.wait_turns_in("second", 1)
+        assert all(tracks_in(first, c, "second", stack, canary.pid) == {"stable"} for c in first.callers)
+        pinned = {c.session_id: track_of(stack, c, canary.pid)[0] for c in second.callers}
+        assert set(pinned.values()) == {"stable", "canary"}, pinned
+
+        # promote (the gate judges on the turns so far): every session goes to the promoted version
+        first.phase = second.phase = "promoting"
+        done = await asyncio.to_thread(
+            rollout_cli, stack, "promote", "triage", "--min-turns", "5", "--p99-slack-ms", "5000"
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "gate: stable" in done.stdout
+        await wait_edge_sees(port, "triage", state="promoted")
+        first.phase = second.phase = "promoted"
+        await asyncio.gather(first.wait_turns_in("promoted", 2), second.wait_turns_in("promoted", 2))
+        for traffic in (first, second):
+            assert all(tracks_in(traffic, c, "promoted", stack, canary.pid) == {"canary"} for c in traffic.callers)
+
+        # stable now runs the promoted version: finish, and the canary's sessions go to stable
+        first.phase = second.phase = "finishing"
+        done = await asyncio.to_thread(rollout_cli, stack, "promote", "triage", "--finish")
+        assert done.returncode == 0, done.stderr
+        await wait_edge_sees(port, "triage", state=None)
+        first.phase = second.phase = "finished"
+        await asyncio.gather(first.wait_turns_in("finished", 2), second.wait_turns_in("finished", 2))
+        stack.kill("agent:triage@canary#2", signal.SIGTERM)
+        for traffic in (first, second):
+            assert all(tracks_in(traffic, c, "finished", stack, canary.pid) == {"stable"} for c in traffic.callers)
+        await asyncio.gather(first.finish(), second.finish())
+
+        # every turn answered by triage (never the fallback), and every one of them is in the session history
+        async with Bus(stack.nats_urls, name="check") as bus:
+            store = await SessionStore.open(bus.js)
+            for caller in first.callers + second.callers:
+                track_of(stack, caller, canary.pid)  # asserts completed and answered by triage
+                loaded = await store.load(caller.session_id)
+                assert loaded is not None
+                history = loaded[0].history
+                users = [i.text for i in history if isinstance(i, MessageItem) and i.role == "user"]
+                answers = [i for i in history if isinstance(i, MessageItem) and i.role == "assistant"]
+                assert users == caller.said
+                assert len(answers) == len(caller.replies) == len(caller.said)
