@@ -10,19 +10,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..agents import ScenarioError, load_scenario
 from ..bus import Bus
 from ..schemas import Rollout, RolloutState
 from .errors import CanaryNotServing, GateRefused, RolloutError, UnknownAgent
 from .gate import GatePolicy, TrackStats, judge, read_since, summarize
-from .kube import Cluster, api_client
 from .probe import serving
 from .store import RolloutStore, check_weight
+
+if TYPE_CHECKING:
+    from .kube import Cluster
 
 
 def register(sub: Any) -> None:
@@ -60,6 +63,7 @@ def register(sub: Any) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
+    logging.disable(logging.WARNING)  # the command's own output says what happened; closing its connection is no news
     try:
         asyncio.run(run(args))
     except RolloutError as exc:
@@ -75,10 +79,14 @@ async def run(args: argparse.Namespace, out: Any = None) -> None:
     if args.verb == "set-weight":
         check_weight(args.weight)  # before anything else: a bad weight touches nothing
     agents = _scenario_agents(args.scenario or settings.scenario, settings.scenarios_dir)
+    if agents is not None and getattr(args, "agent", None) is not None and args.agent not in agents:
+        raise UnknownAgent(f"unknown agent {args.agent!r} (the scenario's agents: {', '.join(agents)})")
     servers = (args.nats_url or settings.nats_url).split(",")
     async with Bus(servers, name="rollout-cli") as bus:
         op = Operator(bus, await RolloutStore.open(bus.js, replicas=settings.js_replicas), agents, out)
         if args.kube:
+            from .kube import Cluster, api_client  # the kubernetes client is only imported when used
+
             op.cluster = Cluster(api_client(args.kubeconfig, args.context), args.namespace, args.prefix)
         op.timeout_s = args.timeout
         if args.verb == "status":
