@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import math
+import shutil
 import signal
 from pathlib import Path
 
 import pytest
+import yaml
 
 from switchboard.bus import Bus
+from switchboard.local.ports import free_port
 from switchboard.local.stack import Stack
 from switchboard.schemas import MessageItem
 from switchboard.state import SessionStore
 
-from .rollouts import Caller, Traffic, many, rollout_cli, wait_edge_sees
-from .stacks import make_stack
+from .rollouts import Caller, Traffic, edge_rollouts, many, rollout_cli, wait_edge_sees
+from .stacks import ROOT, make_stack
 
 pytestmark = pytest.mark.system
 
@@ -155,3 +158,44 @@ async def test_abort_and_promote_mid_traffic_lose_no_turn(tmp_path: Path) -> Non
                 answers = [i for i in history if isinstance(i, MessageItem) and i.role == "assistant"]
                 assert users == caller.said
                 assert len(answers) == len(caller.replies) == len(caller.said)
+
+
+def slow_scenario(tmp: Path, delay_s: float) -> Path:
+    """The retail scenario with a slower triage model: a canary "with a new model"."""
+    folder = tmp / "retail-slow"
+    shutil.copytree(ROOT / "scenarios" / "retail", folder)
+    data = yaml.safe_load((folder / "scenario.yaml").read_text())
+    data["agents"][0]["model"].setdefault("settings", {})["delay_s"] = delay_s
+    (folder / "scenario.yaml").write_text(yaml.safe_dump(data))
+    return folder
+
+
+async def test_the_gate_refuses_a_slower_canary_and_a_failing_one(tmp_path: Path) -> None:
+    with make_stack(tmp_path, agents=["triage", "generalist"]) as stack:
+        port = stack.edge_port
+        slow = stack.start_agent("triage", track="canary", wait=True,
+                                 env={"SWITCHBOARD_SCENARIO": str(slow_scenario(tmp_path, 0.12))})  # fmt: skip
+        assert (await asyncio.to_thread(rollout_cli, stack, "set-weight", "triage", "50")).returncode == 0
+        await wait_edge_sees(port, "triage", state="canary", weight=50)
+        await many(stack, [Caller() for _ in range(60)], ["hello"])
+        done = await asyncio.to_thread(rollout_cli, stack, "promote", "triage", "--min-turns", "5")
+        assert done.returncode == 1, done.stdout
+        assert "canary of 'triage' refused: turn latency p99" in done.stderr
+        assert edge_rollouts(port)["triage"]["state"] == "canary"  # nothing changed
+
+        # a canary whose model fails: the fallback answers its callers, and the gate counts the errors
+        assert (await asyncio.to_thread(rollout_cli, stack, "abort", "triage")).returncode == 0
+        stack.kill(slow.name, signal.SIGTERM)
+        failing_env = {"OPENAI_API_KEY": "sk-canary", "OPENAI_BASE_URL": f"http://127.0.0.1:{free_port()}/v1"}
+        stack.start_agent("triage", track="canary", wait=True, env=failing_env)
+        assert (await asyncio.to_thread(rollout_cli, stack, "set-weight", "triage", "50")).returncode == 0
+        await wait_edge_sees(port, "triage", state="canary", weight=50)
+        callers = [Caller() for _ in range(40)]
+        await many(stack, callers, ["hello"])
+        assert {c.replies[0].agent for c in callers} == {"triage", "generalist"}
+        done = await asyncio.to_thread(rollout_cli, stack, "promote", "triage", "--min-turns", "5", "--p99-slack-ms", "1e5")
+        assert done.returncode == 1, done.stdout
+        assert "canary of 'triage' refused: error rate 100.0% vs stable 0.0%" in done.stderr
+        assert edge_rollouts(port)["triage"]["state"] == "canary"
+        done = await asyncio.to_thread(rollout_cli, stack, "status", "triage")
+        assert "canary  " in done.stdout and "errors 100.0%" in done.stdout
