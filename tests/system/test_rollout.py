@@ -193,7 +193,8 @@ async def test_the_gate_refuses_a_slower_canary_and_a_failing_one(tmp_path: Path
         callers = [Caller() for _ in range(40)]
         await many(stack, callers, ["hello"])
         assert {c.replies[0].agent for c in callers} == {"triage", "generalist"}
-        done = await asyncio.to_thread(rollout_cli, stack, "promote", "triage", "--min-turns", "5", "--p99-slack-ms", "1e5")
+        lenient_latency = ["--min-turns", "5", "--p99-slack-ms", "1e5"]
+        done = await asyncio.to_thread(rollout_cli, stack, "promote", "triage", *lenient_latency)
         assert done.returncode == 1, done.stdout
         assert "canary of 'triage' refused: error rate 100.0% vs stable 0.0%" in done.stderr
         assert edge_rollouts(port)["triage"]["state"] == "canary"
