@@ -138,7 +138,7 @@ async def test_abort_and_promote_mid_traffic_lose_no_turn(tmp_path: Path) -> Non
         first.phase = second.phase = "finishing"
         done = await asyncio.to_thread(rollout_cli, stack, "promote", "triage", "--finish")
         assert done.returncode == 0, done.stderr
-        await wait_edge_sees(port, "triage", state=None)
+        await wait_edge_sees(port, "triage", state="finished")
         first.phase = second.phase = "finished"
         await asyncio.gather(first.wait_turns_in("finished", 2), second.wait_turns_in("finished", 2))
         stack.kill("agent:triage@canary#2", signal.SIGTERM)

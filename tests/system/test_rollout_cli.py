@@ -87,26 +87,27 @@ async def test_a_canary_process_whose_configuration_does_not_load_never_serves(s
     assert "no canary replica of 'billing' answers" in await refused(stack, "set-weight", "billing", "10")
 
 
-def deployment(name: str, agent: str, track: str, image: str, replicas: int) -> dict[str, Any]:
-    labels = {
-        "app.kubernetes.io/instance": "switchboard",
-        "switchboard.dev/agent": agent,
-        "switchboard.dev/track": track,
-    }
-    container = {"name": "agent", "image": image, "args": ["agent", "--name", agent],
-                 "env": [{"name": "SWITCHBOARD_TRACK", "value": track}]}  # fmt: skip
-    return {
-        "metadata": {"name": name, "labels": labels},
-        "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
-                 "template": {"metadata": {"labels": labels}, "spec": {"containers": [container]}}},
-    }  # fmt: skip
+def chart_deployments() -> dict[str, dict[str, Any]]:
+    """The Deployments the Helm chart renders for triage with a canary (image tag 1.1, scaled to 0)."""
+    import helm_python
+
+    helm_python.disable_logging()
+    agents: list[dict[str, Any]] = [{"name": a} for a in ("auth", "returns", "billing", "generalist")]
+    agents.append(
+        {"name": "triage", "replicas": 3, "canary": {"enabled": True, "image": {"tag": "1.1"}, "replicas": 0}}
+    )
+    values = {"nats": {"url": "nats://nats:4222"}, "image": {"tag": "1.0"}, "agents": agents}
+    out = helm_python.Chart.load(ROOT / "charts" / "switchboard").render(values, name="switchboard", namespace="voice")
+    docs = [d for path, text in out.items() if path.endswith("components.yaml") for d in yaml.safe_load_all(text) if d]
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
 
 
 @pytest.fixture
 async def kube(tmp_path: Path) -> AsyncIterator[tuple[ScriptedKubeAPI, list[str]]]:
     async with ScriptedKubeAPI(namespace="voice") as api:
-        api.add_deployment(deployment("switchboard-triage", "triage", "stable", "switchboard:1.0", 3))
-        api.add_deployment(deployment("switchboard-triage-canary", "triage", "canary", "switchboard:1.1", 0))
+        rendered = chart_deployments()
+        api.add_deployment(rendered["switchboard-triage"])
+        api.add_deployment(rendered["switchboard-triage-canary"])
         flags = ["--kube", "--kubeconfig", str(api.kubeconfig(tmp_path / "kubeconfig")), "-n", "voice"]
         yield api, flags
 
@@ -145,6 +146,7 @@ async def test_kubernetes_set_weight_abort_and_promote(stack: Stack, kube: tuple
     (container,) = stable["spec"]["template"]["spec"]["containers"]
     assert container["image"] == "switchboard:1.1"  # the canary's pod spec, on the stable track
     assert {"name": "SWITCHBOARD_TRACK", "value": "stable"} in container["env"]
+    assert stable["spec"]["selector"]["matchLabels"]["switchboard.dev/track"] == "stable"
     assert stable["spec"]["replicas"] == 3 and stable["metadata"]["generation"] == 2
     assert api.replicas("switchboard-triage-canary") == 0
-    assert "triage" not in await rollouts(stack)  # finished: one track again
+    assert (await rollouts(stack))["triage"].state == "finished"  # one track again

@@ -43,7 +43,8 @@ def test_abort_sends_canary_pins_back_to_stable() -> None:
     aborted = rollout(RolloutState.ABORTED, weight=0)
     assert choose(CANARY2, aborted, 0.0) == STABLE_PIN
     assert choose(None, aborted, 0.0) == STABLE_PIN
-    assert choose(CANARY2, None, 0.0) == STABLE_PIN  # finished: the record is gone
+    assert choose(CANARY2, rollout(RolloutState.FINISHED, weight=0), 0.0) == STABLE_PIN
+    assert choose(CANARY2, None, 0.0) == STABLE_PIN
 
 
 def test_a_canary_pin_holds_only_for_its_generation() -> None:

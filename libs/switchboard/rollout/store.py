@@ -100,12 +100,13 @@ class RolloutStore:
         rollout = current.model_copy(update={"state": RolloutState.PROMOTED, "weight": 100, "updated_at": time.time()})
         return await self._write(agent, rollout, revision)
 
-    async def finish(self, agent: str) -> None:
-        """After a promotion, once stable runs the canary's version: back to one track (the record goes)."""
+    async def finish(self, agent: str) -> Rollout:
+        """After a promotion, once stable runs the canary's version: back to one track."""
         current, revision = await self.get(agent)
         if current is None or current.state != RolloutState.PROMOTED:
             raise NoCanary(f"agent {agent!r} has no promoted canary to finish")
-        await self._kv.delete(agent, last=revision)
+        rollout = current.model_copy(update={"state": RolloutState.FINISHED, "weight": 0, "updated_at": time.time()})
+        return await self._write(agent, rollout, revision)
 
     async def abort(self, agent: str) -> Rollout:
         current, revision = await self.get(agent)

@@ -18,9 +18,12 @@ class RolloutState(StrEnum):
     """A canary runs: new sessions reach it by ``weight``; sessions pinned to it stay on it."""
     PROMOTED = "promoted"
     """The canary's version is becoming stable: every session of the agent is served by the canary track
-    until the stable replicas run its version and the rollout is finished (the record is deleted)."""
+    until the stable replicas run its version and the rollout is finished."""
     ABORTED = "aborted"
     """The canary is withdrawn: every session of the agent is served by stable from its next turn on."""
+    FINISHED = "finished"
+    """A promotion is complete (stable runs the canary's version): every session is served by stable. The
+    record stays, so the next canary gets a new generation and no old canary pin can reach it."""
 
 
 class Rollout(WireModel):
