@@ -210,8 +210,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--check", action="store_true", help="fail if the files are not up to date")
     p.add_argument("--allow-breaking", action="store_true")
     p.set_defaults(fn=_schemas)
+    from .capacity import register as register_capacity
     from .rollout.command import register as register_rollout
 
     register_rollout(sub)
+    register_capacity(sub)
     args = parser.parse_args(argv)
     args.fn(args)
