@@ -11,7 +11,7 @@ import pytest
 
 from switchboard.bus import Bus
 from switchboard.local import NatsServer
-from switchboard.rollout import NoCanary, RolloutStore, RolloutTable
+from switchboard.rollout import NoCanary, RolloutError, RolloutStore, RolloutTable
 from switchboard.schemas import RolloutState, TrackPin
 
 pytestmark = pytest.mark.system
@@ -48,6 +48,8 @@ async def test_the_table_follows_every_change_without_reading_kv_per_turn(nats: 
             second = await store.set_weight("returns", 10)
             assert second.generation == 2 and second.state == RolloutState.CANARY
             await store.promote("returns")
+            with pytest.raises(RolloutError, match="is being promoted"):
+                await store.set_weight("returns", 50)
             await store.finish("returns")
             await until(lambda: table.snapshot()["returns"].state == RolloutState.FINISHED, "finish not seen")
             assert table.pin({"returns": TrackPin(track="canary", generation=2)}, "returns").endswith("returns.turn")

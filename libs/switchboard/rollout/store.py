@@ -12,7 +12,7 @@ from nats.js.kv import KeyValue
 from ..bus.subjects import ROLLOUTS_BUCKET, check_token
 from ..schemas import Rollout, RolloutState
 from ..state.retry import StateRetry, cas_write
-from .errors import BadWeight, NoCanary
+from .errors import BadWeight, NoCanary, RolloutError
 
 
 async def open_bucket(js: JetStreamContext, *, replicas: int = 1, retry: StateRetry | None = None) -> KeyValue:
@@ -72,6 +72,8 @@ class RolloutStore:
         """Start a canary (a new generation) or change the weight of the running one."""
         check_weight(weight)
         current, revision = await self.get(agent)
+        if current is not None and current.state == RolloutState.PROMOTED:
+            raise RolloutError(f"agent {agent!r} is being promoted: finish it (promote --finish) or abort it first")
         now = time.time()
         if current is not None and current.state == RolloutState.CANARY:
             changes = {"weight": weight, "updated_at": now, "version": version or current.version}

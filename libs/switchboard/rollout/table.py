@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
@@ -15,6 +16,7 @@ from types import TracebackType
 from typing import Self
 
 from nats.js import JetStreamContext
+from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 from pydantic import ValidationError
 
@@ -81,8 +83,9 @@ class RolloutTable(TrackRouter):
                 agent=agent, state=RolloutState.CANARY, weight=weight, generation=1, version="helm values",
                 started_at=now, updated_at=now,
             )  # fmt: skip
-            with contextlib.suppress(Exception):  # already there (an operator's weight wins over the values)
-                await kv.create(agent, record.to_bytes())
+            data = record.to_bytes()
+            with contextlib.suppress(KeyWrongLastSequenceError):  # there already: the operator's weight wins
+                await (retry or StateRetry()).run("rollouts.seed", functools.partial(kv.create, agent, data))
         table = cls(kv)
         await table.start()
         return table
