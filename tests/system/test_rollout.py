@@ -174,7 +174,7 @@ async def test_the_gate_refuses_a_slower_canary_and_a_failing_one(tmp_path: Path
     with make_stack(tmp_path, agents=["triage", "generalist"]) as stack:
         port = stack.edge_port
         slow = stack.start_agent("triage", track="canary", wait=True,
-                                 env={"SWITCHBOARD_SCENARIO": str(slow_scenario(tmp_path, 0.12))})  # fmt: skip
+                                 env={"SWITCHBOARD_SCENARIO": str(slow_scenario(tmp_path, 1.0))})  # fmt: skip
         assert (await asyncio.to_thread(rollout_cli, stack, "set-weight", "triage", "50")).returncode == 0
         await wait_edge_sees(port, "triage", state="canary", weight=50)
         await many(stack, [Caller() for _ in range(60)], ["hello"])
