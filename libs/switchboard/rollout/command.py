@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from .kube import Cluster
 
 
+CONNECT_TIMEOUT_S = 10.0
+
+
 def register(sub: Any) -> None:
     """Add ``rollout`` and its verbs to the ``switchboard`` argument parser."""
     p = sub.add_parser("rollout", help="canary rollout of one agent: status, set-weight, promote, abort")
@@ -82,7 +85,12 @@ async def run(args: argparse.Namespace, out: Any = None) -> None:
     if agents is not None and getattr(args, "agent", None) is not None and args.agent not in agents:
         raise UnknownAgent(f"unknown agent {args.agent!r} (the scenario's agents: {', '.join(agents)})")
     servers = (args.nats_url or settings.nats_url).split(",")
-    async with Bus(servers, name="rollout-cli") as bus:
+    bus = Bus(servers, name="rollout-cli")
+    try:  # the bus retries a lost server forever (right for a service); a command gives up
+        await asyncio.wait_for(bus.connect(), CONNECT_TIMEOUT_S)
+    except TimeoutError:
+        raise RolloutError(f"cannot reach NATS at {','.join(servers)} within {CONNECT_TIMEOUT_S:g} s") from None
+    async with bus:
         op = Operator(bus, await RolloutStore.open(bus.js, replicas=settings.js_replicas), agents, out)
         if args.kube:
             from .kube import Cluster, api_client  # the kubernetes client is only imported when used
