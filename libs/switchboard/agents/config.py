@@ -8,6 +8,7 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 from ..bus.subjects import check_token
+from ..guardrails.rules import GuardrailsConfig
 
 _FIELD_TYPES: dict[str, type] = {"string": str, "integer": int, "number": float, "boolean": bool}
 
@@ -34,10 +35,17 @@ class ContractField(_Frozen):
     required: bool = True
     description: str = ""
     pattern: str | None = None
+    forward: bool = False
+    """When the source agent does not pass this field, the platform passes on the value the source
+    itself received at its own handoff (if any). Nothing crosses a handoff unless a contract says so."""
 
 
 class HandoffConfig(_Frozen):
-    """An allowed transfer and its contract: exactly these context fields may cross."""
+    """An allowed transfer and its contract: exactly these context fields may cross, nothing else.
+
+    The target receives the validated contract fields of the handoff that brought it there (plus the
+    platform's own ``pending_agent`` on an auth redirect); context from earlier handoffs does not
+    carry over unless a field of this contract is declared ``forward: true``."""
 
     target: str
     description: str = ""
@@ -178,6 +186,8 @@ class ScenarioConfig(_Frozen):
     tools_module: str | None = "tools.py"
     offline_slots: dict[str, str] = Field(default_factory=dict)
     """Regexes (first group) the offline model uses to pull slots from what the caller said."""
+    guardrails: GuardrailsConfig = Field(default_factory=GuardrailsConfig)
+    """Rules checked on caller input (edge), agent output (agent) and every handoff (conductor)."""
     agents: list[AgentConfig]
 
     @model_validator(mode="after")

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, get_args, get_type_hints
+from typing import TYPE_CHECKING, Any, get_args, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from ..models.base import ToolSpec
 from ..schemas import CallerIdentity
+
+if TYPE_CHECKING:
+    from ..state.store import ToolStore
+
+Seeder = Callable[["ToolStore"], Awaitable[None]]
+"""Fills a scenario's store at agent start; must only create what is absent (``Collection.seed``)."""
 
 
 class ToolError(Exception):
@@ -30,6 +37,17 @@ class ToolContext:
     idempotency_key: str = ""
     """For side-effecting tools: the same for every run of this call (retries and takeovers included);
     pass it to whatever the tool changes so the effect cannot happen twice."""
+    deadline: float | None = None
+    """Unix time by which the caller needs the turn's answer (the hop deadline), when known."""
+    tool_store: ToolStore | None = field(default=None, repr=False)
+    """The store behind ``store``; the platform sets it."""
+
+    @property
+    def store(self) -> ToolStore:
+        """The scenario's shared data store (the same for every replica). Use it from ``async def`` tools."""
+        if self.tool_store is None:
+            raise ToolError("no data store is configured for this agent")
+        return self.tool_store
 
     def verify_caller(self, customer_id: str) -> None:
         """Mark the caller as verified; only tools registered with ``identity=True`` may do this."""
@@ -37,6 +55,32 @@ class ToolContext:
             raise ToolError("this tool is not allowed to verify callers")
         self.verified = CallerIdentity(authenticated=True, customer_id=customer_id, verified_by=self.agent)
         self.caller = self.verified
+
+
+@dataclass(frozen=True)
+class Owns:
+    """A tool argument that names a caller-owned record: the platform loads ``<collection>.<value>`` from
+    the scenario's store and runs the tool only if the record's ``owner_field`` is the verified caller's
+    customer id. The refusal reads the same whether the record is missing or someone else's."""
+
+    argument: str
+    collection: str
+    owner_field: str = "customer_id"
+    upper: bool = False
+    """Compare the id upper-cased (ids like order numbers that callers say in any case)."""
+
+    async def check(self, tool: str, arguments: Any, ctx: ToolContext) -> None:
+        value = str(getattr(arguments, self.argument, "") or "")
+        record_id = value.upper() if self.upper else value
+        refusal = ToolError(f"no {self.argument.removesuffix('_id')} {value} on this customer's account")
+        if not ctx.caller.authenticated or not ctx.caller.customer_id:
+            raise refusal
+        try:
+            raw = await ctx.store.raw(self.collection, record_id)
+        except ValueError:  # not a valid id at all
+            raise refusal from None
+        if raw is None or raw.get(self.owner_field) != ctx.caller.customer_id:
+            raise refusal
 
 
 @dataclass(frozen=True)
@@ -52,6 +96,8 @@ class Tool:
     """The tool may call ``ToolContext.verify_caller``."""
     side_effect: bool = False
     """The tool changes something: it runs at most once per turn through the side-effect ledger."""
+    owns: tuple[Owns, ...] = ()
+    """Arguments naming records the verified caller must own; checked by the platform before the call."""
 
     def spec(self) -> ToolSpec:
         schema = self.params.model_json_schema()
@@ -66,10 +112,15 @@ class Tool:
             parsed = self.params.model_validate(arguments)
         except ValidationError as exc:
             raise ToolError(f"invalid arguments for {self.name}: {exc.errors(include_url=False)}") from exc
+        for ownership in self.owns:  # whatever the model asked: the platform decides, before the tool runs
+            await ownership.check(self.name, parsed, ctx)
         kwargs = dict(parsed)
         if self.context_param:
             kwargs[self.context_param] = ctx
-        result = self.fn(**kwargs)
+        if inspect.iscoroutinefunction(self.fn):
+            return await self.fn(**kwargs)
+        # a plain function may block (files, sockets, sleep): run it off the event loop
+        result = await asyncio.to_thread(self.fn, **kwargs)
         return await result if inspect.isawaitable(result) else result
 
 
@@ -78,12 +129,34 @@ class ToolRegistry:
 
     def __init__(self) -> None:
         self._tools: dict[str, Tool] = {}
+        self.seeders: list[Seeder] = []
+        """Run at every agent start, before it takes turns (see ``seed``)."""
+
+    def seed(self, fn: Seeder) -> Seeder:
+        """Register ``async def fn(store)`` to seed the scenario's store at agent start.
+
+        Every replica of every agent with tools runs it, at once if they start together, so it must
+        only create what is absent (``Collection.seed``) and never overwrite live data.
+        """
+        self.seeders.append(fn)
+        return fn
 
     def tool(
-        self, *, name: str | None = None, requires_auth: bool = False, identity: bool = False, side_effect: bool = False
+        self,
+        *,
+        name: str | None = None,
+        requires_auth: bool = False,
+        identity: bool = False,
+        side_effect: bool = False,
+        owns: Owns | tuple[Owns, ...] = (),
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        checks = owns if isinstance(owns, tuple) else (owns,)
+
         def register(fn: Callable[..., Any]) -> Callable[..., Any]:
-            t = build_tool(fn, name=name, requires_auth=requires_auth, identity=identity, side_effect=side_effect)
+            t = build_tool(
+                fn, name=name, requires_auth=requires_auth or bool(checks), identity=identity,
+                side_effect=side_effect, owns=checks,
+            )  # fmt: skip
             if t.name in self._tools:
                 raise ValueError(f"tool {t.name!r} registered twice")
             self._tools[t.name] = t
@@ -92,7 +165,9 @@ class ToolRegistry:
         return register
 
     def include(self, other: ToolRegistry, *names: str) -> None:
-        """Share tools registered elsewhere (another scenario's registry) under the same names."""
+        """Share tools registered elsewhere (another scenario's registry) under the same names,
+        with the other registry's seeders (this scenario's store needs the same data)."""
+        self.seeders.extend(s for s in other.seeders if s not in self.seeders)
         for name in names:
             tool = other.get(name)
             if tool is None:
@@ -113,6 +188,7 @@ def build_tool(
     requires_auth: bool = False,
     identity: bool = False,
     side_effect: bool = False,
+    owns: tuple[Owns, ...] = (),
 ) -> Tool:
     hints = get_type_hints(fn)
     fields: dict[str, Any] = {}
@@ -127,4 +203,4 @@ def build_tool(
     tool_name = name or fn.__name__
     params = create_model(f"{tool_name}_params", __config__=ConfigDict(extra="forbid"), **fields)
     doc = inspect.getdoc(fn) or tool_name
-    return Tool(tool_name, doc, fn, params, context_param, requires_auth, identity, side_effect)
+    return Tool(tool_name, doc, fn, params, context_param, requires_auth, identity, side_effect, owns)

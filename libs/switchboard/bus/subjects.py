@@ -9,6 +9,8 @@
                                              ``supervisor.<name>``
 ``switchboard.v1.audit.handoff.<session>``   handoff decisions (JetStream stream ``SWITCHBOARD_AUDIT``)
 ``switchboard.v1.audit.turn.<session>``      one record per caller turn (same stream)
+``switchboard.v1.edge.session.<session>.takeover``  request to the edge holding a live connection on
+                                             the session: close it (the newer connection wins)
 KV bucket ``switchboard_sessions``           session state, key = session id
 KV bucket ``switchboard_rollouts``           rollout of one agent (weight, state), key = agent
 ===========================================  =====================================================
@@ -26,6 +28,9 @@ AUDIT_SUBJECTS = f"{PREFIX}.audit.>"
 SESSIONS_BUCKET = "switchboard_sessions"
 ROLLOUTS_BUCKET = "switchboard_rollouts"
 STABLE = "stable"
+HISTORY_STREAM = "SWITCHBOARD_HISTORY"
+"""Conversation items that left a session's hot window, one message per item (the full transcript)."""
+HISTORY_SUBJECTS = f"{PREFIX}.history.>"
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
@@ -69,3 +74,13 @@ def audit_turn(session_id: str) -> str:
 def audit_session(session_id: str) -> str:
     """Every audit record of one session."""
     return f"{PREFIX}.audit.*.{check_token(session_id, 'session id')}"
+
+
+def session_takeover(session_id: str) -> str:
+    """The edge holding a live connection on ``session_id`` listens here; a request closes that connection."""
+    return f"{PREFIX}.edge.session.{check_token(session_id, 'session id')}.takeover"
+
+
+def history_items(session_id: str) -> str:
+    """Archived conversation items of one session (stream ``SWITCHBOARD_HISTORY``)."""
+    return f"{PREFIX}.history.{check_token(session_id, 'session id')}"

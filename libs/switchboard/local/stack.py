@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -89,12 +90,17 @@ class Stack:
         return self.nats
 
     @property
+    def tls(self) -> bool:
+        """The edge serves TLS (``SWITCHBOARD_TLS_CERT`` in its environment): URLs are https/wss."""
+        return bool(self.env().get("SWITCHBOARD_TLS_CERT"))
+
+    @property
     def edge_url(self) -> str:
-        return f"http://127.0.0.1:{self.edge_port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.edge_port}"
 
     @property
     def ws_base(self) -> str:
-        return f"ws://127.0.0.1:{self.edge_port}/v1"
+        return f"{'wss' if self.tls else 'ws'}://127.0.0.1:{self.edge_port}/v1"
 
     def env(self) -> dict[str, str]:
         return (
@@ -105,7 +111,6 @@ class Stack:
                 "SWITCHBOARD_SCENARIO": self.scenario,
                 "SWITCHBOARD_API_KEYS": self.api_key,
                 "SWITCHBOARD_EDGE_PORT": str(self.edge_port),
-                "SWITCHBOARD_DATA_DIR": str(self.var_dir / "data"),
                 "PYTHONUNBUFFERED": "1",
             }
             | self.extra_env
@@ -128,7 +133,7 @@ class Stack:
         edges = sum(p.name.startswith("edge") for p in self.procs)
         proc = self._spawn(f"edge#{edges + 1}", ["edge"], {"SWITCHBOARD_EDGE_PORT": str(port)})
         self.wait_ready(proc, 30)
-        self._wait_http(f"http://127.0.0.1:{port}/readyz", time.monotonic() + 30)
+        self._wait_http(f"{'https' if self.tls else 'http'}://127.0.0.1:{port}/readyz", time.monotonic() + 30)
         return proc, port
 
     def _scenario_agents(self) -> list[str]:
@@ -145,22 +150,35 @@ class Stack:
         return agent.role if agent else "agent"
 
     def start_agent(
-        self, name: str, *, wait: bool = False, track: str = "stable", env: Mapping[str, str] | None = None
+        self,
+        name: str,
+        *,
+        wait: bool = False,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        track: str = "stable",
     ) -> Proc:
-        """Start one more replica of an agent (or supervisor); labels are ``agent:<name>[@track][#n]``."""
+        """Start one more replica of an agent (or supervisor); labels are ``agent:<name>[@track][#n]``.
+
+        ``env`` adds to (or overrides) the stack's environment for this replica only; ``cwd`` runs it in
+        another working directory (as a replica on another machine would have its own disk); ``track`` is
+        the version track it serves (``SWITCHBOARD_TRACK``).
+        """
         role = self._role(name)
         base = f"{role}:{name}" + (f"@{track}" if track != "stable" else "")
         replica = sum(p.name == base or p.name.startswith(f"{base}#") for p in self.procs)
         label = base + (f"#{replica + 1}" if replica else "")
-        proc = self._spawn(label, [role, "--name", name], {"SWITCHBOARD_TRACK": track} | dict(env or {}))
+        proc = self._spawn(label, [role, "--name", name], {"SWITCHBOARD_TRACK": track} | dict(env or {}), cwd=cwd)
         if wait:
             self.wait_ready(proc, 30)
         return proc
 
-    def _spawn(self, label: str, args: list[str], env: Mapping[str, str] | None = None) -> Proc:
+    def _spawn(
+        self, label: str, args: list[str], env: Mapping[str, str] | None = None, *, cwd: Path | None = None
+    ) -> Proc:
         popen = subprocess.Popen(
-            [sys.executable, "-m", "switchboard", *args],
-            env=self.env() | dict(env or {}), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+            [sys.executable, "-m", "switchboard", *args], env=self.env() | dict(env or {}), cwd=cwd,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         proc = Proc(label, popen)
         self.procs.append(proc)
@@ -195,9 +213,11 @@ class Stack:
             self._wait_http(f"{self.edge_url}/readyz", deadline)
 
     def _wait_http(self, url: str, deadline: float) -> None:
+        # readiness of our own local process: the certificate is not the question here
+        context = ssl._create_unverified_context() if url.startswith("https") else None
         while True:
             try:
-                with urllib.request.urlopen(url, timeout=1) as resp:
+                with urllib.request.urlopen(url, timeout=1, context=context) as resp:
                     if resp.status == 200:
                         return
             except OSError:

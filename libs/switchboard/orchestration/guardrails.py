@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 
 from ..agents.config import ScenarioConfig
+from ..guardrails.rules import Boundary, check
 from ..schemas import HandoffOutcome, HandoffRequest
 
 PENDING_AGENT = "pending_agent"
@@ -20,8 +21,11 @@ class Verdict:
     outcome: HandoffOutcome
     final_target: str
     detail: str = ""
+    reason: str = ""
+    """The handoff's reason as it may be recorded and passed on (handoff guardrails applied)."""
     context: dict[str, Any] = field(default_factory=dict)
-    """The validated context that transfers (contract fields only)."""
+    """Exactly what the final target receives: the validated contract fields (and ``pending_agent`` on
+    an auth redirect). Refusals carry nothing."""
 
     @property
     def refused(self) -> bool:
@@ -35,8 +39,15 @@ def decide(
     handoff_count: int,
     visited: Sequence[str],
     authenticated: bool,
+    received: Mapping[str, Any] | None = None,
+    max_hops: int | None = None,
 ) -> Verdict:
-    """Check graph, contract, depth cap, ping-pong and authentication, in that order."""
+    """Check graph, contract, depth cap, ping-pong, hop cap and authentication, in that order.
+
+    ``received`` is the context the source agent itself received: contract fields declared
+    ``forward`` take their value from it when the source did not pass them. ``max_hops`` caps the
+    agents one caller turn visits (``visited`` included): past it the caller stays with the source.
+    """
     fallback = scenario.fallback_agent
     target = scenario.agent(request.target)
     source = scenario.agent(request.source)
@@ -45,22 +56,37 @@ def decide(
     edge = source.handoff_to(request.target) if source else None
     if edge is None:
         return Verdict(HandoffOutcome.REFUSED_GRAPH, fallback, f"{request.source} may not hand off to {request.target}")
+    offered = dict(request.context)
+    for name, spec in edge.contract.items():
+        if spec.forward and offered.get(name) is None and (received or {}).get(name) is not None:
+            offered[name] = (received or {})[name]
     try:
-        context = edge.contract_model().model_validate(request.context).model_dump(exclude_none=True)
+        context = edge.contract_model().model_validate(offered).model_dump(exclude_none=True)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         return Verdict(HandoffOutcome.REFUSED_CONTRACT, fallback, f"contract violated: {problems}")
+    rules = scenario.guardrails.at(Boundary.HANDOFF)
+    said = check(rules, request.reason)
+    guarded = {k: check(rules, v) if isinstance(v, str) else None for k, v in context.items()}
+    blocking = [*said.rules] if said.blocked else []
+    blocking += [r for v in guarded.values() if v is not None and v.blocked for r in v.rules]
+    if blocking:
+        return Verdict(HandoffOutcome.REFUSED_GUARDRAIL, fallback, f"handoff guardrail {blocking[0]!r} matched")
+    context = {k: guarded[k].text if guarded[k] is not None else v for k, v in context.items()}  # type: ignore[union-attr]
+    reason = said.text
     if handoff_count >= scenario.max_handoff_depth:
         return Verdict(HandoffOutcome.DEPTH_CAP, fallback, f"handoff depth cap {scenario.max_handoff_depth} reached")
     if request.target in visited:
         path = " -> ".join([*visited, request.target])
         return Verdict(HandoffOutcome.PING_PONG, fallback, f"ping-pong within one turn: {path}")
+    if max_hops is not None and len(visited) >= max_hops:
+        return Verdict(HandoffOutcome.HOP_CAP, request.source, f"a caller turn visits at most {max_hops} agents")
     if target.requires_auth and not authenticated:
         auth = scenario.auth_agent
         if auth is None or auth == request.source or auth in visited:
             return Verdict(HandoffOutcome.REFUSED_AUTH, fallback, f"{request.target} requires a verified caller")
         return Verdict(
             HandoffOutcome.REDIRECTED_AUTH, auth, f"{request.target} requires a verified caller",
-            context | {PENDING_AGENT: request.target},
+            reason, context | {PENDING_AGENT: request.target},
         )  # fmt: skip
-    return Verdict(HandoffOutcome.ACCEPTED, request.target, context=context)
+    return Verdict(HandoffOutcome.ACCEPTED, request.target, reason=reason, context=context)
