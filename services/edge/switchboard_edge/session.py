@@ -112,6 +112,8 @@ class EdgeSession:
         self._response: asyncio.Task[None] | None = None
         self._response_id: str | None = None
         self._config = session_config(state.session_id, state.scenario, deps.instructions)
+        self._failed_tracks: dict[str, str] = {}
+        """Tracks that served a turn that failed (a completed turn's are on its outcome)."""
 
     async def send(self, event: dict[str, Any]) -> None:
         async with self._send_lock:
@@ -279,6 +281,7 @@ class EdgeSession:
                     retries=outcome.retries if outcome else 0, consulted=consult is not None,
                     consult_outcome=consult.detail.split(":", 1)[0] or "answered" if consult else None,
                     consult_ms=consult.ms if consult else None, error=error, trace_id=trace_id, ts=time.time(),
+                    tracks=outcome.tracks if outcome else self._failed_tracks,
                 )  # fmt: skip
                 self.deps.record_turn(record)
 
@@ -340,6 +343,7 @@ class EdgeSession:
         try:
             outcome = await self.deps.conductor.run_turn(self.state, response_id, on_event, deadline=deadline)
         except TurnFailed as exc:
+            self._failed_tracks = exc.tracks
             await close_item(False)
             await self.send(error_event(code="turn_failed", message=str(exc)))
             await self.send(server_event("response.done", response=base | {
