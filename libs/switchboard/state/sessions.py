@@ -6,6 +6,7 @@ retried for up to ``StateRetry.budget_s``; a conflict is never retried.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from nats.js import JetStreamContext
@@ -43,6 +44,10 @@ class SessionStore:
                 return await js.create_key_value(config)
 
         return cls(await retry.run("sessions.open", bucket), retry)
+
+    async def ping(self, timeout_s: float = 1.0) -> None:
+        """Raise unless the bucket answers within ``timeout_s`` (one JetStream API request, no retry)."""
+        await asyncio.wait_for(self._kv.status(), timeout_s)
 
     async def load(self, session_id: str) -> tuple[SessionState, int] | None:
         """The session and its revision, or None when there is no such session."""

@@ -29,6 +29,9 @@ from .session import EdgeDeps, EdgeSession
 
 log = logging.getLogger(__name__)
 
+_KV_PROBE_TIMEOUT_S = 1.0
+"""A readiness probe that waits longer than this for the session KV reports the edge not ready."""
+
 
 def key_fingerprint(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
@@ -93,15 +96,16 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
+        """Alive: the event loop answers."""
         return {"status": "ok"}
 
     @app.get("/readyz")
     async def readyz() -> Response:
-        bus: Bus = app.state.bus
-        if app.state.deps.draining:
-            return JSONResponse({"status": "draining"}, status_code=503)
-        ok = bus.nc.is_connected
-        return JSONResponse({"nats": "connected" if ok else "disconnected"}, status_code=200 if ok else 503)
+        """Ready for new sessions: NATS connected, the session KV answering, not draining."""
+        reason = await _not_ready(app)
+        if reason is not None:
+            return JSONResponse({"status": "not_ready", "reason": reason}, status_code=503)
+        return JSONResponse({"status": "ready"})
 
     @app.get("/v1/switchboard/info")
     async def info() -> dict[str, object]:
@@ -172,6 +176,22 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
             deps.sessions.discard(session)
 
     return app
+
+
+async def _not_ready(app: FastAPI) -> str | None:
+    deps: EdgeDeps | None = getattr(app.state, "deps", None)
+    bus: Bus | None = getattr(app.state, "bus", None)
+    if deps is None or bus is None:
+        return "starting"
+    if deps.draining:
+        return "draining"
+    if not bus.connected:
+        return "nats not connected"
+    try:
+        await deps.store.ping(_KV_PROBE_TIMEOUT_S)
+    except Exception as exc:
+        return f"session store unreachable: {type(exc).__name__}"
+    return None
 
 
 async def _deny(ws: WebSocket, status: int, code: str, message: str, retry_after: str | None = None) -> None:
