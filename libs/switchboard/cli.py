@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from .agents.loader import ScenarioError
+from .timeline import NoAuditStream
 
 if TYPE_CHECKING:
     from .local.trace_viewer import PhoenixViewer
@@ -247,7 +248,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         args.fn(args)
-    except (ScenarioError, ValidationError) as exc:  # a configuration to fix: one line, no traceback
+    except (ScenarioError, ValidationError, NoAuditStream) as exc:  # something to fix: one line, no traceback
         print(f"switchboard {args.command}: {_one_line(exc)}", file=sys.stderr)
         sys.exit(2)
 
