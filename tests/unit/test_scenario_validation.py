@@ -65,7 +65,8 @@ def _load_error(tmp_path: Path, data: dict[str, Any] | str) -> ScenarioError:
             _contract(amount={"type": "money"}), "front", "back", "contract.amount.type", "'string'", id="field-type",
         ),
         pytest.param(
-            _scenario(max_iterations=0), "front", None, "max_iterations", "greater than or equal to 1", id="agent-field",
+            _scenario(max_iterations=0), "front", None, "max_iterations", "greater than or equal to 1",
+            id="agent-field",
         ),
         pytest.param(
             _scenario() | {"offline_slots": {"order_id": "(A\\d+"}}, None, None, "offline_slots",
