@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import secrets
+import urllib.error
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 from switchboard.local.stack import Stack
 
@@ -19,3 +23,14 @@ def make_stack(
         tmp, scenario=scenario, agents=agents, api_key=f"test-{secrets.token_hex(8)}",
         env={"SWITCHBOARD_SCENARIOS_DIR": str(scenarios_dir), "OPENAI_API_KEY": ""} | (env or {}),
     )  # fmt: skip
+
+
+def probe(url: str) -> tuple[int, dict[str, Any]]:
+    """Status and JSON body of a GET (``(0, {})`` when nothing answers)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+    except OSError:
+        return 0, {}

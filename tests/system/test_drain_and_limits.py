@@ -5,16 +5,18 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import websockets
 
+from switchboard.local.stack import Proc
 from switchboard.testing import ScriptedOpenAIServer, ScriptedReply
 
 from .client import collect, open_session, say, sdk_client
-from .stacks import make_stack
+from .stacks import make_stack, probe
 
 pytestmark = pytest.mark.system
 
@@ -42,6 +44,7 @@ async def test_sigterm_lets_the_response_finish_then_the_client_resumes_elsewher
                 await conn.response.create()
                 await asyncio.wait_for(slow.asked.wait(), 20)  # the turn is inside the agent
                 stack.proc("edge").popen.send_signal(signal.SIGTERM)
+                drained = await asyncio.to_thread(_reasons_while_alive, stack.proc("edge"))
                 reply = await collect(conn)
                 reconnect = await conn.recv()
             assert stack.proc("edge").popen.wait(15) == 0
@@ -50,6 +53,7 @@ async def test_sigterm_lets_the_response_finish_then_the_client_resumes_elsewher
             ) as conn:
                 info = await open_session(conn)
     assert reply.status == "completed" and reply.text == "a slow but complete answer"
+    assert "draining" in drained  # /readyz said 503 while the response finished
     assert reconnect.type == "switchboard.reconnect"
     assert info["resumed"] is True and info["history_items"] == 2  # the question and the answer
 
@@ -87,8 +91,21 @@ async def test_sigterm_on_an_agent_finishes_its_turn_in_flight(tmp_path: Path) -
                 await conn.response.create()
                 await asyncio.wait_for(slow.asked.wait(), 20)
                 stack.proc("agent:triage").popen.send_signal(signal.SIGTERM)  # stops taking turns, finishes this one
+                drained = await asyncio.to_thread(_reasons_while_alive, stack.proc("agent:triage"))
                 reply = await collect(conn)
                 assert await asyncio.to_thread(stack.proc("agent:triage").popen.wait, 15) == 0
                 after = await say(conn, "hello again")  # no triage left: the fallback answers
     assert reply.agent == "triage" and reply.text == "a slow but complete answer" and reply.handoffs == []
+    assert "draining" in drained  # /readyz said 503 while the turn finished
     assert [h["outcome"] for h in after.handoffs] == ["unavailable"] and after.agent == "generalist"
+
+
+def _reasons_while_alive(proc: Proc) -> set[str]:
+    """The reasons ``/readyz`` gave for 503 until the process exited."""
+    reasons = set()
+    while proc.alive():
+        status, body = probe(proc.ready_url)
+        if status == 503:
+            reasons.add(str(body.get("reason")))
+        time.sleep(0.02)  # ok-sleep: probe interval
+    return reasons

@@ -331,7 +331,7 @@ def _terminate(procs: list[Proc], grace_s: float) -> None:
         try:
             proc.popen.wait(max(deadline - time.monotonic(), 0))
         except subprocess.TimeoutExpired:
-            log.warning("process ignored SIGTERM; killing it", extra={"process": proc.name, "pid": proc.pid})
+            log.warning("process ignored SIGTERM; killing it", extra={"label": proc.name, "pid": proc.pid})
             proc.popen.kill()
             proc.popen.wait()
 

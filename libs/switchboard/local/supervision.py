@@ -134,7 +134,7 @@ class Supervisor:
                 try:
                     self._check(proc)
                 except Exception:
-                    log.exception("supervision of a process failed", extra={"process": proc.name})
+                    log.exception("supervision of a process failed", extra={"label": proc.name})
 
     def _check(self, proc: Supervised) -> None:
         now = time.monotonic()
@@ -179,7 +179,7 @@ class Supervisor:
         self._emit("info", "process restarted", "restarted", proc, restarts=state.restarts)
 
     def _emit(self, level: str, msg: str, kind: str, proc: Supervised, **fields: object) -> None:
-        extra = {"process": proc.name, "pid": proc.pid, "event": kind, **fields}
+        extra = {"label": proc.name, "pid": proc.pid, "event": kind, **fields}
         log.log(logging.getLevelNamesMapping()[level.upper()], msg, extra=extra)
         if self.on_event is not None:
             self.on_event(kind, extra)

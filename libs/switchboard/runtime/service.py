@@ -115,6 +115,8 @@ class LoopService(StartStop, Generic[Req]):
         if health is not None:
             await health.stop()
         await asyncio.to_thread(shutdown_tracing)
+        if service is not None:
+            log.info("%s stopped", self.role, extra={self.role: self.agent.name, "replica": self.replica})
 
     async def run_loop(
         self, req: TurnRequest, sink: ReplySink, msg: Msg, *, note: str | None = None

@@ -90,6 +90,7 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
             await app.state.deps.conductor.flush()
             await client.stop()
         await asyncio.to_thread(shutdown_tracing)
+        log.info("edge stopped")
 
     app = FastAPI(title="Switchboard edge", lifespan=lifespan)
     app.router.routes.append(metrics_route())
