@@ -6,6 +6,7 @@ import asyncio
 import json
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,47 @@ async def test_edge_refuses_sessions_beyond_its_cap(tmp_path: Path) -> None:
             assert (await say(conn, "hello")).status == "completed"
 
 
+async def test_the_session_cap_counts_sessions_not_connections(tmp_path: Path) -> None:
+    with make_stack(tmp_path, agents=["triage", "generalist"], env={"SWITCHBOARD_MAX_SESSIONS": "2"}) as stack:
+        headers = {"Authorization": f"Bearer {stack.api_key}"}
+
+        def connect(session_id: str) -> Any:
+            url = f"{stack.ws_base}/realtime?model=switchboard&session_id={session_id}"
+            return websockets.connect(url, additional_headers=headers)
+
+        def info() -> dict[str, Any]:
+            return probe(f"{stack.edge_url}/v1/switchboard/info")[1]
+
+        async with connect("sess_a") as first:
+            assert json.loads(await first.recv())["type"] == "session.created"
+            async with connect("sess_a") as again:  # the same session again: a reconnect, not a new session
+                assert json.loads(await again.recv())["type"] == "session.created"
+                assert (info()["active_sessions"], info()["connections"]) == (1, 2)
+            await asyncio.to_thread(_wait, lambda: info()["connections"] == 1)
+            assert info()["active_sessions"] == 1  # sess_a is still open on the first connection
+            async with connect("sess_b") as second:
+                assert json.loads(await second.recv())["type"] == "session.created"
+                with pytest.raises(websockets.InvalidStatus) as excinfo:
+                    async with connect("sess_c"):
+                        pass
+                assert excinfo.value.response.status_code == 503
+                async with connect("sess_b") as joined:  # an open session may still be reconnected to
+                    assert json.loads(await joined.recv())["type"] == "session.created"
+        await asyncio.to_thread(_wait, lambda: info()["connections"] == 0)
+        assert info()["active_sessions"] == 0
+
+        async def try_open(n: int) -> bool:  # a burst: the cap must hold while others are being admitted
+            try:
+                async with connect(f"sess_burst{n}") as ws:
+                    await ws.recv()
+                    await asyncio.to_thread(_wait, lambda: info()["connections"] >= 2)
+                    return True
+            except websockets.InvalidStatus:
+                return False
+
+        assert sorted(await asyncio.gather(*(try_open(n) for n in range(5)))) == [False, False, False, True, True]
+
+
 async def test_sigterm_on_an_agent_finishes_its_turn_in_flight(tmp_path: Path) -> None:
     slow = SlowModel()
     async with ScriptedOpenAIServer(responder=slow) as model:
@@ -109,3 +151,10 @@ def _reasons_while_alive(proc: Proc) -> set[str]:
             reasons.add(str(body.get("reason")))
         time.sleep(0.02)  # ok-sleep: probe interval
     return reasons
+
+
+def _wait(check: Callable[[], bool], timeout_s: float = 15) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)  # ok-sleep: poll interval

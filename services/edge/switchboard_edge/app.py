@@ -22,7 +22,7 @@ from switchboard.runtime.gc import freeze_startup_heap
 from switchboard.schemas import SessionState
 from switchboard.settings import Settings
 from switchboard.state import AuditLog, SessionStore
-from switchboard.telemetry import metrics, metrics_route, session_context, setup_tracing, shutdown_tracing
+from switchboard.telemetry import metrics_route, session_context, setup_tracing, shutdown_tracing
 
 from .protocol import new_id
 from .session import EdgeDeps, EdgeSession
@@ -114,7 +114,7 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
         return {
             "scenario": config.name, "entry_agent": config.entry_agent, "fallback_agent": config.fallback_agent,
             "agents": {a.name: subjects.agent_turn(a.name) for a in config.agents},
-            "active_sessions": len(deps.active_sessions),
+            "active_sessions": len(deps.active_sessions), "connections": len(deps.sessions),
         }  # fmt: skip
 
     @app.get("/v1/switchboard/stats")
@@ -139,17 +139,23 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
         if key is None:
             await _deny(ws, 401, "invalid_api_key", "missing or invalid 'Authorization: Bearer <key>'")
             return
-        if deps.draining or len(deps.active_sessions) >= settings.max_sessions:
-            reason = "edge is draining" if deps.draining else f"edge at its limit of {settings.max_sessions} sessions"
-            await _deny(ws, 503, "edge_unavailable", f"{reason}; retry on another edge", retry_after="1")
-            return
-        owner = key_fingerprint(key)
         session_id = ws.query_params.get("session_id") or new_id("sess")
         try:
             subjects.check_token(session_id, "session id")
         except ValueError as exc:
             await _deny(ws, 400, "invalid_session_id", str(exc))
             return
+        if deps.draining or not deps.admit(session_id):  # counted from here on, before any await
+            reason = "edge is draining" if deps.draining else f"edge at its limit of {settings.max_sessions} sessions"
+            await _deny(ws, 503, "edge_unavailable", f"{reason}; retry on another edge", retry_after="1")
+            return
+        try:
+            await serve_session(ws, session_id, key_fingerprint(key))
+        finally:
+            deps.release(session_id)
+
+    async def serve_session(ws: WebSocket, session_id: str, owner: str) -> None:
+        deps: EdgeDeps = app.state.deps
         loaded = await deps.store.load(session_id)
         if loaded is not None and loaded[0].owner not in (None, owner):
             await _deny(ws, 403, "session_forbidden", "this session belongs to another API key")
@@ -165,15 +171,11 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
             (state, revision), resumed = loaded, True
         await ws.accept()
         session = EdgeSession(ws, deps, state, revision, resumed)
-        deps.active_sessions.add(session_id)
         deps.sessions.add(session)
-        metrics().active_sessions.inc()
         try:
             with session_context(session_id):
                 await session.run()
         finally:
-            metrics().active_sessions.dec()
-            deps.active_sessions.discard(session_id)
             deps.sessions.discard(session)
 
     return app
