@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import secrets
 import signal
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from .agents.loader import ScenarioError
+from .local.parent import stop_with_launcher
 from .timeline import NoAuditStream
 
 if TYPE_CHECKING:
@@ -49,6 +51,7 @@ def _edge(args: argparse.Namespace) -> None:
             await app.state.deps.drain(settings.drain_grace_s)
             self.should_exit = True
 
+    stop_with_launcher()
     config = uvicorn.Config(
         app, host=settings.edge_host, port=settings.edge_port, log_config=None,
         ws_max_size=max(16 * 1024 * 1024, settings.max_event_bytes * 4), timeout_graceful_shutdown=5,
@@ -99,17 +102,20 @@ def _serve(service_class: type[LoopService[Any]], role: str, name: str) -> None:
             await asyncio.gather(starting, stopping, return_exceptions=True)
             await service.stop()
 
+    stop_with_launcher()
     asyncio.run(serve())
 
 
 def _run(args: argparse.Namespace) -> None:
     """Start nats-server, every agent and the edge; keep them running; stop all, in order, on Ctrl-C."""
     from . import logs
-    from .local.stack import Stack
+    from .local.stack import ConsoleFormatter, Stack
     from .settings import Settings
 
     settings = Settings()
     logs.configure("launcher", settings.log_level)
+    if not args.quiet:  # beside the processes' echoed lines, in their form; JSON lines otherwise
+        logging.getLogger().handlers[0].setFormatter(ConsoleFormatter("launcher"))
     key = settings.api_keys.split(",")[0].strip() if settings.api_keys else f"sb-dev-{secrets.token_hex(12)}"
     var = Path(args.var_dir)
     viewer_env, viewer = _trace_viewer(var)

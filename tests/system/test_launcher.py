@@ -107,6 +107,8 @@ def test_switchboard_run_restarts_a_killed_agent_and_ctrl_c_stops_in_order_withi
             )
             return await say(conn, "jane@example.com 1234")
 
+    procs: dict[int, str] = {}
+    everything: dict[int, str] = {}
     try:
         wait_for(lambda: any("Ctrl-C stops everything" in line for line in lines), 90, "the banner")
         assert any(f"ws://127.0.0.1:{port}/v1/realtime" in line for line in lines)
@@ -126,10 +128,17 @@ def test_switchboard_run_restarts_a_killed_agent_and_ctrl_c_stops_in_order_withi
         launcher.send_signal(signal.SIGINT)
         assert launcher.wait(30) == 0
         elapsed = time.monotonic() - started
-    finally:
+    finally:  # a failed test must not leave a stack behind
         if launcher.poll() is None:
-            launcher.kill()
-            launcher.wait()
+            launcher.send_signal(signal.SIGINT)
+            try:
+                launcher.wait(15)
+            except subprocess.TimeoutExpired:
+                launcher.kill()
+                launcher.wait()
+        for pid in [*procs, *everything, *children(launcher.pid)]:
+            if not gone(pid):
+                os.kill(pid, signal.SIGKILL)
     reader.join(5)
     left = [pid for pid in [*procs, *everything] if not gone(pid)]
     assert not left, left
@@ -230,3 +239,49 @@ def test_readyz_of_the_edge_checks_the_session_store_and_nats(tmp_path: Path) ->
         stack.nats.stop()
         wait_for(lambda: probe(f"{stack.edge_url}/readyz")[1].get("reason") == "nats not connected", 10, "503")
         assert probe(f"{stack.edge_url}/healthz")[0] == 200
+
+
+def test_a_killed_nats_server_is_restarted_and_the_stack_recovers(tmp_path: Path) -> None:
+    with make_stack(tmp_path, agents=["triage", "generalist"]) as stack:
+        events: list[tuple[str, str]] = []
+        stack.supervise(
+            RestartPolicy(initial_backoff_s=0.1), on_event=lambda kind, f: events.append((kind, str(f["label"])))
+        )
+        assert isinstance(stack.nats, NatsServer) and stack.nats.proc is not None
+        os.kill(stack.nats.proc.pid, signal.SIGKILL)
+        wait_for(lambda: ("restarted", "nats") in events, 30, "nats-server to be restarted")
+        wait_for(lambda: all(p.is_ready() for p in stack.procs), 30, "every process ready again")
+
+        async def hello() -> Reply:
+            async with sdk_client(stack).realtime.connect(model="switchboard") as conn:
+                await open_session(conn)
+                return await say(conn, "hello")
+
+        assert asyncio.run(hello()).agent == "triage"
+        assert all(p.restarts == 0 for p in stack.procs)  # they rode it out by reconnecting
+
+
+def test_processes_stop_when_the_launcher_is_killed(tmp_path: Path) -> None:
+    env = os.environ | {
+        "SWITCHBOARD_API_KEYS": "k", "SWITCHBOARD_EDGE_PORT": str(free_port()), "OPENAI_API_KEY": "",
+        "SWITCHBOARD_SCENARIOS_DIR": str(ROOT / "tests" / "system" / "scenarios"), "SWITCHBOARD_SCENARIO": "effects",
+    }  # fmt: skip
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "switchboard", "run", "--var-dir", str(tmp_path), "--nats-port", "0", "--quiet"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert launcher.stdout is not None
+    for line in launcher.stdout:
+        if "Ctrl-C stops everything" in line:
+            break
+    procs = children(launcher.pid)
+    python = [pid for pid, args in procs.items() if "-m switchboard" in args]
+    assert len(python) == 3, procs  # two agents and the edge (and nats-server)
+    launcher.kill()  # no chance to stop anything itself
+    launcher.wait()
+    try:
+        wait_for(lambda: all(gone(pid) for pid in python), 15, "the launcher's processes to stop on their own")
+    finally:
+        for pid in procs:  # nats-server has no such watch: the test reaps it
+            if not gone(pid):
+                os.kill(pid, signal.SIGKILL)

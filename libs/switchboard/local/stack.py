@@ -15,14 +15,17 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
 
+from ..logs import JsonFormatter
 from .nats_cluster import NatsCluster
 from .nats_server import NatsServer
+from .parent import LAUNCHER_PID_ENV
 from .ports import free_port
 from .supervision import RestartPolicy, Supervisor
 
@@ -64,6 +67,29 @@ class Proc:
                 return bool(resp.status == 200)
         except OSError:  # refused (not bound yet), 503 (HTTPError), timeout
             return False
+
+
+@dataclass
+class NatsProc:
+    """A nats-server (one node of a cluster) as the supervisor sees it: restarted on its port and store."""
+
+    name: str
+    popen: Callable[[], subprocess.Popen[bytes] | None]
+    restart: Callable[[], None]
+
+    @property
+    def pid(self) -> int:
+        popen = self.popen()
+        return popen.pid if popen is not None else 0
+
+    @property
+    def returncode(self) -> int | None:
+        popen = self.popen()
+        return popen.returncode if popen is not None else None
+
+    def alive(self) -> bool:
+        popen = self.popen()
+        return popen is not None and popen.poll() is None
 
 
 @dataclass(frozen=True)
@@ -154,6 +180,7 @@ class Stack:
                 "SWITCHBOARD_EDGE_PORT": str(self.edge_port),
                 "SWITCHBOARD_DATA_DIR": str(self.var_dir / "data"),
                 "PYTHONUNBUFFERED": "1",
+                LAUNCHER_PID_ENV: str(os.getpid()),
             }
             | self.extra_env
         )
@@ -170,11 +197,23 @@ class Stack:
             self.wait_ready(proc, deadline - time.monotonic())
 
     def supervise(self, policy: RestartPolicy | None = None, **kwargs: Any) -> Supervisor:
-        """Restart crashed processes from now on (``switchboard run`` does); :meth:`stop` ends it."""
+        """Restart crashed processes, nats-server included, from now on (``switchboard run`` does);
+        :meth:`stop` ends it."""
         if self.supervisor is None:
-            self.supervisor = Supervisor(self._snapshot, self._restart, policy, **kwargs)
+            nats = self._nats_procs()
+            self.supervisor = Supervisor(lambda: [*nats, *self._snapshot()], self._restart, policy, **kwargs)
             self.supervisor.start()
         return self.supervisor
+
+    def _nats_procs(self) -> list[NatsProc]:
+        cluster = self.nats
+        if isinstance(cluster, NatsCluster):
+            return [
+                NatsProc(node.name, partial(getattr, node, "proc"), partial(cluster.restart, i))
+                for i, node in enumerate(cluster.nodes)
+            ]
+        server = cluster
+        return [NatsProc("nats", lambda: server.proc, server.start)]
 
     def start_edge(self) -> tuple[Proc, int]:
         """One more edge process on its own port (edges are stateless; sessions live in KV)."""
@@ -227,6 +266,9 @@ class Stack:
 
     def _restart(self, proc: Any) -> None:
         """Start a crashed process again: same label, arguments, environment and ports."""
+        if isinstance(proc, NatsProc):
+            proc.restart()
+            return
         assert isinstance(proc, Proc)
         with self._procs_lock:
             if proc not in self.procs or proc.alive():
@@ -336,6 +378,18 @@ def _terminate(procs: list[Proc], grace_s: float) -> None:
             proc.popen.wait()
 
 
+class ConsoleFormatter(logging.Formatter):
+    """The launcher's own log lines in the console form of the processes it echoes."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.json = JsonFormatter(service)
+        self.service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{self.service:>18} | {_short(self.json.format(record))}"
+
+
 def _short(line: str) -> str:
     """A JSON log line as ``level msg key=value ...`` for the console."""
     try:
@@ -345,5 +399,5 @@ def _short(line: str) -> str:
     if not isinstance(rec, dict):
         return line
     skip = {"ts", "level", "service", "logger", "msg"}
-    extras = " ".join(f"{k}={v}" for k, v in rec.items() if k not in skip)
+    extras = " ".join(f"{k}={v}" for k, v in rec.items() if k not in skip and v is not None)
     return f"{rec.get('level', ''):<7} {rec.get('msg', '')} {extras}".rstrip()
