@@ -7,6 +7,6 @@ COPY libs ./libs
 COPY services ./services
 RUN pip install --no-cache-dir .
 COPY scenarios ./scenarios
-ENV SWITCHBOARD_SCENARIOS_DIR=/app/scenarios SWITCHBOARD_DATA_DIR=/data
+ENV SWITCHBOARD_SCENARIOS_DIR=/app/scenarios
 USER nobody
 ENTRYPOINT ["switchboard"]

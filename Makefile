@@ -30,11 +30,17 @@ test: $(STAMP) ## run the whole test suite (unit, contract, system with real pro
 bench: $(STAMP) ## run the benchmark; results in bench/results/ and the README table
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
+bench-scaling: $(STAMP) ## per-specialist scaling: replicas of one slow specialist vs its throughput (SCALING_ARGS=--replicas 1,2)
+	$(BIN)/python bench/scaling.py $(SCALING_ARGS)
+
 chaos: $(STAMP) ## kill/stop real processes mid-turn under load; results in chaos/results/ and the README (CHAOS_ARGS=--quick)
 	$(BIN)/python chaos/run.py $(CHAOS_ARGS)
 
 schemas: $(STAMP) ## regenerate schemas/v1 (refuses changes that break v1 consumers)
 	$(BIN)/switchboard schemas
+
+chart-schema: $(STAMP) ## refresh the scenario part of charts/switchboard/values.schema.json from ScenarioConfig
+	$(BIN)/python charts/tools/scenario_schema.py
 
 lint: $(STAMP) ## ruff format check and lint
 	$(BIN)/ruff format --check .
@@ -48,4 +54,4 @@ check: lint typecheck test ## everything CI cares about
 clean: ## remove runtime data and logs (var/)
 	rm -rf var
 
-.PHONY: help install run chat test bench chaos schemas lint typecheck check clean
+.PHONY: help install run chat test bench bench-scaling chaos schemas chart-schema lint typecheck check clean

@@ -37,8 +37,14 @@ class Settings(BaseSettings):
     """Deadline of one caller turn, across every agent hop."""
     hop_timeout_s: float = Field(10.0, gt=0)
     """Longest one agent may take within a turn before the turn goes to the fallback agent."""
-    idle_timeout_s: float = Field(1.5, gt=0)
-    """A supervisor that sends nothing, not even a heartbeat (every 0.5 s), for this long is taken for dead."""
+    heartbeat_s: float = Field(0.25, gt=0)
+    """Agents and supervisors acknowledge a request with a heartbeat at once, then send one this often."""
+    ack_timeout_s: float = Field(0.25, gt=0)
+    """An agent or supervisor replica that has not acknowledged a request this long after it was sent
+    (frozen, or gone with its subscription) is taken for lost and the call retried on another replica."""
+    idle_timeout_s: float = Field(0.75, gt=0)
+    """An agent or supervisor that sends nothing, not even a heartbeat, for this long mid-call is taken
+    for dead and the call retried. Must be at least twice ``heartbeat_s``."""
     retry_attempts: int = Field(3, ge=1, le=10)
     """Tries of one agent turn on retryable failures (no responders, lost replica, busy), with jitter."""
     breaker_threshold: int = Field(5, ge=1)
@@ -50,8 +56,6 @@ class Settings(BaseSettings):
     the tool runs) is presumed dead and taken over by a retry. Must stay well below the hop timeout."""
     agent_max_inflight: int = Field(256, ge=1)
     """Turns one agent replica runs at once; more get a retryable ``busy`` error."""
-    data_dir: Path = Path("var/data")
-    """Where scenario tools keep their local data store."""
     log_level: str = "INFO"
     metrics_port: int = Field(0, ge=-1, le=65535)
     """Port of agent and supervisor processes' ``/healthz``, ``/readyz`` and ``/metrics`` (0: any free
@@ -66,6 +70,15 @@ class Settings(BaseSettings):
         if not urls or not all(u.startswith(("nats://", "tls://", "ws://", "wss://")) for u in urls):
             raise ValueError(f"SWITCHBOARD_NATS_URL must list nats:// URLs, got {v!r}")
         return ",".join(urls)
+
+    @model_validator(mode="after")
+    def _liveness_fits(self) -> Settings:
+        if self.idle_timeout_s < 2 * self.heartbeat_s:
+            raise ValueError(
+                f"SWITCHBOARD_IDLE_TIMEOUT_S ({self.idle_timeout_s}) must be at least twice SWITCHBOARD_HEARTBEAT_S "
+                f"({self.heartbeat_s}): one late heartbeat must not look like a dead replica"
+            )
+        return self
 
     @model_validator(mode="after")
     def _takeover_fits(self) -> Settings:

@@ -112,6 +112,7 @@ def test_switchboard_run_restarts_a_killed_agent_and_ctrl_c_stops_in_order_withi
     try:
         wait_for(lambda: any("Ctrl-C stops everything" in line for line in lines), 90, "the banner")
         assert any(f"ws://127.0.0.1:{port}/v1/realtime" in line for line in lines)
+        assert any("API key       : launcher-key" in line for line in lines)
         procs = children(launcher.pid)
         assert len(procs) == 7, procs  # nats-server, 5 agents, edge
         returns = next(pid for pid, args in procs.items() if args.endswith("--name returns"))

@@ -44,6 +44,7 @@ class Proc:
     popen: subprocess.Popen[bytes]
     lines: list[str] = field(default_factory=list)
     restarts: int = 0
+    cwd: Path | None = None
 
     @property
     def pid(self) -> int:
@@ -178,7 +179,6 @@ class Stack:
                 "SWITCHBOARD_SCENARIO": self.scenario,
                 "SWITCHBOARD_API_KEYS": self.api_key,
                 "SWITCHBOARD_EDGE_PORT": str(self.edge_port),
-                "SWITCHBOARD_DATA_DIR": str(self.var_dir / "data"),
                 "PYTHONUNBUFFERED": "1",
                 LAUNCHER_PID_ENV: str(os.getpid()),
             }
@@ -238,30 +238,40 @@ class Stack:
         agent = load_scenario(self.scenario, scenarios_dir).config.agent(name)
         return agent.role if agent else "agent"
 
-    def start_agent(self, name: str, *, wait: bool = False) -> Proc:
-        """Start one more replica of an agent (or supervisor); labels are ``agent:<name>[#n]``."""
+    def start_agent(
+        self, name: str, *, wait: bool = False, env: Mapping[str, str] | None = None, cwd: Path | None = None
+    ) -> Proc:
+        """Start one more replica of an agent (or supervisor); labels are ``agent:<name>[#n]``.
+
+        ``env`` adds to (or overrides) the stack's environment for this replica only; ``cwd`` runs it in
+        another working directory (as a replica on another machine would have its own disk).
+        """
         role = self._role(name)
         replica = sum(p.name == f"{role}:{name}" or p.name.startswith(f"{role}:{name}#") for p in self.procs)
         label = f"{role}:{name}" + (f"#{replica + 1}" if replica else "")
         port = free_port()
-        env = {"SWITCHBOARD_METRICS_PORT": str(port), "SWITCHBOARD_METRICS_HOST": "127.0.0.1"}
-        proc = self._spawn(label, [role, "--name", name], env, f"http://127.0.0.1:{port}/readyz")
+        health = {"SWITCHBOARD_METRICS_PORT": str(port), "SWITCHBOARD_METRICS_HOST": "127.0.0.1"}
+        proc = self._spawn(
+            label, [role, "--name", name], health | dict(env or {}), f"http://127.0.0.1:{port}/readyz", cwd=cwd
+        )
         if wait:
             self.wait_ready(proc, 30)
         return proc
 
-    def _spawn(self, label: str, args: list[str], env: Mapping[str, str], ready_url: str) -> Proc:
+    def _spawn(
+        self, label: str, args: list[str], env: Mapping[str, str], ready_url: str, *, cwd: Path | None = None
+    ) -> Proc:
         full_env = self.env() | dict(env)
-        proc = Proc(label, args, full_env, ready_url, self._popen(args, full_env))
+        proc = Proc(label, args, full_env, ready_url, self._popen(args, full_env, cwd), cwd=cwd)
         with self._procs_lock:
             self.procs.append(proc)
         self._start_pump(proc)
         return proc
 
-    def _popen(self, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    def _popen(self, args: list[str], env: dict[str, str], cwd: Path | None) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             [sys.executable, "-m", "switchboard", *args],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+            env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
 
     def _restart(self, proc: Any) -> None:
@@ -273,7 +283,7 @@ class Stack:
         with self._procs_lock:
             if proc not in self.procs or proc.alive():
                 return
-            proc.popen = self._popen(proc.args, proc.env)
+            proc.popen = self._popen(proc.args, proc.env, proc.cwd)
             proc.restarts += 1
         self._start_pump(proc)
 

@@ -1,17 +1,39 @@
-"""Durable state: sessions in JetStream KV, the handoff audit stream."""
+"""Durable state: sessions in JetStream KV, the handoff audit stream, the side-effect ledger, the tools' store."""
 
 from .audit import AuditLog
 from .ledger import LEDGER_BUCKET, SideEffectLedger, idempotency_key
 from .retry import StateRetry, is_transient
 from .sessions import SessionConflict, SessionStore
+from .store import (
+    Collection,
+    CorruptDocument,
+    Document,
+    DocumentExists,
+    InvalidId,
+    RevisionConflict,
+    StoreError,
+    ToolStore,
+    store_bucket,
+    token_for,
+)
 
 __all__ = [
     "LEDGER_BUCKET",
     "AuditLog",
-    "SideEffectLedger",
+    "Collection",
+    "CorruptDocument",
+    "Document",
+    "DocumentExists",
+    "InvalidId",
+    "RevisionConflict",
     "SessionConflict",
     "SessionStore",
+    "SideEffectLedger",
     "StateRetry",
+    "StoreError",
+    "ToolStore",
     "idempotency_key",
     "is_transient",
+    "store_bucket",
+    "token_for",
 ]

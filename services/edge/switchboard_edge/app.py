@@ -73,9 +73,14 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
                     hop_timeout_s=settings.hop_timeout_s,
                     breakers=breakers,
                     idle_timeout_s=settings.idle_timeout_s,
+                    ack_timeout_s=settings.ack_timeout_s,
                     retry=RetryPolicy(attempts=settings.retry_attempts),
                     consults=SupervisorConsults(
-                        client, breakers, fallback_agent=config.fallback_agent, idle_timeout_s=settings.idle_timeout_s
+                        client,
+                        breakers,
+                        fallback_agent=config.fallback_agent,
+                        idle_timeout_s=settings.idle_timeout_s,
+                        ack_timeout_s=settings.ack_timeout_s,
                     ),
                 ),  # fmt: skip
                 store,
