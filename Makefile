@@ -33,6 +33,9 @@ bench: $(STAMP) ## run the benchmark; results in bench/results/ and the README t
 bench-scaling: $(STAMP) ## per-specialist scaling: replicas of one slow specialist vs its throughput (SCALING_ARGS=--replicas 1,2)
 	$(BIN)/python bench/scaling.py $(SCALING_ARGS)
 
+bench-history: $(STAMP) ## turn cost at 10 vs 2,000 history items (bench/results/history.*)
+	$(BIN)/python bench/history.py $(HISTORY_ARGS)
+
 chaos: $(STAMP) ## kill/stop real processes mid-turn under load; results in chaos/results/ and the README (CHAOS_ARGS=--quick)
 	$(BIN)/python chaos/run.py $(CHAOS_ARGS)
 
@@ -54,4 +57,4 @@ check: lint typecheck test ## everything CI cares about
 clean: ## remove runtime data and logs (var/)
 	rm -rf var
 
-.PHONY: help install run chat test bench bench-scaling chaos schemas chart-schema lint typecheck check clean
+.PHONY: help install run chat test bench bench-history bench-scaling chaos schemas chart-schema lint typecheck check clean

@@ -7,6 +7,9 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .bus.connection import Bus
+from .state.history import HistoryWindow
+
 
 class Settings(BaseSettings):
     """Every setting has a default that works for ``make run`` on one machine."""
@@ -15,6 +18,11 @@ class Settings(BaseSettings):
 
     nats_url: str = "nats://127.0.0.1:4222"
     """Comma-separated NATS server URLs (list every cluster node)."""
+    nats_seed_file: Path | None = None
+    """This process's NKey seed file: with it the process connects as its own bus identity, whose
+    subject permissions the server enforces (``switchboard.security.bus_access``)."""
+    nats_inbox_prefix: str | None = None
+    """The inbox prefix that identity may subscribe to (``_INBOX_<identity>``)."""
     js_replicas: int = Field(1, ge=1, le=5)
     """Replicas of the JetStream KV buckets and streams (3 on a 3-node cluster)."""
     nats_cluster: int = Field(1, ge=1, le=7)
@@ -56,6 +64,13 @@ class Settings(BaseSettings):
     the tool runs) is presumed dead and taken over by a retry. Must stay well below the hop timeout."""
     agent_max_inflight: int = Field(256, ge=1)
     """Turns one agent replica runs at once; more get a retryable ``busy`` error."""
+    history_max_items: int = Field(64, ge=2, le=10_000)
+    """Items a session keeps hot (in its KV value, sent to agents); beyond it the oldest go to the history
+    stream, in batches down to ``history_keep_items``."""
+    history_keep_items: int = Field(48, ge=1)
+    """Items left in the hot window after archiving."""
+    history_max_bytes: int = Field(256 * 1024, ge=4096, le=900 * 1024)
+    """Serialized size of the hot window that also triggers archiving (a KV value must stay under 1 MiB)."""
     log_level: str = "INFO"
     metrics_port: int = Field(0, ge=-1, le=65535)
     """Port of agent and supervisor processes' ``/healthz``, ``/readyz`` and ``/metrics`` (0: any free
@@ -88,6 +103,23 @@ class Settings(BaseSettings):
                 f"({self.hop_timeout_s}): a retried turn must be able to take over a dead replica's tool call"
             )
         return self
+
+    @model_validator(mode="after")
+    def _history_window_fits(self) -> Settings:
+        if self.history_keep_items > self.history_max_items:
+            raise ValueError(
+                f"SWITCHBOARD_HISTORY_KEEP_ITEMS ({self.history_keep_items}) must not exceed "
+                f"SWITCHBOARD_HISTORY_MAX_ITEMS ({self.history_max_items})"
+            )
+        return self
+
+    @property
+    def history_window(self) -> HistoryWindow:
+        return HistoryWindow(self.history_max_items, self.history_keep_items, self.history_max_bytes)
+
+    def bus(self, name: str) -> Bus:
+        """This process's NATS connection (not yet connected), with its credentials when configured."""
+        return Bus(self.nats_servers, name=name, seed_file=self.nats_seed_file, inbox_prefix=self.nats_inbox_prefix)
 
     @property
     def nats_servers(self) -> list[str]:

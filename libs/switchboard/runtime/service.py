@@ -13,7 +13,7 @@ from nats.aio.msg import Msg
 from pydantic import BaseModel, TypeAdapter
 
 from ..agents import Scenario
-from ..bus import Bus, QueueService, ReplySink, deadline_of
+from ..bus import QueueService, ReplySink, deadline_of
 from ..bus.rpc import remaining
 from ..lifecycle import StartStop
 from ..models import ModelError, ModelProvider, build_provider
@@ -50,7 +50,7 @@ class LoopService(StartStop, Generic[Req]):
         self.model = model or build_provider(agent, scenario.config.offline_slots)
         self.scenario = scenario
         self.loop = AgentLoop(agent, self.model, scenario.tools)
-        self.bus = Bus(settings.nats_servers, name=f"{self.role}-{name}")
+        self.bus = settings.bus(f"{self.role}-{name}")
         self._service: QueueService[Req] | None = None
         self._health: HealthServer | None = None
         self.draining = False

@@ -1,6 +1,7 @@
 """Durable state: sessions in JetStream KV, the handoff audit stream, the side-effect ledger, the tools' store."""
 
 from .audit import AuditLog
+from .history import HistoryArchive, HistoryWindow, full_history
 from .ledger import LEDGER_BUCKET, SideEffectLedger, idempotency_key
 from .retry import StateRetry, is_transient
 from .sessions import SessionConflict, SessionStore
@@ -20,6 +21,8 @@ from .store import (
 __all__ = [
     "LEDGER_BUCKET",
     "AuditLog",
+    "HistoryArchive",
+    "HistoryWindow",
     "Collection",
     "CorruptDocument",
     "Document",
@@ -32,6 +35,7 @@ __all__ = [
     "StateRetry",
     "StoreError",
     "ToolStore",
+    "full_history",
     "idempotency_key",
     "is_transient",
     "store_bucket",

@@ -1050,8 +1050,7 @@ class ChaosRun:
                 turns = [t for t in self.turns if t.client == client.index and t.outcome in ("completed", "fallback")]
                 if not turns:
                     continue
-                loaded = await store.load(client.session_id) if client.session_id else None
-                history = loaded[0].history if loaded else []
+                history = await store.transcript(client.session_id) if client.session_id else []
                 users = [n for n, item in enumerate(history) if isinstance(item, MessageItem) and item.role == "user"]
                 for t in turns:
                     pos = next((n for n in users if history[n].id == t.item_id), None)

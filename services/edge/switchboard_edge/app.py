@@ -57,11 +57,11 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         setup_tracing("edge")
-        async with Bus(settings.nats_servers, name="edge") as bus:
+        async with settings.bus("edge") as bus:
             client = StreamingClient(bus.nc)
             await client.start()
             audit = await AuditLog.open(bus.js, replicas=settings.js_replicas)
-            store = await SessionStore.open(bus.js, replicas=settings.js_replicas)
+            store = await SessionStore.open(bus.js, replicas=settings.js_replicas, window=settings.history_window)
             entry = config.agent(config.entry_agent)
             breakers = Breakers(threshold=settings.breaker_threshold, cooldown_s=settings.breaker_cooldown_s)
             app.state.deps = EdgeDeps(
