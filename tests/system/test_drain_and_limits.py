@@ -14,45 +14,33 @@ import pytest
 import websockets
 
 from switchboard.local.stack import Proc
-from switchboard.testing import ScriptedOpenAIServer, ScriptedReply
+from switchboard.testing import ScriptedOpenAIServer
 
-from .client import collect, open_session, say, sdk_client
-from .stacks import make_stack, probe
+from .client import RawClient, collect, open_session, say, sdk_client
+from .stacks import SlowModel, make_stack, probe, two_edges_on_a_model
 
 pytestmark = pytest.mark.system
 
 
-class SlowModel:
-    def __init__(self) -> None:
-        self.asked = asyncio.Event()
-
-    def __call__(self, body: dict[str, Any]) -> ScriptedReply:
-        self.asked.set()
-        return ScriptedReply(text="a slow but complete answer", delay_s=1.5)
-
-
 async def test_sigterm_lets_the_response_finish_then_the_client_resumes_elsewhere(tmp_path: Path) -> None:
-    slow = SlowModel()
-    async with ScriptedOpenAIServer(responder=slow) as model:
-        env = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": model.base_url}
-        with make_stack(tmp_path, agents=["triage", "generalist"], env=env) as stack:
-            _, other_port = stack.start_edge()
-            async with sdk_client(stack).realtime.connect(model="switchboard") as conn:
-                session_id = (await open_session(conn))["session_id"]
-                await conn.conversation.item.create(
-                    item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hello"}]}
-                )
-                await conn.response.create()
-                await asyncio.wait_for(slow.asked.wait(), 20)  # the turn is inside the agent
-                stack.proc("edge").popen.send_signal(signal.SIGTERM)
-                drained = await asyncio.to_thread(_reasons_while_alive, stack.proc("edge"))
-                reply = await collect(conn)
-                reconnect = await conn.recv()
-            assert stack.proc("edge").popen.wait(15) == 0
-            async with sdk_client(stack, port=other_port).realtime.connect(
-                model="switchboard", extra_query={"session_id": session_id}
-            ) as conn:
-                info = await open_session(conn)
+    slow = SlowModel("a slow but complete answer", 1.5)
+    async with two_edges_on_a_model(tmp_path, slow) as (stack, other_port):
+        async with sdk_client(stack).realtime.connect(model="switchboard") as conn:
+            session_id = (await open_session(conn))["session_id"]
+            await conn.conversation.item.create(
+                item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hello"}]}
+            )
+            await conn.response.create()
+            await asyncio.wait_for(slow.asked.wait(), 20)  # the turn is inside the agent
+            stack.proc("edge").popen.send_signal(signal.SIGTERM)
+            drained = await asyncio.to_thread(_reasons_while_alive, stack.proc("edge"))
+            reply = await collect(conn)
+            reconnect = await conn.recv()
+        assert stack.proc("edge").popen.wait(15) == 0
+        async with sdk_client(stack, port=other_port).realtime.connect(
+            model="switchboard", extra_query={"session_id": session_id}
+        ) as conn:
+            info = await open_session(conn)
     assert reply.status == "completed" and reply.text == "a slow but complete answer"
     assert "draining" in drained  # /readyz said 503 while the response finished
     assert reconnect.type == "switchboard.reconnect"
@@ -61,16 +49,11 @@ async def test_sigterm_lets_the_response_finish_then_the_client_resumes_elsewher
 
 async def test_edge_refuses_sessions_beyond_its_cap(tmp_path: Path) -> None:
     with make_stack(tmp_path, agents=["triage", "generalist"], env={"SWITCHBOARD_MAX_SESSIONS": "2"}) as stack:
-        headers = {"Authorization": f"Bearer {stack.api_key}"}
-        url = f"{stack.ws_base}/realtime?model=switchboard"
-        async with (
-            websockets.connect(url, additional_headers=headers) as first,
-            websockets.connect(url, additional_headers=headers) as second,
-        ):
-            for ws in (first, second):
-                assert json.loads(await ws.recv())["type"] == "session.created"
+        async with RawClient(stack) as first, RawClient(stack) as second:
+            for client in (first, second):
+                assert (await client.recv())["type"] == "session.created"
             with pytest.raises(websockets.InvalidStatus) as excinfo:
-                async with websockets.connect(url, additional_headers=headers):
+                async with RawClient(stack):
                     pass
             assert excinfo.value.response.status_code == 503
             assert excinfo.value.response.headers["Retry-After"] == "1"
@@ -90,21 +73,17 @@ async def test_the_session_cap_counts_sessions_not_connections(tmp_path: Path) -
         def info() -> dict[str, Any]:
             return probe(f"{stack.edge_url}/v1/switchboard/info")[1]
 
-        async with connect("sess_a") as first:
-            assert json.loads(await first.recv())["type"] == "session.created"
-            async with connect("sess_a") as again:  # the same session again: a reconnect, not a new session
+        async with connect("sess_a") as first, connect("sess_b") as second:  # at the cap
+            for ws in (first, second):
+                assert json.loads(await ws.recv())["type"] == "session.created"
+            async with connect("sess_a") as again:  # a reconnect takes sess_a over: not a new session
                 assert json.loads(await again.recv())["type"] == "session.created"
-                assert (info()["active_sessions"], info()["connections"]) == (1, 2)
-            await asyncio.to_thread(_wait, lambda: info()["connections"] == 1)
-            assert info()["active_sessions"] == 1  # sess_a is still open on the first connection
-            async with connect("sess_b") as second:
-                assert json.loads(await second.recv())["type"] == "session.created"
+                await asyncio.to_thread(_wait, lambda: info()["connections"] == 2)  # the older one was closed
+                assert info()["active_sessions"] == 2
                 with pytest.raises(websockets.InvalidStatus) as excinfo:
                     async with connect("sess_c"):
                         pass
                 assert excinfo.value.response.status_code == 503
-                async with connect("sess_b") as joined:  # an open session may still be reconnected to
-                    assert json.loads(await joined.recv())["type"] == "session.created"
         await asyncio.to_thread(_wait, lambda: info()["connections"] == 0)
         assert info()["active_sessions"] == 0
 
@@ -121,7 +100,7 @@ async def test_the_session_cap_counts_sessions_not_connections(tmp_path: Path) -
 
 
 async def test_sigterm_on_an_agent_finishes_its_turn_in_flight(tmp_path: Path) -> None:
-    slow = SlowModel()
+    slow = SlowModel("a slow but complete answer", 1.5)
     async with ScriptedOpenAIServer(responder=slow) as model:
         env = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": model.base_url}
         with make_stack(tmp_path, agents=["triage", "generalist"], env=env) as stack:

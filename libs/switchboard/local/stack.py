@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -64,7 +65,9 @@ class Proc:
     def is_ready(self, timeout_s: float = 1.0) -> bool:
         """One ``GET /readyz``: True on 200."""
         try:
-            with urllib.request.urlopen(self.ready_url, timeout=timeout_s) as resp:
+            # readiness of our own local process: the certificate is not the question here
+            context = ssl._create_unverified_context() if self.ready_url.startswith("https") else None
+            with urllib.request.urlopen(self.ready_url, timeout=timeout_s, context=context) as resp:
                 return bool(resp.status == 200)
         except OSError:  # refused (not bound yet), 503 (HTTPError), timeout
             return False
@@ -163,12 +166,17 @@ class Stack:
         return self.nats
 
     @property
+    def tls(self) -> bool:
+        """The edge serves TLS (``SWITCHBOARD_TLS_CERT`` in its environment): URLs are https/wss."""
+        return bool(self.env().get("SWITCHBOARD_TLS_CERT"))
+
+    @property
     def edge_url(self) -> str:
-        return f"http://127.0.0.1:{self.edge_port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.edge_port}"
 
     @property
     def ws_base(self) -> str:
-        return f"ws://127.0.0.1:{self.edge_port}/v1"
+        return f"{'wss' if self.tls else 'ws'}://127.0.0.1:{self.edge_port}/v1"
 
     def env(self) -> dict[str, str]:
         return (
@@ -220,8 +228,9 @@ class Stack:
         port = free_port()
         edges = sum(p.is_edge for p in self.procs)
         proc = self._spawn(
-            f"edge#{edges + 1}", ["edge"], {"SWITCHBOARD_EDGE_PORT": str(port)}, f"http://127.0.0.1:{port}/readyz"
-        )
+            f"edge#{edges + 1}", ["edge"], {"SWITCHBOARD_EDGE_PORT": str(port)},
+            f"{'https' if self.tls else 'http'}://127.0.0.1:{port}/readyz",
+        )  # fmt: skip
         self.wait_ready(proc, 30)
         return proc, port
 
