@@ -27,7 +27,7 @@ from switchboard.bus.subjects import SESSIONS_BUCKET
 from switchboard.local import NatsServer, free_port
 from switchboard.local.supervision import RestartPolicy
 
-from .client import Reply, open_session, say, sdk_client
+from .client import EVENTS, Reply, open_session, say, sdk_client
 from .stacks import ROOT, make_stack, probe
 
 pytestmark = pytest.mark.system
@@ -91,6 +91,7 @@ def test_switchboard_run_restarts_a_killed_agent_and_ctrl_c_stops_in_order_withi
             api_key="launcher-key",
             websocket_base_url=f"ws://127.0.0.1:{port}/v1",
             base_url=f"http://127.0.0.1:{port}/v1",
+            default_query=EVENTS,
         )
         async with client.realtime.connect(model="switchboard") as conn:
             await open_session(conn)
