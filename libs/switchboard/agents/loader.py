@@ -34,8 +34,8 @@ class ScenarioError(Exception):
         self.field = field
         where = [f"agent {agent!r}"] if agent else []
         where += [f"handoff to {handoff!r}"] if handoff else []
-        where += [f"field {field!r}"] if field else []
-        parts = [str(path)] if path else []
+        where += [field] if field else []
+        parts = [f"invalid scenario {path}"] if path else []
         parts += [", ".join(where)] if where else []
         super().__init__(": ".join([*parts, self.message]))
 
@@ -69,7 +69,7 @@ def load_scenario(name_or_path: str, scenarios_dir: Path) -> Scenario:
     try:
         raw = yaml.safe_load(yaml_path.read_text())
     except (OSError, yaml.YAMLError) as exc:
-        raise ScenarioError(f"cannot read: {exc}", path=yaml_path) from exc
+        raise ScenarioError(f"cannot read {yaml_path}: {exc}") from exc
     try:
         config = ScenarioConfig.model_validate(raw)
     except ValidationError as exc:
@@ -107,7 +107,7 @@ def _one_line(exc: ValidationError, raw: Any, yaml_path: Path) -> ScenarioError:
         elif part not in ("agents", "handoffs") and not isinstance(part, int):
             fields.append(str(part))
         node = child
-    message = "invalid scenario: " + first["msg"].removeprefix("Value error, ")
+    message = str(first["msg"]).removeprefix("Value error, ")
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more)"
     return ScenarioError(message, path=yaml_path, agent=agent, handoff=handoff, field=".".join(fields) or None)
