@@ -25,7 +25,7 @@ chat: $(STAMP) ## talk to the running system (set SWITCHBOARD_API_KEY to the key
 	$(BIN)/switchboard chat
 
 test: $(STAMP) ## run the whole test suite (unit, contract, system with real processes)
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not bench" $(PYTEST_ARGS)
 
 bench: $(STAMP) ## run the benchmark; results in bench/results/ and the README table
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
@@ -35,6 +35,9 @@ bench-scaling: $(STAMP) ## per-specialist scaling: replicas of one slow speciali
 
 bench-history: $(STAMP) ## turn cost at 10 vs 2,000 history items (bench/results/history.*)
 	$(BIN)/python bench/history.py $(HISTORY_ARGS)
+
+bench-capacity: $(STAMP) ## check the capacity model's predicted CPU against a paced run here
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m bench -s tests/system/test_capacity.py
 
 chaos: $(STAMP) ## kill/stop real processes mid-turn under load; results in chaos/results/ and the README (CHAOS_ARGS=--quick)
 	$(BIN)/python chaos/run.py $(CHAOS_ARGS)
@@ -57,4 +60,4 @@ check: lint typecheck test ## everything CI cares about
 clean: ## remove runtime data and logs (var/)
 	rm -rf var
 
-.PHONY: help install run chat test bench bench-history bench-scaling chaos schemas chart-schema lint typecheck check clean
+.PHONY: help install run chat test bench bench-capacity bench-history bench-scaling chaos schemas chart-schema lint typecheck check clean

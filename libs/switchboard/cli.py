@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import secrets
 import signal
 import sys
-import time
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from .agents.loader import ScenarioError
+from .local.parent import stop_with_launcher
+from .timeline import NoAuditStream
 
 if TYPE_CHECKING:
     from .local.trace_viewer import PhoenixViewer
@@ -45,6 +52,7 @@ def _edge(args: argparse.Namespace) -> None:
             await app.state.deps.drain(settings.drain_grace_s)
             self.should_exit = True
 
+    stop_with_launcher()
     config = uvicorn.Config(
         app, host=settings.edge_host, port=settings.edge_port, log_config=None,
         ws_max_size=max(16 * 1024 * 1024, settings.max_event_bytes * 4), timeout_graceful_shutdown=5,
@@ -81,9 +89,22 @@ def _serve(service_class: type[LoopService[Any]], role: str, name: str) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        async with service_class(settings, scenario, name):
-            await stop.wait()
+        service = service_class(settings, scenario, name)
+        # A stop signal during start-up (e.g. still waiting for NATS) ends the start, not only later.
+        starting = asyncio.create_task(service.start())
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait([starting, stopping], return_when=asyncio.FIRST_COMPLETED)
+            if starting.done():
+                starting.result()
+                await stopping
+        finally:
+            for task in (starting, stopping):
+                task.cancel()
+            await asyncio.gather(starting, stopping, return_exceptions=True)
+            await service.stop()
 
+    stop_with_launcher()
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         runner.run(serve())
 
@@ -98,11 +119,15 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 def _run(args: argparse.Namespace) -> None:
-    """Start nats-server, every agent and the edge; print how to connect; stop all on Ctrl-C."""
-    from .local.stack import Stack
+    """Start nats-server, every agent and the edge; keep them running; stop all, in order, on Ctrl-C."""
+    from . import logs
+    from .local.stack import ConsoleFormatter, Stack
     from .settings import Settings
 
     settings = Settings()
+    logs.configure("launcher", settings.log_level)
+    if not args.quiet:  # beside the processes' echoed lines, in their form; JSON lines otherwise
+        logging.getLogger().handlers[0].setFormatter(ConsoleFormatter("launcher"))
     key = settings.api_keys.split(",")[0].strip() if settings.api_keys else f"sb-dev-{secrets.token_hex(12)}"
     var = Path(args.var_dir)
     viewer_env, viewer = _trace_viewer(var)
@@ -111,49 +136,47 @@ def _run(args: argparse.Namespace) -> None:
         var, scenario=settings.scenario, api_key=settings.api_keys or key, edge_port=settings.edge_port,
         nats_port=args.nats_port, nats_cluster=settings.nats_cluster, echo=sys.stdout if not args.quiet else None,
         env={"SWITCHBOARD_SCENARIOS_DIR": str(settings.scenarios_dir.resolve())} | viewer_env | tls_env,
+        stop_grace_s=settings.drain_grace_s + 2,
     )  # fmt: skip
     servers = f"a {settings.nats_cluster}-node nats cluster" if settings.nats_cluster > 1 else "nats-server"
     print(f"starting {servers}, agents of scenario '{settings.scenario}' and the edge ...", flush=True)
-    stop = False
+    stop = threading.Event()
+    signals = 0
 
     def on_signal(signum: int, frame: object) -> None:
-        nonlocal stop
-        stop = True
+        nonlocal signals
+        signals += 1
+        stop.set()
+        if signals > 1:  # a second Ctrl-C: no more waiting
+            stack.kill_all()
 
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     try:
         stack.start()
-    except BaseException:
-        stack.stop()
-        if viewer:
-            viewer.stop()
-        raise
-    replicas = f"; JetStream replicas: {stack.js_replicas}" if stack.js_replicas > 1 else ""
-    banner = f"""
+        if not stop.is_set():
+            stack.supervise()
+            replicas = f"; JetStream replicas: {stack.js_replicas}" if stack.js_replicas > 1 else ""
+            print(
+                f"""
   Switchboard is running (scenario: {settings.scenario})
     realtime edge : {stack.ws_base}/realtime   (OpenAI Realtime protocol, text)
     API key       : {key}
     nats          : {"  ".join(stack.nats_urls)}   (data in {var / "nats"}{replicas})
     logs          : {var / "log"}
   Talk to it:   .venv/bin/switchboard chat --url {stack.ws_base} --key {key}
-  Ctrl-C stops everything.
-{tls_note}"""
-    print(banner, flush=True)
-    try:
-        while not stop:
-            dead = [p for p in stack.procs if not p.alive()]
-            if dead:
-                print(f"process {dead[0].name} exited with {dead[0].popen.returncode}; stopping", flush=True)
-                break
-            time.sleep(0.5)  # supervision poll; Ctrl-C interrupts it at once
-    except KeyboardInterrupt:
-        pass
+  A crashed process is restarted. Ctrl-C stops everything.
+{tls_note}""",
+                flush=True,
+            )
+            while not stop.wait(0.5):  # ok-sleep: the launcher idles; the supervisor thread does the work
+                pass
     finally:
         print("stopping ...", flush=True)
-        stack.stop()
+        timings = stack.stop()
         if viewer:
             viewer.stop()
-        print("stopped.", flush=True)
+        print(f"stopped in {timings.total_s:.2f}s.", flush=True)
 
 
 def _trace_viewer(var: Path) -> tuple[dict[str, str], PhoenixViewer | None]:
@@ -197,6 +220,21 @@ def _trace(args: argparse.Namespace) -> None:
     servers = (args.nats_url or Settings().nats_url).split(",")
     records = asyncio.run(timeline.read(servers, args.session))
     print(timeline.as_json(records) if args.json else timeline.render(args.session, records))
+
+
+def _validate(args: argparse.Namespace) -> None:
+    """Load a scenario the way every process does and say whether it is valid (exit 2 if not)."""
+    from .agents import load_scenario
+    from .settings import Settings
+
+    settings = Settings()
+    scenario = load_scenario(args.scenario or settings.scenario, settings.scenarios_dir)
+    config = scenario.config
+    handoffs = sum(len(a.handoffs) for a in config.agents)
+    print(
+        f"scenario {config.name!r} is valid: {len(config.agents)} agents, {handoffs} handoffs, "
+        f"{len(scenario.tools.names())} tools ({scenario.path})"
+    )
 
 
 def _store(args: argparse.Namespace) -> None:
@@ -263,6 +301,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--check", action="store_true", help="fail if the files are not up to date")
     p.add_argument("--allow-breaking", action="store_true")
     p.set_defaults(fn=_schemas)
+    p = sub.add_parser("validate", help="check a scenario (agents, handoffs, contracts, tools) without starting it")
+    p.add_argument("scenario", nargs="?", default=None, help="name or path; default SWITCHBOARD_SCENARIO")
+    p.set_defaults(fn=_validate)
     p = sub.add_parser(
         "routing-eval", help="score the offline routing on labelled caller lines (tests/data/routing_*.yaml)"
     )
@@ -277,4 +318,17 @@ def main(argv: list[str] | None = None) -> None:
     register_rollout(sub)
     register_capacity(sub)
     args = parser.parse_args(argv)
-    args.fn(args)
+    try:
+        args.fn(args)
+    except (ScenarioError, ValidationError, NoAuditStream) as exc:  # something to fix: one line, no traceback
+        print(f"switchboard {args.command}: {_one_line(exc)}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _one_line(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):  # settings: name the variable
+        first = exc.errors(include_url=False)[0]
+        name = "SWITCHBOARD_" + "_".join(str(p) for p in first["loc"]).upper()
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        return f"{name}: {first['msg'].removeprefix('Value error, ')}{more}" if first["loc"] else str(first["msg"])
+    return str(exc)

@@ -88,8 +88,10 @@ class Settings(BaseSettings):
     of its event loop, with no added latency; a real model's tokens that arrive apart stay apart."""
     log_level: str = "INFO"
     metrics_port: int = Field(0, ge=-1, le=65535)
-    """Prometheus port of agent and supervisor processes (0: any free port, logged at start; -1: off).
-    The edge serves ``/metrics`` on its own port."""
+    """Port of agent and supervisor processes' ``/healthz``, ``/readyz`` and ``/metrics`` (0: any free
+    port, logged at start; -1: off). The edge serves them on its own port."""
+    metrics_host: str = "127.0.0.1"
+    """Address that port binds to (``0.0.0.0`` where probes and scrapers come from another host, e.g. a pod)."""
 
     @field_validator("nats_url")
     @classmethod

@@ -6,14 +6,26 @@ import json
 import time
 from collections.abc import Sequence
 
+from nats.js.errors import NotFoundError
+
 from .bus import Bus
+from .bus.subjects import AUDIT_STREAM
 from .schemas import HandoffDecision, TurnRecord
 from .state.audit import AuditLog, AuditRecord
 
 
+class NoAuditStream(Exception):
+    """The NATS servers hold no audit stream: no Switchboard stack has used them (or another one is meant)."""
+
+
 async def read(servers: list[str], session_id: str) -> list[AuditRecord]:
     async with Bus(servers, name="switchboard-trace") as bus:
-        return await AuditLog(bus.js).read_timeline(session_id)
+        try:
+            return await AuditLog(bus.js).read_timeline(session_id)
+        except NotFoundError:
+            raise NoAuditStream(
+                f"no audit stream {AUDIT_STREAM} on {', '.join(servers)}: is this the NATS a Switchboard stack uses?"
+            ) from None
 
 
 def _clock(ts: float) -> str:

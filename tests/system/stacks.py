@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -28,6 +31,17 @@ def make_stack(
         env={"SWITCHBOARD_SCENARIOS_DIR": str(scenarios_dir), "OPENAI_API_KEY": "",
              "SWITCHBOARD_API_KEYS": f"{key},{SECOND_TENANT_KEY}"} | (env or {}),
     )  # fmt: skip
+
+
+def probe(url: str) -> tuple[int, dict[str, Any]]:
+    """Status and JSON body of a GET (``(0, {})`` when nothing answers)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+    except OSError:
+        return 0, {}
 
 
 class SlowModel:

@@ -17,7 +17,7 @@ from switchboard.local.stack import Stack
 from .client import open_session, say, sdk_client
 from .stacks import ROOT, make_stack
 
-pytestmark = pytest.mark.system
+pytestmark = [pytest.mark.system, pytest.mark.bench]  # a measurement: `make bench-capacity`, not `make test`
 
 CALLS, INTERVAL_S, TURNS = 20, 0.25, 24  # 80 turns/s for 6 s
 TOLERANCE = 6.0

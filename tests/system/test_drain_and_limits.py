@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import websockets
 
+from switchboard.local.stack import Proc
 from switchboard.testing import ScriptedOpenAIServer
 
 from .client import RawClient, collect, open_session, say, sdk_client
-from .stacks import SlowModel, make_stack, two_edges_on_a_model
+from .stacks import SlowModel, make_stack, probe, two_edges_on_a_model
 
 pytestmark = pytest.mark.system
 
@@ -28,6 +33,7 @@ async def test_sigterm_lets_the_response_finish_then_the_client_resumes_elsewher
             await conn.response.create()
             await asyncio.wait_for(slow.asked.wait(), 20)  # the turn is inside the agent
             stack.proc("edge").popen.send_signal(signal.SIGTERM)
+            drained = await asyncio.to_thread(_reasons_while_alive, stack.proc("edge"))
             reply = await collect(conn)
             reconnect = await conn.recv()
         assert stack.proc("edge").popen.wait(15) == 0
@@ -36,6 +42,7 @@ async def test_sigterm_lets_the_response_finish_then_the_client_resumes_elsewher
         ) as conn:
             info = await open_session(conn)
     assert reply.status == "completed" and reply.text == "a slow but complete answer"
+    assert "draining" in drained  # /readyz said 503 while the response finished
     assert reconnect.type == "switchboard.reconnect"
     assert info["resumed"] is True and info["history_items"] == 2  # the question and the answer
 
@@ -55,6 +62,43 @@ async def test_edge_refuses_sessions_beyond_its_cap(tmp_path: Path) -> None:
             assert (await say(conn, "hello")).status == "completed"
 
 
+async def test_the_session_cap_counts_sessions_not_connections(tmp_path: Path) -> None:
+    with make_stack(tmp_path, agents=["triage", "generalist"], env={"SWITCHBOARD_MAX_SESSIONS": "2"}) as stack:
+        headers = {"Authorization": f"Bearer {stack.api_key}"}
+
+        def connect(session_id: str) -> Any:
+            url = f"{stack.ws_base}/realtime?model=switchboard&session_id={session_id}"
+            return websockets.connect(url, additional_headers=headers)
+
+        def info() -> dict[str, Any]:
+            return probe(f"{stack.edge_url}/v1/switchboard/info")[1]
+
+        async with connect("sess_a") as first, connect("sess_b") as second:  # at the cap
+            for ws in (first, second):
+                assert json.loads(await ws.recv())["type"] == "session.created"
+            async with connect("sess_a") as again:  # a reconnect takes sess_a over: not a new session
+                assert json.loads(await again.recv())["type"] == "session.created"
+                await asyncio.to_thread(_wait, lambda: info()["connections"] == 2)  # the older one was closed
+                assert info()["active_sessions"] == 2
+                with pytest.raises(websockets.InvalidStatus) as excinfo:
+                    async with connect("sess_c"):
+                        pass
+                assert excinfo.value.response.status_code == 503
+        await asyncio.to_thread(_wait, lambda: info()["connections"] == 0)
+        assert info()["active_sessions"] == 0
+
+        async def try_open(n: int) -> bool:  # a burst: the cap must hold while others are being admitted
+            try:
+                async with connect(f"sess_burst{n}") as ws:
+                    await ws.recv()
+                    await asyncio.to_thread(_wait, lambda: info()["connections"] >= 2)
+                    return True
+            except websockets.InvalidStatus:
+                return False
+
+        assert sorted(await asyncio.gather(*(try_open(n) for n in range(5)))) == [False, False, False, True, True]
+
+
 async def test_sigterm_on_an_agent_finishes_its_turn_in_flight(tmp_path: Path) -> None:
     slow = SlowModel("a slow but complete answer", 1.5)
     async with ScriptedOpenAIServer(responder=slow) as model:
@@ -68,8 +112,28 @@ async def test_sigterm_on_an_agent_finishes_its_turn_in_flight(tmp_path: Path) -
                 await conn.response.create()
                 await asyncio.wait_for(slow.asked.wait(), 20)
                 stack.proc("agent:triage").popen.send_signal(signal.SIGTERM)  # stops taking turns, finishes this one
+                drained = await asyncio.to_thread(_reasons_while_alive, stack.proc("agent:triage"))
                 reply = await collect(conn)
                 assert await asyncio.to_thread(stack.proc("agent:triage").popen.wait, 15) == 0
                 after = await say(conn, "hello again")  # no triage left: the fallback answers
     assert reply.agent == "triage" and reply.text == "a slow but complete answer" and reply.handoffs == []
+    assert "draining" in drained  # /readyz said 503 while the turn finished
     assert [h["outcome"] for h in after.handoffs] == ["unavailable"] and after.agent == "generalist"
+
+
+def _reasons_while_alive(proc: Proc) -> set[str]:
+    """The reasons ``/readyz`` gave for 503 until the process exited."""
+    reasons = set()
+    while proc.alive():
+        status, body = probe(proc.ready_url)
+        if status == 503:
+            reasons.add(str(body.get("reason")))
+        time.sleep(0.02)  # ok-sleep: probe interval
+    return reasons
+
+
+def _wait(check: Callable[[], bool], timeout_s: float = 15) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)  # ok-sleep: poll interval

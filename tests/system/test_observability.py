@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import time
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -37,9 +41,22 @@ async def test_log_lines_are_json_with_session_and_trace_ids(retail: Stack) -> N
     async with sdk_client(retail).realtime.connect(model="switchboard") as conn:
         session_id = (await open_session(conn))["session_id"]
         await say(conn, "refund for A1001 please")
-    records = [json.loads(line) for line in retail.proc("edge").lines if line.startswith("{")]
-    handoffs = [r for r in records if r.get("msg") == "handoff" and r.get("session_id") == session_id]
+
+    def handoff_lines() -> list[dict[str, Any]]:
+        records = [json.loads(line) for line in list(retail.proc("edge").lines) if line.startswith("{")]
+        return [r for r in records if r.get("msg") == "handoff" and r.get("session_id") == session_id]
+
+    # the stack reads the edge's stdout on a thread of its own: the line may land just after response.done
+    handoffs = await asyncio.to_thread(_eventually, handoff_lines, 10)
     assert handoffs, "no handoff log line for the session"
     assert {"ts", "level", "service", "logger", "trace_id", "span_id"} <= set(handoffs[0])
     assert handoffs[0]["service"] == "edge"
     assert "refund" not in json.dumps(handoffs[0])  # content-free: what the caller said is not logged
+
+
+def _eventually(read: Callable[[], list[dict[str, Any]]], timeout_s: float) -> list[dict[str, Any]]:
+    """``read()`` until it returns something or ``timeout_s`` passes."""
+    deadline = time.monotonic() + timeout_s
+    while not (found := read()) and time.monotonic() < deadline:
+        time.sleep(0.02)  # ok-sleep: poll interval
+    return found

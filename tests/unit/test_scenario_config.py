@@ -211,7 +211,7 @@ def test_agent_using_unregistered_tool_is_rejected(scenarios_dir: Path) -> None:
     with pytest.raises(ScenarioError) as info:
         load_scenario("unreg", scenarios_dir)
     msg = str(info.value)
-    assert "agent 'front' uses unknown tools ['pong']" in msg
+    assert "agent 'front', tools: unknown tools ['pong']" in msg
     assert "registered: ['ping']" in msg
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Mapping
 from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+from pydantic_core import SchemaError, SchemaValidator, core_schema
 
 from ..bus.subjects import check_token
 from ..guardrails.rules import GuardrailsConfig
@@ -36,9 +38,20 @@ class ContractField(_Frozen):
     required: bool = True
     description: str = ""
     pattern: str | None = None
+    """A regex the value must match, in the dialect pydantic checks contracts with (no look-around)."""
     forward: bool = False
     """When the source agent does not pass this field, the platform passes on the value the source
     itself received at its own handoff (if any). Nothing crosses a handoff unless a contract says so."""
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern_compiles(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:  # the engine the contract model uses at run time, so load and run agree
+                SchemaValidator(core_schema.str_schema(pattern=v))
+            except SchemaError as exc:
+                raise ValueError(f"invalid regex {v!r}: {_last_line(exc)}") from None
+        return v
 
 
 class HandoffConfig(_Frozen):
@@ -221,6 +234,16 @@ class ScenarioConfig(_Frozen):
     """Rules checked on caller input (edge), agent output (agent) and every handoff (conductor)."""
     agents: list[AgentConfig]
 
+    @field_validator("offline_slots")
+    @classmethod
+    def _slots_compile(cls, v: dict[str, str]) -> dict[str, str]:
+        for slot, pattern in v.items():
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"slot {slot!r}: invalid regex {pattern!r}: {exc}") from None
+        return v
+
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         names = [a.name for a in self.agents]
@@ -274,3 +297,8 @@ def _check_consult(agent: AgentConfig, roles: Mapping[str, str]) -> None:
             f"agent {agent.name!r} may not act on its own (own_moves lacks 'act') but holds tools {own_tools}; "
             "give them to its supervisor"
         )
+
+
+def _last_line(exc: Exception) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1].removeprefix("error: ") if lines else type(exc).__name__

@@ -16,7 +16,28 @@ from .tools import ToolRegistry
 
 
 class ScenarioError(Exception):
-    """A scenario cannot be loaded; the message says what to fix."""
+    """A scenario cannot be loaded. ``str()`` is one line naming where (agent, handoff, field) and what."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: Path | None = None,
+        agent: str | None = None,
+        handoff: str | None = None,
+        field: str | None = None,
+    ) -> None:
+        self.message = " ".join(message.split())
+        self.path = path
+        self.agent = agent
+        self.handoff = handoff
+        self.field = field
+        where = [f"agent {agent!r}"] if agent else []
+        where += [f"handoff to {handoff!r}"] if handoff else []
+        where += [field] if field else []
+        parts = [f"invalid scenario {path}"] if path else []
+        parts += [", ".join(where)] if where else []
+        super().__init__(": ".join([*parts, self.message]))
 
 
 @dataclass(frozen=True)
@@ -52,30 +73,50 @@ def load_scenario(name_or_path: str, scenarios_dir: Path) -> Scenario:
     try:
         config = ScenarioConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ScenarioError(f"invalid scenario {yaml_path}: {_first_error(exc, raw)}") from None
+        raise _one_line(exc, raw, yaml_path) from exc
     registry = _load_tools(folder, config)
     for agent in config.agents:
         missing = [t for t in agent.tools if t != CONSULT_TOOL and registry.get(t) is None]
         if missing:
-            raise ScenarioError(f"agent {agent.name!r} uses unknown tools {missing} (registered: {registry.names()})")
+            raise ScenarioError(
+                f"unknown tools {missing} (registered: {registry.names()})",
+                path=yaml_path,
+                agent=agent.name,
+                field="tools",
+            )
     return Scenario(config, registry, folder)
 
 
-def _first_error(exc: ValidationError, raw: Any) -> str:
-    """One line: where (the agent by name, then the field path) and what is wrong."""
-    error = exc.errors()[0]
-    loc = list(error["loc"])
-    where = ""
-    if len(loc) >= 2 and loc[0] == "agents" and isinstance(loc[1], int):
-        agents = raw.get("agents") if isinstance(raw, dict) else None
-        name = agents[loc[1]].get("name") if isinstance(agents, list) and isinstance(agents[loc[1]], dict) else None
-        where = f"agent {name or loc[1]!r}"
-        loc = loc[2:]
-    path = ".".join(str(p) for p in loc)
-    where = ", ".join(p for p in (where, path) if p)
-    message = str(error["msg"]).removeprefix("Value error, ")
-    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"{where}: {message}{more}" if where else f"{message}{more}"
+def _one_line(exc: ValidationError, raw: Any, yaml_path: Path) -> ScenarioError:
+    """The first validation error as one line naming the agent, the handoff and the field."""
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    agent = handoff = None
+    fields: list[str] = []
+    node: Any = raw
+    loc = list(first["loc"])
+    for i, part in enumerate(loc):
+        parent = loc[i - 1] if i else None
+        child = node[part] if _has(node, part) else None
+        if parent == "agents" and isinstance(part, int):
+            agent = str(child.get("name", f"#{part + 1}")) if isinstance(child, dict) else f"#{part + 1}"
+        elif parent == "handoffs" and isinstance(part, int):
+            handoff = str(child.get("target", f"#{part + 1}")) if isinstance(child, dict) else f"#{part + 1}"
+        elif parent == "rules" and isinstance(part, int):
+            fields.append(f"rule #{part + 1}")
+        elif part not in ("agents", "handoffs") and not isinstance(part, int):
+            fields.append(str(part))
+        node = child
+    message = str(first["msg"]).removeprefix("Value error, ")
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more)"
+    return ScenarioError(message, path=yaml_path, agent=agent, handoff=handoff, field=".".join(fields) or None)
+
+
+def _has(node: Any, key: str | int) -> bool:
+    if isinstance(node, dict):
+        return key in node
+    return isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node)
 
 
 def _load_tools(folder: Path, config: ScenarioConfig) -> ToolRegistry:

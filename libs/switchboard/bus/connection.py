@@ -13,6 +13,9 @@ from nats.js import JetStreamContext
 
 log = logging.getLogger(__name__)
 
+_DRAIN_TIMEOUT_S = 5
+"""Longest a close waits for subscriptions and publishes to drain (the client's default is 30 s)."""
+
 
 class Bus:
     """One NATS connection (with JetStream) per process.
@@ -32,6 +35,7 @@ class Bus:
         """The private inbox prefix its permissions allow (``_INBOX_<identity>``)."""
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
+        self._closing = False
 
     @property
     def nc(self) -> Client:
@@ -45,6 +49,11 @@ class Bus:
             self._js = self.nc.jetstream()
         return self._js
 
+    @property
+    def connected(self) -> bool:
+        """Connected to a server now (False before :meth:`connect` returns, while reconnecting, once closed)."""
+        return self._nc is not None and self._nc.is_connected
+
     async def connect(self) -> None:
         if self._nc is not None:
             return
@@ -53,7 +62,8 @@ class Bus:
             log.warning("nats error", extra={"error": repr(exc), "client": self.name})
 
         async def on_disconnect() -> None:
-            log.warning("nats disconnected", extra={"client": self.name})
+            if not self._closing:  # closing disconnects too: that is no news
+                log.warning("nats disconnected", extra={"client": self.name})
 
         async def on_reconnect() -> None:
             log.info("nats reconnected", extra={"client": self.name})
@@ -64,6 +74,7 @@ class Bus:
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.25,
             connect_timeout=5,
+            drain_timeout=_DRAIN_TIMEOUT_S,
             error_cb=on_error,
             disconnected_cb=on_disconnect,
             reconnected_cb=on_reconnect,
@@ -82,6 +93,10 @@ class Bus:
         """Drain subscriptions and pending publishes, then close. Safe to call twice."""
         nc, self._nc, self._js = self._nc, None, None
         if nc is None or nc.is_closed:
+            return
+        self._closing = True
+        if not nc.is_connected:  # no server to drain to: waiting would only delay the exit
+            await nc.close()
             return
         try:
             await nc.drain()

@@ -9,10 +9,11 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import Iterator
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import uvicorn
+
+from ..lifecycle import StartStop
 
 
 class _QuietServer(uvicorn.Server):
@@ -31,7 +32,7 @@ class _QuietServer(uvicorn.Server):
         self.ready.set()
 
 
-class InProcessServer:
+class InProcessServer(StartStop):
     def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 0) -> None:
         self.app = app
         self.host = host
@@ -68,12 +69,3 @@ class InProcessServer:
         self._server.should_exit = True
         task, self._task = self._task, None
         await task
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()

@@ -145,10 +145,12 @@ class NatsCluster:
             node.log_file.parent.mkdir(parents=True, exist_ok=True)
         cmd = [nats_server_binary(), "-c", str(node.config_file)]
         if node.log_file is None:
-            node.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+            node.proc = subprocess.Popen(
+                cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True
+            )
             return
         with open(node.log_file, "ab") as out:  # the child keeps its own descriptor
-            node.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+            node.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
     def _accepts(self, node: NatsNode) -> bool:
         if node.proc is not None and node.proc.poll() is not None:

@@ -7,6 +7,7 @@ system exactly the way a user does.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import ssl
@@ -15,37 +16,106 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, Any, Self
 
+from ..logs import JsonFormatter
 from .nats_cluster import NatsCluster
 from .nats_server import NatsServer
+from .parent import LAUNCHER_PID_ENV
 from .ports import free_port
+from .supervision import RestartPolicy, Supervisor
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class Proc:
+    """One supervised OS process of the stack; ``restart`` starts it again with the same arguments."""
+
     name: str
+    args: list[str]
+    env: dict[str, str]
+    ready_url: str
+    """Its ``/readyz``: 200 once it serves (the edge's own port; an agent's ``SWITCHBOARD_METRICS_PORT``)."""
     popen: subprocess.Popen[bytes]
-    ready: threading.Event = field(default_factory=threading.Event)
     lines: list[str] = field(default_factory=list)
+    restarts: int = 0
+    cwd: Path | None = None
 
     @property
     def pid(self) -> int:
         return self.popen.pid
 
+    @property
+    def returncode(self) -> int | None:
+        return self.popen.returncode
+
+    @property
+    def is_edge(self) -> bool:
+        return self.name == "edge" or self.name.startswith("edge#")
+
     def alive(self) -> bool:
         return self.popen.poll() is None
 
+    def is_ready(self, timeout_s: float = 1.0) -> bool:
+        """One ``GET /readyz``: True on 200."""
+        try:
+            # readiness of our own local process: the certificate is not the question here
+            context = ssl._create_unverified_context() if self.ready_url.startswith("https") else None
+            with urllib.request.urlopen(self.ready_url, timeout=timeout_s, context=context) as resp:
+                return bool(resp.status == 200)
+        except OSError:  # refused (not bound yet), 503 (HTTPError), timeout
+            return False
+
+
+@dataclass
+class NatsProc:
+    """A nats-server (one node of a cluster) as the supervisor sees it: restarted on its port and store."""
+
+    name: str
+    popen: Callable[[], subprocess.Popen[bytes] | None]
+    restart: Callable[[], None]
+
+    @property
+    def pid(self) -> int:
+        popen = self.popen()
+        return popen.pid if popen is not None else 0
+
+    @property
+    def returncode(self) -> int | None:
+        popen = self.popen()
+        return popen.returncode if popen is not None else None
+
+    def alive(self) -> bool:
+        popen = self.popen()
+        return popen is not None and popen.poll() is None
+
+
+@dataclass(frozen=True)
+class StopTimings:
+    """Seconds each phase of :meth:`Stack.stop` took (edge, then agents, then NATS)."""
+
+    edges_s: float
+    agents_s: float
+    nats_s: float
+
+    @property
+    def total_s(self) -> float:
+        return self.edges_s + self.agents_s + self.nats_s
+
 
 class Stack:
-    """nats-server + edge + agents, each a real OS process, stopped in reverse order.
+    """nats-server + edge + agents, each a real OS process; stopped edge first, NATS last.
 
-    ``nats_cluster=3`` starts a 3-node JetStream cluster instead of one nats-server; every process
-    gets all node URLs and creates its buckets and streams with 3 replicas.
+    Readiness comes from each process's ``/readyz`` (and the NATS port answering), never from its
+    logs. ``supervise()`` restarts processes that crash (see ``supervision``). ``nats_cluster=3``
+    starts a 3-node JetStream cluster instead of one nats-server; every process gets all node URLs
+    and creates its buckets and streams with 3 replicas.
     """
 
     def __init__(
@@ -60,6 +130,7 @@ class Stack:
         nats_cluster: int = 1,
         env: Mapping[str, str] | None = None,
         echo: IO[str] | None = None,
+        stop_grace_s: float = 15.0,
     ) -> None:
         self.var_dir = var_dir
         self.scenario = scenario
@@ -74,8 +145,13 @@ class Stack:
         self.js_replicas = min(nats_cluster, 3)
         self.extra_env = dict(env or {})
         self.echo = echo
+        self.stop_grace_s = stop_grace_s
+        """Per phase of :meth:`stop`: how long processes get to exit after SIGTERM before SIGKILL."""
         self.procs: list[Proc] = []
+        self.supervisor: Supervisor | None = None
+        self.stop_timings: StopTimings | None = None
         self._echo_lock = threading.Lock()
+        self._procs_lock = threading.RLock()
 
     @property
     def nats_urls(self) -> list[str]:
@@ -112,6 +188,7 @@ class Stack:
                 "SWITCHBOARD_API_KEYS": self.api_key,
                 "SWITCHBOARD_EDGE_PORT": str(self.edge_port),
                 "PYTHONUNBUFFERED": "1",
+                LAUNCHER_PID_ENV: str(os.getpid()),
             }
             | self.extra_env
         )
@@ -122,18 +199,39 @@ class Stack:
         names = self.agent_names if self.agent_names is not None else self._scenario_agents()
         for name in names:
             self.start_agent(name)
-        self._spawn("edge", ["edge"])
+        self._spawn("edge", ["edge"], {}, f"{self.edge_url}/readyz")
         deadline = time.monotonic() + timeout_s
         for proc in [*self.procs]:
             self.wait_ready(proc, deadline - time.monotonic())
 
+    def supervise(self, policy: RestartPolicy | None = None, **kwargs: Any) -> Supervisor:
+        """Restart crashed processes, nats-server included, from now on (``switchboard run`` does);
+        :meth:`stop` ends it."""
+        if self.supervisor is None:
+            nats = self._nats_procs()
+            self.supervisor = Supervisor(lambda: [*nats, *self._snapshot()], self._restart, policy, **kwargs)
+            self.supervisor.start()
+        return self.supervisor
+
+    def _nats_procs(self) -> list[NatsProc]:
+        cluster = self.nats
+        if isinstance(cluster, NatsCluster):
+            return [
+                NatsProc(node.name, partial(getattr, node, "proc"), partial(cluster.restart, i))
+                for i, node in enumerate(cluster.nodes)
+            ]
+        server = cluster
+        return [NatsProc("nats", lambda: server.proc, server.start)]
+
     def start_edge(self) -> tuple[Proc, int]:
         """One more edge process on its own port (edges are stateless; sessions live in KV)."""
         port = free_port()
-        edges = sum(p.name.startswith("edge") for p in self.procs)
-        proc = self._spawn(f"edge#{edges + 1}", ["edge"], {"SWITCHBOARD_EDGE_PORT": str(port)})
+        edges = sum(p.is_edge for p in self.procs)
+        proc = self._spawn(
+            f"edge#{edges + 1}", ["edge"], {"SWITCHBOARD_EDGE_PORT": str(port)},
+            f"{'https' if self.tls else 'http'}://127.0.0.1:{port}/readyz",
+        )  # fmt: skip
         self.wait_ready(proc, 30)
-        self._wait_http(f"{'https' if self.tls else 'http'}://127.0.0.1:{port}/readyz", time.monotonic() + 30)
         return proc, port
 
     def _scenario_agents(self) -> list[str]:
@@ -168,62 +266,76 @@ class Stack:
         base = f"{role}:{name}" + (f"@{track}" if track != "stable" else "")
         replica = sum(p.name == base or p.name.startswith(f"{base}#") for p in self.procs)
         label = base + (f"#{replica + 1}" if replica else "")
-        proc = self._spawn(label, [role, "--name", name], {"SWITCHBOARD_TRACK": track} | dict(env or {}), cwd=cwd)
+        port = free_port()
+        health = {"SWITCHBOARD_METRICS_PORT": str(port), "SWITCHBOARD_METRICS_HOST": "127.0.0.1"}
+        proc = self._spawn(
+            label, [role, "--name", name], health | {"SWITCHBOARD_TRACK": track} | dict(env or {}),
+            f"http://127.0.0.1:{port}/readyz", cwd=cwd,
+        )  # fmt: skip
         if wait:
             self.wait_ready(proc, 30)
         return proc
 
     def _spawn(
-        self, label: str, args: list[str], env: Mapping[str, str] | None = None, *, cwd: Path | None = None
+        self, label: str, args: list[str], env: Mapping[str, str], ready_url: str, *, cwd: Path | None = None
     ) -> Proc:
-        popen = subprocess.Popen(
-            [sys.executable, "-m", "switchboard", *args], env=self.env() | dict(env or {}), cwd=cwd,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        proc = Proc(label, popen)
-        self.procs.append(proc)
-        threading.Thread(target=self._pump, args=(proc,), daemon=True).start()
+        full_env = self.env() | dict(env)
+        proc = Proc(label, args, full_env, ready_url, self._popen(args, full_env, cwd), cwd=cwd)
+        with self._procs_lock:
+            self.procs.append(proc)
+        self._start_pump(proc)
         return proc
 
-    def _pump(self, proc: Proc) -> None:
+    def _popen(self, args: list[str], env: dict[str, str], cwd: Path | None) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "switchboard", *args],
+            env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+
+    def _restart(self, proc: Any) -> None:
+        """Start a crashed process again: same label, arguments, environment and ports."""
+        if isinstance(proc, NatsProc):
+            proc.restart()
+            return
+        assert isinstance(proc, Proc)
+        with self._procs_lock:
+            if proc not in self.procs or proc.alive():
+                return
+            proc.popen = self._popen(proc.args, proc.env, proc.cwd)
+            proc.restarts += 1
+        self._start_pump(proc)
+
+    def _snapshot(self) -> list[Proc]:
+        with self._procs_lock:
+            return list(self.procs)
+
+    def _start_pump(self, proc: Proc) -> None:
+        threading.Thread(target=self._pump, args=(proc, proc.popen), daemon=True).start()
+
+    def _pump(self, proc: Proc, popen: subprocess.Popen[bytes]) -> None:
         log_path = self.var_dir / "log" / f"{proc.name.replace(':', '-').replace('#', '-')}.log"
-        assert proc.popen.stdout is not None
-        with open(log_path, "a") as log:
-            for raw in proc.popen.stdout:
+        assert popen.stdout is not None
+        with open(log_path, "a") as log_file:
+            for raw in popen.stdout:
                 line = raw.decode(errors="replace").rstrip()
-                log.write(line + "\n")
-                log.flush()
+                log_file.write(line + "\n")
+                log_file.flush()
                 proc.lines.append(line)
-                if any(f'"msg": "{role} ready"' in line for role in ("agent", "supervisor", "edge")):
-                    proc.ready.set()
                 if self.echo is not None:
                     with self._echo_lock:
                         self.echo.write(f"{proc.name:>18} | {_short(line)}\n")
                         self.echo.flush()
 
     def wait_ready(self, proc: Proc, timeout_s: float) -> None:
+        """Poll the process's ``/readyz`` until 200; raise if it exits or the time runs out."""
         deadline = time.monotonic() + max(timeout_s, 0.1)
-        while not proc.ready.wait(0.05):
+        while not proc.is_ready():
             if not proc.alive():
                 tail = "\n".join(proc.lines[-20:])
                 raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode}:\n{tail}")
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{proc.name} not ready after {timeout_s:.0f}s")
-        if proc.name == "edge":
-            self._wait_http(f"{self.edge_url}/readyz", deadline)
-
-    def _wait_http(self, url: str, deadline: float) -> None:
-        # readiness of our own local process: the certificate is not the question here
-        context = ssl._create_unverified_context() if url.startswith("https") else None
-        while True:
-            try:
-                with urllib.request.urlopen(url, timeout=1, context=context) as resp:
-                    if resp.status == 200:
-                        return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-            time.sleep(0.05)  # poll interval while uvicorn binds
+                raise TimeoutError(f"{proc.name} not ready after {timeout_s:.0f}s ({proc.ready_url})")
+            time.sleep(0.05)  # ok-sleep: readiness poll interval
 
     def proc(self, label: str) -> Proc:
         return next(p for p in self.procs if p.name == label)
@@ -233,18 +345,37 @@ class Stack:
         proc.popen.send_signal(sig)
         proc.popen.wait(15)
 
-    def stop(self) -> None:
-        for proc in reversed(self.procs):
-            if proc.alive():
-                proc.popen.send_signal(signal.SIGTERM)
-        for proc in reversed(self.procs):
-            try:
-                proc.popen.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.popen.kill()
-                proc.popen.wait()
-        self.procs.clear()
+    def stop(self) -> StopTimings:
+        """Stop in order: the edges (they drain sessions), then agents and supervisors, then NATS last,
+        so nothing waits on a bus that is already gone. Safe to call twice."""
+        if self.supervisor is not None:
+            self.supervisor.stop()
+        procs = self._snapshot()
+        t0 = time.monotonic()
+        _terminate([p for p in procs if p.is_edge], self.stop_grace_s)
+        t1 = time.monotonic()
+        _terminate([p for p in procs if not p.is_edge], self.stop_grace_s)
+        t2 = time.monotonic()
         self.nats.stop()
+        with self._procs_lock:
+            self.procs.clear()
+        self.stop_timings = StopTimings(t1 - t0, t2 - t1, time.monotonic() - t2)
+        log.info(
+            "stack stopped", extra={"edges_s": round(self.stop_timings.edges_s, 3),
+            "agents_s": round(self.stop_timings.agents_s, 3), "nats_s": round(self.stop_timings.nats_s, 3)},
+        )  # fmt: skip
+        return self.stop_timings
+
+    def kill_all(self) -> None:
+        """SIGKILL every process at once (a second Ctrl-C); :meth:`stop` then only reaps them."""
+        for proc in self._snapshot():
+            if proc.alive():
+                proc.popen.kill()
+        if isinstance(self.nats, NatsCluster):
+            for i in range(len(self.nats.nodes)):
+                self.nats.kill(i)
+        else:
+            self.nats.kill()
 
     def __enter__(self) -> Self:
         try:
@@ -260,6 +391,33 @@ class Stack:
         self.stop()
 
 
+def _terminate(procs: list[Proc], grace_s: float) -> None:
+    """SIGTERM them all, wait up to ``grace_s`` together, then SIGKILL what is left."""
+    for proc in procs:
+        if proc.alive():
+            proc.popen.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for proc in procs:
+        try:
+            proc.popen.wait(max(deadline - time.monotonic(), 0))
+        except subprocess.TimeoutExpired:
+            log.warning("process ignored SIGTERM; killing it", extra={"label": proc.name, "pid": proc.pid})
+            proc.popen.kill()
+            proc.popen.wait()
+
+
+class ConsoleFormatter(logging.Formatter):
+    """The launcher's own log lines in the console form of the processes it echoes."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.json = JsonFormatter(service)
+        self.service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{self.service:>18} | {_short(self.json.format(record))}"
+
+
 def _short(line: str) -> str:
     """A JSON log line as ``level msg key=value ...`` for the console."""
     try:
@@ -269,5 +427,5 @@ def _short(line: str) -> str:
     if not isinstance(rec, dict):
         return line
     skip = {"ts", "level", "service", "logger", "msg"}
-    extras = " ".join(f"{k}={v}" for k, v in rec.items() if k not in skip)
+    extras = " ".join(f"{k}={v}" for k, v in rec.items() if k not in skip and v is not None)
     return f"{rec.get('level', ''):<7} {rec.get('msg', '')} {extras}".rstrip()

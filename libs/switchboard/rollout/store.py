@@ -6,7 +6,7 @@ import time
 
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NoKeysError
 from nats.js.kv import KeyValue
 
 from ..bus.subjects import ROLLOUTS_BUCKET, check_token
@@ -53,9 +53,9 @@ class RolloutStore:
         return Rollout.model_validate_json(entry.value), entry.revision or 0
 
     async def all(self) -> dict[str, Rollout]:
-        try:
-            keys = await self._kv.keys()
-        except Exception:  # nats-py raises NoKeysError (a NotFoundError) on an empty bucket
+        try:  # a slow read is retried, not taken for an empty bucket
+            keys = await self.retry.run("rollouts.keys", self._kv.keys)
+        except NoKeysError:  # what nats-py raises for an empty bucket
             return {}
         out = {}
         for key in sorted(keys):

@@ -7,8 +7,7 @@ import logging
 import os
 import socket
 import time
-from types import TracebackType
-from typing import Generic, Self, TypeVar
+from typing import Generic, TypeVar
 
 from nats.aio.msg import Msg
 from pydantic import BaseModel, TypeAdapter
@@ -18,21 +17,23 @@ from ..bus import QueueService, ReplySink, deadline_of
 from ..bus.rpc import remaining
 from ..guardrails import Boundary, StreamGuard
 from ..guardrails.output import guard_result
+from ..lifecycle import StartStop
 from ..models import ModelError, ModelProvider, build_provider
 from ..schemas import ErrorCode, ErrorReply, TurnDelta, TurnRequest, TurnResult
 from ..settings import Settings
 from ..state.ledger import EffectPending, SideEffectLedger
 from ..state.store import ToolStore, store_bucket
-from ..telemetry import metrics, names, setup_tracing, shutdown_tracing, start_metrics_server
+from ..telemetry import metrics, names, setup_tracing, shutdown_tracing
 from .coalesce import DeltaCoalescer
 from .gc import freeze_startup_heap
+from .health import HealthServer
 from .loop import AgentLoop, IterationCapError
 
 log = logging.getLogger(__name__)
 Req = TypeVar("Req", bound=BaseModel)
 
 
-class LoopService(Generic[Req]):
+class LoopService(StartStop, Generic[Req]):
     """Subclasses name the subject, the queue group and the request type, and handle requests."""
 
     role = "agent"
@@ -54,6 +55,8 @@ class LoopService(Generic[Req]):
         self.loop = AgentLoop(agent, self.model, scenario.tools)
         self.bus = settings.bus(f"{self.role}-{name}")
         self._service: QueueService[Req] | None = None
+        self._health: HealthServer | None = None
+        self.draining = False
 
     def subject(self) -> str:
         raise NotImplementedError
@@ -67,24 +70,41 @@ class LoopService(Generic[Req]):
     async def handle(self, req: Req, sink: ReplySink, msg: Msg) -> None:
         raise NotImplementedError
 
+    def not_ready(self) -> str | None:
+        """Why this process should get no traffic now (``/readyz`` answers 503 with it), or None."""
+        if self.draining:
+            return "draining"
+        if not self.bus.connected:
+            return "nats not connected"
+        if self._service is None:
+            return "not subscribed to its queue group"
+        return None
+
     async def start(self) -> None:
+        """Serve health first (``/readyz`` says 503 until subscribed), then connect and subscribe.
+
+        The connection is retried until NATS answers, so a process started before its server waits.
+        """
         setup_tracing(f"{self.role}-{self.agent.name}", resource_attributes={names.SERVICE_INSTANCE_ID: self.replica})
-        self.metrics_port = (
-            start_metrics_server(self.settings.metrics_port) if self.settings.metrics_port >= 0 else None
-        )
+        if self.settings.metrics_port >= 0:
+            self._health = HealthServer(
+                self.settings.metrics_host, self.settings.metrics_port, self.not_ready, metrics().render
+            )
+            self.metrics_port = await self._health.start()
         await self.bus.connect()
         self.loop.ledger = await SideEffectLedger.open(
             self.bus.js, replicas=self.settings.js_replicas, takeover_s=self.settings.ledger_takeover_s
         )
         if any(self.loop.tools.values()):
             await self._open_store()
-        self._service = QueueService(
+        service = QueueService(
             self.bus.nc, self.subject(), self.queue(), self.adapter(), self.handle,
             max_inflight=self.settings.agent_max_inflight, heartbeat_s=self.settings.heartbeat_s,
             span_name=self.span_name, service=self.agent.name,
         )  # fmt: skip
-        await self._service.start()
+        await service.start()
         await self.bus.nc.flush()
+        self._service = service
         freeze_startup_heap()
         log.info(
             "%s ready", self.role,
@@ -102,12 +122,18 @@ class LoopService(Generic[Req]):
 
     async def stop(self) -> None:
         """Stop taking requests, finish the ones in flight, close the connection. Safe to call twice."""
+        self.draining = True
         service, self._service = self._service, None
         if service is not None:
             await service.stop()
         await self.bus.close()
         await self.model.aclose()
+        health, self._health = self._health, None
+        if health is not None:
+            await health.stop()
         await asyncio.to_thread(shutdown_tracing)
+        if service is not None:
+            log.info("%s stopped", self.role, extra={self.role: self.agent.name, "replica": self.replica})
 
     async def run_loop(
         self, req: TurnRequest, sink: ReplySink, msg: Msg, *, note: str | None = None
@@ -151,12 +177,3 @@ class LoopService(Generic[Req]):
             await deltas.aclose()
         await sink.send(error)
         return None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()

@@ -8,6 +8,7 @@ stream first (see ``history``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from nats.js import JetStreamContext
@@ -62,6 +63,10 @@ class SessionStore:
                 return await js.create_key_value(config)
 
         return cls(await retry.run("sessions.open", bucket), retry, archive=archive, window=window)
+
+    async def ping(self, timeout_s: float = 1.0) -> None:
+        """Raise unless the bucket answers within ``timeout_s`` (one JetStream API request, no retry)."""
+        await asyncio.wait_for(self._kv.status(), timeout_s)
 
     async def load(self, session_id: str) -> tuple[SessionState, int] | None:
         """The session and its revision, or None when there is no such session."""

@@ -21,14 +21,17 @@ from switchboard.runtime.gc import freeze_startup_heap
 from switchboard.schemas import SessionState
 from switchboard.settings import Settings
 from switchboard.state import AuditLog, SessionStore
-from switchboard.telemetry import metrics, metrics_route, session_context, setup_tracing, shutdown_tracing
+from switchboard.telemetry import metrics_route, session_context, setup_tracing, shutdown_tracing
 
-from .auth import Authenticator, api_key_verifier
+from .auth import Authenticator, Principal, api_key_verifier
 from .protocol import error_event, new_session_id
 from .session import EdgeDeps, EdgeSession
 from .takeover import TAKEOVER_CLOSE_CODE, TAKEOVER_ERROR_CODE, TAKEOVER_REASON, Takeovers
 
 log = logging.getLogger(__name__)
+
+_KV_PROBE_TIMEOUT_S = 1.0
+"""A readiness probe that waits longer than this for the session KV reports the edge not ready."""
 
 
 PLATFORM_EVENTS_PARAM = "switchboard_events"
@@ -93,21 +96,23 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
             await rollouts.stop()
             await client.stop()
         await asyncio.to_thread(shutdown_tracing)
+        log.info("edge stopped")
 
     app = FastAPI(title="Switchboard edge", lifespan=lifespan)
     app.router.routes.append(metrics_route())
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
+        """Alive: the event loop answers."""
         return {"status": "ok"}
 
     @app.get("/readyz")
     async def readyz() -> Response:
-        bus: Bus = app.state.bus
-        if app.state.deps.draining:
-            return JSONResponse({"status": "draining"}, status_code=503)
-        ok = bus.nc.is_connected
-        return JSONResponse({"nats": "connected" if ok else "disconnected"}, status_code=200 if ok else 503)
+        """Ready for new sessions: NATS connected, the session KV answering, not draining."""
+        reason = await _not_ready(app)
+        if reason is not None:
+            return JSONResponse({"status": "not_ready", "reason": reason}, status_code=503)
+        return JSONResponse({"status": "ready"})
 
     @app.get("/v1/switchboard/info")
     async def info() -> dict[str, object]:
@@ -116,7 +121,7 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
         return {
             "scenario": config.name, "entry_agent": config.entry_agent, "fallback_agent": config.fallback_agent,
             "agents": {a.name: subjects.agent_turn(a.name) for a in config.agents},
-            "active_sessions": len(deps.active_sessions),
+            "active_sessions": len(deps.active_sessions), "connections": len(deps.sessions),
             "rollouts": {a: r.model_dump(mode="json", exclude={"type"}) for a, r in rollouts.items()},
         }  # fmt: skip
 
@@ -138,7 +143,6 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
     @app.websocket("/v1/realtime")
     async def realtime(ws: WebSocket) -> None:
         deps: EdgeDeps = app.state.deps
-        takeovers: Takeovers = app.state.takeovers
         principal = authenticator.authenticate(ws.headers)
         if principal is None:
             await _deny(
@@ -147,17 +151,25 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
                 "'realtime' and 'openai-insecure-api-key.<key>'",
             )  # fmt: skip
             return
-        if deps.draining or len(deps.active_sessions) >= settings.max_sessions:
-            reason = "edge is draining" if deps.draining else f"edge at its limit of {settings.max_sessions} sessions"
-            await _deny(ws, 503, "edge_unavailable", f"{reason}; retry on another edge", retry_after="1")
-            return
-        owner = principal.owner
         session_id = ws.query_params.get("session_id") or new_session_id()
         try:
             subjects.check_token(session_id, "session id")
         except ValueError as exc:
             await _deny(ws, 400, "invalid_session_id", str(exc))
             return
+        if deps.draining or not deps.admit(session_id):  # counted from here on, before any await
+            reason = "edge is draining" if deps.draining else f"edge at its limit of {settings.max_sessions} sessions"
+            await _deny(ws, 503, "edge_unavailable", f"{reason}; retry on another edge", retry_after="1")
+            return
+        try:
+            await serve_session(ws, session_id, principal)
+        finally:
+            deps.release(session_id)
+
+    async def serve_session(ws: WebSocket, session_id: str, principal: Principal) -> None:
+        deps: EdgeDeps = app.state.deps
+        takeovers: Takeovers = app.state.takeovers
+        owner = principal.owner
         loaded = await deps.store.load(session_id)
         if loaded is not None and loaded[0].owner not in (None, owner):
             await _deny(ws, 403, "session_forbidden", "this session belongs to another API key")
@@ -183,19 +195,31 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
             await session.close(TAKEOVER_CLOSE_CODE, TAKEOVER_REASON, taken)
 
         hold = await takeovers.hold(session_id, taken_over)
-        deps.active_sessions.add(session_id)
         deps.sessions.add(session)
-        metrics().active_sessions.inc()
         try:
             with session_context(session_id):
                 await session.run()
         finally:
-            metrics().active_sessions.dec()
-            deps.active_sessions.discard(session_id)
             deps.sessions.discard(session)
             await takeovers.release(hold)
 
     return app
+
+
+async def _not_ready(app: FastAPI) -> str | None:
+    deps: EdgeDeps | None = getattr(app.state, "deps", None)
+    bus: Bus | None = getattr(app.state, "bus", None)
+    if deps is None or bus is None:
+        return "starting"
+    if deps.draining:
+        return "draining"
+    if not bus.connected:
+        return "nats not connected"
+    try:
+        await deps.store.ping(_KV_PROBE_TIMEOUT_S)
+    except Exception as exc:
+        return f"session store unreachable: {type(exc).__name__}"
+    return None
 
 
 async def _deny(ws: WebSocket, status: int, code: str, message: str, retry_after: str | None = None) -> None:

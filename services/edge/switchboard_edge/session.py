@@ -52,13 +52,33 @@ class EdgeDeps:
     conductor: Conductor
     store: SessionStore
     instructions: str
-    active_sessions: set[str] = field(default_factory=set)
+    active_sessions: dict[str, int] = field(default_factory=dict)
+    """Sessions open on this edge -> their connections (a client may reconnect before its old socket
+    closes). ``SWITCHBOARD_MAX_SESSIONS`` caps the sessions, not the connections."""
     responses: int = 0
     """Completed responses of this process (the routing rate's denominator)."""
     sessions: set[EdgeSession] = field(default_factory=set)
     draining: bool = False
     audit: AuditLog | None = None
     _records: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def admit(self, session_id: str) -> bool:
+        """Count one more connection to ``session_id``; False, counting nothing, if it would open a
+        session beyond the cap. Call :meth:`release` when the connection ends."""
+        if session_id not in self.active_sessions and len(self.active_sessions) >= self.settings.max_sessions:
+            return False
+        self.active_sessions[session_id] = self.active_sessions.get(session_id, 0) + 1
+        metrics().active_sessions.set(len(self.active_sessions))
+        return True
+
+    def release(self, session_id: str) -> None:
+        """One connection to ``session_id`` ended; the session closes with its last connection."""
+        left = self.active_sessions.get(session_id, 0) - 1
+        if left > 0:
+            self.active_sessions[session_id] = left
+        else:
+            self.active_sessions.pop(session_id, None)
+        metrics().active_sessions.set(len(self.active_sessions))
 
     def record_turn(self, record: TurnRecord) -> None:
         """Append a turn record to the audit stream off the response's critical path."""

@@ -1,0 +1,41 @@
+"""The ``switchboard`` command's own output: ``trace`` keeps stderr clean, ``validate`` says what is wrong."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from switchboard.bus import Bus
+from switchboard.local import NatsServer
+from switchboard.state import AuditLog
+
+from .stacks import ROOT
+
+pytestmark = pytest.mark.system
+
+
+def _switchboard(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "switchboard", *args], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+
+
+async def test_trace_writes_nothing_on_stderr(tmp_path: Path) -> None:
+    with NatsServer(tmp_path / "nats") as server:
+        async with Bus([server.url], name="test") as bus:
+            await AuditLog.open(bus.js)  # the stream a stack creates
+        run = _switchboard("trace", "sess_nothing_here", "--nats-url", server.url)
+    assert run.returncode == 0, run.stderr
+    assert "no audit records for session sess_nothing_here" in run.stdout
+    assert run.stderr == ""
+
+
+def test_trace_against_a_nats_without_switchboard_says_so_in_one_line(tmp_path: Path) -> None:
+    with NatsServer(tmp_path / "nats") as server:
+        run = _switchboard("trace", "sess_x", "--nats-url", server.url)
+    assert run.returncode == 2
+    assert run.stderr.count("\n") == 1, run.stderr
+    assert "no audit stream SWITCHBOARD_AUDIT" in run.stderr

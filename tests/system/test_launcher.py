@@ -1,0 +1,289 @@
+"""The launcher keeps going: ``switchboard run`` restarts a killed process, reports a crash loop while
+the others serve, and stops edge -> agents -> NATS within 2 s on Ctrl-C. Readiness is each process's
+``/readyz``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from openai import AsyncOpenAI
+
+from switchboard.bus import Bus
+from switchboard.bus.subjects import SESSIONS_BUCKET
+from switchboard.local import NatsServer, free_port
+from switchboard.local.supervision import RestartPolicy
+
+from .client import EVENTS, Reply, open_session, say, sdk_client
+from .stacks import ROOT, make_stack, probe
+
+pytestmark = pytest.mark.system
+
+STOP_TARGET_S = 2.0
+"""Ctrl-C to every process gone, for an idle stack (issue 11.3)."""
+
+
+def wait_for(check: Callable[[], Any], timeout_s: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)  # ok-sleep: poll interval
+
+
+def children(pid: int) -> dict[int, str]:
+    out = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return {int(line.split(None, 1)[0]): line.split(None, 1)[1] for line in out.splitlines() if line.strip()}
+
+
+def gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except OSError:
+        return True
+
+
+def metrics_port(pid: int) -> int:
+    env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return int(next(v for v in env if v.startswith(b"SWITCHBOARD_METRICS_PORT=")).split(b"=", 1)[1])
+
+
+def json_lines(lines: list[str]) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in list(lines) if line.startswith("{")]
+
+
+def test_switchboard_run_restarts_a_killed_agent_and_ctrl_c_stops_in_order_within_2s(tmp_path: Path) -> None:
+    port = free_port()
+    env = os.environ | {
+        "SWITCHBOARD_API_KEYS": "launcher-key", "SWITCHBOARD_EDGE_PORT": str(port), "OPENAI_API_KEY": "",
+        "SWITCHBOARD_SCENARIOS_DIR": str(ROOT / "scenarios"), "SWITCHBOARD_LOG_LEVEL": "INFO",
+    }  # fmt: skip
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "switchboard", "run", "--var-dir", str(tmp_path), "--nats-port", "0", "--quiet"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    lines: list[str] = []
+    assert launcher.stdout is not None
+    reader = threading.Thread(target=lambda: lines.extend(launcher.stdout or []), daemon=True)
+    reader.start()
+
+    def launcher_events(event: str) -> list[dict[str, Any]]:
+        return [r for r in json_lines(lines) if r.get("event") == event]
+
+    async def kill_returns_mid_conversation(returns: int) -> Reply:
+        client = AsyncOpenAI(
+            api_key="launcher-key",
+            websocket_base_url=f"ws://127.0.0.1:{port}/v1",
+            base_url=f"http://127.0.0.1:{port}/v1",
+            default_query=EVENTS,
+        )
+        async with client.realtime.connect(model="switchboard") as conn:
+            await open_session(conn)
+            assert (await say(conn, "I want to return order A1001")).agent == "auth"
+            os.kill(returns, signal.SIGKILL)
+            restarted = await asyncio.to_thread(
+                wait_for, lambda: launcher_events("restarted"), 30, "the launcher to restart agent:returns"
+            )
+            assert restarted[0]["label"] == "agent:returns"
+            new = restarted[0]["pid"]
+            assert new != returns and new in children(launcher.pid)
+            await asyncio.to_thread(
+                wait_for, lambda: probe(f"http://127.0.0.1:{metrics_port(new)}/readyz")[0] == 200, 30, "returns ready"
+            )
+            return await say(conn, "jane@example.com 1234")
+
+    procs: dict[int, str] = {}
+    everything: dict[int, str] = {}
+    try:
+        wait_for(lambda: any("Ctrl-C stops everything" in line for line in lines), 90, "the banner")
+        assert any(f"ws://127.0.0.1:{port}/v1/realtime" in line for line in lines)
+        assert any("API key       : launcher-key" in line for line in lines)
+        procs = children(launcher.pid)
+        assert len(procs) == 7, procs  # nats-server, 5 agents, edge
+        returns = next(pid for pid, args in procs.items() if args.endswith("--name returns"))
+        reply = asyncio.run(kill_returns_mid_conversation(returns))
+        crashed = launcher_events("crashed")[0]
+        assert (crashed["label"], crashed["exit_code"], crashed["level"]) == ("agent:returns", -9, "warning")
+        assert 0 < crashed["backoff_s"] <= 0.5
+        assert [(h["to"], h["outcome"]) for h in reply.handoffs] == [("returns", "accepted")]
+        assert reply.agent == "returns" and reply.status == "completed"
+        assert launcher.poll() is None  # the stack kept going
+
+        everything = children(launcher.pid)
+        started = time.monotonic()
+        launcher.send_signal(signal.SIGINT)
+        assert launcher.wait(30) == 0
+        elapsed = time.monotonic() - started
+    finally:  # a failed test must not leave a stack behind
+        if launcher.poll() is None:
+            launcher.send_signal(signal.SIGINT)
+            try:
+                launcher.wait(15)
+            except subprocess.TimeoutExpired:
+                launcher.kill()
+                launcher.wait()
+        for pid in [*procs, *everything, *children(launcher.pid)]:
+            if not gone(pid):
+                os.kill(pid, signal.SIGKILL)
+    reader.join(5)
+    left = [pid for pid in [*procs, *everything] if not gone(pid)]
+    assert not left, left
+    assert elapsed < STOP_TARGET_S, f"Ctrl-C took {elapsed:.2f}s"
+    print(f"\nCtrl-C to every process gone: {elapsed:.2f}s")  # the measured figure, in -s output
+
+    # In order: every edge had stopped before any agent stopped, and nothing lost NATS on the way out.
+    logs = {p.stem: json_lines(p.read_text().splitlines()) for p in (tmp_path / "log").glob("*.log")}
+    stopped = {
+        name: r["ts"] for name, recs in logs.items() for r in recs if r["msg"] in ("edge stopped", "agent stopped")
+    }
+    assert stopped.keys() == {"edge", *(f"agent-{a}" for a in ("triage", "auth", "returns", "billing", "generalist"))}
+    assert all(stopped["edge"] <= ts for name, ts in stopped.items() if name != "edge"), stopped
+    lost = [(name, r["ts"]) for name, recs in logs.items() for r in recs if r["msg"] == "nats disconnected"]
+    assert not lost, lost
+
+
+def test_a_crash_loop_is_reported_while_the_others_keep_serving(tmp_path: Path) -> None:
+    env = {"SWITCHBOARD_BREAKER_COOLDOWN_S": "0.5"}
+    with make_stack(tmp_path, agents=["triage", "generalist"], env=env) as stack:
+
+        async def hello() -> Reply:  # a new session: its entry agent is triage
+            async with sdk_client(stack).realtime.connect(model="switchboard") as conn:
+                await open_session(conn)
+                return await say(conn, "hello")
+
+        events: list[tuple[str, dict[str, object]]] = []
+        policy = RestartPolicy(initial_backoff_s=0.1, max_backoff_s=0.4, crash_loop_crashes=3, crash_loop_window_s=60)
+        supervisor = stack.supervise(policy, on_event=lambda kind, fields: events.append((kind, fields)))
+        triage, generalist = stack.proc("agent:triage"), stack.proc("agent:generalist")
+        generalist_pid = generalist.pid
+        # Occupy triage's health port: every restart fails at start-up, on its own, as a real crash loop does.
+        blocker = socket.socket()
+        blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            os.kill(triage.pid, signal.SIGKILL)
+            triage.popen.wait(10)
+            blocker.bind(("127.0.0.1", int(triage.env["SWITCHBOARD_METRICS_PORT"])))
+            blocker.listen()
+            wait_for(lambda: supervisor.crash_looping() == ["agent:triage"], 90, "the crash loop to be reported")
+            loop = next(fields for kind, fields in events if kind == "crash_loop")
+            assert loop["label"] == "agent:triage" and loop["crashes"] == 3
+            assert all(kind != "crash_loop" or f["label"] == "agent:triage" for kind, f in events)
+            reply = asyncio.run(hello())  # the others keep serving: the fallback answers for triage
+            assert reply.status == "completed" and reply.agent == "generalist"
+            assert generalist.pid == generalist_pid and generalist.restarts == 0 and stack.proc("edge").alive()
+        finally:
+            blocker.close()
+        wait_for(triage.is_ready, 60, "triage to come back once its port is free")
+        assert triage.restarts >= 3
+        # once the edge's breaker for triage half-opens (0.5 s cool-down), triage answers again
+        wait_for(lambda: asyncio.run(hello()).agent == "triage", 20, "triage to answer again")
+
+
+def test_readyz_of_an_agent_follows_its_subscription_and_nats(tmp_path: Path) -> None:
+    nats = NatsServer(tmp_path / "nats")  # not started yet
+    port = free_port()
+    env = os.environ | {
+        "SWITCHBOARD_NATS_URL": nats.url, "SWITCHBOARD_METRICS_PORT": str(port), "OPENAI_API_KEY": "",
+        "SWITCHBOARD_SCENARIOS_DIR": str(ROOT / "scenarios"), "SWITCHBOARD_SCENARIO": "retail",
+        "SWITCHBOARD_DATA_DIR": str(tmp_path / "data"),
+    }  # fmt: skip
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "switchboard", "agent", "--name", "triage"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: probe(f"{url}/healthz")[0] == 200, 60, "the agent to serve /healthz")
+        assert probe(f"{url}/readyz") == (503, {"status": "not_ready", "reason": "nats not connected"})
+        with nats:
+            wait_for(lambda: probe(f"{url}/readyz")[0] == 200, 30, "ready once NATS is up")
+            assert probe(f"{url}/readyz")[1] == {"status": "ready"}
+            with urllib.request.urlopen(f"{url}/metrics", timeout=2) as resp:
+                assert "process_cpu_seconds_total" in resp.read().decode()
+            nats.kill()
+            wait_for(lambda: probe(f"{url}/readyz")[0] == 503, 10, "not ready once NATS is gone")
+            assert probe(f"{url}/readyz")[1]["reason"] == "nats not connected"
+            assert probe(f"{url}/healthz")[0] == 200  # alive all along
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(10) == 0  # stops promptly though NATS is gone
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+
+
+def test_readyz_of_the_edge_checks_the_session_store_and_nats(tmp_path: Path) -> None:
+    async def delete_sessions_bucket(servers: list[str]) -> None:
+        async with Bus(servers, name="test") as bus:
+            await bus.js.delete_key_value(SESSIONS_BUCKET)
+
+    with make_stack(tmp_path, agents=["triage", "generalist"]) as stack:
+        assert probe(f"{stack.edge_url}/readyz") == (200, {"status": "ready"})
+        asyncio.run(delete_sessions_bucket(stack.nats_urls))
+        status, body = probe(f"{stack.edge_url}/readyz")
+        assert status == 503 and body["reason"].startswith("session store unreachable"), body
+        stack.nats.stop()
+        wait_for(lambda: probe(f"{stack.edge_url}/readyz")[1].get("reason") == "nats not connected", 10, "503")
+        assert probe(f"{stack.edge_url}/healthz")[0] == 200
+
+
+def test_a_killed_nats_server_is_restarted_and_the_stack_recovers(tmp_path: Path) -> None:
+    with make_stack(tmp_path, agents=["triage", "generalist"]) as stack:
+        events: list[tuple[str, str]] = []
+        stack.supervise(
+            RestartPolicy(initial_backoff_s=0.1), on_event=lambda kind, f: events.append((kind, str(f["label"])))
+        )
+        assert isinstance(stack.nats, NatsServer) and stack.nats.proc is not None
+        os.kill(stack.nats.proc.pid, signal.SIGKILL)
+        wait_for(lambda: ("restarted", "nats") in events, 30, "nats-server to be restarted")
+        wait_for(lambda: all(p.is_ready() for p in stack.procs), 30, "every process ready again")
+
+        async def hello() -> Reply:
+            async with sdk_client(stack).realtime.connect(model="switchboard") as conn:
+                await open_session(conn)
+                return await say(conn, "hello")
+
+        assert asyncio.run(hello()).agent == "triage"
+        assert all(p.restarts == 0 for p in stack.procs)  # they rode it out by reconnecting
+
+
+def test_processes_stop_when_the_launcher_is_killed(tmp_path: Path) -> None:
+    env = os.environ | {
+        "SWITCHBOARD_API_KEYS": "k", "SWITCHBOARD_EDGE_PORT": str(free_port()), "OPENAI_API_KEY": "",
+        "SWITCHBOARD_SCENARIOS_DIR": str(ROOT / "tests" / "system" / "scenarios"), "SWITCHBOARD_SCENARIO": "effects",
+    }  # fmt: skip
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "switchboard", "run", "--var-dir", str(tmp_path), "--nats-port", "0", "--quiet"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert launcher.stdout is not None
+    for line in launcher.stdout:
+        if "Ctrl-C stops everything" in line:
+            break
+    procs = children(launcher.pid)
+    python = [pid for pid, args in procs.items() if "-m switchboard" in args]
+    assert len(python) == 3, procs  # two agents and the edge (and nats-server)
+    launcher.kill()  # no chance to stop anything itself
+    launcher.wait()
+    try:
+        wait_for(lambda: all(gone(pid) for pid in python), 15, "the launcher's processes to stop on their own")
+    finally:
+        for pid in procs:  # nats-server has no such watch: the test reaps it
+            if not gone(pid):
+                os.kill(pid, signal.SIGKILL)

@@ -1,0 +1,41 @@
+"""The restart policy's backoff and the agents' health server routing (no processes: see
+``tests/system/test_launcher.py`` for the real ones)."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+from pydantic import ValidationError
+
+from switchboard.local.supervision import RestartPolicy
+from switchboard.runtime.health import HealthServer
+
+
+def test_backoff_grows_exponentially_with_jitter_up_to_the_cap() -> None:
+    policy = RestartPolicy(initial_backoff_s=0.5, max_backoff_s=4.0, multiplier=2.0, jitter=0.2)
+    rng = random.Random(7)
+    for crashes, full in [(1, 0.5), (2, 1.0), (3, 2.0), (4, 4.0), (5, 4.0), (40, 4.0), (10_000, 4.0)]:
+        waits = [policy.backoff_s(crashes, rng) for _ in range(200)]
+        assert all(full * 0.8 <= w <= full for w in waits), (crashes, min(waits), max(waits))
+        assert max(waits) - min(waits) > full * 0.1  # jittered, not constant
+
+
+def test_a_policy_whose_cap_is_below_its_start_is_refused() -> None:
+    with pytest.raises(ValidationError, match="max_backoff_s"):
+        RestartPolicy(initial_backoff_s=5, max_backoff_s=1)
+
+
+def test_health_routes() -> None:
+    reason: list[str | None] = ["nats not connected"]
+    server = HealthServer("127.0.0.1", 0, lambda: reason[0], lambda: b"# metrics\n")
+    assert server.respond("GET", "/healthz")[0] == 200
+    status, ctype, body = server.respond("GET", "/readyz")
+    assert (status, ctype, json.loads(body)) == (503, "application/json", {"status": "not_ready", "reason": reason[0]})
+    reason[0] = None
+    assert server.respond("GET", "/readyz")[::2] == (200, b'{"status": "ready"}')
+    status, ctype, body = server.respond("GET", "/metrics")
+    assert (status, body) == (200, b"# metrics\n") and ctype.startswith("text/plain")
+    assert server.respond("GET", "/nothing")[0] == 404
+    assert server.respond("POST", "/readyz")[0] == 405
