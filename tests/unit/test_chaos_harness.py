@@ -13,9 +13,9 @@ from switchboard.testing.chaos import (
     DEFAULT_FAULTS,
     ChaosModel,
     ModelFaults,
-    _reason,
     fault_catalog,
     percentiles,
+    reason,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,8 +62,8 @@ def test_percentiles_are_nearest_rank() -> None:
 
 
 def test_reasons_are_counted_without_their_specifics() -> None:
-    a = _reason("switchboard.v1.agent.clerk.turn went silent for 1.5s (responder lost)")
-    b = _reason("switchboard.v1.agent.desk.turn went silent for 2.0s (responder lost)")
+    a = reason("switchboard.v1.agent.clerk.turn went silent for 1.5s (responder lost)")
+    b = reason("switchboard.v1.agent.desk.turn went silent for 2.0s (responder lost)")
     assert a == b == "<subject> went silent for Ns (responder lost)"
 
 
