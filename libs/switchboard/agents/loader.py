@@ -10,11 +10,12 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
+from ..errors import SwitchboardError
 from .config import CONSULT_TOOL, ScenarioConfig
 from .tools import ToolRegistry
 
 
-class ScenarioError(Exception):
+class ScenarioError(SwitchboardError):
     """A scenario cannot be loaded; the message says what to fix."""
 
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, get_args, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
+from ..errors import SwitchboardError
 from ..models.base import ToolSpec
 from ..schemas import CallerIdentity
 
@@ -20,7 +21,7 @@ Seeder = Callable[["ToolStore"], Awaitable[None]]
 """Fills a scenario's store at agent start; must only create what is absent (``Collection.seed``)."""
 
 
-class ToolError(Exception):
+class ToolError(SwitchboardError):
     """A tool refused or failed; the message goes back to the model as the tool's output."""
 
 

@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ..errors import SwitchboardError
 from ..schemas import ConversationItem
 
 TextSink = Callable[[str], Awaitable[None]]
@@ -50,7 +51,7 @@ class ModelResponse:
     output_tokens: int = 0
 
 
-class ModelError(Exception):
+class ModelError(SwitchboardError):
     """A model call failed. ``retryable`` says whether the same call may succeed later."""
 
     def __init__(self, message: str, *, retryable: bool, status: int | None = None) -> None:

@@ -23,7 +23,7 @@ from ..state.ledger import EffectPending, SideEffectLedger
 from ..state.store import ToolStore, store_bucket
 from ..telemetry import metrics, names, setup_tracing, shutdown_tracing, start_metrics_server
 from .gc import freeze_startup_heap
-from .loop import AgentLoop, IterationCapError
+from .loop import AgentLoop, IterationCapError, ModelCallPolicy
 
 log = logging.getLogger(__name__)
 Req = TypeVar("Req", bound=BaseModel)
@@ -46,9 +46,9 @@ class LoopService(Generic[Req]):
         self.settings = settings
         self.agent = agent
         self.replica = f"{socket.gethostname()}:{os.getpid()}"
-        self.model = model or build_provider(agent, scenario.config.offline_slots)
+        self.model = model or build_provider(agent, scenario.config.offline_slots, timeout_s=settings.model_timeout_s)
         self.scenario = scenario
-        self.loop = AgentLoop(agent, self.model, scenario.tools)
+        self.loop = AgentLoop(agent, self.model, scenario.tools, policy=ModelCallPolicy.from_settings(settings))
         self.bus = Bus(settings.nats_servers, name=f"{self.role}-{name}")
         self._service: QueueService[Req] | None = None
 
