@@ -13,7 +13,7 @@ from .config import (
     ScenarioConfig,
 )
 from .loader import Scenario, ScenarioError, load_scenario
-from .tools import Seeder, Tool, ToolContext, ToolError, ToolRegistry, build_tool
+from .tools import Seeder, Tool, ToolContext, ToolError, ToolRegistry, ToolSpec, build_tool
 
 __all__ = [
     "CONSULT_TOOL",
@@ -33,6 +33,7 @@ __all__ = [
     "ToolContext",
     "ToolError",
     "ToolRegistry",
+    "ToolSpec",
     "build_tool",
     "load_scenario",
 ]

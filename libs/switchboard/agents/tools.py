@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any, get_args, get_type_hints
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from ..errors import SwitchboardError
-from ..models.base import ToolSpec
 from ..schemas import CallerIdentity
 
 if TYPE_CHECKING:
@@ -19,6 +18,18 @@ if TYPE_CHECKING:
 
 Seeder = Callable[["ToolStore"], Awaitable[None]]
 """Fills a scenario's store at agent start; must only create what is absent (``Collection.seed``)."""
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A function the model may call, described by a JSON Schema of its parameters.
+
+    Defined here, with the tools it describes: agents are data that model providers read
+    (``switchboard.models`` imports ``switchboard.agents``, never the reverse)."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
 
 
 class ToolError(SwitchboardError):

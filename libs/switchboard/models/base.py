@@ -1,4 +1,6 @@
-"""The interface every model provider implements, and the errors it raises."""
+"""The interface every model provider implements, and the errors it raises.
+
+``ToolSpec`` (what a model is told about a tool) belongs to ``switchboard.agents`` and is re-exported here."""
 
 from __future__ import annotations
 
@@ -6,20 +8,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ..agents.tools import ToolSpec
 from ..errors import SwitchboardError
 from ..schemas import ConversationItem
 
 TextSink = Callable[[str], Awaitable[None]]
 """Receives text deltas as the model produces them."""
-
-
-@dataclass(frozen=True)
-class ToolSpec:
-    """A function the model may call, described by a JSON Schema of its parameters."""
-
-    name: str
-    description: str
-    parameters: dict[str, Any]
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ from typing import Any
 from opentelemetry.trace import SpanKind
 
 from ..agents.config import CONSULT_TOOL, AgentConfig
-from ..agents.tools import ToolContext, ToolError, ToolRegistry
+from ..agents.tools import ToolContext, ToolError, ToolRegistry, ToolSpec
 from ..errors import SwitchboardError
-from ..models.base import ModelError, ModelProvider, ModelRequest, ModelResponse, ToolCall, ToolSpec
+from ..models.base import ModelError, ModelProvider, ModelRequest, ModelResponse, ToolCall
 from ..models.offline import OfflineProvider
 from ..resilience import BreakerOpen, Breakers, RetryPolicy, call_with_retry
 from ..schemas import (
