@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .bus.connection import Bus
 from .state.history import HistoryWindow
 
 
@@ -17,6 +18,11 @@ class Settings(BaseSettings):
 
     nats_url: str = "nats://127.0.0.1:4222"
     """Comma-separated NATS server URLs (list every cluster node)."""
+    nats_seed_file: Path | None = None
+    """This process's NKey seed file: with it the process connects as its own bus identity, whose
+    subject permissions the server enforces (``switchboard.security.bus_access``)."""
+    nats_inbox_prefix: str | None = None
+    """The inbox prefix that identity may subscribe to (``_INBOX_<identity>``)."""
     js_replicas: int = Field(1, ge=1, le=5)
     """Replicas of the JetStream KV buckets and streams (3 on a 3-node cluster)."""
     nats_cluster: int = Field(1, ge=1, le=7)
@@ -116,6 +122,10 @@ class Settings(BaseSettings):
     @property
     def history_window(self) -> HistoryWindow:
         return HistoryWindow(self.history_max_items, self.history_keep_items, self.history_max_bytes)
+
+    def bus(self, name: str) -> Bus:
+        """This process's NATS connection (not yet connected), with its credentials when configured."""
+        return Bus(self.nats_servers, name=name, seed_file=self.nats_seed_file, inbox_prefix=self.nats_inbox_prefix)
 
     @property
     def nats_servers(self) -> list[str]:

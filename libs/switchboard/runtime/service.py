@@ -14,7 +14,7 @@ from nats.aio.msg import Msg
 from pydantic import BaseModel, TypeAdapter
 
 from ..agents import Scenario
-from ..bus import Bus, QueueService, ReplySink, deadline_of
+from ..bus import QueueService, ReplySink, deadline_of
 from ..bus.rpc import remaining
 from ..models import ModelError, ModelProvider, build_provider
 from ..schemas import ErrorCode, ErrorReply, TurnDelta, TurnRequest, TurnResult
@@ -49,7 +49,7 @@ class LoopService(Generic[Req]):
         self.model = model or build_provider(agent, scenario.config.offline_slots, timeout_s=settings.model_timeout_s)
         self.scenario = scenario
         self.loop = AgentLoop(agent, self.model, scenario.tools, policy=ModelCallPolicy.from_settings(settings))
-        self.bus = Bus(settings.nats_servers, name=f"{self.role}-{name}")
+        self.bus = settings.bus(f"{self.role}-{name}")
         self._service: QueueService[Req] | None = None
 
     def subject(self) -> str:

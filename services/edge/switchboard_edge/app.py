@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         setup_tracing("edge")
-        async with Bus(settings.nats_servers, name="edge") as bus:
+        async with settings.bus("edge") as bus:
             client = StreamingClient(bus.nc)
             await client.start()
             audit = await AuditLog.open(bus.js, replicas=settings.js_replicas)
