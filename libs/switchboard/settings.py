@@ -32,9 +32,13 @@ class Settings(BaseSettings):
     scenarios_dir: Path = Path("scenarios")
     """Where scenarios are looked up by name."""
     api_keys: str = ""
-    """Comma-separated API keys the edge accepts as ``Authorization: Bearer <key>``."""
+    """Comma-separated API keys the edge accepts (``Authorization: Bearer <key>`` or the browser subprotocol)."""
     edge_host: str = "127.0.0.1"
     edge_port: int = Field(8080, ge=0, le=65535)
+    tls_cert: Path | None = None
+    """PEM certificate (chain) the edge serves TLS with (``wss://``); needs ``tls_key``."""
+    tls_key: Path | None = None
+    """PEM private key of ``tls_cert``."""
     max_sessions: int = Field(5000, ge=1)
     """WebSocket sessions one edge process holds; more are refused with 503 and Retry-After."""
     drain_grace_s: float = Field(10.0, ge=0)
@@ -91,6 +95,15 @@ class Settings(BaseSettings):
         if not urls or not all(u.startswith(("nats://", "tls://", "ws://", "wss://")) for u in urls):
             raise ValueError(f"SWITCHBOARD_NATS_URL must list nats:// URLs, got {v!r}")
         return ",".join(urls)
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("SWITCHBOARD_TLS_CERT and SWITCHBOARD_TLS_KEY go together: set both or neither")
+        for name, path in (("SWITCHBOARD_TLS_CERT", self.tls_cert), ("SWITCHBOARD_TLS_KEY", self.tls_key)):
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name}={str(path)!r} is not a readable file")
+        return self
 
     @model_validator(mode="after")
     def _liveness_fits(self) -> Settings:
