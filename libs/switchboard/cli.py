@@ -28,14 +28,13 @@ if TYPE_CHECKING:
 def _edge(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from switchboard_edge import create_app
-
     from . import logs
+    from .roles import load_role
     from .settings import Settings
 
     settings = Settings()
     logs.configure("edge", settings.log_level)
-    app = create_app(settings)
+    app = load_role("edge")(settings)
 
     class DrainingServer(uvicorn.Server):
         """The first SIGTERM/SIGINT drains sessions (responses finish, clients are told to reconnect)
@@ -63,15 +62,15 @@ def _edge(args: argparse.Namespace) -> None:
 
 
 def _agent(args: argparse.Namespace) -> None:
-    from switchboard_agent import AgentRunner
+    from .roles import load_role
 
-    _serve(AgentRunner, "agent", args.name)
+    _serve(load_role("agent"), "agent", args.name)
 
 
 def _supervisor(args: argparse.Namespace) -> None:
-    from switchboard_supervisor import SupervisorService
+    from .roles import load_role
 
-    _serve(SupervisorService, "supervisor", args.name)
+    _serve(load_role("supervisor"), "supervisor", args.name)
 
 
 def _serve(service_class: type[LoopService[Any]], role: str, name: str) -> None:

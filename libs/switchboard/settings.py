@@ -64,6 +64,14 @@ class Settings(BaseSettings):
     """Consecutive retryable failures that open a downstream's circuit breaker."""
     breaker_cooldown_s: float = Field(10.0, gt=0)
     """How long an open breaker refuses calls before letting one through to test recovery."""
+    model_retry_attempts: int = Field(3, ge=1, le=10)
+    """Tries of one model call on retryable failures (429, 5xx, connection errors), with jittered backoff;
+    never once the call's text reached the caller. The model provider's breaker uses ``breaker_*``."""
+    model_backoff_s: float = Field(0.2, ge=0, le=10)
+    """Backoff scale of model retries: try n + 1 waits a random time up to ``model_backoff_s * 2**(n-1)``,
+    capped at ten times ``model_backoff_s``."""
+    model_timeout_s: float = Field(30.0, gt=0, le=600)
+    """One model call's HTTP timeout (OpenAI-compatible providers); the turn's deadline cuts it shorter."""
     ledger_takeover_s: float = Field(3.0, gt=0)
     """A side-effect claim not refreshed for this long (its runner refreshes it every third of it while
     the tool runs) is presumed dead and taken over by a retry. Must stay well below the hop timeout."""

@@ -80,10 +80,10 @@ async def test_racing_creates_through_two_replicas_open_one_return(tmp_path: Pat
                 await driver.aclose()
     outputs = [
         json.loads(item.output)
-        for result, _ in turns
-        for item in result.items
+        for turn in turns
+        for item in turn.result.items
         if isinstance(item, FunctionCallOutputItem)
     ]
     assert len(outputs) == 16 and all("return_id" in out for out in outputs), outputs
-    assert {result.replica for result, _ in turns} == replicas  # the race ran through both replicas
+    assert {turn.result.replica for turn in turns} == replicas  # the race ran through both replicas
     assert len({out["return_id"] for out in outputs}) == 1, outputs  # and made one return

@@ -11,7 +11,10 @@ from typing import Any
 
 import pytest
 
+from switchboard.bus import Bus
 from switchboard.local.stack import Stack
+from switchboard.schemas import TurnRecord
+from switchboard.state import AuditLog
 from switchboard.testing import ScriptedOpenAIServer, ScriptedReply
 
 from .client import Reply, collect, open_session, say, sdk_client
@@ -101,21 +104,42 @@ async def test_missing_supervisor_falls_back_within_two_seconds(tmp_path: Path) 
 
 
 async def _fresh_turn(stack: Stack, text: str) -> Reply:
+    return (await _fresh_session_turn(stack, text))[1]
+
+
+async def _fresh_session_turn(stack: Stack, text: str) -> tuple[str, Reply]:
     async with sdk_client(stack).realtime.connect(model="switchboard") as conn:
-        await open_session(conn)
-        return await say(conn, text)
+        session_id = str((await open_session(conn))["session_id"])
+        return session_id, await say(conn, text)
+
+
+async def _consult_outcome(stack: Stack, session_id: str) -> str | None:
+    """The consult outcome the edge recorded for the session's first turn (waits for its record)."""
+    async with Bus(stack.nats_urls, name="test-audit") as bus:
+        audit = AuditLog(bus.js)
+        deadline = time.monotonic() + 10
+        while True:
+            records = await audit.read_timeline(session_id, timeout_s=2)
+            turns = [r for r in records if isinstance(r, TurnRecord)]
+            if turns or time.monotonic() > deadline:
+                assert turns, f"no turn record for {session_id}"
+                return turns[0].consult_outcome
+            await asyncio.sleep(0.1)  # ok-sleep: poll interval while the edge writes its record
 
 
 async def test_breaker_opens_then_recovers(tmp_path: Path) -> None:
     env = {"SWITCHBOARD_BREAKER_THRESHOLD": "2", "SWITCHBOARD_BREAKER_COOLDOWN_S": "1.0"}
     with make_stack(tmp_path, scenario="supervisor", agents=["frontdesk", "generalist"], env=env) as stack:
         for _ in range(2):  # two consults fail after their retries: the breaker opens
-            failed = await _fresh_turn(stack, "my balance please")
+            failed_session, failed = await _fresh_session_turn(stack, "my balance please")
             assert "no responders" in failed.handoffs[0]["detail"]
         started = time.monotonic()
-        second = await _fresh_turn(stack, "my balance please")
+        refused_session, second = await _fresh_session_turn(stack, "my balance please")
         assert second.handoffs[0]["detail"].startswith("breaker_open")  # refused at once, no waiting
         assert time.monotonic() - started < 1.0
+        # the edge's turn record carries the consult's typed outcome
+        assert await _consult_outcome(stack, failed_session) == "unavailable"
+        assert await _consult_outcome(stack, refused_session) == "breaker_open"
         stack.start_agent("supervisor", wait=True)
         outcomes = []
         deadline = time.monotonic() + 15

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +12,15 @@ from switchboard.testing.chaos import (
     CLERK,
     CONSULT,
     DEFAULT_FAULTS,
+    EFFECTS_DB,
     ChaosModel,
+    ChaosTurn,
+    EffectTally,
     ModelFaults,
-    _reason,
     fault_catalog,
     percentiles,
+    reason,
+    tally_effects,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,8 +67,8 @@ def test_percentiles_are_nearest_rank() -> None:
 
 
 def test_reasons_are_counted_without_their_specifics() -> None:
-    a = _reason("switchboard.v1.agent.clerk.turn went silent for 1.5s (responder lost)")
-    b = _reason("switchboard.v1.agent.desk.turn went silent for 2.0s (responder lost)")
+    a = reason("switchboard.v1.agent.clerk.turn went silent for 1.5s (responder lost)")
+    b = reason("switchboard.v1.agent.desk.turn went silent for 2.0s (responder lost)")
     assert a == b == "<subject> went silent for Ns (responder lost)"
 
 
@@ -76,3 +81,20 @@ def test_workloads_and_catalog() -> None:
     for spec in catalog.values():
         assert set(spec.replicas) <= agents, spec.name
         assert spec.description and spec.title
+
+
+def test_effects_are_tallied_from_the_witness_database(tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / EFFECTS_DB) as db:
+        db.execute("CREATE TABLE executions (key TEXT, label TEXT, agent TEXT, pid INTEGER, ts REAL)")
+        db.execute("CREATE TABLE effects (key TEXT PRIMARY KEY, label TEXT, agent TEXT, ts REAL)")
+        rows = [("k1", "effect a"), ("k2", "effect a"), ("k3", "effect b"), ("k4", "effect c"), ("k9", "other run")]
+        db.executemany("INSERT INTO effects VALUES (?, ?, 'clerk', 0)", rows)
+        db.executemany("INSERT INTO executions VALUES (?, 'x', 'clerk', 1, 0)", [("k1",), ("k1",), ("k3",)])
+    turns = [
+        ChaosTurn(0, 0, "effect a", "item_a", True, outcome="completed"),
+        ChaosTurn(0, 1, "effect b", "item_b", True, outcome="failed"),
+        ChaosTurn(0, 2, "effect c", "item_c", True, outcome="completed"),
+        ChaosTurn(0, 3, "effect d", "item_d", True, outcome="completed"),
+    ]
+    tally = tally_effects(tmp_path, turns)
+    assert tally == EffectTally(duplicated={"effect a": 2}, recorded=4, missing=1, orphan=1, re_executions=1)

@@ -10,8 +10,9 @@ import nats.errors
 import pytest
 from nats.js import errors as js_errors
 
+from switchboard.resilience import RetryPolicy
 from switchboard.schemas import SessionState
-from switchboard.state import SessionConflict, SessionStore, StateRetry, is_transient
+from switchboard.state import SessionConflict, SessionStore, StateError, StateRetry, is_transient
 from switchboard.state.retry import cas_write
 
 FAST = StateRetry(budget_s=2.0, attempt_timeout_s=0.2, base_s=0.001, max_backoff_s=0.01)
@@ -179,3 +180,26 @@ async def test_session_store_save_survives_a_lost_ack_and_reports_real_conflicts
     assert loaded is not None and loaded[0] == state and loaded[1] == 1
     with pytest.raises(SessionConflict):
         await store.save(state.model_copy(update={"turns": 1}), 0)
+
+
+class _Flaky(StateError):
+    retryable = True
+
+
+def test_our_errors_are_classified_by_their_flag_never_their_message() -> None:
+    assert is_transient(_Flaky("anything"))
+    assert not is_transient(StateError("no leader: temporarily unavailable, offline"))
+
+
+async def test_state_retry_is_the_shared_policy_and_helper() -> None:
+    assert isinstance(FAST, RetryPolicy)
+    calls: list[int] = []
+
+    async def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise _Flaky("lost a leader")
+        return "ok"
+
+    assert await FAST.run("test.flaky", flaky) == "ok"
+    assert len(calls) == 3

@@ -9,7 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from switchboard.models.base import ModelError, ModelRequest, ToolSpec
+from switchboard.agents.tools import ToolSpec
+from switchboard.models.base import ModelError, ModelRequest
 from switchboard.models.openai_chat import OpenAIChatProvider
 from switchboard.schemas import FunctionCallItem, FunctionCallOutputItem, MessageItem
 from switchboard.testing import ScriptedOpenAIServer, ScriptedReply

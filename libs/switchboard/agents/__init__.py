@@ -13,7 +13,7 @@ from .config import (
     ScenarioConfig,
 )
 from .loader import Scenario, ScenarioError, load_scenario
-from .tools import Owns, Seeder, Tool, ToolContext, ToolError, ToolRegistry, build_tool
+from .tools import Owns, Seeder, Tool, ToolContext, ToolError, ToolRegistry, ToolSpec, build_tool
 
 __all__ = [
     "CONSULT_TOOL",
@@ -34,6 +34,7 @@ __all__ = [
     "ToolContext",
     "ToolError",
     "ToolRegistry",
+    "ToolSpec",
     "build_tool",
     "load_scenario",
 ]

@@ -11,11 +11,12 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from ..errors import SwitchboardError
 from .config import CONSULT_TOOL, ScenarioConfig
 from .tools import ToolRegistry
 
 
-class ScenarioError(Exception):
+class ScenarioError(SwitchboardError):
     """A scenario cannot be loaded. ``str()`` is one line naming where (agent, handoff, field) and what."""
 
     def __init__(

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, get_args, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
-from ..models.base import ToolSpec
+from ..errors import SwitchboardError
 from ..schemas import CallerIdentity
 
 if TYPE_CHECKING:
@@ -20,7 +20,19 @@ Seeder = Callable[["ToolStore"], Awaitable[None]]
 """Fills a scenario's store at agent start; must only create what is absent (``Collection.seed``)."""
 
 
-class ToolError(Exception):
+@dataclass(frozen=True)
+class ToolSpec:
+    """A function the model may call, described by a JSON Schema of its parameters.
+
+    Defined here, with the tools it describes: agents are data that model providers read
+    (``switchboard.models`` imports ``switchboard.agents``, never the reverse)."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
+class ToolError(SwitchboardError):
     """A tool refused or failed; the message goes back to the model as the tool's output."""
 
 

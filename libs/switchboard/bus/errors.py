@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
+from ..errors import SwitchboardError
 from ..schemas import ErrorCode, ErrorReply
 
 
-class BusError(Exception):
-    """Base of every bus failure."""
-
-    retryable: bool = False
-    local: bool = False
-    """The failure came from this process's own connection (a reconnect), not from the responder."""
+class BusError(SwitchboardError):
+    """Base of every bus failure. ``local`` is set when the failure came from this process's own
+    connection (a reconnect), not from the responder."""
 
 
 class NoResponders(BusError):

@@ -1,6 +1,7 @@
 """Model providers: OpenAI-compatible Chat Completions and the offline deterministic model."""
 
-from .base import ModelError, ModelProvider, ModelRequest, ModelResponse, TextSink, ToolCall, ToolSpec
+from ..agents.tools import ToolSpec
+from .base import ModelError, ModelProvider, ModelRequest, ModelResponse, TextSink, ToolCall
 from .factory import build_provider, resolve_provider_name
 from .offline import OfflineProvider
 

@@ -1,4 +1,6 @@
-"""The interface every model provider implements, and the errors it raises."""
+"""The interface every model provider implements, and the errors it raises.
+
+``ToolSpec`` (what a model is told about a tool) belongs to ``switchboard.agents`` and is re-exported here."""
 
 from __future__ import annotations
 
@@ -6,19 +8,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ..agents.tools import ToolSpec
+from ..errors import SwitchboardError
 from ..schemas import ConversationItem
 
 TextSink = Callable[[str], Awaitable[None]]
 """Receives text deltas as the model produces them."""
-
-
-@dataclass(frozen=True)
-class ToolSpec:
-    """A function the model may call, described by a JSON Schema of its parameters."""
-
-    name: str
-    description: str
-    parameters: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -50,7 +45,7 @@ class ModelResponse:
     output_tokens: int = 0
 
 
-class ModelError(Exception):
+class ModelError(SwitchboardError):
     """A model call failed. ``retryable`` says whether the same call may succeed later."""
 
     def __init__(self, message: str, *, retryable: bool, status: int | None = None) -> None:

@@ -18,8 +18,13 @@ def resolve_provider_name(agent: AgentConfig, env: Mapping[str, str] | None = No
 
 
 def build_provider(
-    agent: AgentConfig, slot_patterns: Mapping[str, str], env: Mapping[str, str] | None = None
+    agent: AgentConfig,
+    slot_patterns: Mapping[str, str],
+    env: Mapping[str, str] | None = None,
+    *,
+    timeout_s: float = 30.0,
 ) -> ModelProvider:
+    """The agent's provider; ``timeout_s`` bounds one call of an HTTP provider (``SWITCHBOARD_MODEL_TIMEOUT_S``)."""
     env = os.environ if env is None else env
     kind = resolve_provider_name(agent, env)
     if kind == "offline":
@@ -37,5 +42,6 @@ def build_provider(
         api_key=api_key,
         base_url=agent.model.base_url or env.get("OPENAI_BASE_URL") or None,
         settings=dict(agent.model.settings),
+        timeout_s=timeout_s,
         agent=agent.name,
     )

@@ -8,8 +8,9 @@ from typing import Any
 
 import openai
 
+from ..agents.tools import ToolSpec
 from ..schemas import ConversationItem, FunctionCallItem, FunctionCallOutputItem, MessageItem
-from .base import ModelError, ModelRequest, ModelResponse, TextSink, ToolCall, ToolSpec
+from .base import ModelError, ModelRequest, ModelResponse, TextSink, ToolCall
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from ..agents.config import CONSULT_TOOL, AgentConfig
 from ..bus import BusError, StreamingClient, subjects
@@ -41,6 +41,10 @@ FALLBACK_RESERVE_S = 1.0
 """Part of the turn's remaining time kept back from the consult for the fallback path."""
 
 
+ConsultOutcome = Literal["answered", "unavailable", "breaker_open"]
+"""How a consult ended: the supervisor answered, could not be reached (after retries), or its breaker is open."""
+
+
 @dataclass
 class ConsultDone:
     ok: bool
@@ -55,6 +59,7 @@ class ConsultDone:
     transfer_to: str | None = None
     """Set when the fallback transfers the caller."""
     attempts: int = 1
+    outcome: ConsultOutcome = "answered"
 
 
 @dataclass
@@ -158,7 +163,7 @@ class SupervisorConsults:
                     )
             except (BusError, BreakerOpen) as exc:
                 done = await self._fallback(agent, filler, call_id, items, exc, emit, started, attempts)
-                set_attributes(sp, {names.CONSULT_OUTCOME: done.detail.split(":", 1)[0],
+                set_attributes(sp, {names.CONSULT_OUTCOME: done.outcome,
                                     names.CONSULT_ATTEMPTS: attempts})  # fmt: skip
                 mark_error(sp, type(exc).__name__)
                 return done
@@ -189,7 +194,7 @@ class SupervisorConsults:
     ) -> ConsultDone:
         assert agent.consult is not None
         fallback = agent.consult.fallback
-        outcome = "breaker_open" if isinstance(exc, BreakerOpen) else "unavailable"
+        outcome: ConsultOutcome = "breaker_open" if isinstance(exc, BreakerOpen) else "unavailable"
         log.warning("consult failed", extra={"agent": agent.name, "outcome": outcome, "error": str(exc)})
         await emit(TextDelta(agent.name, fallback.say))
         await emit(AgentFinished(agent.name, filler + fallback.say, ok=True))
@@ -202,7 +207,9 @@ class SupervisorConsults:
         self.stats.failed += 1
         self._count(outcome, ms, 0, agent.name)
         transfer_to = (fallback.target or self._fallback_agent) if fallback.mode == "transfer" else None
-        return ConsultDone(False, items, ms, detail=f"{outcome}: {exc}", transfer_to=transfer_to, attempts=attempts)
+        return ConsultDone(
+            False, items, ms, detail=f"{outcome}: {exc}", transfer_to=transfer_to, attempts=attempts, outcome=outcome
+        )
 
     def _count(self, outcome: str, ms: float, tokens: int, agent: str = "") -> None:
         metrics().supervisor_consults.labels(agent=agent, outcome=outcome).inc()

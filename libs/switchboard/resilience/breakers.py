@@ -9,16 +9,16 @@ from contextlib import asynccontextmanager
 from purgatory import AsyncCircuitBreakerFactory
 from purgatory.domain.model import OpenedState
 
+from ..errors import SwitchboardError
 from ..telemetry import metrics
 from .retry import blames_downstream
 
 log = logging.getLogger(__name__)
 
 
-class BreakerOpen(Exception):
-    """The downstream failed repeatedly; calls are refused until the breaker's cool-down ends."""
-
-    retryable = False
+class BreakerOpen(SwitchboardError):
+    """The downstream failed repeatedly; calls are refused until the breaker's cool-down ends (not
+    retryable: trying again at once is exactly what the breaker prevents)."""
 
     def __init__(self, name: str) -> None:
         super().__init__(f"circuit breaker for {name} is open")

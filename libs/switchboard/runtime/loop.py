@@ -7,13 +7,15 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.trace import SpanKind
 
 from ..agents.config import CONSULT_TOOL, AgentConfig
-from ..agents.tools import ToolContext, ToolError, ToolRegistry
-from ..models.base import ModelError, ModelProvider, ModelRequest, ModelResponse, ToolCall, ToolSpec
+from ..agents.tools import ToolContext, ToolError, ToolRegistry, ToolSpec
+from ..errors import SwitchboardError
+from ..models.base import ModelError, ModelProvider, ModelRequest, ModelResponse, ToolCall
 from ..models.offline import OfflineProvider
 from ..resilience import BreakerOpen, Breakers, RetryPolicy, call_with_retry
 from ..schemas import (
@@ -27,6 +29,7 @@ from ..schemas import (
     TurnResult,
     Usage,
 )
+from ..settings import Settings
 from ..state.ledger import SideEffectLedger, idempotency_key
 from ..state.store import ToolStore
 from ..telemetry import metrics, names, set_attributes, set_content, span
@@ -46,8 +49,29 @@ CONSULT_PARAMETERS: dict[str, Any] = {
 }
 
 
-class IterationCapError(Exception):
+class IterationCapError(SwitchboardError):
     """The model kept calling tools past the agent's ``max_iterations``."""
+
+
+@dataclass(frozen=True)
+class ModelCallPolicy:
+    """How an agent calls its model: retries, the provider's breaker, and the deadline of a call
+    made outside a turn. Built from :class:`Settings` like every other hop's policy."""
+
+    retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(attempts=3, base_s=0.2, max_backoff_s=2.0))
+    breaker_threshold: int = 5
+    breaker_cooldown_s: float = 10.0
+    deadline_s: float = 30.0
+    """Retries stop at the turn's deadline; a call without one (a test) gets this long."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ModelCallPolicy:
+        retry = RetryPolicy(
+            attempts=settings.model_retry_attempts,
+            base_s=settings.model_backoff_s,
+            max_backoff_s=10 * settings.model_backoff_s,
+        )
+        return cls(retry, settings.breaker_threshold, settings.breaker_cooldown_s, settings.turn_timeout_s)
 
 
 def new_item_id() -> str:
@@ -64,16 +88,18 @@ class AgentLoop:
         registry: ToolRegistry,
         ledger: SideEffectLedger | None = None,
         store: ToolStore | None = None,
+        *,
+        policy: ModelCallPolicy | None = None,
     ) -> None:
         self.agent = agent
         self.model = model
         self.ledger = ledger
         self.store = store
         """The scenario's shared data store, handed to tools as ``ToolContext.store``."""
-        self.breakers = Breakers()
+        self.policy = policy or ModelCallPolicy()
+        self.breakers = Breakers(threshold=self.policy.breaker_threshold, cooldown_s=self.policy.breaker_cooldown_s)
         self.provider_name = "switchboard.offline" if isinstance(model, OfflineProvider) else "openai"
         self.model_key = f"model.{self.provider_name}.{agent.model.name}"
-        self.model_retry = RetryPolicy(attempts=3, base_s=0.2, max_backoff_s=2.0)
         self.model_retries = 0
         self.tools = {name: registry.get(name) for name in agent.tools}
         self.specs = [t.spec() for t in self.tools.values() if t is not None] + [
@@ -143,7 +169,7 @@ class AgentLoop:
                 context=req.context,
                 caller_authenticated=ctx.caller.authenticated,
             )
-            response = await self._complete(request, on_text)
+            response = await self._complete(request, on_text, deadline)
             usage = Usage(
                 input_tokens=usage.input_tokens + response.input_tokens,
                 output_tokens=usage.output_tokens + response.output_tokens,
@@ -183,9 +209,12 @@ class AgentLoop:
                 )
         raise IterationCapError(f"{self.agent.name} made {self.agent.max_iterations} model calls without answering")
 
-    async def _complete(self, request: ModelRequest, on_text: Callable[[str], Awaitable[None]]) -> ModelResponse:
-        """One model call: retryable errors (429, 5xx, connection) retried with jitter, unless text
-        already reached the caller; the provider's breaker refuses calls while it keeps failing."""
+    async def _complete(
+        self, request: ModelRequest, on_text: Callable[[str], Awaitable[None]], deadline: float | None
+    ) -> ModelResponse:
+        """One model call: retryable errors (429, 5xx, connection) retried with jitter until the turn's
+        ``deadline``, unless text already reached the caller; the provider's breaker refuses calls while
+        it keeps failing."""
         spoke = False
 
         async def speak(text: str) -> None:
@@ -216,7 +245,8 @@ class AgentLoop:
             log.info("model call retry", extra={"agent": self.agent.name, "attempt": n, "error": str(exc)})
 
         try:
-            return await call_with_retry(attempt, self.model_retry, deadline=time.time() + 60, on_retry=on_retry)
+            deadline = deadline if deadline is not None else time.time() + self.policy.deadline_s
+            return await call_with_retry(attempt, self.policy.retry, deadline=deadline, on_retry=on_retry)
         except BreakerOpen as exc:
             raise ModelError(str(exc), retryable=True) from exc
 

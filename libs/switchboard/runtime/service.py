@@ -27,7 +27,7 @@ from ..telemetry import metrics, names, setup_tracing, shutdown_tracing
 from .coalesce import DeltaCoalescer
 from .gc import freeze_startup_heap
 from .health import HealthServer
-from .loop import AgentLoop, IterationCapError
+from .loop import AgentLoop, IterationCapError, ModelCallPolicy
 
 log = logging.getLogger(__name__)
 Req = TypeVar("Req", bound=BaseModel)
@@ -50,9 +50,9 @@ class LoopService(StartStop, Generic[Req]):
         self.settings = settings
         self.agent = agent
         self.replica = f"{socket.gethostname()}:{os.getpid()}"
-        self.model = model or build_provider(agent, scenario.config.offline_slots)
+        self.model = model or build_provider(agent, scenario.config.offline_slots, timeout_s=settings.model_timeout_s)
         self.scenario = scenario
-        self.loop = AgentLoop(agent, self.model, scenario.tools)
+        self.loop = AgentLoop(agent, self.model, scenario.tools, policy=ModelCallPolicy.from_settings(settings))
         self.bus = settings.bus(f"{self.role}-{name}")
         self._service: QueueService[Req] | None = None
         self._health: HealthServer | None = None

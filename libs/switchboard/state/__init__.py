@@ -1,6 +1,7 @@
 """Durable state: sessions in JetStream KV, the handoff audit stream, the side-effect ledger, the tools' store."""
 
 from .audit import AuditLog
+from .errors import StateError
 from .history import HistoryArchive, HistoryWindow, full_history
 from .ledger import LEDGER_BUCKET, SideEffectLedger, idempotency_key
 from .retry import StateRetry, is_transient
@@ -32,6 +33,7 @@ __all__ = [
     "SessionConflict",
     "SessionStore",
     "SideEffectLedger",
+    "StateError",
     "StateRetry",
     "StoreError",
     "ToolStore",

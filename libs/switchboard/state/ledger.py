@@ -25,6 +25,7 @@ from nats.js.api import KeyValueConfig
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from .errors import StateError
 from .retry import StateRetry, cas_write
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ def idempotency_key(session_id: str, turn_id: str, tool: str, arguments: str) ->
     return f"{session_id}.{digest}"
 
 
-class EffectPending(Exception):
+class EffectPending(StateError):
     """Another runner holds a live claim on this call and has not recorded its output by the deadline."""
 
 

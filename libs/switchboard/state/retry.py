@@ -2,8 +2,9 @@
 
 While a stream's (or the meta) leader is being elected, typically 5-8 s after a node is lost,
 JetStream requests time out or get "no responders" / 503 "cluster not available" answers.
-``StateRetry.run`` retries such transient failures with exponential backoff and full jitter for
-up to ``budget_s`` (longer than an election), bounding each attempt by ``attempt_timeout_s``.
+``StateRetry.run`` retries such transient failures with the shared retry helper
+(``switchboard.resilience.call_with_retry``: exponential backoff, full jitter) for up to
+``budget_s`` (longer than an election), bounding each attempt by ``attempt_timeout_s``.
 Anything else, a compare-and-set conflict (``KeyWrongLastSequenceError``) in particular, is
 raised at once.
 
@@ -13,18 +14,17 @@ compare-and-set reports a conflict and treats "the stored value is what we wrote
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import random
-import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import nats.errors
 from nats.js import errors as js_errors
 from nats.js.kv import KeyValue
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_before_delay
+
+from ..errors import SwitchboardError
+from ..resilience.retry import Classifier, RetryPolicy, call_with_retry
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -54,6 +54,8 @@ def is_transient(exc: BaseException) -> bool:
     ``ConnectionClosedError`` is not transient: nats-py closes a connection only when told to (the
     process is stopping), and a closed client never reconnects.
     """
+    if isinstance(exc, SwitchboardError):  # our own errors say it themselves
+        return exc.retryable
     if isinstance(exc, js_errors.KeyWrongLastSequenceError | js_errors.NotFoundError):
         return False
     if isinstance(exc, _TRANSIENT_TYPES):
@@ -67,72 +69,30 @@ def is_transient(exc: BaseException) -> bool:
 
 
 @dataclass(frozen=True)
-class StateRetry:
-    """How long state operations keep trying through transient failures."""
+class StateRetry(RetryPolicy):
+    """The retry policy of state operations: the shared :class:`RetryPolicy` with no attempt cap, a
+    budget longer than an election, a per-attempt bound and the transient-error classifier."""
 
+    attempts: int | None = None
     budget_s: float = 20.0
     """No new attempt starts later than this after the first one (an election takes ~5-8 s)."""
     attempt_timeout_s: float = 1.0
     """One attempt's bound; a request to a dead leader is otherwise only answered by a 5 s timeout."""
-    base_s: float = 0.05
-    """Backoff before retry n is uniform in [0, base * 2**(n-1)] (full jitter), capped at ``max_backoff_s``."""
-    max_backoff_s: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.budget_s <= 0 or self.attempt_timeout_s <= 0 or self.base_s < 0 or self.max_backoff_s < 0:
-            raise ValueError(f"invalid state retry policy {self}")
+    retry_if: Classifier = field(default=is_transient)
 
     async def run(self, op: str, fn: Callable[[], Awaitable[T]]) -> T:
-        """``await fn()`` until it succeeds, fails with a non-transient error, or the budget is spent.
+        """``await fn()`` until it succeeds, fails with a non-transient error, or the budget is spent."""
 
-        The first attempt runs without the retry machinery, which is set up only once something
-        failed: state operations are on every turn's path and almost always succeed at once.
-        """
-        started = time.monotonic()
-        try:
-            async with asyncio.timeout(self.attempt_timeout_s):
-                return await fn()
-        except Exception as exc:
-            if not is_transient(exc):
-                raise
-            first = exc
-        sleep = random.uniform(0, min(self.max_backoff_s, self.base_s))
-        log.warning(
-            "state operation failed; retrying", extra={"op": op, "attempt": 1, "error": repr(first), "sleep_s": sleep}
-        )
-        await asyncio.sleep(sleep)  # ok-sleep: the backoff before the second attempt
-        budget = self.budget_s - (time.monotonic() - started)
-        if budget <= 0:
-            raise first
+        def on_retry(attempt: int, exc: BaseException) -> None:
+            log.warning("state operation failed; retrying", extra={"op": op, "attempt": attempt, "error": repr(exc)})
 
-        def before_sleep(state: RetryCallState) -> None:  # tenacity's attempt n is the (n + 1)th
-            exc = state.outcome.exception() if state.outcome else None
-            log.warning(
-                "state operation failed; retrying",
-                extra={
-                    "op": op, "attempt": state.attempt_number + 1, "error": repr(exc), "sleep_s": state.upcoming_sleep,
-                },
-            )  # fmt: skip
+        async def attempt(n: int) -> T:
+            result = await fn()
+            if n > 1:
+                log.info("state operation recovered", extra={"op": op, "attempt": n})
+            return result
 
-        def wait(state: RetryCallState) -> float:
-            return random.uniform(0, min(self.max_backoff_s, self.base_s * 2**state.attempt_number))
-
-        retrying = AsyncRetrying(
-            stop=stop_before_delay(budget),
-            wait=wait,
-            retry=retry_if_exception(is_transient),
-            before_sleep=before_sleep,
-            reraise=True,
-        )
-        async for attempt in retrying:
-            with attempt:
-                async with asyncio.timeout(self.attempt_timeout_s):
-                    result = await fn()
-                log.info(
-                    "state operation recovered", extra={"op": op, "attempt": attempt.retry_state.attempt_number + 1}
-                )
-                return result
-        raise AssertionError("unreachable: tenacity re-raises the last error")
+        return await call_with_retry(attempt, self, on_retry=on_retry)
 
 
 async def cas_write(kv: KeyValue, key: str, value: bytes, last: int, retry: StateRetry, op: str) -> int:

@@ -18,13 +18,14 @@ from nats.js.kv import KeyValue
 
 from ..bus.subjects import SESSIONS_BUCKET, check_token
 from ..schemas import ConversationItem, SessionState
+from .errors import StateError
 from .history import HistoryArchive, HistoryWindow, full_history
 from .retry import StateRetry, cas_write
 
 log = logging.getLogger(__name__)
 
 
-class SessionConflict(Exception):
+class SessionConflict(StateError):
     """Another writer committed this session since it was loaded."""
 
 

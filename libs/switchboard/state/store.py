@@ -27,6 +27,7 @@ from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSe
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from .errors import StateError
 from .retry import StateRetry, cas_write
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ _TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
 _ID = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
 
 
-class StoreError(Exception):
+class StoreError(StateError):
     """Base of the store's errors."""
 
 

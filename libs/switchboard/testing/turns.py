@@ -10,7 +10,6 @@ and reports throughput and latency.
 from __future__ import annotations
 
 import asyncio
-import random
 import statistics
 import time
 import uuid
@@ -19,10 +18,18 @@ from dataclasses import dataclass, field
 
 from nats.aio.client import Client
 
-from ..bus.errors import RemoteError
 from ..bus.rpc import StreamingClient
 from ..bus.subjects import agent_turn
+from ..resilience.retry import RetryPolicy, call_with_retry, is_backpressure
 from ..schemas import CallerIdentity, MessageItem, TurnRequest, TurnResult, turn_reply_adapter
+
+
+@dataclass(frozen=True)
+class DrivenTurn:
+    """One turn's result, and how many ``busy`` refusals were retried before it."""
+
+    result: TurnResult
+    busy_retries: int
 
 
 @dataclass
@@ -59,13 +66,17 @@ class AgentDriver:
 
     def __init__(self, nc: Client, *, busy_pause_s: float = 0.01, timeout_s: float = 30.0) -> None:
         self.client = StreamingClient(nc)
-        self.busy_pause_s = busy_pause_s
+        self.busy_retry = RetryPolicy(
+            attempts=None, base_s=busy_pause_s, max_backoff_s=busy_pause_s, retry_if=is_backpressure
+        )
+        """Only ``busy`` is retried (a short jittered pause, until the deadline): a saturated agent shows
+        up as longer turns, never as failures."""
         self.timeout_s = timeout_s
 
     async def turn(
         self, agent: str, texts: Sequence[str], *, caller: CallerIdentity | None = None, session_id: str | None = None
-    ) -> tuple[TurnResult, int]:
-        """One turn with ``texts`` as the caller's messages; returns the result and the busy retries."""
+    ) -> DrivenTurn:
+        """One turn with ``texts`` as the caller's messages; ``busy`` refusals retried until the deadline."""
         session = session_id or f"sess_{uuid.uuid4().hex[:16]}"
         history = [MessageItem(id=f"item_{uuid.uuid4().hex[:12]}", role="user", text=t) for t in texts]
         req = TurnRequest(
@@ -74,20 +85,22 @@ class AgentDriver:
         )  # fmt: skip
         deadline = time.time() + self.timeout_s
         busy = 0
-        while True:
-            try:
-                async for reply in self.client.stream(
-                    agent_turn(agent), req, turn_reply_adapter, lambda r: isinstance(r, TurnResult),
-                    deadline=deadline, session_id=session,
-                ):  # fmt: skip
-                    if isinstance(reply, TurnResult):
-                        return reply, busy
-                raise AssertionError("the reply stream ended without a turn result")
-            except RemoteError as exc:
-                if not exc.backpressure or time.time() > deadline:
-                    raise
-                busy += 1
-                await asyncio.sleep(random.uniform(0.5, 1.5) * self.busy_pause_s)  # ok-sleep: backoff after busy
+
+        async def attempt(_n: int) -> TurnResult:
+            async for reply in self.client.stream(
+                agent_turn(agent), req, turn_reply_adapter, lambda r: isinstance(r, TurnResult),
+                deadline=deadline, session_id=session,
+            ):  # fmt: skip
+                if isinstance(reply, TurnResult):
+                    return reply
+            raise AssertionError("the reply stream ended without a turn result")
+
+        def on_busy(_n: int, _exc: BaseException) -> None:
+            nonlocal busy
+            busy += 1
+
+        result = await call_with_retry(attempt, self.busy_retry, deadline=deadline, on_retry=on_busy)
+        return DrivenTurn(result, busy)
 
     async def closed_loop(
         self, agent: str, texts: Sequence[str], *, callers: int, turns: int, stop: asyncio.Event | None = None
@@ -101,10 +114,10 @@ class AgentDriver:
             while left > 0 and not (stop is not None and stop.is_set()):
                 left -= 1
                 started = time.perf_counter()
-                result, busy = await self.turn(agent, texts)
+                done = await self.turn(agent, texts)
                 figures.latencies_s.append(time.perf_counter() - started)
-                figures.replicas.append(result.replica or "")
-                figures.busy_retries += busy
+                figures.replicas.append(done.result.replica or "")
+                figures.busy_retries += done.busy_retries
 
         t0 = time.perf_counter()
         await asyncio.gather(*(caller() for _ in range(callers)))

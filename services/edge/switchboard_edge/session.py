@@ -299,7 +299,7 @@ class EdgeSession:
                     agents=outcome.agents if outcome else [], agent=self.state.active_agent,
                     latency_ms=latency * 1000, handoffs=len(outcome.decisions) if outcome else 0,
                     retries=outcome.retries if outcome else 0, consulted=consult is not None,
-                    consult_outcome=consult.detail.split(":", 1)[0] or "answered" if consult else None,
+                    consult_outcome=consult.outcome if consult else None,
                     consult_ms=consult.ms if consult else None, error=error, trace_id=trace_id, ts=time.time(),
                     tracks=outcome.tracks if outcome else self._failed_tracks,
                 )  # fmt: skip

@@ -1,0 +1,23 @@
+"""The root of Switchboard's own exceptions.
+
+Each package has one base deriving from :class:`SwitchboardError` (``BusError``, ``ModelError``,
+``StateError``, ...) with typed subclasses. Every error says whether the same call may succeed if
+tried again (``retryable``, as livekit's ``APIError.retryable``); the retry helper retries only
+those, and never reads an error's message. Third-party errors (nats-py, JetStream) are classified
+where they are caught (``switchboard.state.retry.is_transient``).
+"""
+
+from __future__ import annotations
+
+__all__ = ["SwitchboardError"]
+
+
+class SwitchboardError(Exception):
+    """Base of every Switchboard error."""
+
+    retryable: bool = False
+    """Whether trying the same call again may succeed (a lost replica, a timeout, a 5xx)."""
+    backpressure: bool = False
+    """A healthy downstream said "busy": retried until the deadline, and no sign of ill health."""
+    local: bool = False
+    """The failure came from this process's own connection (a reconnect), not from the downstream."""
