@@ -192,15 +192,7 @@ class Stack:
             self._wait_http(f"{self.edge_url}/readyz", deadline)
 
     def _wait_http(self, url: str, deadline: float) -> None:
-        while True:
-            try:
-                with urllib.request.urlopen(url, timeout=1) as resp:
-                    if resp.status == 200:
-                        return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-            time.sleep(0.05)  # poll interval while uvicorn binds
+        wait_http_ok(url, deadline)
 
     def proc(self, label: str) -> Proc:
         return next(p for p in self.procs if p.name == label)
@@ -235,6 +227,19 @@ class Stack:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def wait_http_ok(url: str, deadline: float) -> None:
+    """Poll ``url`` until it answers 200 (re-raising the last connection error after ``deadline``)."""
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.05)  # ok-sleep: poll interval while uvicorn binds
 
 
 def _short(line: str) -> str:
