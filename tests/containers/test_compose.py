@@ -1,7 +1,8 @@
-"""docker-compose.yml under Debian's podman-compose: up, a conversation with handoffs, down, nothing left.
+"""The compose files under Debian's podman-compose: up, a conversation (handoffs; the supervisor
+consulted), down, nothing left.
 
-The test-only override deploy/compose.test.yml swaps the images this machine cannot pull (nats) for
-the image the test built; everything else is the compose file users run.
+The test-only override deploy/compose.test.yml swaps the image this machine cannot pull (nats) for
+the image the test built, which SWITCHBOARD_IMAGE names; everything else is what users run.
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ from .podman import ROOT, Container, env, podman
 
 pytestmark = [pytest.mark.containers, pytest.mark.timeout(300, func_only=True)]
 
-FILES = ["-f", "docker-compose.yml", "-f", "deploy/compose.test.yml"]
+OVERRIDE = "deploy/compose.test.yml"
 
 
-def compose(project: str, environ: dict[str, str], *args: str) -> None:
+def compose(project: str, file: str, environ: dict[str, str], *args: str) -> None:
     proc = subprocess.run(
-        ["podman-compose", "-p", project, *FILES, *args],
+        ["podman-compose", "-p", project, "-f", file, "-f", OVERRIDE, *args],
         cwd=ROOT, env=environ, capture_output=True, text=True, timeout=240,
     )  # fmt: skip
     if proc.returncode != 0:
@@ -46,25 +47,32 @@ def leftovers(project: str) -> dict[str, list[str]]:
     }
 
 
-async def test_compose_up_conversation_down_leaves_nothing(image: str) -> None:
+@pytest.mark.parametrize(
+    ("file", "scenario", "front"),
+    [("docker-compose.yml", "retail", "triage"), ("docker-compose.supervisor.yml", "supervisor", "frontdesk")],
+)
+async def test_compose_up_conversation_down_leaves_nothing(image: str, file: str, scenario: str, front: str) -> None:
     project = f"sbct{secrets.token_hex(3)}"
     port, key = free_port(), f"test-{secrets.token_hex(8)}"
     environ = {k: v for k, v in env().items() if not k.startswith("OPENAI_")}  # the offline model
-    environ |= {"SWITCHBOARD_API_KEYS": key, "SWITCHBOARD_EDGE_HOST_PORT": str(port)}
+    environ |= {"SWITCHBOARD_API_KEYS": key, "SWITCHBOARD_EDGE_HOST_PORT": str(port), "SWITCHBOARD_IMAGE": image}
     started = time.monotonic()
     try:
-        compose(project, environ, "up", "-d", "--no-build")
+        compose(project, file, environ, "up", "-d", "--no-build")
         wait_http_ok(f"http://127.0.0.1:{port}/readyz", time.monotonic() + 90)  # the published port
-        for agent in talk.RETAIL_AGENTS:
-            Container(f"{project}_{agent}_1").wait_log('"msg": "agent ready"', 90)
-        await talk.greet(talk.client(port, key))
+        for agent, role in talk.roles(scenario).items():
+            Container(f"{project}_{agent}_1").wait_log(f'"msg": "{role} ready"', 90)
+        assert await talk.greet(talk.client(port, key)) == front
         first_turn_s = time.monotonic() - started
-        await talk.refund(talk.client(port, key), "A1001", confirm=True)
+        if scenario == "retail":
+            await talk.refund(talk.client(port, key), "A1001", confirm=True)
+        else:
+            await talk.balance_through_the_supervisor(talk.client(port, key))
         nats_store = podman("exec", f"{project}_nats_1", "ls", "/data/jetstream").stdout
         assert "$G" in nats_store  # JetStream keeps its data on the compose volume
-        print(f"\ncompose: up to the first answered turn in {first_turn_s:.1f} s", file=sys.stderr)
+        print(f"\n{file}: up to the first answered turn in {first_turn_s:.1f} s", file=sys.stderr)
     finally:
-        compose(project, environ, "down", "--volumes")
+        compose(project, file, environ, "down", "--volumes")
         left = leftovers(project)
         # podman-compose 1.0.3's `down` keeps the project network (Docker Compose removes it):
         # docs/deployment.md gives the one extra command, run here too.

@@ -72,7 +72,7 @@ async def test_conversation_with_handoffs_through_containers(system: ContainerSy
         agent.wait_log('"msg": "agent ready"')
     edge = system.edge()
 
-    await talk.greet(system.client())
+    assert await talk.greet(system.client()) == "triage"
     await talk.refund(system.client(), "A1001", confirm=True)
 
     for container in (edge, *agents):  # non-root, with the uid that owns the data dir
