@@ -23,8 +23,8 @@ RUN --mount=type=secret,id=ca \
 
 FROM ${BASE_IMAGE}
 # A fixed numeric uid (Kubernetes runAsNonRoot checks it) that owns the only path it writes.
-RUN groupadd --system --gid 10001 switchboard \
-    && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/switchboard --shell /usr/sbin/nologin switchboard \
+RUN groupadd --gid 10001 switchboard \
+    && useradd --uid 10001 --gid 10001 --home-dir /var/lib/switchboard --shell /usr/sbin/nologin switchboard \
     && mkdir -p /var/lib/switchboard/data \
     && chown -R 10001:10001 /var/lib/switchboard
 COPY --from=build /opt/switchboard /opt/switchboard

@@ -34,17 +34,18 @@ def compose(project: str, file: str, environ: dict[str, str], *args: str) -> Non
         raise RuntimeError(f"podman-compose {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
 
 
-def leftovers(project: str) -> dict[str, list[str]]:
-    """The project's containers, volumes and networks that still exist."""
+def podman_objects() -> dict[str, set[str]]:
+    """Every container, volume and network podman has (anonymous volumes too)."""
     listings = {
         "containers": ("ps", "--all", "--format", "{{.Names}}"),
         "volumes": ("volume", "ls", "--format", "{{.Name}}"),
         "networks": ("network", "ls", "--format", "{{.Name}}"),
     }
-    return {
-        kind: [n for n in podman(*args).stdout.split() if n.startswith(f"{project}_")]
-        for kind, args in listings.items()
-    }
+    return {kind: set(podman(*args).stdout.split()) for kind, args in listings.items()}
+
+
+def new_since(before: dict[str, set[str]]) -> dict[str, list[str]]:
+    return {kind: sorted(names - before[kind]) for kind, names in podman_objects().items()}
 
 
 @pytest.mark.parametrize(
@@ -56,6 +57,7 @@ async def test_compose_up_conversation_down_leaves_nothing(image: str, file: str
     port, key = free_port(), f"test-{secrets.token_hex(8)}"
     environ = {k: v for k, v in env().items() if not k.startswith("OPENAI_")}  # the offline model
     environ |= {"SWITCHBOARD_API_KEYS": key, "SWITCHBOARD_EDGE_HOST_PORT": str(port), "SWITCHBOARD_IMAGE": image}
+    before = podman_objects()
     started = time.monotonic()
     try:
         compose(project, file, environ, "up", "-d", "--no-build")
@@ -73,11 +75,16 @@ async def test_compose_up_conversation_down_leaves_nothing(image: str, file: str
         print(f"\n{file}: up to the first answered turn in {first_turn_s:.1f} s", file=sys.stderr)
     finally:
         compose(project, file, environ, "down", "--volumes")
-        left = leftovers(project)
+        left = new_since(before)
         # podman-compose 1.0.3's `down` keeps the project network (Docker Compose removes it):
-        # docs/deployment.md gives the one extra command, run here too.
-        for network in left["networks"]:
-            podman("network", "rm", network)
-    assert left["containers"] == [] and left["volumes"] == [], left
+        # docs/deployment.md gives the one extra command. Anything else left fails the test below.
+        for kind, rm in (
+            ("containers", ("rm", "--force")),
+            ("volumes", ("volume", "rm")),
+            ("networks", ("network", "rm")),
+        ):
+            for name in left[kind]:
+                podman(*rm, name, check=False)
+    assert left == {"containers": [], "volumes": [], "networks": left["networks"]}, left
     assert left["networks"] in ([], [f"{project}_default"]), left
-    assert leftovers(project) == {"containers": [], "volumes": [], "networks": []}
+    assert new_since(before) == {"containers": [], "volumes": [], "networks": []}
