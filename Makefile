@@ -44,6 +44,9 @@ chaos: $(STAMP) ## kill/stop real processes mid-turn under load; results in chao
 schemas: $(STAMP) ## regenerate schemas/v1 (refuses changes that break v1 consumers)
 	$(BIN)/switchboard schemas
 
+chart-schema: $(STAMP) ## refresh the scenario part of charts/switchboard/values.schema.json from ScenarioConfig
+	$(BIN)/python charts/tools/scenario_schema.py
+
 lint: $(STAMP) ## ruff format check and lint
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
@@ -56,4 +59,4 @@ check: lint typecheck test test-containers ## everything CI cares about
 clean: ## remove runtime data and logs (var/)
 	rm -rf var
 
-.PHONY: help install run chat test test-containers image bench chaos schemas lint typecheck check clean
+.PHONY: help install run chat test test-containers image bench chaos schemas chart-schema lint typecheck check clean

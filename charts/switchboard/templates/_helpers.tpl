@@ -1,0 +1,298 @@
+{{/*
+Names and labels.
+*/}}
+{{- define "switchboard.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "switchboard.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "switchboard.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels on every object of the release. */}}
+{{- define "switchboard.labels" -}}
+helm.sh/chart: {{ include "switchboard.chart" . }}
+app.kubernetes.io/name: {{ include "switchboard.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: switchboard
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Selector labels shared by every pod of the release. */}}
+{{- define "switchboard.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "switchboard.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+Selector labels of one component: {root, c}. `switchboard.dev/track` is part of the selector so a
+second Deployment of the same agent on another track (a canary) never overlaps the stable one.
+*/}}
+{{- define "switchboard.componentSelectorLabels" -}}
+{{ include "switchboard.selectorLabels" .root }}
+app.kubernetes.io/component: {{ .c.kind }}
+{{- if ne .c.kind "edge" }}
+switchboard.dev/agent: {{ .c.name }}
+{{- end }}
+switchboard.dev/track: {{ .c.track }}
+{{- end }}
+
+{{- define "switchboard.componentLabels" -}}
+{{ include "switchboard.labels" .root }}
+app.kubernetes.io/component: {{ .c.kind }}
+{{- if ne .c.kind "edge" }}
+switchboard.dev/agent: {{ .c.name }}
+{{- end }}
+switchboard.dev/track: {{ .c.track }}
+{{- end }}
+
+{{- define "switchboard.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "switchboard.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "switchboard.image" -}}
+{{- $tag := default .Chart.AppVersion .Values.image.tag }}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository $tag }}
+{{- end }}
+{{- end }}
+
+{{- define "switchboard.edgeServiceName" -}}
+{{- printf "%s-edge" (include "switchboard.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "switchboard.apiKeysSecretName" -}}
+{{- default (printf "%s-api-keys" (include "switchboard.fullname" .)) .Values.edge.apiKeys.existingSecret }}
+{{- end }}
+
+{{- define "switchboard.scenarioConfigMapName" -}}
+{{- printf "%s-scenario" (include "switchboard.fullname" .) }}
+{{- end }}
+
+{{/* Where the scenario ConfigMap is mounted (SWITCHBOARD_SCENARIO). */}}
+{{- define "switchboard.scenarioMountPath" -}}
+/etc/switchboard/scenario
+{{- end }}
+
+{{/*
+NATS: the URL every process connects to. nats.url wins; with nats.enabled the bundled chart's
+Service (named like the NATS chart names it).
+*/}}
+{{- define "switchboard.natsUrl" -}}
+{{- if .Values.nats.url }}
+{{- .Values.nats.url }}
+{{- else if .Values.nats.enabled }}
+{{- $name := "nats" }}
+{{- $svc := "" }}
+{{- if .Values.nats.fullnameOverride }}
+{{- $svc = .Values.nats.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name = default "nats" .Values.nats.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- $svc = .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $svc = printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- printf "nats://%s:4222" $svc }}
+{{- else }}
+{{- fail "nats.url: set the URL of an existing NATS with JetStream (nats://host:4222), or nats.enabled=true to install the bundled one" }}
+{{- end }}
+{{- end }}
+
+{{/* The TCP ports of nats.url's servers, as a YAML list (default 4222). */}}
+{{- define "switchboard.natsPorts" -}}
+{{- $ports := list }}
+{{- range $url := splitList "," (include "switchboard.natsUrl" .) }}
+{{- $host := (urlParse (trim $url)).host }}
+{{- $parts := splitList ":" $host }}
+{{- $port := "4222" }}
+{{- if gt (len $parts) 1 }}{{ $port = last $parts }}{{ end }}
+{{- if not (regexMatch "^[0-9]+$" $port) }}
+{{- fail (printf "nats.url: cannot read a port from %q" $url) }}
+{{- end }}
+{{- $ports = append $ports (atoi $port) }}
+{{- end }}
+{{- toYaml (uniq $ports) }}
+{{- end }}
+
+{{/*
+The scenario as a map: scenario.config, or the chart's copy of scenario.name. Its tools_module is
+rewritten to the image's copy (/app/scenarios/<name>/tools.py), since only the YAML is mounted.
+*/}}
+{{- define "switchboard.scenario" -}}
+{{- $cfg := dict }}
+{{- if .Values.scenario.config }}
+{{- $cfg = deepCopy .Values.scenario.config }}
+{{- else }}
+{{- $raw := .Files.Get (printf "files/scenarios/%s/scenario.yaml" .Values.scenario.name) }}
+{{- if not $raw }}
+{{- $shipped := list }}
+{{- range $path, $_ := .Files.Glob "files/scenarios/*/scenario.yaml" }}
+{{- $shipped = append $shipped (base (dir $path)) }}
+{{- end }}
+{{- fail (printf "scenario.name: the chart has no copy of scenario %q (it ships: %s); set scenario.config to its YAML" .Values.scenario.name (join ", " $shipped)) }}
+{{- end }}
+{{- $cfg = fromYaml $raw }}
+{{- if hasKey $cfg "Error" }}
+{{- fail (printf "scenario.name: the chart's copy of scenario %q is not valid YAML: %s" .Values.scenario.name $cfg.Error) }}
+{{- end }}
+{{- end }}
+{{- $tools := "tools.py" }}
+{{- if hasKey $cfg "tools_module" }}{{ $tools = $cfg.tools_module }}{{ end }}
+{{- if and $tools (not (isAbs $tools)) }}
+{{- $_ := set $cfg "tools_module" (printf "%s/%s/%s" (trimSuffix "/" .Values.image.scenariosDir) .Values.scenario.name $tools) }}
+{{- end }}
+{{- toYaml $cfg }}
+{{- end }}
+
+{{/*
+Every workload of the release, checked: {components: [{name, kind, track, fullname, args, values}]}.
+kind is edge, agent or supervisor (an agent whose scenario role is supervisor). Fails, naming the
+field, on what the schema cannot express: an agent listed twice, an agent the scenario does not
+define, a scenario agent with no entry, a name taken twice, HPA and KEDA both on.
+*/}}
+{{- define "switchboard.components" -}}
+{{- $root := . }}
+{{- $fullname := include "switchboard.fullname" . }}
+{{- $scenario := include "switchboard.scenario" . | fromYaml }}
+{{- $roles := dict }}
+{{- range $i, $a := ($scenario.agents | default list) }}
+{{- $_ := set $roles (toString $a.name) (default "agent" $a.role) }}
+{{- end }}
+{{- $scenarioName := default .Values.scenario.name $scenario.name }}
+{{- $known := keys $roles | sortAlpha | join ", " }}
+{{- $components := list }}
+{{- $edge := deepCopy .Values.edge }}
+{{- $components = append $components (dict "name" "edge" "kind" "edge" "track" "stable" "fullname" (include "switchboard.edgeServiceName" .) "args" (list "edge") "field" "edge" "values" $edge) }}
+{{- $seen := dict }}
+{{- range $i, $entry := .Values.agents }}
+{{- $field := printf "agents[%d]" $i }}
+{{- $name := toString $entry.name }}
+{{- if hasKey $seen $name }}
+{{- fail (printf "%s.name: agent %q is listed twice (also %s); list each agent once" $field $name (get $seen $name)) }}
+{{- end }}
+{{- $_ := set $seen $name $field }}
+{{- if not (hasKey $roles $name) }}
+{{- fail (printf "%s.name: %q has no configuration: scenario %q has no agent of that name (its agents: %s)" $field $name $scenarioName $known) }}
+{{- end }}
+{{- if eq $name "edge" }}
+{{- fail (printf "%s.name: the name \"edge\" is taken by the realtime edge; rename the agent in the scenario" $field) }}
+{{- end }}
+{{- $values := include "switchboard.deepMerge" (dict "base" $root.Values.agentDefaults "over" $entry) | fromYaml }}
+{{- $_ := unset $values "name" }}
+{{- $kind := get $roles $name }}
+{{- $deployment := printf "%s-%s" $fullname $name }}
+{{- if gt (len $deployment) 63 }}
+{{- fail (printf "%s.name: Deployment name %q is longer than 63 characters; shorten the release name or set fullnameOverride" $field $deployment) }}
+{{- end }}
+{{- if $values.enabled }}
+{{- $components = append $components (dict "name" $name "kind" $kind "track" "stable" "fullname" $deployment "args" (list $kind "--name" $name) "field" $field "values" $values) }}
+{{- end }}
+{{- end }}
+{{- range $name := keys $roles | sortAlpha }}
+{{- if not (hasKey $seen $name) }}
+{{- fail (printf "agents: scenario %q defines agent %q but agents has no entry for it; add {name: %s} (enabled: false to leave it out)" $scenarioName $name $name) }}
+{{- end }}
+{{- end }}
+{{- range $c := $components }}
+{{- $as := $c.values.autoscaling }}
+{{- if and $as.hpa.enabled $as.keda.enabled }}
+{{- fail (printf "%s.autoscaling: hpa and keda are both enabled; KEDA makes its own HPA, enable one of them" $c.field) }}
+{{- end }}
+{{- if and $as.hpa.enabled (gt (int $as.hpa.minReplicas) (int $as.hpa.maxReplicas)) }}
+{{- fail (printf "%s.autoscaling.hpa: minReplicas (%v) is above maxReplicas (%v)" $c.field $as.hpa.minReplicas $as.hpa.maxReplicas) }}
+{{- end }}
+{{- if and $as.keda.enabled (gt (int $as.keda.minReplicas) (int $as.keda.maxReplicas)) }}
+{{- fail (printf "%s.autoscaling.keda: minReplicas (%v) is above maxReplicas (%v)" $c.field $as.keda.minReplicas $as.keda.maxReplicas) }}
+{{- end }}
+{{- if and $as.hpa.enabled (not (dig "requests" "cpu" "" $c.values.resources)) }}
+{{- fail (printf "%s.resources.requests.cpu: the CPU HPA needs a CPU request to compute utilization" $c.field) }}
+{{- end }}
+{{- end }}
+{{- toYaml (dict "components" $components) }}
+{{- end }}
+
+{{/*
+{base, over} -> YAML of base with over merged in, maps recursively, every value of over winning
+(`enabled: false`, `replicas: 0` too), whichever sprig the Helm client carries: mergeOverwrite has
+skipped empty values in some versions.
+*/}}
+{{- define "switchboard.deepMerge" -}}
+{{- $out := deepCopy .base }}
+{{- range $k, $v := .over }}
+{{- if and (kindIs "map" $v) (kindIs "map" (get $out $k)) }}
+{{- $_ := set $out $k (include "switchboard.deepMerge" (dict "base" (get $out $k) "over" $v) | fromYaml) }}
+{{- else }}
+{{- $_ := set $out $k $v }}
+{{- end }}
+{{- end }}
+{{- toYaml $out }}
+{{- end }}
+
+{{/* Whether a component's replica count is owned by an autoscaler (HPA or KEDA). */}}
+{{- define "switchboard.autoscaled" -}}
+{{- if or .values.autoscaling.hpa.enabled .values.autoscaling.keda.enabled }}true{{ end }}
+{{- end }}
+
+{{/*
+Seconds the pod gets after SIGTERM: preStop sleep + the process's drain + slack. The edge drains for
+drainGraceSeconds and then closes (uvicorn's graceful shutdown: 5 s); an agent finishes its turns in
+flight within 10 s (QueueService.stop).
+*/}}
+{{- define "switchboard.terminationGrace" -}}
+{{- if eq .kind "edge" }}
+{{- add .values.preStopSleepSeconds .values.drainGraceSeconds 10 }}
+{{- else }}
+{{- add .values.preStopSleepSeconds 10 5 }}
+{{- end }}
+{{- end }}
+
+{{/* Egress every Switchboard pod needs: DNS, NATS, and networkPolicy.extraEgress. */}}
+{{- define "switchboard.egressRules" -}}
+- ports:
+    - {port: 53, protocol: UDP}
+    - {port: 53, protocol: TCP}
+- ports:
+    {{- range $port := include "switchboard.natsPorts" . | fromYamlArray }}
+    - port: {{ $port }}
+      protocol: TCP
+    {{- end }}
+  {{- if and .Values.nats.enabled (not .Values.nats.url) }}
+  to:
+    - podSelector:
+        matchLabels:
+          app.kubernetes.io/name: {{ default "nats" .Values.nats.nameOverride }}
+          app.kubernetes.io/instance: {{ .Release.Name }}
+          app.kubernetes.io/component: nats
+  {{- else if .Values.networkPolicy.natsTo }}
+  to:
+    {{- toYaml .Values.networkPolicy.natsTo | nindent 4 }}
+  {{- end }}
+{{- with .Values.networkPolicy.extraEgress }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}

@@ -1,0 +1,646 @@
+"""The Helm chart charts/switchboard, rendered offline with Helm v4 (helm-python-sdk) under the values
+files it ships (ci/), linted strictly, every manifest validated against the Kubernetes schemas."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+import helm_python
+import kubernetes_validate
+import pytest
+import yaml
+
+from switchboard.agents import load_scenario
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "switchboard"
+CI = CHART / "ci"
+SCENARIOS = ROOT / "scenarios"
+KUBE_VERSION = "1.37.0"
+CRD_KINDS = {("keda.sh/v1alpha1", "ScaledObject")}
+RELEASE, NAMESPACE = "switchboard", "voice"
+FULLNAME = "switchboard"  # the release name contains the chart name
+MISSING_NATS = "chart directory is missing these dependencies: nats"
+VALUES_FILES = sorted(p.name for p in CI.glob("*-values.yaml"))
+
+helm_python.disable_logging()
+
+Obj = dict[str, Any]
+
+
+@functools.cache
+def chart() -> helm_python.Chart:
+    return helm_python.Chart.load(CHART)
+
+
+def ci_values(name: str) -> Obj:
+    values: Obj = yaml.safe_load((CI / name).read_text())
+    return values
+
+
+def minimal(**overrides: Any) -> Obj:
+    return {**ci_values("minimal-values.yaml"), **overrides}
+
+
+def render(values: Obj, *, name: str = RELEASE) -> list[Obj]:
+    """Every object the chart renders (the NOTES are text, left out)."""
+    manifests = chart().render(copy.deepcopy(values), name=name, namespace=NAMESPACE)
+    objects = []
+    for path, text in manifests.items():
+        if path.endswith("NOTES.txt"):
+            continue
+        objects.extend(doc for doc in yaml.safe_load_all(text) if doc)
+    return objects
+
+
+@functools.cache
+def _rendered_ci(values_file: str) -> str:
+    return json.dumps(render(ci_values(values_file)))
+
+
+def render_ci(values_file: str) -> list[Obj]:
+    """``render`` of a shipped values file, rendered once per test run."""
+    objects: list[Obj] = json.loads(_rendered_ci(values_file))
+    return objects
+
+
+def notes(values: Obj) -> str:
+    return chart().render(copy.deepcopy(values), name=RELEASE, namespace=NAMESPACE)["switchboard/templates/NOTES.txt"]
+
+
+def of_kind(objects: list[Obj], kind: str) -> dict[str, Obj]:
+    return {o["metadata"]["name"]: o for o in objects if o["kind"] == kind}
+
+
+def render_error(values: Obj) -> str:
+    """The message of a render that must fail (schema or template)."""
+    with pytest.raises(helm_python.HelmError) as info:
+        chart().render(copy.deepcopy(values), name=RELEASE, namespace=NAMESPACE)
+    return str(info.value)
+
+
+def env_of(container: Obj) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+
+
+def selects(selector: Obj, labels: dict[str, str]) -> bool:
+    """A Kubernetes label selector (matchLabels and matchExpressions with In) against labels."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expr in selector.get("matchExpressions", []):
+        assert expr["operator"] == "In", expr
+        if labels.get(expr["key"]) not in expr["values"]:
+            return False
+    return True
+
+
+def pod_labels(deployments: dict[str, Obj]) -> dict[str, dict[str, str]]:
+    return {name: d["spec"]["template"]["metadata"]["labels"] for name, d in deployments.items()}
+
+
+def agent_names(values: Obj) -> list[str]:
+    return [a["name"] for a in values.get("agents", chart().values["agents"])]
+
+
+# --- lint, schema validation of every manifest ---------------------------------------------------
+
+
+@pytest.mark.parametrize("values_file", VALUES_FILES)
+def test_lint_strict(values_file: str) -> None:
+    """Strict lint (warnings are errors) finds nothing but the NATS chart not being vendored: it is a
+    conditional dependency that `helm dependency build` fetches, and nothing can be fetched here."""
+    report = helm_python.lint(
+        CHART, ci_values(values_file), strict=True, namespace=NAMESPACE, kube_version=KUBE_VERSION
+    )
+    assert report["total_charts_linted"] == 1
+    assert [m["error"] for m in report["messages"] if m["severity"] >= 2] == [MISSING_NATS], report
+    assert report["errors"] == [MISSING_NATS], report
+
+
+@pytest.mark.parametrize("values_file", VALUES_FILES)
+def test_every_manifest_is_valid_kubernetes(values_file: str) -> None:
+    """kubernetes-validate --strict against a current Kubernetes: unknown fields and wrong types fail;
+    only CRDs (KEDA's ScaledObject) have no bundled schema."""
+    objects = render_ci(values_file)
+    unchecked = []
+    for obj in objects:
+        try:
+            kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+        except kubernetes_validate.SchemaNotFoundError:
+            unchecked.append((obj["apiVersion"], obj["kind"]))
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{obj['kind']} {obj['metadata']['name']}: {exc.message} at {list(exc.path)}")
+    assert set(unchecked) <= CRD_KINDS, unchecked
+    assert {o["kind"] for o in objects} >= {"Deployment", "Service", "ConfigMap", "NetworkPolicy", "Pod"}
+
+
+def test_production_renders_every_kind() -> None:
+    kinds = {o["kind"] for o in render_ci("production-values.yaml")}
+    assert kinds == {
+        "Deployment", "Service", "ConfigMap", "ServiceAccount", "NetworkPolicy", "Pod",
+        "PodDisruptionBudget", "HorizontalPodAutoscaler", "ScaledObject",
+    }  # fmt: skip  # no Secret: the production values name an existing one
+
+
+# --- one Deployment per agent ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("values_file", VALUES_FILES)
+def test_one_deployment_per_agent_plus_the_edge(values_file: str) -> None:
+    values = ci_values(values_file)
+    deployments = of_kind(render(values), "Deployment")
+    agents = agent_names(values)
+    assert sorted(deployments) == sorted([f"{FULLNAME}-edge"] + [f"{FULLNAME}-{a}" for a in agents])
+    scenario = load_scenario(values.get("scenario", {}).get("name", "retail"), SCENARIOS).config
+    roles = {a.name: a.role for a in scenario.agents}
+    for agent in agents:
+        (container,) = deployments[f"{FULLNAME}-{agent}"]["spec"]["template"]["spec"]["containers"]
+        assert container["args"] == [roles[agent], "--name", agent]
+    (edge,) = deployments[f"{FULLNAME}-edge"]["spec"]["template"]["spec"]["containers"]
+    assert edge["args"] == ["edge"]
+
+
+def test_supervisor_runs_as_a_supervisor() -> None:
+    deployments = of_kind(render_ci("supervisor-values.yaml"), "Deployment")
+    spec = deployments[f"{FULLNAME}-supervisor"]["spec"]
+    assert spec["template"]["spec"]["containers"][0]["args"] == ["supervisor", "--name", "supervisor"]
+    assert spec["replicas"] == 2
+    assert spec["template"]["metadata"]["labels"]["app.kubernetes.io/component"] == "supervisor"
+
+
+def test_each_agent_has_its_own_replicas_and_resources() -> None:
+    deployments = of_kind(render_ci("production-values.yaml"), "Deployment")
+    assert deployments[f"{FULLNAME}-triage"]["spec"]["replicas"] == 3
+    assert deployments[f"{FULLNAME}-auth"]["spec"]["replicas"] == 2  # agentDefaults
+    returns = deployments[f"{FULLNAME}-returns"]["spec"]["template"]["spec"]["containers"][0]
+    auth = deployments[f"{FULLNAME}-auth"]["spec"]["template"]["spec"]["containers"][0]
+    assert returns["resources"] == {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}}
+    assert auth["resources"] == {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "768Mi"}}
+    assert env_of(returns)["SWITCHBOARD_AGENT_MAX_INFLIGHT"] == "64"
+    assert env_of(auth)["SWITCHBOARD_AGENT_MAX_INFLIGHT"] == "256"
+    assert (
+        env_of(deployments[f"{FULLNAME}-generalist"]["spec"]["template"]["spec"]["containers"][0])[
+            "SWITCHBOARD_TURN_TIMEOUT_S"
+        ]
+        == "20"
+    )
+
+
+def test_false_and_zero_override_the_defaults() -> None:
+    """Per-agent values merge over agentDefaults key by key, and false/0 win (sprig's mergeOverwrite
+    would keep the default)."""
+    agents = [
+        {"name": "triage", "replicas": 0},
+        {"name": "auth", "enabled": False},
+        {"name": "returns"},
+        {"name": "billing", "pdb": {"enabled": False}},
+        {"name": "generalist"},
+    ]
+    values = minimal(agents=agents)
+    objects = render(values)
+    deployments = of_kind(objects, "Deployment")
+    assert deployments[f"{FULLNAME}-triage"]["spec"]["replicas"] == 0
+    assert f"{FULLNAME}-auth" not in deployments
+    pdbs = of_kind(objects, "PodDisruptionBudget")
+    assert f"{FULLNAME}-billing" not in pdbs and f"{FULLNAME}-returns" in pdbs
+
+
+def test_every_container_has_resources() -> None:
+    for values_file in VALUES_FILES:
+        for obj in render_ci(values_file):
+            if obj["kind"] not in ("Deployment", "Pod"):
+                continue
+            spec = obj["spec"]["template"]["spec"] if obj["kind"] == "Deployment" else obj["spec"]
+            for c in spec["containers"]:
+                assert {"cpu", "memory"} <= set(c["resources"]["requests"]), (values_file, obj["metadata"]["name"])
+                assert "memory" in c["resources"]["limits"], (values_file, obj["metadata"]["name"])
+
+
+# --- selectors ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("values_file", VALUES_FILES)
+def test_selectors_match_their_pods_and_no_others(values_file: str) -> None:
+    objects = render_ci(values_file)
+    deployments = of_kind(objects, "Deployment")
+    labels = pod_labels(deployments)
+    for name, d in deployments.items():
+        selector = d["spec"]["selector"]
+        assert selects(selector, labels[name]), name
+        others = [o for o in deployments if o != name and selects(selector, labels[o])]
+        assert not others, f"{name}'s selector also takes the pods of {others}"
+        assert selector["matchLabels"]["switchboard.dev/track"] == "stable"  # room for a canary track
+    for kind in ("PodDisruptionBudget",):
+        for name, pdb in of_kind(objects, kind).items():
+            assert [d for d in deployments if selects(pdb["spec"]["selector"], labels[d])] == [name]
+    (service,) = of_kind(objects, "Service").values()
+    assert [d for d in deployments if selects({"matchLabels": service["spec"]["selector"]}, labels[d])] == [
+        f"{FULLNAME}-edge"
+    ]
+    policies = of_kind(objects, "NetworkPolicy")
+    edge_policy = [d for d in deployments if selects(policies[f"{FULLNAME}-edge"]["spec"]["podSelector"], labels[d])]
+    assert edge_policy == [f"{FULLNAME}-edge"]
+    agent_policy = [d for d in deployments if selects(policies[f"{FULLNAME}-agents"]["spec"]["podSelector"], labels[d])]
+    assert sorted(agent_policy) == sorted(d for d in deployments if d != f"{FULLNAME}-edge")
+    (test_pod,) = of_kind(objects, "Pod").values()
+    assert selects(policies[f"{FULLNAME}-test"]["spec"]["podSelector"], test_pod["metadata"]["labels"])
+
+
+def test_service_targets_the_edge_port() -> None:
+    objects = render(minimal(edge={"port": 9090, "service": {"port": 443}}))
+    service = of_kind(objects, "Service")[f"{FULLNAME}-edge"]
+    (port,) = service["spec"]["ports"]
+    (edge,) = of_kind(objects, "Deployment")[f"{FULLNAME}-edge"]["spec"]["template"]["spec"]["containers"]
+    named = {p["name"]: p["containerPort"] for p in edge["ports"]}
+    assert port["port"] == 443 and named[port["targetPort"]] == 9090
+    assert env_of(edge)["SWITCHBOARD_EDGE_PORT"] == "9090"
+
+
+# --- probes, drain -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("values_file", VALUES_FILES)
+def test_probes_point_at_the_health_endpoints_on_the_real_port(values_file: str) -> None:
+    """The edge serves /healthz and /readyz on SWITCHBOARD_EDGE_PORT; agents and the supervisor on
+    SWITCHBOARD_METRICS_PORT, bound to 0.0.0.0 so the kubelet reaches them."""
+    for name, d in of_kind(render_ci(values_file), "Deployment").items():
+        (c,) = d["spec"]["template"]["spec"]["containers"]
+        env = env_of(c)
+        ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+        if name == f"{FULLNAME}-edge":
+            host, port = env["SWITCHBOARD_EDGE_HOST"], int(env["SWITCHBOARD_EDGE_PORT"])
+        else:
+            host, port = env["SWITCHBOARD_METRICS_HOST"], int(env["SWITCHBOARD_METRICS_PORT"])
+        assert host == "0.0.0.0", name
+        paths = {}
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            get = c[probe]["httpGet"]
+            assert ports[get["port"]] == port, (name, probe)
+            paths[probe] = get["path"]
+        assert paths == {"startupProbe": "/healthz", "readinessProbe": "/readyz", "livenessProbe": "/healthz"}
+        annotations = d["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/port"] == str(port) and annotations["prometheus.io/path"] == "/metrics"
+
+
+def test_termination_grace_and_prestop_match_the_drain() -> None:
+    for drain, pre_stop in ((10, 5), (30, 8)):
+        deployments = of_kind(
+            render(minimal(edge={"drainGraceSeconds": drain, "preStopSleepSeconds": pre_stop})), "Deployment"
+        )
+        spec = deployments[f"{FULLNAME}-edge"]["spec"]["template"]["spec"]
+        (c,) = spec["containers"]
+        assert env_of(c)["SWITCHBOARD_DRAIN_GRACE_S"] == str(drain)
+        assert c["lifecycle"]["preStop"] == {"sleep": {"seconds": pre_stop}}
+        # preStop, then the drain, then uvicorn's 5 s graceful shutdown, with slack before SIGKILL
+        assert pre_stop + drain + 5 < spec["terminationGracePeriodSeconds"] <= pre_stop + drain + 15
+        agent = deployments[f"{FULLNAME}-billing"]["spec"]["template"]["spec"]
+        assert "lifecycle" not in agent["containers"][0]  # NATS unsubscribe is immediate: no endpoints to leave
+        assert agent["terminationGracePeriodSeconds"] > 10  # QueueService.stop waits 10 s for turns in flight
+
+
+# --- security ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("values_file", VALUES_FILES)
+def test_restricted_security_context(values_file: str) -> None:
+    for obj in render_ci(values_file):
+        if obj["kind"] not in ("Deployment", "Pod"):
+            continue
+        spec = obj["spec"]["template"]["spec"] if obj["kind"] == "Deployment" else obj["spec"]
+        name = obj["metadata"]["name"]
+        assert spec["securityContext"]["runAsNonRoot"] is True, name
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        assert spec["automountServiceAccountToken"] is False, name
+        emptydirs = {v["name"] for v in spec["volumes"] if "emptyDir" in v}
+        for c in spec["containers"]:
+            sc = c["securityContext"]
+            assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False, name
+            assert sc["capabilities"] == {"drop": ["ALL"]}, name
+            for mount in c["volumeMounts"]:
+                assert mount["name"] in emptydirs or mount.get("readOnly") is True, (name, mount)
+            if obj["kind"] == "Deployment":
+                writable = {m["mountPath"] for m in c["volumeMounts"] if m["name"] in emptydirs}
+                env = env_of(c)
+                assert {"/tmp", env["HOME"]} <= writable, name
+                assert Path(env["SWITCHBOARD_DATA_DIR"]).is_relative_to(env["HOME"]), name
+
+
+# --- autoscaling ---------------------------------------------------------------------------------
+
+
+def test_hpa_and_keda_target_their_own_deployment() -> None:
+    objects = render_ci("production-values.yaml")
+    deployments = of_kind(objects, "Deployment")
+    hpas = of_kind(objects, "HorizontalPodAutoscaler")
+    assert sorted(hpas) == [f"{FULLNAME}-billing", f"{FULLNAME}-edge"]
+    billing = hpas[f"{FULLNAME}-billing"]["spec"]
+    assert billing["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": f"{FULLNAME}-billing"}
+    assert (billing["minReplicas"], billing["maxReplicas"]) == (2, 8)
+    assert billing["metrics"][0]["resource"]["target"]["averageUtilization"] == 60
+    (scaled,) = of_kind(objects, "ScaledObject").values()
+    assert scaled["spec"]["scaleTargetRef"]["name"] == f"{FULLNAME}-returns"
+    (trigger,) = scaled["spec"]["triggers"]
+    assert (
+        trigger["metadata"]["query"]
+        == f'sum(switchboard_inflight_requests{{namespace="{NAMESPACE}", service="returns"}})'
+    )
+    assert trigger["metadata"]["threshold"] == "16"
+    # An autoscaler owns the replica count: the Deployment leaves it alone, so upgrades do not reset it.
+    for name in (f"{FULLNAME}-billing", f"{FULLNAME}-returns", f"{FULLNAME}-edge"):
+        assert "replicas" not in deployments[name]["spec"], name
+    assert deployments[f"{FULLNAME}-auth"]["spec"]["replicas"] == 2
+
+
+def test_keda_query_uses_the_metric_the_agents_export() -> None:
+    from switchboard.telemetry.metrics import Metrics
+
+    exported = Metrics().render().decode()
+    (scaled,) = of_kind(render_ci("production-values.yaml"), "ScaledObject").values()
+    metric = scaled["spec"]["triggers"][0]["metadata"]["query"].split("(", 1)[1].split("{", 1)[0]
+    assert f"# TYPE {metric} gauge" in exported
+
+
+# --- scenario ConfigMap --------------------------------------------------------------------------
+
+
+def scenario_configmap(objects: list[Obj]) -> str:
+    text: str = of_kind(objects, "ConfigMap")[f"{FULLNAME}-scenario"]["data"]["scenario.yaml"]
+    return text
+
+
+def test_configmap_holds_a_scenario_that_loads(tmp_path: Path) -> None:
+    """The mounted YAML loads with the platform's own loader, tools from the image's scenario folder
+    (here the repository's, standing in for the image's /app/scenarios)."""
+    objects = render(minimal(image={"scenariosDir": str(SCENARIOS)}))
+    (tmp_path / "scenario.yaml").write_text(scenario_configmap(objects))
+    loaded = load_scenario(str(tmp_path), SCENARIOS)
+    shipped = load_scenario("retail", SCENARIOS)
+    assert loaded.config.model_dump(exclude={"tools_module"}) == shipped.config.model_dump(exclude={"tools_module"})
+    assert loaded.tools.names() == shipped.tools.names()
+    deployment = of_kind(objects, "Deployment")[f"{FULLNAME}-billing"]["spec"]["template"]
+    (c,) = deployment["spec"]["containers"]
+    mount = next(m for m in c["volumeMounts"] if m["name"] == "scenario")
+    assert env_of(c)["SWITCHBOARD_SCENARIO"] == mount["mountPath"]
+    volume = next(v for v in deployment["spec"]["volumes"] if v["name"] == "scenario")
+    assert volume["configMap"]["name"] == f"{FULLNAME}-scenario"
+
+
+def test_scenario_yaml_from_values_overrides_and_rolls_the_pods(tmp_path: Path) -> None:
+    config = yaml.safe_load((SCENARIOS / "retail" / "scenario.yaml").read_text())
+    config["agents"][0]["instructions"] = "Answer in one short sentence."
+    default = render(minimal())
+    custom = render(minimal(scenario={"name": "retail", "config": config}))
+    assert yaml.safe_load(scenario_configmap(custom))["agents"][0]["instructions"] == "Answer in one short sentence."
+
+    def checksum(objects: list[Obj]) -> str:
+        pod = of_kind(objects, "Deployment")[f"{FULLNAME}-triage"]["spec"]["template"]
+        value: str = pod["metadata"]["annotations"]["checksum/scenario"]
+        return value
+
+    assert checksum(default) != checksum(custom)
+
+
+# --- the chart's agents are the shipped scenario's -----------------------------------------------
+
+
+def test_default_agents_are_exactly_the_retail_scenarios() -> None:
+    scenario = load_scenario("retail", SCENARIOS).config
+    assert chart().values["scenario"]["name"] == "retail"
+    assert sorted(agent_names({})) == sorted(a.name for a in scenario.agents)
+
+
+def test_supervisor_values_list_exactly_the_supervisor_scenarios_agents() -> None:
+    scenario = load_scenario("supervisor", SCENARIOS).config
+    assert sorted(agent_names(ci_values("supervisor-values.yaml"))) == sorted(a.name for a in scenario.agents)
+
+
+# --- NATS: bundled or external -------------------------------------------------------------------
+
+
+def test_external_nats_url_and_egress_ports() -> None:
+    url = "nats://n1.messaging:4333,nats://n2.messaging:4333,tls://n3.messaging"
+    objects = render(minimal(nats={"url": url}))
+    for d in of_kind(objects, "Deployment").values():
+        assert env_of(d["spec"]["template"]["spec"]["containers"][0])["SWITCHBOARD_NATS_URL"] == url
+    policy = of_kind(objects, "NetworkPolicy")[f"{FULLNAME}-agents"]["spec"]
+    nats_rule = next(r for r in policy["egress"] if any(p["port"] in (4333, 4222) for p in r["ports"]))
+    assert sorted(p["port"] for p in nats_rule["ports"]) == [4222, 4333] and "to" not in nats_rule
+
+
+def test_bundled_nats_is_a_conditional_dependency() -> None:
+    # (from Chart.yaml: rendering drops disabled dependencies from the loaded chart's metadata)
+    (dep,) = yaml.safe_load((CHART / "Chart.yaml").read_text())["dependencies"]
+    assert (dep["name"], dep["condition"]) == ("nats", "nats.enabled")
+    assert chart().values["nats"]["enabled"] is False
+    objects = render(ci_values("bundled-nats-values.yaml"), name="prod")
+    for d in of_kind(objects, "Deployment").values():
+        assert env_of(d["spec"]["template"]["spec"]["containers"][0])["SWITCHBOARD_NATS_URL"] == "nats://prod-nats:4222"
+    policy = of_kind(objects, "NetworkPolicy")["prod-switchboard-edge"]["spec"]
+    nats_rule = next(r for r in policy["egress"] if r["ports"][0]["port"] == 4222)
+    assert nats_rule["to"] == [{"podSelector": {"matchLabels": {
+        "app.kubernetes.io/name": "nats", "app.kubernetes.io/instance": "prod", "app.kubernetes.io/component": "nats",
+    }}}]  # fmt: skip  # the NATS chart's own pod labels
+    assert (
+        "nats://prod-nats:4222 (bundled)"
+        in chart().render(ci_values("bundled-nats-values.yaml"), name="prod", namespace=NAMESPACE)[
+            "switchboard/templates/NOTES.txt"
+        ]
+    )
+
+
+# --- network policies ----------------------------------------------------------------------------
+
+
+def test_agents_take_only_metrics_and_health_traffic() -> None:
+    objects = render_ci("production-values.yaml")
+    policies = of_kind(objects, "NetworkPolicy")
+    agents = policies[f"{FULLNAME}-agents"]["spec"]
+    assert agents["policyTypes"] == ["Ingress", "Egress"]
+    (ingress,) = agents["ingress"]
+    assert ingress["ports"] == [{"port": 9464, "protocol": "TCP"}]
+    assert ingress["from"] == ci_values("production-values.yaml")["networkPolicy"]["metricsFrom"]
+    egress_ports = sorted(p["port"] for r in agents["egress"] for p in r["ports"])
+    assert egress_ports == [53, 53, 443, 4222, 4318]  # DNS, model API, NATS, OTLP (extraEgress)
+    edge = policies[f"{FULLNAME}-edge"]["spec"]
+    (edge_in,) = edge["ingress"]
+    assert edge_in["ports"] == [{"port": 8080, "protocol": "TCP"}]
+    # the helm test pod still reaches an edge whose clients are restricted
+    test_pod = {"app.kubernetes.io/name": "switchboard", "app.kubernetes.io/instance": RELEASE}
+    assert {"podSelector": {"matchLabels": test_pod | {"app.kubernetes.io/component": "test"}}} in edge_in["from"]
+    assert 443 not in [p["port"] for r in edge["egress"] for p in r["ports"]]
+
+
+def test_network_policies_can_be_turned_off() -> None:
+    assert not of_kind(render(minimal(networkPolicy={"enabled": False})), "NetworkPolicy")
+
+
+# --- API keys, helm test --------------------------------------------------------------------------
+
+
+def test_api_keys_secret_generated_or_existing() -> None:
+    objects = render(minimal())
+    secret = of_kind(objects, "Secret")[f"{FULLNAME}-api-keys"]
+    assert set(secret["data"]) == {"SWITCHBOARD_API_KEYS"}
+    edge = of_kind(objects, "Deployment")[f"{FULLNAME}-edge"]["spec"]["template"]["spec"]["containers"][0]
+    assert env_of(edge)["SWITCHBOARD_API_KEYS"] == {
+        "secretKeyRef": {"name": f"{FULLNAME}-api-keys", "key": "SWITCHBOARD_API_KEYS"}
+    }
+    objects = render(minimal(edge={"apiKeys": {"existingSecret": "mine", "key": "keys"}}))
+    assert not of_kind(objects, "Secret")
+    edge = of_kind(objects, "Deployment")[f"{FULLNAME}-edge"]["spec"]["template"]["spec"]["containers"][0]
+    assert env_of(edge)["SWITCHBOARD_API_KEYS"] == {"secretKeyRef": {"name": "mine", "key": "keys"}}
+
+
+def test_helm_test_pod_holds_a_conversation_with_the_edge_service() -> None:
+    objects = render(minimal())
+    (pod,) = of_kind(objects, "Pod").values()
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    (c,) = pod["spec"]["containers"]
+    env = env_of(c)
+    service = of_kind(objects, "Service")[f"{FULLNAME}-edge"]
+    assert env["EDGE_URL"] == f"ws://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}/v1"
+    assert [env["SAY_0"], env["SAY_1"]] == chart().values["tests"]["say"]
+    assert env["EXPECT_AGENTS"] == "auth returns"
+    assert c["command"] == ["sh", "-c"] and 'switchboard chat --url "$EDGE_URL"' in c["args"][0]
+    assert '--say "$SAY_0" --say "$SAY_1"' in c["args"][0]
+    assert not of_kind(render(minimal(tests={"enabled": False})), "Pod")
+
+
+# --- bad input: rejected at render time, naming the field ----------------------------------------
+
+
+def test_values_typo_rejected_by_the_schema() -> None:
+    message = render_error(minimal(agentDefaults={"replica": 2}))
+    assert "/agentDefaults" in message and "'replica'" in message
+    message = render_error(minimal(agents=[{"name": "triage", "resources": {"requets": {"cpu": "1"}}}]))
+    assert "/agents/0/resources" in message and "'requets'" in message
+    message = render_error(minimal(edges={"replicas": 2}))
+    assert "'edges'" in message
+    with pytest.raises(helm_python.HelmValuesError, match="replica"):
+        chart().validate_schema(minimal(agentDefaults={"replica": 2}))
+    chart().validate_schema(ci_values("production-values.yaml"))
+
+
+def test_scenario_yaml_typo_rejected_by_the_schema() -> None:
+    config = yaml.safe_load((SCENARIOS / "retail" / "scenario.yaml").read_text())
+    config["agents"][1]["handof"] = []
+    message = render_error(minimal(scenario={"name": "retail", "config": config}))
+    assert "/scenario/config" in message and "'handof'" in message
+
+
+def test_negative_replicas_rejected() -> None:
+    message = render_error(minimal(agents=[{"name": "triage", "replicas": -1}]))
+    assert "/agents/0/replicas" in message and "minimum" in message
+    message = render_error(minimal(edge={"replicas": -2}))
+    assert "/edge/replicas" in message
+
+
+def test_agent_listed_twice_rejected() -> None:
+    agents = [{"name": n} for n in ("triage", "auth", "returns", "billing", "generalist", "auth")]
+    message = render_error(minimal(agents=agents))
+    assert 'agents[5].name: agent "auth" is listed twice (also agents[1])' in message
+
+
+def test_agent_without_configuration_rejected() -> None:
+    agents = [{"name": n} for n in ("triage", "auth", "returns", "billing", "generalist", "shipping")]
+    message = render_error(minimal(agents=agents))
+    assert 'agents[5].name: "shipping" has no configuration: scenario "retail" has no agent of that name' in message
+
+
+def test_scenario_agent_without_an_entry_rejected() -> None:
+    message = render_error(minimal(agents=[{"name": n} for n in ("triage", "auth", "returns", "generalist")]))
+    assert 'agents: scenario "retail" defines agent "billing" but agents has no entry for it' in message
+
+
+def test_other_contradictions_rejected() -> None:
+    both = {"hpa": {"enabled": True}, "keda": {"enabled": True}}
+    message = render_error(
+        minimal(
+            agents=[{"name": "triage", "autoscaling": both}]
+            + [{"name": n} for n in ("auth", "returns", "billing", "generalist")]
+        )
+    )
+    assert "agents[0].autoscaling: hpa and keda are both enabled" in message
+    assert "nats.url:" in render_error({})
+    message = render_error(minimal(scenario={"name": "nosuch"}))
+    assert 'scenario.name: the chart has no copy of scenario "nosuch" (it ships: retail, supervisor)' in message
+    message = render_error(minimal(tests={"say": ["hi", "bye"], "expectAgents": ["triage"]}))
+    assert "tests.expectAgents" in message
+
+
+# --- the schema itself ----------------------------------------------------------------------------
+
+FREE_FORM = {  # Kubernetes or NATS-chart objects passed through as they are
+    "global",
+    "affinity",
+    "tolerations",
+    "envFrom",
+    "topologySpreadConstraints",
+    "edgeFrom",
+    "metricsFrom",
+    "natsTo",
+    "extraEgress",
+    "config",
+    "container",
+    "reloader",
+    "promExporter",
+    "service",
+    "statefulSet",
+    "podTemplate",
+    "headlessService",
+    "configMap",
+    "podDisruptionBudget",
+    "serviceAccount",
+    "natsBox",
+    "tlsCA",
+    "settings",
+    "args",
+    "when_result",
+    "extraResources",
+}
+
+
+def test_schema_closes_every_object() -> None:
+    """Every object with a fixed set of keys has additionalProperties: false (a typo fails); maps of
+    user-chosen keys type their values; Kubernetes and NATS-chart objects pass through."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    open_objects = []
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            if "properties" in node and node.get("additionalProperties") is not False:
+                open_objects.append(path)
+            if node.get("type") == "object" and "properties" not in node and "additionalProperties" not in node:
+                parts = path.split("/")
+                if (parts[-2] if parts[-1] == "items" else parts[-1]) not in FREE_FORM:
+                    open_objects.append(path)
+            for key, value in node.items():
+                walk(value, f"{path}/{key}")
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, f"{path}/{i}")
+
+    walk(schema, "")
+    assert open_objects == [], "\n".join(open_objects)
+
+
+def test_scenario_schema_is_current() -> None:
+    """values.schema.json carries ScenarioConfig's JSON Schema; `make chart-schema` refreshes it."""
+    spec = importlib.util.spec_from_file_location("scenario_schema", ROOT / "charts" / "tools" / "scenario_schema.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert module.synced(schema) == schema, "values.schema.json is stale: run `make chart-schema`"
+
+
+def test_notes_tell_how_to_connect_and_test() -> None:
+    text = notes(minimal())
+    assert f"kubectl -n {NAMESPACE} port-forward svc/{FULLNAME}-edge 8080:80" in text
+    assert f"helm test {RELEASE} -n {NAMESPACE} --logs" in text
+    assert f"{FULLNAME}-billing  (agent, 1 replica(s))" in text
