@@ -25,11 +25,11 @@ chat: $(STAMP) ## talk to the running system (set SWITCHBOARD_API_KEY to the key
 	$(BIN)/switchboard chat
 
 test: $(STAMP) ## run the test suite (unit, contract, system with real processes) but the container tests
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not containers" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider --ignore=tests/containers $(PYTEST_ARGS)
 
 test-containers: $(STAMP) ## build the image from scratch, run it and docker-compose.yml with podman (installs podman)
 	deploy/container-tools.sh
-	CONTAINERS_CONF=$(CURDIR)/deploy/containers.conf $(BIN)/python -m pytest -q -p no:cacheprovider -m containers $(PYTEST_ARGS)
+	CONTAINERS_CONF=$(CURDIR)/deploy/containers.conf $(BIN)/python -m pytest -q -p no:cacheprovider tests/containers $(PYTEST_ARGS)
 
 image: ## build the container image localhost/switchboard:latest with podman (docs/deployment.md)
 	deploy/container-tools.sh
