@@ -22,10 +22,11 @@ RUN --mount=type=secret,id=ca \
     && /opt/switchboard/bin/pip uninstall --quiet --yes pip
 
 FROM ${BASE_IMAGE}
-# A fixed numeric uid (Kubernetes runAsNonRoot checks it) that owns the only path it writes.
+# A fixed numeric uid (Kubernetes runAsNonRoot checks it) that owns the only path it writes, its HOME.
+# Tools keep their business data in the shared NATS store, not on the container's disk.
 RUN groupadd --gid 10001 switchboard \
     && useradd --uid 10001 --gid 10001 --home-dir /var/lib/switchboard --shell /usr/sbin/nologin switchboard \
-    && mkdir -p /var/lib/switchboard/data \
+    && mkdir -p /var/lib/switchboard \
     && chown -R 10001:10001 /var/lib/switchboard
 COPY --from=build /opt/switchboard /opt/switchboard
 COPY scenarios /app/scenarios
@@ -34,7 +35,6 @@ ENV PATH=/opt/switchboard/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     SWITCHBOARD_SCENARIOS_DIR=/app/scenarios \
-    SWITCHBOARD_DATA_DIR=/var/lib/switchboard/data \
     SWITCHBOARD_EDGE_HOST=0.0.0.0
 USER 10001:10001
 WORKDIR /var/lib/switchboard

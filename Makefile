@@ -38,6 +38,12 @@ image: ## build the container image localhost/switchboard:latest with podman (do
 bench: $(STAMP) ## run the benchmark; results in bench/results/ and the README table
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
+bench-scaling: $(STAMP) ## per-specialist scaling: replicas of one slow specialist vs its throughput (SCALING_ARGS=--replicas 1,2)
+	$(BIN)/python bench/scaling.py $(SCALING_ARGS)
+
+bench-history: $(STAMP) ## turn cost at 10 vs 2,000 history items (bench/results/history.*)
+	$(BIN)/python bench/history.py $(HISTORY_ARGS)
+
 chaos: $(STAMP) ## kill/stop real processes mid-turn under load; results in chaos/results/ and the README (CHAOS_ARGS=--quick)
 	$(BIN)/python chaos/run.py $(CHAOS_ARGS)
 
@@ -59,4 +65,4 @@ check: lint typecheck test test-containers ## everything CI cares about
 clean: ## remove runtime data and logs (var/)
 	rm -rf var
 
-.PHONY: help install run chat test test-containers image bench chaos schemas chart-schema lint typecheck check clean
+.PHONY: help install run chat test test-containers image bench bench-history bench-scaling chaos schemas chart-schema lint typecheck check clean

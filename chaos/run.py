@@ -41,7 +41,6 @@ from switchboard.testing.chaos import (
     FaultReport,
     fault_catalog,
     markdown_table,
-    nats_cluster_supported,
     run_fault,
 )
 
@@ -174,11 +173,6 @@ async def run_all(args: argparse.Namespace) -> int:
     if unknown:
         progress(f"unknown faults {unknown}; known: {', '.join(catalog)}")
         return 2
-    if not nats_cluster_supported():
-        skipped = [n for n in names if catalog[n].nats_cluster > 1]
-        names = [n for n in names if catalog[n].nats_cluster == 1]
-        if skipped:
-            progress(f"Stack has no nats_cluster support yet: skipping {skipped}")
     q = args.quick
     config = ChaosConfig(
         turns=args.turns or (48 if q else 360),

@@ -173,6 +173,18 @@ def _trace(args: argparse.Namespace) -> None:
     print(timeline.as_json(records) if args.json else timeline.render(args.session, records))
 
 
+def _store(args: argparse.Namespace) -> None:
+    from . import store_dump
+    from .settings import Settings
+
+    settings = Settings()
+    servers = (args.nats_url or settings.nats_url).split(",")
+    for line in store_dump.render(
+        asyncio.run(store_dump.read(servers, args.scenario or settings.scenario, args.collection))
+    ):
+        print(line)
+
+
 def _schemas(args: argparse.Namespace) -> None:
     from .schemas.export import export_command
 
@@ -205,6 +217,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--nats-url", default=None, help="NATS URL(s); default SWITCHBOARD_NATS_URL")
     p.set_defaults(fn=_trace)
+    p = sub.add_parser("store", help="print the documents the scenario's tools stored (JSON lines)")
+    p.add_argument("collection", nargs="?", default=None, help="only this collection, e.g. returns")
+    p.add_argument("--scenario", default=None, help="default SWITCHBOARD_SCENARIO")
+    p.add_argument("--nats-url", default=None, help="NATS URL(s); default SWITCHBOARD_NATS_URL")
+    p.set_defaults(fn=_store)
     p = sub.add_parser("schemas", help="export the v1 wire JSON Schemas (refuses breaking changes)")
     p.add_argument("--dir", default="schemas/v1")
     p.add_argument("--check", action="store_true", help="fail if the files are not up to date")

@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .state.history import HistoryWindow
+
 
 class Settings(BaseSettings):
     """Every setting has a default that works for ``make run`` on one machine."""
@@ -37,8 +39,14 @@ class Settings(BaseSettings):
     """Deadline of one caller turn, across every agent hop."""
     hop_timeout_s: float = Field(10.0, gt=0)
     """Longest one agent may take within a turn before the turn goes to the fallback agent."""
-    idle_timeout_s: float = Field(1.5, gt=0)
-    """A supervisor that sends nothing, not even a heartbeat (every 0.5 s), for this long is taken for dead."""
+    heartbeat_s: float = Field(0.25, gt=0)
+    """Agents and supervisors acknowledge a request with a heartbeat at once, then send one this often."""
+    ack_timeout_s: float = Field(0.25, gt=0)
+    """An agent or supervisor replica that has not acknowledged a request this long after it was sent
+    (frozen, or gone with its subscription) is taken for lost and the call retried on another replica."""
+    idle_timeout_s: float = Field(0.75, gt=0)
+    """An agent or supervisor that sends nothing, not even a heartbeat, for this long mid-call is taken
+    for dead and the call retried. Must be at least twice ``heartbeat_s``."""
     retry_attempts: int = Field(3, ge=1, le=10)
     """Tries of one agent turn on retryable failures (no responders, lost replica, busy), with jitter."""
     breaker_threshold: int = Field(5, ge=1)
@@ -50,8 +58,13 @@ class Settings(BaseSettings):
     the tool runs) is presumed dead and taken over by a retry. Must stay well below the hop timeout."""
     agent_max_inflight: int = Field(256, ge=1)
     """Turns one agent replica runs at once; more get a retryable ``busy`` error."""
-    data_dir: Path = Path("var/data")
-    """Where scenario tools keep their local data store."""
+    history_max_items: int = Field(64, ge=2, le=10_000)
+    """Items a session keeps hot (in its KV value, sent to agents); beyond it the oldest go to the history
+    stream, in batches down to ``history_keep_items``."""
+    history_keep_items: int = Field(48, ge=1)
+    """Items left in the hot window after archiving."""
+    history_max_bytes: int = Field(256 * 1024, ge=4096, le=900 * 1024)
+    """Serialized size of the hot window that also triggers archiving (a KV value must stay under 1 MiB)."""
     log_level: str = "INFO"
     metrics_port: int = Field(0, ge=-1, le=65535)
     """Prometheus port of agent and supervisor processes (0: any free port, logged at start; -1: off).
@@ -66,6 +79,15 @@ class Settings(BaseSettings):
         return ",".join(urls)
 
     @model_validator(mode="after")
+    def _liveness_fits(self) -> Settings:
+        if self.idle_timeout_s < 2 * self.heartbeat_s:
+            raise ValueError(
+                f"SWITCHBOARD_IDLE_TIMEOUT_S ({self.idle_timeout_s}) must be at least twice SWITCHBOARD_HEARTBEAT_S "
+                f"({self.heartbeat_s}): one late heartbeat must not look like a dead replica"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _takeover_fits(self) -> Settings:
         if self.ledger_takeover_s >= self.hop_timeout_s:
             raise ValueError(
@@ -73,6 +95,19 @@ class Settings(BaseSettings):
                 f"({self.hop_timeout_s}): a retried turn must be able to take over a dead replica's tool call"
             )
         return self
+
+    @model_validator(mode="after")
+    def _history_window_fits(self) -> Settings:
+        if self.history_keep_items > self.history_max_items:
+            raise ValueError(
+                f"SWITCHBOARD_HISTORY_KEEP_ITEMS ({self.history_keep_items}) must not exceed "
+                f"SWITCHBOARD_HISTORY_MAX_ITEMS ({self.history_max_items})"
+            )
+        return self
+
+    @property
+    def history_window(self) -> HistoryWindow:
+        return HistoryWindow(self.history_max_items, self.history_keep_items, self.history_max_bytes)
 
     @property
     def nats_servers(self) -> list[str]:

@@ -1,110 +1,124 @@
-"""Retail tools over a small SQLite store (seeded from seed.json), shared by every agent process."""
+"""Retail tools over the platform's shared store (``ctx.store``), seeded from seed.json at agent start.
+
+Collections: ``customers`` (by customer id), ``customer_emails`` (an index: email digest -> customer
+id), ``orders`` (by order id) and ``returns`` (by order id, so an order has at most one return: the
+create is atomic across replicas). Every replica of every agent sees the same documents.
+"""
 
 from __future__ import annotations
 
-import json
-import os
-import sqlite3
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from switchboard.agents import ToolContext, ToolError, ToolRegistry
+from switchboard.state import InvalidId, ToolStore, token_for
 
 registry = ToolRegistry()
 RETURN_WINDOW_DAYS = 30
 _SEED = Path(__file__).with_name("seed.json")
 
 
-@contextmanager
-def _db() -> Iterator[sqlite3.Connection]:
-    folder = Path(os.environ.get("SWITCHBOARD_DATA_DIR", "var/data"))
-    folder.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(folder / "retail.sqlite", timeout=10)
-    conn.row_factory = sqlite3.Row
-    try:
-        _seed(conn)
-        with conn:  # one transaction per tool call
-            yield conn
-    finally:
-        conn.close()
+class Customer(BaseModel):
+    id: str
+    name: str
+    email: str
+    pin: str
+    balance: float
+    last_invoice: str
 
 
-def _seed(conn: sqlite3.Connection) -> None:
-    conn.executescript(
-        """
-        CREATE TABLE IF NOT EXISTS customers (id TEXT PRIMARY KEY, name TEXT, email TEXT UNIQUE, pin TEXT,
-                                              balance REAL, last_invoice TEXT);
-        CREATE TABLE IF NOT EXISTS orders (id TEXT PRIMARY KEY, customer_id TEXT, item TEXT, total REAL,
-                                           days_since_delivery INTEGER, status TEXT);
-        CREATE TABLE IF NOT EXISTS returns (id TEXT PRIMARY KEY, order_id TEXT UNIQUE, refund REAL);
-        """
+class EmailIndex(BaseModel):
+    customer_id: str
+
+
+class Order(BaseModel):
+    id: str
+    customer_id: str
+    item: str
+    total: float
+    days_since_delivery: int
+    status: str
+
+
+class Return(BaseModel):
+    return_id: str
+    order_id: str
+    refund: float
+    idempotency_key: str = ""
+    """The platform's key of the tool call that opened it."""
+
+
+class Seed(BaseModel):
+    customers: list[Customer]
+    orders: list[Order]
+
+
+@registry.seed
+async def seed(store: ToolStore) -> None:
+    """Create the example customers and orders that are absent (never overwrites live data)."""
+    data = Seed.model_validate_json(_SEED.read_text())
+    await store.collection("customers", Customer).seed({c.id: c for c in data.customers})
+    await store.collection("customer_emails", EmailIndex).seed(
+        {token_for(c.email): EmailIndex(customer_id=c.id) for c in data.customers}
     )
-    if conn.execute("SELECT COUNT(*) FROM customers").fetchone()[0]:
-        return
-    seed = json.loads(_SEED.read_text())
-    with conn:  # INSERT OR IGNORE: two processes seeding at once is harmless
-        conn.executemany("INSERT OR IGNORE INTO customers VALUES (:id, :name, :email, :pin, :balance, :last_invoice)",
-                         seed["customers"])  # fmt: skip
-        conn.executemany(
-            "INSERT OR IGNORE INTO orders VALUES (:id, :customer_id, :item, :total, :days_since_delivery, :status)",
-            seed["orders"],
-        )
+    await store.collection("orders", Order).seed({o.id: o for o in data.orders})
 
 
-def _own_order(conn: sqlite3.Connection, order_id: str, ctx: ToolContext) -> sqlite3.Row:
-    row = conn.execute("SELECT * FROM orders WHERE id = ?", (order_id.upper(),)).fetchone()
-    if row is None or row["customer_id"] != ctx.caller.customer_id:
+async def _own_order(order_id: str, ctx: ToolContext) -> Order:
+    try:
+        order = await ctx.store.collection("orders", Order).get(order_id.upper())
+    except InvalidId:
+        order = None
+    if order is None or order.customer_id != ctx.caller.customer_id:
         raise ToolError(f"no order {order_id} on this customer's account")
-    return row
+    return order
 
 
 @registry.tool(identity=True)
-def verify_customer(email: str, pin: str, ctx: ToolContext) -> dict[str, Any]:
+async def verify_customer(email: str, pin: str, ctx: ToolContext) -> dict[str, Any]:
     """Verify the caller with the email on their account and their 4-digit PIN."""
-    with _db() as conn:
-        row = conn.execute("SELECT id, name, pin FROM customers WHERE lower(email) = lower(?)", (email,)).fetchone()
-    if row is None or row["pin"] != pin:
+    index = await ctx.store.collection("customer_emails", EmailIndex).get(token_for(email))
+    customer = await ctx.store.collection("customers", Customer).get(index.customer_id) if index else None
+    if customer is None or customer.pin != pin:
         return {"verified": False}
-    ctx.verify_caller(row["id"])
-    return {"verified": True, "name": row["name"]}
+    ctx.verify_caller(customer.id)
+    return {"verified": True, "name": customer.name}
 
 
 @registry.tool(requires_auth=True)
-def lookup_order(order_id: str, ctx: ToolContext) -> dict[str, Any]:
+async def lookup_order(order_id: str, ctx: ToolContext) -> dict[str, Any]:
     """Look up one of the verified caller's orders and whether it can still be returned."""
-    with _db() as conn:
-        row = _own_order(conn, order_id, ctx)
-        returned = conn.execute("SELECT id FROM returns WHERE order_id = ?", (row["id"],)).fetchone()
-    eligible = returned is None and row["days_since_delivery"] <= RETURN_WINDOW_DAYS
+    order = await _own_order(order_id, ctx)
+    returned = await ctx.store.collection("returns", Return).get(order.id)
+    eligible = returned is None and order.days_since_delivery <= RETURN_WINDOW_DAYS
     reason = "already returned" if returned else f"delivered more than {RETURN_WINDOW_DAYS} days ago"
-    return {"order_id": row["id"], "item": row["item"], "total": row["total"], "eligible": eligible,
+    return {"order_id": order.id, "item": order.item, "total": order.total, "eligible": eligible,
             "reason": "" if eligible else reason}  # fmt: skip
 
 
 @registry.tool(requires_auth=True, side_effect=True)
-def create_return(order_id: str, ctx: ToolContext) -> dict[str, Any]:
+async def create_return(order_id: str, ctx: ToolContext) -> dict[str, Any]:
     """Open a return for an eligible order and refund its total to the original payment method."""
-    with _db() as conn:
-        row = _own_order(conn, order_id, ctx)
-        existing = conn.execute("SELECT id, refund FROM returns WHERE order_id = ?", (row["id"],)).fetchone()
-        if existing is not None:  # idempotent: asking twice does not refund twice
-            return {"return_id": existing["id"], "order_id": row["id"], "refund": existing["refund"]}
-        if row["days_since_delivery"] > RETURN_WINDOW_DAYS:
-            raise ToolError(f"order {row['id']} is outside the {RETURN_WINDOW_DAYS}-day return window")
-        return_id = f"R-{uuid.uuid4().hex[:6].upper()}"
-        conn.execute("INSERT INTO returns VALUES (?, ?, ?)", (return_id, row["id"], row["total"]))
-    return {"return_id": return_id, "order_id": row["id"], "refund": row["total"]}
+    order = await _own_order(order_id, ctx)
+    returns = ctx.store.collection("returns", Return)
+    existing = await returns.get(order.id)
+    if existing is None and order.days_since_delivery > RETURN_WINDOW_DAYS:
+        raise ToolError(f"order {order.id} is outside the {RETURN_WINDOW_DAYS}-day return window")
+    # one return per order, whichever replica gets there first: asking twice does not refund twice
+    fresh = Return(return_id=f"R-{uuid.uuid4().hex[:6].upper()}", order_id=order.id, refund=order.total,
+                   idempotency_key=ctx.idempotency_key)  # fmt: skip
+    ret = existing or (await returns.get_or_create(order.id, fresh))[0].value
+    return {"return_id": ret.return_id, "order_id": ret.order_id, "refund": ret.refund}
 
 
 @registry.tool(requires_auth=True)
-def get_balance(ctx: ToolContext) -> dict[str, Any]:
+async def get_balance(ctx: ToolContext) -> dict[str, Any]:
     """The verified caller's account balance and latest invoice."""
-    with _db() as conn:
-        row = conn.execute("SELECT balance, last_invoice FROM customers WHERE id = ?",
-                           (ctx.caller.customer_id,)).fetchone()  # fmt: skip
-    if row is None:
+    customer_id = ctx.caller.customer_id
+    customer = await ctx.store.collection("customers", Customer).get(customer_id) if customer_id else None
+    if customer is None:
         raise ToolError("no account for this caller")
-    return {"balance": row["balance"], "last_invoice": row["last_invoice"]}
+    return {"balance": customer.balance, "last_invoice": customer.last_invoice}

@@ -113,8 +113,7 @@ async def lost_turns(stack: Stack, turns: list[Turn]) -> list[Turn]:
         store = await SessionStore.open(bus.js)
         states = {}
         for sid in {t.session_id for t in turns}:
-            loaded = await store.load(sid)
-            states[sid] = loaded[0].history if loaded else []
+            states[sid] = await store.transcript(sid)
     for turn in turns:
         history = states[turn.session_id]
         ids = [item.id for item in history]

@@ -34,8 +34,9 @@ class ContainerSystem:
     def env(self) -> dict[str, str]:
         return {"SWITCHBOARD_NATS_URL": self.nats.url, "SWITCHBOARD_API_KEYS": self.key}
 
-    def agent(self, name: str, label: str | None = None) -> Container:
-        return self.pool.run(label or name, ["agent", "--name", name], self.env)
+    def agent(self, name: str, label: str | None = None, *, read_only: bool = False) -> Container:
+        options = ["--read-only"] if read_only else []
+        return self.pool.run(label or name, ["agent", "--name", name], self.env, options=options)
 
     def edge(self) -> Container:
         self.edge_port = free_port()
@@ -78,7 +79,7 @@ async def test_conversation_with_handoffs_through_containers(system: ContainerSy
     for container in (edge, *agents):  # non-root, with the uid that owns the data dir
         assert container.exec("id", "-u") == "10001"
     returns = next(a for a in agents if a.name.endswith("-returns"))
-    assert returns.exec("stat", "-c", "%u", "/var/lib/switchboard/data") == "10001"
+    assert returns.exec("stat", "-c", "%u", "/var/lib/switchboard") == "10001"  # its HOME
     records = returns.log_records()  # JSON lines on stdout
     assert any(r.get("msg") == "agent ready" and r.get("service") == "agent-returns" for r in records)
 
@@ -94,25 +95,21 @@ async def test_sigterm_reaches_the_process_and_drains(system: ContainerSystem) -
     assert inspect(agent.name, "{{.State.ExitCode}}") == "0"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs tool data in the shared NATS-backed store (branch store): today each container "
-    "keeps its own SQLite file, so the second replica offers the return again",
-)
 async def test_two_replicas_in_separate_containers_share_tool_data(system: ContainerSystem) -> None:
-    """Two containers of one agent, no volume in common: a return opened through one replica is
-    seen through the other (tool data lives in the shared store, not on a container's disk)."""
+    """Two containers of one agent with read-only root filesystems and no volume: a return opened
+    through one replica is seen through the other (tool data lives in the shared store on NATS)."""
     for name in ("triage", "auth"):
         system.agent(name).wait_log('"msg": "agent ready"')
-    first = system.agent("returns", "returns-a")
+    first = system.agent("returns", "returns-a", read_only=True)
     first.wait_log('"msg": "agent ready"')
     system.edge()
     await talk.refund(system.client(), "A1001", confirm=True)
 
-    second = system.agent("returns", "returns-b")
+    second = system.agent("returns", "returns-b", read_only=True)
     second.wait_log('"msg": "agent ready"')
     podman("stop", "--time", "30", first.name, timeout=60)  # from now on only the second replica answers
     for container in (first, second):
         assert inspect(container.name, "{{range .Mounts}}{{.Destination}} {{end}}") == ""
+        assert inspect(container.name, "{{.HostConfig.ReadonlyRootfs}}") == "true"
     said = await talk.refund(system.client(), "A1001", confirm=False)
     assert "already returned" in said, said

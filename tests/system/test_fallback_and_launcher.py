@@ -43,8 +43,11 @@ async def test_killed_agent_falls_back_and_the_conversation_continues(tmp_path: 
             assert again.agent == "triage"
 
 
-async def test_hung_agent_times_out_and_the_fallback_answers(tmp_path: Path) -> None:
-    with make_stack(tmp_path, env={"SWITCHBOARD_HOP_TIMEOUT_S": "1.5", "SWITCHBOARD_LEDGER_TAKEOVER_S": "1"}) as stack:
+async def test_frozen_agent_is_noticed_at_once_and_the_fallback_answers(tmp_path: Path) -> None:
+    """A frozen replica keeps its NATS subscription, so only its missing acknowledgement shows it is
+    gone: the fallback must answer in about a second (3 tries x 0.25 s), not after idle timeouts or
+    the 10 s hop timeout."""
+    with make_stack(tmp_path) as stack:
         async with sdk_client(stack).realtime.connect(model="switchboard") as conn:
             await open_session(conn)
             assert (await say(conn, "hello")).agent == "triage"
@@ -56,9 +59,9 @@ async def test_hung_agent_times_out_and_the_fallback_answers(tmp_path: Path) -> 
             finally:
                 stack.proc("agent:triage").popen.send_signal(signal.SIGCONT)
     assert [(h["from"], h["to"], h["outcome"]) for h in reply.handoffs] == [("triage", "generalist", "unavailable")]
-    assert "deadline" in reply.handoffs[0]["detail"]
+    assert "did not acknowledge" in reply.handoffs[0]["detail"]
     assert reply.agent == "generalist" and reply.status == "completed"
-    assert 1.5 <= elapsed < 10, elapsed  # bounded by the hop timeout, not the 30 s turn deadline
+    assert elapsed < 1.5, elapsed  # ~0.9 s; the margin is for a loaded machine (idle timeouts alone: 2.3 s)
 
 
 def test_switchboard_run_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:

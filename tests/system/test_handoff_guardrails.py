@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import nats
 import pytest
 
 from switchboard.local.stack import Stack
+from switchboard.orchestration.conductor import CANT_TRANSFER
 from switchboard.state import AuditLog
 
 from .client import Reply, open_session, say, sdk_client
@@ -83,5 +83,50 @@ async def test_depth_cap_refuses_the_handoff_past_the_cap(guard: Stack) -> None:
     assert outcomes == ["accepted", "accepted", "depth_cap"]
 
 
-def test_guard_scenario_exists() -> None:
-    assert (Path(__file__).parent / "scenarios" / "guard" / "scenario.yaml").is_file()
+@pytest.fixture(scope="module")
+def hops(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with make_stack(tmp_path_factory.mktemp("hops"), scenario="hops") as stack:
+        yield stack
+
+
+async def _resumed_agent(stack: Stack, session_id: str) -> str:
+    async with sdk_client(stack).realtime.connect(model="switchboard", extra_query={"session_id": session_id}) as conn:
+        return str((await open_session(conn))["active_agent"])
+
+
+async def test_hop_cap_keeps_the_caller_with_the_agent_that_asked(hops: Stack) -> None:
+    """front -> c1 -> c2 -> c3 under max_hops_per_turn 3: c3 never runs, so nothing may say it did."""
+    reply, session_id = await _one_turn(hops, "chain")
+    assert reply.text.endswith(CANT_TRANSFER)
+    assert reply.agent == "c2" and reply.metadata["agents"] == "front,c1,c2"
+    assert [(h["from"], h["requested"], h["to"], h["outcome"]) for h in reply.handoffs] == [
+        ("front", "c1", "c1", "accepted"),
+        ("c1", "c2", "c2", "accepted"),
+        ("c2", "c3", "c2", "hop_cap"),
+    ]
+    assert await _audit(hops, session_id) == [
+        ("front", "c1", "c1", "accepted"),
+        ("c1", "c2", "c2", "accepted"),
+        ("c2", "c3", "c2", "hop_cap"),
+    ]
+    assert await _resumed_agent(hops, session_id) == "c2"
+
+
+async def _context_keys(stack: Stack, session_id: str) -> list[list[str]]:
+    nc = await nats.connect(stack.nats.url)
+    try:
+        return [d.context_keys for d in await AuditLog(nc.jetstream()).read_session(session_id)]
+    finally:
+        await nc.close()
+
+
+async def test_context_crosses_only_the_handoff_whose_contract_declares_it(hops: Stack) -> None:
+    reply, session_id = await _one_turn(hops, "drop")  # front -(code)-> c1 -(no contract)-> c2
+    assert (reply.agent, reply.text) == ("c2", "c2 received no code")
+    assert await _context_keys(hops, session_id) == [["code"], []]
+
+
+async def test_a_forward_field_passes_on_what_the_source_received(hops: Stack) -> None:
+    reply, session_id = await _one_turn(hops, "carry")  # front -(code)-> c1 -(code, forward)-> d
+    assert (reply.agent, reply.text) == ("d", "d received code 42")
+    assert await _context_keys(hops, session_id) == [["code"], ["code"]]

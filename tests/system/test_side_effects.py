@@ -61,8 +61,7 @@ async def test_concurrent_claims_run_the_call_once() -> None:
     assert runs == 1
 
 
-def _counts(data_dir: Path) -> tuple[int, int]:
-    path = data_dir / "effects.sqlite"
+def _counts(path: Path) -> tuple[int, int]:
     if not path.exists():
         return 0, 0
     with sqlite3.connect(path) as db:
@@ -75,7 +74,8 @@ def _counts(data_dir: Path) -> tuple[int, int]:
 
 
 async def test_replica_killed_inside_a_side_effect_does_not_double_it(tmp_path: Path) -> None:
-    env = {"EFFECTS_LINGER_S": "60", "SWITCHBOARD_LEDGER_TAKEOVER_S": "1"}
+    db = tmp_path / "effects.sqlite"
+    env = {"EFFECTS_LINGER_S": "60", "SWITCHBOARD_LEDGER_TAKEOVER_S": "1", "EFFECTS_DB": str(db)}
     with make_stack(tmp_path, scenario="effects", env=env) as stack:
         async with sdk_client(stack).realtime.connect(model="switchboard") as conn:
             await open_session(conn)
@@ -84,7 +84,7 @@ async def test_replica_killed_inside_a_side_effect_does_not_double_it(tmp_path: 
             )
             await conn.response.create()
             deadline = time.monotonic() + 20
-            while _counts(tmp_path / "data")[0] < 1:  # wait until the effect happened inside replica 1
+            while _counts(db)[0] < 1:  # wait until the effect happened inside replica 1
                 assert time.monotonic() < deadline, "the tool never ran"
                 await asyncio.sleep(0.05)  # ok-sleep: polling the tool's database for the effect
             stack.start_agent("front", wait=True)
@@ -92,4 +92,4 @@ async def test_replica_killed_inside_a_side_effect_does_not_double_it(tmp_path: 
             reply = await collect(conn)
     assert reply.status == "completed" and reply.agent == "front", reply.text
     assert "recorded 1 effect(s) after 2 execution(s)" in reply.text
-    assert _counts(tmp_path / "data") == (2, 1)
+    assert _counts(db) == (2, 1)

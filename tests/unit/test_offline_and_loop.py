@@ -1,8 +1,13 @@
-"""AgentLoop + OfflineProvider with the retail scenario's agents and tools (fresh SQLite per test)."""
+"""AgentLoop + OfflineProvider with the retail scenario's agents and tools (a fresh store per test,
+in a real nats-server)."""
 
 from __future__ import annotations
 
 import json
+import tempfile
+import threading
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +23,8 @@ from switchboard.agents import (
     build_tool,
     load_scenario,
 )
+from switchboard.bus import Bus
+from switchboard.local import NatsServer
 from switchboard.models.offline import OfflineProvider
 from switchboard.runtime.loop import AgentLoop, IterationCapError
 from switchboard.schemas import (
@@ -28,15 +35,32 @@ from switchboard.schemas import (
     TurnRequest,
     TurnResult,
 )
+from switchboard.state import ToolStore
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 JANE = CallerIdentity(authenticated=True, customer_id="C001")
 
 
+@dataclass(frozen=True)
+class Seeded(Scenario):
+    store: ToolStore | None = None
+
+
+@pytest.fixture(scope="module")
+def nats_url() -> Iterator[str]:
+    with NatsServer(Path(tempfile.mkdtemp(prefix="loop-nats-"))) as server:
+        yield server.url
+
+
 @pytest.fixture
-def retail(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Scenario:
-    monkeypatch.setenv("SWITCHBOARD_DATA_DIR", str(tmp_path / "data"))
-    return load_scenario("retail", SCENARIOS)
+async def retail(nats_url: str) -> AsyncIterator[Scenario]:
+    """The retail scenario with its tools on a fresh, seeded store (its own bucket)."""
+    scenario = load_scenario("retail", SCENARIOS)
+    async with Bus([nats_url], name="loop-test") as bus:
+        store = await ToolStore.open(bus.js, f"test_{uuid.uuid4().hex[:12]}")
+        for seeder in scenario.tools.seeders:
+            await seeder(store)
+        yield Seeded(scenario.config, scenario.tools, scenario.path, store)
 
 
 @dataclass
@@ -60,7 +84,9 @@ async def run(
 ) -> Turn:
     config = scenario.config.agent(agent)
     assert config is not None
-    loop = AgentLoop(config, OfflineProvider(config.offline, scenario.config.offline_slots), scenario.tools)
+    store = scenario.store if isinstance(scenario, Seeded) else None
+    provider = OfflineProvider(config.offline, scenario.config.offline_slots)
+    loop = AgentLoop(config, provider, scenario.tools, store=store)
     history = [MessageItem(id=f"item_u{n}", role="user", text=t) for n, t in enumerate(user_texts)]
     request = TurnRequest(
         session_id="sess_test", turn_id="turn_1", agent=agent, history=history,
@@ -460,3 +486,22 @@ def test_registry_rejects_duplicate_names() -> None:
             """Two."""
 
     assert registry.names() == ["t"]
+
+
+async def test_plain_tool_runs_off_the_event_loop_thread() -> None:
+    def where() -> int:
+        """The thread it ran in."""
+        return threading.get_ident()
+
+    async def where_async() -> int:
+        """The thread it ran in."""
+        return threading.get_ident()
+
+    ctx = ToolContext("s", "a", CallerIdentity())
+    assert await build_tool(where).invoke({}, ctx) != threading.get_ident()  # a blocking tool cannot stall turns
+    assert await build_tool(where_async).invoke({}, ctx) == threading.get_ident()
+
+
+async def test_tool_without_a_store_gets_a_tool_error() -> None:
+    with pytest.raises(ToolError, match="no data store"):
+        _ = ToolContext("s", "a", CallerIdentity()).store

@@ -1,5 +1,9 @@
 """The chaos scenario's side effect: one row per idempotency key, labelled with what the caller asked.
 
+The rows go to a witness database on the harness's disk (``CHAOS_EFFECTS_DB``), not to the platform's
+store: the harness counts effects with an instrument that the faults it injects (NATS nodes killed,
+agents frozen) cannot touch, and every process of a chaos run is on this one machine.
+
 ``effects`` has one row per idempotency key (``INSERT OR IGNORE``), so a takeover that re-runs a call
 with the same key cannot double it; ``executions`` has one row per run. The chaos harness counts
 ``effects`` rows per *label*: a second row for the same label means the effect happened twice under
@@ -18,11 +22,9 @@ from switchboard.agents import ToolContext, ToolRegistry
 
 registry = ToolRegistry()
 
-DB_NAME = "chaos_effects.sqlite"
-
 
 def _connect() -> sqlite3.Connection:
-    path = Path(os.environ["SWITCHBOARD_DATA_DIR"]) / DB_NAME
+    path = Path(os.environ["CHAOS_EFFECTS_DB"])
     path.parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path, timeout=30)
     db.execute("PRAGMA journal_mode=WAL")

@@ -13,7 +13,7 @@ from .config import (
     ScenarioConfig,
 )
 from .loader import Scenario, ScenarioError, load_scenario
-from .tools import Tool, ToolContext, ToolError, ToolRegistry, build_tool
+from .tools import Seeder, Tool, ToolContext, ToolError, ToolRegistry, build_tool
 
 __all__ = [
     "CONSULT_TOOL",
@@ -28,6 +28,7 @@ __all__ = [
     "Scenario",
     "ScenarioConfig",
     "ScenarioError",
+    "Seeder",
     "Tool",
     "ToolContext",
     "ToolError",

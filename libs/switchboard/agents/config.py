@@ -34,10 +34,17 @@ class ContractField(_Frozen):
     required: bool = True
     description: str = ""
     pattern: str | None = None
+    forward: bool = False
+    """When the source agent does not pass this field, the platform passes on the value the source
+    itself received at its own handoff (if any). Nothing crosses a handoff unless a contract says so."""
 
 
 class HandoffConfig(_Frozen):
-    """An allowed transfer and its contract: exactly these context fields may cross."""
+    """An allowed transfer and its contract: exactly these context fields may cross, nothing else.
+
+    The target receives the validated contract fields of the handoff that brought it there (plus the
+    platform's own ``pending_agent`` on an auth redirect); context from earlier handoffs does not
+    carry over unless a field of this contract is declared ``forward: true``."""
 
     target: str
     description: str = ""

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, get_args, get_type_hints
+from typing import TYPE_CHECKING, Any, get_args, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from ..models.base import ToolSpec
 from ..schemas import CallerIdentity
+
+if TYPE_CHECKING:
+    from ..state.store import ToolStore
+
+Seeder = Callable[["ToolStore"], Awaitable[None]]
+"""Fills a scenario's store at agent start; must only create what is absent (``Collection.seed``)."""
 
 
 class ToolError(Exception):
@@ -30,6 +37,17 @@ class ToolContext:
     idempotency_key: str = ""
     """For side-effecting tools: the same for every run of this call (retries and takeovers included);
     pass it to whatever the tool changes so the effect cannot happen twice."""
+    deadline: float | None = None
+    """Unix time by which the caller needs the turn's answer (the hop deadline), when known."""
+    tool_store: ToolStore | None = field(default=None, repr=False)
+    """The store behind ``store``; the platform sets it."""
+
+    @property
+    def store(self) -> ToolStore:
+        """The scenario's shared data store (the same for every replica). Use it from ``async def`` tools."""
+        if self.tool_store is None:
+            raise ToolError("no data store is configured for this agent")
+        return self.tool_store
 
     def verify_caller(self, customer_id: str) -> None:
         """Mark the caller as verified; only tools registered with ``identity=True`` may do this."""
@@ -69,7 +87,10 @@ class Tool:
         kwargs = dict(parsed)
         if self.context_param:
             kwargs[self.context_param] = ctx
-        result = self.fn(**kwargs)
+        if inspect.iscoroutinefunction(self.fn):
+            return await self.fn(**kwargs)
+        # a plain function may block (files, sockets, sleep): run it off the event loop
+        result = await asyncio.to_thread(self.fn, **kwargs)
         return await result if inspect.isawaitable(result) else result
 
 
@@ -78,6 +99,17 @@ class ToolRegistry:
 
     def __init__(self) -> None:
         self._tools: dict[str, Tool] = {}
+        self.seeders: list[Seeder] = []
+        """Run at every agent start, before it takes turns (see ``seed``)."""
+
+    def seed(self, fn: Seeder) -> Seeder:
+        """Register ``async def fn(store)`` to seed the scenario's store at agent start.
+
+        Every replica of every agent with tools runs it, at once if they start together, so it must
+        only create what is absent (``Collection.seed``) and never overwrite live data.
+        """
+        self.seeders.append(fn)
+        return fn
 
     def tool(
         self, *, name: str | None = None, requires_auth: bool = False, identity: bool = False, side_effect: bool = False
@@ -92,7 +124,9 @@ class ToolRegistry:
         return register
 
     def include(self, other: ToolRegistry, *names: str) -> None:
-        """Share tools registered elsewhere (another scenario's registry) under the same names."""
+        """Share tools registered elsewhere (another scenario's registry) under the same names,
+        with the other registry's seeders (this scenario's store needs the same data)."""
+        self.seeders.extend(s for s in other.seeders if s not in self.seeders)
         for name in names:
             tool = other.get(name)
             if tool is None:

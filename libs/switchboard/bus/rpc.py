@@ -98,13 +98,16 @@ class StreamingClient:
         session_id: str | None = None,
         extra_headers: dict[str, str] | None = None,
         idle_timeout: float | None = None,
+        ack_timeout: float | None = None,
     ) -> AsyncIterator[R]:
         """Publish ``request`` and yield parsed replies; raise a ``BusError`` on failure.
 
         ``ErrorReply`` replies are raised as ``RemoteError``; the deadline bounds the whole stream.
-        With ``idle_timeout``, a responder that sends nothing (not even a heartbeat) for that
-        long is taken for dead, so a killed replica costs seconds rather than the whole deadline.
-        Heartbeats and reply types this version does not know are skipped.
+        A ``QueueService`` acknowledges a request with a heartbeat as soon as it takes it, then beats
+        while it works: with ``ack_timeout``, a responder that has not acknowledged within that long
+        (a frozen replica still holding its subscription) is taken for lost; with ``idle_timeout``, one
+        that then sends nothing for that long (killed mid-turn) is. Either way the caller knows in well
+        under a second instead of at the deadline. Heartbeats and unknown reply types are skipped.
         """
         await self.start()
         self._next += 1
@@ -120,17 +123,24 @@ class StreamingClient:
                                names.MESSAGING_DESTINATION_NAME: subject,
                                names.MESSAGING_OPERATION_TYPE: names.MESSAGING_OPERATION_SEND})  # fmt: skip
             await self._nc.publish(subject, request.to_bytes(), reply=f"{self._prefix}.{token}", headers=hdrs)
+            acked = False
             while True:
                 left = remaining(deadline)
                 if left <= 0:
                     raise ReplyTimeout(f"no complete reply from {subject} before the deadline")
-                wait = left if idle_timeout is None else min(left, idle_timeout)
+                limit = idle_timeout if acked or ack_timeout is None else ack_timeout
+                wait = left if limit is None else min(left, limit)
                 try:
                     msg = await asyncio.wait_for(queue.get(), wait)
                 except TimeoutError:
-                    if wait < left:
-                        raise ReplyTimeout(f"{subject} went silent for {idle_timeout}s (responder lost)") from None
-                    raise ReplyTimeout(f"no complete reply from {subject} before the deadline") from None
+                    late = await _late(queue)
+                    if late is None and wait < left:
+                        what = "went silent for" if acked else "did not acknowledge within"
+                        raise ReplyTimeout(f"{subject} {what} {limit}s (responder lost)") from None
+                    if late is None:
+                        raise ReplyTimeout(f"no complete reply from {subject} before the deadline") from None
+                    msg = late
+                acked = True
                 if msg.headers and msg.headers.get("Status") == "503":
                     raise NoResponders(f"no responders on {subject}")
                 reply = _parse(reply_adapter, msg)
@@ -147,6 +157,16 @@ class StreamingClient:
             raise
         finally:
             del self._waiting[token]
+
+
+async def _late(queue: asyncio.Queue[Msg]) -> Msg | None:
+    """A reply that reached the socket by the time a timer fired but was not routed yet: an edge whose
+    event loop lags must not take a live responder for dead. Gives the loop two turns to route it."""
+    for _ in range(2):
+        if not queue.empty():
+            break
+        await asyncio.sleep(0)
+    return None if queue.empty() else queue.get_nowait()
 
 
 def _parse(adapter: TypeAdapter[R], msg: Msg) -> R | None:
@@ -196,7 +216,7 @@ class QueueService(Generic[Req]):
         handler: Handler[Req],
         *,
         max_inflight: int = 256,
-        heartbeat_s: float | None = 0.5,
+        heartbeat_s: float | None = 0.25,
         span_name: str | None = None,
         service: str = "",
     ) -> None:
@@ -234,18 +254,6 @@ class QueueService(Generic[Req]):
             metrics().busy_rejections.labels(service=self._service_label).inc()
             await self._error(msg, ErrorCode.BUSY, "service is at its concurrency limit", retryable=True)
             return
-        task = asyncio.create_task(self._handle(msg))
-        self._tasks.add(task)
-        inflight = metrics().inflight.labels(service=self._service_label)
-        inflight.inc()
-
-        def done(t: asyncio.Task[None]) -> None:
-            self._tasks.discard(t)
-            inflight.dec()
-
-        task.add_done_callback(done)
-
-    async def _handle(self, msg: Msg) -> None:
         bad_version = version_error(msg.headers)
         if bad_version is not None:
             await ReplySink(self._nc, msg.reply, None).send(bad_version)
@@ -258,6 +266,24 @@ class QueueService(Generic[Req]):
             return
         session_id = (msg.headers or {}).get(h.SESSION)
         sink = ReplySink(self._nc, msg.reply, session_id)
+        if self._heartbeat_s and msg.reply:
+            # Acknowledge a request we take before its handler runs: the handler's first steps may take a
+            # while (first-call imports, a cold model client), and the caller must not take a slow start
+            # for a lost replica. Published first, the ack is flushed before the handler's first step.
+            await sink.send(Heartbeat())
+        task = asyncio.create_task(self._handle(request, sink, msg))
+        self._tasks.add(task)
+        inflight = metrics().inflight.labels(service=self._service_label)
+        inflight.inc()
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._tasks.discard(t)
+            inflight.dec()
+
+        task.add_done_callback(done)
+
+    async def _handle(self, request: Req, sink: ReplySink, msg: Msg) -> None:
+        session_id = (msg.headers or {}).get(h.SESSION)
         beat = asyncio.create_task(self._heartbeat(sink)) if self._heartbeat_s and msg.reply else None
         with (
             process_span(self.subject, msg.headers, name=self._span_name, consumer_group=self.queue),
@@ -274,6 +300,7 @@ class QueueService(Generic[Req]):
                     beat.cancel()
 
     async def _heartbeat(self, sink: ReplySink) -> None:
+        """One beat every ``heartbeat_s`` while the handler works (the acknowledgement came first)."""
         assert self._heartbeat_s is not None
         while True:
             await asyncio.sleep(self._heartbeat_s)

@@ -21,6 +21,9 @@ PREFIX = "switchboard.v1"
 AUDIT_STREAM = "SWITCHBOARD_AUDIT"
 AUDIT_SUBJECTS = f"{PREFIX}.audit.>"
 SESSIONS_BUCKET = "switchboard_sessions"
+HISTORY_STREAM = "SWITCHBOARD_HISTORY"
+"""Conversation items that left a session's hot window, one message per item (the full transcript)."""
+HISTORY_SUBJECTS = f"{PREFIX}.history.>"
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
@@ -59,3 +62,8 @@ def audit_turn(session_id: str) -> str:
 def audit_session(session_id: str) -> str:
     """Every audit record of one session."""
     return f"{PREFIX}.audit.*.{check_token(session_id, 'session id')}"
+
+
+def history_items(session_id: str) -> str:
+    """Archived conversation items of one session (stream ``SWITCHBOARD_HISTORY``)."""
+    return f"{PREFIX}.history.{check_token(session_id, 'session id')}"

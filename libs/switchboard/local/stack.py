@@ -105,7 +105,6 @@ class Stack:
                 "SWITCHBOARD_SCENARIO": self.scenario,
                 "SWITCHBOARD_API_KEYS": self.api_key,
                 "SWITCHBOARD_EDGE_PORT": str(self.edge_port),
-                "SWITCHBOARD_DATA_DIR": str(self.var_dir / "data"),
                 "PYTHONUNBUFFERED": "1",
             }
             | self.extra_env
@@ -144,20 +143,28 @@ class Stack:
         agent = load_scenario(self.scenario, scenarios_dir).config.agent(name)
         return agent.role if agent else "agent"
 
-    def start_agent(self, name: str, *, wait: bool = False) -> Proc:
-        """Start one more replica of an agent (or supervisor); labels are ``agent:<name>[#n]``."""
+    def start_agent(
+        self, name: str, *, wait: bool = False, env: Mapping[str, str] | None = None, cwd: Path | None = None
+    ) -> Proc:
+        """Start one more replica of an agent (or supervisor); labels are ``agent:<name>[#n]``.
+
+        ``env`` adds to (or overrides) the stack's environment for this replica only; ``cwd`` runs it in
+        another working directory (as a replica on another machine would have its own disk).
+        """
         role = self._role(name)
         replica = sum(p.name == f"{role}:{name}" or p.name.startswith(f"{role}:{name}#") for p in self.procs)
         label = f"{role}:{name}" + (f"#{replica + 1}" if replica else "")
-        proc = self._spawn(label, [role, "--name", name])
+        proc = self._spawn(label, [role, "--name", name], env, cwd=cwd)
         if wait:
             self.wait_ready(proc, 30)
         return proc
 
-    def _spawn(self, label: str, args: list[str], env: Mapping[str, str] | None = None) -> Proc:
+    def _spawn(
+        self, label: str, args: list[str], env: Mapping[str, str] | None = None, *, cwd: Path | None = None
+    ) -> Proc:
         popen = subprocess.Popen(
-            [sys.executable, "-m", "switchboard", *args],
-            env=self.env() | dict(env or {}), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+            [sys.executable, "-m", "switchboard", *args], env=self.env() | dict(env or {}), cwd=cwd,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         proc = Proc(label, popen)
         self.procs.append(proc)

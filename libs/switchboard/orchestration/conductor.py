@@ -9,6 +9,7 @@ not answer, fails, or is refused sends the turn to the scenario's fallback agent
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import time
@@ -40,7 +41,7 @@ from ..state import AuditLog
 from ..telemetry import current_trace_id, mark_error, metrics, names, set_content, span
 from .consult import ConsultDone, SupervisorConsults
 from .events import AgentFinished, EventSink, HandoffMade, TextDelta
-from .guardrails import PENDING_AGENT, decide
+from .guardrails import decide
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,8 @@ class Conductor:
         consults: SupervisorConsults | None = None,
         breakers: Breakers | None = None,
         retry: RetryPolicy | None = None,
-        idle_timeout_s: float = 1.5,
+        idle_timeout_s: float = 0.75,
+        ack_timeout_s: float = 0.25,
     ) -> None:
         self.scenario = scenario
         self._client = client
@@ -113,6 +115,8 @@ class Conductor:
         self._breakers = breakers or Breakers()
         self.retry = retry or RetryPolicy()
         self.idle_timeout_s = idle_timeout_s
+        self.ack_timeout_s = ack_timeout_s
+        """A replica that has not acknowledged a call this long is taken for lost (frozen or gone)."""
         """An agent silent this long (no delta, no heartbeat) is taken for dead and the turn retried."""
         self.retries = 0
         self._audits: set[asyncio.Task[None]] = set()
@@ -145,10 +149,13 @@ class Conductor:
         return TurnOutcome(new_state, turn.agents, turn.decisions, turn.replica, turn.tokens, consult, retries)
 
     async def _hops(self, turn: _Turn, agent: str, emit: EventSink, deadline: float) -> str:
+        """Run agents until one answers. Handoffs are capped at ``max_hops_per_turn`` agents per caller
+        turn (past it the caller stays with the agent that asked, which says so); the fallback agent
+        always gets its turn when an agent fails, so a turn never ends in silence."""
         pending: tuple[HandoffDecision, float] | None = None
         request_from: HandoffDecision | None = None
         fallback = self.scenario.fallback_agent
-        for hop in range(self.scenario.max_hops_per_turn):
+        for hop in itertools.count():
             turn.agents.append(agent)
             req = TurnRequest(
                 session_id=turn.state.session_id, turn_id=turn.agent_turn_id(agent), agent=agent,
@@ -177,6 +184,7 @@ class Conductor:
                     turn, HandoffRequest(source=agent, target=agent, reason="agent did not answer"),
                     HandoffOutcome.UNAVAILABLE, fallback, str(failure), {},
                 )  # fmt: skip
+                turn.context = {}
                 await emit(HandoffMade(request_from))
                 pending, agent = (request_from, time.time()), fallback
                 continue
@@ -194,6 +202,7 @@ class Conductor:
                     turn, HandoffRequest(source=agent, target=done.transfer_to, reason="supervisor unavailable"),
                     HandoffOutcome.UNAVAILABLE, done.transfer_to, done.detail, {},
                 )  # fmt: skip
+                turn.context = {}
                 await emit(HandoffMade(request_from))
                 pending, agent = (request_from, time.time()), done.transfer_to
                 continue
@@ -201,27 +210,23 @@ class Conductor:
                 return agent
             verdict = decide(
                 self.scenario, result.handoff, handoff_count=turn.handoffs, visited=turn.agents,
-                authenticated=turn.caller.authenticated,
+                authenticated=turn.caller.authenticated, received=turn.context,
+                max_hops=self.scenario.max_hops_per_turn,
             )  # fmt: skip
             self._answer_transfer_call(turn, result.handoff, verdict.final_target, verdict.outcome)
-            if verdict.refused and verdict.final_target == agent:
-                self._record(turn, self._decision(
-                    turn, result.handoff, verdict.outcome, agent, verdict.detail, {}
-                ))  # fmt: skip
+            if verdict.refused and verdict.final_target == agent:  # the caller stays: say so, truthfully
+                refusal = self._decision(turn, result.handoff, verdict.outcome, agent, verdict.detail, {})
+                self._record(turn, refusal)
+                await emit(HandoffMade(refusal))
                 await self._platform_answer(turn, agent, CANT_TRANSFER, emit)
                 return agent
-            if verdict.final_target == turn.context.get(PENDING_AGENT):
-                turn.context.pop(PENDING_AGENT)
-            turn.context.update(verdict.context)
+            turn.context = dict(verdict.context)  # exactly what the target receives, nothing older
             request_from = self._decision(
                 turn, result.handoff, verdict.outcome, verdict.final_target, verdict.detail, verdict.context
             )
             await emit(HandoffMade(request_from))
             pending, agent = (request_from, time.time()), verdict.final_target
-        if pending is not None:  # the hop cap stopped the turn before the target ran
-            self._record(turn, pending[0])
-        await self._platform_answer(turn, agent, CANT_TRANSFER, emit)
-        return agent
+        raise AssertionError("unreachable: every hop returns, raises or moves to another agent")
 
     async def _consult(self, turn: _Turn, agent: str, ask: ConsultAsk, emit: EventSink, deadline: float) -> ConsultDone:
         config = self.scenario.agent(agent)
@@ -267,6 +272,7 @@ class Conductor:
             async for reply in self._client.stream(
                 subjects.agent_turn(req.agent), req, turn_reply_adapter, lambda r: isinstance(r, TurnResult),
                 deadline=deadline, session_id=req.session_id, idle_timeout=self.idle_timeout_s,
+                ack_timeout=self.ack_timeout_s,
             ):  # fmt: skip
                 first_reply = first_reply or time.time()
                 if isinstance(reply, TurnDelta):

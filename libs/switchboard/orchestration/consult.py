@@ -71,12 +71,20 @@ class ConsultStats:
 
 class SupervisorConsults:
     def __init__(
-        self, client: StreamingClient, breakers: Breakers, *, fallback_agent: str, idle_timeout_s: float = 1.5
+        self,
+        client: StreamingClient,
+        breakers: Breakers,
+        *,
+        fallback_agent: str,
+        idle_timeout_s: float = 0.75,
+        ack_timeout_s: float = 0.25,
     ) -> None:
         self._client = client
         self._breakers = breakers
         self._fallback_agent = fallback_agent
         self.idle_timeout_s = idle_timeout_s
+        self.ack_timeout_s = ack_timeout_s
+        """A replica that has not acknowledged a call this long is taken for lost (frozen or gone)."""
         self.stats = ConsultStats()
 
     async def consult(
@@ -124,6 +132,7 @@ class SupervisorConsults:
                 subjects.supervisor_consult(cfg.supervisor), request, consult_reply_adapter,
                 lambda r: isinstance(r, ConsultResult), deadline=consult_deadline, session_id=session_id,
                 idle_timeout=self.idle_timeout_s,
+                ack_timeout=self.ack_timeout_s,
             ):  # fmt: skip
                 if isinstance(reply, TurnDelta):
                     streamed.append(reply.text)

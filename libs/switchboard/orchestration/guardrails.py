@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +21,8 @@ class Verdict:
     final_target: str
     detail: str = ""
     context: dict[str, Any] = field(default_factory=dict)
-    """The validated context that transfers (contract fields only)."""
+    """Exactly what the final target receives: the validated contract fields (and ``pending_agent`` on
+    an auth redirect). Refusals carry nothing."""
 
     @property
     def refused(self) -> bool:
@@ -35,8 +36,15 @@ def decide(
     handoff_count: int,
     visited: Sequence[str],
     authenticated: bool,
+    received: Mapping[str, Any] | None = None,
+    max_hops: int | None = None,
 ) -> Verdict:
-    """Check graph, contract, depth cap, ping-pong and authentication, in that order."""
+    """Check graph, contract, depth cap, ping-pong, hop cap and authentication, in that order.
+
+    ``received`` is the context the source agent itself received: contract fields declared
+    ``forward`` take their value from it when the source did not pass them. ``max_hops`` caps the
+    agents one caller turn visits (``visited`` included): past it the caller stays with the source.
+    """
     fallback = scenario.fallback_agent
     target = scenario.agent(request.target)
     source = scenario.agent(request.source)
@@ -45,8 +53,12 @@ def decide(
     edge = source.handoff_to(request.target) if source else None
     if edge is None:
         return Verdict(HandoffOutcome.REFUSED_GRAPH, fallback, f"{request.source} may not hand off to {request.target}")
+    offered = dict(request.context)
+    for name, spec in edge.contract.items():
+        if spec.forward and offered.get(name) is None and (received or {}).get(name) is not None:
+            offered[name] = (received or {})[name]
     try:
-        context = edge.contract_model().model_validate(request.context).model_dump(exclude_none=True)
+        context = edge.contract_model().model_validate(offered).model_dump(exclude_none=True)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         return Verdict(HandoffOutcome.REFUSED_CONTRACT, fallback, f"contract violated: {problems}")
@@ -55,6 +67,8 @@ def decide(
     if request.target in visited:
         path = " -> ".join([*visited, request.target])
         return Verdict(HandoffOutcome.PING_PONG, fallback, f"ping-pong within one turn: {path}")
+    if max_hops is not None and len(visited) >= max_hops:
+        return Verdict(HandoffOutcome.HOP_CAP, request.source, f"a caller turn visits at most {max_hops} agents")
     if target.requires_auth and not authenticated:
         auth = scenario.auth_agent
         if auth is None or auth == request.source or auth in visited:

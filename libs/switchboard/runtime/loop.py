@@ -28,6 +28,7 @@ from ..schemas import (
     Usage,
 )
 from ..state.ledger import SideEffectLedger, idempotency_key
+from ..state.store import ToolStore
 from ..telemetry import metrics, names, set_attributes, set_content, span
 
 log = logging.getLogger(__name__)
@@ -57,11 +58,18 @@ class AgentLoop:
     """Runs turns for one agent with its model and tools."""
 
     def __init__(
-        self, agent: AgentConfig, model: ModelProvider, registry: ToolRegistry, ledger: SideEffectLedger | None = None
+        self,
+        agent: AgentConfig,
+        model: ModelProvider,
+        registry: ToolRegistry,
+        ledger: SideEffectLedger | None = None,
+        store: ToolStore | None = None,
     ) -> None:
         self.agent = agent
         self.model = model
         self.ledger = ledger
+        self.store = store
+        """The scenario's shared data store, handed to tools as ``ToolContext.store``."""
         self.breakers = Breakers()
         self.provider_name = "switchboard.offline" if isinstance(model, OfflineProvider) else "openai"
         self.model_key = f"model.{self.provider_name}.{agent.model.name}"
@@ -105,12 +113,25 @@ class AgentLoop:
         return None
 
     async def run(
-        self, req: TurnRequest, on_text: Callable[[str], Awaitable[None]], *, note: str | None = None
+        self,
+        req: TurnRequest,
+        on_text: Callable[[str], Awaitable[None]],
+        *,
+        note: str | None = None,
+        deadline: float | None = None,
     ) -> TurnResult:
         policy = self.policy_consult(req)
         if policy is not None:
             return TurnResult(turn_id=req.turn_id, agent=self.agent.name, outcome="consult", consult=policy)
-        ctx = ToolContext(req.session_id, self.agent.name, req.caller, identity_tool=False, turn_id=req.turn_id)
+        ctx = ToolContext(
+            req.session_id,
+            self.agent.name,
+            req.caller,
+            identity_tool=False,
+            turn_id=req.turn_id,
+            deadline=deadline,
+            tool_store=self.store,
+        )
         turn_items: list[ConversationItem] = []
         usage = Usage()
         instructions = self.instructions(req, note)
@@ -223,7 +244,7 @@ class AgentLoop:
                 async def run() -> str:
                     return json.dumps(await tool.invoke(args, ctx), default=str)
 
-                return await self.ledger.once(ctx.idempotency_key, run)
+                return await self.ledger.once(ctx.idempotency_key, run, deadline=ctx.deadline)
             result = await tool.invoke(args, ctx)
         except (ToolError, ValueError) as exc:
             log.info("tool refused", extra={"tool": name, "agent": self.agent.name, "error": str(exc)})

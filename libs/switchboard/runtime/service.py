@@ -19,7 +19,8 @@ from ..bus.rpc import remaining
 from ..models import ModelError, ModelProvider, build_provider
 from ..schemas import ErrorCode, ErrorReply, TurnDelta, TurnRequest, TurnResult
 from ..settings import Settings
-from ..state.ledger import SideEffectLedger
+from ..state.ledger import EffectPending, SideEffectLedger
+from ..state.store import ToolStore, store_bucket
 from ..telemetry import metrics, names, setup_tracing, shutdown_tracing, start_metrics_server
 from .gc import freeze_startup_heap
 from .loop import AgentLoop, IterationCapError
@@ -46,6 +47,7 @@ class LoopService(Generic[Req]):
         self.agent = agent
         self.replica = f"{socket.gethostname()}:{os.getpid()}"
         self.model = model or build_provider(agent, scenario.config.offline_slots)
+        self.scenario = scenario
         self.loop = AgentLoop(agent, self.model, scenario.tools)
         self.bus = Bus(settings.nats_servers, name=f"{self.role}-{name}")
         self._service: QueueService[Req] | None = None
@@ -71,9 +73,12 @@ class LoopService(Generic[Req]):
         self.loop.ledger = await SideEffectLedger.open(
             self.bus.js, replicas=self.settings.js_replicas, takeover_s=self.settings.ledger_takeover_s
         )
+        if any(self.loop.tools.values()):
+            await self._open_store()
         self._service = QueueService(
             self.bus.nc, self.subject(), self.queue(), self.adapter(), self.handle,
-            max_inflight=self.settings.agent_max_inflight, span_name=self.span_name, service=self.agent.name,
+            max_inflight=self.settings.agent_max_inflight, heartbeat_s=self.settings.heartbeat_s,
+            span_name=self.span_name, service=self.agent.name,
         )  # fmt: skip
         await self._service.start()
         await self.bus.nc.flush()
@@ -82,6 +87,15 @@ class LoopService(Generic[Req]):
             "%s ready", self.role,
             extra={self.role: self.agent.name, "replica": self.replica, "metrics_port": self.metrics_port},
         )  # fmt: skip
+
+    async def _open_store(self) -> None:
+        """Bind the scenario's shared store and seed it before taking turns (every replica does; harmless)."""
+        bucket = store_bucket(self.scenario.config.name)
+        store = await ToolStore.open(self.bus.js, bucket, replicas=self.settings.js_replicas)
+        for seeder in self.scenario.tools.seeders:
+            await seeder(store)
+        self.loop.store = store
+        log.info("tool store ready", extra={"bucket": bucket, "seeders": len(self.scenario.tools.seeders)})
 
     async def stop(self) -> None:
         """Stop taking requests, finish the ones in flight, close the connection. Safe to call twice."""
@@ -107,13 +121,16 @@ class LoopService(Generic[Req]):
         error: ErrorReply
         started = time.perf_counter()
         try:
-            result = await asyncio.wait_for(self.loop.run(req, on_text, note=note), max(remaining(deadline), 0.001))
+            run = self.loop.run(req, on_text, note=note, deadline=deadline)
+            result = await asyncio.wait_for(run, max(remaining(deadline), 0.001))
             metrics().agent_turn_seconds.labels(agent=self.agent.name).observe(time.perf_counter() - started)
             return result
         except ModelError as exc:  # already retried here: the caller should not multiply the attempts
             error = ErrorReply(code=ErrorCode.MODEL_ERROR, message=str(exc), retryable=False)
         except IterationCapError as exc:
             error = ErrorReply(code=ErrorCode.ITERATION_CAP, message=str(exc))
+        except EffectPending as exc:  # another replica's run of this very call outlived our deadline
+            error = ErrorReply(code=ErrorCode.EFFECT_PENDING, message=str(exc))
         except TimeoutError:
             error = ErrorReply(code=ErrorCode.TIMEOUT, message="deadline exceeded", retryable=True)
         await sink.send(error)

@@ -23,6 +23,9 @@ class ErrorCode(StrEnum):
     """The work's deadline passed."""
     BUSY = "busy"
     """The service is saturated; retry later."""
+    EFFECT_PENDING = "effect_pending"
+    """A side-effecting tool call of this turn is claimed by another runner that neither finished nor
+    went stale before the deadline: the effect may be happening, so it is not run again."""
     INTERNAL = "internal"
     """An unexpected failure inside the consumer."""
 

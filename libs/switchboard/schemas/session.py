@@ -22,7 +22,11 @@ class SessionState(WireModel):
     active_agent: str
     """Agent that takes the next turn."""
     history: list[ConversationItem] = Field(default_factory=list)
-    """Committed conversation items, oldest first."""
+    """The newest committed conversation items, oldest first: the session's bounded hot window. Older
+    items are in the ``SWITCHBOARD_HISTORY`` stream (see ``archived_items``)."""
+    archived_items: int = 0
+    """Items that left the window for the history stream; the conversation has ``archived_items +
+    len(history)`` items in all."""
     handoff_count: int = 0
     """Handoffs so far (the depth checked against the cap)."""
     context: dict[str, Any] = Field(default_factory=dict)

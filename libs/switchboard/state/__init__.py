@@ -1,17 +1,43 @@
-"""Durable state: sessions in JetStream KV, the handoff audit stream."""
+"""Durable state: sessions in JetStream KV, the handoff audit stream, the side-effect ledger, the tools' store."""
 
 from .audit import AuditLog
+from .history import HistoryArchive, HistoryWindow, full_history
 from .ledger import LEDGER_BUCKET, SideEffectLedger, idempotency_key
 from .retry import StateRetry, is_transient
 from .sessions import SessionConflict, SessionStore
+from .store import (
+    Collection,
+    CorruptDocument,
+    Document,
+    DocumentExists,
+    InvalidId,
+    RevisionConflict,
+    StoreError,
+    ToolStore,
+    store_bucket,
+    token_for,
+)
 
 __all__ = [
     "LEDGER_BUCKET",
     "AuditLog",
-    "SideEffectLedger",
+    "HistoryArchive",
+    "HistoryWindow",
+    "Collection",
+    "CorruptDocument",
+    "Document",
+    "DocumentExists",
+    "InvalidId",
+    "RevisionConflict",
     "SessionConflict",
     "SessionStore",
+    "SideEffectLedger",
     "StateRetry",
+    "StoreError",
+    "ToolStore",
+    "full_history",
     "idempotency_key",
     "is_transient",
+    "store_bucket",
+    "token_for",
 ]

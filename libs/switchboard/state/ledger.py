@@ -41,6 +41,14 @@ def idempotency_key(session_id: str, turn_id: str, tool: str, arguments: str) ->
     return f"{session_id}.{digest}"
 
 
+class EffectPending(Exception):
+    """Another runner holds a live claim on this call and has not recorded its output by the deadline."""
+
+
+DEADLINE_MARGIN_S = 0.2
+"""Stop waiting on another runner's claim this long before the deadline, to report why in time."""
+
+
 class SideEffectLedger:
     def __init__(
         self, kv: KeyValue, *, takeover_s: float = 3.0, poll_s: float = 0.1, retry: StateRetry | None = None
@@ -62,8 +70,11 @@ class SideEffectLedger:
 
         return cls(await StateRetry().run("ledger.open", bucket), takeover_s=takeover_s)
 
-    async def once(self, key: str, run: Callable[[], Awaitable[str]]) -> str:
-        """The recorded output for ``key``, or ``run()``'s output after recording it."""
+    async def once(self, key: str, run: Callable[[], Awaitable[str]], *, deadline: float | None = None) -> str:
+        """The recorded output for ``key``, or ``run()``'s output after recording it.
+
+        Raises ``EffectPending`` when another runner's live claim neither ends nor goes stale before
+        ``deadline`` (less a margin, so the reason reaches the caller before its own timeout)."""
         claim = json.dumps({"state": "running", "at": time.time()}).encode()
         while True:
             try:
@@ -88,6 +99,12 @@ class SideEffectLedger:
                     break
                 except KeyWrongLastSequenceError:
                     continue
+            if deadline is not None and time.time() + self.poll_s >= deadline - DEADLINE_MARGIN_S:
+                age = time.time() - float(record.get("at", 0))
+                raise EffectPending(
+                    f"tool call {key} is still claimed by another runner (claim {age:.1f}s old, "
+                    f"taken over after {self.takeover_s}s)"
+                )
             await asyncio.sleep(self.poll_s)  # another runner is executing this very call: wait for its record
         current = revision
         lost_claim = False

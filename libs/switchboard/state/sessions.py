@@ -1,7 +1,9 @@
 """Session state in JetStream KV, written with compare-and-set so two writers cannot both win.
 
 Reads and writes ride out JetStream leader elections (see ``retry``): transient failures are
-retried for up to ``StateRetry.budget_s``; a conflict is never retried.
+retried for up to ``StateRetry.budget_s``; a conflict is never retried. The value stays bounded
+however long the conversation: ``commit`` moves items past the ``HistoryWindow`` to the history
+stream first (see ``history``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSe
 from nats.js.kv import KeyValue
 
 from ..bus.subjects import SESSIONS_BUCKET, check_token
-from ..schemas import SessionState
+from ..schemas import ConversationItem, SessionState
+from .history import HistoryArchive, HistoryWindow, full_history
 from .retry import StateRetry, cas_write
 
 log = logging.getLogger(__name__)
@@ -25,15 +28,31 @@ class SessionConflict(Exception):
 
 
 class SessionStore:
-    def __init__(self, kv: KeyValue, retry: StateRetry | None = None) -> None:
+    def __init__(
+        self,
+        kv: KeyValue,
+        retry: StateRetry | None = None,
+        *,
+        archive: HistoryArchive | None = None,
+        window: HistoryWindow | None = None,
+    ) -> None:
         self._kv = kv
         self.retry = retry or StateRetry()
+        self.archive = archive
+        self.window = window or HistoryWindow()
 
     @classmethod
     async def open(
-        cls, js: JetStreamContext, *, replicas: int = 1, history: int = 1, retry: StateRetry | None = None
+        cls,
+        js: JetStreamContext,
+        *,
+        replicas: int = 1,
+        history: int = 1,
+        retry: StateRetry | None = None,
+        window: HistoryWindow | None = None,
     ) -> SessionStore:
         retry = retry or StateRetry()
+        archive = await HistoryArchive.open(js, replicas=replicas, retry=retry)
 
         async def bucket() -> KeyValue:
             try:
@@ -42,7 +61,7 @@ class SessionStore:
                 config = KeyValueConfig(bucket=SESSIONS_BUCKET, history=history, replicas=replicas)
                 return await js.create_key_value(config)
 
-        return cls(await retry.run("sessions.open", bucket), retry)
+        return cls(await retry.run("sessions.open", bucket), retry, archive=archive, window=window)
 
     async def load(self, session_id: str) -> tuple[SessionState, int] | None:
         """The session and its revision, or None when there is no such session."""
@@ -62,3 +81,25 @@ class SessionStore:
             return await cas_write(self._kv, state.session_id, data, revision, self.retry, "sessions.save")
         except KeyWrongLastSequenceError as exc:
             raise SessionConflict(f"session {state.session_id} changed since revision {revision}") from exc
+
+    async def commit(self, state: SessionState, revision: int) -> tuple[SessionState, int]:
+        """``save`` after moving what exceeds the history window to the archive; returns the state as
+        stored (the window) and its revision. Archived items are real: they were committed before."""
+        to_archive, window = self.window.split(state.history)
+        if to_archive:
+            if self.archive is None:
+                raise RuntimeError("this session store has no history archive: open it with SessionStore.open")
+            await self.archive.append(state.session_id, to_archive)
+            state = state.model_copy(
+                update={"history": window, "archived_items": state.archived_items + len(to_archive)}
+            )
+        return state, await self.save(state, revision)
+
+    async def transcript(self, session_id: str) -> list[ConversationItem]:
+        """The whole conversation of a session (archive and window); empty when there is no such session."""
+        loaded = await self.load(session_id)
+        if loaded is None:
+            return []
+        if self.archive is None:
+            return list(loaded[0].history)
+        return await full_history(loaded[0], self.archive)

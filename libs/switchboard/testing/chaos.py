@@ -58,6 +58,8 @@ from .scripted_openai import ScriptedOpenAIServer, ScriptedReply
 SCENARIO = "chaos"
 FALLBACK_AGENT = "generalist"
 EFFECTS_DB = "chaos_effects.sqlite"
+EFFECTS_DB_ENV = "CHAOS_EFFECTS_DB"
+"""Where the chaos scenario's ``record_effect`` writes its witness database (set by the harness)."""
 SESSIONS_STREAM = f"KV_{SESSIONS_BUCKET}"
 
 Outcome = Literal["pending", "completed", "fallback", "failed"]
@@ -202,7 +204,7 @@ class FaultEnv:
     state: dict[str, Any] = field(default_factory=dict)
     """Scratch space between a fault's inject and recover."""
     data_dir: Path | None = None
-    """The stack's data dir (where ``record_effect`` writes)."""
+    """The folder of the effects witness database (``EFFECTS_DB``, where ``record_effect`` writes)."""
     in_flight: Callable[[int], list[str]] = lambda _port: []
     """Texts of the effect turns now in flight through the edge on this port (set by the run)."""
     in_flight_turns: Callable[[int], list[str]] = lambda _port: []
@@ -410,10 +412,6 @@ def _model_off(env: FaultEnv) -> str:
     return f"model provider healthy again ({env.model.stats()})"
 
 
-NATS_HOOK = "nats_cluster"
-"""``Stack(nats_cluster=3)`` starts a 3-node JetStream cluster; the two NATS faults need it."""
-
-
 def fault_catalog() -> dict[str, FaultSpec]:
     """Every fault the chaos suite knows, by name (the CLI's ``--faults``)."""
     clerks = {"desk": 1, "clerk": 2, "generalist": 1}
@@ -537,13 +535,6 @@ DEFAULT_FAULTS = (
     "replica-kill", "replica-stop", "only-replica-kill", "supervisor-kill", "edge-kill", "nats-leader",
     "nats-follower", "model-faults",
 )  # fmt: skip
-
-
-def nats_cluster_supported() -> bool:
-    """Whether ``Stack`` can start a NATS cluster (the NATS faults need one)."""
-    import inspect
-
-    return NATS_HOOK in inspect.signature(Stack.__init__).parameters
 
 
 # --- the run -------------------------------------------------------------------------------------------
@@ -1059,8 +1050,7 @@ class ChaosRun:
                 turns = [t for t in self.turns if t.client == client.index and t.outcome in ("completed", "fallback")]
                 if not turns:
                     continue
-                loaded = await store.load(client.session_id) if client.session_id else None
-                history = loaded[0].history if loaded else []
+                history = await store.transcript(client.session_id) if client.session_id else []
                 users = [n for n, item in enumerate(history) if isinstance(item, MessageItem) and item.role == "user"]
                 for t in turns:
                     pos = next((n for n in users if history[n].id == t.item_id), None)
@@ -1129,6 +1119,8 @@ async def run_fault(
         stack_env = {"SWITCHBOARD_SCENARIOS_DIR": str(scenarios_dir), "OPENAI_API_KEY": ""}
         if server is not None:
             stack_env |= {"OPENAI_API_KEY": "sk-chaos", "OPENAI_BASE_URL": server.base_url}
+        witness = var_dir / "data"
+        stack_env[EFFECTS_DB_ENV] = str(witness / EFFECTS_DB)
         stack_env |= dict(spec.env) | dict(env or {})
         first = [name for name, n in spec.replicas.items() if n > 0]
         stack = Stack(
@@ -1143,7 +1135,7 @@ async def run_fault(
                 proc, port = await asyncio.to_thread(stack.start_edge)
                 fenv.edges.append((proc.name, port))
             say(f"{spec.name}: system up in {time.monotonic() - t0:.1f}s ({len(stack.procs)} processes)")
-            run = ChaosRun(spec, fenv, config, data_dir=var_dir / "data", progress=say)
+            run = ChaosRun(spec, fenv, config, data_dir=witness, progress=say)
             return await run.run()
         finally:
             for proc in stack.procs:  # a stopped process would ignore SIGTERM

@@ -58,7 +58,7 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
             client = StreamingClient(bus.nc)
             await client.start()
             audit = await AuditLog.open(bus.js, replicas=settings.js_replicas)
-            store = await SessionStore.open(bus.js, replicas=settings.js_replicas)
+            store = await SessionStore.open(bus.js, replicas=settings.js_replicas, window=settings.history_window)
             entry = config.agent(config.entry_agent)
             breakers = Breakers(threshold=settings.breaker_threshold, cooldown_s=settings.breaker_cooldown_s)
             app.state.deps = EdgeDeps(
@@ -70,9 +70,14 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
                     hop_timeout_s=settings.hop_timeout_s,
                     breakers=breakers,
                     idle_timeout_s=settings.idle_timeout_s,
+                    ack_timeout_s=settings.ack_timeout_s,
                     retry=RetryPolicy(attempts=settings.retry_attempts),
                     consults=SupervisorConsults(
-                        client, breakers, fallback_agent=config.fallback_agent, idle_timeout_s=settings.idle_timeout_s
+                        client,
+                        breakers,
+                        fallback_agent=config.fallback_agent,
+                        idle_timeout_s=settings.idle_timeout_s,
+                        ack_timeout_s=settings.ack_timeout_s,
                     ),
                 ),  # fmt: skip
                 store,

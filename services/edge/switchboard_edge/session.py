@@ -115,7 +115,8 @@ class EdgeSession:
         await self.send(
             server_event(
                 "switchboard.session", session_id=self.state.session_id, resumed=self.resumed,
-                active_agent=self.state.active_agent, history_items=len(self.state.history),
+                active_agent=self.state.active_agent,
+                history_items=self.state.archived_items + len(self.state.history),
             )
         )  # fmt: skip
         try:
@@ -193,7 +194,7 @@ class EdgeSession:
         async with self._commit_lock:
             state = change(self.state).model_copy(update={"updated_at": time.time()})
             try:
-                self.revision = await self.deps.store.save(state, self.revision)
+                state, self.revision = await self.deps.store.commit(state, self.revision)
             except SessionConflict:
                 loaded = await self.deps.store.load(self.state.session_id)
                 if loaded is not None:
@@ -297,7 +298,7 @@ class EdgeSession:
                 ))  # fmt: skip
 
         deadline = time.time() + self.deps.settings.turn_timeout_s
-        started_with = len(self.state.history)
+        known = {i.id for i in self.state.history}  # by id: a commit mid-turn may archive the oldest items
         try:
             outcome = await self.deps.conductor.run_turn(self.state, response_id, on_event, deadline=deadline)
         except TurnFailed as exc:
@@ -319,10 +320,13 @@ class EdgeSession:
             raise
 
         def finish(current: SessionState) -> SessionState:
-            added_meanwhile = current.history[started_with:]  # items the client created mid-turn
-            if not added_meanwhile:
-                return outcome.state
-            return outcome.state.model_copy(update={"history": outcome.state.history + added_meanwhile})
+            if current.archived_items == outcome.state.archived_items and len(current.history) == len(known):
+                return outcome.state  # nothing was committed meanwhile
+            window = {i.id for i in current.history}
+            archived_meanwhile = known - window  # a mid-turn commit moved them to the history stream
+            added_meanwhile = [i for i in current.history if i.id not in known]  # the client's, mid-turn
+            history = [i for i in outcome.state.history if i.id not in archived_meanwhile] + added_meanwhile
+            return outcome.state.model_copy(update={"history": history, "archived_items": current.archived_items})
 
         try:
             await self._commit(finish)

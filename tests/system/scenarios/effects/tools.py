@@ -1,4 +1,5 @@
-"""A side effect that counts its executions, keyed by the platform's idempotency key."""
+"""A side effect that counts its executions, keyed by the platform's idempotency key, in the test's own
+witness database (``EFFECTS_DB``, a path the test chooses), which the test reads to count them."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ registry = ToolRegistry()
 @registry.tool(side_effect=True)
 def record_effect(label: str, ctx: ToolContext) -> dict[str, Any]:
     """Record one effect."""
-    path = Path(os.environ["SWITCHBOARD_DATA_DIR"]) / "effects.sqlite"
+    path = Path(os.environ["EFFECTS_DB"])
     path.parent.mkdir(parents=True, exist_ok=True)
     with sqlite3.connect(path, timeout=10) as db:
         db.execute("CREATE TABLE IF NOT EXISTS executions (key TEXT, pid INTEGER)")

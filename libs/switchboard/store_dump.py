@@ -1,0 +1,36 @@
+"""``switchboard store``: print what the scenario's tools have stored (one JSON object per line)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+from nats.js.errors import BucketNotFoundError
+
+from .bus import Bus
+from .state.store import ToolStore, store_bucket
+
+
+async def read(servers: list[str], scenario: str, collection: str | None) -> list[dict[str, object]]:
+    """Every live document of the scenario's store (of one collection if given), by key."""
+    bucket = store_bucket(scenario)
+    async with Bus(servers, name="switchboard-store") as bus:
+        try:
+            kv = await bus.js.key_value(bucket)
+        except BucketNotFoundError:
+            hint = "no agent with tools has started yet"
+            raise SystemExit(f"no store for scenario {scenario!r} (bucket {bucket}): {hint}") from None
+        found = await ToolStore(kv, bucket).scan(f"{collection}.>" if collection else ">")
+    return [{"key": key, "revision": rev, "value": _json(data)} for key, (data, rev) in sorted(found.items())]
+
+
+def render(docs: list[dict[str, object]]) -> Iterator[str]:
+    for doc in docs:
+        yield json.dumps(doc, sort_keys=True)
+
+
+def _json(data: bytes) -> object:
+    try:
+        return json.loads(data)
+    except ValueError:
+        return data.decode(errors="replace")
