@@ -8,6 +8,7 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 from ..bus.subjects import check_token
+from ..guardrails.rules import GuardrailsConfig
 
 _FIELD_TYPES: dict[str, type] = {"string": str, "integer": int, "number": float, "boolean": bool}
 
@@ -185,6 +186,8 @@ class ScenarioConfig(_Frozen):
     tools_module: str | None = "tools.py"
     offline_slots: dict[str, str] = Field(default_factory=dict)
     """Regexes (first group) the offline model uses to pull slots from what the caller said."""
+    guardrails: GuardrailsConfig = Field(default_factory=GuardrailsConfig)
+    """Rules checked on caller input (edge), agent output (agent) and every handoff (conductor)."""
     agents: list[AgentConfig]
 
     @model_validator(mode="after")
