@@ -24,7 +24,7 @@ COPY README.md ./
 COPY libs ./libs
 COPY services ./services
 RUN /opt/switchboard/bin/pip install --quiet --no-deps --no-build-isolation . \
-    && /opt/switchboard/bin/pip uninstall --quiet --yes pip
+    && /opt/switchboard/bin/pip uninstall --quiet --yes setuptools wheel pip  # build tools only
 
 FROM ${BASE_IMAGE}
 # A fixed numeric uid (Kubernetes runAsNonRoot checks it) that owns the only path it writes, its HOME.
