@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 .DEFAULT_GOAL := help
 
 help: ## show this help
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-15s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -24,8 +24,18 @@ run: $(STAMP) ## start nats-server, every agent and the edge (Ctrl-C stops all)
 chat: $(STAMP) ## talk to the running system (set SWITCHBOARD_API_KEY to the key `make run` printed)
 	$(BIN)/switchboard chat
 
-test: $(STAMP) ## run the whole test suite (unit, contract, system with real processes)
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not bench" $(PYTEST_ARGS)
+test: test-python test-containers ## run the whole test suite: unit, contract, system (real processes), containers
+
+test-python: $(STAMP) ## the whole suite but the container tests (PYTEST_ARGS passes pytest options)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not bench" --ignore=tests/containers $(PYTEST_ARGS)
+
+test-containers: $(STAMP) ## build the image from scratch, run it and docker-compose.yml with podman (installs podman)
+	deploy/container-tools.sh
+	CONTAINERS_CONF=$(CURDIR)/deploy/containers.conf $(BIN)/python -m pytest -q -p no:cacheprovider tests/containers
+
+image: ## build the container image localhost/switchboard:latest with podman (docs/deployment.md)
+	deploy/container-tools.sh
+	deploy/build-image.sh localhost/switchboard:latest
 
 bench: $(STAMP) ## run the benchmark; results in bench/results/ and the README table
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
@@ -60,4 +70,4 @@ check: lint typecheck test ## everything CI cares about
 clean: ## remove runtime data and logs (var/)
 	rm -rf var
 
-.PHONY: help install run chat test bench bench-capacity bench-history bench-scaling chaos schemas chart-schema lint typecheck check clean
+.PHONY: help install run chat test test-python test-containers image bench bench-capacity bench-history bench-scaling chaos schemas chart-schema lint typecheck check clean
