@@ -63,10 +63,11 @@ PCMA = AudioFormat(type="audio/pcma")
 
 def decode_base64(data: str, *, max_bytes: int | None = None) -> bytes:
     """Decode one base64 audio payload strictly; a too-long payload is refused before decoding."""
-    if max_bytes is not None and len(data) * 3 // 4 > max_bytes:
+    approx = len(data.rstrip("=")) * 3 // 4
+    if max_bytes is not None and approx > max_bytes:
         raise AudioTooLargeError(
-            f"audio chunk of ~{len(data) * 3 // 4} bytes is over the {max_bytes}-byte limit",
-            limit=max_bytes, actual=len(data) * 3 // 4, unit="bytes",
+            f"audio chunk of ~{approx} bytes is over the {max_bytes}-byte limit",
+            limit=max_bytes, actual=approx, unit="bytes",
         )  # fmt: skip
     try:
         return base64.b64decode(data, validate=True)

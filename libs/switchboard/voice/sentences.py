@@ -30,7 +30,9 @@ class SentenceSplitter:
             if sentence:
                 out.append(sentence)
         while len(self._text) > self.max_chars:
-            cut = max(self._text.rfind(",", 0, self.max_chars), self._text.rfind(" ", 0, self.max_chars))
+            cut = self._text.rfind(",", 0, self.max_chars)
+            if cut <= 0:
+                cut = self._text.rfind(" ", 0, self.max_chars)
             cut = cut + 1 if cut > 0 else self.max_chars
             piece, self._text = self._text[:cut].strip(), self._text[cut:]
             if piece:
