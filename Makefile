@@ -8,15 +8,23 @@ STAMP := $(VENV)/.installed
 .DEFAULT_GOAL := help
 
 help: ## show this help
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-13s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench,voice]'
 	@touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install Switchboard with its dev tools
+SYSTEM_TOOLS := espeak-ng sox
+system-deps: ## install the Debian tools the voice tests use (espeak-ng, sox) when missing
+	@missing=$$(for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null || echo $$t; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing $$missing (apt-get)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+install: $(STAMP) system-deps ## create .venv and install Switchboard with its dev tools and the voice extra
 
 run: $(STAMP) ## start nats-server, every agent and the edge (Ctrl-C stops all)
 	$(BIN)/switchboard run
@@ -24,11 +32,14 @@ run: $(STAMP) ## start nats-server, every agent and the edge (Ctrl-C stops all)
 chat: $(STAMP) ## talk to the running system (set SWITCHBOARD_API_KEY to the key `make run` printed)
 	$(BIN)/switchboard chat
 
-test: $(STAMP) ## run the whole test suite (unit, contract, system with real processes)
+test: $(STAMP) system-deps ## run the whole test suite (unit, contract, system with real processes)
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: $(STAMP) ## run the benchmark; results in bench/results/ and the README table
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+bench-voice: $(STAMP) ## offline speech: real-time factors, latencies, CPU per audio second, concurrency (bench/results/voice.*)
+	$(BIN)/python bench/voice.py $(VOICE_ARGS)
 
 bench-scaling: $(STAMP) ## per-specialist scaling: replicas of one slow specialist vs its throughput (SCALING_ARGS=--replicas 1,2)
 	$(BIN)/python bench/scaling.py $(SCALING_ARGS)
@@ -57,4 +68,4 @@ check: lint typecheck test ## everything CI cares about
 clean: ## remove runtime data and logs (var/)
 	rm -rf var
 
-.PHONY: help install run chat test bench bench-history bench-scaling chaos schemas chart-schema lint typecheck check clean
+.PHONY: help install system-deps run chat test bench bench-voice bench-history bench-scaling chaos schemas chart-schema lint typecheck check clean

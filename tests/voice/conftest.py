@@ -51,7 +51,9 @@ def order_utterance(tmp_path_factory: pytest.TempPathFactory) -> Spoken:
     return espeak("I want to return order A one zero zero one", tmp_path_factory.mktemp("speech") / "order.wav")
 
 
-_NUMBERS = dict(zero="0", oh="0", one="1", two="2", three="3", four="4", five="5", six="6", seven="7", eight="8", nine="9")
+_NUMBERS = dict(
+    zero="0", oh="0", one="1", two="2", three="3", four="4", five="5", six="6", seven="7", eight="8", nine="9"
+)
 
 
 def words(text: str) -> list[str]:

@@ -102,7 +102,9 @@ def sox_g711(samples: np.ndarray, encoding: str, tmp: Path) -> bytes:
     return dst.read_bytes()
 
 
-@pytest.mark.parametrize(("encoding", "encode", "decode"), [("u-law", ulaw_encode, ulaw_decode), ("a-law", alaw_encode, alaw_decode)])
+@pytest.mark.parametrize(
+    ("encoding", "encode", "decode"), [("u-law", ulaw_encode, ulaw_decode), ("a-law", alaw_encode, alaw_decode)]
+)
 def test_g711_matches_sox(encoding: str, encode, decode, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     ramp = np.linspace(-32768, 32767, 8000 * 2).astype(np.int16)
     ours, theirs = encode(ramp), sox_g711(ramp, encoding, tmp_path)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from switchboard.voice import (
-    PCMU,
     PCM_RATE,
+    PCMU,
     ServerVadConfig,
     SpeechStarted,
     SpeechStopped,

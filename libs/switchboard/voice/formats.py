@@ -142,7 +142,8 @@ def ulaw_encode(samples: Pcm16) -> bytes:
     mag = np.minimum(np.abs(x), _ULAW_CLIP) + _ULAW_BIAS
     seg = _segment(mag)
     mantissa = (mag >> (seg + 3)) & 0x0F
-    return (~(sign | (seg << 4) | mantissa) & 0xFF).astype(np.uint8).tobytes()
+    codes: npt.NDArray[np.uint8] = (~(sign | (seg << 4) | mantissa) & 0xFF).astype(np.uint8)
+    return codes.tobytes()
 
 
 @cache

@@ -41,10 +41,11 @@ class PiperTts:
         opts.intra_op_num_threads = cpu_threads
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
-        self._voice = PiperVoice(
-            config=PiperConfig.from_dict(json.loads(Path(config or default_config).read_text(encoding="utf-8"))),
-            session=onnxruntime.InferenceSession(str(default_model), sess_options=opts, providers=["CPUExecutionProvider"]),
-        )  # fmt: skip
+        session = onnxruntime.InferenceSession(
+            str(default_model), sess_options=opts, providers=["CPUExecutionProvider"]
+        )
+        voice_config = json.loads(Path(config or default_config).read_text(encoding="utf-8"))
+        self._voice = PiperVoice(config=PiperConfig.from_dict(voice_config), session=session)
         self.native_rate: int = self._voice.config.sample_rate
         self.chunk_samples = PCM_RATE * chunk_ms // 1000
 
@@ -80,7 +81,7 @@ class PiperTts:
                 sentences.put_nowait(None)
 
         reader = asyncio.create_task(read())
-        ahead: asyncio.Task[tuple[str, Pcm16]] | None = None
+        ahead: asyncio.Task[tuple[str, Pcm16] | None] | None = None
 
         async def next_sentence() -> tuple[str, Pcm16] | None:
             sentence = await sentences.get()
@@ -91,10 +92,12 @@ class PiperTts:
         try:
             current = await next_sentence()
             while current is not None:
-                ahead = asyncio.create_task(next_sentence())  # type: ignore[arg-type]
+                ahead = asyncio.create_task(next_sentence())
                 sentence, samples = current
                 for i in range(0, samples.size, self.chunk_samples):
-                    yield SpeechChunk(samples=samples[i : i + self.chunk_samples], text=sentence, first_of_sentence=i == 0)
+                    yield SpeechChunk(
+                        samples=samples[i : i + self.chunk_samples], text=sentence, first_of_sentence=i == 0
+                    )
                 current = await ahead
                 ahead = None
             if reader.done() and not reader.cancelled() and reader.exception() is not None:

@@ -17,8 +17,10 @@ def read_wav(path: str | Path) -> Pcm16:
         with wave.open(str(path), "rb") as f:
             width, channels, rate = f.getsampwidth(), f.getnchannels(), f.getframerate()
             data = f.readframes(f.getnframes())
-    except (wave.Error, EOFError) as exc:
+    except wave.Error as exc:
         raise WavError(f"{path}: not a PCM WAV file ({exc})") from exc
+    except EOFError as exc:
+        raise WavError(f"{path}: not a WAV file (too short for a WAV header)") from exc
     if width != 2:
         raise WavError(f"{path}: {8 * width}-bit samples; only 16-bit PCM is read")
     samples = pcm16_from_bytes(data)
