@@ -23,6 +23,10 @@ from switchboard.voice import (
     InputAudioBuffer,
     Resampler,
     SentenceSplitter,
+    ServerVadConfig,
+    SpeechStarted,
+    SpeechStopped,
+    TurnDetector,
     decode_base64,
     from_pcm16_24k,
     resample,
@@ -39,6 +43,8 @@ def tone(ms: int, rate: int = 24_000, hz: float = 440.0, amplitude: float = 0.5)
 def test_bad_base64_is_a_typed_error() -> None:
     with pytest.raises(AudioDecodeError, match="not valid base64"):
         decode_base64("not base64!!")
+    with pytest.raises(AudioDecodeError, match="not valid base64"):
+        decode_base64("AAAA$$$$")  # stray characters are refused, not silently dropped
     assert decode_base64(base64.b64encode(b"\x01\x02").decode()) == b"\x01\x02"
 
 
@@ -63,6 +69,8 @@ def test_oversized_chunk_is_refused_before_decoding() -> None:
     with pytest.raises(AudioTooLargeError, match="over the 1000-byte limit") as info:
         buffer.append_base64(base64.b64encode(bytes(2000)).decode())
     assert (info.value.limit, info.value.unit) == (1000, "bytes")
+    with pytest.raises(AudioTooLargeError):  # the size is judged from the text: no decoding of a huge payload
+        decode_base64("A" * 4000, max_bytes=1000)
     buffer.append_base64(base64.b64encode(bytes(1000)).decode())
     assert buffer.duration_ms == pytest.approx(1000 / 2 / 24)
 
@@ -159,3 +167,15 @@ def test_a_run_on_sentence_is_cut_at_a_comma() -> None:
     splitter = SentenceSplitter(max_chars=40)
     out = splitter.push("one two three four five, six seven eight nine ten eleven")
     assert out == ["one two three four five,"]
+
+
+def test_turn_detector_pads_the_start_but_never_before_a_reset() -> None:
+    detector = TurnDetector(ServerVadConfig(threshold=0.6, prefix_padding_ms=300, silence_duration_ms=90))
+    assert detector.frame(0.59, 0, 32) is None  # under the threshold
+    assert detector.frame(0.9, 1000, 1032) == SpeechStarted(audio_start_ms=700)
+    assert detector.frame(0.5, 1032, 1064) is None  # above threshold - hysteresis: still speech
+    assert detector.frame(0.1, 1064, 1096) is None
+    assert detector.frame(0.1, 1096, 1128) is None
+    assert detector.frame(0.1, 1128, 1160) == SpeechStopped(audio_end_ms=1160)  # 96 ms of silence >= 90
+    detector.reset(at_ms=2000)
+    assert detector.frame(0.9, 2064, 2096) == SpeechStarted(audio_start_ms=2000)  # not 1764: cleared audio is gone

@@ -95,11 +95,14 @@ def test_vad_settings_change_what_it_reports(tmp_path) -> None:  # type: ignore[
     assert deaf == []
 
 
-def test_vad_ignores_silence_and_keeps_the_clock_across_reset() -> None:
+def test_vad_ignores_silence_and_keeps_the_session_clock_across_reset(tmp_path) -> None:  # type: ignore[no-untyped-def]
     vad = SileroVad()
     assert feed(vad, silence(1000)) == []
-    vad.reset()
-    assert feed(vad, silence(500)) == []
+    vad.reset()  # input_audio_buffer.clear: state forgotten, the clock keeps counting
+    padded = espeak("Hello there", tmp_path / "hello.wav", pad_s=(1.0, 1.0))
+    events = feed(vad, padded.samples)
+    assert isinstance(events[0], SpeechStarted)
+    assert 1000 + 1000 - 300 - 150 <= events[0].audio_start_ms <= 1000 + 1000 - 300 + 200, events
 
 
 async def test_tts_speaks_the_first_sentence_while_text_is_still_coming(tts: PiperTts) -> None:
@@ -107,7 +110,7 @@ async def test_tts_speaks_the_first_sentence_while_text_is_still_coming(tts: Pip
 
     async def agent_text() -> object:
         yield "Sure, I can help with that. "
-        await asyncio.wait_for(first_audio.wait(), timeout=30)  # the rest only after audio came out
+        await asyncio.wait_for(first_audio.wait(), timeout=20)  # the rest only after audio came out
         yield "Your order can be returned."
 
     chunks_out = []
@@ -133,6 +136,16 @@ async def test_tts_audio_is_plausible_and_whisper_hears_the_same_words(tts: Pipe
     # Piper's voice is sampled with noise: allow one misheard word, never a missing sentence
     assert len(words(heard.text)) == len(words(text)), heard.text
     assert sum(a != b for a, b in zip(words(heard.text), words(text), strict=True)) <= 1, heard.text
+
+
+def test_tts_speaks_at_24khz_whatever_the_voice_rate(tts: PiperTts) -> None:
+    """Same speech, same length in seconds: Piper's 22.05 kHz output is resampled, not relabelled."""
+    repeatable = PiperTts(noise_scale=0.0, noise_w_scale=0.0)
+    assert repeatable.native_rate == 22_050
+    text = "Thank you for calling."
+    ours = repeatable.speak(text).size / PCM_RATE
+    native = np.concatenate([c.audio_float_array for c in repeatable._voice.synthesize(text, repeatable.synthesis)])
+    assert ours == pytest.approx(native.size / repeatable.native_rate, abs=0.01)
 
 
 async def test_telephony_audio_survives_g711(tts: PiperTts, stt: WhisperStt) -> None:

@@ -28,12 +28,20 @@ class PiperTts:
     """
 
     def __init__(
-        self, model: Path | None = None, config: Path | None = None, *, cpu_threads: int = 1, chunk_ms: int = 200
+        self,
+        model: Path | None = None,
+        config: Path | None = None,
+        *,
+        cpu_threads: int = 1,
+        chunk_ms: int = 200,
+        noise_scale: float | None = None,
+        noise_w_scale: float | None = None,
     ) -> None:
+        """``noise_scale``/``noise_w_scale`` (None: the voice's own) vary timbre and timing; 0 makes output repeatable."""
         try:
             import onnxruntime
             from piper import PiperVoice
-            from piper.config import PiperConfig
+            from piper.config import PiperConfig, SynthesisConfig
         except ImportError as exc:
             raise ModelUnavailableError("piper-tts is not installed; pip install 'switchboard[voice]'") from exc
         default_model, default_config = piper_voice() if model is None else (model, config or Path(f"{model}.json"))
@@ -46,6 +54,7 @@ class PiperTts:
         )
         voice_config = json.loads(Path(config or default_config).read_text(encoding="utf-8"))
         self._voice = PiperVoice(config=PiperConfig.from_dict(voice_config), session=session)
+        self.synthesis = SynthesisConfig(noise_scale=noise_scale, noise_w_scale=noise_w_scale)
         self.native_rate: int = self._voice.config.sample_rate
         self.chunk_samples = PCM_RATE * chunk_ms // 1000
 
@@ -57,7 +66,9 @@ class PiperTts:
         for sentence_phonemes in phonemes:
             if not sentence_phonemes:
                 continue
-            audio: Any = self._voice.phoneme_ids_to_audio(self._voice.phonemes_to_ids(sentence_phonemes))
+            audio: Any = self._voice.phoneme_ids_to_audio(
+                self._voice.phonemes_to_ids(sentence_phonemes), self.synthesis
+            )
             audio = np.asarray(audio[0] if isinstance(audio, tuple) else audio, dtype=np.float32).reshape(-1)
             peak = float(np.max(np.abs(audio))) if audio.size else 0.0
             pieces.append(audio / peak if peak > 1e-8 else np.zeros_like(audio))
