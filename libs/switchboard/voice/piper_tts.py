@@ -37,7 +37,7 @@ class PiperTts:
         noise_scale: float | None = None,
         noise_w_scale: float | None = None,
     ) -> None:
-        """``noise_scale``/``noise_w_scale`` (None: the voice's own) vary timbre and timing; 0 makes output repeatable."""
+        """``noise_scale``/``noise_w_scale`` (None: the voice's own) vary timbre and timing; 0 repeats exactly."""
         try:
             import onnxruntime
             from piper import PiperVoice
