@@ -15,14 +15,14 @@ CLI = [sys.executable, "-m", "switchboard"]
 
 def test_say_then_transcribe(tmp_path: Path) -> None:
     out = tmp_path / "hello.wav"
-    said = subprocess.run([*CLI, "voice", "say", "Thank you for calling. Goodbye.", str(out)],
+    said = subprocess.run([*CLI, "voice", "say", "Sure, I can help with that.", str(out)],
                           capture_output=True, text=True, timeout=120, check=True)  # fmt: skip
     assert "s of speech" in said.stdout
     assert 1.0 < read_wav(out).size / 24_000 < 5.0
     heard = subprocess.run(
         [*CLI, "voice", "transcribe", str(out)], capture_output=True, text=True, timeout=120, check=True
     )
-    assert words(heard.stdout) == ["thank", "you", "for", "calling", "goodbye"], heard.stdout
+    assert words(heard.stdout) == ["sure", "i", "can", "help", "with", "that"], heard.stdout
 
 
 def test_transcribe_refuses_a_file_that_is_not_wav(tmp_path: Path) -> None:

@@ -46,15 +46,16 @@ async def test_whisper_transcribes_an_espeak_caller(stt: WhisperStt, order_utter
 
 
 async def test_partials_arrive_while_the_caller_is_still_talking(stt: WhisperStt, order_utterance: Spoken) -> None:
-    partial_stt = WhisperStt.__new__(WhisperStt)
-    partial_stt.__dict__.update(stt.__dict__, partial_interval_ms=1000)
-
     async def real_time() -> object:
         async for chunk in chunks(order_utterance.samples):
             yield chunk
             await asyncio.sleep(0.05)  # ok-sleep: audio arrives paced, as from a caller
 
-    events = [e async for e in partial_stt.transcribe(real_time())]  # type: ignore[arg-type]
+    stt.partial_interval_ms = 1000
+    try:
+        events = [e async for e in stt.transcribe(real_time())]  # type: ignore[arg-type]
+    finally:
+        stt.partial_interval_ms = None
     partials = [e for e in events if isinstance(e, TranscriptPartial)]
     assert partials, "no partial hypothesis before the end of the audio"
     assert "want" in words(partials[-1].text)
@@ -153,3 +154,13 @@ async def test_telephony_audio_survives_g711(tts: PiperTts, stt: WhisperStt) -> 
     narrow = to_pcm16_24k(from_pcm16_24k(audio, PCMU), PCMU)
     heard = [e async for e in stt.transcribe(chunks(narrow))][-1]
     assert words(heard.text) == ["please", "hold", "the", "line"], heard.text
+
+
+async def test_a_repetition_loop_is_decoded_again_with_fallback(
+    stt: WhisperStt, order_utterance: Spoken, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from switchboard.voice import whisper
+
+    monkeypatch.setattr(whisper, "MAX_COMPRESSION", 0.0)  # every transcript now counts as a loop
+    text = stt.recognize(order_utterance.samples)
+    assert words(text)[:4] == ["i", "want", "to", "return"] and "1001" in digits(text), text

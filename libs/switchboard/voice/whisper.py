@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import zlib
 from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 from typing import Any, Literal
@@ -27,7 +28,14 @@ log = logging.getLogger(__name__)
 RATE = 16_000
 FRAMES_PER_S = 100  # mel frames (10 ms hop)
 MAX_FRAMES = 3000  # Whisper's 30 s window
+MIN_WINDOW_FRAMES = 500  # 5 s: as cheap as a tighter window, and fewer early stops on short utterances
 TOKENS_PER_S = 12  # a generous ceiling on speech; bounds a hallucinating decode
+MAX_COMPRESSION = 2.4  # a transcript that gzips better than this is a repetition loop (Whisper's own rule)
+
+
+def _compression_ratio(text: str) -> float:
+    raw = text.encode()
+    return len(raw) / len(zlib.compress(raw)) if raw else 0.0
 
 
 class WhisperStt:
@@ -78,7 +86,8 @@ class WhisperStt:
             return ""
         features = self._model.feature_extractor(audio)
         n = features.shape[-1]
-        frames = MAX_FRAMES if self.window == "full" else min(MAX_FRAMES, math.ceil(n / FRAMES_PER_S + 1) * 100)
+        fitted = max(MIN_WINDOW_FRAMES, math.ceil(n / FRAMES_PER_S + 1) * FRAMES_PER_S)
+        frames = MAX_FRAMES if self.window == "full" else min(MAX_FRAMES, fitted)
         padded = np.zeros((features.shape[0], frames), dtype=np.float32)
         padded[:, : min(n, frames)] = features[:, :frames]
         encoded = self._model.model.encode(ctranslate2.StorageView.from_array(padded[None]), to_cpu=False)
@@ -89,8 +98,16 @@ class WhisperStt:
         )[0]  # fmt: skip
         if result.no_speech_prob > self.no_speech_threshold:
             return ""
-        text: str = self._tokenizer.decode(result.sequences_ids[0])
-        return text.strip()
+        text: str = self._tokenizer.decode(result.sequences_ids[0]).strip()
+        if _compression_ratio(text) > MAX_COMPRESSION:
+            # greedy decoding fell into a loop: let faster-whisper retry with beam search and temperature fallback
+            log.info("whisper repetition; decoding again", extra={"audio_s": round(seconds, 2)})
+            segments, _ = self._model.transcribe(
+                audio, language="en", beam_size=5, vad_filter=False, condition_on_previous_text=False,
+                without_timestamps=True,
+            )  # fmt: skip
+            text = " ".join(segment.text.strip() for segment in segments)
+        return text
 
     async def transcribe(self, audio: AsyncIterable[Pcm16]) -> AsyncIterator[TranscriptEvent]:
         chunks: list[Pcm16] = []
