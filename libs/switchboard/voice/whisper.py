@@ -38,6 +38,14 @@ def _compression_ratio(text: str) -> float:
     return len(raw) / len(zlib.compress(raw)) if raw else 0.0
 
 
+def looks_looped(text: str) -> bool:
+    """Greedy Whisper sometimes repeats itself: a transcript that compresses too well or says the same
+    four words twice (callers rarely do) is decoded again."""
+    said = [w.strip(".,?!").lower() for w in text.split()]
+    grams = [tuple(said[i : i + 4]) for i in range(len(said) - 3)]
+    return _compression_ratio(text) > MAX_COMPRESSION or len(set(grams)) < len(grams)
+
+
 class WhisperStt:
     """A :class:`~switchboard.voice.interfaces.SpeechToText`; one model shared by every stream.
 
@@ -99,7 +107,7 @@ class WhisperStt:
         if result.no_speech_prob > self.no_speech_threshold:
             return ""
         text: str = self._tokenizer.decode(result.sequences_ids[0]).strip()
-        if _compression_ratio(text) > MAX_COMPRESSION:
+        if looks_looped(text):
             # greedy decoding fell into a loop: let faster-whisper retry with beam search and temperature fallback
             log.info("whisper repetition; decoding again", extra={"audio_s": round(seconds, 2)})
             segments, _ = self._model.transcribe(
