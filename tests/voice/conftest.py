@@ -3,6 +3,7 @@ unlike the pipeline's Piper voice) and converted by sox, the way `make test` ins
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
@@ -12,6 +13,8 @@ import numpy as np
 import pytest
 
 from switchboard.voice import PCM_RATE, read_wav
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the models come from wheels: a hub lookup must fail loudly
 from switchboard.voice.formats import Pcm16
 from switchboard.voice.piper_tts import PiperTts
 from switchboard.voice.whisper import WhisperStt
