@@ -98,6 +98,16 @@ def test_commit_of_an_empty_buffer_and_commit_until_a_vad_timestamp() -> None:
     assert buffer.session_ms == pytest.approx(1000)  # the session clock keeps counting
 
 
+def test_silence_trimmed_while_nobody_speaks_never_fills_the_buffer() -> None:
+    buffer = InputAudioBuffer(AudioLimits(max_buffer_ms=1000))
+    for _ in range(50):  # 5 s of silence in 100 ms appends, keeping only 300 ms of prefix padding
+        buffer.append(bytes(4800))
+        buffer.trim_before(buffer.session_ms - 300)
+    assert buffer.duration_ms == pytest.approx(300)
+    assert buffer.session_ms == pytest.approx(5000)
+    assert buffer.commit_until(5000).size == 24_000 * 300 // 1000
+
+
 def sox_g711(samples: np.ndarray, encoding: str, tmp: Path) -> bytes:
     """The reference: sox encodes 8 kHz PCM16 as G.711 (independent of our code)."""
     src, dst = tmp / "in.raw", tmp / f"out.{encoding}"

@@ -81,6 +81,13 @@ class InputAudioBuffer:
             raise EmptyAudioError(f"no buffered audio before {session_ms:.0f} ms")
         return self._take(min(end, self._samples))
 
+    def trim_before(self, session_ms: float) -> None:
+        """Drop audio older than a session timestamp: with server VAD, while nobody speaks, keep only
+        ``prefix_padding_ms`` so a caller's silence never fills the buffer."""
+        n = round(session_ms * PCM_RATE / 1000) - self._start_sample
+        if n > 0:
+            self._take(min(n, self._samples))
+
     def clear(self) -> None:
         """Drop the buffer (``input_audio_buffer.clear``); the session clock keeps running."""
         self._take(self._samples)
