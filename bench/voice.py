@@ -232,7 +232,7 @@ async def session(
 
 
 async def bench_concurrency(stt: WhisperStt, tts: PiperTts, callers: list[np.ndarray], levels: list[int],
-                            turns: int) -> list[dict[str, Any]]:  # fmt: skip
+                            turns: int, all_levels: bool) -> list[dict[str, Any]]:  # fmt: skip
     rows = []
     for n in levels:
         latencies: list[float] = []
@@ -258,7 +258,7 @@ async def bench_concurrency(stt: WhisperStt, tts: PiperTts, callers: list[np.nda
             f" ms; process {row['process_cores']:.2f} cores, others {row['other_processes_cores']:.2f}",
             flush=True,
         )
-        if row["first_audio_ms_p95"] > LIMIT_S * 1000:
+        if row["first_audio_ms_p95"] > LIMIT_S * 1000 and not all_levels:
             break
     return rows
 
@@ -266,7 +266,11 @@ async def bench_concurrency(stt: WhisperStt, tts: PiperTts, callers: list[np.nda
 def report(r: dict[str, Any]) -> str:
     stt, full, tts, vad, mem = r["stt"]["fit"], r["stt"]["full"], r["tts"], r["vad"], r["memory"]
     conc = r["concurrency"]
-    sustained = max((row["sessions"] for row in conc if row["first_audio_ms_p95"] <= LIMIT_S * 1000), default=0)
+    sustained = 0
+    for row in conc:  # the largest level before the first one over the limit
+        if row["first_audio_ms_p95"] > LIMIT_S * 1000:
+            break
+        sustained = row["sessions"]
     # the same load on a 2-core machine of its own: a session's turn costs cpu_per_turn every cycle
     # (caller speaks, answer plays); 80% of the cores busy keeps queueing delay small
     busiest = conc[-1]
@@ -332,6 +336,7 @@ def main() -> None:
     parser.add_argument("--levels", default="1,2,4,6,8,12,16", help="concurrent sessions to try, in order")
     parser.add_argument("--turns", type=int, default=3, help="turns per session per level")
     parser.add_argument("--reps", type=int, default=3, help="repetitions of the one-at-a-time phases")
+    parser.add_argument("--all-levels", action="store_true", help="go on past the 1.5 s limit (a busy machine)")
     parser.add_argument("--memory-probe", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_probe:
@@ -372,7 +377,7 @@ async def measure(
     }
     print("concurrency", flush=True)
     levels = [int(x) for x in args.levels.split(",")]
-    result["concurrency"] = await bench_concurrency(stt, tts, callers, levels, args.turns)
+    result["concurrency"] = await bench_concurrency(stt, tts, callers, levels, args.turns, args.all_levels)
     return result
 
 
