@@ -123,6 +123,25 @@ async def test_tts_speaks_the_first_sentence_while_text_is_still_coming(tts: Pip
     assert all(c.duration_ms <= 200.1 for c in chunks_out)
 
 
+async def test_closing_the_speech_stream_stops_it_at_once(tts: PiperTts) -> None:
+    """Barge-in: aclose() ends synthesis and stops reading the agent's text."""
+    text_closed = asyncio.Event()
+
+    async def agent_still_talking() -> object:
+        try:
+            yield "One moment while I look into that. "
+            await asyncio.Event().wait()  # the rest of the answer never comes
+            yield "never spoken"
+        finally:
+            text_closed.set()
+
+    stream = tts.synthesize(agent_still_talking())  # type: ignore[arg-type]
+    first = await stream.__anext__()
+    assert first.first_of_sentence and first.text == "One moment while I look into that."
+    await asyncio.wait_for(stream.aclose(), timeout=10)
+    assert text_closed.is_set()
+
+
 async def test_tts_audio_is_plausible_and_whisper_hears_the_same_words(tts: PiperTts, stt: WhisperStt) -> None:
     text = "Sure, I can help with that. Your order can be returned. Shall I start the return?"
     started = time.perf_counter()
