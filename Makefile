@@ -13,7 +13,7 @@ help: ## show this help
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench,voice]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench,embeddings,voice]'
 	@touch $(STAMP)
 
 SYSTEM_TOOLS := espeak-ng sox
@@ -24,7 +24,7 @@ system-deps: ## install the Debian tools the voice tests use (espeak-ng, sox) wh
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-install: $(STAMP) system-deps ## create .venv and install Switchboard with its dev tools and the voice extra
+install: $(STAMP) system-deps ## create .venv and install Switchboard with its dev tools and extras (embeddings, voice)
 
 run: $(STAMP) ## start nats-server, every agent and the edge (Ctrl-C stops all)
 	$(BIN)/switchboard run
@@ -38,7 +38,7 @@ test: $(STAMP) system-deps ## run the whole test suite (unit, contract, system w
 bench: $(STAMP) ## run the benchmark; results in bench/results/ and the README table
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
-bench-voice: $(STAMP) ## offline speech: real-time factors, latencies, CPU per audio second, concurrency (bench/results/voice.*)
+bench-voice: $(STAMP) system-deps ## offline speech: real-time factors, latencies, CPU per audio second, concurrency (bench/results/voice.*)
 	$(BIN)/python bench/voice.py $(VOICE_ARGS)
 
 bench-scaling: $(STAMP) ## per-specialist scaling: replicas of one slow specialist vs its throughput (SCALING_ARGS=--replicas 1,2)

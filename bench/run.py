@@ -172,7 +172,7 @@ class Session:
     @classmethod
     async def open(cls, ws_base: str, api_key: str) -> Session:
         ws = await connect(
-            f"{ws_base}/realtime", additional_headers={"Authorization": f"Bearer {api_key}"},
+            f"{ws_base}/realtime?switchboard_events=1", additional_headers={"Authorization": f"Bearer {api_key}"},
             compression=None, ping_interval=None, open_timeout=TURN_TIMEOUT_S, max_queue=None,
         )  # fmt: skip
         created = json.loads(await ws.recv())

@@ -11,7 +11,7 @@ from openai import AsyncOpenAI
 
 async def chat(url: str, key: str, session: str | None, lines: list[str] | None) -> None:
     client = AsyncOpenAI(api_key=key or "missing", websocket_base_url=url, base_url=url.replace("ws", "http", 1))
-    query = {"session_id": session} if session else {}
+    query = {"switchboard_events": "1"} | ({"session_id": session} if session else {})  # handoffs are shown
     async with client.realtime.connect(model="switchboard", extra_query=query) as conn:
         async for event in conn:
             if event.type == "session.created":

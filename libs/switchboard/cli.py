@@ -48,6 +48,7 @@ def _edge(args: argparse.Namespace) -> None:
         app, host=settings.edge_host, port=settings.edge_port, log_config=None,
         ws_max_size=max(16 * 1024 * 1024, settings.max_event_bytes * 4), timeout_graceful_shutdown=5,
         ws_per_message_deflate=False,  # small realtime events: compressing them costs more CPU than it saves
+        ssl_certfile=settings.tls_cert, ssl_keyfile=settings.tls_key,
     )  # fmt: skip
     DrainingServer(config).run()
 
@@ -94,10 +95,11 @@ def _run(args: argparse.Namespace) -> None:
     key = settings.api_keys.split(",")[0].strip() if settings.api_keys else f"sb-dev-{secrets.token_hex(12)}"
     var = Path(args.var_dir)
     viewer_env, viewer = _trace_viewer(var)
+    tls_env, tls_note = _dev_tls(var) if args.tls else ({}, "")
     stack = Stack(
         var, scenario=settings.scenario, api_key=settings.api_keys or key, edge_port=settings.edge_port,
         nats_port=args.nats_port, nats_cluster=settings.nats_cluster, echo=sys.stdout if not args.quiet else None,
-        env={"SWITCHBOARD_SCENARIOS_DIR": str(settings.scenarios_dir.resolve())} | viewer_env,
+        env={"SWITCHBOARD_SCENARIOS_DIR": str(settings.scenarios_dir.resolve())} | viewer_env | tls_env,
     )  # fmt: skip
     servers = f"a {settings.nats_cluster}-node nats cluster" if settings.nats_cluster > 1 else "nats-server"
     print(f"starting {servers}, agents of scenario '{settings.scenario}' and the edge ...", flush=True)
@@ -124,7 +126,7 @@ def _run(args: argparse.Namespace) -> None:
     logs          : {var / "log"}
   Talk to it:   .venv/bin/switchboard chat --url {stack.ws_base} --key {key}
   Ctrl-C stops everything.
-"""
+{tls_note}"""
     print(banner, flush=True)
     try:
         while not stop:
@@ -156,6 +158,19 @@ def _trace_viewer(var: Path) -> tuple[dict[str, str], PhoenixViewer | None]:
     viewer.start()
     print(f"  trace viewer  : {viewer.ui_url}   (Arize Phoenix)", flush=True)
     return {"OTEL_EXPORTER_OTLP_ENDPOINT": viewer.otlp_endpoint}, viewer
+
+
+def _dev_tls(var: Path) -> tuple[dict[str, str], str]:
+    """``run --tls``: a local development CA and edge certificate (created once under ``var/tls``)."""
+    from .local.devcert import ensure_dev_certificate
+
+    dev = ensure_dev_certificate(var / "tls")
+    note = f"""  TLS (local development CA, not for production):
+    CA certificate   : {dev.ca.resolve()}
+    edge certificate : {dev.cert.resolve()}  key: {dev.key.resolve()}
+    trust it         : NODE_EXTRA_CA_CERTS={dev.ca.resolve()} (Node)   SSL_CERT_FILE={dev.ca.resolve()} (Python)
+"""
+    return {k: str(Path(v).resolve()) for k, v in dev.edge_env().items()}, note
 
 
 def _chat(args: argparse.Namespace) -> None:
@@ -197,6 +212,12 @@ def _schemas(args: argparse.Namespace) -> None:
     sys.exit(export_command(Path(args.dir), check=args.check, allow_breaking=args.allow_breaking))
 
 
+def _routing_eval(args: argparse.Namespace) -> None:
+    from .testing.routing_eval import command
+
+    sys.exit(asyncio.run(command([Path(p) for p in args.sets], Path(args.scenarios_dir), args.backend)))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="switchboard", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -211,6 +232,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--var-dir", default="var", help="where data and logs go (default: var)")
     p.add_argument("--nats-port", type=int, default=int(os.environ.get("SWITCHBOARD_NATS_PORT", "4222")))
     p.add_argument("--quiet", action="store_true", help="do not echo the processes' logs")
+    p.add_argument(
+        "--tls", action="store_true", default=os.environ.get("SWITCHBOARD_DEV_TLS", "") == "1",
+        help="serve wss:// with a local development CA and certificate (var/tls); also SWITCHBOARD_DEV_TLS=1",
+    )  # fmt: skip
     p.set_defaults(fn=_run)
     p = sub.add_parser("chat", help="talk to a running edge with the official openai SDK realtime client")
     p.add_argument("--url", default="ws://127.0.0.1:8080/v1", help="edge WebSocket base URL")
@@ -240,5 +265,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--check", action="store_true", help="fail if the files are not up to date")
     p.add_argument("--allow-breaking", action="store_true")
     p.set_defaults(fn=_schemas)
+    p = sub.add_parser(
+        "routing-eval", help="score the offline routing on labelled caller lines (tests/data/routing_*.yaml)"
+    )
+    p.add_argument("sets", nargs="+", help="labelled sets (YAML)")
+    p.add_argument("--backend", default=os.environ.get("SWITCHBOARD_INTENT_BACKEND", "auto"),
+                   choices=["auto", "minilm", "ngram"], help="intent similarity backend (default: auto)")  # fmt: skip
+    p.add_argument("--scenarios-dir", default="scenarios")
+    p.set_defaults(fn=_routing_eval)
     args = parser.parse_args(argv)
     args.fn(args)

@@ -2,7 +2,8 @@
 
 Every line carries ``trace_id`` and ``span_id`` (of the current span, when one is recording) and
 ``session_id`` (from ``telemetry.session_context``), ``null`` when absent; an ``extra=`` field of
-the same name wins. Lines hold no conversation content unless a call puts it there.
+the same name wins. Lines hold no conversation content unless a call puts it there, and PII (emails,
+card numbers, SSNs, phone numbers) is redacted from every line.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 import sys
 import time
 
+from .guardrails.stream import RedactingFilter
 from .telemetry.context import correlation_ids
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
@@ -40,6 +42,7 @@ class JsonFormatter(logging.Formatter):
 def configure(service: str, level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter(service))
+    handler.addFilter(RedactingFilter())  # PII never reaches a log line, whatever a call passes
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .bus.connection import Bus
 from .state.history import HistoryWindow
 
 
@@ -17,6 +18,11 @@ class Settings(BaseSettings):
 
     nats_url: str = "nats://127.0.0.1:4222"
     """Comma-separated NATS server URLs (list every cluster node)."""
+    nats_seed_file: Path | None = None
+    """This process's NKey seed file: with it the process connects as its own bus identity, whose
+    subject permissions the server enforces (``switchboard.security.bus_access``)."""
+    nats_inbox_prefix: str | None = None
+    """The inbox prefix that identity may subscribe to (``_INBOX_<identity>``)."""
     js_replicas: int = Field(1, ge=1, le=5)
     """Replicas of the JetStream KV buckets and streams (3 on a 3-node cluster)."""
     nats_cluster: int = Field(1, ge=1, le=7)
@@ -26,9 +32,13 @@ class Settings(BaseSettings):
     scenarios_dir: Path = Path("scenarios")
     """Where scenarios are looked up by name."""
     api_keys: str = ""
-    """Comma-separated API keys the edge accepts as ``Authorization: Bearer <key>``."""
+    """Comma-separated API keys the edge accepts (``Authorization: Bearer <key>`` or the browser subprotocol)."""
     edge_host: str = "127.0.0.1"
     edge_port: int = Field(8080, ge=0, le=65535)
+    tls_cert: Path | None = None
+    """PEM certificate (chain) the edge serves TLS with (``wss://``); needs ``tls_key``."""
+    tls_key: Path | None = None
+    """PEM private key of ``tls_cert``."""
     max_sessions: int = Field(5000, ge=1)
     """WebSocket sessions one edge process holds; more are refused with 503 and Retry-After."""
     drain_grace_s: float = Field(10.0, ge=0)
@@ -79,6 +89,15 @@ class Settings(BaseSettings):
         return ",".join(urls)
 
     @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("SWITCHBOARD_TLS_CERT and SWITCHBOARD_TLS_KEY go together: set both or neither")
+        for name, path in (("SWITCHBOARD_TLS_CERT", self.tls_cert), ("SWITCHBOARD_TLS_KEY", self.tls_key)):
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name}={str(path)!r} is not a readable file")
+        return self
+
+    @model_validator(mode="after")
     def _liveness_fits(self) -> Settings:
         if self.idle_timeout_s < 2 * self.heartbeat_s:
             raise ValueError(
@@ -108,6 +127,10 @@ class Settings(BaseSettings):
     @property
     def history_window(self) -> HistoryWindow:
         return HistoryWindow(self.history_max_items, self.history_keep_items, self.history_max_bytes)
+
+    def bus(self, name: str) -> Bus:
+        """This process's NATS connection (not yet connected), with its credentials when configured."""
+        return Bus(self.nats_servers, name=name, seed_file=self.nats_seed_file, inbox_prefix=self.nats_inbox_prefix)
 
     @property
     def nats_servers(self) -> list[str]:

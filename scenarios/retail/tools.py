@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from switchboard.agents import ToolContext, ToolError, ToolRegistry
+from switchboard.agents import Owns, ToolContext, ToolError, ToolRegistry
 from switchboard.state import InvalidId, ToolStore, token_for
 
 registry = ToolRegistry()
@@ -88,7 +88,11 @@ async def verify_customer(email: str, pin: str, ctx: ToolContext) -> dict[str, A
     return {"verified": True, "name": customer.name}
 
 
-@registry.tool(requires_auth=True)
+OWN_ORDER = Owns("order_id", "orders", upper=True)
+"""The platform checks, before either order tool runs, that the order is the verified caller's."""
+
+
+@registry.tool(owns=OWN_ORDER)
 async def lookup_order(order_id: str, ctx: ToolContext) -> dict[str, Any]:
     """Look up one of the verified caller's orders and whether it can still be returned."""
     order = await _own_order(order_id, ctx)
@@ -99,7 +103,7 @@ async def lookup_order(order_id: str, ctx: ToolContext) -> dict[str, Any]:
             "reason": "" if eligible else reason}  # fmt: skip
 
 
-@registry.tool(requires_auth=True, side_effect=True)
+@registry.tool(owns=OWN_ORDER, side_effect=True)
 async def create_return(order_id: str, ctx: ToolContext) -> dict[str, Any]:
     """Open a return for an eligible order and refund its total to the original payment method."""
     order = await _own_order(order_id, ctx)

@@ -1,18 +1,44 @@
-"""Test client helpers on top of the official openai SDK realtime client."""
+"""The one realtime test client of the suite.
+
+Two faces over the same conventions:
+
+- the official ``openai`` SDK's realtime connection (``sdk_client`` + ``open_session``/``say``/``collect``),
+  what most tests use, as a user would;
+- :class:`RawClient`, a plain ``websockets`` connection that records every raw server event, for the
+  tests that must see bytes the SDK would hide: malformed input, the contract test, browser-style
+  subprotocol auth, takeovers and close codes.
+
+Both opt into Switchboard's platform events (``?switchboard_events=1``) unless told otherwise.
+"""
 
 from __future__ import annotations
 
+import json
+import ssl
 from dataclasses import dataclass, field
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
+import websockets
 from openai import AsyncOpenAI
+from websockets.asyncio.client import ClientConnection
 
 from switchboard.local.stack import Stack
 
+EVENTS = {"switchboard_events": "1"}
+"""The query parameter that opts a connection into ``switchboard.*`` server events."""
 
-def sdk_client(stack: Stack, key: str | None = None, port: int | None = None) -> AsyncOpenAI:
+
+def sdk_client(stack: Stack, key: str | None = None, port: int | None = None, *, events: bool = True) -> AsyncOpenAI:
     base = f"ws://127.0.0.1:{port}/v1" if port else stack.ws_base
-    return AsyncOpenAI(api_key=key or stack.api_key, websocket_base_url=base, base_url=base.replace("ws", "http", 1))
+    return AsyncOpenAI(
+        api_key=key or stack.api_key, websocket_base_url=base, base_url=base.replace("ws", "http", 1),
+        default_query=EVENTS if events else None,
+    )  # fmt: skip
+
+
+def user_message(text: str) -> dict[str, Any]:
+    return {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
 
 
 @dataclass
@@ -37,9 +63,7 @@ async def open_session(conn: Any) -> dict[str, Any]:
 
 async def say(conn: Any, text: str) -> Reply:
     """Send one user message, ask for a response, and collect it until ``response.done``."""
-    await conn.conversation.item.create(
-        item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
-    )
+    await conn.conversation.item.create(item=user_message(text))
     await conn.response.create()
     return await collect(conn)
 
@@ -63,3 +87,94 @@ async def collect(conn: Any) -> Reply:
                 "".join(deltas), meta.get("agent"), meta, event.response.status or "", handoffs, errors, events
             )
     raise AssertionError("connection closed before response.done")
+
+
+class RawClient:
+    """A plain WebSocket realtime client; ``events`` keeps every server event received, in order."""
+
+    def __init__(
+        self,
+        stack: Stack,
+        *,
+        port: int | None = None,
+        session_id: str | None = None,
+        events: bool = True,
+        key: str | None = None,
+        auth: str = "bearer",
+        ssl_context: ssl.SSLContext | None = None,
+        headers: dict[str, str] | None = None,
+        subprotocols: list[str] | None = None,
+    ) -> None:
+        """``auth``: ``bearer`` (header), ``subprotocol`` (as browsers do) or ``none``; ``headers`` and
+        ``subprotocols`` are sent as given (to present malformed credentials)."""
+        base = f"{'wss' if stack.tls else 'ws'}://127.0.0.1:{port}/v1" if port else stack.ws_base
+        query = "model=switchboard" + ("&switchboard_events=1" if events else "")
+        query += f"&session_id={session_id}" if session_id else ""
+        self.url = f"{base}/realtime?{query}"
+        self.key = key if key is not None else stack.api_key
+        self.auth = auth
+        self.ssl_context = ssl_context
+        self.headers = headers or {}
+        self.subprotocols = subprotocols
+        self.events: list[dict[str, Any]] = []
+        self._ws: ClientConnection | None = None
+
+    @property
+    def ws(self) -> ClientConnection:
+        assert self._ws is not None, "not connected"
+        return self._ws
+
+    async def __aenter__(self) -> Self:
+        kwargs: dict[str, Any] = {"max_size": None, "additional_headers": dict(self.headers)}
+        if self.auth == "bearer":
+            kwargs["additional_headers"].setdefault("Authorization", f"Bearer {self.key}")
+        elif self.auth == "subprotocol":  # what a browser sends: it cannot set headers
+            kwargs["subprotocols"] = ["realtime", f"openai-insecure-api-key.{self.key}"]
+        if self.subprotocols is not None:
+            kwargs["subprotocols"] = self.subprotocols
+        if self.ssl_context is not None:
+            kwargs["ssl"] = self.ssl_context
+        self._ws = await websockets.connect(self.url, **kwargs)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._ws is not None:
+            await self._ws.close()
+
+    async def send(self, event: dict[str, Any] | str) -> None:
+        await self.ws.send(event if isinstance(event, str) else json.dumps(event))
+
+    async def recv(self) -> dict[str, Any]:
+        event: dict[str, Any] = json.loads(await self.ws.recv())
+        self.events.append(event)
+        return event
+
+    async def next(self, kind: str) -> dict[str, Any]:
+        """The next event of type ``kind`` (events before it are kept in ``events``)."""
+        while True:
+            event = await self.recv()
+            if event["type"] == kind:
+                return event
+
+    async def open(self) -> dict[str, Any]:
+        """``session.created``, and with platform events ``switchboard.session``; returns the last one."""
+        created = await self.next("session.created")
+        return await self.next("switchboard.session") if "switchboard_events=1" in self.url else created
+
+    async def turn(self, text: str) -> list[dict[str, Any]]:
+        """One user message and a response; every event up to and including ``response.done``."""
+        start = len(self.events)
+        await self.send({"type": "conversation.item.create", "item": user_message(text)})
+        await self.send({"type": "response.create"})
+        await self.next("response.done")
+        return self.events[start:]
+
+
+def text_of(events: list[dict[str, Any]]) -> str:
+    return "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
+
+
+def done_of(events: list[dict[str, Any]]) -> dict[str, Any]:
+    return next(e for e in reversed(events) if e["type"] == "response.done")["response"]

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from switchboard.local.stack import Stack
+from switchboard.testing import ScriptedOpenAIServer, ScriptedReply
 
 ROOT = Path(__file__).resolve().parents[2]
 TEST_SCENARIOS = Path(__file__).resolve().parent / "scenarios"
@@ -23,3 +28,26 @@ def make_stack(
         env={"SWITCHBOARD_SCENARIOS_DIR": str(scenarios_dir), "OPENAI_API_KEY": "",
              "SWITCHBOARD_API_KEYS": f"{key},{SECOND_TENANT_KEY}"} | (env or {}),
     )  # fmt: skip
+
+
+class SlowModel:
+    """A scripted model that answers ``text`` after ``delay_s``; ``asked`` is set once a turn reaches it."""
+
+    def __init__(self, text: str, delay_s: float) -> None:
+        self.text = text
+        self.delay_s = delay_s
+        self.asked = asyncio.Event()
+
+    def __call__(self, body: dict[str, Any]) -> ScriptedReply:
+        self.asked.set()
+        return ScriptedReply(text=self.text, delay_s=self.delay_s)
+
+
+@asynccontextmanager
+async def two_edges_on_a_model(tmp: Path, model: SlowModel) -> AsyncIterator[tuple[Stack, int]]:
+    """triage + generalist on the scripted ``model``, and two edges: the stack's and one more (its port)."""
+    async with ScriptedOpenAIServer(responder=model) as server:
+        env = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": server.base_url}
+        with make_stack(tmp, agents=["triage", "generalist"], env=env) as stack:
+            _, other_port = stack.start_edge()
+            yield stack, other_port

@@ -3,52 +3,38 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 from pathlib import Path
-from typing import Any
 
 import pytest
 import websockets
 
-from switchboard.testing import ScriptedOpenAIServer, ScriptedReply
+from switchboard.testing import ScriptedOpenAIServer
 
-from .client import collect, open_session, say, sdk_client
-from .stacks import make_stack
+from .client import RawClient, collect, open_session, say, sdk_client
+from .stacks import SlowModel, make_stack, two_edges_on_a_model
 
 pytestmark = pytest.mark.system
 
 
-class SlowModel:
-    def __init__(self) -> None:
-        self.asked = asyncio.Event()
-
-    def __call__(self, body: dict[str, Any]) -> ScriptedReply:
-        self.asked.set()
-        return ScriptedReply(text="a slow but complete answer", delay_s=1.5)
-
-
 async def test_sigterm_lets_the_response_finish_then_the_client_resumes_elsewhere(tmp_path: Path) -> None:
-    slow = SlowModel()
-    async with ScriptedOpenAIServer(responder=slow) as model:
-        env = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": model.base_url}
-        with make_stack(tmp_path, agents=["triage", "generalist"], env=env) as stack:
-            _, other_port = stack.start_edge()
-            async with sdk_client(stack).realtime.connect(model="switchboard") as conn:
-                session_id = (await open_session(conn))["session_id"]
-                await conn.conversation.item.create(
-                    item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hello"}]}
-                )
-                await conn.response.create()
-                await asyncio.wait_for(slow.asked.wait(), 20)  # the turn is inside the agent
-                stack.proc("edge").popen.send_signal(signal.SIGTERM)
-                reply = await collect(conn)
-                reconnect = await conn.recv()
-            assert stack.proc("edge").popen.wait(15) == 0
-            async with sdk_client(stack, port=other_port).realtime.connect(
-                model="switchboard", extra_query={"session_id": session_id}
-            ) as conn:
-                info = await open_session(conn)
+    slow = SlowModel("a slow but complete answer", 1.5)
+    async with two_edges_on_a_model(tmp_path, slow) as (stack, other_port):
+        async with sdk_client(stack).realtime.connect(model="switchboard") as conn:
+            session_id = (await open_session(conn))["session_id"]
+            await conn.conversation.item.create(
+                item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hello"}]}
+            )
+            await conn.response.create()
+            await asyncio.wait_for(slow.asked.wait(), 20)  # the turn is inside the agent
+            stack.proc("edge").popen.send_signal(signal.SIGTERM)
+            reply = await collect(conn)
+            reconnect = await conn.recv()
+        assert stack.proc("edge").popen.wait(15) == 0
+        async with sdk_client(stack, port=other_port).realtime.connect(
+            model="switchboard", extra_query={"session_id": session_id}
+        ) as conn:
+            info = await open_session(conn)
     assert reply.status == "completed" and reply.text == "a slow but complete answer"
     assert reconnect.type == "switchboard.reconnect"
     assert info["resumed"] is True and info["history_items"] == 2  # the question and the answer
@@ -56,16 +42,11 @@ async def test_sigterm_lets_the_response_finish_then_the_client_resumes_elsewher
 
 async def test_edge_refuses_sessions_beyond_its_cap(tmp_path: Path) -> None:
     with make_stack(tmp_path, agents=["triage", "generalist"], env={"SWITCHBOARD_MAX_SESSIONS": "2"}) as stack:
-        headers = {"Authorization": f"Bearer {stack.api_key}"}
-        url = f"{stack.ws_base}/realtime?model=switchboard"
-        async with (
-            websockets.connect(url, additional_headers=headers) as first,
-            websockets.connect(url, additional_headers=headers) as second,
-        ):
-            for ws in (first, second):
-                assert json.loads(await ws.recv())["type"] == "session.created"
+        async with RawClient(stack) as first, RawClient(stack) as second:
+            for client in (first, second):
+                assert (await client.recv())["type"] == "session.created"
             with pytest.raises(websockets.InvalidStatus) as excinfo:
-                async with websockets.connect(url, additional_headers=headers):
+                async with RawClient(stack):
                     pass
             assert excinfo.value.response.status_code == 503
             assert excinfo.value.response.headers["Retry-After"] == "1"
@@ -75,7 +56,7 @@ async def test_edge_refuses_sessions_beyond_its_cap(tmp_path: Path) -> None:
 
 
 async def test_sigterm_on_an_agent_finishes_its_turn_in_flight(tmp_path: Path) -> None:
-    slow = SlowModel()
+    slow = SlowModel("a slow but complete answer", 1.5)
     async with ScriptedOpenAIServer(responder=slow) as model:
         env = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": model.base_url}
         with make_stack(tmp_path, agents=["triage", "generalist"], env=env) as stack:

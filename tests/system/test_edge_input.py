@@ -2,36 +2,14 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 import pytest
 import websockets
-from websockets.asyncio.client import ClientConnection
 
 from switchboard.local.stack import Stack
 
-from .client import open_session, say, sdk_client
+from .client import RawClient, done_of, open_session, say, sdk_client, user_message
 
 pytestmark = pytest.mark.system
-
-
-def _url(stack: Stack) -> str:
-    return f"{stack.ws_base}/realtime?model=switchboard"
-
-
-async def _next(ws: ClientConnection, kind: str) -> dict[str, Any]:
-    while True:
-        event = json.loads(await ws.recv())
-        if event["type"] == kind:
-            return event
-
-
-async def _turn(ws: ClientConnection, text: str) -> dict[str, Any]:
-    item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
-    await ws.send(json.dumps({"type": "conversation.item.create", "item": item}))
-    await ws.send(json.dumps({"type": "response.create"}))
-    return await _next(ws, "response.done")
 
 
 @pytest.mark.parametrize(
@@ -53,42 +31,37 @@ async def _turn(ws: ClientConnection, text: str) -> dict[str, Any]:
 async def test_malformed_event_gets_error_and_connection_stays_usable(
     retail: Stack, frame: str, code: str, param: str | None
 ) -> None:
-    headers = {"Authorization": f"Bearer {retail.api_key}"}
-    async with websockets.connect(_url(retail), additional_headers=headers) as ws:
-        await _next(ws, "switchboard.session")
-        await ws.send(frame)
-        error = await _next(ws, "error")
+    async with RawClient(retail) as client:
+        await client.open()
+        await client.send(frame)
+        error = await client.next("error")
         assert error["error"]["code"] == code, error
         assert error["error"]["type"] == "invalid_request_error"
         assert error["error"].get("param") == param
-        done = await _turn(ws, "hello")
-        assert done["response"]["status"] == "completed"
-        assert done["response"]["metadata"]["agent"] == "triage"
+        done = done_of(await client.turn("hello"))
+        assert done["status"] == "completed"
+        assert done["metadata"]["agent"] == "triage"
 
 
 async def test_oversized_frame_is_refused_with_an_error(retail: Stack) -> None:
-    headers = {"Authorization": f"Bearer {retail.api_key}"}
-    async with websockets.connect(_url(retail), additional_headers=headers, max_size=None) as ws:
-        await _next(ws, "switchboard.session")
+    async with RawClient(retail) as client:
+        await client.open()
         huge = "x" * (300 * 1024)  # over the 256 KiB default limit
-        item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": huge}]}
-        await ws.send(json.dumps({"type": "conversation.item.create", "event_id": "evt_big", "item": item}))
-        error = await _next(ws, "error")
+        await client.send({"type": "conversation.item.create", "event_id": "evt_big", "item": user_message(huge)})
+        error = await client.next("error")
         assert error["error"]["code"] == "event_too_large"
         assert "exceeds the limit" in error["error"]["message"]
-        done = await _turn(ws, "hello")
-        assert done["response"]["status"] == "completed"
+        assert done_of(await client.turn("hello"))["status"] == "completed"
 
 
 async def test_second_response_while_one_runs_is_refused(retail: Stack) -> None:
-    headers = {"Authorization": f"Bearer {retail.api_key}"}
-    async with websockets.connect(_url(retail), additional_headers=headers) as ws:
-        await _next(ws, "switchboard.session")
-        await ws.send(json.dumps({"type": "response.create"}))
-        await ws.send(json.dumps({"type": "response.create", "event_id": "evt_2"}))
+    async with RawClient(retail) as client:
+        await client.open()
+        await client.send({"type": "response.create"})
+        await client.send({"type": "response.create", "event_id": "evt_2"})
         kinds = []
         while "response.done" not in kinds:
-            event = json.loads(await ws.recv())
+            event = await client.recv()
             kinds.append(event["type"])
             if event["type"] == "error":
                 assert event["error"]["code"] == "conversation_already_has_active_response"
@@ -101,16 +74,15 @@ async def test_second_response_while_one_runs_is_refused(retail: Stack) -> None:
 async def test_bad_credentials_are_rejected_before_the_upgrade(retail: Stack, auth: str | None) -> None:
     headers = {"Authorization": auth} if auth is not None else {}
     with pytest.raises(websockets.InvalidStatus) as excinfo:
-        async with websockets.connect(_url(retail), additional_headers=headers):
+        async with RawClient(retail, auth="none", headers=headers):
             pass
     assert excinfo.value.response.status_code == 401
     assert b"invalid_api_key" in excinfo.value.response.body
 
 
 async def test_invalid_session_id_is_rejected(retail: Stack) -> None:
-    headers = {"Authorization": f"Bearer {retail.api_key}"}
     with pytest.raises(websockets.InvalidStatus) as excinfo:
-        async with websockets.connect(_url(retail) + "&session_id=../etc", additional_headers=headers):
+        async with RawClient(retail, session_id="../etc"):
             pass
     assert excinfo.value.response.status_code == 400
 

@@ -130,3 +130,22 @@ async def test_a_forward_field_passes_on_what_the_source_received(hops: Stack) -
     reply, session_id = await _one_turn(hops, "carry")  # front -(code)-> c1 -(code, forward)-> d
     assert (reply.agent, reply.text) == ("d", "d received code 42")
     assert await _context_keys(hops, session_id) == [["code"], ["code"]]
+
+
+async def test_a_handoff_guardrail_refuses_the_transfer_and_keeps_the_secret_out_of_the_audit(guard: Stack) -> None:
+    reply, session_id = await _one_turn(guard, "leak")
+    assert reply.agent == "generalist"
+    assert [(h["from"], h["requested"], h["to"], h["outcome"]) for h in reply.handoffs] == [
+        ("front", "a", "generalist", "refused_guardrail")
+    ]
+    assert await _audit(guard, session_id) == [("front", "a", "generalist", "refused_guardrail")]
+
+
+async def test_an_input_guardrail_blocks_the_message_and_the_session_stays_usable(guard: Stack) -> None:
+    async with sdk_client(guard).realtime.connect(model="switchboard") as conn:
+        await open_session(conn)
+        item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "a bomb threat"}]}
+        await conn.conversation.item.create(item=item)
+        error = await conn.recv()
+        assert error.type == "error" and error.error.code == "guardrail_blocked"
+        assert (await say(conn, "hello")).text == "front here"  # nothing of the blocked message was kept

@@ -39,6 +39,8 @@ async def test_a_long_call_keeps_a_small_window_and_the_whole_transcript(tmp_pat
         said = [i.text for i in transcript if isinstance(i, MessageItem) and i.role == "user"]
         assert said[:25] == [f"hello number {n}" for n in range(25)]
         assert len(transcript) == state.archived_items + len(state.history)
-        async with sdk_client(stack).realtime.connect(model="switchboard", extra_query={"session_id": session_id}) as conn:
+        async with sdk_client(stack).realtime.connect(
+            model="switchboard", extra_query={"session_id": session_id}
+        ) as conn:
             info = await open_session(conn)
             assert info["history_items"] == len(transcript) and info["active_agent"] == "returns"

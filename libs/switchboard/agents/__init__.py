@@ -13,7 +13,7 @@ from .config import (
     ScenarioConfig,
 )
 from .loader import Scenario, ScenarioError, load_scenario
-from .tools import Seeder, Tool, ToolContext, ToolError, ToolRegistry, build_tool
+from .tools import Owns, Seeder, Tool, ToolContext, ToolError, ToolRegistry, build_tool
 
 __all__ = [
     "CONSULT_TOOL",
@@ -25,6 +25,7 @@ __all__ = [
     "ModelConfig",
     "OfflineRule",
     "OfflineScript",
+    "Owns",
     "Scenario",
     "ScenarioConfig",
     "ScenarioError",

@@ -58,6 +58,32 @@ class ToolContext:
 
 
 @dataclass(frozen=True)
+class Owns:
+    """A tool argument that names a caller-owned record: the platform loads ``<collection>.<value>`` from
+    the scenario's store and runs the tool only if the record's ``owner_field`` is the verified caller's
+    customer id. The refusal reads the same whether the record is missing or someone else's."""
+
+    argument: str
+    collection: str
+    owner_field: str = "customer_id"
+    upper: bool = False
+    """Compare the id upper-cased (ids like order numbers that callers say in any case)."""
+
+    async def check(self, tool: str, arguments: Any, ctx: ToolContext) -> None:
+        value = str(getattr(arguments, self.argument, "") or "")
+        record_id = value.upper() if self.upper else value
+        refusal = ToolError(f"no {self.argument.removesuffix('_id')} {value} on this customer's account")
+        if not ctx.caller.authenticated or not ctx.caller.customer_id:
+            raise refusal
+        try:
+            raw = await ctx.store.raw(self.collection, record_id)
+        except ValueError:  # not a valid id at all
+            raise refusal from None
+        if raw is None or raw.get(self.owner_field) != ctx.caller.customer_id:
+            raise refusal
+
+
+@dataclass(frozen=True)
 class Tool:
     name: str
     description: str
@@ -70,6 +96,8 @@ class Tool:
     """The tool may call ``ToolContext.verify_caller``."""
     side_effect: bool = False
     """The tool changes something: it runs at most once per turn through the side-effect ledger."""
+    owns: tuple[Owns, ...] = ()
+    """Arguments naming records the verified caller must own; checked by the platform before the call."""
 
     def spec(self) -> ToolSpec:
         schema = self.params.model_json_schema()
@@ -84,6 +112,8 @@ class Tool:
             parsed = self.params.model_validate(arguments)
         except ValidationError as exc:
             raise ToolError(f"invalid arguments for {self.name}: {exc.errors(include_url=False)}") from exc
+        for ownership in self.owns:  # whatever the model asked: the platform decides, before the tool runs
+            await ownership.check(self.name, parsed, ctx)
         kwargs = dict(parsed)
         if self.context_param:
             kwargs[self.context_param] = ctx
@@ -112,10 +142,21 @@ class ToolRegistry:
         return fn
 
     def tool(
-        self, *, name: str | None = None, requires_auth: bool = False, identity: bool = False, side_effect: bool = False
+        self,
+        *,
+        name: str | None = None,
+        requires_auth: bool = False,
+        identity: bool = False,
+        side_effect: bool = False,
+        owns: Owns | tuple[Owns, ...] = (),
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        checks = owns if isinstance(owns, tuple) else (owns,)
+
         def register(fn: Callable[..., Any]) -> Callable[..., Any]:
-            t = build_tool(fn, name=name, requires_auth=requires_auth, identity=identity, side_effect=side_effect)
+            t = build_tool(
+                fn, name=name, requires_auth=requires_auth or bool(checks), identity=identity,
+                side_effect=side_effect, owns=checks,
+            )  # fmt: skip
             if t.name in self._tools:
                 raise ValueError(f"tool {t.name!r} registered twice")
             self._tools[t.name] = t
@@ -147,6 +188,7 @@ def build_tool(
     requires_auth: bool = False,
     identity: bool = False,
     side_effect: bool = False,
+    owns: tuple[Owns, ...] = (),
 ) -> Tool:
     hints = get_type_hints(fn)
     fields: dict[str, Any] = {}
@@ -161,4 +203,4 @@ def build_tool(
     tool_name = name or fn.__name__
     params = create_model(f"{tool_name}_params", __config__=ConfigDict(extra="forbid"), **fields)
     doc = inspect.getdoc(fn) or tool_name
-    return Tool(tool_name, doc, fn, params, context_param, requires_auth, identity, side_effect)
+    return Tool(tool_name, doc, fn, params, context_param, requires_auth, identity, side_effect, owns)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import nats
 from nats.aio.client import Client
@@ -20,9 +21,15 @@ class Bus:
     restarted or failed-over server is ridden out rather than fatal.
     """
 
-    def __init__(self, servers: list[str], *, name: str) -> None:
+    def __init__(
+        self, servers: list[str], *, name: str, seed_file: Path | None = None, inbox_prefix: str | None = None
+    ) -> None:
         self.servers = servers
         self.name = name
+        self.seed_file = seed_file
+        """This service's NKey seed (least-privilege bus access, see ``switchboard.security``)."""
+        self.inbox_prefix = inbox_prefix
+        """The private inbox prefix its permissions allow (``_INBOX_<identity>``)."""
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
 
@@ -60,7 +67,16 @@ class Bus:
             error_cb=on_error,
             disconnected_cb=on_disconnect,
             reconnected_cb=on_reconnect,
+            **self._credentials(),
         )
+
+    def _credentials(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.seed_file is not None:
+            out["nkeys_seed"] = str(self.seed_file)
+        if self.inbox_prefix is not None:
+            out["inbox_prefix"] = self.inbox_prefix
+        return out
 
     async def close(self) -> None:
         """Drain subscriptions and pending publishes, then close. Safe to call twice."""

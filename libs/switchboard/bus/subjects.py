@@ -7,6 +7,8 @@
                                              ``supervisor.<name>``
 ``switchboard.v1.audit.handoff.<session>``   handoff decisions (JetStream stream ``SWITCHBOARD_AUDIT``)
 ``switchboard.v1.audit.turn.<session>``      one record per caller turn (same stream)
+``switchboard.v1.edge.session.<session>.takeover``  request to the edge holding a live connection on
+                                             the session: close it (the newer connection wins)
 KV bucket ``switchboard_sessions``           session state, key = session id
 ===========================================  =====================================================
 
@@ -62,6 +64,11 @@ def audit_turn(session_id: str) -> str:
 def audit_session(session_id: str) -> str:
     """Every audit record of one session."""
     return f"{PREFIX}.audit.*.{check_token(session_id, 'session id')}"
+
+
+def session_takeover(session_id: str) -> str:
+    """The edge holding a live connection on ``session_id`` listens here; a request closes that connection."""
+    return f"{PREFIX}.edge.session.{check_token(session_id, 'session id')}.takeover"
 
 
 def history_items(session_id: str) -> str:

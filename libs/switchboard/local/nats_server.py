@@ -29,12 +29,20 @@ class NatsServer:
     """One nats-server process with JetStream, stored under ``store_dir``."""
 
     def __init__(
-        self, store_dir: Path, *, host: str = "127.0.0.1", port: int = 0, log_file: Path | None = None
+        self,
+        store_dir: Path,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        log_file: Path | None = None,
+        authorization: str | None = None,
     ) -> None:
         self.host = host
         self.port = port or free_port(host)
         self.store_dir = store_dir
         self.log_file = log_file
+        self.authorization = authorization
+        """An ``authorization { ... }`` config block (``switchboard.security.BusCredentials``); None: open."""
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -52,6 +60,11 @@ class NatsServer:
             nats_server_binary(), "-a", self.host, "-p", str(self.port),
             "-js", "-sd", str(self.store_dir), "-n", f"switchboard-{self.port}",
         ]  # fmt: skip
+        if self.authorization is not None:
+            config = self.store_dir.parent / f"nats-{self.port}-auth.conf"
+            config.write_text(self.authorization)
+            config.chmod(0o600)
+            cmd += ["-c", str(config)]
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout_s

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -89,12 +90,17 @@ class Stack:
         return self.nats
 
     @property
+    def tls(self) -> bool:
+        """The edge serves TLS (``SWITCHBOARD_TLS_CERT`` in its environment): URLs are https/wss."""
+        return bool(self.env().get("SWITCHBOARD_TLS_CERT"))
+
+    @property
     def edge_url(self) -> str:
-        return f"http://127.0.0.1:{self.edge_port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.edge_port}"
 
     @property
     def ws_base(self) -> str:
-        return f"ws://127.0.0.1:{self.edge_port}/v1"
+        return f"{'wss' if self.tls else 'ws'}://127.0.0.1:{self.edge_port}/v1"
 
     def env(self) -> dict[str, str]:
         return (
@@ -127,7 +133,7 @@ class Stack:
         edges = sum(p.name.startswith("edge") for p in self.procs)
         proc = self._spawn(f"edge#{edges + 1}", ["edge"], {"SWITCHBOARD_EDGE_PORT": str(port)})
         self.wait_ready(proc, 30)
-        self._wait_http(f"http://127.0.0.1:{port}/readyz", time.monotonic() + 30)
+        self._wait_http(f"{'https' if self.tls else 'http'}://127.0.0.1:{port}/readyz", time.monotonic() + 30)
         return proc, port
 
     def _scenario_agents(self) -> list[str]:
@@ -199,9 +205,11 @@ class Stack:
             self._wait_http(f"{self.edge_url}/readyz", deadline)
 
     def _wait_http(self, url: str, deadline: float) -> None:
+        # readiness of our own local process: the certificate is not the question here
+        context = ssl._create_unverified_context() if url.startswith("https") else None
         while True:
             try:
-                with urllib.request.urlopen(url, timeout=1) as resp:
+                with urllib.request.urlopen(url, timeout=1, context=context) as resp:
                     if resp.status == 200:
                         return
             except OSError:

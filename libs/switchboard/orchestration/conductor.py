@@ -20,6 +20,7 @@ from opentelemetry import trace
 
 from ..agents.config import ScenarioConfig
 from ..bus import BusError, StreamingClient, subjects
+from ..guardrails import redact_pii
 from ..resilience import BreakerOpen, Breakers, RetryPolicy, call_with_retry
 from ..runtime import new_item_id
 from ..schemas import (
@@ -221,8 +222,9 @@ class Conductor:
                 await self._platform_answer(turn, agent, CANT_TRANSFER, emit)
                 return agent
             turn.context = dict(verdict.context)  # exactly what the target receives, nothing older
+            handoff = result.handoff.model_copy(update={"reason": verdict.reason or result.handoff.reason})
             request_from = self._decision(
-                turn, result.handoff, verdict.outcome, verdict.final_target, verdict.detail, verdict.context
+                turn, handoff, verdict.outcome, verdict.final_target, verdict.detail, verdict.context
             )
             await emit(HandoffMade(request_from))
             pending, agent = (request_from, time.time()), verdict.final_target
@@ -323,10 +325,10 @@ class Conductor:
         with span(names.SPAN_HANDOFF, attrs) as sp:
             set_content(sp, names.HANDOFF_REASON, request.reason)
         metrics().record_handoff(request.source, final, outcome.value, turn.handoffs)
-        return HandoffDecision(
+        return HandoffDecision(  # an audit record never holds PII, whatever the agents said
             session_id=turn.state.session_id, response_id=turn.response_id, source=request.source,
-            requested_target=request.target, final_target=final, outcome=outcome, reason=request.reason,
-            detail=detail, context_keys=sorted(context), depth=turn.handoffs, ts=time.time(),
+            requested_target=request.target, final_target=final, outcome=outcome, reason=redact_pii(request.reason),
+            detail=redact_pii(detail), context_keys=sorted(context), depth=turn.handoffs, ts=time.time(),
             trace_id=current_trace_id(),
         )  # fmt: skip
 

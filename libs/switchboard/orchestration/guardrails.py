@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..agents.config import ScenarioConfig
+from ..guardrails.rules import Boundary, check
 from ..schemas import HandoffOutcome, HandoffRequest
 
 PENDING_AGENT = "pending_agent"
@@ -20,6 +21,8 @@ class Verdict:
     outcome: HandoffOutcome
     final_target: str
     detail: str = ""
+    reason: str = ""
+    """The handoff's reason as it may be recorded and passed on (handoff guardrails applied)."""
     context: dict[str, Any] = field(default_factory=dict)
     """Exactly what the final target receives: the validated contract fields (and ``pending_agent`` on
     an auth redirect). Refusals carry nothing."""
@@ -62,6 +65,15 @@ def decide(
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         return Verdict(HandoffOutcome.REFUSED_CONTRACT, fallback, f"contract violated: {problems}")
+    rules = scenario.guardrails.at(Boundary.HANDOFF)
+    said = check(rules, request.reason)
+    guarded = {k: check(rules, v) if isinstance(v, str) else None for k, v in context.items()}
+    blocking = [*said.rules] if said.blocked else []
+    blocking += [r for v in guarded.values() if v is not None and v.blocked for r in v.rules]
+    if blocking:
+        return Verdict(HandoffOutcome.REFUSED_GUARDRAIL, fallback, f"handoff guardrail {blocking[0]!r} matched")
+    context = {k: guarded[k].text if guarded[k] is not None else v for k, v in context.items()}  # type: ignore[union-attr]
+    reason = said.text
     if handoff_count >= scenario.max_handoff_depth:
         return Verdict(HandoffOutcome.DEPTH_CAP, fallback, f"handoff depth cap {scenario.max_handoff_depth} reached")
     if request.target in visited:
@@ -75,6 +87,6 @@ def decide(
             return Verdict(HandoffOutcome.REFUSED_AUTH, fallback, f"{request.target} requires a verified caller")
         return Verdict(
             HandoffOutcome.REDIRECTED_AUTH, auth, f"{request.target} requires a verified caller",
-            context | {PENDING_AGENT: request.target},
+            reason, context | {PENDING_AGENT: request.target},
         )  # fmt: skip
-    return Verdict(HandoffOutcome.ACCEPTED, request.target, context=context)
+    return Verdict(HandoffOutcome.ACCEPTED, request.target, reason=reason, context=context)

@@ -14,8 +14,10 @@ from nats.aio.msg import Msg
 from pydantic import BaseModel, TypeAdapter
 
 from ..agents import Scenario
-from ..bus import Bus, QueueService, ReplySink, deadline_of
+from ..bus import QueueService, ReplySink, deadline_of
 from ..bus.rpc import remaining
+from ..guardrails import Boundary, StreamGuard
+from ..guardrails.output import guard_result
 from ..models import ModelError, ModelProvider, build_provider
 from ..schemas import ErrorCode, ErrorReply, TurnDelta, TurnRequest, TurnResult
 from ..settings import Settings
@@ -49,7 +51,7 @@ class LoopService(Generic[Req]):
         self.model = model or build_provider(agent, scenario.config.offline_slots)
         self.scenario = scenario
         self.loop = AgentLoop(agent, self.model, scenario.tools)
-        self.bus = Bus(settings.nats_servers, name=f"{self.role}-{name}")
+        self.bus = settings.bus(f"{self.role}-{name}")
         self._service: QueueService[Req] | None = None
 
     def subject(self) -> str:
@@ -111,11 +113,17 @@ class LoopService(Generic[Req]):
     ) -> TurnResult | None:
         """Run the loop, streaming its text; on failure send a typed error and return None."""
         seq = 0
+        rules = self.scenario.config.guardrails.at(Boundary.OUTPUT)
+        guard = StreamGuard(rules)  # the caller never hears what an output guardrail redacts
+
+        async def send(text: str) -> None:
+            nonlocal seq
+            if text:
+                await sink.send(TurnDelta(turn_id=req.turn_id, seq=seq, text=text))
+                seq += 1
 
         async def on_text(text: str) -> None:
-            nonlocal seq
-            await sink.send(TurnDelta(turn_id=req.turn_id, seq=seq, text=text))
-            seq += 1
+            await send(guard.feed(text))
 
         deadline = deadline_of(msg, self.settings.turn_timeout_s)
         error: ErrorReply
@@ -124,7 +132,8 @@ class LoopService(Generic[Req]):
             run = self.loop.run(req, on_text, note=note, deadline=deadline)
             result = await asyncio.wait_for(run, max(remaining(deadline), 0.001))
             metrics().agent_turn_seconds.labels(agent=self.agent.name).observe(time.perf_counter() - started)
-            return result
+            await send(guard.finish())
+            return guard_result(result, rules, self.scenario.config.guardrails.blocked_message) if rules else result
         except ModelError as exc:  # already retried here: the caller should not multiply the attempts
             error = ErrorReply(code=ErrorCode.MODEL_ERROR, message=str(exc), retryable=False)
         except IterationCapError as exc:

@@ -27,6 +27,8 @@ class HandoffOutcome(StrEnum):
     """The target already ran in this user turn (A -> B -> A)."""
     UNAVAILABLE = "unavailable"
     """The target did not answer (no responders, timeout or error)."""
+    REFUSED_GUARDRAIL = "refused_guardrail"
+    """A handoff guardrail blocked the transfer's reason or context."""
     HOP_CAP = "hop_cap"
     """The caller turn already visited ``max_hops_per_turn`` agents: the caller stays with the source."""
 

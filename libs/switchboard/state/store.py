@@ -19,13 +19,13 @@ import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .retry import StateRetry, cas_write
 
@@ -196,6 +196,10 @@ class Collection(Generic[M]):
         return value.model_dump_json().encode()
 
 
+class _AnyDocument(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
 class ToolStore:
     """A scenario's documents. ``ToolContext.store`` in a tool; open once per process."""
 
@@ -223,6 +227,11 @@ class ToolStore:
 
     def collection(self, name: str, model: type[M]) -> Collection[M]:
         return Collection(self, name, model)
+
+    async def raw(self, collection: str, doc_id: str) -> dict[str, Any] | None:
+        """One document as plain JSON fields, whatever its model (for platform checks such as ``Owns``)."""
+        doc = await self.collection(collection, _AnyDocument).get(doc_id)
+        return None if doc is None else doc.model_dump()
 
     async def scan(self, pattern: str = ">") -> dict[str, tuple[bytes, int]]:
         """Raw ``{key: (value, revision)}`` of every live key matching a subject pattern (for inspection)."""

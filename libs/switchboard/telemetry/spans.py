@@ -20,6 +20,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
+from ..guardrails.rules import redact_pii
 from . import names
 from .tracing import content_enabled, extract, get_tracer, inject, tracing_enabled
 
@@ -37,12 +38,12 @@ def set_attributes(span: Span, attributes: Attrs) -> None:
 
 
 def set_content(span: Span, key: str, value: str | Callable[[], str]) -> None:
-    """Put content on ``span`` only when ``SWITCHBOARD_TRACE_CONTENT=1``.
+    """Put content on ``span`` only when ``SWITCHBOARD_TRACE_CONTENT=1``, with PII redacted.
 
     Pass a callable to build the value (e.g. serialize messages) only when it will be used.
     """
     if span.is_recording() and content_enabled():
-        span.set_attribute(key, value() if callable(value) else value)
+        span.set_attribute(key, redact_pii(value() if callable(value) else value))  # content yes, PII never
 
 
 def mark_error(span: Span, error_type: str, description: str | None = None) -> None:

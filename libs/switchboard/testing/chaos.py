@@ -702,7 +702,7 @@ class ChaosClient:
         raise ChaosError(f"could not reconnect to any edge: {error!r}")
 
     async def _open(self, port: int, deadline: float) -> None:
-        query = "model=switchboard" + (f"&session_id={self.session_id}" if self.session_id else "")
+        query = "model=switchboard&switchboard_events=1" + (f"&session_id={self.session_id}" if self.session_id else "")
         headers = {"Authorization": f"Bearer {self.api_key}"}
         timeout = max(0.1, min(5.0, deadline - time.monotonic()))
         ws = await asyncio.wait_for(

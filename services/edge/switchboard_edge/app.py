@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -24,24 +22,16 @@ from switchboard.settings import Settings
 from switchboard.state import AuditLog, SessionStore
 from switchboard.telemetry import metrics, metrics_route, session_context, setup_tracing, shutdown_tracing
 
-from .protocol import new_id
+from .auth import Authenticator, api_key_verifier
+from .protocol import error_event, new_id
 from .session import EdgeDeps, EdgeSession
+from .takeover import TAKEOVER_CLOSE_CODE, TAKEOVER_ERROR_CODE, TAKEOVER_REASON, Takeovers
 
 log = logging.getLogger(__name__)
 
 
-def key_fingerprint(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
-
-
-def bearer_key(ws: WebSocket, accepted: frozenset[str]) -> str | None:
-    """The caller's key if it is one of ``accepted`` (constant-time compare), else None."""
-    header = ws.headers.get("authorization", "")
-    scheme, _, key = header.partition(" ")
-    if scheme.lower() != "bearer" or not key:
-        return None
-    key = key.strip()
-    return key if any(hmac.compare_digest(key, k) for k in accepted) else None
+PLATFORM_EVENTS_PARAM = "switchboard_events"
+"""Query parameter opting a connection into ``switchboard.*`` server events (``?switchboard_events=1``)."""
 
 
 def create_app(settings: Settings | None = None, scenario: Scenario | None = None) -> FastAPI:
@@ -50,11 +40,12 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
     if not settings.api_key_set:
         raise ValueError("SWITCHBOARD_API_KEYS is empty: the edge refuses to start without an API key")
     config = scenario.config
+    authenticator = Authenticator({"api_key": api_key_verifier(settings.api_key_set)})
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         setup_tracing("edge")
-        async with Bus(settings.nats_servers, name="edge") as bus:
+        async with settings.bus("edge") as bus:
             client = StreamingClient(bus.nc)
             await client.start()
             audit = await AuditLog.open(bus.js, replicas=settings.js_replicas)
@@ -85,6 +76,7 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
             )
             app.state.deps.audit = audit
             app.state.bus = bus
+            app.state.takeovers = Takeovers(bus.nc)
             freeze_startup_heap()
             log.info("edge ready", extra={"scenario": config.name})
             yield
@@ -135,15 +127,20 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
     @app.websocket("/v1/realtime")
     async def realtime(ws: WebSocket) -> None:
         deps: EdgeDeps = app.state.deps
-        key = bearer_key(ws, settings.api_key_set)
-        if key is None:
-            await _deny(ws, 401, "invalid_api_key", "missing or invalid 'Authorization: Bearer <key>'")
+        takeovers: Takeovers = app.state.takeovers
+        principal = authenticator.authenticate(ws.headers)
+        if principal is None:
+            await _deny(
+                ws, 401, "invalid_api_key",
+                "missing or invalid API key: send 'Authorization: Bearer <key>' or the subprotocols "
+                "'realtime' and 'openai-insecure-api-key.<key>'",
+            )  # fmt: skip
             return
         if deps.draining or len(deps.active_sessions) >= settings.max_sessions:
             reason = "edge is draining" if deps.draining else f"edge at its limit of {settings.max_sessions} sessions"
             await _deny(ws, 503, "edge_unavailable", f"{reason}; retry on another edge", retry_after="1")
             return
-        owner = key_fingerprint(key)
+        owner = principal.owner
         session_id = ws.query_params.get("session_id") or new_id("sess")
         try:
             subjects.check_token(session_id, "session id")
@@ -154,6 +151,8 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
         if loaded is not None and loaded[0].owner not in (None, owner):
             await _deny(ws, 403, "session_forbidden", "this session belongs to another API key")
             return
+        if "session_id" in ws.query_params and await takeovers.claim(session_id):
+            loaded = await deps.store.load(session_id)  # the older connection may have committed meanwhile
         if loaded is None:
             now = time.time()
             state = SessionState(
@@ -163,8 +162,16 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
             revision, resumed = 0, False
         else:
             (state, revision), resumed = loaded, True
-        await ws.accept()
-        session = EdgeSession(ws, deps, state, revision, resumed)
+        await ws.accept(subprotocol=principal.subprotocol)
+        events = ws.query_params.get(PLATFORM_EVENTS_PARAM, "") in ("1", "true")
+        session = EdgeSession(ws, deps, state, revision, resumed, platform_events=events)
+
+        async def taken_over() -> None:
+            taken = error_event(code=TAKEOVER_ERROR_CODE, message=f"{TAKEOVER_REASON}; this connection is closed")
+            taken["error"]["type"] = "invalid_request_error"
+            await session.close(TAKEOVER_CLOSE_CODE, TAKEOVER_REASON, taken)
+
+        hold = await takeovers.hold(session_id, taken_over)
         deps.active_sessions.add(session_id)
         deps.sessions.add(session)
         metrics().active_sessions.inc()
@@ -175,6 +182,7 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
             metrics().active_sessions.dec()
             deps.active_sessions.discard(session_id)
             deps.sessions.discard(session)
+            await takeovers.release(hold)
 
     return app
 

@@ -13,6 +13,7 @@ from typing import Any
 from opentelemetry.trace import SpanKind
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from switchboard.guardrails import Action, Boundary, check
 from switchboard.orchestration import (
     AgentFinished,
     Conductor,
@@ -94,8 +95,14 @@ class _OpenItem:
 
 
 class EdgeSession:
-    def __init__(self, ws: WebSocket, deps: EdgeDeps, state: SessionState, revision: int, resumed: bool):
+    def __init__(
+        self, ws: WebSocket, deps: EdgeDeps, state: SessionState, revision: int, resumed: bool,
+        platform_events: bool = False,
+    ):  # fmt: skip
         self.ws = ws
+        self.platform_events = platform_events
+        """Send ``switchboard.*`` events (opt-in: standard clients such as the Agents SDK reject unknown events)."""
+        self._closed = False
         self.deps = deps
         self.state = state
         self.revision = revision
@@ -112,13 +119,14 @@ class EdgeSession:
 
     async def run(self) -> None:
         await self.send(server_event("session.created", session=self._config))
-        await self.send(
-            server_event(
-                "switchboard.session", session_id=self.state.session_id, resumed=self.resumed,
-                active_agent=self.state.active_agent,
-                history_items=self.state.archived_items + len(self.state.history),
-            )
-        )  # fmt: skip
+        if self.platform_events:
+            await self.send(
+                server_event(
+                    "switchboard.session", session_id=self.state.session_id, resumed=self.resumed,
+                    active_agent=self.state.active_agent,
+                    history_items=self.state.archived_items + len(self.state.history),
+                )
+            )  # fmt: skip
         try:
             while True:
                 message = await self.ws.receive()
@@ -142,14 +150,28 @@ class EdgeSession:
         if task is not None and not task.done():
             await asyncio.wait([task], timeout=grace_s)
         try:
-            await self.send(
-                server_event("switchboard.reconnect", reason="edge draining", session_id=self.state.session_id)
-            )
+            if self.platform_events:
+                await self.send(
+                    server_event("switchboard.reconnect", reason="edge draining", session_id=self.state.session_id)
+                )
             await self.ws.close(code=1012, reason="edge draining; reconnect with session_id")
         except Exception:  # the client is already gone
             log.debug("drain: client already gone", exc_info=True)
 
+    async def close(self, code: int, reason: str, error: dict[str, Any] | None = None) -> None:
+        """End the response in flight (it still gets its ``response.done``), send ``error`` if given, close."""
+        self._closed = True
+        await self._cancel_response()
+        try:
+            if error is not None:
+                await self.send(error)
+            await self.ws.close(code=code, reason=reason)
+        except Exception:  # the client is already gone
+            log.debug("close: client already gone", exc_info=True)
+
     async def _on_raw(self, raw: str | bytes) -> None:
+        if self._closed:
+            return
         try:
             event = parse_client_event(raw, self.deps.settings.max_event_bytes)
             if isinstance(event, SessionUpdate):
@@ -182,9 +204,25 @@ class EdgeSession:
                 event_id=event.event_id,
             )  # fmt: skip
         text = "".join(part.text for part in event.item.content)
+        scenario = self.deps.conductor.scenario
+        verdict = check(scenario.guardrails.at(Boundary.INPUT), text) if event.item.role == "user" else None
+        if verdict is not None and verdict.blocked:
+            raise ProtocolError(
+                "guardrail_blocked", f"the message was refused by guardrail {verdict.rules[0]!r}",
+                param="item.content", event_id=event.event_id,
+            )  # fmt: skip
+        text = verdict.text if verdict is not None else text  # redacted before anything stores it
+        to_fallback = verdict is not None and verdict.action is Action.FALLBACK
         previous = self.state.history[-1].id if self.state.history else None
         item = MessageItem(id=item_id, role=event.item.role, text=text)
-        await self._commit(lambda current: current.model_copy(update={"history": [*current.history, item]}))
+
+        def add(current: SessionState) -> SessionState:
+            update: dict[str, object] = {"history": [*current.history, item]}
+            if to_fallback:
+                update["active_agent"] = scenario.fallback_agent
+            return current.model_copy(update=update)
+
+        await self._commit(add)
         payload = user_item(item_id, text) | {"role": event.item.role}
         await self.send(server_event("conversation.item.added", previous_item_id=previous, item=payload))
         await self.send(server_event("conversation.item.done", previous_item_id=previous, item=payload))
@@ -288,7 +326,7 @@ class EdgeSession:
                 ))  # fmt: skip
             elif isinstance(ev, AgentFinished):
                 await close_item(ev.ok)
-            elif isinstance(ev, HandoffMade):
+            elif isinstance(ev, HandoffMade) and self.platform_events:
                 d = ev.decision
                 handoffs.append(d.final_target)
                 await self.send(server_event(
@@ -341,6 +379,7 @@ class EdgeSession:
             "agent": outcome.state.active_agent,
             "agents": ",".join(outcome.agents),
             "handoffs": str(len(outcome.decisions)),
+            "handoff_outcomes": ",".join(d.outcome.value for d in outcome.decisions),
             "session_id": outcome.state.session_id,
         }
         if outcome.replica:

@@ -1,0 +1,160 @@
+"""Guardrail rules: what to look for in text at one boundary, and what to do when it is found.
+
+A scenario declares rules per boundary (``input``: what the caller says, checked at the edge before it
+is committed; ``output``: what an agent says, checked in the agent before the caller hears it;
+``handoff``: the reason and context of every transfer, checked by the conductor). A rule matches a
+built-in PII detector or a regex, and acts:
+
+- ``redact``: the match is replaced by ``[<label>]`` wherever the text goes next (history, audit, traces);
+- ``block``: the text does not pass (the caller's message is refused with an ``error`` event; a handoff
+  is refused and the caller goes to the fallback agent);
+- ``fallback``: the text passes, redacted, and the conversation goes to the fallback agent.
+
+PII never reaches logs: ``RedactingFilter`` scrubs every log record with the PII detectors, whatever
+the scenario declares.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+def _luhn(digits: str) -> bool:
+    total, double = 0, False
+    for ch in reversed(digits):
+        d = int(ch) * 2 if double else int(ch)
+        total += d - 9 if d > 9 else d
+        double = not double
+    return total % 10 == 0
+
+
+PII_PATTERNS: dict[str, re.Pattern[str]] = {
+    "email": re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b"),
+    "card": re.compile(r"\b(?:\d[ -]?){12,18}\d\b"),
+    "ssn": re.compile(r"\b\d{3}-\d{2}-\d{4}\b"),
+    "phone": re.compile(r"(?<![\w+])(?:\+?\d{1,2}[ .-]?)?\(?\d{3}\)?[ .-]?\d{3}[ .-]?\d{4}\b"),
+}
+"""Built-in detectors. ``card`` matches only numbers that pass the Luhn check."""
+
+
+def find_pii(kind: str, text: str) -> list[tuple[int, int]]:
+    spans = []
+    for m in PII_PATTERNS[kind].finditer(text):
+        if kind == "card" and not _luhn(re.sub(r"\D", "", m.group(0))):
+            continue
+        spans.append(m.span())
+    return spans
+
+
+class Boundary(StrEnum):
+    INPUT = "input"
+    OUTPUT = "output"
+    HANDOFF = "handoff"
+
+
+class Action(StrEnum):
+    REDACT = "redact"
+    BLOCK = "block"
+    FALLBACK = "fallback"
+
+
+class GuardrailRule(BaseModel):
+    """One rule: a detector (``pii``) or a regex (``pattern``), the boundaries it guards, an action."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    pii: Literal["email", "card", "ssn", "phone"] | None = None
+    """A built-in detector."""
+    pattern: str | None = None
+    """A regex (Python syntax); validated when the scenario loads."""
+    at: list[Boundary] = Field(default_factory=lambda: [Boundary.INPUT, Boundary.OUTPUT, Boundary.HANDOFF])
+    action: Action = Action.REDACT
+    label: str = ""
+    """What a redacted match becomes (``[<label>]``); default: the detector or rule name, upper-cased."""
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as exc:
+                raise ValueError(f"invalid regex {v!r}: {exc}") from exc
+        return v
+
+    @model_validator(mode="after")
+    def _one_detector(self) -> Self:
+        if (self.pii is None) == (self.pattern is None):
+            raise ValueError(f"guardrail {self.name!r}: give exactly one of 'pii' or 'pattern'")
+        return self
+
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        if self.pii is not None:
+            return find_pii(self.pii, text)
+        assert self.pattern is not None
+        return [m.span() for m in re.finditer(self.pattern, text)]
+
+    @property
+    def replacement(self) -> str:
+        return f"[{(self.label or self.pii or self.name).upper()}]"
+
+
+class GuardrailsConfig(BaseModel):
+    """A scenario's ``guardrails:`` block."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rules: list[GuardrailRule] = Field(default_factory=list)
+    blocked_message: str = "I'm sorry, I can't help with that."
+    """What the caller hears when a guardrail blocks."""
+
+    def at(self, boundary: Boundary) -> list[GuardrailRule]:
+        return [r for r in self.rules if boundary in r.at]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The text as it may pass on (redacted), and what the strictest matching rule decided."""
+
+    text: str
+    action: Action | None = None
+    """None: nothing matched."""
+    rules: tuple[str, ...] = ()
+
+    @property
+    def blocked(self) -> bool:
+        return self.action is Action.BLOCK
+
+
+_SEVERITY = {Action.REDACT: 0, Action.FALLBACK: 1, Action.BLOCK: 2}
+
+
+def check(rules: Iterable[GuardrailRule], text: str) -> Verdict:
+    """Apply every rule; matches are redacted whatever the action, the strictest action wins."""
+    action: Action | None = None
+    matched: list[str] = []
+    for rule in rules:
+        spans = rule.spans(text)
+        if not spans:
+            continue
+        matched.append(rule.name)
+        if action is None or _SEVERITY[rule.action] > _SEVERITY[action]:
+            action = rule.action
+        for start, end in sorted(spans, reverse=True):
+            text = text[:start] + rule.replacement + text[end:]
+    return Verdict(text, action, tuple(matched))
+
+
+def redact_pii(text: str) -> str:
+    """Every built-in PII detector, redacting: what logs, audit records and traces get."""
+    for kind in PII_PATTERNS:
+        for start, end in sorted(find_pii(kind, text), reverse=True):
+            text = text[:start] + f"[{kind.upper()}]" + text[end:]
+    return text

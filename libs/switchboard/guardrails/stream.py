@@ -1,0 +1,71 @@
+"""Guardrails on streamed text, and on logs.
+
+A model streams its answer in pieces, and a card number or an email can straddle two of them. The
+``StreamGuard`` holds back the last ``holdback`` characters of what it has seen until more text (or the
+end) shows whether they belong to a match, so the caller never hears a match that a rule redacts.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from .rules import Action, GuardrailRule, check, redact_pii
+
+HOLDBACK = 64
+"""Longest match a rule is expected to find (an email address, a spaced card number)."""
+
+
+class StreamGuard:
+    """Feed text pieces in order; get back what may be said now. ``finish()`` releases the rest."""
+
+    def __init__(self, rules: Sequence[GuardrailRule], holdback: int = HOLDBACK) -> None:
+        self.rules = list(rules)
+        self.holdback = holdback
+        self._pending = ""
+        self.action: Action | None = None
+        self.matched: list[str] = []
+
+    def feed(self, piece: str) -> str:
+        if not self.rules:
+            return piece
+        text = self._pending + piece
+        cut = max(0, len(text) - self.holdback)
+        space = text.rfind(" ", 0, cut + 1)  # never release half a word that may be half a match
+        cut = space + 1 if space >= 0 else 0
+        if cut == 0 and len(text) > 4 * self.holdback:  # no word break for long: release all but the holdback
+            cut = len(text) - self.holdback
+        for rule in self.rules:  # a match that the cut would halve is held back whole
+            for start, end in rule.spans(text):
+                if start < cut < end:
+                    cut = start
+        released, self._pending = self._apply(text[:cut]), text[cut:]
+        return released
+
+    def finish(self) -> str:
+        released, self._pending = self._apply(self._pending), ""
+        return released
+
+    def _apply(self, text: str) -> str:
+        if not text:
+            return text
+        verdict = check(self.rules, text)
+        if verdict.action is not None:
+            self.matched.extend(verdict.rules)
+            if self.action is None or verdict.action is Action.BLOCK or self.action is Action.REDACT:
+                self.action = verdict.action
+        return verdict.text
+
+
+class RedactingFilter(logging.Filter):
+    """Scrubs PII from every log record's message and string fields (installed on the root handler)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact_pii(record.msg)
+        if record.args:
+            record.args = tuple(redact_pii(a) if isinstance(a, str) else a for a in record.args)
+        for key, value in list(vars(record).items()):
+            if isinstance(value, str) and key not in ("msg", "name", "levelname", "pathname", "filename", "module"):
+                setattr(record, key, redact_pii(value))
+        return True

@@ -1,0 +1,161 @@
+"""Least privilege on the bus, enforced by a real nats-server: what a specialist may and may not do."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import nats
+import nats.errors
+import pytest
+from nats.aio.client import Client
+from pydantic import TypeAdapter
+
+from switchboard.bus import QueueService, StreamingClient, subjects
+from switchboard.local import NatsServer
+from switchboard.schemas import TurnDelta, TurnRequest, TurnResult, turn_reply_adapter
+from switchboard.security.bus_access import ADMIN, BusCredentials, agent_identity, edge_identity, inbox_prefix
+from switchboard.state import AuditLog, SessionStore, SideEffectLedger, ToolStore, store_bucket
+
+SCENARIO = "retail"
+
+
+@dataclass
+class Rig:
+    server: NatsServer
+    creds: BusCredentials
+    violations: dict[str, list[str]]
+
+    async def connect(self, identity: str) -> Client:
+        self.violations.setdefault(identity, [])
+
+        async def on_error(exc: Exception) -> None:
+            self.violations[identity].append(str(exc))
+
+        return await nats.connect(
+            self.server.url, nkeys_seed=str(self.creds.seed_file(identity)), inbox_prefix=inbox_prefix(identity),
+            error_cb=on_error, max_reconnect_attempts=0,
+        )  # fmt: skip
+
+    async def violation(self, identity: str, needle: str) -> str:
+        """Wait for the server to report a permissions violation for ``identity`` naming ``needle``."""
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            found = [v for v in self.violations[identity] if "permissions" in v.lower() and needle.lower() in v.lower()]
+            if found:
+                return found[0]
+            await asyncio.sleep(0.01)  # ok-sleep: polling the error callback's list
+        raise AssertionError(f"no permissions violation for {needle!r}: {self.violations[identity]}")
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    identities = [
+        edge_identity(),
+        agent_identity("returns", SCENARIO),
+        agent_identity("billing", SCENARIO),
+        ADMIN,
+    ]
+    creds = BusCredentials(tmp_path / "keys", identities)
+    creds.write()
+    with NatsServer(tmp_path / "nats", authorization=creds.server_config()) as server:
+        yield Rig(server, creds, {})
+
+
+async def _serve(nc: Client, agent: str) -> QueueService[TurnRequest]:
+    async def handle(req: TurnRequest, sink, msg) -> None:  # type: ignore[no-untyped-def]
+        await sink.send(TurnDelta(turn_id=req.turn_id, seq=0, text="hi"))
+        await sink.send(TurnResult(turn_id=req.turn_id, agent=agent, outcome="answer", text="hi"))
+
+    service = QueueService(
+        nc, subjects.agent_turn(agent), subjects.agent_queue(agent), TypeAdapter(TurnRequest), handle
+    )
+    await service.start()
+    return service
+
+
+async def test_the_edge_and_an_agent_do_their_work_with_their_own_keys(rig: Rig) -> None:
+    edge, agent = await rig.connect("edge"), await rig.connect("agent-returns")
+    try:
+        await SessionStore.open(edge.jetstream())
+        await AuditLog.open(edge.jetstream())
+        await SideEffectLedger.open(agent.jetstream())
+        await ToolStore.open(agent.jetstream(), store_bucket(SCENARIO))
+        service = await _serve(agent, "returns")
+        await agent.flush()  # the subscription is registered before the edge sends
+        client = StreamingClient(edge)
+        request = TurnRequest(session_id="s1", turn_id="t1", agent="returns", history=[])
+        replies = [
+            r async for r in client.stream(
+                subjects.agent_turn("returns"), request, turn_reply_adapter, lambda r: isinstance(r, TurnResult),
+                deadline=time.time() + 5, idle_timeout=1, ack_timeout=1,
+            )
+        ]  # fmt: skip
+        assert [type(r).__name__ for r in replies] == ["TurnDelta", "TurnResult"]
+        await service.stop()
+        await client.stop()
+    finally:
+        await edge.close()
+        await agent.close()
+    assert not [v for v in rig.violations["edge"] + rig.violations["agent-returns"] if "ermissions" in v]
+
+
+async def test_a_specialist_cannot_publish_to_another_specialists_subject(rig: Rig) -> None:
+    admin, agent = await rig.connect("admin"), await rig.connect("agent-returns")
+    try:
+        seen = await admin.subscribe(subjects.agent_turn("billing"))
+        await admin.flush()
+        await agent.publish(subjects.agent_turn("billing"), b"{}")
+        await agent.flush()
+        await rig.violation("agent-returns", subjects.agent_turn("billing"))
+        await admin.flush()
+        with pytest.raises(nats.errors.TimeoutError):
+            await seen.next_msg(timeout=0.2)
+    finally:
+        await admin.close()
+        await agent.close()
+
+
+async def test_a_specialist_cannot_subscribe_to_another_agent_or_the_edge_inbox(rig: Rig) -> None:
+    agent = await rig.connect("agent-returns")
+    try:
+        await agent.subscribe(subjects.agent_turn("billing"))
+        await rig.violation("agent-returns", subjects.agent_turn("billing"))
+        await agent.subscribe(f"{inbox_prefix('edge')}.>")
+        await rig.violation("agent-returns", inbox_prefix("edge"))
+    finally:
+        await agent.close()
+
+
+async def test_a_specialist_cannot_read_session_state(rig: Rig) -> None:
+    edge, agent = await rig.connect("edge"), await rig.connect("agent-returns")
+    try:
+        await SessionStore.open(edge.jetstream())
+        with pytest.raises(Exception):  # noqa: B017 - the request is dropped: a timeout or a JetStream error
+            await agent.jetstream().key_value("switchboard_sessions")
+        await rig.violation("agent-returns", "KV_switchboard_sessions")
+    finally:
+        await edge.close()
+        await agent.close()
+
+
+async def test_a_specialist_cannot_forge_an_audit_record(rig: Rig) -> None:
+    edge, agent = await rig.connect("edge"), await rig.connect("agent-returns")
+    try:
+        await AuditLog.open(edge.jetstream())
+        await agent.publish(subjects.audit_handoff("s1"), b'{"type":"switchboard.v1.handoff_decision"}')
+        await agent.flush()
+        await rig.violation("agent-returns", "switchboard.v1.audit.handoff.s1")
+        info = await edge.jetstream().stream_info("SWITCHBOARD_AUDIT")
+        assert info.state.messages == 0
+    finally:
+        await edge.close()
+        await agent.close()
+
+
+async def test_no_credentials_no_connection(rig: Rig) -> None:
+    with pytest.raises(Exception, match="(?i)authorization"):
+        await nats.connect(rig.server.url, max_reconnect_attempts=0, allow_reconnect=False)

@@ -1,0 +1,68 @@
+"""Guardrail rules and PII detectors: redaction, blocking, streams split anywhere, logs."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+from pydantic import ValidationError
+
+from switchboard.guardrails import Action, GuardrailRule, RedactingFilter, StreamGuard, check, find_pii, redact_pii
+from switchboard.logs import JsonFormatter
+
+CARD = "4111 1111 1111 1111"  # a test card number: passes Luhn
+
+
+def test_detectors_find_what_they_should_and_not_order_numbers() -> None:
+    text = f"order A1001, pin 1234, card {CARD}, mail jane@example.com, ssn 123-45-6789, call 415-555-0134"
+    assert redact_pii(text) == "order A1001, pin 1234, card [CARD], mail [EMAIL], ssn [SSN], call [PHONE]"
+
+
+def test_a_card_number_must_pass_luhn() -> None:
+    assert find_pii("card", "4111 1111 1111 1112") == []
+
+
+def test_the_strictest_action_wins_and_everything_matched_is_redacted() -> None:
+    rules = [
+        GuardrailRule(name="cards", pii="card", action=Action.REDACT),
+        GuardrailRule(name="threats", pattern=r"(?i)\bbomb\b", action=Action.BLOCK),
+    ]
+    verdict = check(rules, f"bomb the store, card {CARD}")
+    assert verdict.blocked and verdict.rules == ("cards", "threats")
+    assert CARD not in verdict.text and "[THREATS]" in verdict.text
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"name": "x"}, {"name": "x", "pii": "card", "pattern": "a"}, {"name": "x", "pattern": "(unclosed"}],
+    ids=["no detector", "two detectors", "bad regex"],
+)
+def test_bad_rules_are_refused_when_the_scenario_loads(fields: dict[str, str]) -> None:
+    with pytest.raises(ValidationError):
+        GuardrailRule.model_validate(fields)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 7, 13])
+def test_a_stream_never_releases_a_match_whatever_the_split(size: int) -> None:
+    guard = StreamGuard([GuardrailRule(name="cards", pii="card")])
+    text = f"Your card {CARD} is on file, and so is the other one {CARD} too."
+    out = "".join(guard.feed(text[i : i + size]) for i in range(0, len(text), size)) + guard.finish()
+    assert out == text.replace(CARD, "[CARD]")
+
+
+def test_no_log_line_carries_pii_whatever_a_call_passes() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter("test"))
+    handler.addFilter(RedactingFilter())
+    log = logging.getLogger("pii-test")
+    log.addHandler(handler)
+    try:
+        log.warning("caller said %s", f"card {CARD}", extra={"email": "jane@example.com"})
+    finally:
+        log.removeHandler(handler)
+    line = json.loads(stream.getvalue())
+    assert CARD not in stream.getvalue() and "jane@example.com" not in stream.getvalue()
+    assert line["msg"] == "caller said card [CARD]" and line["email"] == "[EMAIL]"
