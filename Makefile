@@ -13,10 +13,18 @@ help: ## show this help
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench,embeddings]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench,embeddings,voice]'
 	@touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install Switchboard with its dev tools
+SYSTEM_TOOLS := espeak-ng sox
+system-deps: ## install the Debian tools the voice tests use (espeak-ng, sox) when missing
+	@missing=$$(for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null || echo $$t; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing $$missing (apt-get)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+install: $(STAMP) system-deps ## create .venv and install Switchboard with its dev tools and extras (embeddings, voice)
 
 run: $(STAMP) ## start nats-server, every agent and the edge (Ctrl-C stops all)
 	$(BIN)/switchboard run
@@ -26,7 +34,7 @@ chat: $(STAMP) ## talk to the running system (set SWITCHBOARD_API_KEY to the key
 
 test: test-python test-containers ## run the whole test suite: unit, contract, system (real processes), containers
 
-test-python: $(STAMP) ## the whole suite but the container tests (PYTEST_ARGS passes pytest options)
+test-python: $(STAMP) system-deps ## the whole suite but the container tests (PYTEST_ARGS passes pytest options)
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not bench" --ignore=tests/containers $(PYTEST_ARGS)
 
 test-containers: $(STAMP) ## build the image from scratch, run it and docker-compose.yml with podman (installs podman)
@@ -39,6 +47,9 @@ image: ## build the container image localhost/switchboard:latest with podman (do
 
 bench: $(STAMP) ## run the benchmark; results in bench/results/ and the README table
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+bench-voice: $(STAMP) system-deps ## offline speech: real-time factors, latencies, CPU per audio second, concurrency (bench/results/voice.*)
+	$(BIN)/python bench/voice.py $(VOICE_ARGS)
 
 bench-scaling: $(STAMP) ## per-specialist scaling: replicas of one slow specialist vs its throughput (SCALING_ARGS=--replicas 1,2)
 	$(BIN)/python bench/scaling.py $(SCALING_ARGS)

@@ -248,6 +248,12 @@ def _store(args: argparse.Namespace) -> None:
         print(line)
 
 
+def _voice(args: argparse.Namespace) -> None:
+    from .voice.cli import main as voice_main  # needs the voice extra
+
+    voice_main(args)
+
+
 def _schemas(args: argparse.Namespace) -> None:
     from .schemas.export import export_command
 
@@ -295,6 +301,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--scenario", default=None, help="default SWITCHBOARD_SCENARIO")
     p.add_argument("--nats-url", default=None, help="NATS URL(s); default SWITCHBOARD_NATS_URL")
     p.set_defaults(fn=_store)
+    p = sub.add_parser("voice", help="offline speech: speak text into a WAV file, transcribe a WAV file")
+    verbs = p.add_subparsers(dest="voice_command", required=True)
+    say = verbs.add_parser("say", help="synthesise TEXT with Piper into OUT (24 kHz mono PCM16 WAV)")
+    say.add_argument("text")
+    say.add_argument("out")
+    verbs.add_parser("transcribe", help="print what Whisper hears in a PCM16 WAV file (any rate)").add_argument("wav")
+    p.set_defaults(fn=_voice)
     p = sub.add_parser("schemas", help="export the v1 wire JSON Schemas (refuses breaking changes)")
     p.add_argument("--dir", default="schemas/v1")
     p.add_argument("--check", action="store_true", help="fail if the files are not up to date")

@@ -1,0 +1,72 @@
+"""Server VAD turn detection: speech probabilities per frame -> speech_started / speech_stopped.
+
+Field names and defaults follow the Realtime protocol's ``turn_detection`` of type ``server_vad``
+(``openai.types.realtime.realtime_audio_input_turn_detection.ServerVad``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .interfaces import SpeechStarted, SpeechStopped, VadEvent
+
+
+class ServerVadConfig(BaseModel):
+    """``session.audio.input.turn_detection`` with ``type: server_vad``; unset fields take the defaults."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: Literal["server_vad"] = "server_vad"
+    threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    """Speech probability (0..1) at which speech starts; higher needs louder, clearer speech."""
+    prefix_padding_ms: int = Field(default=300, ge=0, le=10_000)
+    """Audio kept before the detected start (``audio_start_ms`` moves back by this much)."""
+    silence_duration_ms: int = Field(default=500, ge=0, le=10_000)
+    """Silence that ends speech; shorter answers faster but may cut in on pauses."""
+    create_response: bool = True
+    """For the edge: start a response when speech stops."""
+    interrupt_response: bool = True
+    """For the edge: cancel the response in progress when speech starts (barge-in)."""
+    idle_timeout_ms: int | None = Field(default=None, ge=0)
+    """For the edge: prompt the caller after this much silence following a response."""
+
+
+HYSTERESIS = 0.15
+"""Speech continues while the probability stays above ``threshold - HYSTERESIS`` (no flapping)."""
+
+
+class TurnDetector:
+    """The state machine, independent of the model that scores frames."""
+
+    def __init__(self, config: ServerVadConfig | None = None) -> None:
+        self.config = config or ServerVadConfig()
+        self.speaking = False
+        self._silence_from: float | None = None
+        self._floor_ms = 0.0  # no padding before a reset (clear) point
+
+    def reset(self, at_ms: float) -> None:
+        self.speaking = False
+        self._silence_from = None
+        self._floor_ms = at_ms
+
+    def frame(self, probability: float, start_ms: float, end_ms: float) -> VadEvent | None:
+        """Score one frame that covers [start_ms, end_ms) of the session audio clock."""
+        cfg = self.config
+        if not self.speaking:
+            if probability >= cfg.threshold:
+                self.speaking = True
+                self._silence_from = None
+                return SpeechStarted(audio_start_ms=int(max(self._floor_ms, start_ms - cfg.prefix_padding_ms)))
+            return None
+        if probability >= max(cfg.threshold - HYSTERESIS, 0.0):
+            self._silence_from = None
+            return None
+        if self._silence_from is None:
+            self._silence_from = start_ms
+        if end_ms - self._silence_from >= cfg.silence_duration_ms:
+            self.speaking = False
+            self._silence_from = None
+            return SpeechStopped(audio_end_ms=int(round(end_ms)))
+        return None

@@ -1,0 +1,144 @@
+"""Offline speech-to-text: Whisper tiny.en on CTranslate2 (faster-whisper), int8 on CPU.
+
+Whisper's encoder is trained on 30 s windows, and faster-whisper always pads to 30 s: a 3 s
+utterance then costs as much as 30 s of audio. CTranslate2 accepts a shorter window, so by default
+the encoder sees the utterance plus a second of padding (``window="fit"``), about 5x less CPU for a
+typical turn; ``window="full"`` keeps the 30 s window. docs/voice.md has the figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import zlib
+from collections.abc import AsyncIterable, AsyncIterator
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from .errors import ModelUnavailableError
+from .formats import PCM_RATE, Pcm16, pcm16_to_float, resample
+from .interfaces import Transcript, TranscriptEvent, TranscriptPartial
+from .models import whisper_dir
+
+log = logging.getLogger(__name__)
+
+RATE = 16_000
+FRAMES_PER_S = 100  # mel frames (10 ms hop)
+MAX_FRAMES = 3000  # Whisper's 30 s window
+MIN_WINDOW_FRAMES = 500  # 5 s: as cheap as a tighter window, and fewer early stops on short utterances
+TOKENS_PER_S = 12  # a generous ceiling on speech; bounds a hallucinating decode
+MAX_COMPRESSION = 2.4  # a transcript that gzips better than this is a repetition loop (Whisper's own rule)
+
+
+def _compression_ratio(text: str) -> float:
+    raw = text.encode()
+    return len(raw) / len(zlib.compress(raw)) if raw else 0.0
+
+
+def looks_looped(text: str) -> bool:
+    """Greedy Whisper sometimes repeats itself: a transcript that compresses too well or says the same
+    four words twice (callers rarely do) is decoded again."""
+    said = [w.strip(".,?!").lower() for w in text.split()]
+    grams = [tuple(said[i : i + 4]) for i in range(len(said) - 3)]
+    return _compression_ratio(text) > MAX_COMPRESSION or len(set(grams)) < len(grams)
+
+
+class WhisperStt:
+    """A :class:`~switchboard.voice.interfaces.SpeechToText`; one model shared by every stream.
+
+    ``workers`` decodes run in parallel (CTranslate2 keeps that many model replicas' states, the
+    weights once), each on ``cpu_threads`` threads.
+    """
+
+    def __init__(
+        self,
+        model_dir: Path | None = None,
+        *,
+        cpu_threads: int = 1,
+        workers: int = 2,
+        window: Literal["fit", "full"] = "fit",
+        partial_interval_ms: int | None = None,
+        no_speech_threshold: float = 0.6,
+    ) -> None:
+        try:
+            from faster_whisper import WhisperModel
+            from faster_whisper.tokenizer import Tokenizer
+            from faster_whisper.transcribe import get_suppressed_tokens
+        except ImportError as exc:
+            raise ModelUnavailableError("faster-whisper is not installed; pip install 'switchboard[voice]'") from exc
+        self._model = WhisperModel(
+            str(model_dir or whisper_dir()), device="cpu", compute_type="int8",
+            cpu_threads=cpu_threads, num_workers=workers,
+        )  # fmt: skip
+        self._tokenizer = Tokenizer(self._model.hf_tokenizer, False, task="transcribe", language="en")
+        self._prompt = [*self._tokenizer.sot_sequence, self._tokenizer.no_timestamps]
+        self._suppress = list(get_suppressed_tokens(self._tokenizer, (-1,)) or ())
+        self.window = window
+        self.partial_interval_ms = partial_interval_ms
+        self.no_speech_threshold = no_speech_threshold
+
+    def recognize(self, samples: Pcm16) -> str:
+        """Transcribe one utterance (PCM16 at 24 kHz), blocking; call it from a worker thread."""
+        audio = pcm16_to_float(resample(samples, PCM_RATE, RATE))
+        window = MAX_FRAMES * RATE // FRAMES_PER_S
+        parts = [self._recognize_window(audio[i : i + window]) for i in range(0, max(audio.size, 1), window)]
+        return " ".join(p for p in parts if p)
+
+    def _recognize_window(self, audio: np.ndarray) -> str:
+        import ctranslate2
+
+        if audio.size < RATE // 10:  # under 100 ms: nothing to hear
+            return ""
+        features = self._model.feature_extractor(audio)
+        n = features.shape[-1]
+        fitted = max(MIN_WINDOW_FRAMES, math.ceil(n / FRAMES_PER_S + 1) * FRAMES_PER_S)
+        frames = MAX_FRAMES if self.window == "full" else min(MAX_FRAMES, fitted)
+        padded = np.zeros((features.shape[0], frames), dtype=np.float32)
+        padded[:, : min(n, frames)] = features[:, :frames]
+        encoded = self._model.model.encode(ctranslate2.StorageView.from_array(padded[None]), to_cpu=False)
+        seconds = audio.size / RATE
+        result: Any = self._model.model.generate(
+            encoded, [self._prompt], beam_size=1, suppress_blank=True, suppress_tokens=self._suppress,
+            max_length=len(self._prompt) + int(seconds * TOKENS_PER_S) + 8, return_no_speech_prob=True,
+        )[0]  # fmt: skip
+        if result.no_speech_prob > self.no_speech_threshold:
+            return ""
+        text: str = self._tokenizer.decode(result.sequences_ids[0]).strip()
+        if looks_looped(text):
+            # greedy decoding fell into a loop: let faster-whisper retry with beam search and temperature fallback
+            log.info("whisper repetition; decoding again", extra={"audio_s": round(seconds, 2)})
+            segments, _ = self._model.transcribe(
+                audio, language="en", beam_size=5, vad_filter=False, condition_on_previous_text=False,
+                without_timestamps=True,
+            )  # fmt: skip
+            text = " ".join(segment.text.strip() for segment in segments)
+        return text
+
+    async def transcribe(self, audio: AsyncIterable[Pcm16]) -> AsyncIterator[TranscriptEvent]:
+        chunks: list[Pcm16] = []
+        n = 0
+        partial: asyncio.Task[str] | None = None
+        partial_at = 0
+        step = (self.partial_interval_ms or 0) * PCM_RATE // 1000
+        try:
+            async for chunk in audio:
+                chunks.append(chunk)
+                n += chunk.size
+                if partial is not None and partial.done():
+                    yield TranscriptPartial(text=partial.result(), audio_ms=partial_at * 1000 / PCM_RATE)
+                    partial = None
+                if step and partial is None and n - partial_at >= step:
+                    partial_at = n
+                    partial = asyncio.create_task(asyncio.to_thread(self.recognize, np.concatenate(chunks)))
+            if partial is not None:
+                partial.cancel()  # the final supersedes it (its thread finishes on its own)
+                partial = None
+            whole = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
+            text = await asyncio.to_thread(self.recognize, whole)
+            yield Transcript(text=text, audio_ms=n * 1000 / PCM_RATE)
+        finally:
+            if partial is not None:
+                partial.cancel()
