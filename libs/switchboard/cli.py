@@ -9,6 +9,7 @@ import secrets
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -83,7 +84,17 @@ def _serve(service_class: type[LoopService[Any]], role: str, name: str) -> None:
         async with service_class(settings, scenario, name):
             await stop.wait()
 
-    asyncio.run(serve())
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(serve())
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop when installed (``uvicorn[standard]`` brings it; the edge runs on it too), else asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def _run(args: argparse.Namespace) -> None:

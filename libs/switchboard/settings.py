@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     """Items left in the hot window after archiving."""
     history_max_bytes: int = Field(256 * 1024, ge=4096, le=900 * 1024)
     """Serialized size of the hot window that also triggers archiving (a KV value must stay under 1 MiB)."""
+    delta_flush_ms: float = Field(0.0, ge=0, le=1000)
+    """Text an agent or supervisor produces within this many ms of its first unsent chunk goes out as one
+    delta (one bus message, one ``response.output_text.delta``). 0: what it produces at once, in one step
+    of its event loop, with no added latency; a real model's tokens that arrive apart stay apart."""
     log_level: str = "INFO"
     metrics_port: int = Field(0, ge=-1, le=65535)
     """Prometheus port of agent and supervisor processes (0: any free port, logged at start; -1: off).

@@ -194,6 +194,36 @@ async def test_trace_context_crosses_a_headers_dict_to_the_other_side(traced: OT
     assert turn.attributes[names.MESSAGING_CONSUMER_GROUP_NAME] == "agent.triage"
 
 
+async def test_an_unsampled_trace_skips_the_sdk_and_stays_one_unsampled_trace_across_the_bus(
+    receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0")  # no root is sampled
+    setup_tracing("edge")
+    headers = {"Switchboard-Schema": "1.0"}
+    with span(names.SPAN_EDGE_RESPONSE) as root:  # the sampler's decision: valid trace, not recorded
+        root_ctx = root.get_span_context()
+        assert root_ctx.is_valid and not root.is_recording()
+        with span(names.SPAN_CONDUCTOR_HOP) as hop, send_span(SUBJECT, headers) as sent:
+            assert hop is trace.INVALID_SPAN and sent is trace.INVALID_SPAN  # no SDK span was built
+            assert trace.get_current_span() is root
+    _, trace_id, _, flags = headers["traceparent"].split("-")
+    assert trace_id == trace.format_trace_id(root_ctx.trace_id) and not int(flags, 16) & 1  # "not sampled" travels
+
+    async def other_side(received: dict[str, str]) -> None:
+        with process_span(SUBJECT, received, name=names.SPAN_AGENT_TURN):
+            current = trace.get_current_span().get_span_context()
+            assert current.trace_id == root_ctx.trace_id and not current.trace_flags.sampled  # not a new root
+            with span(names.SPAN_MODEL_CALL) as model:
+                assert model is trace.INVALID_SPAN
+        assert not trace.get_current_span().get_span_context().is_valid  # the remote context is detached
+
+    await asyncio.create_task(other_side(dict(headers)), context=contextvars.Context())
+    await asyncio.to_thread(shutdown_tracing)
+    assert receiver.spans == []
+
+
 def test_inject_extract_round_trip_through_a_plain_dict() -> None:
     tracer = TracerProvider().get_tracer("test")
     with tracer.start_as_current_span("sender") as sender:

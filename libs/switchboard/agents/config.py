@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any, Literal, Self
 
@@ -52,7 +53,11 @@ class HandoffConfig(_Frozen):
     contract: dict[str, ContractField] = Field(default_factory=dict)
 
     def contract_model(self) -> type[BaseModel]:
-        """A pydantic model of the contract: declared fields only, required ones enforced."""
+        """A pydantic model of the contract: declared fields only, required ones enforced (built once)."""
+        return self._contract_model
+
+    @functools.cached_property
+    def _contract_model(self) -> type[BaseModel]:  # building a model costs more than a whole handoff
         fields: dict[str, Any] = {}
         for name, spec in self.contract.items():
             annotation: Any = _FIELD_TYPES[spec.type]

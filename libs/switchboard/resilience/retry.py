@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
-
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_any,
-    wait_random_exponential,
-)
-from tenacity.stop import stop_base
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -61,35 +54,24 @@ async def call_with_retry(
 
     Backpressure ("busy") does not use up attempts: it is retried, with the same growing backoff,
     until the deadline. No retry starts when its backoff would end past ``deadline``. The last
-    error is re-raised.
+    error is re-raised. Attempt n that fails waits a random time in [0, base * 2**(n-1)] (full
+    jitter), capped at ``max_backoff_s``. A plain loop: it runs on every hop of every turn, where
+    setting up a general retry engine per call cost more than the call's own bookkeeping.
     """
     failures = 0
-
-    def before_sleep(state: RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome else None
-        if exc is not None and on_retry is not None:
-            on_retry(state.attempt_number, exc)
-
-    class past_deadline(stop_base):  # noqa: N801 - tenacity's stop conditions are lower-case
-        def __call__(self, state: RetryCallState) -> bool:
-            return time.time() + (state.upcoming_sleep or 0.0) >= deadline
-
-    class attempts_used(stop_base):  # noqa: N801
-        def __call__(self, state: RetryCallState) -> bool:
-            nonlocal failures
-            exc = state.outcome.exception() if state.outcome else None
-            if exc is None or not is_backpressure(exc):
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return await fn(attempt)
+        except Exception as exc:
+            if not is_retryable(exc):
+                raise
+            if not is_backpressure(exc):
                 failures += 1
-            return failures >= policy.attempts
-
-    retrying = AsyncRetrying(
-        stop=stop_any(attempts_used(), past_deadline()),
-        wait=wait_random_exponential(multiplier=policy.base_s, max=policy.max_backoff_s),
-        retry=retry_if_exception(is_retryable),
-        before_sleep=before_sleep,
-        reraise=True,
-    )
-    async for attempt in retrying:
-        with attempt:
-            return await fn(attempt.retry_state.attempt_number)
-    raise AssertionError("unreachable: tenacity re-raises the last error")
+            sleep = random.uniform(0, min(policy.max_backoff_s, policy.base_s * 2 ** (attempt - 1)))
+            if failures >= policy.attempts or time.time() + sleep >= deadline:
+                raise
+            if on_retry is not None:
+                on_retry(attempt, exc)
+        await asyncio.sleep(sleep)  # ok-sleep: the backoff between attempts

@@ -24,6 +24,7 @@ from ..settings import Settings
 from ..state.ledger import EffectPending, SideEffectLedger
 from ..state.store import ToolStore, store_bucket
 from ..telemetry import metrics, names, setup_tracing, shutdown_tracing, start_metrics_server
+from .coalesce import DeltaCoalescer
 from .gc import freeze_startup_heap
 from .loop import AgentLoop, IterationCapError
 
@@ -111,19 +112,18 @@ class LoopService(Generic[Req]):
     async def run_loop(
         self, req: TurnRequest, sink: ReplySink, msg: Msg, *, note: str | None = None
     ) -> TurnResult | None:
-        """Run the loop, streaming its text; on failure send a typed error and return None."""
-        seq = 0
+        """Run the loop, streaming its text (coalesced, see ``delta_flush_ms``); on failure send a typed
+        error and return None. Every text delta is sent before the result or the error."""
         rules = self.scenario.config.guardrails.at(Boundary.OUTPUT)
         guard = StreamGuard(rules)  # the caller never hears what an output guardrail redacts
 
-        async def send(text: str) -> None:
-            nonlocal seq
-            if text:
-                await sink.send(TurnDelta(turn_id=req.turn_id, seq=seq, text=text))
-                seq += 1
+        async def publish(text: str) -> None:
+            await sink.send(TurnDelta(turn_id=req.turn_id, seq=deltas.sent - 1, text=text))
+
+        deltas = DeltaCoalescer(publish, self.settings.delta_flush_ms / 1000)
 
         async def on_text(text: str) -> None:
-            await send(guard.feed(text))
+            deltas.add(guard.feed(text))
 
         deadline = deadline_of(msg, self.settings.turn_timeout_s)
         error: ErrorReply
@@ -132,7 +132,7 @@ class LoopService(Generic[Req]):
             run = self.loop.run(req, on_text, note=note, deadline=deadline)
             result = await asyncio.wait_for(run, max(remaining(deadline), 0.001))
             metrics().agent_turn_seconds.labels(agent=self.agent.name).observe(time.perf_counter() - started)
-            await send(guard.finish())
+            deltas.add(guard.finish())
             return guard_result(result, rules, self.scenario.config.guardrails.blocked_message) if rules else result
         except ModelError as exc:  # already retried here: the caller should not multiply the attempts
             error = ErrorReply(code=ErrorCode.MODEL_ERROR, message=str(exc), retryable=False)
@@ -142,6 +142,8 @@ class LoopService(Generic[Req]):
             error = ErrorReply(code=ErrorCode.EFFECT_PENDING, message=str(exc))
         except TimeoutError:
             error = ErrorReply(code=ErrorCode.TIMEOUT, message="deadline exceeded", retryable=True)
+        finally:
+            await deltas.aclose()
         await sink.send(error)
         return None
 

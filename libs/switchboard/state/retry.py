@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -22,7 +24,7 @@ from typing import TypeVar
 import nats.errors
 from nats.js import errors as js_errors
 from nats.js.kv import KeyValue
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_before_delay, wait_random_exponential
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_before_delay
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -81,18 +83,43 @@ class StateRetry:
             raise ValueError(f"invalid state retry policy {self}")
 
     async def run(self, op: str, fn: Callable[[], Awaitable[T]]) -> T:
-        """``await fn()`` until it succeeds, fails with a non-transient error, or the budget is spent."""
+        """``await fn()`` until it succeeds, fails with a non-transient error, or the budget is spent.
 
-        def before_sleep(state: RetryCallState) -> None:
+        The first attempt runs without the retry machinery, which is set up only once something
+        failed: state operations are on every turn's path and almost always succeed at once.
+        """
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(self.attempt_timeout_s):
+                return await fn()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            first = exc
+        sleep = random.uniform(0, min(self.max_backoff_s, self.base_s))
+        log.warning(
+            "state operation failed; retrying", extra={"op": op, "attempt": 1, "error": repr(first), "sleep_s": sleep}
+        )
+        await asyncio.sleep(sleep)  # ok-sleep: the backoff before the second attempt
+        budget = self.budget_s - (time.monotonic() - started)
+        if budget <= 0:
+            raise first
+
+        def before_sleep(state: RetryCallState) -> None:  # tenacity's attempt n is the (n + 1)th
             exc = state.outcome.exception() if state.outcome else None
             log.warning(
                 "state operation failed; retrying",
-                extra={"op": op, "attempt": state.attempt_number, "error": repr(exc), "sleep_s": state.upcoming_sleep},
-            )
+                extra={
+                    "op": op, "attempt": state.attempt_number + 1, "error": repr(exc), "sleep_s": state.upcoming_sleep,
+                },
+            )  # fmt: skip
+
+        def wait(state: RetryCallState) -> float:
+            return random.uniform(0, min(self.max_backoff_s, self.base_s * 2**state.attempt_number))
 
         retrying = AsyncRetrying(
-            stop=stop_before_delay(self.budget_s),
-            wait=wait_random_exponential(multiplier=self.base_s, max=self.max_backoff_s),
+            stop=stop_before_delay(budget),
+            wait=wait,
             retry=retry_if_exception(is_transient),
             before_sleep=before_sleep,
             reraise=True,
@@ -101,10 +128,9 @@ class StateRetry:
             with attempt:
                 async with asyncio.timeout(self.attempt_timeout_s):
                     result = await fn()
-                if attempt.retry_state.attempt_number > 1:
-                    log.info(
-                        "state operation recovered", extra={"op": op, "attempt": attempt.retry_state.attempt_number}
-                    )
+                log.info(
+                    "state operation recovered", extra={"op": op, "attempt": attempt.retry_state.attempt_number + 1}
+                )
                 return result
         raise AssertionError("unreachable: tenacity re-raises the last error")
 

@@ -3,7 +3,9 @@
 Spans made here never carry content by default: an exception escaping a span is recorded as
 ``error.type`` (its class name) and an ERROR status; its message and stack trace only with
 ``SWITCHBOARD_TRACE_CONTENT=1`` (exception messages can quote what the caller said). When tracing
-is off every helper yields a non-recording span without building any attribute.
+is off every helper yields a non-recording span without building any attribute; so does a span whose
+parent was not sampled when the sampler follows the parent (the default): an unsampled trace costs a
+context check per span, not the SDK's work.
 
 Do not keep a span current across a ``yield`` of an async generator: the generator may be closed
 in another context, and the span would stay current in the wrong task.
@@ -15,6 +17,7 @@ import asyncio
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
@@ -22,7 +25,7 @@ from opentelemetry.util.types import AttributeValue
 
 from ..guardrails.rules import redact_pii
 from . import names
-from .tracing import content_enabled, extract, get_tracer, inject, tracing_enabled
+from .tracing import content_enabled, extract, get_tracer, inject, sampled_out, tracing_enabled
 
 Attrs = Mapping[str, AttributeValue | None]
 """Span attributes; ``None`` values are left out."""
@@ -67,7 +70,7 @@ def span(
 
     An exception escaping the block marks the span failed (cancellation does not).
     """
-    if not tracing_enabled():
+    if not tracing_enabled() or sampled_out(context):
         return _OFF
     return _span(name, attributes, kind, context)
 
@@ -103,6 +106,9 @@ def send_span(
             await nc.publish(subject, data, headers=hdrs)
     """
     if not tracing_enabled():
+        return _OFF
+    if sampled_out():  # no span of ours, but the receiver must learn that this trace is not sampled
+        inject(headers)
         return _OFF
     return _send_span(destination, headers, attributes, message_id)
 
@@ -140,6 +146,9 @@ def process_span(
     """
     if not tracing_enabled():
         return _OFF
+    parent = extract(headers)
+    if sampled_out(parent):  # the sender's trace is not sampled: carry its context on, record nothing
+        return _attached(parent)
     attrs: dict[str, AttributeValue | None] = {
         names.MESSAGING_SYSTEM: names.MESSAGING_SYSTEM_NATS,
         names.MESSAGING_DESTINATION_NAME: destination,
@@ -149,4 +158,15 @@ def process_span(
         names.MESSAGING_MESSAGE_ID: message_id,
         **(attributes or {}),
     }
-    return _span(name or f"process {destination}", attrs, SpanKind.CONSUMER, extract(headers))
+    return _span(name or f"process {destination}", attrs, SpanKind.CONSUMER, parent)
+
+
+@contextmanager
+def _attached(context: Context) -> Iterator[Span]:
+    """Run the block in ``context`` (its non-recording span current), so the work's own spans stay unsampled
+    children of the remote parent instead of becoming new root traces."""
+    token = otel_context.attach(context)
+    try:
+        yield trace.get_current_span()
+    finally:
+        otel_context.detach(token)

@@ -28,6 +28,7 @@ from opentelemetry.propagators.textmap import Getter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBased
 from opentelemetry.trace import Span, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import Attributes
@@ -93,9 +94,23 @@ def get_tracer() -> trace.Tracer:
     return _tracer
 
 
+_parent_based = False
+"""Whether the sampler follows the parent's decision (the default, ``parentbased_*``)."""
+
+
 def tracing_enabled() -> bool:
     """Whether spans are being recorded and exported."""
     return _provider is not None
+
+
+def sampled_out(context: Context | None = None) -> bool:
+    """Whether a span started now (as a child of ``context``, or of the current span) would not be recorded
+    because its parent was not sampled and the sampler follows the parent: the span helpers then skip the
+    SDK altogether (a trace nobody samples costs next to nothing)."""
+    if not _parent_based:
+        return False
+    parent = trace.get_current_span(context).get_span_context()
+    return parent.is_valid and not parent.trace_flags.sampled
 
 
 def setup_tracing(service_name: str, *, resource_attributes: Mapping[str, str] | None = None) -> None:
@@ -104,7 +119,7 @@ def setup_tracing(service_name: str, *, resource_attributes: Mapping[str, str] |
     ``resource_attributes`` are added to the resource, e.g. ``{"service.instance.id": replica}``.
     Calling it again replaces the previous set-up (flushing it first).
     """
-    global _provider, _atexit_registered
+    global _provider, _atexit_registered, _parent_based
     shutdown_tracing()
     exporters = _exporters_from_env()
     if not exporters:
@@ -116,6 +131,7 @@ def setup_tracing(service_name: str, *, resource_attributes: Mapping[str, str] |
     for exporter in exporters:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     _provider = provider
+    _parent_based = isinstance(provider.sampler, ParentBased)
     _tracer.delegate = provider.get_tracer("switchboard", __version__)
     if not _atexit_registered:
         atexit.register(shutdown_tracing)
@@ -130,8 +146,9 @@ def shutdown_tracing(timeout_s: float = 5.0) -> None:
     retries), so the export runs on a daemon thread that is abandoned after ``timeout_s``, losing
     what it had not sent. Safe to call twice or when tracing is off.
     """
-    global _provider
+    global _provider, _parent_based
     provider, _provider = _provider, None
+    _parent_based = False
     _tracer.delegate = trace.NoOpTracer()
     if provider is None:
         return

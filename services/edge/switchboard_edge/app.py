@@ -23,7 +23,7 @@ from switchboard.state import AuditLog, SessionStore
 from switchboard.telemetry import metrics, metrics_route, session_context, setup_tracing, shutdown_tracing
 
 from .auth import Authenticator, api_key_verifier
-from .protocol import error_event, new_id
+from .protocol import error_event, new_session_id
 from .session import EdgeDeps, EdgeSession
 from .takeover import TAKEOVER_CLOSE_CODE, TAKEOVER_ERROR_CODE, TAKEOVER_REASON, Takeovers
 
@@ -141,7 +141,7 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
             await _deny(ws, 503, "edge_unavailable", f"{reason}; retry on another edge", retry_after="1")
             return
         owner = principal.owner
-        session_id = ws.query_params.get("session_id") or new_id("sess")
+        session_id = ws.query_params.get("session_id") or new_session_id()
         try:
             subjects.check_token(session_id, "session id")
         except ValueError as exc:

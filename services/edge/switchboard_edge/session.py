@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -35,6 +34,7 @@ from .protocol import (
     ResponseCreate,
     SessionUpdate,
     assistant_item,
+    encode_event,
     error_event,
     new_id,
     parse_client_event,
@@ -115,7 +115,7 @@ class EdgeSession:
 
     async def send(self, event: dict[str, Any]) -> None:
         async with self._send_lock:
-            await self.ws.send_text(json.dumps(event))
+            await self.ws.send_text(encode_event(event))
 
     async def run(self) -> None:
         await self.send(server_event("session.created", session=self._config))
