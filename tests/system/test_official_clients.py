@@ -192,11 +192,6 @@ async def test_agents_sdk_interrupt_cancels_a_running_response(tmp_path: Path) -
     assert log.errors == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cancel race (issue 12 defect 2, second half): a response.cancel that lands while the response "
-    "commits the session cuts the commit; no response.done follows, or the next write gets session_conflict",
-)
 async def test_agents_sdk_interrupt_right_after_the_answer_never_hangs(retail: Stack) -> None:
     agent = RealtimeAgent(name="caller", instructions="Help the caller.")
     async with runner_session(retail, agent) as log:
