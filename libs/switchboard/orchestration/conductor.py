@@ -25,8 +25,10 @@ from ..resilience import BreakerOpen, Breakers, RetryPolicy, call_with_retry
 from ..runtime import new_item_id
 from ..schemas import (
     CallerIdentity,
+    ClientTool,
     ConsultAsk,
     ConversationItem,
+    FunctionCallItem,
     FunctionCallOutputItem,
     HandoffDecision,
     HandoffOutcome,
@@ -67,6 +69,8 @@ class TurnOutcome:
     """Set when the supervisor was consulted in this turn."""
     retries: int = 0
     """Retried agent and supervisor calls in this turn."""
+    client_call: FunctionCallItem | None = None
+    """Set when the turn ended on a call of a client tool: the client runs it and asks for a new response."""
 
 
 @dataclass
@@ -87,6 +91,8 @@ class _Turn:
     retries: int = 0
     anchor: str = ""
     """Id of the caller message this turn answers: the stable part of every agent turn id."""
+    client_tools: list[ClientTool] = field(default_factory=list)
+    client_call: FunctionCallItem | None = None
 
     def agent_turn_id(self, agent: str) -> str:
         """Stable across re-asks: the caller's message and the agent (plus a count should the fallback run
@@ -129,8 +135,14 @@ class Conductor:
         if self._audits:
             await asyncio.wait(set(self._audits), timeout=timeout_s)
 
-    async def run_turn(self, state: SessionState, response_id: str, emit: EventSink, *, deadline: float) -> TurnOutcome:
+    async def run_turn(
+        self, state: SessionState, response_id: str, emit: EventSink, *, deadline: float,
+        client_tools: list[ClientTool] | None = None,
+    ) -> TurnOutcome:  # fmt: skip
+        """Run one caller turn; ``client_tools`` are the Realtime client's function tools, offered to every
+        agent that runs (a call of one ends the turn, pending, on that agent)."""
         turn = _Turn(state, response_id, list(state.history), dict(state.context), state.caller, state.handoff_count)
+        turn.client_tools = list(client_tools or ())
         turn.anchor = next(
             (i.id for i in reversed(state.history) if isinstance(i, MessageItem) and i.role == "user"), response_id
         )
@@ -147,7 +159,9 @@ class Conductor:
             }
         )  # fmt: skip
         retries = turn.retries + (consult.attempts - 1 if consult else 0)
-        return TurnOutcome(new_state, turn.agents, turn.decisions, turn.replica, turn.tokens, consult, retries)
+        return TurnOutcome(
+            new_state, turn.agents, turn.decisions, turn.replica, turn.tokens, consult, retries, turn.client_call
+        )
 
     async def _hops(self, turn: _Turn, agent: str, emit: EventSink, deadline: float) -> str:
         """Run agents until one answers. Handoffs are capped at ``max_hops_per_turn`` agents per caller
@@ -162,7 +176,7 @@ class Conductor:
                 session_id=turn.state.session_id, turn_id=turn.agent_turn_id(agent), agent=agent,
                 history=turn.history, context=turn.context, caller=turn.caller, handoff_depth=turn.handoffs,
                 handoff_from=request_from.source if request_from else None,
-                handoff_reason=request_from.reason if request_from else None,
+                handoff_reason=request_from.reason if request_from else None, client_tools=turn.client_tools,
             )  # fmt: skip
             hop_deadline = min(deadline, time.time() + self.hop_timeout_s)
             if agent == fallback:  # the fallback always gets a chance to answer, even late
@@ -207,6 +221,9 @@ class Conductor:
                 await emit(HandoffMade(request_from))
                 pending, agent = (request_from, time.time()), done.transfer_to
                 continue
+            if result.outcome == "client_tool" and result.items and isinstance(result.items[-1], FunctionCallItem):
+                turn.client_call = result.items[-1]
+                return agent
             if result.outcome == "answer" or result.handoff is None:
                 return agent
             verdict = decide(

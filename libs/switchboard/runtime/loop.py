@@ -135,11 +135,15 @@ class AgentLoop:
         turn_items: list[ConversationItem] = []
         usage = Usage()
         instructions = self.instructions(req, note)
+        own = {spec.name for spec in self.specs}
+        client = {t.name for t in req.client_tools if t.name not in own}  # the agent's own tools win
+        specs = [*self.specs, *(ToolSpec(t.name, t.description, t.parameters) for t in req.client_tools
+                                if t.name in client)]  # fmt: skip
         for _ in range(self.agent.max_iterations):
             request = ModelRequest(
                 instructions=instructions,
                 items=[*req.history, *turn_items],
-                tools=self.specs,
+                tools=specs,
                 context=req.context,
                 caller_authenticated=ctx.caller.authenticated,
             )
@@ -165,6 +169,11 @@ class AgentLoop:
                         agent=self.agent.name,
                     )  # fmt: skip
                 )
+                if call.name in client:  # the client runs it: the turn ends with the call pending
+                    return TurnResult(
+                        turn_id=req.turn_id, agent=self.agent.name, outcome="client_tool", text=response.text,
+                        items=turn_items, caller=ctx.verified, usage=usage,
+                    )  # fmt: skip
                 if call.name.startswith(TRANSFER_PREFIX):
                     handoff = _handoff_request(self.agent.name, call)
                     return TurnResult(

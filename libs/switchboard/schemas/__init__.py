@@ -14,6 +14,7 @@ from .errors import ErrorCode, ErrorReply
 from .session import SessionState
 from .turn import (
     CallerIdentity,
+    ClientTool,
     ConsultAsk,
     HandoffRequest,
     Heartbeat,
@@ -46,6 +47,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "TYPE_PREFIX",
     "CallerIdentity",
+    "ClientTool",
     "ConsultAsk",
     "ConsultReply",
     "ConsultRequest",

@@ -18,7 +18,7 @@ from switchboard.orchestration import (
     TurnFailed,
     TurnOutcome,
 )
-from switchboard.schemas import SessionState, TurnRecord
+from switchboard.schemas import ClientTool, SessionState, TurnRecord
 from switchboard.settings import Settings
 from switchboard.state import AuditLog, SessionConflict, SessionStore
 from switchboard.telemetry import current_trace_id, mark_error, metrics, names, span
@@ -27,7 +27,6 @@ from . import items
 from .client_events import (
     ClientEvent,
     ConversationItemCreate,
-    FunctionTool,
     ResponseCancel,
     ResponseCreate,
     SessionUpdate,
@@ -47,6 +46,7 @@ from .response import ResponseWriter
 
 log = logging.getLogger(__name__)
 
+EMPTY_PARAMETERS: dict[str, object] = {"type": "object", "properties": {}}
 ECHOED_SESSION_FIELDS = {"instructions", "metadata", "tracing", "tool_choice", "max_output_tokens"}
 """``session.update`` fields echoed in ``session.updated`` (acknowledged; agents own instructions and models)."""
 
@@ -112,7 +112,7 @@ class EdgeSession:
         """A client event arrived after the last response ended (a later cancel cannot be meant for it)."""
         self._committing = False
         """True while the response in flight commits its turn: a client's cancel must not cut it."""
-        self.client_tools: list[FunctionTool] = []
+        self.client_tools: list[ClientTool] = []
         """Function tools the client declared (``session.update``), for this connection."""
         self.tool_choice: ToolChoice = "auto"
         self._config = session_config(state.session_id, state.scenario, deps.instructions)
@@ -219,8 +219,11 @@ class EdgeSession:
         # tools are kept for this connection and offered to the active agent's model at every response.
         update = event.session.model_dump(exclude_unset=True, include=ECHOED_SESSION_FIELDS)
         if event.session.tools is not None:
-            self.client_tools = list(event.session.tools)
-            update["tools"] = [t.model_dump(exclude_none=True) for t in self.client_tools]
+            self.client_tools = [
+                ClientTool(name=t.name, description=t.description or "", parameters=t.parameters or EMPTY_PARAMETERS)
+                for t in event.session.tools
+            ]
+            update["tools"] = [t.model_dump(exclude_none=True) for t in event.session.tools]
         if event.session.tool_choice is not None:
             self.tool_choice = event.session.tool_choice
         self._config = self._config | update
@@ -335,8 +338,9 @@ class EdgeSession:
         known = {i.id for i in self.state.history}  # by id: a commit mid-turn may archive the oldest items
         failed_meta = {"agent": self.state.active_agent, "session_id": self.state.session_id}
         try:
-            outcome = await self.deps.conductor.run_turn(self.state, writer.response_id, writer.on_event,
-                                                         deadline=deadline)  # fmt: skip
+            outcome = await self.deps.conductor.run_turn(
+                self.state, writer.response_id, writer.on_event, deadline=deadline, client_tools=self.client_tools
+            )
         except TurnFailed as exc:
             await writer.failed("turn_failed", str(exc), failed_meta)
             return None, str(exc)
@@ -372,6 +376,9 @@ class EdgeSession:
             metadata["consult_tokens"] = str(outcome.consult.tokens)
         metadata["routing_rate"] = f"{state.consults / state.turns:.2f}" if state.turns else "0.00"
         self.deps.responses += 1
+        call = outcome.client_call
+        if call is not None:  # committed with the turn: the client runs it and answers with its output
+            await writer.function_call(call.id, call.call_id, call.name, call.arguments)
         await writer.completed(metadata, outcome.usage)
         return outcome, None
 
