@@ -195,4 +195,7 @@ ClientEvent = Annotated[
 ]  # fmt: skip
 client_event_adapter: TypeAdapter[ClientEvent] = TypeAdapter(ClientEvent)
 
-SUPPORTED = ("session.update", "conversation.item.create", "response.create", "response.cancel")
+SUPPORTED = (
+    "session.update", "conversation.item.create", "conversation.item.retrieve", "conversation.item.delete",
+    "conversation.item.truncate", "response.create", "response.cancel",
+)  # fmt: skip

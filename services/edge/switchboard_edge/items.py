@@ -11,7 +11,7 @@ from typing import Any
 
 from switchboard.schemas import ConversationItem, FunctionCallItem, FunctionCallOutputItem, MessageItem
 
-from .client_events import AssistantMessage, ClientItem, FunctionCall, FunctionCallOutput
+from .client_events import ClientItem, FunctionCall, FunctionCallOutput
 from .protocol import ProtocolError, assistant_item, function_call_item, user_item
 
 ROOT = "root"
@@ -72,5 +72,17 @@ def previous_id(history: list[ConversationItem], index: int) -> str | None:
     return history[index - 1].id if index > 0 else None
 
 
-def is_assistant(item: ClientItem) -> bool:
-    return isinstance(item, AssistantMessage)
+def is_assistant_message(item: ConversationItem) -> bool:
+    return isinstance(item, MessageItem) and item.role == "assistant"
+
+
+def adopt_ids(history: list[ConversationItem], known: set[str], shown: list[str]) -> list[ConversationItem]:
+    """Give the turn's new assistant messages the ids the client was shown, so it can retrieve, delete or
+    truncate them; unchanged when the counts differ (a failed attempt's text was shown but not kept)."""
+    new = [i for i, item in enumerate(history) if item.id not in known and is_assistant_message(item)]
+    if not new or len(new) != len(shown):
+        return history
+    renamed = list(history)
+    for index, item_id in zip(new, shown, strict=True):
+        renamed[index] = history[index].model_copy(update={"id": item_id})
+    return renamed

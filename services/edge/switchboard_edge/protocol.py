@@ -35,8 +35,7 @@ __all__ = [
 KNOWN_UNSUPPORTED = frozenset(
     {
         "input_audio_buffer.append", "input_audio_buffer.commit", "input_audio_buffer.clear",
-        "output_audio_buffer.clear", "conversation.item.retrieve", "conversation.item.truncate",
-        "conversation.item.delete",
+        "output_audio_buffer.clear",
     }
 )  # fmt: skip
 """Realtime client events we know but do not serve yet (voice comes later)."""

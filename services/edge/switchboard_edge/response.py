@@ -43,7 +43,7 @@ class ResponseWriter:
 
     def __init__(
         self, send: Send, response_id: str, *, platform_events: bool = False, metadata: dict[str, str] | None = None,
-        modalities: list[str] | None = None,
+        modalities: list[str] | None = None, previous_item_id: str | None = None, in_conversation: bool = True,
     ) -> None:  # fmt: skip
         self._send = send
         self.response_id = response_id
@@ -54,9 +54,10 @@ class ResponseWriter:
         self.status: str | None = None
         """``completed``, ``failed`` or ``cancelled`` once done."""
         self.output: list[dict[str, Any]] = []
-        self.item_added: list[dict[str, Any]] = []
-        """Assistant items closed in this response (the session reports them as conversation items)."""
         self._open: _OpenItem | None = None
+        self._previous = previous_item_id
+        self.in_conversation = in_conversation
+        """False for an out-of-band response (``conversation: "none"``): no conversation item events."""
         self._base = {"id": response_id, "object": "realtime.response", "output_modalities": modalities or ["text"]}
 
     @property
@@ -93,9 +94,9 @@ class ResponseWriter:
             return
         await self._close_item(True)
         ids = {"response_id": self.response_id, "output_index": len(self.output)}
-        await self._send(server_event(
-            "response.output_item.added", **ids, item=function_call_item(item_id, call_id, name, "", "in_progress")
-        ))  # fmt: skip
+        added = function_call_item(item_id, call_id, name, "", "in_progress")
+        await self._send(server_event("response.output_item.added", **ids, item=added))
+        await self._conversation_item("conversation.item.added", added)
         ids |= {"item_id": item_id, "call_id": call_id}
         await self._send(server_event("response.function_call_arguments.delta", **ids, delta=arguments))
         await self._send(server_event("response.function_call_arguments.done", **ids, name=name, arguments=arguments))
@@ -103,7 +104,9 @@ class ResponseWriter:
         await self._send(server_event(
             "response.output_item.done", response_id=self.response_id, output_index=len(self.output), item=done
         ))  # fmt: skip
+        await self._conversation_item("conversation.item.done", done)
         self.output.append(done)
+        self._previous = item_id
 
     async def completed(self, metadata: dict[str, str], usage: dict[str, int]) -> None:
         if self.phase is not Phase.STARTED:
@@ -154,9 +157,9 @@ class ResponseWriter:
             await self._close_item(True)
             item = self._open = _OpenItem(new_id("item"), len(self.output), agent)
             ids = {"response_id": self.response_id, "output_index": item.output_index}
-            await self._send(server_event(
-                "response.output_item.added", **ids, item=assistant_item(item.item_id, "", "in_progress")
-            ))  # fmt: skip
+            added = assistant_item(item.item_id, "", "in_progress")
+            await self._send(server_event("response.output_item.added", **ids, item=added))
+            await self._conversation_item("conversation.item.added", added)
             await self._send(server_event(
                 "response.content_part.added", **ids, item_id=item.item_id, content_index=0,
                 part={"type": "text", "text": ""},
@@ -182,4 +185,14 @@ class ResponseWriter:
         await self._send(server_event(
             "response.output_item.done", response_id=self.response_id, output_index=item.output_index, item=done
         ))  # fmt: skip
-        self.item_added.append(done)
+        await self._conversation_item("conversation.item.done", done)
+        self._previous = item.item_id
+
+    async def _conversation_item(self, kind: str, item: dict[str, Any]) -> None:
+        if self.in_conversation:
+            await self._send(server_event(kind, previous_item_id=self._previous, item=item))
+
+    def message_ids(self) -> list[str]:
+        """Ids of the assistant message items the client was shown, in order (the open one included)."""
+        ids = [o["id"] for o in self.output if o["type"] == "message"]
+        return ids + ([self._open.item_id] if self._open is not None else [])

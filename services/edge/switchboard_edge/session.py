@@ -27,6 +27,9 @@ from . import items
 from .client_events import (
     ClientEvent,
     ConversationItemCreate,
+    ConversationItemDelete,
+    ConversationItemRetrieve,
+    ConversationItemTruncate,
     ResponseCancel,
     ResponseCreate,
     SessionUpdate,
@@ -185,6 +188,13 @@ class EdgeSession:
                 await self._session_update(event)
             elif isinstance(event, ConversationItemCreate):
                 await self._item_create(event)
+            elif isinstance(event, ConversationItemRetrieve):
+                item = self.state.history[items.find(self.state.history, event.item_id)]
+                await self.send(server_event("conversation.item.retrieved", item=items.to_realtime(item)))
+            elif isinstance(event, ConversationItemDelete):
+                await self._item_delete(event)
+            elif isinstance(event, ConversationItemTruncate):
+                await self._item_truncate(event)
             elif isinstance(event, ResponseCreate):
                 await self._response_create(event)
             elif isinstance(event, ResponseCancel):
@@ -263,6 +273,28 @@ class EdgeSession:
         await self.send(server_event("conversation.item.added", previous_item_id=previous, item=payload))
         await self.send(server_event("conversation.item.done", previous_item_id=previous, item=payload))
 
+    async def _item_delete(self, event: ConversationItemDelete) -> None:
+        items.find(self.state.history, event.item_id)  # not found: an error, nothing committed
+
+        def delete(current: SessionState) -> SessionState:
+            at = items.find(current.history, event.item_id)
+            return current.model_copy(update={"history": [*current.history[:at], *current.history[at + 1 :]]})
+
+        await self._commit(delete)
+        await self.send(server_event("conversation.item.deleted", item_id=event.item_id))
+
+    async def _item_truncate(self, event: ConversationItemTruncate) -> None:
+        """GA truncation cuts an assistant item's audio at ``audio_end_ms`` (what the caller heard). Text
+        items have no audio: the item is checked and acknowledged, its text kept (voice will cut it)."""
+        item = self.state.history[items.find(self.state.history, event.item_id)]
+        if not items.is_assistant_message(item):
+            raise ProtocolError("invalid_value", "only assistant message items can be truncated", param="item_id")
+        if event.content_index != 0:
+            raise ProtocolError("invalid_value", "the item has one content part (index 0)", param="content_index")
+        await self.send(server_event(
+            "conversation.item.truncated", item_id=event.item_id, content_index=0, audio_end_ms=event.audio_end_ms
+        ))  # fmt: skip
+
     async def _commit(self, change: Callable[[SessionState], SessionState]) -> None:
         """Apply ``change`` to the current state and save it; commits of one connection never interleave."""
         async with self._commit_lock:
@@ -285,7 +317,10 @@ class EdgeSession:
                 f"response {self._writer.response_id if self._writer else ''} is still in progress",
                 event_id=event.event_id,
             )  # fmt: skip
-        writer = ResponseWriter(self.send, new_id("resp"), platform_events=self.platform_events)
+        previous = self.state.history[-1].id if self.state.history else None
+        writer = ResponseWriter(
+            self.send, new_id("resp"), platform_events=self.platform_events, previous_item_id=previous
+        )
         self._writer, self._seen_after_done = writer, False
         await writer.start()  # response.created before anything can cancel it
         self._response = asyncio.create_task(self._respond(writer))
@@ -344,6 +379,10 @@ class EdgeSession:
         except TurnFailed as exc:
             await writer.failed("turn_failed", str(exc), failed_meta)
             return None, str(exc)
+
+        history = items.adopt_ids(outcome.state.history, known, writer.message_ids())
+        if history is not outcome.state.history:
+            outcome.state = outcome.state.model_copy(update={"history": history})
 
         def finish(current: SessionState) -> SessionState:
             if current.archived_items == outcome.state.archived_items and len(current.history) == len(known):
