@@ -57,6 +57,19 @@ class TurnFailed(Exception):
     """Even the fallback agent could not answer."""
 
 
+@dataclass(frozen=True)
+class TurnOptions:
+    """What the Realtime client asked of one response, carried to every agent that runs in it."""
+
+    client_tools: list[ClientTool] = field(default_factory=list)
+    """The client's function tools (a call of one ends the turn, pending, on that agent)."""
+    instructions: str | None = None
+    """Added to each agent's own instructions for this response."""
+    tool_choice: str = "auto"
+    """``auto``, ``none``, ``required`` or one function's name."""
+    max_output_tokens: int | None = None
+
+
 @dataclass
 class TurnOutcome:
     state: SessionState
@@ -91,7 +104,7 @@ class _Turn:
     retries: int = 0
     anchor: str = ""
     """Id of the caller message this turn answers: the stable part of every agent turn id."""
-    client_tools: list[ClientTool] = field(default_factory=list)
+    options: TurnOptions = field(default_factory=TurnOptions)
     client_call: FunctionCallItem | None = None
 
     def agent_turn_id(self, agent: str) -> str:
@@ -137,12 +150,11 @@ class Conductor:
 
     async def run_turn(
         self, state: SessionState, response_id: str, emit: EventSink, *, deadline: float,
-        client_tools: list[ClientTool] | None = None,
+        options: TurnOptions | None = None,
     ) -> TurnOutcome:  # fmt: skip
-        """Run one caller turn; ``client_tools`` are the Realtime client's function tools, offered to every
-        agent that runs (a call of one ends the turn, pending, on that agent)."""
+        """Run one caller turn with the client's ``options`` for this response."""
         turn = _Turn(state, response_id, list(state.history), dict(state.context), state.caller, state.handoff_count)
-        turn.client_tools = list(client_tools or ())
+        turn.options = options or TurnOptions()
         turn.anchor = next(
             (i.id for i in reversed(state.history) if isinstance(i, MessageItem) and i.role == "user"), response_id
         )
@@ -176,7 +188,9 @@ class Conductor:
                 session_id=turn.state.session_id, turn_id=turn.agent_turn_id(agent), agent=agent,
                 history=turn.history, context=turn.context, caller=turn.caller, handoff_depth=turn.handoffs,
                 handoff_from=request_from.source if request_from else None,
-                handoff_reason=request_from.reason if request_from else None, client_tools=turn.client_tools,
+                handoff_reason=request_from.reason if request_from else None, client_tools=turn.options.client_tools,
+                response_instructions=turn.options.instructions, tool_choice=turn.options.tool_choice,
+                max_output_tokens=turn.options.max_output_tokens,
             )  # fmt: skip
             hop_deadline = min(deadline, time.time() + self.hop_timeout_s)
             if agent == fallback:  # the fallback always gets a chance to answer, even late

@@ -62,6 +62,12 @@ class TurnRequest(WireModel):
     client_tools: list[ClientTool] = Field(default_factory=list)
     """Function tools of the Realtime client, offered to the model beside the agent's own (whose names win).
     When the model calls one, the turn ends with outcome ``client_tool`` and the call pending."""
+    response_instructions: str | None = None
+    """The client's instructions for this response (``response.create``), added to the agent's own."""
+    tool_choice: str = "auto"
+    """``auto``, ``none`` (no tool is offered), ``required``, or the name of the one function to call."""
+    max_output_tokens: int | None = None
+    """Cap on the model's output tokens per model call (the client's ``max_output_tokens``)."""
 
 
 class TurnDelta(WireModel):

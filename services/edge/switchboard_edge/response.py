@@ -108,12 +108,17 @@ class ResponseWriter:
         self.output.append(done)
         self._previous = item_id
 
-    async def completed(self, metadata: dict[str, str], usage: dict[str, int]) -> None:
+    async def completed(
+        self, metadata: dict[str, str], usage: dict[str, int], max_output_tokens: int | None = None
+    ) -> None:
+        """``response.done``: ``completed``, or ``incomplete`` when the output reached ``max_output_tokens``."""
         if self.phase is not Phase.STARTED:
             return
-        await self._close_item(True)
+        capped = max_output_tokens is not None and usage.get("output_tokens", 0) >= max_output_tokens
+        await self._close_item(not capped)
         tokens = {"input_tokens": usage.get("input_tokens", 0), "output_tokens": usage.get("output_tokens", 0)}
-        await self._finish("completed", {
+        details = {"status_details": {"type": "incomplete", "reason": "max_output_tokens"}} if capped else {}
+        await self._finish("incomplete" if capped else "completed", details | {
             "metadata": self.client_metadata | metadata,
             "usage": tokens | {"total_tokens": tokens["input_tokens"] + tokens["output_tokens"]},
         })  # fmt: skip

@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from opentelemetry.trace import SpanKind
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -16,9 +16,10 @@ from switchboard.guardrails import Action, Boundary, check
 from switchboard.orchestration import (
     Conductor,
     TurnFailed,
+    TurnOptions,
     TurnOutcome,
 )
-from switchboard.schemas import ClientTool, SessionState, TurnRecord
+from switchboard.schemas import ClientTool, ConversationItem, SessionState, TurnRecord
 from switchboard.settings import Settings
 from switchboard.state import AuditLog, SessionConflict, SessionStore
 from switchboard.telemetry import current_trace_id, mark_error, metrics, names, span
@@ -30,8 +31,10 @@ from .client_events import (
     ConversationItemDelete,
     ConversationItemRetrieve,
     ConversationItemTruncate,
+    FunctionTool,
     ResponseCancel,
     ResponseCreate,
+    ResponseOptions,
     SessionUpdate,
     ToolChoice,
     UserMessage,
@@ -50,6 +53,26 @@ from .response import ResponseWriter
 log = logging.getLogger(__name__)
 
 EMPTY_PARAMETERS: dict[str, object] = {"type": "object", "properties": {}}
+
+
+@dataclass(frozen=True)
+class ResponsePlan:
+    """One ``response.create``, checked: what runs and whether it joins the conversation."""
+
+    options: TurnOptions
+    input: list[ConversationItem] | None
+    """The client's ``input``: the turn's whole context instead of the session's history."""
+    out_of_band: bool
+    """``conversation: "none"``: nothing is committed."""
+    metadata: dict[str, str]
+
+
+def client_tool(tool: FunctionTool) -> ClientTool:
+    return ClientTool(
+        name=tool.name, description=tool.description or "", parameters=tool.parameters or EMPTY_PARAMETERS
+    )
+
+
 ECHOED_SESSION_FIELDS = {"instructions", "metadata", "tracing", "tool_choice", "max_output_tokens"}
 """``session.update`` fields echoed in ``session.updated`` (acknowledged; agents own instructions and models)."""
 
@@ -118,6 +141,7 @@ class EdgeSession:
         self.client_tools: list[ClientTool] = []
         """Function tools the client declared (``session.update``), for this connection."""
         self.tool_choice: ToolChoice = "auto"
+        self.max_output_tokens: int | Literal["inf"] = "inf"
         self._config = session_config(state.session_id, state.scenario, deps.instructions)
 
     async def send(self, event: dict[str, Any]) -> None:
@@ -229,13 +253,12 @@ class EdgeSession:
         # tools are kept for this connection and offered to the active agent's model at every response.
         update = event.session.model_dump(exclude_unset=True, include=ECHOED_SESSION_FIELDS)
         if event.session.tools is not None:
-            self.client_tools = [
-                ClientTool(name=t.name, description=t.description or "", parameters=t.parameters or EMPTY_PARAMETERS)
-                for t in event.session.tools
-            ]
+            self.client_tools = [client_tool(t) for t in event.session.tools]
             update["tools"] = [t.model_dump(exclude_none=True) for t in event.session.tools]
         if event.session.tool_choice is not None:
             self.tool_choice = event.session.tool_choice
+        if event.session.max_output_tokens is not None:
+            self.max_output_tokens = event.session.max_output_tokens
         self._config = self._config | update
         await self.send(server_event("session.updated", session=self._config))
 
@@ -317,13 +340,33 @@ class EdgeSession:
                 f"response {self._writer.response_id if self._writer else ''} is still in progress",
                 event_id=event.event_id,
             )  # fmt: skip
+        plan = self._plan(event.response or ResponseOptions())
         previous = self.state.history[-1].id if self.state.history else None
         writer = ResponseWriter(
-            self.send, new_id("resp"), platform_events=self.platform_events, previous_item_id=previous
-        )
+            self.send, new_id("resp"), platform_events=self.platform_events, previous_item_id=previous,
+            metadata=plan.metadata, in_conversation=not plan.out_of_band,
+        )  # fmt: skip
         self._writer, self._seen_after_done = writer, False
         await writer.start()  # response.created before anything can cancel it
-        self._response = asyncio.create_task(self._respond(writer))
+        self._response = asyncio.create_task(self._respond(writer, plan))
+
+    def _plan(self, options: ResponseOptions) -> ResponsePlan:
+        """The client's per-response options, checked, with the session's settings as defaults."""
+        if options.output_modalities is not None and options.output_modalities != ["text"]:
+            raise ProtocolError(
+                "invalid_value", "this edge answers in text only: output_modalities must be ['text']",
+                param="response.output_modalities",
+            )  # fmt: skip
+        tools = self.client_tools if options.tools is None else [client_tool(t) for t in options.tools]
+        choice = options.tool_choice if options.tool_choice is not None else self.tool_choice
+        limit = options.max_output_tokens if options.max_output_tokens is not None else self.max_output_tokens
+        turn = TurnOptions(
+            client_tools=tools, instructions=options.instructions,
+            tool_choice=choice if isinstance(choice, str) else choice.name,
+            max_output_tokens=limit if isinstance(limit, int) else None,
+        )  # fmt: skip
+        given = None if options.input is None else [items.from_client(i, i.id or new_id("item")) for i in options.input]
+        return ResponsePlan(turn, given, options.conversation == "none", dict(options.metadata or {}))
 
     async def _cancel_response(self, reason: str = "client_cancelled") -> bool:
         """Stop the response in flight, if any, and wait until it has sent its ``response.done``.
@@ -341,7 +384,7 @@ class EdgeSession:
         await writer.cancelled(reason)  # a task cancelled before it ran never reached its own finally
         return running
 
-    async def _respond(self, writer: ResponseWriter) -> None:
+    async def _respond(self, writer: ResponseWriter, plan: ResponsePlan) -> None:
         """One response, traced as the root span of the caller turn, then recorded for the audit timeline."""
         started = time.perf_counter()
         response_id = writer.response_id
@@ -350,7 +393,7 @@ class EdgeSession:
         with span(names.SPAN_EDGE_RESPONSE, attrs, kind=SpanKind.SERVER) as sp:
             trace_id = current_trace_id()
             try:
-                outcome, error = await self._run_response(writer)
+                outcome, error = await self._run_response(writer, plan)
                 if error:
                     mark_error(sp, "turn_failed")
             finally:
@@ -368,17 +411,22 @@ class EdgeSession:
                 )  # fmt: skip
                 self.deps.record_turn(record)
 
-    async def _run_response(self, writer: ResponseWriter) -> tuple[TurnOutcome | None, str | None]:
+    async def _run_response(self, writer: ResponseWriter, plan: ResponsePlan) -> tuple[TurnOutcome | None, str | None]:
         deadline = time.time() + self.deps.settings.turn_timeout_s
         known = {i.id for i in self.state.history}  # by id: a commit mid-turn may archive the oldest items
         failed_meta = {"agent": self.state.active_agent, "session_id": self.state.session_id}
+        state = self.state if plan.input is None else self.state.model_copy(update={"history": plan.input})
         try:
             outcome = await self.deps.conductor.run_turn(
-                self.state, writer.response_id, writer.on_event, deadline=deadline, client_tools=self.client_tools
+                state, writer.response_id, writer.on_event, deadline=deadline, options=plan.options
             )
         except TurnFailed as exc:
             await writer.failed("turn_failed", str(exc), failed_meta)
             return None, str(exc)
+        if plan.input is not None:  # the turn ran on the client's input: only what it produced joins the session
+            given = {i.id for i in plan.input}
+            produced = [i for i in outcome.state.history if i.id not in given]
+            outcome.state = outcome.state.model_copy(update={"history": [*self.state.history, *produced]})
 
         history = items.adopt_ids(outcome.state.history, known, writer.message_ids())
         if history is not outcome.state.history:
@@ -394,31 +442,16 @@ class EdgeSession:
             return outcome.state.model_copy(update={"history": history, "archived_items": current.archived_items})
 
         try:
-            await self._shielded_commit(finish)
+            if not plan.out_of_band:  # conversation "none": nothing is committed, the session is as it was
+                await self._shielded_commit(finish)
         except ProtocolError as err:  # not stored: the caller must not be told the turn completed
             await writer.failed(err.code, err.message, failed_meta, client_error=True)
             return outcome, err.message
-        metadata = {
-            "agent": outcome.state.active_agent,
-            "agents": ",".join(outcome.agents),
-            "handoffs": str(len(outcome.decisions)),
-            "handoff_outcomes": ",".join(d.outcome.value for d in outcome.decisions),
-            "session_id": outcome.state.session_id,
-        }
-        if outcome.replica:
-            metadata["replica"] = outcome.replica
-        state = outcome.state
-        metadata["supervisor"] = "no"
-        if outcome.consult is not None:
-            metadata["supervisor"] = "consulted" if outcome.consult.ok else "failed"
-            metadata["consult_ms"] = f"{outcome.consult.ms:.1f}"
-            metadata["consult_tokens"] = str(outcome.consult.tokens)
-        metadata["routing_rate"] = f"{state.consults / state.turns:.2f}" if state.turns else "0.00"
         self.deps.responses += 1
         call = outcome.client_call
         if call is not None:  # committed with the turn: the client runs it and answers with its output
             await writer.function_call(call.id, call.call_id, call.name, call.arguments)
-        await writer.completed(metadata, outcome.usage)
+        await writer.completed(response_metadata(outcome), outcome.usage, plan.options.max_output_tokens)
         return outcome, None
 
     async def _shielded_commit(self, change: Callable[[SessionState], SessionState]) -> None:
@@ -436,3 +469,24 @@ class EdgeSession:
             raise
         finally:
             self._committing = False
+
+
+def response_metadata(outcome: TurnOutcome) -> dict[str, str]:
+    """Switchboard's facts in ``response.metadata`` (string values, as the GA API requires)."""
+    metadata = {
+        "agent": outcome.state.active_agent,
+        "agents": ",".join(outcome.agents),
+        "handoffs": str(len(outcome.decisions)),
+        "handoff_outcomes": ",".join(d.outcome.value for d in outcome.decisions),
+        "session_id": outcome.state.session_id,
+    }
+    if outcome.replica:
+        metadata["replica"] = outcome.replica
+    state = outcome.state
+    metadata["supervisor"] = "no"
+    if outcome.consult is not None:
+        metadata["supervisor"] = "consulted" if outcome.consult.ok else "failed"
+        metadata["consult_ms"] = f"{outcome.consult.ms:.1f}"
+        metadata["consult_tokens"] = str(outcome.consult.tokens)
+    metadata["routing_rate"] = f"{state.consults / state.turns:.2f}" if state.turns else "0.00"
+    return metadata
