@@ -27,7 +27,8 @@ async def declare(client: RawClient, tools: list[dict[str, Any]]) -> dict[str, A
     await client.send(
         {"type": "session.update", "session": {"type": "realtime", "tools": tools, "tool_choice": "auto"}}
     )
-    return (await client.next("session.updated"))["session"]
+    session: dict[str, Any] = (await client.next("session.updated"))["session"]
+    return session
 
 
 async def test_a_client_tool_call_is_streamed_answered_and_continued_on_the_same_agent(tmp_path: Path) -> None:
