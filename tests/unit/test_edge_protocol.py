@@ -138,9 +138,7 @@ def test_unknown_type() -> None:
     assert "response.create" in err.message  # lists the supported events
 
 
-@pytest.mark.parametrize(
-    "kind", ["input_audio_buffer.append", "input_audio_buffer.commit", "input_audio_buffer.clear"]
-)
+@pytest.mark.parametrize("kind", ["input_audio_buffer.append", "input_audio_buffer.commit", "input_audio_buffer.clear"])
 def test_audio_and_known_unsupported_events(kind: str) -> None:
     err = refuse({"type": kind, "event_id": "evt_a", "audio": "AAAA"})
     assert err.code == "unsupported_event"
