@@ -14,6 +14,7 @@ from switchboard.testing import ScriptedOpenAIServer
 
 from .client import RawClient, done_of, text_of
 from .stacks import calls_client_tool, make_stack
+from .test_realtime_contract import violations
 
 pytestmark = pytest.mark.system
 
@@ -36,7 +37,7 @@ async def test_a_client_tool_call_is_streamed_answered_and_continued_on_the_same
     async with ScriptedOpenAIServer(responder=responder) as model:
         env = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": model.base_url}
         with make_stack(tmp_path, agents=["triage", "generalist"], env=env) as stack:
-            async with RawClient(stack) as client:
+            async with RawClient(stack, events=False) as client:
                 await client.open()
                 session = await declare(client, [NOTE_TOOL])
                 assert [t["name"] for t in session["tools"]] == ["order_note"] and session["tool_choice"] == "auto"
@@ -65,6 +66,7 @@ async def test_a_client_tool_call_is_streamed_answered_and_continued_on_the_same
     assert text_of(second) == "The tool said: gift wrapped"
     assert done_of(second)["metadata"]["agent"] == "triage"
     assert not [e for e in client.events if e["type"] == "error"]
+    assert violations(client.events) == []  # function_call events too validate against the official models
 
 
 async def test_server_tools_and_handoffs_work_beside_client_tools(retail: Stack) -> None:
