@@ -13,7 +13,7 @@ help: ## show this help
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench,embeddings]'
 	@touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install Switchboard with its dev tools

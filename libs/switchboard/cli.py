@@ -217,6 +217,12 @@ def _schemas(args: argparse.Namespace) -> None:
     sys.exit(export_command(Path(args.dir), check=args.check, allow_breaking=args.allow_breaking))
 
 
+def _routing_eval(args: argparse.Namespace) -> None:
+    from .testing.routing_eval import command
+
+    sys.exit(asyncio.run(command([Path(p) for p in args.sets], Path(args.scenarios_dir), args.backend)))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="switchboard", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -257,5 +263,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--check", action="store_true", help="fail if the files are not up to date")
     p.add_argument("--allow-breaking", action="store_true")
     p.set_defaults(fn=_schemas)
+    p = sub.add_parser(
+        "routing-eval", help="score the offline routing on labelled caller lines (tests/data/routing_*.yaml)"
+    )
+    p.add_argument("sets", nargs="+", help="labelled sets (YAML)")
+    p.add_argument("--backend", default=os.environ.get("SWITCHBOARD_INTENT_BACKEND", "auto"),
+                   choices=["auto", "minilm", "ngram"], help="intent similarity backend (default: auto)")  # fmt: skip
+    p.add_argument("--scenarios-dir", default="scenarios")
+    p.set_defaults(fn=_routing_eval)
     args = parser.parse_args(argv)
     args.fn(args)

@@ -51,6 +51,20 @@ async def test_consult_streams_a_filler_then_the_supervisors_answer(supervised: 
         assert answered.metadata["routing_rate"] == "0.67"
 
 
+async def test_front_desk_keeps_small_talk_and_details_and_consults_for_the_account(supervised: Stack) -> None:
+    async with sdk_client(supervised).realtime.connect(model="switchboard") as conn:
+        await open_session(conn)
+        # none of these has a keyword the front desk's rules list: its intents keep them
+        for text in ("Good afternoon!", "How's your day been?", "The order is B1234"):
+            own = await say(conn, text)
+            assert (own.agent, own.metadata["supervisor"]) == ("frontdesk", "no"), (text, own.text)
+            assert not own.text.startswith(FILLERS), own.text  # no filler: nothing was consulted
+        asked = await say(conn, "How much do I owe at the moment?")  # no must_consult word either
+        assert (asked.agent, asked.metadata["supervisor"]) == ("frontdesk", "consulted")
+        assert "verify" in asked.text  # the supervisor's answer, spoken by the front desk
+        assert asked.metadata["routing_rate"] == "0.25"
+
+
 async def test_patterns_compose_handoff_then_specialist_consults(supervised: Stack) -> None:
     async with sdk_client(supervised).realtime.connect(model="switchboard") as conn:
         await open_session(conn)

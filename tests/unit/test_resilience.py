@@ -91,3 +91,15 @@ async def test_bad_requests_and_busy_do_not_open_the_breaker(exc: Exception) -> 
             await _guarded(breakers, exc)
     await _guarded(breakers, None)
     assert await breakers.state("agent.x") == "closed"
+
+
+def test_the_ack_timeout_follows_slow_responders_but_not_a_frozen_one() -> None:
+    from switchboard.bus.rpc import AckTimes
+
+    acks = AckTimes()
+    assert acks.timeout("s", 0.25) == 0.25  # nothing seen yet
+    for _ in range(20):
+        acks.record("healthy", 0.002)
+        acks.record("saturated", 0.2)
+    assert acks.timeout("healthy", 0.25) == 0.25  # a frozen replica among fast ones: noticed at 0.25 s
+    assert acks.timeout("saturated", 0.25) == pytest.approx(0.8)  # every responder slow: not taken for lost

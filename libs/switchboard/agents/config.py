@@ -87,8 +87,12 @@ class OfflineRule(_Frozen):
     """Any of these words (case-insensitive) in the latest user message."""
     when_conversation_says: list[str] = Field(default_factory=list)
     """Any of these words in any of the caller's messages so far."""
+    when_intent: list[str] = Field(default_factory=list)
+    """The caller's latest message matches one of these intents (declared in ``intents``)."""
     when_slots: list[str] = Field(default_factory=list)
     """All these slots are known (extracted from what the caller said, or in the context)."""
+    when_slots_said: list[str] = Field(default_factory=list)
+    """All these slots were pulled from the caller's latest message itself."""
     when_context: list[str] = Field(default_factory=list)
     """All these context keys are set."""
     when_authenticated: bool | None = None
@@ -112,8 +116,30 @@ class OfflineRule(_Frozen):
 
 
 class OfflineScript(_Frozen):
+    intents: dict[str, list[str]] = Field(default_factory=dict)
+    """Intent name -> example caller lines. A line takes the intent of its most similar example,
+    unless the similarity is under the backend's threshold (see ``switchboard.intents``). Declare
+    intents no rule tests too: they compete, so a line like theirs matches no routing intent."""
     rules: list[OfflineRule] = Field(default_factory=list)
     default: str = "Sorry, I can't help with that."
+
+    @field_validator("intents")
+    @classmethod
+    def _examples(cls, intents: dict[str, list[str]]) -> dict[str, list[str]]:
+        for name, examples in intents.items():
+            if not examples or any(not e.strip() for e in examples):
+                raise ValueError(f"intent {name!r} needs at least one example utterance and no blank ones")
+        return intents
+
+    @model_validator(mode="after")
+    def _intents_declared(self) -> Self:
+        for n, rule in enumerate(self.rules, 1):
+            unknown = [i for i in rule.when_intent if i not in self.intents]
+            if unknown:
+                raise ValueError(
+                    f"rule {n} tests intent {unknown[0]!r}, which is not declared (intents: {sorted(self.intents)})"
+                )
+        return self
 
 
 Move = Literal["greet", "chitchat", "collect", "act"]

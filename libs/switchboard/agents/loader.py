@@ -6,6 +6,7 @@ import importlib.util
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
@@ -51,13 +52,30 @@ def load_scenario(name_or_path: str, scenarios_dir: Path) -> Scenario:
     try:
         config = ScenarioConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ScenarioError(f"invalid scenario {yaml_path}:\n{exc}") from exc
+        raise ScenarioError(f"invalid scenario {yaml_path}: {_first_error(exc, raw)}") from None
     registry = _load_tools(folder, config)
     for agent in config.agents:
         missing = [t for t in agent.tools if t != CONSULT_TOOL and registry.get(t) is None]
         if missing:
             raise ScenarioError(f"agent {agent.name!r} uses unknown tools {missing} (registered: {registry.names()})")
     return Scenario(config, registry, folder)
+
+
+def _first_error(exc: ValidationError, raw: Any) -> str:
+    """One line: where (the agent by name, then the field path) and what is wrong."""
+    error = exc.errors()[0]
+    loc = list(error["loc"])
+    where = ""
+    if len(loc) >= 2 and loc[0] == "agents" and isinstance(loc[1], int):
+        agents = raw.get("agents") if isinstance(raw, dict) else None
+        name = agents[loc[1]].get("name") if isinstance(agents, list) and isinstance(agents[loc[1]], dict) else None
+        where = f"agent {name or loc[1]!r}"
+        loc = loc[2:]
+    path = ".".join(str(p) for p in loc)
+    where = ", ".join(p for p in (where, path) if p)
+    message = str(error["msg"]).removeprefix("Value error, ")
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{where}: {message}{more}" if where else f"{message}{more}"
 
 
 def _load_tools(folder: Path, config: ScenarioConfig) -> ToolRegistry:

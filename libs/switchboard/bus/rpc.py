@@ -9,6 +9,7 @@ serves every concurrent request of the process.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -63,6 +64,32 @@ def remaining(deadline: float) -> float:
     return deadline - time.time()
 
 
+class AckTimes:
+    """How long each subject's responders take to acknowledge, so the ack timeout follows the load.
+
+    A frozen replica never acknowledges; a busy one does, late. When every responder of a subject is
+    slow (a saturated machine), the timeout grows to a multiple of their recent p90 acknowledgement
+    time, so a slow replica is not taken for a lost one; a frozen replica among healthy ones is still
+    noticed at the configured timeout. Only acknowledgements that arrived are counted.
+    """
+
+    WINDOW = 64
+    FACTOR = 4.0
+
+    def __init__(self) -> None:
+        self._seen: dict[str, collections.deque[float]] = {}
+
+    def record(self, subject: str, seconds: float) -> None:
+        self._seen.setdefault(subject, collections.deque(maxlen=self.WINDOW)).append(seconds)
+
+    def timeout(self, subject: str, configured: float) -> float:
+        seen = self._seen.get(subject)
+        if not seen or len(seen) < 8:
+            return configured
+        p90 = sorted(seen)[int(len(seen) * 0.9)]
+        return max(configured, self.FACTOR * p90)
+
+
 class StreamingClient:
     """Sends requests and yields their streamed replies until a terminal one arrives."""
 
@@ -72,6 +99,7 @@ class StreamingClient:
         self._waiting: dict[str, asyncio.Queue[Msg]] = {}
         self._sub: Subscription | None = None
         self._next = 0
+        self._acks = AckTimes()
 
     async def start(self) -> None:
         if self._sub is None:
@@ -123,12 +151,14 @@ class StreamingClient:
                                names.MESSAGING_DESTINATION_NAME: subject,
                                names.MESSAGING_OPERATION_TYPE: names.MESSAGING_OPERATION_SEND})  # fmt: skip
             await self._nc.publish(subject, request.to_bytes(), reply=f"{self._prefix}.{token}", headers=hdrs)
+            sent = time.monotonic()
             acked = False
+            ack_limit = self._acks.timeout(subject, ack_timeout) if ack_timeout is not None else None
             while True:
                 left = remaining(deadline)
                 if left <= 0:
                     raise ReplyTimeout(f"no complete reply from {subject} before the deadline")
-                limit = idle_timeout if acked or ack_timeout is None else ack_timeout
+                limit = idle_timeout if acked or ack_limit is None else ack_limit
                 wait = left if limit is None else min(left, limit)
                 try:
                     msg = await asyncio.wait_for(queue.get(), wait)
@@ -136,10 +166,12 @@ class StreamingClient:
                     late = await _late(queue)
                     if late is None and wait < left:
                         what = "went silent for" if acked else "did not acknowledge within"
-                        raise ReplyTimeout(f"{subject} {what} {limit}s (responder lost)") from None
+                        raise ReplyTimeout(f"{subject} {what} {limit:.2g}s (responder lost)") from None
                     if late is None:
                         raise ReplyTimeout(f"no complete reply from {subject} before the deadline") from None
                     msg = late
+                if not acked:
+                    self._acks.record(subject, time.monotonic() - sent)
                 acked = True
                 if msg.headers and msg.headers.get("Status") == "503":
                     raise NoResponders(f"no responders on {subject}")

@@ -23,7 +23,10 @@ def build_provider(
     env = os.environ if env is None else env
     kind = resolve_provider_name(agent, env)
     if kind == "offline":
-        return OfflineProvider(agent.offline, slot_patterns, delay_s=float(agent.model.settings.get("delay_s", 0.0)))
+        return OfflineProvider(
+            agent.offline, slot_patterns, delay_s=float(agent.model.settings.get("delay_s", 0.0)),
+            backend=env.get("SWITCHBOARD_INTENT_BACKEND", "auto"),
+        )  # fmt: skip
     from .openai_chat import OpenAIChatProvider  # imported lazily: offline runs need no HTTP client
 
     api_key = env.get("OPENAI_API_KEY")

@@ -1,8 +1,9 @@
 """The offline deterministic model: scripted rules instead of an LLM, so ``make run`` needs no key.
 
 It is not a language model. Each agent's YAML declares ordered rules; a rule matches on
-keywords in the caller's latest message, on *slots* (values pulled from what the caller said by
-the scenario's regexes, or present in the handoff context), on context keys, on whether the
+keywords in the caller's latest message, on its *intent* (the declared intent whose example lines
+it is most similar to, see ``switchboard.intents``), on *slots* (values pulled from what the caller
+said by the scenario's regexes, or present in the handoff context), on context keys, on whether the
 caller is verified, or on the result of the tool that just returned. The first matching rule
 either calls a tool (including ``transfer_to_<agent>`` handoffs) or says a templated reply.
 Templates use ``{slots.x}``, ``{context.x}``, ``{result.x}``, ``{caller.x}`` and ``{user.text}``. It speaks
@@ -19,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..agents.config import OfflineRule, OfflineScript
+from ..intents import IntentMatch, IntentMatcher, get_embedder
 from ..schemas import ConversationItem, FunctionCallItem, FunctionCallOutputItem, MessageItem
 from .base import ModelRequest, ModelResponse, TextSink, ToolCall
 
@@ -44,22 +46,44 @@ class _Namespace:
 class _View:
     """What the rules look at, derived from the request."""
 
-    def __init__(self, request: ModelRequest, slot_patterns: Mapping[str, re.Pattern[str]]) -> None:
+    def __init__(
+        self, request: ModelRequest, slot_patterns: Mapping[str, re.Pattern[str]], matcher: IntentMatcher | None
+    ) -> None:
         items = request.items
         user_texts = [i.text for i in items if isinstance(i, MessageItem) and i.role == "user"]
         self.user_raw = user_texts[-1] if user_texts else ""
         self.user_text = self.user_raw.lower()
         self.all_user_text = " ".join(user_texts).lower()
         self.slots: dict[str, Any] = {k: v for k, v in request.context.items() if isinstance(v, str | int | float)}
-        for text in user_texts:
+        self.said: set[str] = set()
+        """Slots found in the latest message itself."""
+        latest = len(user_texts) - 1
+        for n, text in enumerate(user_texts):
             for name, pattern in slot_patterns.items():
                 found = pattern.search(text)
                 if found:
                     self.slots[name] = found.group(1) if pattern.groups else found.group(0)
+                    if n == latest:
+                        self.said.add(name)
+        self._matcher = matcher
+        self._intent: tuple[IntentMatch | None] | None = None  # computed at most once, if a rule asks
         self.context = request.context
         self.authenticated = request.caller_authenticated
         self.tool, self.result = _last_tool_result(items)
         self.call_count = sum(isinstance(i, FunctionCallItem) for i in items)
+
+    async def intent(self) -> IntentMatch | None:
+        """The latest message's intent. A backend that releases the GIL (the embedding model) runs
+        in a worker thread, so the other turns this process serves keep going meanwhile."""
+        if self._intent is None:
+            matcher, text = self._matcher, self.user_raw
+            if matcher is None:
+                self._intent = (None,)
+            elif matcher.embedder.offload:
+                self._intent = (await asyncio.to_thread(matcher.match, text),)
+            else:
+                self._intent = (matcher.match(text),)
+        return self._intent[0]
 
     def namespaces(self) -> dict[str, _Namespace]:
         result = self.result if isinstance(self.result, dict) else {}
@@ -117,6 +141,8 @@ def _matches(rule: OfflineRule, view: _View) -> bool:
         return False
     if any(view.slots.get(s) in (None, "") for s in rule.when_slots):
         return False
+    if any(s not in view.said for s in rule.when_slots_said):
+        return False
     if any(not view.context.get(k) for k in rule.when_context):
         return False
     if rule.when_authenticated is not None and rule.when_authenticated != view.authenticated:
@@ -125,22 +151,39 @@ def _matches(rule: OfflineRule, view: _View) -> bool:
     return all(result.get(k) == v for k, v in rule.when_result.items())
 
 
+async def _intent_matches(rule: OfflineRule, view: _View) -> bool:
+    """Tested after every other condition of the rule: the only one that costs more than a lookup."""
+    if not rule.when_intent:
+        return True
+    intent = await view.intent()
+    return intent is not None and intent.intent in rule.when_intent
+
+
 class OfflineProvider:
     """Deterministic rule-following model for one agent."""
 
-    def __init__(self, script: OfflineScript, slot_patterns: Mapping[str, str], *, delay_s: float = 0.0) -> None:
+    def __init__(
+        self, script: OfflineScript, slot_patterns: Mapping[str, str], *, delay_s: float = 0.0, backend: str = "auto"
+    ) -> None:
         self._script = script
         self.delay_s = delay_s
         """Simulated model latency per call (``model.settings.delay_s``), for chaos tests and benchmarks."""
         self._patterns = {k: re.compile(v) for k, v in slot_patterns.items()}  # (?i) in a pattern if wanted
+        self.matcher = IntentMatcher(script.intents, get_embedder(backend)) if script.intents else None
+        """Matches caller lines to the declared intents; built at start so no turn pays for it."""
+
+    @property
+    def backend_name(self) -> str:
+        """The similarity backend in use, or ``keywords`` when the agent declares no intents."""
+        return self.matcher.embedder.name if self.matcher is not None else "keywords"
 
     async def complete(self, request: ModelRequest, on_text: TextSink) -> ModelResponse:
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
-        view = _View(request, self._patterns)
+        view = _View(request, self._patterns, self.matcher)
         ns = view.namespaces()
         for rule in self._script.rules:
-            if not _matches(rule, view):
+            if not _matches(rule, view) or not await _intent_matches(rule, view):
                 continue
             try:
                 if rule.call is not None and request.tool_choice == "none":

@@ -112,8 +112,9 @@ class LoopService(Generic[Req]):
     async def run_loop(
         self, req: TurnRequest, sink: ReplySink, msg: Msg, *, note: str | None = None
     ) -> TurnResult | None:
-        """Run the loop, streaming its text (coalesced, see ``delta_flush_ms``); on failure send a typed
-        error and return None. Every text delta is sent before the result or the error."""
+        """Run the loop, streaming its text (output guardrails applied, then coalesced, see
+        ``delta_flush_ms``); on failure send a typed error and return None. Every text delta is sent
+        before the result or the error."""
         rules = self.scenario.config.guardrails.at(Boundary.OUTPUT)
         guard = StreamGuard(rules)  # the caller never hears what an output guardrail redacts
 
@@ -123,7 +124,9 @@ class LoopService(Generic[Req]):
         deltas = DeltaCoalescer(publish, self.settings.delta_flush_ms / 1000)
 
         async def on_text(text: str) -> None:
-            deltas.add(guard.feed(text))
+            released = guard.feed(text)
+            if released:
+                deltas.add(released)
 
         deadline = deadline_of(msg, self.settings.turn_timeout_s)
         error: ErrorReply
@@ -132,7 +135,9 @@ class LoopService(Generic[Req]):
             run = self.loop.run(req, on_text, note=note, deadline=deadline)
             result = await asyncio.wait_for(run, max(remaining(deadline), 0.001))
             metrics().agent_turn_seconds.labels(agent=self.agent.name).observe(time.perf_counter() - started)
-            deltas.add(guard.finish())
+            rest = guard.finish()
+            if rest:
+                deltas.add(rest)
             return guard_result(result, rules, self.scenario.config.guardrails.blocked_message) if rules else result
         except ModelError as exc:  # already retried here: the caller should not multiply the attempts
             error = ErrorReply(code=ErrorCode.MODEL_ERROR, message=str(exc), retryable=False)

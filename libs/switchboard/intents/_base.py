@@ -1,0 +1,73 @@
+"""The interface of a similarity backend, and the matcher that picks an intent by its examples."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class ExampleIndex(Protocol):
+    """A backend's view of a fixed list of example utterances."""
+
+    def similarities(self, text: str) -> Sequence[float]:
+        """Cosine similarity of ``text`` to each example, in the order they were indexed."""
+        ...
+
+
+class Embedder(Protocol):
+    """A similarity backend: ``index`` a list of examples once, then score caller lines against it."""
+
+    name: str
+    threshold: float
+    """Default similarity under which a line matches no intent (backends score on different scales)."""
+    offload: bool
+    """Scoring takes milliseconds outside the GIL: callers on an event loop run it in a thread."""
+
+    def index(self, examples: Sequence[str]) -> ExampleIndex: ...
+
+
+@dataclass(frozen=True)
+class IntentMatch:
+    intent: str
+    score: float
+    example: str
+    """The declared example the line was closest to."""
+
+
+class IntentMatcher:
+    """Nearest declared example wins; below ``threshold`` the line matches no intent."""
+
+    def __init__(
+        self,
+        intents: Mapping[str, Sequence[str]],
+        embedder: Embedder,
+        threshold: float | None = None,
+        *,
+        cache_size: int = 4096,
+    ) -> None:
+        self.embedder = embedder
+        self.threshold = embedder.threshold if threshold is None else threshold
+        self._labels = [(name, example) for name, examples in intents.items() for example in examples]
+        self._index = embedder.index([example for _, example in self._labels])
+        # Callers repeat themselves ("yes", "hi there"): a line scored once is not scored again.
+        # Bounded, and thread-safe (scoring runs in worker threads).
+        self._scored = functools.lru_cache(maxsize=cache_size)(self._score)
+
+    def best(self, text: str) -> IntentMatch | None:
+        """The closest example's intent, whatever its score (``None`` only for an empty matcher)."""
+        if not self._labels or not text.strip():
+            return None
+        return self._scored(" ".join(text.lower().split()))
+
+    def _score(self, text: str) -> IntentMatch:
+        scores = self._index.similarities(text)
+        top = max(range(len(scores)), key=scores.__getitem__)
+        name, example = self._labels[top]
+        return IntentMatch(name, float(scores[top]), example)
+
+    def match(self, text: str) -> IntentMatch | None:
+        """The intent of ``text``, or ``None`` when no example is similar enough."""
+        best = self.best(text)
+        return best if best is not None and best.score >= self.threshold else None
