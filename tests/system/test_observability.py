@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import time
+from typing import Any
 
 import httpx
 import pytest
@@ -37,8 +40,12 @@ async def test_log_lines_are_json_with_session_and_trace_ids(retail: Stack) -> N
     async with sdk_client(retail).realtime.connect(model="switchboard") as conn:
         session_id = (await open_session(conn))["session_id"]
         await say(conn, "refund for A1001 please")
-    records = [json.loads(line) for line in retail.proc("edge").lines if line.startswith("{")]
-    handoffs = [r for r in records if r.get("msg") == "handoff" and r.get("session_id") == session_id]
+    handoffs: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 5
+    while not handoffs and time.monotonic() < deadline:  # the edge's stdout is read by a pump thread
+        records = [json.loads(line) for line in list(retail.proc("edge").lines) if line.startswith("{")]
+        handoffs = [r for r in records if r.get("msg") == "handoff" and r.get("session_id") == session_id]
+        await asyncio.sleep(0.05)  # ok-sleep: poll interval
     assert handoffs, "no handoff log line for the session"
     assert {"ts", "level", "service", "logger", "trace_id", "span_id"} <= set(handoffs[0])
     assert handoffs[0]["service"] == "edge"
