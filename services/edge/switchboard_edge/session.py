@@ -396,6 +396,12 @@ class EdgeSession:
                 outcome, error = await self._run_response(writer, plan)
                 if error:
                     mark_error(sp, "turn_failed")
+            except Exception as exc:  # a bug, not a cancel: the response still ends, as failed
+                log.exception("response failed", extra={"session_id": self.state.session_id})
+                error = f"{type(exc).__name__}: {exc}"
+                mark_error(sp, "internal_error")
+                meta = {"agent": self.state.active_agent, "session_id": self.state.session_id}
+                await writer.failed("internal_error", "the response failed inside the edge", meta)
             finally:
                 await writer.cancelled()  # whatever stopped it, the response ends with its response.done
                 latency = time.perf_counter() - started
