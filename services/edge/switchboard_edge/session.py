@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from opentelemetry.trace import SpanKind
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -16,10 +16,9 @@ from switchboard.guardrails import Action, Boundary, check
 from switchboard.orchestration import (
     Conductor,
     TurnFailed,
-    TurnOptions,
     TurnOutcome,
 )
-from switchboard.schemas import ClientTool, ConversationItem, SessionState, TurnRecord
+from switchboard.schemas import SessionState, TurnRecord
 from switchboard.settings import Settings
 from switchboard.state import AuditLog, SessionConflict, SessionStore
 from switchboard.telemetry import current_trace_id, mark_error, metrics, names, span
@@ -31,14 +30,13 @@ from .client_events import (
     ConversationItemDelete,
     ConversationItemRetrieve,
     ConversationItemTruncate,
-    FunctionTool,
     ResponseCancel,
     ResponseCreate,
     ResponseOptions,
     SessionUpdate,
-    ToolChoice,
     UserMessage,
 )
+from .plans import ClientSettings, ResponsePlan, plan_response, response_metadata
 from .protocol import (
     ProtocolError,
     encode_event,
@@ -51,27 +49,6 @@ from .protocol import (
 from .response import ResponseWriter
 
 log = logging.getLogger(__name__)
-
-EMPTY_PARAMETERS: dict[str, object] = {"type": "object", "properties": {}}
-
-
-@dataclass(frozen=True)
-class ResponsePlan:
-    """One ``response.create``, checked: what runs and whether it joins the conversation."""
-
-    options: TurnOptions
-    input: list[ConversationItem] | None
-    """The client's ``input``: the turn's whole context instead of the session's history."""
-    out_of_band: bool
-    """``conversation: "none"``: nothing is committed."""
-    metadata: dict[str, str]
-
-
-def client_tool(tool: FunctionTool) -> ClientTool:
-    return ClientTool(
-        name=tool.name, description=tool.description or "", parameters=tool.parameters or EMPTY_PARAMETERS
-    )
-
 
 ECHOED_SESSION_FIELDS = {"instructions", "metadata", "tracing", "tool_choice", "max_output_tokens"}
 """``session.update`` fields echoed in ``session.updated`` (acknowledged; agents own instructions and models)."""
@@ -138,10 +115,8 @@ class EdgeSession:
         """A client event arrived after the last response ended (a later cancel cannot be meant for it)."""
         self._committing = False
         """True while the response in flight commits its turn: a client's cancel must not cut it."""
-        self.client_tools: list[ClientTool] = []
-        """Function tools the client declared (``session.update``), for this connection."""
-        self.tool_choice: ToolChoice = "auto"
-        self.max_output_tokens: int | Literal["inf"] = "inf"
+        self.client = ClientSettings()
+        """What the client's ``session.update`` set for this connection (tools, tool choice, token cap)."""
         self._config = session_config(state.session_id, state.scenario, deps.instructions)
 
     async def send(self, event: dict[str, Any]) -> None:
@@ -252,13 +227,9 @@ class EdgeSession:
         # Agents own their instructions and models: these are acknowledged and echoed. Client function
         # tools are kept for this connection and offered to the active agent's model at every response.
         update = event.session.model_dump(exclude_unset=True, include=ECHOED_SESSION_FIELDS)
+        self.client.update(event.session)
         if event.session.tools is not None:
-            self.client_tools = [client_tool(t) for t in event.session.tools]
             update["tools"] = [t.model_dump(exclude_none=True) for t in event.session.tools]
-        if event.session.tool_choice is not None:
-            self.tool_choice = event.session.tool_choice
-        if event.session.max_output_tokens is not None:
-            self.max_output_tokens = event.session.max_output_tokens
         self._config = self._config | update
         await self.send(server_event("session.updated", session=self._config))
 
@@ -340,7 +311,7 @@ class EdgeSession:
                 f"response {self._writer.response_id if self._writer else ''} is still in progress",
                 event_id=event.event_id,
             )  # fmt: skip
-        plan = self._plan(event.response or ResponseOptions())
+        plan = plan_response(event.response or ResponseOptions(), self.client)
         previous = self.state.history[-1].id if self.state.history else None
         writer = ResponseWriter(
             self.send, new_id("resp"), platform_events=self.platform_events, previous_item_id=previous,
@@ -349,24 +320,6 @@ class EdgeSession:
         self._writer, self._seen_after_done = writer, False
         await writer.start()  # response.created before anything can cancel it
         self._response = asyncio.create_task(self._respond(writer, plan))
-
-    def _plan(self, options: ResponseOptions) -> ResponsePlan:
-        """The client's per-response options, checked, with the session's settings as defaults."""
-        if options.output_modalities is not None and options.output_modalities != ["text"]:
-            raise ProtocolError(
-                "invalid_value", "this edge answers in text only: output_modalities must be ['text']",
-                param="response.output_modalities",
-            )  # fmt: skip
-        tools = self.client_tools if options.tools is None else [client_tool(t) for t in options.tools]
-        choice = options.tool_choice if options.tool_choice is not None else self.tool_choice
-        limit = options.max_output_tokens if options.max_output_tokens is not None else self.max_output_tokens
-        turn = TurnOptions(
-            client_tools=tools, instructions=options.instructions,
-            tool_choice=choice if isinstance(choice, str) else choice.name,
-            max_output_tokens=limit if isinstance(limit, int) else None,
-        )  # fmt: skip
-        given = None if options.input is None else [items.from_client(i, i.id or new_id("item")) for i in options.input]
-        return ResponsePlan(turn, given, options.conversation == "none", dict(options.metadata or {}))
 
     async def _cancel_response(self, reason: str = "client_cancelled") -> bool:
         """Stop the response in flight, if any, and wait until it has sent its ``response.done``.
@@ -475,24 +428,3 @@ class EdgeSession:
             raise
         finally:
             self._committing = False
-
-
-def response_metadata(outcome: TurnOutcome) -> dict[str, str]:
-    """Switchboard's facts in ``response.metadata`` (string values, as the GA API requires)."""
-    metadata = {
-        "agent": outcome.state.active_agent,
-        "agents": ",".join(outcome.agents),
-        "handoffs": str(len(outcome.decisions)),
-        "handoff_outcomes": ",".join(d.outcome.value for d in outcome.decisions),
-        "session_id": outcome.state.session_id,
-    }
-    if outcome.replica:
-        metadata["replica"] = outcome.replica
-    state = outcome.state
-    metadata["supervisor"] = "no"
-    if outcome.consult is not None:
-        metadata["supervisor"] = "consulted" if outcome.consult.ok else "failed"
-        metadata["consult_ms"] = f"{outcome.consult.ms:.1f}"
-        metadata["consult_tokens"] = str(outcome.consult.tokens)
-    metadata["routing_rate"] = f"{state.consults / state.turns:.2f}" if state.turns else "0.00"
-    return metadata
