@@ -271,5 +271,10 @@ def main(argv: list[str] | None = None) -> None:
                    choices=["auto", "minilm", "ngram"], help="intent similarity backend (default: auto)")  # fmt: skip
     p.add_argument("--scenarios-dir", default="scenarios")
     p.set_defaults(fn=_routing_eval)
+    from .capacity import register as register_capacity
+    from .rollout.command import register as register_rollout
+
+    register_rollout(sub)
+    register_capacity(sub)
     args = parser.parse_args(argv)
     args.fn(args)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -68,6 +69,12 @@ class Settings(BaseSettings):
     the tool runs) is presumed dead and taken over by a retry. Must stay well below the hop timeout."""
     agent_max_inflight: int = Field(256, ge=1)
     """Turns one agent replica runs at once; more get a retryable ``busy`` error."""
+    track: Literal["stable", "canary"] = "stable"
+    """Version track an agent process serves: ``canary`` subscribes to the agent's canary subject, which
+    the edges route a weighted share of new sessions to (``switchboard rollout``)."""
+    canary_weights: str = ""
+    """Edge only: initial canary weights, ``agent=percent`` comma-separated (from the Helm values); written to
+    the rollouts bucket at start only for agents that have no rollout record yet."""
     history_max_items: int = Field(64, ge=2, le=10_000)
     """Items a session keeps hot (in its KV value, sent to agents); beyond it the oldest go to the history
     stream, in batches down to ``history_keep_items``."""

@@ -9,6 +9,7 @@ import pytest
 
 from switchboard.bus.rpc import message_headers
 from switchboard.local.stack import Stack
+from switchboard.schemas import SCHEMA_VERSION
 from switchboard.state import AuditLog
 
 from .client import open_session, say, sdk_client
@@ -102,7 +103,7 @@ async def test_unknown_schema_major_gets_a_typed_error(retail: Stack) -> None:
         headers = message_headers("s1") | {"Switchboard-Schema": "2.0"}
         msg = await nc.request("switchboard.v1.agent.triage.turn", b"{}", timeout=5, headers=headers)
         assert b'"code":"unsupported_version"' in msg.data
-        assert b'"supported_versions":["1.0"]' in msg.data
+        assert f'"supported_versions":["{SCHEMA_VERSION}"]'.encode() in msg.data
         garbage = await nc.request(
             "switchboard.v1.agent.triage.turn", b"{not json", timeout=5, headers=message_headers()
         )

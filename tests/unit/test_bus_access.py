@@ -14,7 +14,7 @@ import pytest
 from nats.aio.client import Client
 from pydantic import TypeAdapter
 
-from switchboard.bus import QueueService, StreamingClient, subjects
+from switchboard.bus import NoResponders, QueueService, StreamingClient, subjects
 from switchboard.local import NatsServer
 from switchboard.schemas import TurnDelta, TurnRequest, TurnResult, turn_reply_adapter
 from switchboard.security.bus_access import ADMIN, BusCredentials, agent_identity, edge_identity, inbox_prefix
@@ -88,12 +88,18 @@ async def test_the_edge_and_an_agent_do_their_work_with_their_own_keys(rig: Rig)
         await agent.flush()  # the subscription is registered before the edge sends
         client = StreamingClient(edge)
         request = TurnRequest(session_id="s1", turn_id="t1", agent="returns", history=[])
-        replies = [
-            r async for r in client.stream(
-                subjects.agent_turn("returns"), request, turn_reply_adapter, lambda r: isinstance(r, TurnResult),
-                deadline=time.time() + 5, idle_timeout=1, ack_timeout=1,
-            )
-        ]  # fmt: skip
+        replies = []
+        for _ in range(50):  # until the server routes the subject to the agent (its SUB was flushed above)
+            try:
+                replies = [
+                    r async for r in client.stream(
+                        subjects.agent_turn("returns"), request, turn_reply_adapter,
+                        lambda r: isinstance(r, TurnResult), deadline=time.time() + 5, idle_timeout=1, ack_timeout=1,
+                    )
+                ]  # fmt: skip
+                break
+            except NoResponders:
+                await asyncio.sleep(0.05)  # ok-sleep: polling for the subscription to be routed
         assert [type(r).__name__ for r in replies] == ["TurnDelta", "TurnResult"]
         await service.stop()
         await client.stop()

@@ -107,6 +107,10 @@ def agent_names(values: Obj) -> list[str]:
     return [a["name"] for a in values.get("agents", chart().values["agents"])]
 
 
+def canary_agents(values: Obj) -> list[str]:
+    return [a["name"] for a in values.get("agents", []) if a.get("canary", {}).get("enabled")]
+
+
 # --- lint, schema validation of every manifest ---------------------------------------------------
 
 
@@ -155,7 +159,8 @@ def test_one_deployment_per_agent_plus_the_edge(values_file: str) -> None:
     values = ci_values(values_file)
     deployments = of_kind(render(values), "Deployment")
     agents = agent_names(values)
-    assert sorted(deployments) == sorted([f"{FULLNAME}-edge"] + [f"{FULLNAME}-{a}" for a in agents])
+    canaries = [f"{FULLNAME}-{a}-canary" for a in canary_agents(values)]
+    assert sorted(deployments) == sorted([f"{FULLNAME}-edge"] + [f"{FULLNAME}-{a}" for a in agents] + canaries)
     scenario = load_scenario(values.get("scenario", {}).get("name", "retail"), SCENARIOS).config
     roles = {a.name: a.role for a in scenario.agents}
     for agent in agents:
@@ -234,7 +239,8 @@ def test_selectors_match_their_pods_and_no_others(values_file: str) -> None:
         assert selects(selector, labels[name]), name
         others = [o for o in deployments if o != name and selects(selector, labels[o])]
         assert not others, f"{name}'s selector also takes the pods of {others}"
-        assert selector["matchLabels"]["switchboard.dev/track"] == "stable"  # room for a canary track
+        track = "canary" if name.endswith("-canary") else "stable"
+        assert selector["matchLabels"]["switchboard.dev/track"] == track  # a canary never takes stable's pods
     for kind in ("PodDisruptionBudget",):
         for name, pdb in of_kind(objects, kind).items():
             assert [d for d in deployments if selects(pdb["spec"]["selector"], labels[d])] == [name]

@@ -80,6 +80,15 @@ switchboard.dev/track: {{ .c.track }}
 {{- end }}
 {{- end }}
 
+{{/* {root, image: {repository, tag}} -> the image of one agent's track: its own repository/tag, else the release's. */}}
+{{- define "switchboard.agentImage" -}}
+{{- if or .image.repository .image.tag }}
+{{- printf "%s:%s" (default .root.Values.image.repository .image.repository) (default (default .root.Chart.AppVersion .root.Values.image.tag) .image.tag) }}
+{{- else }}
+{{- include "switchboard.image" .root }}
+{{- end }}
+{{- end }}
+
 {{- define "switchboard.edgeServiceName" -}}
 {{- printf "%s-edge" (include "switchboard.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
@@ -161,17 +170,27 @@ rewritten to the image's copy (/app/scenarios/<name>/tools.py), since only the Y
 {{- fail (printf "scenario.name: the chart's copy of scenario %q is not valid YAML: %s" .Values.scenario.name $cfg.Error) }}
 {{- end }}
 {{- end }}
+{{- include "switchboard.withTools" (dict "root" . "config" $cfg) }}
+{{- end }}
+
+{{/*
+{root, config} -> the scenario map as YAML, its relative tools_module rewritten to the image's copy.
+*/}}
+{{- define "switchboard.withTools" -}}
+{{- $cfg := deepCopy .config }}
 {{- $tools := "tools.py" }}
 {{- if hasKey $cfg "tools_module" }}{{ $tools = $cfg.tools_module }}{{ end }}
 {{- if and $tools (not (isAbs $tools)) }}
-{{- $_ := set $cfg "tools_module" (printf "%s/%s/%s" (trimSuffix "/" .Values.image.scenariosDir) .Values.scenario.name $tools) }}
+{{- $_ := set $cfg "tools_module" (printf "%s/%s/%s" (trimSuffix "/" .root.Values.image.scenariosDir) .root.Values.scenario.name $tools) }}
 {{- end }}
 {{- toYaml $cfg }}
 {{- end }}
 
 {{/*
-Every workload of the release, checked: {components: [{name, kind, track, fullname, args, values}]}.
-kind is edge, agent or supervisor (an agent whose scenario role is supervisor). Fails, naming the
+Every workload of the release, checked: {components: [{name, kind, track, fullname, args, values,
+image, [weight, scenario, scenarioConfigMap]}]}. kind is edge, agent or supervisor (an agent whose
+scenario role is supervisor); an agent with canary.enabled adds a second component on track canary
+(its own image, replicas, no autoscaler, optionally its own scenario). Fails, naming the
 field, on what the schema cannot express: an agent listed twice, an agent the scenario does not
 define, a scenario agent with no entry, a name taken twice, HPA and KEDA both on.
 */}}
@@ -209,8 +228,34 @@ define, a scenario agent with no entry, a name taken twice, HPA and KEDA both on
 {{- if gt (len $deployment) 63 }}
 {{- fail (printf "%s.name: Deployment name %q is longer than 63 characters; shorten the release name or set fullnameOverride" $field $deployment) }}
 {{- end }}
+{{- $canary := $values.canary | default dict }}
+{{- $_ := unset $values "canary" }}
+{{- $image := include "switchboard.agentImage" (dict "root" $root "image" ($values.image | default dict)) }}
 {{- if $values.enabled }}
-{{- $components = append $components (dict "name" $name "kind" $kind "track" "stable" "fullname" $deployment "args" (list $kind "--name" $name) "field" $field "values" $values) }}
+{{- $components = append $components (dict "name" $name "kind" $kind "track" "stable" "fullname" $deployment "args" (list $kind "--name" $name) "field" $field "values" $values "image" $image) }}
+{{- end }}
+{{- if and $values.enabled $canary.enabled }}
+{{- $cfield := printf "%s.canary" $field }}
+{{- $cname := printf "%s-canary" $deployment }}
+{{- if gt (len $cname) 63 }}
+{{- fail (printf "%s: canary Deployment name %q is longer than 63 characters; shorten the release name or set fullnameOverride" $cfield $cname) }}
+{{- end }}
+{{- $cvalues := deepCopy $values }}
+{{- $_ := set $cvalues "replicas" 1 }}
+{{- if hasKey $canary "replicas" }}{{ $_ := set $cvalues "replicas" $canary.replicas }}{{ end }}
+{{- $_ := set $cvalues "autoscaling" (dict "hpa" (dict "enabled" false) "keda" (dict "enabled" false)) }}
+{{- $cimage := include "switchboard.agentImage" (dict "root" $root "image" (include "switchboard.deepMerge" (dict "base" ($values.image | default dict) "over" ($canary.image | default dict)) | fromYaml)) }}
+{{- $c := dict "name" $name "kind" $kind "track" "canary" "fullname" $cname "args" (list $kind "--name" $name) "field" $cfield "values" $cvalues "image" $cimage "weight" (int ($canary.weight | default 0)) }}
+{{- with $canary.scenario }}
+{{- $agentsOf := list }}
+{{- range $a := (.agents | default list) }}{{ $agentsOf = append $agentsOf (toString $a.name) }}{{ end }}
+{{- if not (has $name $agentsOf) }}
+{{- fail (printf "%s.scenario: has no agent %q (its agents: %s): the canary's configuration would not load" $cfield $name (join ", " $agentsOf)) }}
+{{- end }}
+{{- $_ := set $c "scenario" (include "switchboard.withTools" (dict "root" $root "config" .)) }}
+{{- $_ := set $c "scenarioConfigMap" (printf "%s-scenario" $cname) }}
+{{- end }}
+{{- $components = append $components $c }}
 {{- end }}
 {{- end }}
 {{- range $name := keys $roles | sortAlpha }}

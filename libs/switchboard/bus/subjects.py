@@ -1,8 +1,10 @@
 """Every NATS subject, queue group, stream and bucket name Switchboard uses — in one place.
 
 ===========================================  =====================================================
-``switchboard.v1.agent.<agent>.turn``        turn requests for one agent; queue group
+``switchboard.v1.agent.<agent>.turn``        turn requests for one agent's stable track; queue group
                                              ``agent.<agent>`` so N replicas share the load
+``switchboard.v1.agent.<agent>.canary.turn``  turn requests for its canary track; queue group
+                                             ``agent.<agent>.canary``
 ``switchboard.v1.supervisor.<name>.consult``  consult requests for a supervisor; queue group
                                              ``supervisor.<name>``
 ``switchboard.v1.audit.handoff.<session>``   handoff decisions (JetStream stream ``SWITCHBOARD_AUDIT``)
@@ -10,6 +12,7 @@
 ``switchboard.v1.edge.session.<session>.takeover``  request to the edge holding a live connection on
                                              the session: close it (the newer connection wins)
 KV bucket ``switchboard_sessions``           session state, key = session id
+KV bucket ``switchboard_rollouts``           rollout of one agent (weight, state), key = agent
 ===========================================  =====================================================
 
 Turn replies (deltas, then one result or error) go to the request's private reply inbox.
@@ -23,6 +26,8 @@ PREFIX = "switchboard.v1"
 AUDIT_STREAM = "SWITCHBOARD_AUDIT"
 AUDIT_SUBJECTS = f"{PREFIX}.audit.>"
 SESSIONS_BUCKET = "switchboard_sessions"
+ROLLOUTS_BUCKET = "switchboard_rollouts"
+STABLE = "stable"
 HISTORY_STREAM = "SWITCHBOARD_HISTORY"
 """Conversation items that left a session's hot window, one message per item (the full transcript)."""
 HISTORY_SUBJECTS = f"{PREFIX}.history.>"
@@ -37,12 +42,17 @@ def check_token(value: str, what: str) -> str:
     return value
 
 
-def agent_turn(agent: str) -> str:
-    return f"{PREFIX}.agent.{check_token(agent, 'agent name')}.turn"
+def agent_turn(agent: str, track: str = STABLE) -> str:
+    """The stable track keeps the subject it always had; another track adds its name before ``turn``."""
+    name = check_token(agent, "agent name")
+    if track == STABLE:
+        return f"{PREFIX}.agent.{name}.turn"
+    return f"{PREFIX}.agent.{name}.{check_token(track, 'track')}.turn"
 
 
-def agent_queue(agent: str) -> str:
-    return f"agent.{check_token(agent, 'agent name')}"
+def agent_queue(agent: str, track: str = STABLE) -> str:
+    name = check_token(agent, "agent name")
+    return f"agent.{name}" if track == STABLE else f"agent.{name}.{check_token(track, 'track')}"
 
 
 def audit_handoff(session_id: str) -> str:

@@ -150,17 +150,25 @@ class Stack:
         return agent.role if agent else "agent"
 
     def start_agent(
-        self, name: str, *, wait: bool = False, env: Mapping[str, str] | None = None, cwd: Path | None = None
+        self,
+        name: str,
+        *,
+        wait: bool = False,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        track: str = "stable",
     ) -> Proc:
-        """Start one more replica of an agent (or supervisor); labels are ``agent:<name>[#n]``.
+        """Start one more replica of an agent (or supervisor); labels are ``agent:<name>[@track][#n]``.
 
         ``env`` adds to (or overrides) the stack's environment for this replica only; ``cwd`` runs it in
-        another working directory (as a replica on another machine would have its own disk).
+        another working directory (as a replica on another machine would have its own disk); ``track`` is
+        the version track it serves (``SWITCHBOARD_TRACK``).
         """
         role = self._role(name)
-        replica = sum(p.name == f"{role}:{name}" or p.name.startswith(f"{role}:{name}#") for p in self.procs)
-        label = f"{role}:{name}" + (f"#{replica + 1}" if replica else "")
-        proc = self._spawn(label, [role, "--name", name], env, cwd=cwd)
+        base = f"{role}:{name}" + (f"@{track}" if track != "stable" else "")
+        replica = sum(p.name == base or p.name.startswith(f"{base}#") for p in self.procs)
+        label = base + (f"#{replica + 1}" if replica else "")
+        proc = self._spawn(label, [role, "--name", name], {"SWITCHBOARD_TRACK": track} | dict(env or {}), cwd=cwd)
         if wait:
             self.wait_ready(proc, 30)
         return proc

@@ -19,9 +19,10 @@ from typing import Any
 from opentelemetry import trace
 
 from ..agents.config import ScenarioConfig
-from ..bus import BusError, StreamingClient, subjects
+from ..bus import BusError, StreamingClient
 from ..guardrails import redact_pii
 from ..resilience import BreakerOpen, Breakers, RetryPolicy, call_with_retry
+from ..rollout import TrackRouter
 from ..runtime import new_item_id
 from ..schemas import (
     CallerIdentity,
@@ -35,6 +36,7 @@ from ..schemas import (
     HandoffRequest,
     MessageItem,
     SessionState,
+    TrackPin,
     TurnDelta,
     TurnRequest,
     TurnResult,
@@ -55,6 +57,11 @@ CANT_TRANSFER = "I'm sorry, I can't transfer you right now. Is there anything el
 
 class TurnFailed(Exception):
     """Even the fallback agent could not answer."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.tracks: dict[str, str] = {}
+        """Per agent that ran, the version track that served it (set by ``run_turn``)."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +89,8 @@ class TurnOutcome:
     """Set when the supervisor was consulted in this turn."""
     retries: int = 0
     """Retried agent and supervisor calls in this turn."""
+    tracks: dict[str, str] = field(default_factory=dict)
+    """Per agent that ran, the version track that served it."""
     client_call: FunctionCallItem | None = None
     """Set when the turn ended on a call of a client tool: the client runs it and asks for a new response."""
 
@@ -104,8 +113,13 @@ class _Turn:
     retries: int = 0
     anchor: str = ""
     """Id of the caller message this turn answers: the stable part of every agent turn id."""
+    pins: dict[str, TrackPin] = field(default_factory=dict)
+    """The session's track per agent (``rollout``), pinned at its first visit."""
     options: TurnOptions = field(default_factory=TurnOptions)
     client_call: FunctionCallItem | None = None
+
+    def tracks(self) -> dict[str, str]:
+        return {a: self.pins[a].track for a in self.agents if a in self.pins}
 
     def agent_turn_id(self, agent: str) -> str:
         """Stable across re-asks: the caller's message and the agent (plus a count should the fallback run
@@ -127,8 +141,11 @@ class Conductor:
         retry: RetryPolicy | None = None,
         idle_timeout_s: float = 0.75,
         ack_timeout_s: float = 0.25,
+        tracks: TrackRouter | None = None,
     ) -> None:
         self.scenario = scenario
+        self.tracks = tracks or TrackRouter()
+        """Chooses each agent's version track for a session (``switchboard.rollout``)."""
         self._client = client
         self._audit = audit
         self.consults = consults
@@ -158,12 +175,17 @@ class Conductor:
         turn.anchor = next(
             (i.id for i in reversed(state.history) if isinstance(i, MessageItem) and i.role == "user"), response_id
         )
-        final = await self._hops(turn, state.active_agent, emit, deadline)
+        turn.pins = dict(state.tracks)
+        try:
+            final = await self._hops(turn, state.active_agent, emit, deadline)
+        except TurnFailed as exc:
+            exc.tracks = turn.tracks()
+            raise
         consult = turn.consult
         new_state = state.model_copy(
             update={
                 "active_agent": final, "history": turn.history, "context": turn.context,
-                "caller": turn.caller, "handoff_count": turn.handoffs, "turns": state.turns + 1,
+                "caller": turn.caller, "handoff_count": turn.handoffs, "turns": state.turns + 1, "tracks": turn.pins,
                 "consults": state.consults + (consult is not None),
                 "consult_ms": state.consult_ms + (consult.ms if consult else 0.0),
                 "consult_tokens": state.consult_tokens + (consult.tokens if consult else 0),
@@ -172,8 +194,9 @@ class Conductor:
         )  # fmt: skip
         retries = turn.retries + (consult.attempts - 1 if consult else 0)
         return TurnOutcome(
-            new_state, turn.agents, turn.decisions, turn.replica, turn.tokens, consult, retries, turn.client_call
-        )
+            new_state, turn.agents, turn.decisions, turn.replica, turn.tokens, consult, retries, turn.tracks(),
+            turn.client_call,
+        )  # fmt: skip
 
     async def _hops(self, turn: _Turn, agent: str, emit: EventSink, deadline: float) -> str:
         """Run agents until one answers. Handoffs are capped at ``max_hops_per_turn`` agents per caller
@@ -296,6 +319,7 @@ class Conductor:
         """
         first_reply: float | None = None
         text: list[str] = []
+        subject = self.tracks.pin(turn.pins, req.agent)  # the session's version track of this agent
 
         async def attempt(n: int) -> TurnResult:
             nonlocal first_reply
@@ -303,7 +327,7 @@ class Conductor:
                 await emit(AgentFinished(req.agent, "".join(text), ok=False))
                 text.clear()
             async for reply in self._client.stream(
-                subjects.agent_turn(req.agent), req, turn_reply_adapter, lambda r: isinstance(r, TurnResult),
+                subject, req, turn_reply_adapter, lambda r: isinstance(r, TurnResult),
                 deadline=deadline, session_id=req.session_id, idle_timeout=self.idle_timeout_s,
                 ack_timeout=self.ack_timeout_s,
             ):  # fmt: skip

@@ -11,6 +11,7 @@ from .conversation import (
     conversation_item_adapter,
 )
 from .errors import ErrorCode, ErrorReply
+from .rollout import Rollout, RolloutState, Track, TrackPin
 from .session import SessionState
 from .turn import (
     CallerIdentity,
@@ -38,6 +39,7 @@ EXPORTED_MODELS: tuple[type[WireModel], ...] = (
     ConsultResult,
     Heartbeat,
     TurnRecord,
+    Rollout,
 )
 """Models whose JSON Schema is exported to ``schemas/v1`` and guarded by the compatibility test."""
 
@@ -62,7 +64,11 @@ __all__ = [
     "HandoffRequest",
     "Heartbeat",
     "MessageItem",
+    "Rollout",
+    "RolloutState",
     "SessionState",
+    "Track",
+    "TrackPin",
     "TurnDelta",
     "TurnRecord",
     "TurnReply",

@@ -5,6 +5,8 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Literal
 
+from pydantic import Field
+
 from ._base import WireModel
 
 
@@ -95,6 +97,8 @@ class TurnRecord(WireModel):
     """Time the consult took."""
     error: str | None = None
     """Why the turn failed, if it did."""
+    tracks: dict[str, str] = Field(default_factory=dict)
+    """Per agent that ran, the version track that served it (``stable`` or ``canary``)."""
     trace_id: str | None = None
     """W3C trace id of the turn (hex), when tracing is on."""
     ts: float

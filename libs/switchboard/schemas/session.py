@@ -8,6 +8,7 @@ from pydantic import Field
 
 from ._base import WireModel
 from .conversation import ConversationItem
+from .rollout import TrackPin
 from .turn import CallerIdentity
 
 
@@ -43,6 +44,8 @@ class SessionState(WireModel):
     """Time spent in supervisor consults, summed."""
     consult_tokens: int = 0
     """Supervisor model tokens, summed."""
+    tracks: dict[str, TrackPin] = Field(default_factory=dict)
+    """Per agent, the version track the session was pinned to when it first reached that agent."""
     created_at: float
     """Unix time the session started."""
     updated_at: float

@@ -5,13 +5,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .kube_api import ScriptedKubeAPI
     from .scripted_openai import ScriptedOpenAIServer, ScriptedReply
 
-__all__ = ["ScriptedOpenAIServer", "ScriptedReply"]
+__all__ = ["ScriptedKubeAPI", "ScriptedOpenAIServer", "ScriptedReply"]
 
 
 def __getattr__(name: str) -> Any:
     # Imported lazily so ``python -m switchboard.testing.scripted_openai`` runs without a warning.
+    if name == "ScriptedKubeAPI":
+        from . import kube_api
+
+        return kube_api.ScriptedKubeAPI
     if name in __all__:
         from . import scripted_openai
 

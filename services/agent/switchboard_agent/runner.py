@@ -11,15 +11,16 @@ from switchboard.schemas import ErrorCode, ErrorReply, TurnRequest
 
 
 class AgentRunner(LoopService[TurnRequest]):
-    """Serves ``switchboard.v1.agent.<name>.turn`` in queue group ``agent.<name>``."""
+    """Serves ``switchboard.v1.agent.<name>.turn`` in queue group ``agent.<name>`` (the stable track), or
+    the subject and queue group of ``SWITCHBOARD_TRACK`` (``.canary.turn``, ``agent.<name>.canary``)."""
 
     role = "agent"
 
     def subject(self) -> str:
-        return subjects.agent_turn(self.agent.name)
+        return subjects.agent_turn(self.agent.name, self.settings.track)
 
     def queue(self) -> str:
-        return subjects.agent_queue(self.agent.name)
+        return subjects.agent_queue(self.agent.name, self.settings.track)
 
     def adapter(self) -> TypeAdapter[TurnRequest]:
         return TypeAdapter(TurnRequest)

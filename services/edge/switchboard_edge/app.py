@@ -16,6 +16,7 @@ from switchboard.agents import Scenario, load_scenario
 from switchboard.bus import Bus, StreamingClient, subjects
 from switchboard.orchestration import Conductor, ConsultStats, SupervisorConsults
 from switchboard.resilience import Breakers, RetryPolicy
+from switchboard.rollout import RolloutTable, parse_weights
 from switchboard.runtime.gc import freeze_startup_heap
 from switchboard.schemas import SessionState
 from switchboard.settings import Settings
@@ -40,6 +41,10 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
     if not settings.api_key_set:
         raise ValueError("SWITCHBOARD_API_KEYS is empty: the edge refuses to start without an API key")
     config = scenario.config
+    seed = parse_weights(settings.canary_weights)
+    unknown = sorted(set(seed) - set(config.agent_names))
+    if unknown:
+        raise ValueError(f"SWITCHBOARD_CANARY_WEIGHTS names agents the scenario does not have: {', '.join(unknown)}")
     authenticator = Authenticator({"api_key": api_key_verifier(settings.api_key_set)})
 
     @asynccontextmanager
@@ -50,6 +55,8 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
             await client.start()
             audit = await AuditLog.open(bus.js, replicas=settings.js_replicas)
             store = await SessionStore.open(bus.js, replicas=settings.js_replicas, window=settings.history_window)
+            rollouts = await RolloutTable.open(bus.js, replicas=settings.js_replicas, seed=seed)
+            app.state.rollouts = rollouts
             entry = config.agent(config.entry_agent)
             breakers = Breakers(threshold=settings.breaker_threshold, cooldown_s=settings.breaker_cooldown_s)
             app.state.deps = EdgeDeps(
@@ -63,6 +70,7 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
                     idle_timeout_s=settings.idle_timeout_s,
                     ack_timeout_s=settings.ack_timeout_s,
                     retry=RetryPolicy(attempts=settings.retry_attempts),
+                    tracks=rollouts,
                     consults=SupervisorConsults(
                         client,
                         breakers,
@@ -82,6 +90,7 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
             yield
             await app.state.deps.flush_records()
             await app.state.deps.conductor.flush()
+            await rollouts.stop()
             await client.stop()
         await asyncio.to_thread(shutdown_tracing)
 
@@ -103,10 +112,12 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
     @app.get("/v1/switchboard/info")
     async def info() -> dict[str, object]:
         deps: EdgeDeps = app.state.deps
+        rollouts = app.state.rollouts.snapshot()
         return {
             "scenario": config.name, "entry_agent": config.entry_agent, "fallback_agent": config.fallback_agent,
             "agents": {a.name: subjects.agent_turn(a.name) for a in config.agents},
             "active_sessions": len(deps.active_sessions),
+            "rollouts": {a: r.model_dump(mode="json", exclude={"type"}) for a, r in rollouts.items()},
         }  # fmt: skip
 
     @app.get("/v1/switchboard/stats")

@@ -118,6 +118,8 @@ class EdgeSession:
         self.client = ClientSettings()
         """What the client's ``session.update`` set for this connection (tools, tool choice, token cap)."""
         self._config = session_config(state.session_id, state.scenario, deps.instructions)
+        self._failed_tracks: dict[str, str] = {}
+        """Tracks that served a turn that failed (a completed turn's are on its outcome)."""
 
     async def send(self, event: dict[str, Any]) -> None:
         async with self._send_lock:
@@ -367,6 +369,7 @@ class EdgeSession:
                     retries=outcome.retries if outcome else 0, consulted=consult is not None,
                     consult_outcome=consult.detail.split(":", 1)[0] or "answered" if consult else None,
                     consult_ms=consult.ms if consult else None, error=error, trace_id=trace_id, ts=time.time(),
+                    tracks=outcome.tracks if outcome else self._failed_tracks,
                 )  # fmt: skip
                 self.deps.record_turn(record)
 
@@ -380,6 +383,7 @@ class EdgeSession:
                 state, writer.response_id, writer.on_event, deadline=deadline, options=plan.options
             )
         except TurnFailed as exc:
+            self._failed_tracks = exc.tracks
             await writer.failed("turn_failed", str(exc), failed_meta)
             return None, str(exc)
         if plan.input is not None:  # the turn ran on the client's input: only what it produced joins the session

@@ -1,0 +1,66 @@
+"""The rollout gate on turn records: a canary with a worse error rate, latency or handoff failures is refused."""
+
+from __future__ import annotations
+
+import itertools
+
+from switchboard.rollout.gate import GatePolicy, TrackStats, judge, summarize
+from switchboard.schemas import HandoffDecision, HandoffOutcome, TurnRecord
+
+_ids = itertools.count()
+
+
+def turns(
+    track: str, n: int, *, latency_ms: float = 5.0, failed: int = 0, unavailable: int = 0, refused: int = 0
+) -> list[TurnRecord | HandoffDecision]:
+    """``n`` turns of ``returns`` on ``track``: some failed, some where it did not answer, some refused handoffs."""
+    out: list[TurnRecord | HandoffDecision] = []
+    for i in range(n):
+        rid = f"resp_{next(_ids)}"
+        status = "failed" if i < failed else "completed"
+        out.append(TurnRecord(session_id="s", response_id=rid, status=status, agents=["returns"], agent="returns",
+                              latency_ms=latency_ms + i % 3, tracks={"returns": track}, ts=1.0))  # fmt: skip
+        outcome = None
+        if failed <= i < failed + unavailable:
+            outcome = HandoffOutcome.UNAVAILABLE
+        elif failed + unavailable <= i < failed + unavailable + refused:
+            outcome = HandoffOutcome.REFUSED_GRAPH
+        if outcome is not None:
+            out.append(HandoffDecision(session_id="s", response_id=rid, source="returns", requested_target="x",
+                                       final_target="generalist", outcome=outcome, reason="r", context_keys=[],
+                                       depth=1, ts=1.0))  # fmt: skip
+    return out
+
+
+def gate(records: list[TurnRecord | HandoffDecision]) -> list[str]:
+    stats = summarize(records, "returns")
+    return judge(stats.get("stable", TrackStats()), stats.get("canary", TrackStats()), GatePolicy())
+
+
+def test_an_equal_canary_passes() -> None:
+    assert gate(turns("stable", 200, failed=2) + turns("canary", 50)) == []
+
+
+def test_counts_per_track() -> None:
+    stats = summarize(turns("stable", 100, failed=1, unavailable=2, refused=3) + turns("canary", 40), "returns")
+    assert (stats["stable"].turns, stats["stable"].errors, stats["stable"].handoff_failures) == (100, 3, 3)
+    assert stats["canary"].turns == 40 and stats["canary"].errors == 0
+
+
+def test_a_canary_with_more_errors_is_refused_with_numbers() -> None:
+    (reason,) = gate(turns("stable", 200, failed=2) + turns("canary", 50, unavailable=5))
+    assert reason == "error rate 10.0% vs stable 1.0% (allowed +2.0%)"
+
+
+def test_a_slower_canary_is_refused_with_numbers() -> None:
+    (reason,) = gate(turns("stable", 200, latency_ms=20) + turns("canary", 50, latency_ms=60))
+    assert reason == "turn latency p99 62.0 ms vs stable 22.0 ms (limit 32.0 ms)"
+
+
+def test_a_canary_with_more_refused_handoffs_is_refused() -> None:
+    (reason,) = gate(turns("stable", 200) + turns("canary", 50, refused=10))
+    assert reason.startswith("handoff failures 20.0% vs stable 0.0%")
+
+
+def test_too_few_canary_turns_is_refused() -> None:
+    assert gate(turns("stable", 200) + turns("canary", 5)) == ["only 5 canary turns (the gate needs 20)"]
