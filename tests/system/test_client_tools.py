@@ -79,3 +79,19 @@ async def test_server_tools_and_handoffs_work_beside_client_tools(retail: Stack)
         ]
     assert [d["metadata"]["agent"] for d in dones] == ["auth", "returns"]
     assert [d["metadata"]["handoff_outcomes"] for d in dones] == ["redirected_auth", "accepted"]
+
+
+async def test_the_offline_provider_calls_a_client_tool_and_speaks_its_output(tmp_path: Path) -> None:
+    with make_stack(tmp_path, scenario="clienttools") as stack:
+        async with RawClient(stack, events=False) as client:
+            await client.open()
+            await declare(client, [NOTE_TOOL])
+            call = done_of(await client.turn("what is the note on my order?"))["output"][0]
+            assert (call["type"], json.loads(call["arguments"])) == ("function_call", {"order_id": "A1001"})
+            output = {"type": "function_call_output", "call_id": call["call_id"], "output": '{"note": "gift wrapped"}'}
+            await client.send({"type": "conversation.item.create", "item": output})
+            await client.next("conversation.item.done")
+            start = len(client.events)
+            await client.send({"type": "response.create"})
+            await client.next("response.done")
+    assert text_of(client.events[start:]) == "The note says: gift wrapped"
