@@ -106,15 +106,16 @@ async def test_items_cancels_and_per_response_options_validate_too(retail: Stack
     async with RawClient(retail, events=False) as client:
         await client.open()
         said = next(e for e in await client.turn("hello") if e["type"] == "response.output_item.done")["item"]["id"]
-        for event in (
+        items: list[dict[str, Any]] = [
             {"type": "conversation.item.create", "previous_item_id": "root",
              "item": {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "hi"}]}},
             {"type": "conversation.item.create",
              "item": {"type": "function_call_output", "call_id": "c", "output": "1"}},
-        ):  # fmt: skip
-            await client.send(event)
+        ]  # fmt: skip
+        for item in items:
+            await client.send(item)
             await client.next("conversation.item.done")
-        for event, answer in (
+        steps: list[tuple[dict[str, Any], str]] = [
             ({"type": "conversation.item.retrieve", "item_id": said}, "conversation.item.retrieved"),
             ({"type": "conversation.item.truncate", "item_id": said, "content_index": 0, "audio_end_ms": 0},
              "conversation.item.truncated"),
@@ -123,7 +124,8 @@ async def test_items_cancels_and_per_response_options_validate_too(retail: Stack
             ({"type": "response.create", "response": {"max_output_tokens": 1}}, "response.done"),
             ({"type": "response.create", "response": {"conversation": "none", "metadata": {"k": "v"}}},
              "response.done"),
-        ):  # fmt: skip
+        ]  # fmt: skip
+        for event, answer in steps:
             await client.send(event)
             await client.next(answer)
         await client.send({"type": "response.create"})
