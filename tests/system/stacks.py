@@ -65,3 +65,19 @@ async def two_edges_on_a_model(tmp: Path, model: SlowModel) -> AsyncIterator[tup
         with make_stack(tmp, agents=["triage", "generalist"], env=env) as stack:
             _, other_port = stack.start_edge()
             yield stack, other_port
+
+
+def calls_client_tool(name: str, arguments: dict[str, Any]) -> Any:
+    """A scripted model that calls the client's tool ``name`` once it reaches the model, then reports the
+    tool's output; without the tool it says so."""
+
+    def respond(body: dict[str, Any]) -> ScriptedReply:
+        names = [t.get("function", {}).get("name") for t in body.get("tools") or []]
+        outputs = [m for m in body.get("messages", []) if m.get("role") == "tool"]
+        if outputs:
+            return ScriptedReply(text=f"The tool said: {outputs[-1].get('content')}")
+        if name in names:
+            return ScriptedReply(tool_calls=[(name, arguments)])
+        return ScriptedReply(text=f"{name} did not reach me")
+
+    return respond

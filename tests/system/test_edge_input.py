@@ -26,6 +26,13 @@ pytestmark = pytest.mark.system
          '"content": [{"type": "input_text", "text": "hi"}]}}', "invalid_event", "item.role"),
         ('{"type": "session.update", "session": "not an object"}', "invalid_event", "session"),
         ('{"type": "response.create", "response": 7}', "invalid_event", "response"),
+        ('{"type": "response.create", "event_id": "e1", "response": {"temperature": "hot"}}', "unknown_parameter",
+         "response.temperature"),
+        ('{"type": "response.create", "event_id": "e1", "response": {"max_output_tokens": "lots"}}', "invalid_event",
+         "response.max_output_tokens"),
+        ('{"type": "session.update", "event_id": "e1", "session": {"tools": [{"type": "function", "name": 5}]}}',
+         "invalid_event", "session.tools.0.name"),
+        ('{"type": "response.cancel", "event_id": "e1", "bogus": true}', "unknown_parameter", "bogus"),
     ],
 )  # fmt: skip
 async def test_malformed_event_gets_error_and_connection_stays_usable(
@@ -38,6 +45,7 @@ async def test_malformed_event_gets_error_and_connection_stays_usable(
         assert error["error"]["code"] == code, error
         assert error["error"]["type"] == "invalid_request_error"
         assert error["error"].get("param") == param
+        assert error["error"].get("event_id") == ("e1" if '"event_id": "e1"' in frame else None)
         done = done_of(await client.turn("hello"))
         assert done["status"] == "completed"
         assert done["metadata"]["agent"] == "triage"

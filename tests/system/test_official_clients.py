@@ -18,10 +18,10 @@ from agents import function_tool
 from agents.realtime import RealtimeAgent, RealtimeRunner, RealtimeSession
 
 from switchboard.local.stack import Stack
-from switchboard.testing import ScriptedOpenAIServer, ScriptedReply
+from switchboard.testing import ScriptedOpenAIServer
 
 from .client import say, sdk_client
-from .stacks import SlowModel, make_stack, two_edges_on_a_model
+from .stacks import SlowModel, calls_client_tool, make_stack, two_edges_on_a_model
 
 pytestmark = pytest.mark.system
 
@@ -125,22 +125,6 @@ def order_note(order_id: str) -> str:
     return f"note for {order_id}: gift wrapped"
 
 
-def calls_client_tool(name: str, arguments: dict[str, Any]) -> Any:
-    """A scripted model that calls the client's tool ``name`` once it reaches the model, then reports the
-    tool's output; without the tool it says so."""
-
-    def respond(body: dict[str, Any]) -> ScriptedReply:
-        names = [t.get("function", {}).get("name") for t in body.get("tools") or []]
-        outputs = [m for m in body.get("messages", []) if m.get("role") == "tool"]
-        if outputs:
-            return ScriptedReply(text=f"The tool said: {outputs[-1].get('content')}")
-        if name in names:
-            return ScriptedReply(tool_calls=[(name, arguments)])
-        return ScriptedReply(text=f"{name} did not reach me")
-
-    return respond
-
-
 @asynccontextmanager
 async def runner_on_scripted_model(tmp: Path, responder: Any, agent: RealtimeAgent) -> AsyncIterator[RunnerLog]:
     async with ScriptedOpenAIServer(responder=responder) as model:
@@ -150,10 +134,6 @@ async def runner_on_scripted_model(tmp: Path, responder: Any, agent: RealtimeAge
                 yield log
 
 
-CLIENT_TOOLS = "client tools (issue 12, second half): function tools declared in session.update are dropped"
-
-
-@pytest.mark.xfail(strict=True, reason=f"{CLIENT_TOOLS}, so the edge never streams a function_call item to run")
 async def test_agents_sdk_runs_a_local_function_tool(tmp_path: Path) -> None:
     agent = RealtimeAgent(name="caller", instructions="Help the caller.", tools=[order_note])
     async with runner_on_scripted_model(tmp_path, calls_client_tool("order_note", {"order_id": "A1001"}), agent) as log:
@@ -164,9 +144,6 @@ async def test_agents_sdk_runs_a_local_function_tool(tmp_path: Path) -> None:
     assert "gift wrapped" in str(done["output"])
 
 
-@pytest.mark.xfail(
-    strict=True, reason=f"{CLIENT_TOOLS}; the Agents SDK's handoffs are such tools (transfer_to_<agent>)"
-)
 async def test_agents_sdk_client_side_handoff(tmp_path: Path) -> None:
     billing = RealtimeAgent(name="billing_desk", instructions="Answer billing questions.")
     agent = RealtimeAgent(name="caller", instructions="Help the caller.", handoffs=[billing])
@@ -192,11 +169,6 @@ async def test_agents_sdk_interrupt_cancels_a_running_response(tmp_path: Path) -
     assert log.errors == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cancel race (issue 12 defect 2, second half): a response.cancel that lands while the response "
-    "commits the session cuts the commit; no response.done follows, or the next write gets session_conflict",
-)
 async def test_agents_sdk_interrupt_right_after_the_answer_never_hangs(retail: Stack) -> None:
     agent = RealtimeAgent(name="caller", instructions="Help the caller.")
     async with runner_session(retail, agent) as log:

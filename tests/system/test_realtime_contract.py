@@ -100,3 +100,38 @@ async def test_platform_events_are_sent_when_opted_in_and_only_they_are_nonstand
     standard = [e for e in client.events if not e["type"].startswith("switchboard.")]
     assert violations(standard) == []
     assert violations(platform)  # the official models do not know them: that is why they are opt-in
+
+
+async def test_items_cancels_and_per_response_options_validate_too(retail: Stack) -> None:
+    async with RawClient(retail, events=False) as client:
+        await client.open()
+        said = next(e for e in await client.turn("hello") if e["type"] == "response.output_item.done")["item"]["id"]
+        items: list[dict[str, Any]] = [
+            {"type": "conversation.item.create", "previous_item_id": "root",
+             "item": {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "hi"}]}},
+            {"type": "conversation.item.create",
+             "item": {"type": "function_call_output", "call_id": "c", "output": "1"}},
+        ]  # fmt: skip
+        for item in items:
+            await client.send(item)
+            await client.next("conversation.item.done")
+        steps: list[tuple[dict[str, Any], str]] = [
+            ({"type": "conversation.item.retrieve", "item_id": said}, "conversation.item.retrieved"),
+            ({"type": "conversation.item.truncate", "item_id": said, "content_index": 0, "audio_end_ms": 0},
+             "conversation.item.truncated"),
+            ({"type": "conversation.item.delete", "item_id": said}, "conversation.item.deleted"),
+            ({"type": "response.cancel"}, "error"),
+            ({"type": "response.create", "response": {"max_output_tokens": 1}}, "response.done"),
+            ({"type": "response.create", "response": {"conversation": "none", "metadata": {"k": "v"}}},
+             "response.done"),
+        ]  # fmt: skip
+        for event, answer in steps:
+            await client.send(event)
+            await client.next(answer)
+        await client.send({"type": "response.create"})
+        await client.next("response.created")
+        await client.send({"type": "response.cancel"})
+        await client.next("response.done")
+    statuses = {e["response"]["status"] for e in client.events if e["type"] == "response.done"}
+    assert {"completed", "incomplete"} <= statuses
+    assert violations(client.events) == []

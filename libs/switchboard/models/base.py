@@ -35,6 +35,10 @@ class ModelRequest:
     """Handoff context; real models see it through the instructions, the offline model reads it."""
     caller_authenticated: bool = False
     """Whether the platform has verified the caller (the offline model's rules may test it)."""
+    tool_choice: str = "auto"
+    """``auto``, ``none``, ``required`` or the name of the one function the model must call."""
+    max_output_tokens: int | None = None
+    """Cap on the output tokens of this call."""
 
 
 @dataclass(frozen=True)

@@ -186,6 +186,8 @@ class OfflineProvider:
             if not _matches(rule, view) or not await _intent_matches(rule, view):
                 continue
             try:
+                if rule.call is not None and request.tool_choice == "none":
+                    continue
                 if rule.call is not None:
                     name = str(_render(rule.call, ns))
                     args = _render_args(rule.args, ns)
@@ -194,15 +196,17 @@ class OfflineProvider:
                 text = str(_render(rule.say or "", ns))
             except _Missing:
                 continue
-            return await _speak(text, on_text)
-        return await _speak(self._script.default, on_text)
+            return await _speak(text, on_text, request.max_output_tokens)
+        return await _speak(self._script.default, on_text, request.max_output_tokens)
 
     async def aclose(self) -> None:
         return None
 
 
-async def _speak(text: str, on_text: TextSink) -> ModelResponse:
-    words = re.findall(r"\S+\s*", text)
+async def _speak(text: str, on_text: TextSink, max_tokens: int | None = None) -> ModelResponse:
+    """Say ``text`` word by word (a word is a token), at most ``max_tokens`` of them."""
+    words = re.findall(r"\S+\s*", text)[:max_tokens]
+    text = "".join(words) if max_tokens is not None else text
     for word in words:
         await on_text(word)
     return ModelResponse(text=text, output_tokens=len(words))

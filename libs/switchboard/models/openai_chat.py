@@ -101,6 +101,12 @@ class OpenAIChatProvider:
         }
         if request.tools:
             params["tools"] = to_chat_tools(request.tools)
+            choice = request.tool_choice
+            if choice != "auto":
+                named = {"type": "function", "function": {"name": choice}}
+                params["tool_choice"] = choice if choice in ("none", "required") else named
+        if request.max_output_tokens is not None:
+            params["max_completion_tokens"] = request.max_output_tokens
         text: list[str] = []
         calls: dict[int, dict[str, str]] = {}
         input_tokens = output_tokens = 0

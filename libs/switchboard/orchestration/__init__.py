@@ -1,6 +1,6 @@
 """The session conductor and its handoff guardrails."""
 
-from .conductor import CANT_TRANSFER, Conductor, TurnFailed, TurnOutcome
+from .conductor import CANT_TRANSFER, Conductor, TurnFailed, TurnOptions, TurnOutcome
 from .consult import ConsultDone, ConsultStats, SupervisorConsults
 from .events import AgentFinished, ConductorEvent, EventSink, HandoffMade, TextDelta
 from .guardrails import PENDING_AGENT, Verdict, decide
@@ -18,6 +18,7 @@ __all__ = [
     "HandoffMade",
     "TextDelta",
     "TurnFailed",
+    "TurnOptions",
     "TurnOutcome",
     "Verdict",
     "decide",

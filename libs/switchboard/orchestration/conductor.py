@@ -26,8 +26,10 @@ from ..rollout import TrackRouter
 from ..runtime import new_item_id
 from ..schemas import (
     CallerIdentity,
+    ClientTool,
     ConsultAsk,
     ConversationItem,
+    FunctionCallItem,
     FunctionCallOutputItem,
     HandoffDecision,
     HandoffOutcome,
@@ -62,6 +64,19 @@ class TurnFailed(Exception):
         """Per agent that ran, the version track that served it (set by ``run_turn``)."""
 
 
+@dataclass(frozen=True)
+class TurnOptions:
+    """What the Realtime client asked of one response, carried to every agent that runs in it."""
+
+    client_tools: list[ClientTool] = field(default_factory=list)
+    """The client's function tools (a call of one ends the turn, pending, on that agent)."""
+    instructions: str | None = None
+    """Added to each agent's own instructions for this response."""
+    tool_choice: str = "auto"
+    """``auto``, ``none``, ``required`` or one function's name."""
+    max_output_tokens: int | None = None
+
+
 @dataclass
 class TurnOutcome:
     state: SessionState
@@ -76,6 +91,8 @@ class TurnOutcome:
     """Retried agent and supervisor calls in this turn."""
     tracks: dict[str, str] = field(default_factory=dict)
     """Per agent that ran, the version track that served it."""
+    client_call: FunctionCallItem | None = None
+    """Set when the turn ended on a call of a client tool: the client runs it and asks for a new response."""
 
 
 @dataclass
@@ -98,6 +115,8 @@ class _Turn:
     """Id of the caller message this turn answers: the stable part of every agent turn id."""
     pins: dict[str, TrackPin] = field(default_factory=dict)
     """The session's track per agent (``rollout``), pinned at its first visit."""
+    options: TurnOptions = field(default_factory=TurnOptions)
+    client_call: FunctionCallItem | None = None
 
     def tracks(self) -> dict[str, str]:
         return {a: self.pins[a].track for a in self.agents if a in self.pins}
@@ -146,8 +165,13 @@ class Conductor:
         if self._audits:
             await asyncio.wait(set(self._audits), timeout=timeout_s)
 
-    async def run_turn(self, state: SessionState, response_id: str, emit: EventSink, *, deadline: float) -> TurnOutcome:
+    async def run_turn(
+        self, state: SessionState, response_id: str, emit: EventSink, *, deadline: float,
+        options: TurnOptions | None = None,
+    ) -> TurnOutcome:  # fmt: skip
+        """Run one caller turn with the client's ``options`` for this response."""
         turn = _Turn(state, response_id, list(state.history), dict(state.context), state.caller, state.handoff_count)
+        turn.options = options or TurnOptions()
         turn.anchor = next(
             (i.id for i in reversed(state.history) if isinstance(i, MessageItem) and i.role == "user"), response_id
         )
@@ -170,8 +194,9 @@ class Conductor:
         )  # fmt: skip
         retries = turn.retries + (consult.attempts - 1 if consult else 0)
         return TurnOutcome(
-            new_state, turn.agents, turn.decisions, turn.replica, turn.tokens, consult, retries, turn.tracks()
-        )
+            new_state, turn.agents, turn.decisions, turn.replica, turn.tokens, consult, retries, turn.tracks(),
+            turn.client_call,
+        )  # fmt: skip
 
     async def _hops(self, turn: _Turn, agent: str, emit: EventSink, deadline: float) -> str:
         """Run agents until one answers. Handoffs are capped at ``max_hops_per_turn`` agents per caller
@@ -186,7 +211,9 @@ class Conductor:
                 session_id=turn.state.session_id, turn_id=turn.agent_turn_id(agent), agent=agent,
                 history=turn.history, context=turn.context, caller=turn.caller, handoff_depth=turn.handoffs,
                 handoff_from=request_from.source if request_from else None,
-                handoff_reason=request_from.reason if request_from else None,
+                handoff_reason=request_from.reason if request_from else None, client_tools=turn.options.client_tools,
+                response_instructions=turn.options.instructions, tool_choice=turn.options.tool_choice,
+                max_output_tokens=turn.options.max_output_tokens,
             )  # fmt: skip
             hop_deadline = min(deadline, time.time() + self.hop_timeout_s)
             if agent == fallback:  # the fallback always gets a chance to answer, even late
@@ -231,6 +258,9 @@ class Conductor:
                 await emit(HandoffMade(request_from))
                 pending, agent = (request_from, time.time()), done.transfer_to
                 continue
+            if result.outcome == "client_tool" and result.items and isinstance(result.items[-1], FunctionCallItem):
+                turn.client_call = result.items[-1]
+                return agent
             if result.outcome == "answer" or result.handoff is None:
                 return agent
             verdict = decide(

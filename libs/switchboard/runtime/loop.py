@@ -122,6 +122,8 @@ class AgentLoop:
             notes.append(f"You took over from the {req.handoff_from} agent. Reason: {req.handoff_reason}.")
         if req.context:
             notes.append(f"Context transferred to you: {json.dumps(req.context, sort_keys=True)}")
+        if req.response_instructions:
+            notes.append(f"For this response: {req.response_instructions}")
         verified = f"yes (customer {req.caller.customer_id})" if req.caller.authenticated else "no"
         notes.append(f"Caller verified: {verified}.")
         return "\n\n".join(notes)
@@ -161,13 +163,19 @@ class AgentLoop:
         turn_items: list[ConversationItem] = []
         usage = Usage()
         instructions = self.instructions(req, note)
+        own = {spec.name for spec in self.specs}
+        client = {t.name for t in req.client_tools if t.name not in own}  # the agent's own tools win
+        specs = [*self.specs, *(ToolSpec(t.name, t.description, t.parameters) for t in req.client_tools
+                                if t.name in client)] if req.tool_choice != "none" else []  # fmt: skip
         for _ in range(self.agent.max_iterations):
             request = ModelRequest(
                 instructions=instructions,
                 items=[*req.history, *turn_items],
-                tools=self.specs,
+                tools=specs,
                 context=req.context,
                 caller_authenticated=ctx.caller.authenticated,
+                tool_choice=req.tool_choice,
+                max_output_tokens=req.max_output_tokens,
             )
             response = await self._complete(request, on_text, deadline)
             usage = Usage(
@@ -191,6 +199,11 @@ class AgentLoop:
                         agent=self.agent.name,
                     )  # fmt: skip
                 )
+                if call.name in client:  # the client runs it: the turn ends with the call pending
+                    return TurnResult(
+                        turn_id=req.turn_id, agent=self.agent.name, outcome="client_tool", text=response.text,
+                        items=turn_items, caller=ctx.verified, usage=usage,
+                    )  # fmt: skip
                 if call.name.startswith(TRANSFER_PREFIX):
                     handoff = _handoff_request(self.agent.name, call)
                     return TurnResult(

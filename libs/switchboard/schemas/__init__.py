@@ -15,6 +15,7 @@ from .rollout import Rollout, RolloutState, Track, TrackPin
 from .session import SessionState
 from .turn import (
     CallerIdentity,
+    ClientTool,
     ConsultAsk,
     HandoffRequest,
     Heartbeat,
@@ -48,6 +49,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "TYPE_PREFIX",
     "CallerIdentity",
+    "ClientTool",
     "ConsultAsk",
     "ConsultReply",
     "ConsultRequest",

@@ -22,6 +22,17 @@ class CallerIdentity(WireModel):
     """The agent whose tool verified the caller."""
 
 
+class ClientTool(WireModel):
+    """A function tool the Realtime client declared: the model may call it, the client runs it."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    """Function name, as the client declared it."""
+    description: str = ""
+    """What the tool does, for the model."""
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+    """JSON Schema of the arguments."""
+
+
 class TurnRequest(WireModel):
     """Ask one agent to take the next step of a conversation.
 
@@ -48,6 +59,15 @@ class TurnRequest(WireModel):
     """When this turn follows a handoff: why the previous agent transferred."""
     handoff_from: str | None = None
     """When this turn follows a handoff: the agent that transferred."""
+    client_tools: list[ClientTool] = Field(default_factory=list)
+    """Function tools of the Realtime client, offered to the model beside the agent's own (whose names win).
+    When the model calls one, the turn ends with outcome ``client_tool`` and the call pending."""
+    response_instructions: str | None = None
+    """The client's instructions for this response (``response.create``), added to the agent's own."""
+    tool_choice: str = "auto"
+    """``auto``, ``none`` (no tool is offered), ``required``, or the name of the one function to call."""
+    max_output_tokens: int | None = None
+    """Cap on the model's output tokens per model call (the client's ``max_output_tokens``)."""
 
 
 class TurnDelta(WireModel):
@@ -116,8 +136,9 @@ class TurnResult(WireModel):
     """The turn this ends."""
     agent: str
     """The agent that ran the turn."""
-    outcome: Literal["answer", "handoff", "consult"]
-    """``answer``: ``text`` is the reply; ``handoff``: see ``handoff``; ``consult``: see ``consult``."""
+    outcome: Literal["answer", "handoff", "consult", "client_tool"]
+    """``answer``: ``text`` is the reply; ``handoff``: see ``handoff``; ``consult``: see ``consult``;
+    ``client_tool``: the last of ``items`` is a call of a client tool, which the client runs."""
     text: str = ""
     """The full reply text (equal to the concatenated deltas)."""
     items: list[ConversationItem] = Field(default_factory=list)

@@ -9,66 +9,36 @@ from __future__ import annotations
 import itertools
 import secrets
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import ValidationError
 
+from .client_events import (
+    SUPPORTED,
+    TAGS,
+    ClientEvent,
+    ConversationItemCreate,
+    ResponseCancel,
+    ResponseCreate,
+    SessionUpdate,
+    client_event_adapter,
+)
 
-class _ClientEvent(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    event_id: str | None = None
+__all__ = [
+    "ClientEvent", "ConversationItemCreate", "ProtocolError", "ResponseCancel", "ResponseCreate", "SessionUpdate",
+    "assistant_item", "encode_event", "error_event", "function_call_item", "new_id", "new_session_id",
+    "parse_client_event", "server_event", "session_config", "user_item",
+]  # fmt: skip
 
-
-class InputText(BaseModel):
-    type: Literal["input_text", "text"]
-    text: str
-
-
-class ClientMessageItem(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    type: Literal["message"]
-    role: Literal["user", "system"]
-    content: list[InputText] = Field(min_length=1)
-    id: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
-
-
-class SessionUpdate(_ClientEvent):
-    type: Literal["session.update"]
-    session: dict[str, Any]
-
-
-class ConversationItemCreate(_ClientEvent):
-    type: Literal["conversation.item.create"]
-    previous_item_id: str | None = None
-    item: ClientMessageItem
-
-
-class ResponseCreate(_ClientEvent):
-    type: Literal["response.create"]
-    response: dict[str, Any] | None = None
-
-
-class ResponseCancel(_ClientEvent):
-    type: Literal["response.cancel"]
-    response_id: str | None = None
-
-
-ClientEvent = Annotated[
-    SessionUpdate | ConversationItemCreate | ResponseCreate | ResponseCancel, Field(discriminator="type")
-]
-client_event_adapter: TypeAdapter[ClientEvent] = TypeAdapter(ClientEvent)
 
 KNOWN_UNSUPPORTED = frozenset(
     {
         "input_audio_buffer.append", "input_audio_buffer.commit", "input_audio_buffer.clear",
-        "output_audio_buffer.clear", "conversation.item.retrieve", "conversation.item.truncate",
-        "conversation.item.delete",
+        "output_audio_buffer.clear",
     }
 )  # fmt: skip
 """Realtime client events we know but do not serve yet (voice comes later)."""
-
-SUPPORTED = ("session.update", "conversation.item.create", "response.create", "response.cancel")
 
 
 class ProtocolError(Exception):
@@ -109,15 +79,37 @@ def parse_client_event(raw: str | bytes, max_bytes: int) -> ClientEvent:
         return client_event_adapter.validate_python(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"][1:])  # drop the union tag
+        loc = _param(data, first["loc"][1:])
+        code = "unknown_parameter" if first["type"] == "extra_forbidden" else "invalid_event"
         raise ProtocolError(
-            "invalid_event", f"invalid '{kind}' event: {loc or '<event>'}: {first['msg']}",
+            code, f"invalid '{kind}' event: {loc or '<event>'}: {first['msg']}",
             param=loc or None, event_id=event_id,
         ) from None  # fmt: skip
 
 
 _ID_PREFIX = secrets.token_hex(6)
 _ID_COUNTER = itertools.count(1)
+
+
+def _param(data: Any, loc: tuple[int | str, ...]) -> str:
+    """The field an error is about, as a dotted path into the client's event: steps of pydantic's
+    location that are not keys or indexes of the event (union tags, member types) are dropped."""
+    path: list[str] = []
+    node = data
+    for step in loc:
+        if isinstance(node, dict) and step in node:
+            node = node[step]
+        elif isinstance(node, list) and isinstance(step, int) and 0 <= step < len(node):
+            node = node[step]
+        elif isinstance(node, dict) and isinstance(step, str) and step.isidentifier() and step not in _NOT_FIELDS:
+            node = None  # a required field that is missing: name it
+        else:
+            continue
+        path.append(str(step))
+    return ".".join(path)
+
+
+_NOT_FIELDS = TAGS | {"int", "str", "bool", "float", "dict", "list", "none"}
 
 
 def new_id(prefix: str) -> str:
@@ -140,9 +132,11 @@ def encode_event(event: dict[str, Any]) -> str:
     return orjson.dumps(event).decode()
 
 
-def error_event(err: ProtocolError | None = None, *, code: str = "", message: str = "") -> dict[str, Any]:
+def error_event(
+    err: ProtocolError | None = None, *, code: str = "", message: str = "", kind: str = "server_error"
+) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "type": "invalid_request_error" if err else "server_error",
+        "type": "invalid_request_error" if err else kind,
         "code": err.code if err else code,
         "message": err.message if err else message,
     }
@@ -164,6 +158,13 @@ def assistant_item(item_id: str, text: str, status: str) -> dict[str, Any]:
     return {
         "id": item_id, "type": "message", "object": "realtime.item", "status": status,
         "role": "assistant", "content": [{"type": "output_text", "text": text}],
+    }  # fmt: skip
+
+
+def function_call_item(item_id: str, call_id: str, name: str, arguments: str, status: str) -> dict[str, Any]:
+    return {
+        "id": item_id, "type": "function_call", "object": "realtime.item", "status": status,
+        "call_id": call_id, "name": name, "arguments": arguments,
     }  # fmt: skip
 
 

@@ -14,36 +14,44 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from switchboard.guardrails import Action, Boundary, check
 from switchboard.orchestration import (
-    AgentFinished,
     Conductor,
-    ConductorEvent,
-    HandoffMade,
-    TextDelta,
     TurnFailed,
     TurnOutcome,
 )
-from switchboard.schemas import MessageItem, SessionState, TurnRecord
+from switchboard.schemas import SessionState, TurnRecord
 from switchboard.settings import Settings
 from switchboard.state import AuditLog, SessionConflict, SessionStore
 from switchboard.telemetry import current_trace_id, mark_error, metrics, names, span
 
-from .protocol import (
+from . import items
+from .client_events import (
+    ClientEvent,
     ConversationItemCreate,
-    ProtocolError,
+    ConversationItemDelete,
+    ConversationItemRetrieve,
+    ConversationItemTruncate,
     ResponseCancel,
     ResponseCreate,
+    ResponseOptions,
     SessionUpdate,
-    assistant_item,
+    UserMessage,
+)
+from .plans import ClientSettings, ResponsePlan, plan_response, response_metadata
+from .protocol import (
+    ProtocolError,
     encode_event,
     error_event,
     new_id,
     parse_client_event,
     server_event,
     session_config,
-    user_item,
 )
+from .response import ResponseWriter
 
 log = logging.getLogger(__name__)
+
+ECHOED_SESSION_FIELDS = {"instructions", "metadata", "tracing", "tool_choice", "max_output_tokens"}
+"""``session.update`` fields echoed in ``session.updated`` (acknowledged; agents own instructions and models)."""
 
 
 @dataclass
@@ -106,14 +114,6 @@ class EdgeDeps:
             await asyncio.wait([asyncio.create_task(s.drain(grace_s)) for s in set(self.sessions)], timeout=grace_s + 1)
 
 
-@dataclass
-class _OpenItem:
-    item_id: str
-    output_index: int
-    agent: str
-    text: list[str] = field(default_factory=list)
-
-
 class EdgeSession:
     def __init__(
         self, ws: WebSocket, deps: EdgeDeps, state: SessionState, revision: int, resumed: bool,
@@ -130,7 +130,13 @@ class EdgeSession:
         self._send_lock = asyncio.Lock()
         self._commit_lock = asyncio.Lock()
         self._response: asyncio.Task[None] | None = None
-        self._response_id: str | None = None
+        self._writer: ResponseWriter | None = None
+        self._seen_after_done = False
+        """A client event arrived after the last response ended (a later cancel cannot be meant for it)."""
+        self._committing = False
+        """True while the response in flight commits its turn: a client's cancel must not cut it."""
+        self.client = ClientSettings()
+        """What the client's ``session.update`` set for this connection (tools, tool choice, token cap)."""
         self._config = session_config(state.session_id, state.scenario, deps.instructions)
         self._failed_tracks: dict[str, str] = {}
         """Tracks that served a turn that failed (a completed turn's are on its outcome)."""
@@ -194,60 +200,116 @@ class EdgeSession:
     async def _on_raw(self, raw: str | bytes) -> None:
         if self._closed:
             return
+        event: ClientEvent | None = None
         try:
             event = parse_client_event(raw, self.deps.settings.max_event_bytes)
+            if self._writer is not None and self._writer.done and not isinstance(event, ResponseCancel):
+                self._seen_after_done = True
             if isinstance(event, SessionUpdate):
                 await self._session_update(event)
             elif isinstance(event, ConversationItemCreate):
                 await self._item_create(event)
+            elif isinstance(event, ConversationItemRetrieve):
+                item = self.state.history[items.find(self.state.history, event.item_id)]
+                await self.send(server_event("conversation.item.retrieved", item=items.to_realtime(item)))
+            elif isinstance(event, ConversationItemDelete):
+                await self._item_delete(event)
+            elif isinstance(event, ConversationItemTruncate):
+                await self._item_truncate(event)
             elif isinstance(event, ResponseCreate):
                 await self._response_create(event)
             elif isinstance(event, ResponseCancel):
-                await self._cancel_response()
+                await self._response_cancel(event)
         except ProtocolError as err:
+            if err.event_id is None and event is not None:
+                err.event_id = event.event_id
             await self.send(error_event(err))
 
+    async def _response_cancel(self, event: ResponseCancel) -> None:
+        writer = self._writer
+        running = writer is not None and not writer.done and self._response is not None
+        if running and event.response_id and writer is not None and event.response_id != writer.response_id:
+            raise ProtocolError(
+                "response_cancel_not_active", f"response {event.response_id!r} is not in progress",
+                param="response_id", event_id=event.event_id,
+            )  # fmt: skip
+        if await self._cancel_response():
+            self._seen_after_done = True  # that cancel is answered by this response's response.done
+            return
+        if self._writer is not None and self._writer.done and not self._seen_after_done:
+            # It crossed that response's response.done on the wire: the client could not know it had ended.
+            self._seen_after_done = True
+            return
+        raise ProtocolError(
+                "response_cancel_not_active", "Cancellation failed: no active response found",
+                event_id=event.event_id,
+            )  # fmt: skip
+
     async def _session_update(self, event: SessionUpdate) -> None:
-        if event.session.get("type", "realtime") != "realtime":
-            raise ProtocolError("invalid_event", "session.type must be 'realtime'", param="session.type")
-        instructions = event.session.get("instructions")
-        if instructions is not None and not isinstance(instructions, str):
-            raise ProtocolError("invalid_event", "session.instructions must be a string", param="session.instructions")
-        # Agents own their instructions; client settings are acknowledged and echoed.
-        allowed = {k: v for k, v in event.session.items() if k in {"instructions", "metadata", "tracing"}}
-        self._config = self._config | allowed
+        # Agents own their instructions and models: these are acknowledged and echoed. Client function
+        # tools are kept for this connection and offered to the active agent's model at every response.
+        update = event.session.model_dump(exclude_unset=True, include=ECHOED_SESSION_FIELDS)
+        self.client.update(event.session)
+        if event.session.tools is not None:
+            update["tools"] = [t.model_dump(exclude_none=True) for t in event.session.tools]
+        self._config = self._config | update
         await self.send(server_event("session.updated", session=self._config))
 
     async def _item_create(self, event: ConversationItemCreate) -> None:
         item_id = event.item.id or new_id("item")
         if event.item.id and any(i.id == item_id for i in self.state.history):
-            raise ProtocolError(
-                "item_id_exists", f"an item with id {item_id!r} already exists", param="item.id",
-                event_id=event.event_id,
-            )  # fmt: skip
-        text = "".join(part.text for part in event.item.content)
+            raise ProtocolError("item_id_exists", f"an item with id {item_id!r} already exists", param="item.id")
         scenario = self.deps.conductor.scenario
-        verdict = check(scenario.guardrails.at(Boundary.INPUT), text) if event.item.role == "user" else None
-        if verdict is not None and verdict.blocked:
-            raise ProtocolError(
-                "guardrail_blocked", f"the message was refused by guardrail {verdict.rules[0]!r}",
-                param="item.content", event_id=event.event_id,
-            )  # fmt: skip
-        text = verdict.text if verdict is not None else text  # redacted before anything stores it
-        to_fallback = verdict is not None and verdict.action is Action.FALLBACK
-        previous = self.state.history[-1].id if self.state.history else None
-        item = MessageItem(id=item_id, role=event.item.role, text=text)
+        text: str | None = None
+        to_fallback = False
+        if isinstance(event.item, UserMessage) and event.item.role == "user":
+            verdict = check(scenario.guardrails.at(Boundary.INPUT), event.item.text)
+            if verdict.blocked:
+                raise ProtocolError(
+                    "guardrail_blocked", f"the message was refused by guardrail {verdict.rules[0]!r}",
+                    param="item.content",
+                )  # fmt: skip
+            text = verdict.text  # redacted before anything stores it
+            to_fallback = verdict.action is Action.FALLBACK
+        item = items.from_client(event.item, item_id, text)
+        items.position(self.state.history, event.previous_item_id, self.state.archived_items)  # fail early
+        previous: str | None = None
 
         def add(current: SessionState) -> SessionState:
-            update: dict[str, object] = {"history": [*current.history, item]}
+            nonlocal previous
+            at = items.position(current.history, event.previous_item_id, current.archived_items)
+            previous = items.previous_id(current.history, at)
+            update: dict[str, object] = {"history": [*current.history[:at], item, *current.history[at:]]}
             if to_fallback:
                 update["active_agent"] = scenario.fallback_agent
             return current.model_copy(update=update)
 
         await self._commit(add)
-        payload = user_item(item_id, text) | {"role": event.item.role}
+        payload = items.to_realtime(item)
         await self.send(server_event("conversation.item.added", previous_item_id=previous, item=payload))
         await self.send(server_event("conversation.item.done", previous_item_id=previous, item=payload))
+
+    async def _item_delete(self, event: ConversationItemDelete) -> None:
+        items.find(self.state.history, event.item_id)  # not found: an error, nothing committed
+
+        def delete(current: SessionState) -> SessionState:
+            at = items.find(current.history, event.item_id)
+            return current.model_copy(update={"history": [*current.history[:at], *current.history[at + 1 :]]})
+
+        await self._commit(delete)
+        await self.send(server_event("conversation.item.deleted", item_id=event.item_id))
+
+    async def _item_truncate(self, event: ConversationItemTruncate) -> None:
+        """GA truncation cuts an assistant item's audio at ``audio_end_ms`` (what the caller heard). Text
+        items have no audio: the item is checked and acknowledged, its text kept (voice will cut it)."""
+        item = self.state.history[items.find(self.state.history, event.item_id)]
+        if not items.is_assistant_message(item):
+            raise ProtocolError("invalid_value", "only assistant message items can be truncated", param="item_id")
+        if event.content_index != 0:
+            raise ProtocolError("invalid_value", "the item has one content part (index 0)", param="content_index")
+        await self.send(server_event(
+            "conversation.item.truncated", item_id=event.item_id, content_index=0, audio_end_ms=event.audio_end_ms
+        ))  # fmt: skip
 
     async def _commit(self, change: Callable[[SessionState], SessionState]) -> None:
         """Apply ``change`` to the current state and save it; commits of one connection never interleave."""
@@ -268,34 +330,60 @@ class EdgeSession:
         if self._response is not None and not self._response.done():
             raise ProtocolError(
                 "conversation_already_has_active_response",
-                f"response {self._response_id} is still in progress", event_id=event.event_id,
+                f"response {self._writer.response_id if self._writer else ''} is still in progress",
+                event_id=event.event_id,
             )  # fmt: skip
-        self._response_id = new_id("resp")
-        self._response = asyncio.create_task(self._respond(self._response_id))
+        plan = plan_response(event.response or ResponseOptions(), self.client)
+        previous = self.state.history[-1].id if self.state.history else None
+        writer = ResponseWriter(
+            self.send, new_id("resp"), platform_events=self.platform_events, previous_item_id=previous,
+            metadata=plan.metadata, in_conversation=not plan.out_of_band,
+        )  # fmt: skip
+        self._writer, self._seen_after_done = writer, False
+        await writer.start()  # response.created before anything can cancel it
+        self._response = asyncio.create_task(self._respond(writer, plan))
 
-    async def _cancel_response(self) -> None:
-        task = self._response
-        if task is not None and not task.done():
+    async def _cancel_response(self, reason: str = "client_cancelled") -> bool:
+        """Stop the response in flight, if any, and wait until it has sent its ``response.done``.
+
+        A response that is committing its turn is not interrupted: the commit is shielded and the
+        response ends with the status it reaches. Returns False when nothing was running.
+        """
+        task, writer = self._response, self._writer
+        if task is None or writer is None or task.done():
+            return False
+        running = not writer.done
+        if not self._committing:
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await asyncio.gather(task, return_exceptions=True)
+        await writer.cancelled(reason)  # a task cancelled before it ran never reached its own finally
+        return running
 
-    async def _respond(self, response_id: str) -> None:
+    async def _respond(self, writer: ResponseWriter, plan: ResponsePlan) -> None:
         """One response, traced as the root span of the caller turn, then recorded for the audit timeline."""
         started = time.perf_counter()
+        response_id = writer.response_id
         attrs = {names.SESSION_ID: self.state.session_id, names.RESPONSE_ID: response_id}
-        status, outcome, error = "cancelled", None, None
+        outcome, error = None, None
         with span(names.SPAN_EDGE_RESPONSE, attrs, kind=SpanKind.SERVER) as sp:
             trace_id = current_trace_id()
             try:
-                status, outcome, error = await self._run_response(response_id)
+                outcome, error = await self._run_response(writer, plan)
                 if error:
                     mark_error(sp, "turn_failed")
+            except Exception as exc:  # a bug, not a cancel: the response still ends, as failed
+                log.exception("response failed", extra={"session_id": self.state.session_id})
+                error = f"{type(exc).__name__}: {exc}"
+                mark_error(sp, "internal_error")
+                meta = {"agent": self.state.active_agent, "session_id": self.state.session_id}
+                await writer.failed("internal_error", "the response failed inside the edge", meta)
             finally:
+                await writer.cancelled()  # whatever stopped it, the response ends with its response.done
                 latency = time.perf_counter() - started
                 consult = outcome.consult if outcome else None
                 metrics().record_response(latency, consulted=consult is not None)
                 record = TurnRecord(
-                    session_id=self.state.session_id, response_id=response_id, status=status,
+                    session_id=self.state.session_id, response_id=response_id, status=writer.status or "cancelled",
                     agents=outcome.agents if outcome else [], agent=self.state.active_agent,
                     latency_ms=latency * 1000, handoffs=len(outcome.decisions) if outcome else 0,
                     retries=outcome.retries if outcome else 0, consulted=consult is not None,
@@ -305,81 +393,27 @@ class EdgeSession:
                 )  # fmt: skip
                 self.deps.record_turn(record)
 
-    async def _run_response(self, response_id: str) -> tuple[str, TurnOutcome | None, str | None]:
-        output: list[dict[str, Any]] = []
-        open_item: _OpenItem | None = None
-        handoffs: list[str] = []
-        base = {"id": response_id, "object": "realtime.response", "output_modalities": ["text"]}
-        await self.send(server_event("response.created", response=base | {"status": "in_progress", "output": []}))
-
-        async def close_item(ok: bool) -> None:
-            nonlocal open_item
-            if open_item is None:
-                return
-            item, open_item = open_item, None
-            text = "".join(item.text)
-            ids = {"response_id": response_id, "item_id": item.item_id, "output_index": item.output_index}
-            done = assistant_item(item.item_id, text, "completed" if ok else "incomplete")
-            await self.send(server_event("response.output_text.done", **ids, content_index=0, text=text))
-            await self.send(
-                server_event("response.content_part.done", **ids, content_index=0, part={"type": "text", "text": text})
-            )
-            await self.send(server_event("response.output_item.done", response_id=response_id,
-                                         output_index=item.output_index, item=done))  # fmt: skip
-            output.append(done)
-
-        async def on_event(ev: ConductorEvent) -> None:
-            nonlocal open_item
-            if isinstance(ev, TextDelta):
-                if open_item is None or open_item.agent != ev.agent:
-                    await close_item(True)
-                    open_item = _OpenItem(new_id("item"), len(output), ev.agent)
-                    ids = {"response_id": response_id, "output_index": open_item.output_index}
-                    await self.send(server_event(
-                        "response.output_item.added", **ids, item=assistant_item(open_item.item_id, "", "in_progress")
-                    ))  # fmt: skip
-                    await self.send(server_event(
-                        "response.content_part.added", **ids, item_id=open_item.item_id, content_index=0,
-                        part={"type": "text", "text": ""},
-                    ))  # fmt: skip
-                open_item.text.append(ev.text)
-                await self.send(server_event(
-                    "response.output_text.delta", response_id=response_id, item_id=open_item.item_id,
-                    output_index=open_item.output_index, content_index=0, delta=ev.text,
-                ))  # fmt: skip
-            elif isinstance(ev, AgentFinished):
-                await close_item(ev.ok)
-            elif isinstance(ev, HandoffMade) and self.platform_events:
-                d = ev.decision
-                handoffs.append(d.final_target)
-                await self.send(server_event(
-                    "switchboard.handoff", response_id=response_id, **{"from": d.source}, to=d.final_target,
-                    requested=d.requested_target, reason=d.reason, outcome=d.outcome.value, detail=d.detail,
-                    depth=d.depth,
-                ))  # fmt: skip
-
+    async def _run_response(self, writer: ResponseWriter, plan: ResponsePlan) -> tuple[TurnOutcome | None, str | None]:
         deadline = time.time() + self.deps.settings.turn_timeout_s
         known = {i.id for i in self.state.history}  # by id: a commit mid-turn may archive the oldest items
+        failed_meta = {"agent": self.state.active_agent, "session_id": self.state.session_id}
+        state = self.state if plan.input is None else self.state.model_copy(update={"history": plan.input})
         try:
-            outcome = await self.deps.conductor.run_turn(self.state, response_id, on_event, deadline=deadline)
+            outcome = await self.deps.conductor.run_turn(
+                state, writer.response_id, writer.on_event, deadline=deadline, options=plan.options
+            )
         except TurnFailed as exc:
             self._failed_tracks = exc.tracks
-            await close_item(False)
-            await self.send(error_event(code="turn_failed", message=str(exc)))
-            await self.send(server_event("response.done", response=base | {
-                "status": "failed", "output": output, "status_details": {"type": "failed", "reason": "error"},
-                "metadata": {"agent": self.state.active_agent, "session_id": self.state.session_id},
-            }))  # fmt: skip
-            return "failed", None, str(exc)
-        except asyncio.CancelledError:
-            try:
-                await close_item(False)
-                await self.send(server_event("response.done", response=base | {
-                    "status": "cancelled", "output": output, "status_details": {"type": "cancelled"},
-                }))  # fmt: skip
-            except Exception:  # the client is already gone
-                log.debug("could not report cancellation", exc_info=True)
-            raise
+            await writer.failed("turn_failed", str(exc), failed_meta)
+            return None, str(exc)
+        if plan.input is not None:  # the turn ran on the client's input: only what it produced joins the session
+            given = {i.id for i in plan.input}
+            produced = [i for i in outcome.state.history if i.id not in given]
+            outcome.state = outcome.state.model_copy(update={"history": [*self.state.history, *produced]})
+
+        history = items.adopt_ids(outcome.state.history, known, writer.message_ids())
+        if history is not outcome.state.history:
+            outcome.state = outcome.state.model_copy(update={"history": history})
 
         def finish(current: SessionState) -> SessionState:
             if current.archived_items == outcome.state.archived_items and len(current.history) == len(known):
@@ -391,37 +425,30 @@ class EdgeSession:
             return outcome.state.model_copy(update={"history": history, "archived_items": current.archived_items})
 
         try:
-            await self._commit(finish)
+            if not plan.out_of_band:  # conversation "none": nothing is committed, the session is as it was
+                await self._shielded_commit(finish)
         except ProtocolError as err:  # not stored: the caller must not be told the turn completed
-            await self.send(error_event(err))
-            await self.send(server_event("response.done", response=base | {
-                "status": "failed", "output": output, "status_details": {"type": "failed", "reason": err.code},
-                "metadata": {"agent": self.state.active_agent, "session_id": self.state.session_id},
-            }))  # fmt: skip
-            return "failed", outcome, err.message
-        metadata = {
-            "agent": outcome.state.active_agent,
-            "agents": ",".join(outcome.agents),
-            "handoffs": str(len(outcome.decisions)),
-            "handoff_outcomes": ",".join(d.outcome.value for d in outcome.decisions),
-            "session_id": outcome.state.session_id,
-        }
-        if outcome.replica:
-            metadata["replica"] = outcome.replica
-        state = outcome.state
-        metadata["supervisor"] = "no"
-        if outcome.consult is not None:
-            metadata["supervisor"] = "consulted" if outcome.consult.ok else "failed"
-            metadata["consult_ms"] = f"{outcome.consult.ms:.1f}"
-            metadata["consult_tokens"] = str(outcome.consult.tokens)
-        metadata["routing_rate"] = f"{state.consults / state.turns:.2f}" if state.turns else "0.00"
+            await writer.failed(err.code, err.message, failed_meta, client_error=True)
+            return outcome, err.message
         self.deps.responses += 1
-        usage = outcome.usage
-        await self.send(server_event("response.done", response=base | {
-            "status": "completed", "output": output, "metadata": metadata,
-            "usage": {
-                "input_tokens": usage.get("input_tokens", 0), "output_tokens": usage.get("output_tokens", 0),
-                "total_tokens": usage.get("input_tokens", 0) + usage.get("output_tokens", 0),
-            },
-        }))  # fmt: skip
-        return "completed", outcome, None
+        call = outcome.client_call
+        if call is not None:  # committed with the turn: the client runs it and answers with its output
+            await writer.function_call(call.id, call.call_id, call.name, call.arguments)
+        await writer.completed(response_metadata(outcome), outcome.usage, plan.options.max_output_tokens)
+        return outcome, None
+
+    async def _shielded_commit(self, change: Callable[[SessionState], SessionState]) -> None:
+        """Commit the turn so that no cancel cuts it in half: a cancel arriving meanwhile waits for it.
+
+        ``_committing`` tells a client's cancel not to interrupt; a cancel from elsewhere (a disconnect,
+        shutdown) still cannot stop the shielded write, and is re-raised once the write has landed.
+        """
+        self._committing = True
+        commit = asyncio.ensure_future(self._commit(change))
+        try:
+            await asyncio.shield(commit)
+        except asyncio.CancelledError:
+            await asyncio.gather(commit, return_exceptions=True)  # the write lands (or fails) whole
+            raise
+        finally:
+            self._committing = False

@@ -1,0 +1,90 @@
+"""What one response runs with: the connection's client settings and a ``response.create``'s options."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from switchboard.orchestration import TurnOptions, TurnOutcome
+from switchboard.schemas import ClientTool, ConversationItem
+
+from . import items
+from .client_events import FunctionTool, ResponseOptions, SessionConfig, ToolChoice
+from .protocol import ProtocolError, new_id
+
+EMPTY_PARAMETERS: dict[str, object] = {"type": "object", "properties": {}}
+
+
+def client_tool(tool: FunctionTool) -> ClientTool:
+    parameters = tool.parameters or EMPTY_PARAMETERS
+    return ClientTool(name=tool.name, description=tool.description or "", parameters=parameters)
+
+
+@dataclass
+class ClientSettings:
+    """What ``session.update`` set for this connection; each response's default."""
+
+    tools: list[ClientTool] = field(default_factory=list)
+    """Function tools the client declared, offered to the active agent's model."""
+    tool_choice: ToolChoice = "auto"
+    max_output_tokens: int | Literal["inf"] = "inf"
+
+    def update(self, config: SessionConfig) -> None:
+        if config.tools is not None:
+            self.tools = [client_tool(t) for t in config.tools]
+        if config.tool_choice is not None:
+            self.tool_choice = config.tool_choice
+        if config.max_output_tokens is not None:
+            self.max_output_tokens = config.max_output_tokens
+
+
+@dataclass(frozen=True)
+class ResponsePlan:
+    """One ``response.create``, checked: what runs and whether it joins the conversation."""
+
+    options: TurnOptions
+    input: list[ConversationItem] | None
+    """The client's ``input``: the turn's whole context instead of the session's history."""
+    out_of_band: bool
+    """``conversation: "none"``: nothing is committed."""
+    metadata: dict[str, str]
+
+
+def plan_response(options: ResponseOptions, client: ClientSettings) -> ResponsePlan:
+    """The client's per-response options, checked, with the connection's settings as defaults."""
+    if options.output_modalities is not None and options.output_modalities != ["text"]:
+        raise ProtocolError(
+            "invalid_value", "this edge answers in text only: output_modalities must be ['text']",
+            param="response.output_modalities",
+        )  # fmt: skip
+    tools = client.tools if options.tools is None else [client_tool(t) for t in options.tools]
+    choice = options.tool_choice if options.tool_choice is not None else client.tool_choice
+    limit = options.max_output_tokens if options.max_output_tokens is not None else client.max_output_tokens
+    turn = TurnOptions(
+        client_tools=tools, instructions=options.instructions,
+        tool_choice=choice if isinstance(choice, str) else choice.name,
+        max_output_tokens=limit if isinstance(limit, int) else None,
+    )  # fmt: skip
+    given = None if options.input is None else [items.from_client(i, i.id or new_id("item")) for i in options.input]
+    return ResponsePlan(turn, given, options.conversation == "none", dict(options.metadata or {}))
+
+
+def response_metadata(outcome: TurnOutcome) -> dict[str, str]:
+    """Switchboard's facts in ``response.metadata`` (string values, as the GA API requires)."""
+    metadata = {
+        "agent": outcome.state.active_agent,
+        "agents": ",".join(outcome.agents),
+        "handoffs": str(len(outcome.decisions)),
+        "handoff_outcomes": ",".join(d.outcome.value for d in outcome.decisions),
+        "session_id": outcome.state.session_id,
+    }
+    if outcome.replica:
+        metadata["replica"] = outcome.replica
+    state = outcome.state
+    metadata["supervisor"] = "no"
+    if outcome.consult is not None:
+        metadata["supervisor"] = "consulted" if outcome.consult.ok else "failed"
+        metadata["consult_ms"] = f"{outcome.consult.ms:.1f}"
+        metadata["consult_tokens"] = str(outcome.consult.tokens)
+    metadata["routing_rate"] = f"{state.consults / state.turns:.2f}" if state.turns else "0.00"
+    return metadata
