@@ -87,16 +87,22 @@ async def test_the_session_cap_counts_sessions_not_connections(tmp_path: Path) -
         await asyncio.to_thread(_wait, lambda: info()["connections"] == 0)
         assert info()["active_sessions"] == 0
 
+        release = asyncio.Event()
+
         async def try_open(n: int) -> bool:  # a burst: the cap must hold while others are being admitted
             try:
                 async with connect(f"sess_burst{n}") as ws:
                     await ws.recv()
-                    await asyncio.to_thread(_wait, lambda: info()["connections"] >= 2)
+                    await release.wait()  # every admitted connection stays open until the count was seen
                     return True
             except websockets.InvalidStatus:
                 return False
 
-        assert sorted(await asyncio.gather(*(try_open(n) for n in range(5)))) == [False, False, False, True, True]
+        burst = [asyncio.create_task(try_open(n)) for n in range(5)]
+        await asyncio.to_thread(_wait, lambda: info()["connections"] >= 2 and sum(t.done() for t in burst) == 3)
+        assert info()["active_sessions"] == 2
+        release.set()
+        assert sorted(await asyncio.gather(*burst)) == [False, False, False, True, True]
 
 
 async def test_sigterm_on_an_agent_finishes_its_turn_in_flight(tmp_path: Path) -> None:
