@@ -64,13 +64,26 @@ class Proc:
 
     def is_ready(self, timeout_s: float = 1.0) -> bool:
         """One ``GET /readyz``: True on 200."""
-        try:
-            # readiness of our own local process: the certificate is not the question here
-            context = ssl._create_unverified_context() if self.ready_url.startswith("https") else None
-            with urllib.request.urlopen(self.ready_url, timeout=timeout_s, context=context) as resp:
-                return bool(resp.status == 200)
-        except OSError:  # refused (not bound yet), 503 (HTTPError), timeout
-            return False
+        return http_ok(self.ready_url, timeout_s)
+
+
+def http_ok(url: str, timeout_s: float = 1.0) -> bool:
+    """One ``GET``: True on 200; False when refused (not bound yet), 503, or too slow."""
+    try:
+        # readiness of our own local process: the certificate is not the question here
+        context = ssl._create_unverified_context() if url.startswith("https") else None
+        with urllib.request.urlopen(url, timeout=timeout_s, context=context) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+def wait_http_ok(url: str, deadline: float) -> None:
+    """Poll ``url`` until it answers 200; ``TimeoutError`` past ``deadline`` (``time.monotonic()``)."""
+    while not http_ok(url):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} did not answer 200 in time")
+        time.sleep(0.05)  # ok-sleep: poll interval while the process binds
 
 
 @dataclass

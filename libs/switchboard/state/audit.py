@@ -8,14 +8,14 @@ import uuid
 from typing import Annotated
 
 from nats.js import JetStreamContext
-from nats.js.api import Header, StreamConfig
-from nats.js.errors import NotFoundError
+from nats.js.api import Header
 from pydantic import Field, TypeAdapter
 
 from ..bus.rpc import message_headers
 from ..bus.subjects import AUDIT_STREAM, AUDIT_SUBJECTS, audit_handoff, audit_session, audit_turn
 from ..schemas import HandoffDecision, TurnRecord
 from .retry import StateRetry
+from .streams import ensure_stream
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +32,7 @@ class AuditLog:
     async def open(cls, js: JetStreamContext, *, replicas: int = 1, retry: StateRetry | None = None) -> AuditLog:
         retry = retry or StateRetry()
 
-        async def ensure() -> None:
-            try:
-                await js.stream_info(AUDIT_STREAM)
-            except NotFoundError:
-                config = StreamConfig(name=AUDIT_STREAM, subjects=[AUDIT_SUBJECTS], num_replicas=replicas)
-                await js.add_stream(config)
-
-        await retry.run("audit.open", ensure)
+        await ensure_stream(js, AUDIT_STREAM, AUDIT_SUBJECTS, replicas=replicas, retry=retry)
         return cls(js, retry)
 
     async def append(self, decision: HandoffDecision) -> None:

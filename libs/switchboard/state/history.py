@@ -18,14 +18,14 @@ import logging
 from dataclasses import dataclass
 
 from nats.js import JetStreamContext
-from nats.js.api import Header, StreamConfig
-from nats.js.errors import NotFoundError
+from nats.js.api import Header
 from pydantic import TypeAdapter
 
 from ..bus.rpc import message_headers
 from ..bus.subjects import HISTORY_STREAM, HISTORY_SUBJECTS, history_items
 from ..schemas import ConversationItem, FunctionCallOutputItem, SessionState
 from .retry import StateRetry
+from .streams import ensure_stream
 
 log = logging.getLogger(__name__)
 
@@ -76,14 +76,7 @@ class HistoryArchive:
     async def open(cls, js: JetStreamContext, *, replicas: int = 1, retry: StateRetry | None = None) -> HistoryArchive:
         retry = retry or StateRetry()
 
-        async def ensure() -> None:
-            try:
-                await js.stream_info(HISTORY_STREAM)
-            except NotFoundError:
-                config = StreamConfig(name=HISTORY_STREAM, subjects=[HISTORY_SUBJECTS], num_replicas=replicas)
-                await js.add_stream(config)
-
-        await retry.run("history.open", ensure)
+        await ensure_stream(js, HISTORY_STREAM, HISTORY_SUBJECTS, replicas=replicas, retry=retry)
         return cls(js, retry)
 
     async def append(self, session_id: str, items: list[ConversationItem]) -> None:
