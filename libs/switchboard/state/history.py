@@ -53,7 +53,7 @@ class HistoryWindow:
 
     def split(self, items: list[ConversationItem]) -> tuple[list[ConversationItem], list[ConversationItem]]:
         """``(to_archive, window)``: nothing to archive while both watermarks hold."""
-        sizes = [len(_item_adapter.dump_json(i)) for i in items]
+        sizes = [_size(i) for i in items]
         if len(items) <= self.max_items and sum(sizes) <= self.max_bytes:
             return [], items
         cut = max(0, len(items) - self.keep_items)
@@ -63,6 +63,14 @@ class HistoryWindow:
         while cut < len(items) - 1 and isinstance(items[cut], FunctionCallOutputItem):
             cut += 1  # its call is archived: the output goes with it
         return items[:cut], items[cut:]
+
+
+def _size(item: ConversationItem) -> int:
+    """An item's serialized size, estimated without serializing it (this runs at every commit): its
+    free-text fields plus a fixed allowance for ids, names and JSON punctuation. An estimate is enough
+    for a watermark set far below NATS' 1 MiB message limit."""
+    text = getattr(item, "text", "") + getattr(item, "arguments", "") + getattr(item, "output", "")
+    return len(text) * 2 + 200  # * 2: JSON escapes, multi-byte characters
 
 
 class HistoryArchive:

@@ -25,6 +25,7 @@ from nats.js.kv import KeyValue
 
 from ..errors import SwitchboardError
 from ..resilience.retry import Classifier, RetryPolicy, call_with_retry
+from .errors import StaleRead
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -108,7 +109,12 @@ async def cas_write(kv: KeyValue, key: str, value: bytes, last: int, retry: Stat
         attempts += 1
         try:
             if last == 0:
-                return await kv.create(key, value)
+                try:
+                    return await kv.create(key, value)
+                except js_errors.KeyNotFoundError as exc:
+                    # nats-py's create met an existing key, then could not read it (a follower not yet
+                    # caught up after an election): neither a conflict nor a success yet, so try again
+                    raise StaleRead(f"{op}: {key} exists but could not be read back yet") from exc
             return await kv.update(key, value, last=last)
         except js_errors.KeyWrongLastSequenceError:
             if attempts == 1:
