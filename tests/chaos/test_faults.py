@@ -31,6 +31,7 @@ from switchboard.testing.chaos import (
     SCENARIO,
     ChaosConfig,
     FaultReport,
+    create_witness,
     fault_catalog,
     markdown_table,
     run_fault,
@@ -153,7 +154,7 @@ async def test_asking_again_for_an_answered_handoff_turn_replays_its_effect(tmp_
     """What a client does when its edge died after committing a turn but before response.done arrived,
     without the race: ask for the response to the same message again. It must replay, not act twice."""
     env = {"SWITCHBOARD_SCENARIOS_DIR": str(ROOT / "chaos" / "scenarios"), "OPENAI_API_KEY": "",
-           EFFECTS_DB_ENV: str(tmp_path / "data" / EFFECTS_DB)}  # fmt: skip
+           EFFECTS_DB_ENV: str(create_witness(tmp_path / "data" / EFFECTS_DB))}  # fmt: skip
     agents = ["desk", "clerk", "generalist"]
     with Stack(tmp_path, scenario=SCENARIO, agents=agents, api_key=f"t-{secrets.token_hex(4)}", env=env) as stack:
         async with sdk_client(stack).realtime.connect(model="switchboard") as conn:

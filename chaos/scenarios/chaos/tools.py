@@ -13,30 +13,20 @@ two different keys, which is a duplicated side effect whatever the ledger though
 from __future__ import annotations
 
 import os
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
 from switchboard.agents import ToolContext, ToolRegistry
+from switchboard.testing.chaos.effects import EFFECTS_DB_ENV, open_witness
 
 registry = ToolRegistry()
-
-
-def _connect() -> sqlite3.Connection:
-    path = Path(os.environ["CHAOS_EFFECTS_DB"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(path, timeout=30)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("CREATE TABLE IF NOT EXISTS executions (key TEXT, label TEXT, agent TEXT, pid INTEGER, ts REAL)")
-    db.execute("CREATE TABLE IF NOT EXISTS effects (key TEXT PRIMARY KEY, label TEXT, agent TEXT, ts REAL)")
-    return db
 
 
 @registry.tool(side_effect=True)
 def record_effect(label: str, ctx: ToolContext) -> dict[str, Any]:
     """Record one effect for what the caller asked (the label)."""
-    db = _connect()
+    db = open_witness(Path(os.environ[EFFECTS_DB_ENV]))
     try:
         with db:
             now = time.time()

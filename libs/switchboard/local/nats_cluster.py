@@ -8,6 +8,7 @@ leads: ``/jsz?leader-only=true`` answers 200 only on the JetStream meta leader, 
 
 from __future__ import annotations
 
+import http.client
 import json
 import signal
 import subprocess
@@ -215,7 +216,7 @@ class NatsCluster:
                 status, body = resp.status, resp.read()
         except urllib.error.HTTPError as err:
             status, body = err.code, err.read()
-        except OSError:
+        except (OSError, http.client.HTTPException):  # refused, reset, or cut off mid-answer by a kill
             return 0, None
         try:
             return status, json.loads(body)

@@ -35,7 +35,7 @@ from .actions import JETSTREAM_ASSETS, MIN_INFLIGHT, inflight_requests, nats_rol
 from .catalog import DEFAULT_FAULTS, fault_catalog
 from .checks import lost_turns, platform_retries
 from .client import ChaosClient, Clock
-from .effects import EFFECTS_DB, EFFECTS_DB_ENV, EffectTally, effect_labels, tally_effects
+from .effects import EFFECTS_DB, EFFECTS_DB_ENV, EffectTally, create_witness, effect_labels, tally_effects
 from .errors import ChaosError
 from .faults import SESSIONS_STREAM, FaultAction, FaultEnv, FaultSpec
 from .model import ChaosModel, ModelFaults
@@ -72,6 +72,7 @@ __all__ = [
     "Outcome",
     "Progress",
     "Workload",
+    "create_witness",
     "effect_labels",
     "fault_catalog",
     "inflight_requests",

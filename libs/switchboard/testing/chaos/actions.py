@@ -3,6 +3,7 @@ processes, nats-server nodes killed and restarted, the scripted model provider's
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import signal
@@ -36,7 +37,7 @@ def inflight_requests(proc: Proc, service: str) -> int | None:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as resp:
             text = resp.read().decode()
-    except OSError:
+    except (OSError, http.client.HTTPException):  # the process died mid-answer
         return None
     found = re.search(rf'^switchboard_inflight_requests{{service="{re.escape(service)}"}} ([0-9.]+)$', text, re.M)
     return int(float(found.group(1))) if found else None

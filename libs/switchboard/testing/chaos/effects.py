@@ -18,6 +18,34 @@ EFFECTS_DB_ENV = "CHAOS_EFFECTS_DB"
 """Where the chaos scenario's ``record_effect`` writes its witness database (set by the harness)."""
 
 
+WITNESS_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS executions (key TEXT, label TEXT, agent TEXT, pid INTEGER, ts REAL)",
+    "CREATE TABLE IF NOT EXISTS effects (key TEXT PRIMARY KEY, label TEXT, agent TEXT, ts REAL)",
+)
+
+
+def create_witness(path: Path) -> Path:
+    """Create the witness database before any process writes to it.
+
+    The harness does this once, before the stack starts: switching a new database to WAL and creating
+    its tables from several agent processes at once can fail with ``database is locked`` however long
+    the busy timeout (changing the journal mode does not wait on the busy handler).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(path, timeout=30) as db:
+        db.execute("PRAGMA journal_mode=WAL")
+        for statement in WITNESS_SCHEMA:
+            db.execute(statement)
+    return path
+
+
+def open_witness(path: Path) -> sqlite3.Connection:
+    """A connection to a witness database that ``create_witness`` made (for the scenario's tool)."""
+    if not path.exists():
+        raise FileNotFoundError(f"the effects witness database {path} was not created by the harness")
+    return sqlite3.connect(path, timeout=30)
+
+
 def effect_labels(data_dir: Path) -> set[str]:
     """Labels whose effect ``record_effect`` has written."""
     path = data_dir / EFFECTS_DB

@@ -24,7 +24,7 @@ from ...local.stack import Stack
 from ..scripted_openai import ScriptedOpenAIServer
 from .checks import lost_turns, platform_retries
 from .client import ChaosClient, Clock
-from .effects import EFFECTS_DB, EFFECTS_DB_ENV, tally_effects
+from .effects import EFFECTS_DB, EFFECTS_DB_ENV, create_witness, tally_effects
 from .faults import FaultEnv, FaultSpec
 from .model import ChaosModel
 from .report import FaultReport
@@ -287,7 +287,7 @@ async def run_fault(
         if server is not None:
             stack_env |= {"OPENAI_API_KEY": "sk-chaos", "OPENAI_BASE_URL": server.base_url}
         witness = var_dir / "data"
-        stack_env[EFFECTS_DB_ENV] = str(witness / EFFECTS_DB)
+        stack_env[EFFECTS_DB_ENV] = str(create_witness(witness / EFFECTS_DB))
         stack_env |= dict(spec.env) | dict(env or {})
         first = [name for name, n in spec.replicas.items() if n > 0]
         stack = Stack(
