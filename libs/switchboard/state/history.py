@@ -24,6 +24,7 @@ from pydantic import TypeAdapter
 from ..bus.rpc import message_headers
 from ..bus.subjects import HISTORY_STREAM, HISTORY_SUBJECTS, history_items
 from ..schemas import ConversationItem, FunctionCallItem, FunctionCallOutputItem, MessageItem, SessionState
+from ..schemas.conversation import item_json
 from .retry import StateRetry
 from .streams import ensure_stream
 
@@ -97,7 +98,7 @@ class HistoryArchive:
         subject = history_items(session_id)
         for item in items:
             headers = message_headers(session_id) | {Header.MSG_ID.value: f"{session_id}.{item.id}"}
-            data = _item_adapter.dump_json(item)
+            data = item_json(item)
             await self.retry.run(
                 "history.append",
                 lambda data=data, headers=headers: self._js.publish(subject, data, headers=headers),  # type: ignore[misc]
