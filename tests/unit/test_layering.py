@@ -112,6 +112,20 @@ def test_the_library_never_imports_a_service() -> None:
     assert offenders == []
 
 
+def test_the_conductor_is_the_edge_s_own() -> None:
+    """Only the edge runs the conductor: it lives in the edge's package, and no other service imports it."""
+    assert (ROOT / "services" / "edge" / "switchboard_edge" / "orchestration" / "conductor.py").exists()
+    assert not (LIBS / "switchboard" / "orchestration").exists()
+    offenders = [
+        f"{module} imports {target}"
+        for service in ("agent", "supervisor")
+        for module, is_package, tree in _modules(ROOT / "services" / service)
+        for target in imports(module, is_package, tree)
+        if target.startswith("switchboard_edge")
+    ]
+    assert offenders == []
+
+
 def test_agents_do_not_import_models() -> None:
     graph = package_graph(LIBS)
     assert "agents" in graph.get("models", set())  # the allowed direction: providers read agents' config

@@ -14,7 +14,6 @@ from starlette.responses import Response
 
 from switchboard.agents import Scenario, load_scenario
 from switchboard.bus import Bus, StreamingClient, subjects
-from switchboard.orchestration import Conductor, ConsultStats, SupervisorConsults
 from switchboard.resilience import Breakers, RetryPolicy
 from switchboard.rollout import RolloutTable, parse_weights
 from switchboard.runtime.gc import freeze_startup_heap
@@ -24,6 +23,7 @@ from switchboard.state import AuditLog, SessionStore
 from switchboard.telemetry import metrics_route, session_context, setup_tracing, shutdown_tracing
 
 from .auth import Authenticator, Principal, api_key_verifier
+from .orchestration import Conductor, ConsultStats, SupervisorConsults
 from .protocol import error_event, new_session_id
 from .session import EdgeDeps, EdgeSession
 from .takeover import TAKEOVER_CLOSE_CODE, TAKEOVER_ERROR_CODE, TAKEOVER_REASON, Takeovers
