@@ -5,6 +5,7 @@ configuration, not the reverse), and the library's packages import each other wi
 from __future__ import annotations
 
 import ast
+import builtins
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -153,3 +154,23 @@ def test_the_checks_see_cycles_and_relative_imports(tmp_path: Path) -> None:
     graph = package_graph(tmp_path)
     assert graph == {"agents": {"models"}, "models": {"agents"}}
     assert cycles(graph) == [["agents", "models"]]
+
+
+BUILTIN_EXCEPTIONS = {
+    name for name, value in vars(builtins).items() if isinstance(value, type) and issubclass(value, BaseException)
+}
+
+
+def test_every_public_error_derives_from_switchboard_error() -> None:
+    """One root with a ``retryable`` flag: no public exception class of ours derives from built-in ones
+    only (a built-in beside one of ours is fine; private control-flow exceptions, ``_Name``, are exempt)."""
+    offenders = [
+        f"{module}.{node.name}({', '.join(ast.unparse(b) for b in node.bases)})"
+        for root in (LIBS, ROOT / "services" / "edge", ROOT / "services" / "agent", ROOT / "services" / "supervisor")
+        for module, _is_package, tree in _modules(root)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ClassDef) and not node.name.startswith("_")
+        and node.bases and all(isinstance(b, ast.Name) and b.id in BUILTIN_EXCEPTIONS for b in node.bases)
+        and module != "switchboard.errors"
+    ]  # fmt: skip
+    assert offenders == []

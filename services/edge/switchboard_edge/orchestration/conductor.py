@@ -20,6 +20,7 @@ from opentelemetry import trace
 
 from switchboard.agents.config import ScenarioConfig
 from switchboard.bus import BusError, StreamingClient
+from switchboard.errors import SwitchboardError
 from switchboard.guardrails import redact_pii
 from switchboard.resilience import BreakerOpen, Breakers, RetryPolicy, call_with_retry
 from switchboard.rollout import TrackRouter
@@ -56,7 +57,7 @@ FALLBACK_GRACE_S = 3.0
 CANT_TRANSFER = "I'm sorry, I can't transfer you right now. Is there anything else I can help you with?"
 
 
-class TurnFailed(Exception):
+class TurnFailed(SwitchboardError):
     """Even the fallback agent could not answer."""
 
     def __init__(self, message: str) -> None:
