@@ -56,6 +56,7 @@ def _edge(args: argparse.Namespace) -> None:
         app, host=settings.edge_host, port=settings.edge_port, log_config=None,
         ws_max_size=max(16 * 1024 * 1024, settings.max_event_bytes * 4), timeout_graceful_shutdown=5,
         ws_per_message_deflate=False,  # small realtime events: compressing them costs more CPU than it saves
+        ws=getattr(app.state, "ws_protocol", "auto"),  # the edge's own: one socket write per burst of events
         ssl_certfile=settings.tls_cert, ssl_keyfile=settings.tls_key,
     )  # fmt: skip
     DrainingServer(config).run()

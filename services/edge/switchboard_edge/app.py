@@ -27,6 +27,7 @@ from .orchestration import Conductor, ConsultStats, SupervisorConsults
 from .protocol import error_event, new_session_id
 from .session import EdgeDeps, EdgeSession
 from .takeover import TAKEOVER_CLOSE_CODE, TAKEOVER_ERROR_CODE, TAKEOVER_REASON, Takeovers
+from .ws_transport import CoalescingWebSocketProtocol
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,7 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
         log.info("edge stopped")
 
     app = FastAPI(title="Switchboard edge", lifespan=lifespan)
+    app.state.ws_protocol = CoalescingWebSocketProtocol  # the server's WebSocket protocol (``switchboard edge``)
     app.router.routes.append(metrics_route())
 
     @app.get("/healthz")
