@@ -162,7 +162,10 @@ class StreamingClient:
                 limit = idle_timeout if acked or ack_limit is None else ack_limit
                 wait = left if limit is None else min(left, limit)
                 try:
-                    msg = await asyncio.wait_for(queue.get(), wait)
+                    msg = queue.get_nowait() if not queue.empty() else None
+                    if msg is None:
+                        async with asyncio.timeout(wait):  # a timer handle, not a task per message
+                            msg = await queue.get()
                 except TimeoutError:
                     late = await _late(queue)
                     if late is None and wait < left:
