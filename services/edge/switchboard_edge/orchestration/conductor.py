@@ -215,7 +215,7 @@ class Conductor:
                 handoff_from=request_from.source if request_from else None,
                 handoff_reason=request_from.reason if request_from else None, client_tools=turn.options.client_tools,
                 response_instructions=turn.options.instructions, tool_choice=turn.options.tool_choice,
-                max_output_tokens=turn.options.max_output_tokens,
+                max_output_tokens=turn.options.max_output_tokens, tail_in_result=True,
             )  # fmt: skip
             hop_deadline = min(deadline, time.time() + self.hop_timeout_s)
             if agent == fallback:  # the fallback always gets a chance to answer, even late
@@ -338,6 +338,10 @@ class Conductor:
                     text.append(reply.text)
                     await emit(TextDelta(req.agent, reply.text))
                 elif isinstance(reply, TurnResult):
+                    heard = "".join(text)
+                    if len(reply.text) > len(heard) and reply.text.startswith(heard):  # see tail_in_result
+                        text.append(reply.text[len(heard) :])
+                        await emit(TextDelta(req.agent, text[-1]))
                     return reply
             raise BusError("reply stream ended without a result")
 
