@@ -11,8 +11,8 @@ from pydantic import ValidationError
 from starlette.datastructures import Headers
 
 from switchboard.local.devcert import ensure_dev_certificate
-from switchboard.settings import Settings
 from switchboard.security.api_keys import KeyRing, key_fingerprint
+from switchboard.settings import Settings
 from switchboard_edge.auth import Authenticator, Principal, Refusal, api_key_verifier
 
 AUTH = Authenticator({"api_key": api_key_verifier(KeyRing({"sk-good"}))})
