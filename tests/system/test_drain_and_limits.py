@@ -76,7 +76,9 @@ async def test_the_session_cap_counts_sessions_not_connections(tmp_path: Path) -
         async with connect() as first, connect() as second:  # at the cap
             created = [json.loads(await ws.recv()) for ws in (first, second)]
             assert [c["type"] for c in created] == ["session.created"] * 2
-            async with connect(created[0]["session"]["id"]) as again:  # a reconnect takes sess_a over: not a new session
+            async with connect(
+                created[0]["session"]["id"]
+            ) as again:  # a reconnect takes sess_a over: not a new session
                 assert json.loads(await again.recv())["type"] == "session.created"
                 await asyncio.to_thread(_wait, lambda: info()["connections"] == 2)  # the older one was closed
                 assert info()["active_sessions"] == 2

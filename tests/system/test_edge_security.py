@@ -23,7 +23,9 @@ import websockets
 from openai import AsyncOpenAI
 from websockets.exceptions import ConnectionClosed
 
+from switchboard.local.ports import free_port
 from switchboard.local.stack import Stack
+from switchboard.security.api_keys import KeyFile
 from switchboard_edge.signing import EdgeKeys
 
 from .client import RawClient, done_of, open_session, say, sdk_client
@@ -107,6 +109,20 @@ async def test_a_revoked_key_is_refused_at_once(stack: Stack) -> None:
     status, body = await refused(stack, key=key)
     assert (status, body["error"]["code"]) == (401, "invalid_api_key")
     assert "revoked" in switchboard(stack, "keys", "list").stdout
+
+
+async def test_a_key_change_that_cannot_be_audited_is_undone(stack: Stack) -> None:
+    key, key_id = create_key(stack, "acme")
+    nowhere = ("--nats-url", f"nats://127.0.0.1:{free_port()}")
+    file = KeyFile(Path(stack.env()["SWITCHBOARD_API_KEYS_FILE"]))
+    before = await asyncio.to_thread(file.read)
+    created = await asyncio.to_thread(switchboard, stack, "keys", "create", "--tenant", "acme", *nowhere)
+    revoked = await asyncio.to_thread(switchboard, stack, "keys", "revoke", key_id, *nowhere)
+    for done in (created, revoked):
+        assert done.returncode == 1 and "cannot reach NATS" in done.stderr, done.stderr
+    assert await asyncio.to_thread(file.read) == before  # no key added, none revoked
+    async with RawClient(stack, key=key) as client:
+        await client.open()
 
 
 async def test_another_tenant_cannot_tell_a_session_exists(stack: Stack) -> None:

@@ -112,7 +112,7 @@ async def keys(args: argparse.Namespace) -> str:
         except ValueError as exc:
             raise CommandError(str(exc).splitlines()[0]) from None
         details = {"tenant": record.tenant, "name": record.name} | limits.model_dump(exclude_none=True)
-        await _audited(file, "key.created", record.id, details, lambda ks: [*ks, record])
+        await _audited(file, "key.created", record.id, details, lambda ks: [*ks, record], args.nats_url)
         return f"{key}\n(key {record.id} of tenant {record.tenant}: store it now, it is not shown again)"
     now = time.time()
 
@@ -125,7 +125,7 @@ async def keys(args: argparse.Namespace) -> str:
         return [k.model_copy(update={"revoked_at": now}) if k.id == args.key_id else k for k in ks]
 
     tenant = next((k.tenant for k in file.read() if k.id == args.key_id), "")
-    await _audited(file, "key.revoked", args.key_id, {"tenant": tenant}, revoke)
+    await _audited(file, "key.revoked", args.key_id, {"tenant": tenant}, revoke, args.nats_url)
     return f"key {args.key_id} revoked; edges refuse it from their next connection"
 
 
@@ -135,13 +135,14 @@ async def _audited(
     target: str,
     details: dict[str, Any],
     change: Callable[[list[ApiKey]], list[ApiKey]],
+    nats_url: str | None,
 ) -> None:
     """Apply ``change`` to the key file and record it; undo the change if the record cannot be stored."""
     with file.change() as ks:
         before = list(ks)
         ks[:] = change(ks)
     try:
-        await _with_audit(None, lambda audit: audit.record(action, target, details))
+        await _with_audit(nats_url, lambda audit: audit.record(action, target, details))
     except BaseException:
         with file.change() as ks:
             undone = {k.id: k for k in before}
