@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from .agents.loader import ScenarioError
 from .local.parent import stop_with_launcher
-from .security.api_keys import DEFAULT_KEYS_FILE
+from .security.api_keys import DEFAULT_KEYS_FILE, KeyFileError
 from .timeline import NoAuditStream
 
 if TYPE_CHECKING:
@@ -338,7 +338,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         args.fn(args)
-    except (ScenarioError, ValidationError, NoAuditStream) as exc:  # something to fix: one line, no traceback
+    except (
+        ScenarioError,
+        ValidationError,
+        NoAuditStream,
+        KeyFileError,
+    ) as exc:  # something to fix: one line, no traceback
         print(f"switchboard {args.command}: {_one_line(exc)}", file=sys.stderr)
         sys.exit(2)
 

@@ -14,7 +14,7 @@ import pytest
 from starlette.datastructures import Headers
 
 from switchboard.schemas import SessionState
-from switchboard.security.api_keys import KeyFile, KeyLimits, KeyRing, new_key
+from switchboard.security.api_keys import KeyFile, KeyFileError, KeyLimits, KeyRing, new_key
 from switchboard.settings import Settings
 from switchboard_edge.limits import CappedSession, KeyLimiter, Limits
 from switchboard_edge.origins import origin_allowed, parse_origins
@@ -40,6 +40,18 @@ def test_a_key_file_holds_hashes_and_the_ring_verifies_by_id(tmp_path: Path) -> 
         keys[:] = [k.model_copy(update={"revoked_at": time.time()}) if k.id == record.id else k for k in keys]
     assert ring.verify(key) is None and ring.get(record.id) is None  # re-read: revoked at once
     assert ring.verify(other) is not None
+
+
+def test_a_broken_key_file_stops_the_start_but_not_a_running_edge(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    path.write_text("{not json")
+    with pytest.raises(KeyFileError, match="cannot read the key file"):
+        KeyRing(path=path)
+    key, record = new_key("acme")
+    path.write_text(json.dumps({"keys": [record.model_dump(mode="json")]}))
+    ring = KeyRing(path=path)
+    path.write_text('{"keys": [{"id": "broken"}]}')  # a bad edit while running
+    assert ring.verify(key) is not None  # the keys last read still hold
 
 
 def test_plain_keys_are_hashed_at_load_and_each_is_its_own_tenant() -> None:

@@ -15,6 +15,7 @@ import fcntl
 import hashlib
 import hmac
 import json
+import logging
 import os
 import re
 import secrets
@@ -26,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+log = logging.getLogger(__name__)
 
 KEY_PREFIX = "sb"
 DEFAULT_KEYS_FILE = "api-keys.json"
@@ -191,7 +194,7 @@ class KeyRing:
         self._file = KeyFile(path) if path else None
         self._stamp: tuple[int, int] | None = None
         self._keys: dict[str, ApiKey] = {}
-        self._load()
+        self._load()  # a broken file at start is an error: the edge does not start
 
     @property
     def configured(self) -> bool:
@@ -206,7 +209,13 @@ class KeyRing:
         except FileNotFoundError:
             stamp = None
         if stamp != self._stamp or stamp is None:
-            self._keys = {k.id: k for k in self._file.read()}
+            try:
+                self._keys = {k.id: k for k in self._file.read()}
+            except KeyFileError:
+                if self._stamp is None and not self._keys:
+                    raise
+                # a broken edit while running: keep the keys last read, try again at the next change
+                log.error("key file not reloaded: keeping the keys last read", exc_info=True)
             self._stamp = stamp
 
     def get(self, key_id: str) -> KeyMatch | None:
