@@ -137,16 +137,19 @@ async def _audited(
     change: Callable[[list[ApiKey]], list[ApiKey]],
     nats_url: str | None,
 ) -> None:
-    """Apply ``change`` to the key file and record it; undo the change if the record cannot be stored."""
+    """Apply ``change`` to the key file and record it; undo the change if the record cannot be stored.
+
+    The undo puts back only the keys this change touched, so another command's change made meanwhile stays.
+    """
     with file.change() as ks:
-        before = list(ks)
+        before = {k.id: k for k in ks}
         ks[:] = change(ks)
+        touched = {k.id for k in ks if before.get(k.id) != k}
     try:
         await _with_audit(nats_url, lambda audit: audit.record(action, target, details))
     except BaseException:
         with file.change() as ks:
-            undone = {k.id: k for k in before}
-            ks[:] = [undone[k.id] for k in ks if k.id in undone]
+            ks[:] = [before.get(k.id, k) if k.id in touched else k for k in ks if k.id in before or k.id not in touched]
         raise
 
 
