@@ -15,6 +15,7 @@ from starlette.datastructures import Headers
 
 from switchboard.schemas import SessionState
 from switchboard.security.api_keys import KeyFile, KeyFileError, KeyLimits, KeyRing, new_key
+from switchboard.security.log_filter import scrub_credentials
 from switchboard.settings import Settings
 from switchboard_edge.limits import CappedSession, KeyLimiter, Limits
 from switchboard_edge.origins import origin_allowed, parse_origins
@@ -147,3 +148,14 @@ async def test_the_audio_hook_ends_a_session_over_its_audio_cap() -> None:
     await asyncio.wait_for(session._ending, 5)
     assert [e["error"]["code"] for e in ws.sent] == ["session_audio_limit_reached"]
     assert ws.closed == (1008, "session_audio_limit_reached")
+
+
+def test_credentials_are_scrubbed_from_log_lines() -> None:
+    key, record = new_key("acme")
+    line = (
+        f"< authorization: Bearer {key} | < sec-websocket-protocol: realtime, openai-insecure-api-key.sk-plain "
+        "| ek_eyJpIjoi.c2lnbmF0dXJl"
+    )
+    scrubbed = scrub_credentials(line)
+    assert key.split("-", 2)[2] not in scrubbed and "sk-plain" not in scrubbed and "c2lnbmF0dXJl" not in scrubbed
+    assert f"sb-{record.id}-[REDACTED]" in scrub_credentials(f"key {key} used")  # the id stays
