@@ -206,7 +206,8 @@ async def test_the_official_sdk_mints_a_client_secret_and_connects_with_it(stack
 def _signed(claims: dict[str, Any]) -> str:
     """A client secret signed with the edges' real secret (what only an edge can make)."""
     payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
-    sig = hmac.new(EdgeKeys(EDGE_SECRET.encode()).client_secrets, f"ek1.{payload}".encode(), hashlib.sha256).digest()
+    key = EdgeKeys(EDGE_SECRET.encode()).client_secrets[0]
+    sig = hmac.new(key, f"ek1.{payload}".encode(), hashlib.sha256).digest()
     return f"ek_{payload}.{base64.urlsafe_b64encode(sig).rstrip(b'=').decode()}"
 
 

@@ -85,8 +85,8 @@ async def test_the_edge_and_an_agent_do_their_work_with_their_own_keys(rig: Rig)
     try:
         await SessionStore.open(edge.jetstream())
         await AuditLog.open(edge.jetstream())
-        secret = await shared_secret("", edge.jetstream())  # the edges' signing secret, and single-use marks
-        used = await ClientSecrets.open(edge.jetstream(), secret, KeyRing(), max_s=600)
+        signing = await shared_secret("", edge.jetstream())  # the edges' signing secret, and single-use marks
+        used = await ClientSecrets.open(edge.jetstream(), signing, KeyRing(), max_s=600)
         assert await used.consume("ek-id") and not await used.consume("ek-id")
         await SideEffectLedger.open(agent.jetstream())
         await ToolStore.open(agent.jetstream(), store_bucket(SCENARIO))

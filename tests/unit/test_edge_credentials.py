@@ -83,6 +83,9 @@ def test_session_ids_are_bound_to_the_tenant_they_were_issued_to() -> None:
     assert not keys.issued_to(session_id, "globex")
     assert not other_stack.issued_to(session_id, "acme")
     assert not keys.issued_to("sess_" + "0" * 32, "acme") and not keys.issued_to("chosen-by-client", "acme")
+    rotating = EdgeKeys(b"n" * 32, b"s" * 32)  # SWITCHBOARD_EDGE_SECRET=new,old during a rotation
+    assert rotating.issued_to(session_id, "acme")  # ids signed with the old secret still hold
+    assert not keys.issued_to(rotating.new_session_id("acme"), "acme")  # new ones are signed with the new
 
 
 def test_the_limiter_refills_at_the_key_rate_and_counts_open_sessions() -> None:

@@ -72,7 +72,7 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
             rollouts = await RolloutTable.open(bus.js, replicas=settings.js_replicas, seed=seed)
             app.state.rollouts = rollouts
             app.state.edge_keys = EdgeKeys(
-                await shared_secret(settings.edge_secret.get_secret_value(), bus.js, replicas=settings.js_replicas)
+                *await shared_secret(settings.edge_secret.get_secret_value(), bus.js, replicas=settings.js_replicas)
             )
             app.state.client_secrets = await ClientSecrets.open(
                 bus.js, app.state.edge_keys.client_secrets, keys, max_s=settings.client_secret_max_s,

@@ -81,8 +81,11 @@ def _unb64(text: str) -> bytes:
 
 
 class ClientSecrets:
-    def __init__(self, key: bytes, used: KeyValue, keys: KeyRing, *, max_s: int, retry: StateRetry | None = None):
-        self._key = key
+    def __init__(
+        self, signing: list[bytes], used: KeyValue, keys: KeyRing, *, max_s: int, retry: StateRetry | None = None
+    ):
+        self._signing = signing
+        """Signs with the first; a secret signed with any of them is genuine (a secret rotation's window)."""
         self._used = used
         self._keys = keys
         self.max_s = max_s
@@ -90,7 +93,7 @@ class ClientSecrets:
 
     @classmethod
     async def open(
-        cls, js: JetStreamContext, key: bytes, keys: KeyRing, *, max_s: int, replicas: int = 1
+        cls, js: JetStreamContext, signing: list[bytes], keys: KeyRing, *, max_s: int, replicas: int = 1
     ) -> ClientSecrets:
         retry = StateRetry()
 
@@ -102,10 +105,11 @@ class ClientSecrets:
                 config = KeyValueConfig(bucket=CLIENT_SECRETS_BUCKET, history=1, ttl=7200 + 60, replicas=replicas)
                 return await js.create_key_value(config)
 
-        return cls(key, await retry.run("client_secrets.open", bucket), keys, max_s=max_s, retry=retry)
+        return cls(signing, await retry.run("client_secrets.open", bucket), keys, max_s=max_s, retry=retry)
 
-    def _sign(self, payload: str) -> str:
-        return _b64(hmac.new(self._key, f"ek1.{payload}".encode(), hashlib.sha256).digest())
+    @staticmethod
+    def _sign(key: bytes, payload: str) -> str:
+        return _b64(hmac.new(key, f"ek1.{payload}".encode(), hashlib.sha256).digest())
 
     def mint(self, principal: Principal, body: bytes) -> dict[str, Any]:
         """The response to a mint request by ``principal`` (raises :class:`BadRequest`)."""
@@ -130,13 +134,14 @@ class ClientSecrets:
         claims = {"i": secrets.token_hex(12), "t": principal.owner, "k": principal.key_id, "e": expires_at,
                   "s": session}  # fmt: skip
         payload = _b64(json.dumps(claims, separators=(",", ":")).encode())
-        return {"value": f"{CLIENT_SECRET_PREFIX}{payload}.{self._sign(payload)}", "expires_at": expires_at,
-                "session": session}  # fmt: skip
+        value = f"{CLIENT_SECRET_PREFIX}{payload}.{self._sign(self._signing[0], payload)}"
+        return {"value": value, "expires_at": expires_at, "session": session}
 
     def read(self, value: str) -> Claims | Refusal:
         """The claims of a genuine, unexpired secret (not yet checked for reuse), else why not."""
         payload, _, signature = value.removeprefix(CLIENT_SECRET_PREFIX).partition(".")
-        if not signature or not hmac.compare_digest(signature.encode(), self._sign(payload).encode()):
+        genuine = any(hmac.compare_digest(signature.encode(), self._sign(k, payload).encode()) for k in self._signing)
+        if not signature or not genuine:
             return Refusal(401, "invalid_api_key", "invalid client secret")
         raw = json.loads(_unb64(payload))
         claims = Claims(raw["i"], raw["t"], raw["k"], int(raw["e"]), raw["s"])

@@ -1,6 +1,7 @@
 """The edges' shared signing secret, and the session ids it makes unforgeable per tenant.
 
-``SWITCHBOARD_EDGE_SECRET`` when set (every replica the same); otherwise the first edge generates one
+``SWITCHBOARD_EDGE_SECRET`` when set (every replica the same; ``new,old`` during a rotation: the first
+signs, any verifies, so nothing in flight breaks while replicas roll); otherwise the first edge generates one
 and keeps it in the ``switchboard_edge`` KV bucket, where every other edge of the stack reads it, so
 client secrets minted on one replica are accepted on another with no setting at all.
 
@@ -39,10 +40,10 @@ async def _bucket(js: JetStreamContext, replicas: int, retry: StateRetry) -> Key
     return await retry.run("edge.secret.open", bucket)
 
 
-async def shared_secret(configured: str, js: JetStreamContext, *, replicas: int = 1) -> bytes:
-    """The configured secret, else the stack's generated one (created by the first edge to ask)."""
-    if configured:
-        return configured.encode()
+async def shared_secret(configured: str, js: JetStreamContext, *, replicas: int = 1) -> list[bytes]:
+    """The configured secrets (signing one first), else the stack's generated one (made by the first edge)."""
+    if configured.strip():
+        return [s.strip().encode() for s in configured.split(",") if s.strip()]
     retry = StateRetry()
     kv = await _bucket(js, replicas, retry)
     try:
@@ -51,24 +52,33 @@ async def shared_secret(configured: str, js: JetStreamContext, *, replicas: int 
         pass  # another edge made it first: use theirs
     entry = await retry.run("edge.secret.read", lambda: kv.get(SECRET_KEY))
     assert entry.value is not None
-    return entry.value
+    return [entry.value]
+
+
+def _derive(secret: bytes, purpose: bytes) -> bytes:
+    return hmac.new(secret, purpose, hashlib.sha256).digest()
 
 
 class EdgeKeys:
-    """Keys derived from the shared secret, one per purpose."""
+    """Keys derived from the shared secrets, one per purpose; the first secret's keys sign, all verify."""
 
-    def __init__(self, secret: bytes) -> None:
-        self.client_secrets = hmac.new(secret, b"switchboard client secret v1", hashlib.sha256).digest()
-        self._session_ids = hmac.new(secret, b"switchboard session id v1", hashlib.sha256).digest()
+    def __init__(self, *shared: bytes) -> None:
+        if not shared:
+            raise ValueError("EdgeKeys needs at least one secret")
+        self.client_secrets = [_derive(s, b"switchboard client secret v1") for s in shared]
+        self._session_ids = [_derive(s, b"switchboard session id v1") for s in shared]
 
-    def _tag(self, owner: str, nonce: str) -> str:
-        return hmac.new(self._session_ids, f"{owner}\0{nonce}".encode(), hashlib.sha256).hexdigest()[:16]
+    @staticmethod
+    def _tag(key: bytes, owner: str, nonce: str) -> str:
+        return hmac.new(key, f"{owner}\0{nonce}".encode(), hashlib.sha256).hexdigest()[:16]
 
     def new_session_id(self, owner: str) -> str:
         nonce = secrets.token_hex(8)
-        return f"sess_{nonce}{self._tag(owner, nonce)}"
+        return f"sess_{nonce}{self._tag(self._session_ids[0], owner, nonce)}"
 
     def issued_to(self, session_id: str, owner: str) -> bool:
         """Whether ``session_id`` was made by :meth:`new_session_id` for ``owner`` (by any edge of the stack)."""
         m = _SESSION_ID.match(session_id)
-        return m is not None and hmac.compare_digest(m.group(2), self._tag(owner, m.group(1)))
+        if m is None:
+            return False
+        return any(hmac.compare_digest(m.group(2), self._tag(k, owner, m.group(1))) for k in self._session_ids)
