@@ -66,14 +66,17 @@ def create_key(stack: Stack, tenant: str, *limits: str) -> tuple[str, str]:
     return key, key.split("-")[1]
 
 
-async def new_key(stack: Stack, tenant: str, *limits: str) -> tuple[str, str]:
-    """The same command run in this process (quicker, for tests about what a key does, not the command)."""
+async def keys_verb(stack: Stack, verb: str, *argv: str) -> str:
+    """``switchboard keys VERB`` run in this process (quicker, for tests about what keys do, not the command)."""
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command"))
     env = stack.env()
-    args = parser.parse_args(["keys", "create", "--tenant", tenant, "--file", env["SWITCHBOARD_API_KEYS_FILE"],
-                              "--nats-url", env["SWITCHBOARD_NATS_URL"], *limits])  # fmt: skip
-    key = (await keys(args)).splitlines()[0]
+    return await keys(parser.parse_args(["keys", verb, "--file", env["SWITCHBOARD_API_KEYS_FILE"],
+                                         "--nats-url", env["SWITCHBOARD_NATS_URL"], *argv]))  # fmt: skip
+
+
+async def new_key(stack: Stack, tenant: str, *limits: str) -> tuple[str, str]:
+    key = (await keys_verb(stack, "create", "--tenant", tenant, *limits)).splitlines()[0]
     return key, key.split("-")[1]
 
 
@@ -90,8 +93,8 @@ async def refused(stack: Stack, **kwargs: Any) -> tuple[int, dict[str, Any]]:
     return refusal(excinfo)
 
 
-async def mint(stack: Stack, key: str, body: dict[str, Any] | None = None) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=stack.edge_url) as http:
+async def mint(stack: Stack, key: str, body: dict[str, Any] | None = None, port: int | None = None) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}" if port else stack.edge_url) as http:
         auth = {"Authorization": f"Bearer {key}"}
         return await http.post("/v1/realtime/client_secrets", json=body or {}, headers=auth)
 
@@ -139,6 +142,38 @@ async def test_a_key_change_that_cannot_be_audited_is_undone(stack: Stack) -> No
     assert await asyncio.to_thread(file.read) == before  # no key added, none revoked
     async with RawClient(stack, key=key) as client:
         await client.open()
+
+
+async def test_keys_and_the_edge_secret_rotate_without_downtime(tmp_path: Path) -> None:
+    old, new = secrets.token_hex(32), secrets.token_hex(32)
+    env = {"SWITCHBOARD_API_KEYS_FILE": str(tmp_path / "keys.json"), "SWITCHBOARD_EDGE_SECRET": old}
+    with make_stack(tmp_path, agents=["triage", "generalist"], env=env) as stack:
+        first, first_id = await new_key(stack, "acme")
+        async with RawClient(stack, key=first) as client:
+            session_id = (await client.open())["session_id"]
+            await client.turn("hello")
+        async with RawClient(stack, key=first) as client:
+            fresh_id = (await client.open())["session_id"]  # issued under the old secret, never committed
+        minted_before = (await mint(stack, first)).json()["value"]
+        second, _ = await new_key(stack, "acme")  # the rollover window: both keys are valid
+        stack.extra_env["SWITCHBOARD_EDGE_SECRET"] = f"{new},{old}"  # a replica rolled to the new secret
+        _, rolled = stack.start_edge()
+        for key in (first, second):
+            async with RawClient(stack, key=key, port=rolled, session_id=session_id) as client:
+                assert (await client.open())["history_items"] == 2
+        async with RawClient(stack, key=second, port=rolled, session_id=fresh_id) as client:
+            assert (await client.open())["resumed"] is False
+        async with RawClient(stack, key=minted_before, port=rolled) as client:
+            await client.open()
+        minted_after = (await mint(stack, second, port=rolled)).json()["value"]
+        async with RawClient(stack, key=minted_after, port=rolled) as client:
+            await client.open()
+        await keys_verb(stack, "revoke", first_id)  # the old key retires; the sessions stay the tenant's
+        for port in (None, rolled):
+            status, body = await refused(stack, key=first, port=port)
+            assert (status, body["error"]["code"]) == (401, "invalid_api_key")
+        async with RawClient(stack, key=second, session_id=session_id) as client:
+            assert (await client.open())["history_items"] == 2
 
 
 async def test_another_tenant_cannot_tell_a_session_exists(stack: Stack) -> None:
