@@ -111,7 +111,8 @@ async def keys(args: argparse.Namespace) -> str:
             key, record = new_key(args.tenant, name=args.name, limits=limits)
         except ValueError as exc:
             raise CommandError(str(exc).splitlines()[0]) from None
-        details = {"tenant": record.tenant, "name": record.name} | limits.model_dump(exclude_none=True)
+        details = {"tenant": record.tenant} | ({"name": record.name} if record.name else {})
+        details |= limits.model_dump(exclude_none=True)
         await _audited(file, "key.created", record.id, details, lambda ks: [*ks, record], args.nats_url)
         return f"{key}\n(key {record.id} of tenant {record.tenant}: store it now, it is not shown again)"
     now = time.time()
