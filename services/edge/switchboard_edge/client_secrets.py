@@ -121,7 +121,8 @@ class ClientSecrets:
             first = exc.errors(include_url=False)[0]
             param = ".".join(str(p) for p in first["loc"]) or None
             raise BadRequest("invalid_value", f"{param or 'body'}: {first['msg']}", param) from None
-        seconds = request.expires_after.seconds
+        asked = "seconds" in request.expires_after.model_fields_set
+        seconds = request.expires_after.seconds if asked else min(request.expires_after.seconds, self.max_s)
         if seconds > self.max_s:
             raise BadRequest(
                 "invalid_value", f"expires_after.seconds {seconds} is over this edge's maximum of {self.max_s}",
