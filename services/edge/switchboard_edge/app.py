@@ -225,7 +225,8 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
         loaded = await deps.store.load(session_id)
         resuming = "session_id" in ws.query_params
         unknown = loaded is None and resuming and not edge_keys.issued_to(session_id, owner)
-        if unknown or (loaded is not None and loaded[0].owner not in (None, owner)):
+        # sessions stored before tenants carry a plain key's bare fingerprint: the same key still owns them
+        if unknown or (loaded is not None and loaded[0].owner not in (None, owner, owner.removeprefix("dev-"))):
             # another tenant's session is refused exactly as one that does not exist
             await _deny(ws, 404, "session_not_found", "no session with this id for this API key's tenant")
             return
