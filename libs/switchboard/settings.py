@@ -74,7 +74,8 @@ class Settings(BaseSettings):
     hop_timeout_s: float = Field(10.0, gt=0)
     """Longest one agent may take within a turn before the turn goes to the fallback agent."""
     heartbeat_s: float = Field(0.25, gt=0)
-    """Agents and supervisors acknowledge a request with a heartbeat at once, then send one this often."""
+    """Agents and supervisors acknowledge a request within 50 ms (with their first reply, or a heartbeat
+    when they have none by then), then send a heartbeat this often while they have nothing else to send."""
     ack_timeout_s: float = Field(0.25, gt=0)
     """An agent or supervisor replica that has not acknowledged a request this long after it was sent
     (frozen, or gone with its subscription) is taken for lost and the call retried on another replica."""

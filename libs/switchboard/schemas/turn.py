@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, TypeAdapter
 
 from ._base import WireModel
-from .conversation import ConversationItem
+from .conversation import ConversationItem, dump_with_history
 from .errors import ErrorReply
 
 
@@ -68,6 +68,9 @@ class TurnRequest(WireModel):
     """``auto``, ``none`` (no tool is offered), ``required``, or the name of the one function to call."""
     max_output_tokens: int | None = None
     """Cap on the model's output tokens per model call (the client's ``max_output_tokens``)."""
+
+    def to_bytes(self) -> bytes:
+        return dump_with_history(self, self.history)
 
 
 class TurnDelta(WireModel):

@@ -14,7 +14,6 @@ from starlette.responses import Response
 
 from switchboard.agents import Scenario, load_scenario
 from switchboard.bus import Bus, StreamingClient, subjects
-from switchboard.orchestration import Conductor, ConsultStats, SupervisorConsults
 from switchboard.resilience import Breakers, RetryPolicy
 from switchboard.rollout import RolloutTable, parse_weights
 from switchboard.runtime.gc import freeze_startup_heap
@@ -27,6 +26,7 @@ from switchboard.telemetry import metrics_route, session_context, setup_tracing,
 from .auth import Authenticator, Principal, Refusal, api_key_verifier
 from .client_secrets import MAX_REQUEST_BYTES, BadRequest, ClientSecrets
 from .limits import CappedSession, KeyLimiter, Limits
+from .orchestration import Conductor, ConsultStats, SupervisorConsults
 from .origins import origin_allowed, parse_origins
 from .protocol import error_event
 from .session import EdgeDeps

@@ -13,6 +13,8 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from switchboard.errors import SwitchboardError
+
 from .client_events import (
     SUPPORTED,
     TAGS,
@@ -40,7 +42,7 @@ KNOWN_UNSUPPORTED = frozenset(
 """Realtime client events we know but do not serve yet (voice comes later)."""
 
 
-class ProtocolError(Exception):
+class ProtocolError(SwitchboardError):
     """A client event the edge cannot accept; becomes an ``error`` server event."""
 
     def __init__(self, code: str, message: str, *, param: str | None = None, event_id: str | None = None):

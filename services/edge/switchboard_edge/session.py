@@ -13,11 +13,6 @@ from opentelemetry.trace import SpanKind
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from switchboard.guardrails import Action, Boundary, check
-from switchboard.orchestration import (
-    Conductor,
-    TurnFailed,
-    TurnOutcome,
-)
 from switchboard.schemas import SessionState, TurnRecord
 from switchboard.settings import Settings
 from switchboard.state import AuditLog, SessionConflict, SessionStore
@@ -36,6 +31,11 @@ from .client_events import (
     SessionConfig,
     SessionUpdate,
     UserMessage,
+)
+from .orchestration import (
+    Conductor,
+    TurnFailed,
+    TurnOutcome,
 )
 from .plans import ClientSettings, ResponsePlan, plan_response, response_metadata
 from .protocol import (
