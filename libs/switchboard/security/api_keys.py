@@ -28,6 +28,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ..errors import SwitchboardError
+
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "sb"
@@ -125,7 +127,7 @@ def key_fingerprint(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-class KeyFileError(Exception):
+class KeyFileError(SwitchboardError):
     """The key file cannot be read or changed (one line, for the command and the edge's start)."""
 
 

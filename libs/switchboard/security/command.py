@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 from ..bus import Bus
+from ..errors import SwitchboardError
 from ..schemas import ControlAction, ControlRecord
 from ..state.control import ControlAudit
 from .api_keys import DEFAULT_KEYS_FILE, ApiKey, KeyFile, KeyFileError, KeyLimits, new_key
@@ -24,7 +25,7 @@ CONNECT_TIMEOUT_S = 10.0
 T = TypeVar("T")
 
 
-class CommandError(Exception):
+class CommandError(SwitchboardError):
     """Something to fix, said in one line (exit status 1)."""
 
 

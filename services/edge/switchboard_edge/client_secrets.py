@@ -28,6 +28,7 @@ from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from switchboard.bus.subjects import CLIENT_SECRETS_BUCKET
+from switchboard.errors import SwitchboardError
 from switchboard.security.api_keys import KeyRing
 from switchboard.state import StateRetry
 from switchboard.state.retry import cas_write
@@ -66,7 +67,9 @@ class Claims:
     session: dict[str, Any]
 
 
-class BadRequest(Exception):
+class BadRequest(SwitchboardError):
+    """A mint request the edge refuses (400, with the OpenAI error code and the faulty ``param``)."""
+
     def __init__(self, code: str, message: str, param: str | None = None) -> None:
         super().__init__(message)
         self.code, self.message, self.param = code, message, param
