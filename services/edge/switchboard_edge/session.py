@@ -28,6 +28,7 @@ from .client_events import (
     ResponseCancel,
     ResponseCreate,
     ResponseOptions,
+    SessionConfig,
     SessionUpdate,
     UserMessage,
 )
@@ -246,14 +247,24 @@ class EdgeSession:
             )  # fmt: skip
 
     async def _session_update(self, event: SessionUpdate) -> None:
-        # Agents own their instructions and models: these are acknowledged and echoed. Client function
-        # tools are kept for this connection and offered to the active agent's model at every response.
-        update = event.session.model_dump(exclude_unset=True, include=ECHOED_SESSION_FIELDS)
-        self.client.update(event.session)
-        if event.session.tools is not None:
-            update["tools"] = [t.model_dump(exclude_none=True) for t in event.session.tools]
-        self._config = self._config | update
+        self.apply_session(event.session)
         await self.send(server_event("session.updated", session=self._config))
+
+    def apply_session(self, session: SessionConfig) -> None:
+        """Take a session configuration (a ``session.update``'s, or a client secret's at connect).
+
+        Agents own their instructions and models: these are acknowledged and echoed. Client function
+        tools are kept for this connection and offered to the active agent's model at every response.
+        """
+        update = session.model_dump(exclude_unset=True, include=ECHOED_SESSION_FIELDS)
+        self.client.update(session)
+        if session.tools is not None:
+            update["tools"] = [t.model_dump(exclude_none=True) for t in session.tools]
+        self._config = self._config | update
+
+    def add_audio_seconds(self, seconds: float) -> None:
+        """Hook for the voice path: count audio this connection sent or received (the edge's session
+        limits override it to enforce ``session_max_audio_s``)."""
 
     async def _item_create(self, event: ConversationItemCreate) -> None:
         item_id = event.item.id or new_id("item")
