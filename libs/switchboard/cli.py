@@ -161,9 +161,11 @@ def _run(args: argparse.Namespace) -> None:
   Switchboard is running (scenario: {settings.scenario})
     realtime edge : {stack.ws_base}/realtime   (OpenAI Realtime protocol, text)
     API key       : {key}
-    nats          : {"  ".join(stack.nats_urls)}   (data in {var / "nats"}{replicas})
+    nats          : {"  ".join(stack.nats.client_urls)}   (data in {var / "nats"}{replicas})
+    bus identities: {var / "bus"}   (one NKey per service; operator login: {stack.operator_env_file})
     logs          : {var / "log"}
   Talk to it:   .venv/bin/switchboard chat --url {stack.ws_base} --key {key}
+  Operator commands (rollout, trace, store):   set -a; . {stack.operator_env_file}; set +a
   A crashed process is restarted. Ctrl-C stops everything.
 {tls_note}""",
                 flush=True,

@@ -19,6 +19,7 @@ from switchboard.local import NatsServer
 from switchboard.schemas import TurnDelta, TurnRequest, TurnResult, turn_reply_adapter
 from switchboard.security.bus_access import ADMIN, BusCredentials, agent_identity, edge_identity, inbox_prefix
 from switchboard.state import AuditLog, SessionStore, SideEffectLedger, ToolStore, store_bucket
+from switchboard.testing.bus_identity import Refusals, connect_as
 
 SCENARIO = "retail"
 
@@ -27,28 +28,15 @@ SCENARIO = "retail"
 class Rig:
     server: NatsServer
     creds: BusCredentials
-    violations: dict[str, list[str]]
+    refusals: dict[str, Refusals]
 
     async def connect(self, identity: str) -> Client:
-        self.violations.setdefault(identity, [])
-
-        async def on_error(exc: Exception) -> None:
-            self.violations[identity].append(str(exc))
-
-        return await nats.connect(
-            self.server.url, nkeys_seed=str(self.creds.seed_file(identity)), inbox_prefix=inbox_prefix(identity),
-            error_cb=on_error, max_reconnect_attempts=0,
-        )  # fmt: skip
+        nc, self.refusals[identity] = await connect_as(self.server.client_url, identity, self.creds.seed_file(identity))
+        return nc
 
     async def violation(self, identity: str, needle: str) -> str:
         """Wait for the server to report a permissions violation for ``identity`` naming ``needle``."""
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            found = [v for v in self.violations[identity] if "permissions" in v.lower() and needle.lower() in v.lower()]
-            if found:
-                return found[0]
-            await asyncio.sleep(0.01)  # ok-sleep: polling the error callback's list
-        raise AssertionError(f"no permissions violation for {needle!r}: {self.violations[identity]}")
+        return await self.refusals[identity].wait(needle)
 
 
 @pytest.fixture
@@ -106,7 +94,7 @@ async def test_the_edge_and_an_agent_do_their_work_with_their_own_keys(rig: Rig)
     finally:
         await edge.close()
         await agent.close()
-    assert not [v for v in rig.violations["edge"] + rig.violations["agent-returns"] if "ermissions" in v]
+    assert not rig.refusals["edge"].permission_errors() + rig.refusals["agent-returns"].permission_errors()
 
 
 async def test_a_specialist_cannot_publish_to_another_specialists_subject(rig: Rig) -> None:

@@ -9,17 +9,22 @@ server knows only the public key) and its own inbox prefix, and the server enfor
   not another agent's subject;
 - the **edge** (the orchestrator) is the only service that writes session state, the history archive
   and the audit stream, and that sends turns and consults;
-- the **admin** identity (``switchboard trace``, ``rollout``, ``store``) may do anything.
+- the **admin** identity (``switchboard trace``, ``rollout``, ``store``) may do anything: an NKey in a
+  cluster (``switchboard bus-keys``), and locally the **operator** login (user and password, in the URL
+  ``switchboard run`` writes to ``var/bus/operator.env`` and a test ``Stack`` exposes as ``nats.url``).
 
-The server side is a NATS ``authorization`` block (see ``server_config``), written by ``make run`` and
-the tests; JetStream access is granted per stream through its API subjects.
+The server side is a NATS ``authorization`` block (see ``server_config``), written by ``make run``, the
+test ``Stack`` and ``switchboard bus-keys`` (Helm); JetStream access is granted per stream through its API
+subjects. Any subject not listed is refused: nats-server logs the violation and the client gets a
+``Permissions Violation`` error (its request times out).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+import secrets
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,10 +36,12 @@ from ..bus.subjects import (
     HISTORY_STREAM,
     HISTORY_SUBJECTS,
     PREFIX,
+    ROLLOUTS_BUCKET,
     SESSIONS_BUCKET,
     check_token,
 )
 from ..state.ledger import LEDGER_BUCKET
+from ..state.store import store_bucket
 
 RESPONSE_WINDOW = {"max": 100_000, "expires": "10m"}
 """A responder may stream this many replies to one request within this long (deltas, heartbeats)."""
@@ -96,14 +103,19 @@ class Identity:
         return {"nkey": public_key, "permissions": permissions}
 
 
+def identity_name(role: str, agent: str) -> str:
+    """The identity of an agent or supervisor service (every replica and track of it shares it)."""
+    return f"{role}-{check_token(agent, 'agent name')}"
+
+
 def agent_identity(agent: str, scenario: str, *, role: str = "agent") -> Identity:
     """An agent (``role="agent"``) or supervisor service of one scenario."""
     name = check_token(agent, "agent name")
     kind = "consult" if role == "supervisor" else "turn"
     own = [f"{PREFIX}.{role}.{name}.{kind}", f"{PREFIX}.{role}.{name}.*.{kind}"]  # every track of it
-    store = f"switchboard_store_{check_token(scenario, 'scenario name')}"
+    store = store_bucket(scenario)
     return Identity(
-        name=f"{role}-{name}",
+        name=identity_name(role, name),
         subscribe=own,
         publish=[*kv_access(LEDGER_BUCKET), *kv_access(store)],
         respond=True,
@@ -117,7 +129,9 @@ def edge_identity(extra_buckets: Iterable[str] = ()) -> Identity:
         publish=[
             f"{PREFIX}.agent.>",
             f"{PREFIX}.supervisor.>",
+            f"{PREFIX}.edge.session.*.takeover",  # asks the edge holding a session to let it go
             *kv_access(SESSIONS_BUCKET),
+            *kv_access(ROLLOUTS_BUCKET),
             *stream_access(AUDIT_STREAM, write_subjects=[AUDIT_SUBJECTS]),
             *stream_access(HISTORY_STREAM, write_subjects=[HISTORY_SUBJECTS]),
             *(s for bucket in extra_buckets for s in kv_access(bucket)),
@@ -128,6 +142,14 @@ def edge_identity(extra_buckets: Iterable[str] = ()) -> Identity:
 
 
 ADMIN = Identity(name="admin", admin=True)
+EDGE = "edge"
+OPERATOR_USER = "operator"
+"""The local operator login (user and password): every right, for people, tests and CLI commands."""
+
+
+def service_identities(scenario: str, agents: Iterable[tuple[str, str]]) -> list[Identity]:
+    """The edge and every ``(name, role)`` agent or supervisor of a scenario: the services of a deployment."""
+    return [edge_identity(), *(agent_identity(name, scenario, role=role) for name, role in agents)]
 
 
 def generate_seed() -> bytes:
@@ -146,25 +168,54 @@ class BusCredentials:
     folder: Path
     identities: list[Identity]
     seeds: dict[str, Path] = field(default_factory=dict)
+    operator_password: str | None = None
 
     def write(self) -> None:
+        """Create the seeds and the operator password that do not exist yet (existing ones are kept)."""
         self.folder.mkdir(parents=True, exist_ok=True)
         os.chmod(self.folder, 0o700)
         for identity in self.identities:
             path = self.folder / f"{identity.name}.nk"
-            if not path.exists():  # keep seeds across restarts: running services hold them
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "wb") as out:
-                    out.write(generate_seed())
+            _create_secret(path, generate_seed)  # kept across restarts: running services hold them
             self.seeds[identity.name] = path
+        password = self.folder / "operator.password"
+        _create_secret(password, lambda: secrets.token_urlsafe(24).encode())
+        self.operator_password = password.read_text().strip()
 
     def seed_file(self, identity: str) -> Path:
         return self.seeds[identity]
 
+    def has(self, identity: str) -> bool:
+        return identity in self.seeds
+
+    def service_env(self, identity: str) -> dict[str, str]:
+        """``SWITCHBOARD_*`` variables that make a process connect as ``identity``."""
+        return {
+            "SWITCHBOARD_NATS_SEED_FILE": str(self.seed_file(identity)),
+            "SWITCHBOARD_NATS_INBOX_PREFIX": inbox_prefix(identity),
+        }
+
+    @property
+    def operator_login(self) -> tuple[str, str]:
+        if self.operator_password is None:
+            raise RuntimeError("BusCredentials.write() first")
+        return OPERATOR_USER, self.operator_password
+
     def server_config(self) -> str:
         """The ``authorization`` block for nats-server's config file (JSON is valid NATS config)."""
-        users = [
+        users: list[dict[str, object]] = [
             identity.authorization_entry(public_key(self.seeds[identity.name].read_bytes()))
             for identity in self.identities
         ]
+        user, password = self.operator_login
+        users.append({"user": user, "password": password})
         return "authorization " + json.dumps({"users": users}, indent=2) + "\n"
+
+
+def _create_secret(path: Path, make: Callable[[], bytes]) -> None:
+    """Write ``make()`` to ``path`` readable by its owner only, unless ``path`` exists."""
+    if path.exists():
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(make())
