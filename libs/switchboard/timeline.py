@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from nats.js.errors import NotFoundError
 
@@ -18,8 +19,9 @@ class NoAuditStream(Exception):
     """The NATS servers hold no audit stream: no Switchboard stack has used them (or another one is meant)."""
 
 
-async def read(servers: list[str], session_id: str) -> list[AuditRecord]:
-    async with Bus(servers, name="switchboard-trace") as bus:
+async def read(servers: list[str], session_id: str, *, seed_file: Path | None = None) -> list[AuditRecord]:
+    """``seed_file``: the admin NKey, where the bus requires one (else the login in the URLs, or none)."""
+    async with Bus(servers, name="switchboard-trace", seed_file=seed_file) as bus:
         try:
             return await AuditLog(bus.js).read_timeline(session_id)
         except NotFoundError:

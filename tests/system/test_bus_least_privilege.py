@@ -101,7 +101,7 @@ async def test_a_specialist_cannot_publish_to_another_specialists_subject(stack:
             await watch.next_msg(timeout=0.3)  # billing never got it
         # nor can it take billing's turns by subscribing to its subject
         await returns.subscribe(subjects.agent_turn("billing"), queue=subjects.agent_queue("billing"))
-        await refused.wait(f"subscription to \"{subjects.agent_turn('billing')}\"")
+        await refused.wait(f'subscription to "{subjects.agent_turn("billing")}"')
     finally:
         await returns.close()
         await operator.close()

@@ -85,7 +85,7 @@ async def run(args: argparse.Namespace, out: Any = None) -> None:
     if agents is not None and getattr(args, "agent", None) is not None and args.agent not in agents:
         raise UnknownAgent(f"unknown agent {args.agent!r} (the scenario's agents: {', '.join(agents)})")
     servers = (args.nats_url or settings.nats_url).split(",")
-    bus = Bus(servers, name="rollout-cli")
+    bus = Bus(servers, name="rollout-cli", seed_file=settings.nats_seed_file)  # the admin NKey, if required
     try:  # the bus retries a lost server forever (right for a service); a command gives up
         await asyncio.wait_for(bus.connect(), CONNECT_TIMEOUT_S)
     except TimeoutError:

@@ -95,7 +95,7 @@ class Identity:
         if self.admin:
             return {"nkey": public_key}
         permissions: dict[str, object] = {
-            "publish": {"allow": self.publish},
+            "publish": {"allow": list(dict.fromkeys(self.publish))},  # each subject once, in order
             "subscribe": {"allow": [*self.subscribe, f"{inbox_prefix(self.name)}.>"]},
         }
         if self.respond:
