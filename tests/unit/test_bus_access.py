@@ -15,10 +15,13 @@ from nats.aio.client import Client
 from pydantic import TypeAdapter
 
 from switchboard.bus import NoResponders, QueueService, StreamingClient, subjects
+from switchboard.bus.subjects import AUDIT_STREAM
 from switchboard.local import NatsServer
-from switchboard.schemas import TurnDelta, TurnRequest, TurnResult, turn_reply_adapter
+from switchboard.rollout.table import RolloutTable
+from switchboard.schemas import MessageItem, TurnDelta, TurnRequest, TurnResult, turn_reply_adapter
 from switchboard.security.bus_access import ADMIN, BusCredentials, agent_identity, edge_identity, inbox_prefix
-from switchboard.state import AuditLog, SessionStore, SideEffectLedger, ToolStore, store_bucket
+from switchboard.state import LEDGER_BUCKET, AuditLog, SessionStore, SideEffectLedger, ToolStore, store_bucket
+from switchboard.state.history import HistoryArchive
 from switchboard.testing.bus_identity import Refusals, connect_as
 
 SCENARIO = "retail"
@@ -97,6 +100,50 @@ async def test_the_edge_and_an_agent_do_their_work_with_their_own_keys(rig: Rig)
     assert not rig.refusals["edge"].permission_errors() + rig.refusals["agent-returns"].permission_errors()
 
 
+async def test_every_state_operation_of_each_service_is_allowed_and_nothing_more(rig: Rig) -> None:
+    """What the services do with JetStream, each with its own key: the edge seeds and watches rollouts,
+    appends and replays history; an agent runs a tool once through the ledger and scans its store."""
+    edge, agent = await rig.connect("edge"), await rig.connect("agent-returns")
+    try:
+        table = await RolloutTable.open(edge.jetstream(), seed={"returns": 10})
+        assert table.snapshot()["returns"].weight == 10  # the watch saw its own write
+        await table.stop()
+        archive = await HistoryArchive.open(edge.jetstream())
+        await archive.append("s1", [MessageItem(id="i1", role="user", text="hello")])
+        assert [i.id for i in await archive.read("s1")] == ["i1"]
+        ledger = await SideEffectLedger.open(agent.jetstream())
+
+        async def refund() -> str:
+            return "refunded"
+
+        assert await ledger.once("s1.t1", refund) == "refunded"
+        assert await ledger.once("s1.t1", refund) == "refunded"  # the second time from the ledger
+        store = await ToolStore.open(agent.jetstream(), store_bucket(SCENARIO))
+        await store.kv.put("orders.A1", b"{}")
+        assert list(await store.scan("orders.>")) == ["orders.A1"]
+    finally:
+        await edge.close()
+        await agent.close()
+    assert rig.refusals["edge"].permission_errors() + rig.refusals["agent-returns"].permission_errors() == []
+
+
+async def test_the_edge_cannot_read_the_audit_or_touch_an_agents_ledger(rig: Rig) -> None:
+    edge = await rig.connect("edge")
+    try:
+        await AuditLog.open(edge.jetstream())
+        await edge.jetstream().publish(subjects.audit_turn("s1"), b"{}")  # appending is its job
+        with pytest.raises(Exception):  # noqa: B017 - the request is dropped: a timeout or a JetStream error
+            await edge.jetstream(timeout=1).subscribe(
+                subjects.audit_turn("s1"), ordered_consumer=True, stream=AUDIT_STREAM
+            )
+        await rig.violation("edge", "CONSUMER.CREATE.SWITCHBOARD_AUDIT")
+        with pytest.raises(Exception):  # noqa: B017
+            await edge.jetstream(timeout=1).key_value(LEDGER_BUCKET)
+        await rig.violation("edge", f"KV_{LEDGER_BUCKET}")
+    finally:
+        await edge.close()
+
+
 async def test_a_specialist_cannot_publish_to_another_specialists_subject(rig: Rig) -> None:
     admin, agent = await rig.connect("admin"), await rig.connect("agent-returns")
     try:
@@ -129,7 +176,7 @@ async def test_a_specialist_cannot_read_session_state(rig: Rig) -> None:
     try:
         await SessionStore.open(edge.jetstream())
         with pytest.raises(Exception):  # noqa: B017 - the request is dropped: a timeout or a JetStream error
-            await agent.jetstream().key_value("switchboard_sessions")
+            await agent.jetstream(timeout=1).key_value("switchboard_sessions")
         await rig.violation("agent-returns", "KV_switchboard_sessions")
     finally:
         await edge.close()

@@ -17,6 +17,11 @@ The server side is a NATS ``authorization`` block (see ``server_config``), writt
 test ``Stack`` and ``switchboard bus-keys`` (Helm); JetStream access is granted per stream through its API
 subjects. Any subject not listed is refused: nats-server logs the violation and the client gets a
 ``Permissions Violation`` error (its request times out).
+
+A reply permission (``allow_responses``) belongs to the connection that received the request: an agent
+that reconnects mid-turn (its server died) can no longer answer the turns it took before, and the edge
+retries them on another replica after ``SWITCHBOARD_IDLE_TIMEOUT_S`` — the price of agents not being
+able to publish into the edge's inbox (they could forge another session's reply there).
 """
 
 from __future__ import annotations
@@ -56,28 +61,31 @@ def _kv_stream(bucket: str) -> str:
     return f"KV_{bucket}"
 
 
-def stream_access(stream: str, *, write_subjects: Iterable[str] = ()) -> list[str]:
-    """Publish permissions to use one JetStream stream (and a KV bucket on it) through its API."""
+def stream_access(
+    stream: str, *, write_subjects: Iterable[str] = (), get: bool = False, consume: bool = False
+) -> list[str]:
+    """Publish permissions to use one JetStream stream (and a KV bucket on it) through its API: look it up
+    and create it (every user of a stream does, at start), publish to ``write_subjects``, fetch one
+    message (``get``: a KV get) and read it through ephemeral ordered consumers (``consume``: a KV watch,
+    a replay of the stream) — nothing else (no other stream, no deletes, no durable consumers)."""
     api = "$JS.API"
-    return [
-        f"{api}.INFO",
-        f"{api}.STREAM.INFO.{stream}",
-        f"{api}.STREAM.CREATE.{stream}",
-        f"{api}.STREAM.MSG.GET.{stream}",
-        f"{api}.DIRECT.GET.{stream}",
-        f"{api}.DIRECT.GET.{stream}.>",
-        f"{api}.CONSUMER.CREATE.{stream}",
-        f"{api}.CONSUMER.CREATE.{stream}.>",
-        f"{api}.CONSUMER.DELETE.{stream}.>",
-        f"{api}.CONSUMER.INFO.{stream}.>",
-        f"$JS.FC.{stream}.>",
-        f"$JS.ACK.{stream}.>",
-        *write_subjects,
-    ]
+    allowed = [f"{api}.STREAM.INFO.{stream}", f"{api}.STREAM.CREATE.{stream}"]
+    if get:
+        allowed.append(f"{api}.STREAM.MSG.GET.{stream}")
+    if consume:
+        allowed += [
+            f"{api}.CONSUMER.CREATE.{stream}",
+            f"{api}.CONSUMER.CREATE.{stream}.>",
+            f"{api}.CONSUMER.DELETE.{stream}.>",
+            f"{api}.CONSUMER.INFO.{stream}.>",  # a KV watch checks its consumer
+            f"$JS.FC.{stream}.>",  # flow-control answers of ordered consumers
+        ]
+    return [*allowed, *write_subjects]
 
 
-def kv_access(bucket: str) -> list[str]:
-    return stream_access(_kv_stream(bucket), write_subjects=[f"$KV.{bucket}.>"])
+def kv_access(bucket: str, *, watch: bool = False) -> list[str]:
+    """Get, put, update and delete keys of one bucket; ``watch``: its watchers (``keys``, ``scan``) too."""
+    return stream_access(_kv_stream(bucket), write_subjects=[f"$KV.{bucket}.>"], get=True, consume=watch)
 
 
 @dataclass(frozen=True)
@@ -117,9 +125,12 @@ def agent_identity(agent: str, scenario: str, *, role: str = "agent") -> Identit
     return Identity(
         name=identity_name(role, name),
         subscribe=own,
-        publish=[*kv_access(LEDGER_BUCKET), *kv_access(store)],
+        publish=[*kv_access(LEDGER_BUCKET), *kv_access(store, watch=True)],  # tools' scans watch the store
         respond=True,
     )
+
+
+TAKEOVER = f"{PREFIX}.edge.session.*.takeover"
 
 
 def edge_identity(extra_buckets: Iterable[str] = ()) -> Identity:
@@ -127,16 +138,18 @@ def edge_identity(extra_buckets: Iterable[str] = ()) -> Identity:
     return Identity(
         name="edge",
         publish=[
-            f"{PREFIX}.agent.>",
-            f"{PREFIX}.supervisor.>",
-            f"{PREFIX}.edge.session.*.takeover",  # asks the edge holding a session to let it go
+            f"{PREFIX}.agent.*.turn",  # every agent's turns, every track
+            f"{PREFIX}.agent.*.*.turn",
+            f"{PREFIX}.supervisor.*.consult",
+            f"{PREFIX}.supervisor.*.*.consult",
+            TAKEOVER,  # asks the edge holding a session to let it go
             *kv_access(SESSIONS_BUCKET),
-            *kv_access(ROLLOUTS_BUCKET),
-            *stream_access(AUDIT_STREAM, write_subjects=[AUDIT_SUBJECTS]),
-            *stream_access(HISTORY_STREAM, write_subjects=[HISTORY_SUBJECTS]),
+            *kv_access(ROLLOUTS_BUCKET, watch=True),  # every edge follows the rollout weights
+            *stream_access(AUDIT_STREAM, write_subjects=[AUDIT_SUBJECTS]),  # append only: operators read it
+            *stream_access(HISTORY_STREAM, write_subjects=[HISTORY_SUBJECTS], consume=True),  # replayed on resume
             *(s for bucket in extra_buckets for s in kv_access(bucket)),
         ],
-        subscribe=[f"{PREFIX}.edge.>"],  # edge-to-edge notices (e.g. a session taken over elsewhere)
+        subscribe=[TAKEOVER],  # a newer connection to a session this edge holds asks it to let go
         respond=True,
     )
 
