@@ -781,3 +781,11 @@ def test_bus_auth_refuses_a_missing_seed_or_a_nats_that_would_not_enforce_it(tmp
     external = render({**values, "busAuth": {"enabled": True, "createSecrets": False}})
     assert bus_secrets(external) == {}
     assert mounted_identity(of_kind(external, "Deployment")[f"{FULLNAME}-edge"]) == ("edge", "_INBOX_edge")
+
+
+def test_notes_say_whether_the_bus_is_locked(tmp_path: Path) -> None:
+    assert "Bus:      open: every process has every right" in notes(minimal())
+    values, _ = bus_values(tmp_path, minimal())
+    text = notes(values)
+    assert f"get secret {FULLNAME}-bus-admin -o jsonpath='{{.data.seed\\.nk}}'" in text
+    assert "SWITCHBOARD_NATS_SEED_FILE=admin.nk switchboard rollout status" in text
