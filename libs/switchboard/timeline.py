@@ -10,6 +10,7 @@ from pathlib import Path
 from nats.js.errors import NotFoundError
 
 from .bus import Bus
+from .bus.connection import without_login
 from .bus.subjects import AUDIT_STREAM
 from .schemas import HandoffDecision, TurnRecord
 from .state.audit import AuditLog, AuditRecord
@@ -26,7 +27,8 @@ async def read(servers: list[str], session_id: str, *, seed_file: Path | None = 
             return await AuditLog(bus.js).read_timeline(session_id)
         except NotFoundError:
             raise NoAuditStream(
-                f"no audit stream {AUDIT_STREAM} on {', '.join(servers)}: is this the NATS a Switchboard stack uses?"
+                f"no audit stream {AUDIT_STREAM} on {without_login(servers)}: "
+                "is this the NATS a Switchboard stack uses?"
             ) from None
 
 

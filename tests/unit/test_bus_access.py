@@ -15,6 +15,7 @@ from nats.aio.client import Client
 from pydantic import TypeAdapter
 
 from switchboard.bus import NoResponders, QueueService, StreamingClient, subjects
+from switchboard.bus.connection import without_login
 from switchboard.bus.subjects import AUDIT_STREAM
 from switchboard.local import NatsServer
 from switchboard.rollout.table import RolloutTable
@@ -200,3 +201,8 @@ async def test_a_specialist_cannot_forge_an_audit_record(rig: Rig) -> None:
 async def test_no_credentials_no_connection(rig: Rig) -> None:
     with pytest.raises(Exception, match="(?i)authorization"):
         await nats.connect(rig.server.url, max_reconnect_attempts=0, allow_reconnect=False)
+
+
+def test_a_login_in_the_nats_urls_stays_out_of_messages() -> None:
+    urls = ["nats://operator:s3cr%2Ft@10.0.0.1:4222", "tls://n2:4222"]
+    assert without_login(urls) == "nats://10.0.0.1:4222, tls://n2:4222"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -15,6 +16,11 @@ log = logging.getLogger(__name__)
 
 _DRAIN_TIMEOUT_S = 5
 """Longest a close waits for subscriptions and publishes to drain (the client's default is 30 s)."""
+
+
+def without_login(servers: list[str]) -> str:
+    """The server URLs for a message: a login in them (``nats://user:password@host``) left out."""
+    return ", ".join(re.sub(r"//[^@/]*@", "//", url) for url in servers)
 
 
 class Bus:

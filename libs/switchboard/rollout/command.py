@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..agents import ScenarioError, load_scenario
 from ..bus import Bus
+from ..bus.connection import without_login
 from ..schemas import Rollout, RolloutState
 from .errors import CanaryNotServing, GateRefused, RolloutError, UnknownAgent
 from .gate import GatePolicy, TrackStats, judge, read_since, summarize
@@ -89,7 +90,7 @@ async def run(args: argparse.Namespace, out: Any = None) -> None:
     try:  # the bus retries a lost server forever (right for a service); a command gives up
         await asyncio.wait_for(bus.connect(), CONNECT_TIMEOUT_S)
     except TimeoutError:
-        raise RolloutError(f"cannot reach NATS at {','.join(servers)} within {CONNECT_TIMEOUT_S:g} s") from None
+        raise RolloutError(f"cannot reach NATS at {without_login(servers)} within {CONNECT_TIMEOUT_S:g} s") from None
     async with bus:
         op = Operator(bus, await RolloutStore.open(bus.js, replicas=settings.js_replicas), agents, out)
         if args.kube:
