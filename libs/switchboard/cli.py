@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from .agents.loader import ScenarioError
+from .bus.errors import BusUnreachable
 from .local.parent import stop_with_launcher
 from .timeline import NoAuditStream
 
@@ -361,7 +362,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         args.fn(args)
-    except (ScenarioError, ValidationError, NoAuditStream) as exc:  # something to fix: one line, no traceback
+    except (ScenarioError, ValidationError, NoAuditStream, BusUnreachable) as exc:  # one line, no traceback
         print(f"switchboard {args.command}: {_one_line(exc)}", file=sys.stderr)
         sys.exit(2)
 

@@ -10,6 +10,7 @@ from nats.js.errors import BucketNotFoundError
 
 from .bus import Bus
 from .state.store import ToolStore, store_bucket
+from .timeline import CONNECT_TIMEOUT_S
 
 
 async def read(
@@ -18,7 +19,9 @@ async def read(
     """Every live document of the scenario's store (of one collection if given), by key; ``seed_file``: the
     admin NKey, where the bus requires one."""
     bucket = store_bucket(scenario)
-    async with Bus(servers, name="switchboard-store", seed_file=seed_file) as bus:
+    bus = Bus(servers, name="switchboard-store", seed_file=seed_file)
+    await bus.connect_within(CONNECT_TIMEOUT_S)
+    async with bus:
         try:
             kv = await bus.js.key_value(bucket)
         except BucketNotFoundError:

@@ -15,6 +15,9 @@ from .bus.subjects import AUDIT_STREAM
 from .schemas import HandoffDecision, TurnRecord
 from .state.audit import AuditLog, AuditRecord
 
+CONNECT_TIMEOUT_S = 10.0
+"""How long a command waits for NATS before it says it cannot reach it."""
+
 
 class NoAuditStream(Exception):
     """The NATS servers hold no audit stream: no Switchboard stack has used them (or another one is meant)."""
@@ -22,7 +25,9 @@ class NoAuditStream(Exception):
 
 async def read(servers: list[str], session_id: str, *, seed_file: Path | None = None) -> list[AuditRecord]:
     """``seed_file``: the admin NKey, where the bus requires one (else the login in the URLs, or none)."""
-    async with Bus(servers, name="switchboard-trace", seed_file=seed_file) as bus:
+    bus = Bus(servers, name="switchboard-trace", seed_file=seed_file)
+    await bus.connect_within(CONNECT_TIMEOUT_S)
+    async with bus:
         try:
             return await AuditLog(bus.js).read_timeline(session_id)
         except NotFoundError:

@@ -8,7 +8,10 @@ import copy
 import functools
 import importlib.util
 import json
+import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -789,3 +792,39 @@ def test_notes_say_whether_the_bus_is_locked(tmp_path: Path) -> None:
     text = notes(values)
     assert f"get secret {FULLNAME}-bus-admin -o jsonpath='{{.data.seed\\.nk}}'" in text
     assert "SWITCHBOARD_NATS_SEED_FILE=admin.nk switchboard rollout status" in text
+
+
+def test_bus_keys_command_writes_the_values_and_a_config_for_your_own_nats(tmp_path: Path) -> None:
+    out, conf = tmp_path / "bus-values.yaml", tmp_path / "nats-auth.conf"
+    env = {k: v for k, v in os.environ.items() if k != "SWITCHBOARD_NATS_SEED_FILE"}
+    env |= {"SWITCHBOARD_SCENARIOS_DIR": str(SCENARIOS)}
+    subprocess.run(
+        [sys.executable, "-m", "switchboard", "bus-keys", "--scenario", "supervisor", "--out", str(out),
+         "--nats-config", str(conf)],
+        env=env, check=True, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    values = yaml.safe_load(out.read_text())
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert set(values["busAuth"]["seeds"]) == {"edge", "supervisor-supervisor", "admin"} | {
+        f"agent-{a.name}" for a in load_scenario("supervisor", SCENARIOS).config.agents if a.role == "agent"
+    }
+    with NatsServer(tmp_path / "nats", authorization=conf.read_text()) as server:  # a config nats-server takes
+        refused = subprocess.run(
+            [sys.executable, "-m", "switchboard", "trace", "s1", "--nats-url", server.client_url],
+            env=env | {"SWITCHBOARD_NATS_SEED_FILE": ""}, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert refused.returncode == 2 and "Authorization Violation" in refused.stderr, refused.stderr
+        assert "admin NKey in SWITCHBOARD_NATS_SEED_FILE" in refused.stderr
+        seed = tmp_path / "admin.nk"
+        seed.write_text(values["busAuth"]["seeds"]["admin"])
+        trace = subprocess.run(
+            [sys.executable, "-m", "switchboard", "trace", "s1", "--nats-url", server.client_url],
+            env=env | {"SWITCHBOARD_NATS_SEED_FILE": str(seed)}, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert "no audit stream SWITCHBOARD_AUDIT" in trace.stderr  # in, with the admin seed: nothing stored yet
+
+
+def test_lint_strict_with_bus_identities(tmp_path: Path) -> None:
+    values, _ = bus_values(tmp_path, ci_values("production-values.yaml"))
+    report = helm_python.lint(CHART, values, strict=True, namespace=NAMESPACE, kube_version=KUBE_VERSION)
+    assert report["errors"] == [MISSING_NATS], report

@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..agents import ScenarioError, load_scenario
-from ..bus import Bus
-from ..bus.connection import without_login
+from ..bus import Bus, BusUnreachable
 from ..schemas import Rollout, RolloutState
 from .errors import CanaryNotServing, GateRefused, RolloutError, UnknownAgent
 from .gate import GatePolicy, TrackStats, judge, read_since, summarize
@@ -88,9 +87,9 @@ async def run(args: argparse.Namespace, out: Any = None) -> None:
     servers = (args.nats_url or settings.nats_url).split(",")
     bus = Bus(servers, name="rollout-cli", seed_file=settings.nats_seed_file)  # the admin NKey, if required
     try:  # the bus retries a lost server forever (right for a service); a command gives up
-        await asyncio.wait_for(bus.connect(), CONNECT_TIMEOUT_S)
-    except TimeoutError:
-        raise RolloutError(f"cannot reach NATS at {without_login(servers)} within {CONNECT_TIMEOUT_S:g} s") from None
+        await bus.connect_within(CONNECT_TIMEOUT_S)
+    except BusUnreachable as exc:
+        raise RolloutError(str(exc)) from None
     async with bus:
         op = Operator(bus, await RolloutStore.open(bus.js, replicas=settings.js_replicas), agents, out)
         if args.kube:
