@@ -130,13 +130,14 @@ def agent_identity(agent: str, scenario: str, *, role: str = "agent") -> Identit
     )
 
 
+EDGE = "edge"
 TAKEOVER = f"{PREFIX}.edge.session.*.takeover"
 
 
 def edge_identity(extra_buckets: Iterable[str] = ()) -> Identity:
     """The edge: sends turns and consults, owns session state, the history archive and the audit."""
     return Identity(
-        name="edge",
+        name=EDGE,
         publish=[
             f"{PREFIX}.agent.*.turn",  # every agent's turns, every track
             f"{PREFIX}.agent.*.*.turn",
@@ -155,7 +156,6 @@ def edge_identity(extra_buckets: Iterable[str] = ()) -> Identity:
 
 
 ADMIN = Identity(name="admin", admin=True)
-EDGE = "edge"
 OPERATOR_USER = "operator"
 """The local operator login (user and password): every right, for people, tests and CLI commands."""
 
