@@ -224,8 +224,8 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
         takeovers: Takeovers = app.state.takeovers
         edge_keys: EdgeKeys = app.state.edge_keys
         owner = principal.owner
-        loaded = await deps.store.load(session_id)
         resuming = "session_id" in ws.query_params
+        loaded = await deps.store.load(session_id) if resuming else None  # a new id was minted just now
         unknown = loaded is None and resuming and not edge_keys.issued_to(session_id, owner)
         # sessions stored before tenants carry a plain key's bare fingerprint: the same key still owns them
         if unknown or (loaded is not None and loaded[0].owner not in (None, owner, owner.removeprefix("dev-"))):
