@@ -14,11 +14,13 @@ WORKDIR /src
 # Dependencies (and the build backend) first, in their own layer, from pyproject.toml alone: a change
 # to the code rebuilds only the last, small, offline install. A CA bundle passed as the build secret `ca`
 # (--secret id=ca,src=...) is trusted by pip; without one, pip uses the base image's certificates.
-COPY pyproject.toml ./
+# EXTRAS adds optional dependency groups, e.g. --build-arg EXTRAS=voice (offline speech, ~620 MB) or
+# EXTRAS=voice,embeddings; the default image has neither.
+ARG EXTRAS=""
+COPY pyproject.toml deploy/requirements.py ./
 RUN --mount=type=secret,id=ca \
     if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi; \
-    /opt/switchboard/bin/python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb")); \
-        print("\n".join(p["project"]["dependencies"] + p["build-system"]["requires"]))' > requirements.txt \
+    /opt/switchboard/bin/python requirements.py "$EXTRAS" > requirements.txt \
     && /opt/switchboard/bin/pip install --quiet --requirement requirements.txt
 COPY README.md ./
 COPY libs ./libs

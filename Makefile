@@ -44,9 +44,9 @@ test-containers: $(STAMP) ## build the image from scratch, run it and docker-com
 	deploy/container-tools.sh
 	CONTAINERS_CONF=$(CURDIR)/deploy/containers.conf $(BIN)/python -m pytest -q -p no:cacheprovider tests/containers
 
-image: ## build the container image localhost/switchboard:latest with podman (docs/deployment.md)
+image: ## build the container image localhost/switchboard:latest with podman (EXTRAS=voice adds offline speech)
 	deploy/container-tools.sh
-	deploy/build-image.sh localhost/switchboard:latest
+	deploy/build-image.sh localhost/switchboard:latest $(if $(EXTRAS),--build-arg EXTRAS=$(EXTRAS))
 
 bench: $(STAMP) ## run the benchmark; results in bench/results/ and the README table
 	$(BIN)/python bench/run.py $(BENCH_ARGS)

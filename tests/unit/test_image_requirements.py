@@ -1,0 +1,40 @@
+"""What the image installs: ``deploy/requirements.py`` as the Dockerfile runs it (``EXTRAS`` build arg)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "deploy" / "requirements.py"
+PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def run(extras: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), extras, str(ROOT / "pyproject.toml")], capture_output=True, text=True, timeout=30
+    )
+
+
+def test_the_default_image_has_the_dependencies_and_no_extra() -> None:
+    lines = run("").stdout.split()
+    assert set(lines) == set(PROJECT["project"]["dependencies"]) | set(PROJECT["build-system"]["requires"])
+
+
+def test_extras_add_their_groups_once_and_an_unknown_one_is_refused() -> None:
+    optional = PROJECT["project"]["optional-dependencies"]
+    lines = run("voice,embeddings").stdout.split()
+    assert set(optional["voice"]) | set(optional["embeddings"]) <= set(lines)
+    assert len(lines) == len(set(lines))
+    assert not set(optional["dev"]) - set(PROJECT["project"]["dependencies"]) & set(lines)
+    refused = run("voice,nope")
+    assert refused.returncode != 0 and "unknown extra(s) nope" in refused.stderr
+
+
+def test_the_dockerfile_installs_what_the_script_prints_for_its_extras_arg() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert 'ARG EXTRAS=""' in dockerfile
+    assert 'requirements.py "$EXTRAS" > requirements.txt' in dockerfile
+    assert "!deploy/requirements.py" in (ROOT / ".dockerignore").read_text()  # in the build context
