@@ -88,7 +88,8 @@ class RunnerLog:
 @asynccontextmanager
 async def runner_session(stack: Stack, agent: RealtimeAgent, port: int | None = None) -> AsyncIterator[RunnerLog]:
     base = f"ws://127.0.0.1:{port}/v1" if port else stack.ws_base
-    runner = RealtimeRunner(agent)
+    text = {"modalities": ["text"], "turn_detection": None}  # a text client (spoken turns: test_voice.py)
+    runner = RealtimeRunner(agent, config={"model_settings": text})  # type: ignore[typeddict-item]
     config = {"url": f"{base}/realtime?model=switchboard", "api_key": stack.api_key}
     async with await runner.run(model_config=config) as session:  # type: ignore[arg-type]
         log = RunnerLog(session)
