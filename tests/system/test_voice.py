@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from agents.realtime import RealtimeAgent
 
 from switchboard.local.stack import Stack
 from switchboard.testing.speech import espeak
@@ -24,6 +25,7 @@ from switchboard.voice.piper_tts import PiperTts
 from switchboard.voice.whisper import WhisperStt
 
 from .client import RawClient, sdk_client, user_message
+from .test_official_clients import runner_session
 from .test_realtime_contract import violations
 
 pytestmark = [pytest.mark.system, pytest.mark.voice]
@@ -58,12 +60,18 @@ def silence(ms: int) -> Pcm16:
     return np.zeros(PCM_RATE * ms // 1000, dtype=np.int16)
 
 
-def said(samples: Pcm16, *, tail_ms: int = 1000) -> Iterator[str]:
-    """The caller's audio as ``append`` payloads of 100 ms, followed by silence (VAD ends the turn)."""
+def pcm_chunks(samples: Pcm16, *, tail_ms: int = 1000) -> Iterator[bytes]:
+    """The caller's audio in PCM16 chunks of 100 ms, followed by silence (VAD ends the turn)."""
     audio = np.concatenate([silence(200), samples, silence(tail_ms)])
     step = PCM_RATE // 10
     for i in range(0, audio.size, step):
-        yield encode_base64(from_pcm16_24k(audio[i : i + step]))
+        yield from_pcm16_24k(audio[i : i + step])
+
+
+def said(samples: Pcm16, *, tail_ms: int = 1000) -> Iterator[str]:
+    """The same as ``input_audio_buffer.append`` payloads (base64)."""
+    for chunk in pcm_chunks(samples, tail_ms=tail_ms):
+        yield encode_base64(chunk)
 
 
 def words(text: str) -> list[str]:
@@ -238,3 +246,23 @@ async def test_text_message_to_voice_session_is_answered_aloud(retail: Stack) ->
         done = await until(conn, "response.done", seen)
     assert done.response.status == "completed"
     assert audio_of(seen).size > PCM_RATE  # more than a second of speech
+
+
+async def test_agents_sdk_runner_holds_a_spoken_turn_with_a_handoff(retail: Stack, speech_dir: Path) -> None:
+    caller = espeak("I want a refund for my order.", speech_dir / "runner.wav")
+    agent = RealtimeAgent(name="caller", instructions="Help the caller.")
+    async with runner_session(retail, agent, settings={}) as log:  # the SDK's defaults: audio both ways, VAD
+        for chunk in pcm_chunks(caller.samples):
+            await log.session.send_audio(chunk)
+        await log.wait(lambda: len(log.dones()) == 1, timeout_s=60)
+        await log.wait(lambda: any(e.type == "audio_end" for e in log.events))
+        history = next(e.history for e in reversed(log.events) if e.type == "history_updated")
+    assert log.errors == []
+    done = log.dones()[0]
+    assert (done["status"], done["metadata"]["agent"]) == ("completed", "auth")
+    user = next(i for i in history if i.type == "message" and i.role == "user")
+    assert "refund" in words(user.content[0].transcript or "")
+    answer = next(i for i in history if i.type == "message" and i.role == "assistant")
+    assert answer.content[0].type == "audio" and "verify your identity" in (answer.content[0].transcript or "")
+    audio = b"".join(e.audio.data for e in log.events if e.type == "audio")
+    assert len(audio) / 2 / PCM_RATE > 3  # the SDK received the spoken answer
