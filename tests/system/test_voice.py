@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ from agents.realtime import RealtimeAgent
 
 from switchboard.local.stack import Stack
 from switchboard.testing.speech import espeak
-from switchboard.voice import PCM_RATE, encode_base64, from_pcm16_24k
+from switchboard.voice import PCM_RATE, encode_base64, from_pcm16_24k, read_wav
 from switchboard.voice.formats import Pcm16, pcm16_from_bytes
 from switchboard.voice.piper_tts import PiperTts
 from switchboard.voice.whisper import WhisperStt
@@ -266,3 +268,18 @@ async def test_agents_sdk_runner_holds_a_spoken_turn_with_a_handoff(retail: Stac
     assert answer.content[0].type == "audio" and "verify your identity" in (answer.content[0].transcript or "")
     audio = b"".join(e.audio.data for e in log.events if e.type == "audio")
     assert len(audio) / 2 / PCM_RATE > 3  # the SDK received the spoken answer
+
+
+def test_chat_voice_speaks_a_wav_file_and_writes_the_answer(retail: Stack, speech_dir: Path) -> None:
+    espeak("I want a refund for my order.", speech_dir / "chat_in.wav")
+    out = speech_dir / "chat_out.wav"
+    run = subprocess.run(
+        [sys.executable, "-m", "switchboard", "chat", "--url", retail.ws_base, "--key", retail.api_key,
+         "--voice", str(speech_dir / "chat_in.wav"), str(out)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    said = next(line for line in run.stdout.splitlines() if line.startswith("you> "))
+    assert "refund" in words(said)
+    assert "bot> Before I can help with that" in run.stdout and "[answered by auth, completed]" in run.stdout
+    assert read_wav(out).size / PCM_RATE > 3
