@@ -180,7 +180,12 @@ class AudioTurns:
         session = self.session
         try:
             stt = (await ready_engines()).stt
+            started = time.perf_counter()
             text = await transcribe(stt, samples)
+            log.info("caller audio transcribed", extra={
+                "session_id": session.state.session_id, "audio_ms": round(samples.size * 1000 / PCM_RATE),
+                "stt_ms": round((time.perf_counter() - started) * 1000), "words": len(text.split()),
+            })  # fmt: skip
         except Exception as exc:  # the STT failed: the caller is told, the session goes on
             log.warning("transcription failed", extra={"session_id": session.state.session_id}, exc_info=True)
             err = {"type": "server_error", "code": "transcription_failed", "message": f"{type(exc).__name__}: {exc}"}
