@@ -354,8 +354,9 @@ def main() -> None:
         return
     tmp = Path(tempfile.mkdtemp(prefix="bench-voice-"))
     hello = tmp / "hello.wav"
-    speech_s = espeak(EDGE_CALLER, hello).size / PCM_RATE + 0.3
     edge_caller = espeak(EDGE_CALLER, hello, pad=(0.3, 1.0))
+    loud = np.flatnonzero(np.abs(edge_caller.astype(np.int32)) > 0.02 * np.abs(edge_caller).max())
+    speech_s = (loud[-1] + 1) / PCM_RATE  # the last word's end (espeak's own trailing silence excluded)
     if args.edge_only:
         edge = voice_edge.measure(args.edge_turns, edge_caller, speech_s)
         RESULTS.mkdir(parents=True, exist_ok=True)

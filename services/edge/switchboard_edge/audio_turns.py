@@ -135,7 +135,7 @@ class AudioTurns:
         vad_config = config.turn_detection
         if vad_config is None:  # push-to-talk: the client commits
             return
-        vad = config.detector(await ready_engines())
+        vad = config.detector(await ready_engines(), samples.size * 1000 / PCM_RATE)
         if vad is None:
             return
         for ev in vad.process(samples):
@@ -143,18 +143,23 @@ class AudioTurns:
                 config.speech_item_id = item_id = new_id("item")
                 heard_at = time.monotonic()
                 await self.session.send(
-                    server_event("input_audio_buffer.speech_started", audio_start_ms=ev.audio_start_ms, item_id=item_id)
+                    server_event(
+                        "input_audio_buffer.speech_started",
+                        audio_start_ms=ev.audio_start_ms + config.vad_origin_ms,
+                        item_id=item_id,
+                    )
                 )
                 if vad_config.interrupt_response:
                     await self.barge_in(heard_at)
             else:
                 item_id = config.speech_item_id or new_id("item")
                 config.speech_item_id = None
+                end_ms = ev.audio_end_ms + config.vad_origin_ms
                 await self.session.send(
-                    server_event("input_audio_buffer.speech_stopped", audio_end_ms=ev.audio_end_ms, item_id=item_id)
+                    server_event("input_audio_buffer.speech_stopped", audio_end_ms=end_ms, item_id=item_id)
                 )
                 try:
-                    utterance = config.buffer.commit_until(ev.audio_end_ms)
+                    utterance = config.buffer.commit_until(end_ms)
                 except EmptyAudioError:
                     continue
                 await self._commit(utterance, item_id, respond=vad_config.create_response)

@@ -114,6 +114,8 @@ class VoiceState:
         self.turn_detection: ServerVadConfig | None = ServerVadConfig()
         self.buffer = InputAudioBuffer(limits)
         self.vad: VoiceActivityDetector | None = None
+        self.vad_origin_ms = 0
+        """Where the VAD's clock starts on the session's audio clock."""
         self.speech_item_id: str | None = None
         """The user item announced by ``speech_started``, committed at ``speech_stopped``."""
 
@@ -121,13 +123,14 @@ class VoiceState:
         """A ``session.update``'s ``audio``; checked whole before anything changes."""
         try:
             config = AudioConfig.model_validate(raw)
-            vad = (
-                _turn_detection(config.input.turn_detection)
-                if config.input and "turn_detection" in config.input.model_fields_set
-                else self.turn_detection
-            )
         except (ValidationError, VoiceError) as exc:
             raise _invalid(exc, "session.audio") from None
+        vad = self.turn_detection
+        if config.input and "turn_detection" in config.input.model_fields_set:
+            try:
+                vad = _turn_detection(config.input.turn_detection)
+            except ValidationError as exc:
+                raise _invalid(exc, "session.audio.input.turn_detection") from None
         if config.input is not None:
             if config.input.format is not None:
                 self.input_format = self.buffer.format = config.input.format
@@ -142,9 +145,12 @@ class VoiceState:
             self.voice = config.output.voice or self.voice
             self.speed = config.output.speed or self.speed
 
-    def detector(self, engines: VoiceEngines) -> VoiceActivityDetector | None:
+    def detector(self, engines: VoiceEngines, just_appended_ms: float) -> VoiceActivityDetector | None:
+        """The session's VAD; a new one (first audio, or turn detection changed) starts its clock where the
+        audio it is about to hear starts on the session's clock."""
         if self.turn_detection is not None and self.vad is None:
             self.vad = engines.new_vad(self.turn_detection)
+            self.vad_origin_ms = round(self.buffer.session_ms - just_appended_ms)
         return self.vad
 
     def echo(self) -> dict[str, Any]:
