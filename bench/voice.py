@@ -347,6 +347,7 @@ def main() -> None:
     parser.add_argument("--all-levels", action="store_true", help="go on past the 1.5 s limit (a busy machine)")
     parser.add_argument("--memory-probe", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--edge-turns", type=int, default=10, help="spoken turns through a real stack (phase 6)")
+    parser.add_argument("--edge-silence-ms", type=int, default=500, help="server VAD silence_duration_ms (phase 6)")
     parser.add_argument("--edge-only", action="store_true", help="phase 6 alone (bench/results/voice-edge.*)")
     args = parser.parse_args()
     if args.memory_probe:
@@ -358,7 +359,7 @@ def main() -> None:
     loud = np.flatnonzero(np.abs(edge_caller.astype(np.int32)) > 0.02 * np.abs(edge_caller).max())
     speech_s = (loud[-1] + 1) / PCM_RATE  # the last word's end (espeak's own trailing silence excluded)
     if args.edge_only:
-        edge = voice_edge.measure(args.edge_turns, edge_caller, speech_s)
+        edge = voice_edge.measure(args.edge_turns, edge_caller, speech_s, args.edge_silence_ms)
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / "voice-edge.json").write_text(json.dumps(edge, indent=2) + "\n")
         (RESULTS / "voice-edge.md").write_text(
@@ -374,7 +375,7 @@ def main() -> None:
     memory = json.loads(probe.stdout.strip().splitlines()[-1])
     result = asyncio.run(measure(args, utterances, callers, memory))
     print("through the running system", flush=True)
-    result["edge"] = voice_edge.measure(args.edge_turns, edge_caller, speech_s)
+    result["edge"] = voice_edge.measure(args.edge_turns, edge_caller, speech_s, args.edge_silence_ms)
     result["seconds"] = time.perf_counter() - started
     result["others_cores"] = max(0.0, (machine_busy_s() - busy0 - (cpu_s() - cpu0)) / result["seconds"])
     RESULTS.mkdir(parents=True, exist_ok=True)

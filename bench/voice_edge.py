@@ -30,10 +30,11 @@ from switchboard.voice import PCM_RATE
 
 ROOT = Path(__file__).resolve().parents[1]
 CHUNK_MS = 100
-SESSION = {
-    "type": "realtime", "output_modalities": ["audio"],
-    "audio": {"input": {"turn_detection": {"type": "server_vad", "silence_duration_ms": 500}}},
-}  # fmt: skip
+
+
+def session(silence_ms: int) -> dict[str, Any]:
+    vad = {"type": "server_vad", "silence_duration_ms": silence_ms}
+    return {"type": "realtime", "output_modalities": ["audio"], "audio": {"input": {"turn_detection": vad}}}
 
 
 def cpu_s(pid: int) -> float:
@@ -80,13 +81,13 @@ async def one_turn(ws: Any, caller: np.ndarray, speech_end_s: float) -> dict[str
     return marks
 
 
-async def bench_edge(turns: int, caller: np.ndarray, speech_end_s: float) -> dict[str, Any]:
+async def bench_edge(turns: int, caller: np.ndarray, speech_end_s: float, silence_ms: int) -> dict[str, Any]:
     key = f"bench-{secrets.token_hex(8)}"
     env = {"SWITCHBOARD_SCENARIOS_DIR": str(ROOT / "scenarios"), "OPENAI_API_KEY": "", "SWITCHBOARD_API_KEYS": key}
     with Stack(Path(tempfile.mkdtemp(prefix="bench-voice-edge-")), scenario="retail", api_key=key, env=env) as stack:
         url = f"{stack.ws_base}/realtime?model=switchboard"
         async with websockets.connect(url, additional_headers={"Authorization": f"Bearer {key}"}) as ws:
-            await ws.send(json.dumps({"type": "session.update", "session": SESSION}))
+            await ws.send(json.dumps({"type": "session.update", "session": session(silence_ms)}))
             await one_turn(ws, caller, speech_end_s)  # warm-up: the edge loads its models
             edge = stack.proc("edge").pid
             cpu0 = cpu_s(edge)
@@ -95,6 +96,7 @@ async def bench_edge(turns: int, caller: np.ndarray, speech_end_s: float) -> dic
     first = [r["first_audio"] * 1000 for r in rows]
     return {
         "turns": turns,
+        "silence_duration_ms": silence_ms,
         "caller_speech_s": speech_end_s,
         "first_audio_ms_p50": statistics.median(first),
         "first_audio_ms_p99": pct(first, 99),
@@ -109,7 +111,7 @@ async def bench_edge(turns: int, caller: np.ndarray, speech_end_s: float) -> dic
 def report(r: dict[str, Any]) -> str:
     return (
         f"| First audio through the stack (end of caller speech -> first answer audio byte; {r['turns']} turns,"
-        f" server VAD with 500 ms silence) p50 / p99 / max | {r['first_audio_ms_p50']:.0f} /"
+        f" server VAD with {r['silence_duration_ms']} ms silence) p50 / p99 / max | {r['first_audio_ms_p50']:.0f} /"
         f" {r['first_audio_ms_p99']:.0f} / {r['first_audio_ms_max']:.0f} ms |\n"
         f"| ... of which: `speech_stopped` / transcript / `response.created` (p50, from the end of speech) |"
         f" {r['vad_ms_p50']:.0f} / {r['stt_ms_p50']:.0f} / {r['response_ms_p50']:.0f} ms |\n"
@@ -118,8 +120,8 @@ def report(r: dict[str, Any]) -> str:
     )
 
 
-def measure(turns: int, caller: np.ndarray, speech_s: float) -> dict[str, Any]:
+def measure(turns: int, caller: np.ndarray, speech_s: float, silence_ms: int = 500) -> dict[str, Any]:
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    result = asyncio.run(bench_edge(turns, caller, speech_s))
+    result = asyncio.run(bench_edge(turns, caller, speech_s, silence_ms))
     result["when"] = started
     return result
