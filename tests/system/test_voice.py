@@ -27,6 +27,7 @@ from switchboard.voice.piper_tts import PiperTts
 from switchboard.voice.whisper import WhisperStt
 
 from .client import RawClient, sdk_client, user_message
+from .stacks import SlowModel, two_edges_on_a_model
 from .test_official_clients import runner_session
 from .test_realtime_contract import violations
 
@@ -283,3 +284,32 @@ def test_chat_voice_speaks_a_wav_file_and_writes_the_answer(retail: Stack, speec
     assert "refund" in words(said)
     assert "bot> Before I can help with that" in run.stdout and "[answered by auth, completed]" in run.stdout
     assert read_wav(out).size / PCM_RATE > 3
+
+
+async def test_barge_in_while_the_agent_is_still_thinking_keeps_both_utterances(
+    tmp_path: Path, speech_dir: Path
+) -> None:
+    slow = SlowModel("Let me look into that for you. One moment please.", 3)
+    first = espeak("Hello, I have a question.", speech_dir / "question.wav")
+    second = espeak("Actually, what about my invoice?", speech_dir / "invoice2.wav")
+    async with two_edges_on_a_model(tmp_path, slow) as (stack, _), RawClient(stack, events=False) as client:
+        await client.open()
+        await client.send({"type": "session.update", "session": VOICE_SESSION})
+        await client.next("session.updated")
+        for payload in said(first.samples):
+            await client.send({"type": "input_audio_buffer.append", "audio": payload})
+        first_item = (await client.next("input_audio_buffer.committed"))["item_id"]
+        await asyncio.wait_for(slow.asked.wait(), 60)  # the agent is thinking: nothing has been said yet
+        for payload in said(second.samples):
+            await client.send({"type": "input_audio_buffer.append", "audio": payload})
+        cut = await client.next("response.done")
+        second_item = (await client.next("input_audio_buffer.committed"))["item_id"]
+        answer = await client.next("response.done")
+        for item_id in (first_item, second_item):
+            await client.send({"type": "conversation.item.retrieve", "item_id": item_id})
+        kept = [(await client.next("conversation.item.retrieved"))["item"] for _ in range(2)]
+    assert (cut["response"]["status"], cut["response"]["status_details"]["reason"]) == ("cancelled", "turn_detected")
+    assert answer["response"]["status"] == "completed"
+    assert "One moment please." in answer["response"]["output"][0]["content"][0]["transcript"]
+    assert "question" in words(kept[0]["content"][0]["text"]) and "invoice" in words(kept[1]["content"][0]["text"])
+    assert not [e for e in client.events if e["type"] == "error"]
