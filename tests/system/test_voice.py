@@ -27,9 +27,10 @@ from switchboard.voice.piper_tts import PiperTts
 from switchboard.voice.whisper import WhisperStt
 
 from .client import RawClient, sdk_client, user_message
-from .stacks import SlowModel, two_edges_on_a_model
+from .stacks import SlowModel, make_stack, two_edges_on_a_model
 from .test_official_clients import runner_session
 from .test_realtime_contract import violations
+from .test_supervisor import FILLERS
 
 pytestmark = [pytest.mark.system, pytest.mark.voice]
 
@@ -313,3 +314,24 @@ async def test_barge_in_while_the_agent_is_still_thinking_keeps_both_utterances(
     assert "One moment please." in answer["response"]["output"][0]["content"][0]["transcript"]
     assert "question" in words(kept[0]["content"][0]["text"]) and "invoice" in words(kept[1]["content"][0]["text"])
     assert not [e for e in client.events if e["type"] == "error"]
+
+
+async def test_a_spoken_question_that_needs_the_supervisor_hears_the_filler_first(
+    tmp_path: Path, speech_dir: Path
+) -> None:
+    caller = espeak("I have a question about my invoice.", speech_dir / "invoice3.wav")
+    with make_stack(tmp_path, scenario="supervisor") as stack:
+        async with RawClient(stack, events=False) as client:
+            await client.open()
+            await client.send({"type": "session.update", "session": VOICE_SESSION})
+            await client.next("session.updated")
+            for payload in said(caller.samples):
+                await client.send({"type": "input_audio_buffer.append", "audio": payload})
+            done = await client.next("response.done")
+    spoken = [e for e in client.events if e["type"].startswith("response.output_audio")]
+    sentences = [e["delta"] for e in spoken if e["type"] == "response.output_audio_transcript.delta"]
+    heard = next(e for e in client.events if e["type"] == "conversation.item.input_audio_transcription.completed")
+    assert done["response"]["metadata"]["supervisor"] == "consulted", (heard["transcript"], sentences)
+    assert sentences[0] in FILLERS and len(sentences) >= 2  # the filler, then the supervisor's answer
+    assert spoken[1]["type"] == "response.output_audio.delta"  # the filler is spoken as soon as it is said
+    assert "verify" in "".join(sentences[1:])

@@ -217,7 +217,12 @@ class AudioTurns:
             await session.send(error_event(err))
             await session.send(server_event("conversation.item.deleted", item_id=item_id))
             return
-        if respond and (session._writer is None or session._writer.done):
+        if not respond:
+            return
+        playing = session._response
+        if playing is not None and not playing.done():  # not interrupted: answer once it has ended
+            await asyncio.wait([playing])
+        if session._writer is None or session._writer.done:
             try:
                 await session.start_response(ResponseOptions())
             except ProtocolError as err:
