@@ -53,6 +53,9 @@ log = logging.getLogger(__name__)
 
 MIN_COMMIT_MS = 100
 """Less caller audio than this has no words in it (the protocol's own minimum for a commit)."""
+MAX_TRANSCRIBING = 4
+"""Caller utterances of one session being transcribed at once; a client committing faster is refused
+(a caller speaking in real time cannot: each utterance takes longer to say than to transcribe)."""
 KEEP_SPOKEN = 16
 """Assistant items whose audio timeline a session keeps for truncation (the newest)."""
 
@@ -170,6 +173,10 @@ class AudioTurns:
 
     async def _commit(self, samples: Pcm16, item_id: str, *, respond: bool) -> None:
         session = self.session
+        if len(self._tasks) >= MAX_TRANSCRIBING:
+            raise ProtocolError(
+                "rate_limit_exceeded", f"{MAX_TRANSCRIBING} utterances are still being transcribed; commit later",
+            )  # fmt: skip
         previous = session.state.history[-1].id if session.state.history else None
         await session.send(server_event("input_audio_buffer.committed", previous_item_id=previous, item_id=item_id))
         added = user_audio_item(item_id, None, "in_progress")
