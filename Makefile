@@ -32,7 +32,10 @@ run: $(STAMP) ## start nats-server, every agent and the edge (Ctrl-C stops all)
 chat: $(STAMP) ## talk to the running system (set SWITCHBOARD_API_KEY to the key `make run` printed)
 	$(BIN)/switchboard chat
 
-test: test-python test-containers ## run the whole test suite: unit, contract, system (real processes), containers
+test: audit-deps test-python test-containers ## run the whole test suite: dependency audit, unit, contract, system (real processes), containers
+
+audit-deps: $(STAMP) ## pip-audit the installed dependencies for known vulnerabilities (PIP_AUDIT_ARGS=--strict: unaudited ones fail too)
+	$(BIN)/python deploy/audit_deps.py $(PIP_AUDIT_ARGS)
 
 test-python: $(STAMP) system-deps ## the whole suite but the container tests (PYTEST_ARGS passes pytest options)
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not bench" --ignore=tests/containers $(PYTEST_ARGS)

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from .agents.loader import ScenarioError
 from .local.parent import stop_with_launcher
+from .security.api_keys import DEFAULT_KEYS_FILE, KeyFileError
 from .timeline import NoAuditStream
 
 if TYPE_CHECKING:
@@ -56,6 +57,7 @@ def _edge(args: argparse.Namespace) -> None:
         app, host=settings.edge_host, port=settings.edge_port, log_config=None,
         ws_max_size=max(16 * 1024 * 1024, settings.max_event_bytes * 4), timeout_graceful_shutdown=5,
         ws_per_message_deflate=False,  # small realtime events: compressing them costs more CPU than it saves
+        ws=getattr(app.state, "ws_protocol", "auto"),  # the edge's own: one socket write per burst of events
         ssl_certfile=settings.tls_cert, ssl_keyfile=settings.tls_key,
     )  # fmt: skip
     DrainingServer(config).run()
@@ -127,14 +129,17 @@ def _run(args: argparse.Namespace) -> None:
     logs.configure("launcher", settings.log_level)
     if not args.quiet:  # beside the processes' echoed lines, in their form; JSON lines otherwise
         logging.getLogger().handlers[0].setFormatter(ConsoleFormatter("launcher"))
-    key = settings.api_keys.split(",")[0].strip() if settings.api_keys else f"sb-dev-{secrets.token_hex(12)}"
+    plain = settings.api_keys.get_secret_value()
+    key = plain.split(",")[0].strip() if plain else f"sb-dev-{secrets.token_hex(12)}"
     var = Path(args.var_dir)
+    keys_file = (settings.api_keys_file or var / DEFAULT_KEYS_FILE).resolve()
     viewer_env, viewer = _trace_viewer(var)
     tls_env, tls_note = _dev_tls(var) if args.tls else ({}, "")
     stack = Stack(
-        var, scenario=settings.scenario, api_key=settings.api_keys or key, edge_port=settings.edge_port,
+        var, scenario=settings.scenario, api_key=plain or key, edge_port=settings.edge_port,
         nats_port=args.nats_port, nats_cluster=settings.nats_cluster, echo=sys.stdout if not args.quiet else None,
-        env={"SWITCHBOARD_SCENARIOS_DIR": str(settings.scenarios_dir.resolve())} | viewer_env | tls_env,
+        env={"SWITCHBOARD_SCENARIOS_DIR": str(settings.scenarios_dir.resolve()),
+             "SWITCHBOARD_API_KEYS_FILE": str(keys_file)} | viewer_env | tls_env,
         stop_grace_s=settings.drain_grace_s + 2,
     )  # fmt: skip
     servers = f"a {settings.nats_cluster}-node nats cluster" if settings.nats_cluster > 1 else "nats-server"
@@ -160,7 +165,7 @@ def _run(args: argparse.Namespace) -> None:
                 f"""
   Switchboard is running (scenario: {settings.scenario})
     realtime edge : {stack.ws_base}/realtime   (OpenAI Realtime protocol, text)
-    API key       : {key}
+    API key       : {key}   (development key; production keys: switchboard keys create, into {keys_file})
     nats          : {"  ".join(stack.nats_urls)}   (data in {var / "nats"}{replicas})
     logs          : {var / "log"}
   Talk to it:   .venv/bin/switchboard chat --url {stack.ws_base} --key {key}
@@ -335,13 +340,20 @@ def main(argv: list[str] | None = None) -> None:
     p.set_defaults(fn=_routing_eval)
     from .capacity import register as register_capacity
     from .rollout.command import register as register_rollout
+    from .security.command import register as register_security
 
     register_rollout(sub)
+    register_security(sub)
     register_capacity(sub)
     args = parser.parse_args(argv)
     try:
         args.fn(args)
-    except (ScenarioError, ValidationError, NoAuditStream) as exc:  # something to fix: one line, no traceback
+    except (
+        ScenarioError,
+        ValidationError,
+        NoAuditStream,
+        KeyFileError,
+    ) as exc:  # something to fix: one line, no traceback
         print(f"switchboard {args.command}: {_one_line(exc)}", file=sys.stderr)
         sys.exit(2)
 

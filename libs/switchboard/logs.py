@@ -3,7 +3,7 @@
 Every line carries ``trace_id`` and ``span_id`` (of the current span, when one is recording) and
 ``session_id`` (from ``telemetry.session_context``), ``null`` when absent; an ``extra=`` field of
 the same name wins. Lines hold no conversation content unless a call puts it there, and PII (emails,
-card numbers, SSNs, phone numbers) is redacted from every line.
+card numbers, SSNs, phone numbers) and credentials (API keys, client secrets) are redacted from every line.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import sys
 import time
 
 from .guardrails.stream import RedactingFilter
+from .security.log_filter import CredentialFilter
 from .telemetry.context import correlation_ids
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
@@ -43,6 +44,7 @@ def configure(service: str, level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter(service))
     handler.addFilter(RedactingFilter())  # PII never reaches a log line, whatever a call passes
+    handler.addFilter(CredentialFilter())  # nor an API key or client secret (libraries log upgrade headers)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

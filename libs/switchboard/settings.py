@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .bus.connection import Bus
@@ -32,8 +32,31 @@ class Settings(BaseSettings):
     """Scenario name (a folder under ``scenarios_dir``) or a path to a scenario folder."""
     scenarios_dir: Path = Path("scenarios")
     """Where scenarios are looked up by name."""
-    api_keys: str = ""
-    """Comma-separated API keys the edge accepts (``Authorization: Bearer <key>`` or the browser subprotocol)."""
+    api_keys: SecretStr = SecretStr("")
+    """Comma-separated plain API keys the edge accepts (a development convenience: hashed when loaded, never
+    logged; each key is its own tenant). Production keys live hashed in ``api_keys_file``."""
+    api_keys_file: Path | None = None
+    """The key file ``switchboard keys create|list|revoke`` keeps: salted hashes of ``sb-`` keys, each bound to
+    a tenant and its limits. The edge re-reads it when it changes (a revoked key is refused at once)."""
+    edge_secret: SecretStr = SecretStr("")
+    """Signs client secrets and session ids; every edge replica needs the same one. Empty: the edges share
+    one they generate and keep in the ``switchboard_edge`` KV bucket."""
+    allowed_origins: str = ""
+    """Comma-separated origins (``https://app.example.com``) whose browsers may open a WebSocket; ``*`` allows
+    any. Empty: a request with an ``Origin`` header must come from the edge's own origin. Clients that send
+    no ``Origin`` (servers, SDKs) are not affected."""
+    key_connects_per_minute: int = Field(3000, ge=1)
+    """Default per key and per edge: WebSocket connection attempts and client secrets minted per minute."""
+    key_max_sessions: int = Field(1000, ge=1)
+    """Default per key and per edge: sessions open at once."""
+    session_max_s: float = Field(3600.0, gt=0)
+    """Default: the longest one connection may last; then it gets an ``error`` (``session_expired``) and 1008."""
+    session_max_turns: int = Field(100_000, ge=1)
+    """Default: responses one connection may ask for."""
+    session_max_audio_s: float = Field(3600.0, gt=0)
+    """Default: seconds of audio one connection may send and receive."""
+    client_secret_max_s: int = Field(600, ge=10, le=7200)
+    """Longest lifetime a client secret may be minted with (``expires_after.seconds``)."""
     edge_host: str = "127.0.0.1"
     edge_port: int = Field(8080, ge=0, le=65535)
     tls_cert: Path | None = None
@@ -51,7 +74,8 @@ class Settings(BaseSettings):
     hop_timeout_s: float = Field(10.0, gt=0)
     """Longest one agent may take within a turn before the turn goes to the fallback agent."""
     heartbeat_s: float = Field(0.25, gt=0)
-    """Agents and supervisors acknowledge a request with a heartbeat at once, then send one this often."""
+    """Agents and supervisors acknowledge a request within 50 ms (with their first reply, or a heartbeat
+    when they have none by then), then send a heartbeat this often while they have nothing else to send."""
     ack_timeout_s: float = Field(0.25, gt=0)
     """An agent or supervisor replica that has not acknowledged a request this long after it was sent
     (frozen, or gone with its subscription) is taken for lost and the call retried on another replica."""
@@ -159,4 +183,4 @@ class Settings(BaseSettings):
 
     @property
     def api_key_set(self) -> frozenset[str]:
-        return frozenset(k.strip() for k in self.api_keys.split(",") if k.strip())
+        return frozenset(k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip())

@@ -10,11 +10,12 @@ from nats.js.errors import NotFoundError
 
 from .bus import Bus
 from .bus.subjects import AUDIT_STREAM
+from .errors import SwitchboardError
 from .schemas import HandoffDecision, TurnRecord
 from .state.audit import AuditLog, AuditRecord
 
 
-class NoAuditStream(Exception):
+class NoAuditStream(SwitchboardError):
     """The NATS servers hold no audit stream: no Switchboard stack has used them (or another one is meant)."""
 
 

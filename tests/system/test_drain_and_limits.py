@@ -66,22 +66,24 @@ async def test_the_session_cap_counts_sessions_not_connections(tmp_path: Path) -
     with make_stack(tmp_path, agents=["triage", "generalist"], env={"SWITCHBOARD_MAX_SESSIONS": "2"}) as stack:
         headers = {"Authorization": f"Bearer {stack.api_key}"}
 
-        def connect(session_id: str) -> Any:
-            url = f"{stack.ws_base}/realtime?model=switchboard&session_id={session_id}"
+        def connect(session_id: str | None = None) -> Any:
+            url = f"{stack.ws_base}/realtime?model=switchboard" + (f"&session_id={session_id}" if session_id else "")
             return websockets.connect(url, additional_headers=headers)
 
         def info() -> dict[str, Any]:
             return probe(f"{stack.edge_url}/v1/switchboard/info")[1]
 
-        async with connect("sess_a") as first, connect("sess_b") as second:  # at the cap
-            for ws in (first, second):
-                assert json.loads(await ws.recv())["type"] == "session.created"
-            async with connect("sess_a") as again:  # a reconnect takes sess_a over: not a new session
+        async with connect() as first, connect() as second:  # at the cap
+            created = [json.loads(await ws.recv()) for ws in (first, second)]
+            assert [c["type"] for c in created] == ["session.created"] * 2
+            async with connect(
+                created[0]["session"]["id"]
+            ) as again:  # a reconnect takes sess_a over: not a new session
                 assert json.loads(await again.recv())["type"] == "session.created"
                 await asyncio.to_thread(_wait, lambda: info()["connections"] == 2)  # the older one was closed
                 assert info()["active_sessions"] == 2
                 with pytest.raises(websockets.InvalidStatus) as excinfo:
-                    async with connect("sess_c"):
+                    async with connect():
                         pass
                 assert excinfo.value.response.status_code == 503
         await asyncio.to_thread(_wait, lambda: info()["connections"] == 0)
@@ -91,7 +93,7 @@ async def test_the_session_cap_counts_sessions_not_connections(tmp_path: Path) -
 
         async def try_open(n: int) -> bool:  # a burst: the cap must hold while others are being admitted
             try:
-                async with connect(f"sess_burst{n}") as ws:
+                async with connect() as ws:
                     await ws.recv()
                     await release.wait()  # every admitted connection stays open until the count was seen
                     return True

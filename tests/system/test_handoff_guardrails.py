@@ -8,8 +8,8 @@ import nats
 import pytest
 
 from switchboard.local.stack import Stack
-from switchboard.orchestration.conductor import CANT_TRANSFER
 from switchboard.state import AuditLog
+from switchboard_edge.orchestration.conductor import CANT_TRANSFER
 
 from .client import Reply, open_session, say, sdk_client
 from .stacks import make_stack

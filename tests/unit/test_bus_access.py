@@ -17,8 +17,11 @@ from pydantic import TypeAdapter
 from switchboard.bus import NoResponders, QueueService, StreamingClient, subjects
 from switchboard.local import NatsServer
 from switchboard.schemas import TurnDelta, TurnRequest, TurnResult, turn_reply_adapter
+from switchboard.security.api_keys import KeyRing
 from switchboard.security.bus_access import ADMIN, BusCredentials, agent_identity, edge_identity, inbox_prefix
 from switchboard.state import AuditLog, SessionStore, SideEffectLedger, ToolStore, store_bucket
+from switchboard_edge.client_secrets import ClientSecrets
+from switchboard_edge.signing import shared_secret
 
 SCENARIO = "retail"
 
@@ -82,6 +85,9 @@ async def test_the_edge_and_an_agent_do_their_work_with_their_own_keys(rig: Rig)
     try:
         await SessionStore.open(edge.jetstream())
         await AuditLog.open(edge.jetstream())
+        signing = await shared_secret("", edge.jetstream())  # the edges' signing secret, and single-use marks
+        used = await ClientSecrets.open(edge.jetstream(), signing, KeyRing(), max_s=600)
+        assert await used.consume("ek-id") and not await used.consume("ek-id")
         await SideEffectLedger.open(agent.jetstream())
         await ToolStore.open(agent.jetstream(), store_bucket(SCENARIO))
         service = await _serve(agent, "returns")
@@ -133,6 +139,18 @@ async def test_a_specialist_cannot_subscribe_to_another_agent_or_the_edge_inbox(
         await agent.subscribe(f"{inbox_prefix('edge')}.>")
         await rig.violation("agent-returns", inbox_prefix("edge"))
     finally:
+        await agent.close()
+
+
+async def test_a_specialist_cannot_read_the_edges_signing_secret(rig: Rig) -> None:
+    edge, agent = await rig.connect("edge"), await rig.connect("agent-returns")
+    try:
+        await shared_secret("", edge.jetstream())
+        with pytest.raises(Exception):  # noqa: B017 - the request is dropped: a timeout or a JetStream error
+            await agent.jetstream().key_value("switchboard_edge")
+        await rig.violation("agent-returns", "KV_switchboard_edge")
+    finally:
+        await edge.close()
         await agent.close()
 
 

@@ -500,6 +500,22 @@ def test_api_keys_secret_generated_or_existing() -> None:
     assert not of_kind(objects, "Secret")
     edge = of_kind(objects, "Deployment")[f"{FULLNAME}-edge"]["spec"]["template"]["spec"]["containers"][0]
     assert env_of(edge)["SWITCHBOARD_API_KEYS"] == {"secretKeyRef": {"name": "mine", "key": "keys"}}
+    assert "SWITCHBOARD_API_KEYS_FILE" not in env_of(edge)
+
+
+def test_the_hashed_key_file_is_mounted_from_a_secret_into_the_edge_only() -> None:
+    objects = render(minimal(edge={"apiKeys": {"fileSecret": "edge-key-file"}}))
+    deployments = of_kind(objects, "Deployment")
+    edge = deployments[f"{FULLNAME}-edge"]["spec"]["template"]["spec"]
+    path = env_of(edge["containers"][0])["SWITCHBOARD_API_KEYS_FILE"]
+    mount = next(m for m in edge["containers"][0]["volumeMounts"] if m["name"] == "api-keys-file")
+    volume = next(v for v in edge["volumes"] if v["name"] == "api-keys-file")
+    assert path == f"{mount['mountPath']}/api-keys.json" and mount["readOnly"] is True
+    assert volume["secret"]["secretName"] == "edge-key-file"
+    others = [d for name, d in deployments.items() if not name.endswith("-edge")]
+    assert others and not any(
+        v["name"] == "api-keys-file" for d in others for v in d["spec"]["template"]["spec"]["volumes"]
+    )
 
 
 def test_helm_test_pod_holds_a_conversation_with_the_edge_service() -> None:

@@ -72,3 +72,26 @@ async def test_close_sends_what_is_left_before_the_caller_sends_its_result() -> 
 def test_a_negative_interval_is_refused() -> None:
     with pytest.raises(ValueError):
         DeltaCoalescer(Published(), flush_after_s=-1)
+
+
+async def test_the_unsent_tail_is_left_to_the_result_only_when_the_result_says_exactly_that() -> None:
+    out = Published()
+    deltas = DeltaCoalescer(out, flush_after_s=60)  # nothing leaves before the close
+    deltas.add("Hello ")
+    deltas.add("there.")
+    assert await deltas.close_into("Hello there.") is True
+    assert out.messages == []  # the whole answer travels in the result: no delta message at all
+
+    out = Published()
+    deltas = DeltaCoalescer(out)
+    deltas.add("Hello ")
+    await until(lambda: out.messages)
+    deltas.add("there.")
+    assert await deltas.close_into("Hello there.") is True
+    assert out.messages == ["Hello "]  # what was sent stays sent; the tail is the result's
+
+    out = Published()
+    deltas = DeltaCoalescer(out, flush_after_s=60)
+    deltas.add("Your card is 4111")
+    assert await deltas.close_into("Your card is [redacted]") is False  # the result says otherwise
+    assert out.messages == ["Your card is 4111"]  # so the text goes out as a delta, as before

@@ -11,10 +11,11 @@ from pydantic import ValidationError
 from starlette.datastructures import Headers
 
 from switchboard.local.devcert import ensure_dev_certificate
+from switchboard.security.api_keys import KeyRing, key_fingerprint
 from switchboard.settings import Settings
-from switchboard_edge.auth import Authenticator, api_key_verifier, key_fingerprint
+from switchboard_edge.auth import Authenticator, Principal, Refusal, api_key_verifier
 
-AUTH = Authenticator({"api_key": api_key_verifier(frozenset({"sk-good"}))})
+AUTH = Authenticator({"api_key": api_key_verifier(KeyRing({"sk-good"}))})
 
 
 @pytest.mark.parametrize(
@@ -29,8 +30,8 @@ AUTH = Authenticator({"api_key": api_key_verifier(frozenset({"sk-good"}))})
 )
 def test_accepted_credentials(headers: dict[str, str], subprotocol: str | None) -> None:
     principal = AUTH.authenticate(Headers(headers))
-    assert principal is not None
-    assert principal.owner == key_fingerprint("sk-good") and principal.subprotocol == subprotocol
+    assert isinstance(principal, Principal)
+    assert principal.owner == f"dev-{key_fingerprint('sk-good')}" and principal.subprotocol == subprotocol
 
 
 @pytest.mark.parametrize(
@@ -47,7 +48,8 @@ def test_accepted_credentials(headers: dict[str, str], subprotocol: str | None) 
     ],
 )
 def test_refused_credentials(headers: dict[str, str]) -> None:
-    assert AUTH.authenticate(Headers(headers)) is None
+    refusal = AUTH.authenticate(Headers(headers))
+    assert isinstance(refusal, Refusal) and (refusal.status, refusal.code) == (401, "invalid_api_key")
 
 
 def test_dev_certificate_verifies_for_the_local_names_and_is_reused(tmp_path: Path) -> None:

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from switchboard.agents import ScenarioConfig, load_scenario
-from switchboard.orchestration.guardrails import PENDING_AGENT, Verdict, decide
 from switchboard.schemas import HandoffOutcome, HandoffRequest
+from switchboard_edge.orchestration.guardrails import PENDING_AGENT, Verdict, decide
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 

@@ -5,6 +5,7 @@ configuration, not the reverse), and the library's packages import each other wi
 from __future__ import annotations
 
 import ast
+import builtins
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -112,6 +113,20 @@ def test_the_library_never_imports_a_service() -> None:
     assert offenders == []
 
 
+def test_the_conductor_is_the_edge_s_own() -> None:
+    """Only the edge runs the conductor: it lives in the edge's package, and no other service imports it."""
+    assert (ROOT / "services" / "edge" / "switchboard_edge" / "orchestration" / "conductor.py").exists()
+    assert not (LIBS / "switchboard" / "orchestration").exists()
+    offenders = [
+        f"{module} imports {target}"
+        for service in ("agent", "supervisor")
+        for module, is_package, tree in _modules(ROOT / "services" / service)
+        for target in imports(module, is_package, tree)
+        if target.startswith("switchboard_edge")
+    ]
+    assert offenders == []
+
+
 def test_agents_do_not_import_models() -> None:
     graph = package_graph(LIBS)
     assert "agents" in graph.get("models", set())  # the allowed direction: providers read agents' config
@@ -139,3 +154,23 @@ def test_the_checks_see_cycles_and_relative_imports(tmp_path: Path) -> None:
     graph = package_graph(tmp_path)
     assert graph == {"agents": {"models"}, "models": {"agents"}}
     assert cycles(graph) == [["agents", "models"]]
+
+
+BUILTIN_EXCEPTIONS = {
+    name for name, value in vars(builtins).items() if isinstance(value, type) and issubclass(value, BaseException)
+}
+
+
+def test_every_public_error_derives_from_switchboard_error() -> None:
+    """One root with a ``retryable`` flag: no public exception class of ours derives from built-in ones
+    only (a built-in beside one of ours is fine; private control-flow exceptions, ``_Name``, are exempt)."""
+    offenders = [
+        f"{module}.{node.name}({', '.join(ast.unparse(b) for b in node.bases)})"
+        for root in (LIBS, ROOT / "services" / "edge", ROOT / "services" / "agent", ROOT / "services" / "supervisor")
+        for module, _is_package, tree in _modules(root)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ClassDef) and not node.name.startswith("_")
+        and node.bases and all(isinstance(b, ast.Name) and b.id in BUILTIN_EXCEPTIONS for b in node.bases)
+        and module != "switchboard.errors"
+    ]  # fmt: skip
+    assert offenders == []

@@ -9,7 +9,7 @@ import pytest
 from openai.types.realtime import RealtimeServerEvent
 from pydantic import TypeAdapter
 
-from switchboard.orchestration import AgentFinished, TextDelta
+from switchboard_edge.orchestration import AgentFinished, TextDelta
 from switchboard_edge.response import ResponseWriter
 
 SERVER_EVENTS: TypeAdapter[Any] = TypeAdapter(RealtimeServerEvent)

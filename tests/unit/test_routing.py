@@ -96,6 +96,9 @@ async def test_keyword_rules_come_first_and_the_intent_is_only_computed_when_a_r
     class Exploding:
         embedder = NgramEmbedder()
 
+        def cached(self, text: str) -> Any:
+            raise AssertionError(f"intent computed for {text!r}")
+
         def match(self, text: str) -> Any:
             raise AssertionError(f"intent computed for {text!r}")
 
@@ -137,6 +140,9 @@ async def test_the_embedding_model_runs_off_the_event_loop(backend: str, in_work
     assert [c.name for c in response.tool_calls] == ["transfer_to_billing"]
     assert len(threads) == 1  # once per model call, however many rules test an intent
     assert (threads[0] != threading.main_thread().name) is in_worker
+    again = await provider.complete(request, sink)  # a line seen before: from the cache, no thread hop
+    assert [c.name for c in again.tool_calls] == ["transfer_to_billing"]
+    assert len(threads) == 1
 
 
 def test_agent_processes_take_the_backend_from_the_environment() -> None:
@@ -235,9 +241,14 @@ def test_a_repeated_line_is_scored_once_and_the_cache_is_bounded() -> None:
             return CountingIndex()
 
     matcher = IntentMatcher({"returns": ["a refund"], "other": ["hello"]}, CountingEmbedder(), cache_size=2)  # type: ignore[arg-type]
+    assert matcher.cached("i want a refund") == (False, None)  # not scored yet: a caller offloads scoring
     assert matcher.match("I want a  REFUND") == matcher.match("i want a refund")
+    assert scored == ["i want a refund"]
+    hit, found = matcher.cached("I want a refund")  # seen: answered without scoring (no thread hop)
+    assert hit and found is not None and found.intent == "returns"
     assert scored == ["i want a refund"]
     for line in ("one", "two", "three"):
         matcher.match(line)
-    matcher.match("i want a refund")  # evicted by the bound: scored again
+    assert matcher.cached("i want a refund") == (False, None)  # evicted by the bound
+    matcher.match("i want a refund")  # scored again
     assert scored.count("i want a refund") == 2

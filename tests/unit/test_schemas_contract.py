@@ -325,3 +325,44 @@ def test_message_headers_carry_version_session_and_deadline() -> None:
     assert out == {h.SCHEMA: SCHEMA_VERSION, h.SESSION: "sess_1", h.DEADLINE: "1700000000500"}
     assert version_error(out) is None
     assert message_headers() == {h.SCHEMA: SCHEMA_VERSION}
+
+
+def test_history_models_serialize_each_item_once_and_read_back_equal() -> None:
+    import gc
+    import time
+
+    from switchboard.schemas import (
+        ConsultRequest,
+        FunctionCallItem,
+        FunctionCallOutputItem,
+        MessageItem,
+        SessionState,
+        TurnRequest,
+        conversation,
+    )
+
+    history = [
+        MessageItem(id="i1", role="user", text='say "hi" \u00e9'),
+        FunctionCallItem(id="i2", call_id="c1", name="lookup", arguments='{"order": "A1"}', agent="returns"),
+        FunctionCallOutputItem(id="i3", call_id="c1", output='{"ok": true}', agent="returns"),
+        MessageItem(id="i4", role="assistant", text="done", agent="returns"),
+    ]
+    now = time.time()
+    models = [
+        SessionState(session_id="s", scenario="retail", active_agent="returns", history=history,
+                     context={"order": "A1"}, created_at=now, updated_at=now),
+        TurnRequest(session_id="s", turn_id="t", agent="returns", history=history, handoff_from="triage"),
+        ConsultRequest(session_id="s", consult_id="c", agent="front", supervisor="expert", history=history, note="n"),
+    ]  # fmt: skip
+    for model in models:
+        data = model.to_bytes()
+        assert json.loads(data) == json.loads(model.model_dump_json(exclude_none=True))
+        assert type(model).model_validate_json(data) == model
+    first = conversation.item_json(history[0])
+    assert conversation.item_json(history[0]) is first  # cached: serialized once per item object
+    changed = history[0].model_copy(update={"text": "changed"})
+    assert json.loads(conversation.item_json(changed))["text"] == "changed"  # a new object, its own JSON
+    cached = len(conversation._item_json)
+    del changed
+    gc.collect()
+    assert len(conversation._item_json) == cached - 1  # the entry goes with its item

@@ -131,11 +131,12 @@ class StreamingClient:
         """Publish ``request`` and yield parsed replies; raise a ``BusError`` on failure.
 
         ``ErrorReply`` replies are raised as ``RemoteError``; the deadline bounds the whole stream.
-        A ``QueueService`` acknowledges a request with a heartbeat as soon as it takes it, then beats
-        while it works: with ``ack_timeout``, a responder that has not acknowledged within that long
-        (a frozen replica still holding its subscription) is taken for lost; with ``idle_timeout``, one
-        that then sends nothing for that long (killed mid-turn) is. Either way the caller knows in well
-        under a second instead of at the deadline. Heartbeats and unknown reply types are skipped.
+        A ``QueueService`` acknowledges a request within ``ack_after_s`` (its first reply, or a heartbeat
+        if it has none by then), then beats while it works: with ``ack_timeout``, a responder that has
+        not acknowledged within that long (a frozen replica still holding its subscription) is taken for
+        lost; with ``idle_timeout``, one that then sends nothing for that long (killed mid-turn) is.
+        Either way the caller knows in well under a second instead of at the deadline. Heartbeats and
+        unknown reply types are skipped.
         """
         await self.start()
         self._next += 1
@@ -161,7 +162,10 @@ class StreamingClient:
                 limit = idle_timeout if acked or ack_limit is None else ack_limit
                 wait = left if limit is None else min(left, limit)
                 try:
-                    msg = await asyncio.wait_for(queue.get(), wait)
+                    msg = queue.get_nowait() if not queue.empty() else None
+                    if msg is None:
+                        async with asyncio.timeout(wait):  # a timer handle, not a task per message
+                            msg = await queue.get()
                 except TimeoutError:
                     late = await _late(queue)
                     if late is None and wait < left:
@@ -222,10 +226,51 @@ class ReplySink:
         self._nc = nc
         self._reply = reply
         self._headers = message_headers(session_id)
+        self.sent = 0
+        """Replies sent so far (the keep-alive beats only into silence)."""
 
     async def send(self, message: WireModel) -> None:
         if self._reply:
+            self.sent += 1
             await self._nc.publish(self._reply, message.to_bytes(), headers=self._headers)
+
+
+_HEARTBEAT = Heartbeat()
+
+
+class _KeepAlive:
+    """Acknowledges a request and beats while its handler works, but only into silence.
+
+    Any reply tells the caller the request was taken and the responder is alive, so a handler that
+    answers within ``first`` seconds (the common case: a turn's first delta) costs no heartbeat message
+    at all. When the handler has sent nothing by then, a heartbeat acknowledges it; after that one goes
+    out every ``every`` seconds in which the handler sent nothing. Timers, not a task per request.
+    """
+
+    def __init__(self, sink: ReplySink, first: float, every: float) -> None:
+        self._sink = sink
+        self._every = every
+        self._seen = sink.sent
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = self._loop.call_later(first, self._fire)
+
+    def _fire(self) -> None:
+        silent = self._sink.sent == self._seen
+        if silent:  # nothing went out since the last check: the caller needs a sign of life
+            self._loop.create_task(self._beat())
+        self._seen = self._sink.sent + silent  # the beat counts itself when it goes out
+        self._timer = self._loop.call_later(self._every, self._fire)
+
+    async def _beat(self) -> None:
+        try:
+            await self._sink.send(_HEARTBEAT)
+        except Exception:  # the connection is gone: the caller will notice the silence
+            log.debug("heartbeat not sent", exc_info=True)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 Handler = Callable[[Req, ReplySink, Msg], Awaitable[None]]
@@ -239,6 +284,9 @@ class QueueService(Generic[Req]):
     requests, waits up to ``grace_s`` for the ones in flight, and is safe to call twice.
     """
 
+    COLD_REQUESTS = 8
+    """Requests acknowledged before their handler runs, while the process is cold."""
+
     def __init__(
         self,
         nc: Client,
@@ -249,6 +297,7 @@ class QueueService(Generic[Req]):
         *,
         max_inflight: int = 256,
         heartbeat_s: float | None = 0.25,
+        ack_after_s: float = 0.05,
         span_name: str | None = None,
         service: str = "",
     ) -> None:
@@ -259,6 +308,8 @@ class QueueService(Generic[Req]):
         self._handler = handler
         self._max_inflight = max_inflight
         self._heartbeat_s = heartbeat_s
+        self._ack_after_s = min(ack_after_s, heartbeat_s or ack_after_s)
+        self._started = 0
         self._span_name = span_name
         self._service_label = service or queue
         self._tasks: set[asyncio.Task[None]] = set()
@@ -298,12 +349,18 @@ class QueueService(Generic[Req]):
             return
         session_id = (msg.headers or {}).get(h.SESSION)
         sink = ReplySink(self._nc, msg.reply, session_id)
+        keepalive = None
         if self._heartbeat_s and msg.reply:
-            # Acknowledge a request we take before its handler runs: the handler's first steps may take a
-            # while (first-call imports, a cold model client), and the caller must not take a slow start
-            # for a lost replica. Published first, the ack is flushed before the handler's first step.
-            await sink.send(Heartbeat())
-        task = asyncio.create_task(self._handle(request, sink, msg))
+            cold = self._started < self.COLD_REQUESTS
+            if cold:
+                # A cold process's first handlers may block the loop a while (first-call imports, a cold
+                # model client): acknowledge before the handler runs, so the caller does not take a slow
+                # start for a lost replica. Published first, the ack is flushed before the handler's
+                # first step. Once warm, the first reply is the acknowledgement (see _KeepAlive).
+                await sink.send(_HEARTBEAT)
+            keepalive = _KeepAlive(sink, self._heartbeat_s if cold else self._ack_after_s, self._heartbeat_s)
+        self._started += 1
+        task = asyncio.create_task(self._handle(request, sink, msg, keepalive))
         self._tasks.add(task)
         inflight = metrics().inflight.labels(service=self._service_label)
         inflight.inc()
@@ -314,9 +371,8 @@ class QueueService(Generic[Req]):
 
         task.add_done_callback(done)
 
-    async def _handle(self, request: Req, sink: ReplySink, msg: Msg) -> None:
+    async def _handle(self, request: Req, sink: ReplySink, msg: Msg, keepalive: _KeepAlive | None) -> None:
         session_id = (msg.headers or {}).get(h.SESSION)
-        beat = asyncio.create_task(self._heartbeat(sink)) if self._heartbeat_s and msg.reply else None
         with (
             process_span(self.subject, msg.headers, name=self._span_name, consumer_group=self.queue),
             session_context(session_id),
@@ -328,15 +384,8 @@ class QueueService(Generic[Req]):
                 log.exception("handler failed", extra={"subject": self.subject})
                 await self._error(msg, ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}")
             finally:
-                if beat is not None:
-                    beat.cancel()
-
-    async def _heartbeat(self, sink: ReplySink) -> None:
-        """One beat every ``heartbeat_s`` while the handler works (the acknowledgement came first)."""
-        assert self._heartbeat_s is not None
-        while True:
-            await asyncio.sleep(self._heartbeat_s)
-            await sink.send(Heartbeat())
+                if keepalive is not None:
+                    keepalive.stop()
 
     async def _error(self, msg: Msg, code: ErrorCode, message: str, *, retryable: bool = False) -> None:
         err = ErrorReply(code=code, message=message, retryable=retryable)

@@ -9,10 +9,14 @@
                                              ``supervisor.<name>``
 ``switchboard.v1.audit.handoff.<session>``   handoff decisions (JetStream stream ``SWITCHBOARD_AUDIT``)
 ``switchboard.v1.audit.turn.<session>``      one record per caller turn (same stream)
+``switchboard.v1.control.<action>``          control-plane changes (keys, rollouts): stream
+                                             ``SWITCHBOARD_CONTROL``, listed by ``switchboard audit``
 ``switchboard.v1.edge.session.<session>.takeover``  request to the edge holding a live connection on
                                              the session: close it (the newer connection wins)
 KV bucket ``switchboard_sessions``           session state, key = session id
 KV bucket ``switchboard_rollouts``           rollout of one agent (weight, state), key = agent
+KV bucket ``switchboard_client_secrets``     used client secrets (single use), key = secret id, TTL
+KV bucket ``switchboard_edge``               the edges' shared signing secret when none is configured
 ===========================================  =====================================================
 
 Turn replies (deltas, then one result or error) go to the request's private reply inbox.
@@ -28,6 +32,10 @@ AUDIT_SUBJECTS = f"{PREFIX}.audit.>"
 SESSIONS_BUCKET = "switchboard_sessions"
 ROLLOUTS_BUCKET = "switchboard_rollouts"
 STABLE = "stable"
+CONTROL_STREAM = "SWITCHBOARD_CONTROL"
+CONTROL_SUBJECTS = f"{PREFIX}.control.>"
+CLIENT_SECRETS_BUCKET = "switchboard_client_secrets"
+EDGE_BUCKET = "switchboard_edge"
 HISTORY_STREAM = "SWITCHBOARD_HISTORY"
 """Conversation items that left a session's hot window, one message per item (the full transcript)."""
 HISTORY_SUBJECTS = f"{PREFIX}.history.>"
@@ -84,3 +92,8 @@ def session_takeover(session_id: str) -> str:
 def history_items(session_id: str) -> str:
     """Archived conversation items of one session (stream ``SWITCHBOARD_HISTORY``)."""
     return f"{PREFIX}.history.{check_token(session_id, 'session id')}"
+
+
+def control_action(action: str) -> str:
+    """The subject of one control-plane change, e.g. ``key.created`` -> ``switchboard.v1.control.key_created``."""
+    return f"{PREFIX}.control.{check_token(action.replace('.', '_'), 'control action')}"

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import functools
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -53,13 +54,37 @@ class IntentMatcher:
         self._index = embedder.index([example for _, example in self._labels])
         # Callers repeat themselves ("yes", "hi there"): a line scored once is not scored again.
         # Bounded, and thread-safe (scoring runs in worker threads).
-        self._scored = functools.lru_cache(maxsize=cache_size)(self._score)
+        self._cache_size = cache_size
+        self._cache: OrderedDict[str, IntentMatch] = OrderedDict()
+        self._lock = threading.Lock()
 
     def best(self, text: str) -> IntentMatch | None:
         """The closest example's intent, whatever its score (``None`` only for an empty matcher)."""
         if not self._labels or not text.strip():
             return None
-        return self._scored(" ".join(text.lower().split()))
+        key = " ".join(text.lower().split())
+        with self._lock:
+            found = self._cache.get(key)
+            if found is not None:
+                self._cache.move_to_end(key)
+                return found
+        found = self._score(key)
+        with self._lock:
+            self._cache[key] = found
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return found
+
+    def cached(self, text: str) -> tuple[bool, IntentMatch | None]:
+        """``(True, match)`` when ``match(text)`` needs no scoring (seen before, or nothing to score), so a
+        caller that offloads scoring to a thread can skip the thread hop; ``(False, None)`` otherwise."""
+        if not self._labels or not text.strip():
+            return True, None
+        with self._lock:
+            found = self._cache.get(" ".join(text.lower().split()))
+        if found is None:
+            return False, None
+        return True, found if found.score >= self.threshold else None
 
     def _score(self, text: str) -> IntentMatch:
         scores = self._index.similarities(text)

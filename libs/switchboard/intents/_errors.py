@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from ..errors import SwitchboardError
 
-class IntentError(Exception):
+
+class IntentError(SwitchboardError):
     """Base error of intent matching."""
-
-    retryable = False
 
 
 class EmbedderUnavailable(IntentError):

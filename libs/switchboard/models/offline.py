@@ -79,6 +79,8 @@ class _View:
             matcher, text = self._matcher, self.user_raw
             if matcher is None:
                 self._intent = (None,)
+            elif (seen := matcher.cached(text))[0]:
+                self._intent = (seen[1],)  # scored before: no thread hop
             elif matcher.embedder.offload:
                 self._intent = (await asyncio.to_thread(matcher.match, text),)
             else:

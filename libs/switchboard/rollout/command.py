@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..agents import ScenarioError, load_scenario
 from ..bus import Bus
-from ..schemas import Rollout, RolloutState
+from ..schemas import ControlAction, Rollout, RolloutState
+from ..state.control import ControlAudit
 from .errors import CanaryNotServing, GateRefused, RolloutError, UnknownAgent
 from .gate import GatePolicy, TrackStats, judge, read_since, summarize
 from .probe import serving
@@ -92,6 +93,7 @@ async def run(args: argparse.Namespace, out: Any = None) -> None:
         raise RolloutError(f"cannot reach NATS at {','.join(servers)} within {CONNECT_TIMEOUT_S:g} s") from None
     async with bus:
         op = Operator(bus, await RolloutStore.open(bus.js, replicas=settings.js_replicas), agents, out)
+        op.control = await ControlAudit.open(bus.js, replicas=settings.js_replicas)
         if args.kube:
             from .kube import Cluster, api_client  # the kubernetes client is only imported when used
 
@@ -128,7 +130,15 @@ class Operator:
         self.agents = agents
         self.out = out
         self.cluster: Cluster | None = None
+        self.control: ControlAudit | None = None
+        """Where each change is recorded (who, what, when) once it is made."""
         self.timeout_s = 300.0
+
+    async def audit(self, action: ControlAction, rollout: Rollout) -> None:
+        if self.control is not None:
+            details = {"weight": rollout.weight, "generation": rollout.generation, "state": rollout.state.value,
+                       "version": rollout.version}  # fmt: skip
+            await self.control.record(action, rollout.agent, details)
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -210,6 +220,7 @@ class Operator:
                 await self._scale_up_canary(agent, replicas)
             await self.check_canary_serves(agent)
         rollout = await self.store.set_weight(agent, weight, version=version)
+        await self.audit("rollout.weight_set", rollout)
         self.say(f"{agent}: canary generation {rollout.generation} at weight {rollout.weight}% of new sessions")
 
     async def _scale_up_canary(self, agent: str, replicas: int) -> None:
@@ -228,7 +239,7 @@ class Operator:
     async def promote(self, agent: str, *, force: bool, finish: bool, policy: GatePolicy) -> None:
         await self.check_agent(agent)
         if finish:
-            await self.store.finish(agent)
+            await self.audit("rollout.finished", await self.store.finish(agent))
             self.say(f"{agent}: rollout finished; every session is served by the stable track")
             return
         rollout = await self.store.running(agent, states=(RolloutState.CANARY, RolloutState.PROMOTED))
@@ -240,7 +251,7 @@ class Operator:
             raise GateRefused(f"canary of {agent!r} refused: {'; '.join(reasons)} (--force promotes anyway)")
         await self.check_canary_serves(agent)
         if self.cluster is None:
-            await self.store.promote(agent)
+            await self.audit("rollout.promoted", await self.store.promote(agent))
             self.say(
                 f"{agent}: promoted; the canary track now serves every session of {agent}. Run the stable replicas "
                 f"on the canary's version, then: switchboard rollout promote {agent} --finish"
@@ -248,18 +259,19 @@ class Operator:
             return
         stable_dep = await self.cluster.status(self.cluster.stable_name(agent))
         await self._scale_up_canary(agent, max(stable_dep.replicas if stable_dep else 1, 1))
-        await self.store.promote(agent)
+        await self.audit("rollout.promoted", await self.store.promote(agent))
         self.say(f"{agent}: promoted; the canary track serves every session while stable rolls out")
         await self.cluster.adopt_canary(agent)
         status = await self.cluster.wait_rolled_out(self.cluster.stable_name(agent), self.timeout_s)
         self.say(status.line())
-        await self.store.finish(agent)
+        await self.audit("rollout.finished", await self.store.finish(agent))
         await self.cluster.scale(self.cluster.canary_name(agent), 0)
         self.say(f"{agent}: rollout finished; stable runs the promoted version, canary scaled to 0")
 
     async def abort(self, agent: str) -> None:
         await self.check_agent(agent)
         rollout = await self.store.abort(agent)
+        await self.audit("rollout.aborted", rollout)
         self.say(f"{agent}: canary generation {rollout.generation} aborted; its sessions go to stable next turn")
         if self.cluster is not None:
             started = time.monotonic()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from ..errors import SwitchboardError
 
-class RolloutError(Exception):
+
+class RolloutError(SwitchboardError):
     """A rollout operation was refused; the message is one line for the operator."""
 
 

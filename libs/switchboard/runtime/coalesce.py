@@ -31,6 +31,8 @@ class DeltaCoalescer:
         self._flushes: set[asyncio.Task[None]] = set()
         self.sent = 0
         """Messages published so far."""
+        self.published: list[str] = []
+        """The text published so far, in order."""
 
     def add(self, text: str) -> None:
         """Buffer ``text``; it is published with the chunks that follow it within the flush interval."""
@@ -61,7 +63,24 @@ class DeltaCoalescer:
             text = "".join(self._parts)
             self._parts.clear()
             self.sent += 1
+            self.published.append(text)
             await self._publish(text)
+
+    async def close_into(self, full_text: str) -> bool:
+        """End without publishing the unsent text when ``full_text`` is exactly what was published plus
+        it: the receiver takes that tail from the result (one message fewer). Returns False, having
+        published it as :meth:`aclose` does, when ``full_text`` says something else."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._flushes:
+            await asyncio.wait(set(self._flushes))
+        async with self._lock:
+            if full_text == "".join(self.published) + "".join(self._parts):
+                self._parts.clear()
+                return True
+        await self.aclose()
+        return False
 
     async def aclose(self) -> None:
         """Publish what is left and wait for flushes under way: afterwards every chunk has been sent."""

@@ -164,7 +164,11 @@ class LoopService(StartStop, Generic[Req]):
             rest = guard.finish()
             if rest:
                 deltas.add(rest)
-            return guard_result(result, rules, self.scenario.config.guardrails.blocked_message) if rules else result
+            if rules:
+                result = guard_result(result, rules, self.scenario.config.guardrails.blocked_message)
+            if req.tail_in_result:  # the conductor speaks what no delta carried from the result's text
+                await deltas.close_into(result.text)
+            return result
         except ModelError as exc:  # already retried here: the caller should not multiply the attempts
             error = ErrorReply(code=ErrorCode.MODEL_ERROR, message=str(exc), retryable=False)
         except IterationCapError as exc:

@@ -3,6 +3,7 @@
 from ._base import SCHEMA_MAJOR, SCHEMA_VERSION, TYPE_PREFIX, WireModel
 from .audit import HandoffDecision, HandoffOutcome, TurnRecord
 from .consult import ConsultReply, ConsultRequest, ConsultResult, consult_reply_adapter
+from .control import ControlAction, ControlRecord
 from .conversation import (
     ConversationItem,
     FunctionCallItem,
@@ -40,6 +41,7 @@ EXPORTED_MODELS: tuple[type[WireModel], ...] = (
     Heartbeat,
     TurnRecord,
     Rollout,
+    ControlRecord,
 )
 """Models whose JSON Schema is exported to ``schemas/v1`` and guarded by the compatibility test."""
 
@@ -54,6 +56,8 @@ __all__ = [
     "ConsultReply",
     "ConsultRequest",
     "ConsultResult",
+    "ControlAction",
+    "ControlRecord",
     "ConversationItem",
     "ErrorCode",
     "ErrorReply",

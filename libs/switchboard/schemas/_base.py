@@ -5,12 +5,13 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict
 
 SCHEMA_MAJOR = 1
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 """Version written into the ``Switchboard-Schema`` header of every bus message.
 
 Minor bumps are additive (new optional fields); consumers ignore unknown fields, so a
 1.x producer can talk to any 1.y consumer. A different major is refused with a typed error.
 1.1: ``SessionState.tracks``, ``TurnRecord.tracks`` and the ``rollout`` record (per-agent canaries).
+1.2: ``TurnRequest.tail_in_result`` (the end of an answer may travel in the result only).
 """
 
 TYPE_PREFIX = "switchboard.v1."

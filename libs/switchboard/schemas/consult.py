@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, TypeAdapter
 
 from ._base import WireModel
-from .conversation import ConversationItem
+from .conversation import ConversationItem, dump_with_history
 from .errors import ErrorReply
 from .turn import CallerIdentity, Heartbeat, TurnDelta, Usage
 
@@ -38,6 +38,9 @@ class ConsultRequest(WireModel):
     """Handoff context of the conversation."""
     caller: CallerIdentity = Field(default_factory=CallerIdentity)
     """Verified identity of the caller (the supervisor's tools act for this caller only)."""
+
+    def to_bytes(self) -> bytes:
+        return dump_with_history(self, self.history)
 
 
 class ConsultResult(WireModel):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import weakref
+from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import Field, TypeAdapter
 
 from ._base import WireModel
@@ -57,3 +59,30 @@ ConversationItem = Annotated[MessageItem | FunctionCallItem | FunctionCallOutput
 """Any item in a session's history."""
 
 conversation_item_adapter: TypeAdapter[ConversationItem] = TypeAdapter(ConversationItem)
+
+
+_item_json: dict[int, tuple[weakref.ref[Any], bytes]] = {}
+
+
+def item_json(item: ConversationItem) -> bytes:
+    """An item's wire JSON, serialized once per item object.
+
+    Items are frozen, and a conversation's items are re-sent with every commit and every agent request
+    while they stay in the window: serializing each object once turns that cost from the window's
+    length into the number of new items. The entry goes when the item object does.
+    """
+    key = id(item)
+    hit = _item_json.get(key)
+    if hit is not None and hit[0]() is item:
+        return hit[1]
+    data = item.to_bytes()
+    _item_json[key] = (weakref.ref(item, lambda _gone, key=key: _item_json.pop(key, None)), data)  # type: ignore[misc]
+    return data
+
+
+def dump_with_history(model: WireModel, history: list[ConversationItem]) -> bytes:
+    """``model.to_bytes()`` for a model whose ``history`` field is ``history``, with each item's JSON
+    from :func:`item_json` (the same bytes a parser reads back, in a different key order)."""
+    data = model.model_dump(mode="json", exclude_none=True, exclude={"history"})
+    data["history"] = [orjson.Fragment(item_json(i)) for i in history]
+    return orjson.dumps(data)

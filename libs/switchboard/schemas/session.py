@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ._base import WireModel
-from .conversation import ConversationItem
+from .conversation import ConversationItem, dump_with_history
 from .rollout import TrackPin
 from .turn import CallerIdentity
 
@@ -50,3 +50,6 @@ class SessionState(WireModel):
     """Unix time the session started."""
     updated_at: float
     """Unix time of the last commit."""
+
+    def to_bytes(self) -> bytes:
+        return dump_with_history(self, self.history)

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, TypeAdapter
 
 from ._base import WireModel
-from .conversation import ConversationItem
+from .conversation import ConversationItem, dump_with_history
 from .errors import ErrorReply
 
 
@@ -68,6 +68,12 @@ class TurnRequest(WireModel):
     """``auto``, ``none`` (no tool is offered), ``required``, or the name of the one function to call."""
     max_output_tokens: int | None = None
     """Cap on the model's output tokens per model call (the client's ``max_output_tokens``)."""
+    tail_in_result: bool = False
+    """The sender takes the end of the answer from ``TurnResult.text``: the agent need not send its
+    last, still unsent text as a delta (one message fewer per turn). Since 1.2; older agents send it."""
+
+    def to_bytes(self) -> bytes:
+        return dump_with_history(self, self.history)
 
 
 class TurnDelta(WireModel):
@@ -140,7 +146,8 @@ class TurnResult(WireModel):
     """``answer``: ``text`` is the reply; ``handoff``: see ``handoff``; ``consult``: see ``consult``;
     ``client_tool``: the last of ``items`` is a call of a client tool, which the client runs."""
     text: str = ""
-    """The full reply text (equal to the concatenated deltas)."""
+    """The full reply text: the concatenated deltas, plus, when the request set ``tail_in_result``,
+    a last part that no delta carried."""
     items: list[ConversationItem] = Field(default_factory=list)
     """Items produced during the turn (tool calls and outputs, the assistant message), in order."""
     handoff: HandoffRequest | None = None

@@ -9,7 +9,8 @@ server knows only the public key) and its own inbox prefix, and the server enfor
   not another agent's subject;
 - the **edge** (the orchestrator) is the only service that writes session state, the history archive
   and the audit stream, and that sends turns and consults;
-- the **admin** identity (``switchboard trace``, ``rollout``, ``store``) may do anything.
+- the **admin** identity (``switchboard trace``, ``rollout``, ``store``, ``keys``, ``audit``) may do anything;
+  it alone writes the control-plane audit stream.
 
 The server side is a NATS ``authorization`` block (see ``server_config``), written by ``make run`` and
 the tests; JetStream access is granted per stream through its API subjects.
@@ -28,6 +29,8 @@ import nkeys
 from ..bus.subjects import (
     AUDIT_STREAM,
     AUDIT_SUBJECTS,
+    CLIENT_SECRETS_BUCKET,
+    EDGE_BUCKET,
     HISTORY_STREAM,
     HISTORY_SUBJECTS,
     PREFIX,
@@ -118,6 +121,8 @@ def edge_identity(extra_buckets: Iterable[str] = ()) -> Identity:
             f"{PREFIX}.agent.>",
             f"{PREFIX}.supervisor.>",
             *kv_access(SESSIONS_BUCKET),
+            *kv_access(CLIENT_SECRETS_BUCKET),  # used client secrets (single use across replicas)
+            *kv_access(EDGE_BUCKET),  # the edges' shared signing secret
             *stream_access(AUDIT_STREAM, write_subjects=[AUDIT_SUBJECTS]),
             *stream_access(HISTORY_STREAM, write_subjects=[HISTORY_SUBJECTS]),
             *(s for bucket in extra_buckets for s in kv_access(bucket)),

@@ -1,6 +1,7 @@
 """Durable state: sessions in JetStream KV, the handoff audit stream, the side-effect ledger, the tools' store."""
 
 from .audit import AuditLog
+from .control import ControlAudit
 from .errors import StateError
 from .history import HistoryArchive, HistoryWindow, full_history
 from .ledger import LEDGER_BUCKET, SideEffectLedger, idempotency_key
@@ -25,6 +26,7 @@ __all__ = [
     "HistoryArchive",
     "HistoryWindow",
     "Collection",
+    "ControlAudit",
     "CorruptDocument",
     "Document",
     "DocumentExists",

@@ -23,7 +23,8 @@ from pydantic import TypeAdapter
 
 from ..bus.rpc import message_headers
 from ..bus.subjects import HISTORY_STREAM, HISTORY_SUBJECTS, history_items
-from ..schemas import ConversationItem, FunctionCallOutputItem, SessionState
+from ..schemas import ConversationItem, FunctionCallItem, FunctionCallOutputItem, MessageItem, SessionState
+from ..schemas.conversation import item_json
 from .retry import StateRetry
 from .streams import ensure_stream
 
@@ -69,7 +70,12 @@ def _size(item: ConversationItem) -> int:
     """An item's serialized size, estimated without serializing it (this runs at every commit): its
     free-text fields plus a fixed allowance for ids, names and JSON punctuation. An estimate is enough
     for a watermark set far below NATS' 1 MiB message limit."""
-    text = getattr(item, "text", "") + getattr(item, "arguments", "") + getattr(item, "output", "")
+    if isinstance(item, MessageItem):
+        text = item.text
+    elif isinstance(item, FunctionCallItem):
+        text = item.arguments
+    else:
+        text = item.output
     return len(text) * 2 + 200  # * 2: JSON escapes, multi-byte characters
 
 
@@ -92,7 +98,7 @@ class HistoryArchive:
         subject = history_items(session_id)
         for item in items:
             headers = message_headers(session_id) | {Header.MSG_ID.value: f"{session_id}.{item.id}"}
-            data = _item_adapter.dump_json(item)
+            data = item_json(item)
             await self.retry.run(
                 "history.append",
                 lambda data=data, headers=headers: self._js.publish(subject, data, headers=headers),  # type: ignore[misc]

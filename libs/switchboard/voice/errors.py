@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from ..errors import SwitchboardError
 
-class VoiceError(Exception):
+
+class VoiceError(SwitchboardError):
     """Base of every speech-pipeline failure."""
 
     code: str = "voice_error"
     """The ``error.code`` a Realtime client gets for it."""
-    retryable: bool = False
 
 
 class AudioDecodeError(VoiceError):

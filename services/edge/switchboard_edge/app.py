@@ -8,25 +8,31 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, WebSocket
+from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse
 from starlette.responses import Response
 
 from switchboard.agents import Scenario, load_scenario
 from switchboard.bus import Bus, StreamingClient, subjects
-from switchboard.orchestration import Conductor, ConsultStats, SupervisorConsults
 from switchboard.resilience import Breakers, RetryPolicy
 from switchboard.rollout import RolloutTable, parse_weights
 from switchboard.runtime.gc import freeze_startup_heap
 from switchboard.schemas import SessionState
+from switchboard.security.api_keys import KeyRing
 from switchboard.settings import Settings
 from switchboard.state import AuditLog, SessionStore
 from switchboard.telemetry import metrics_route, session_context, setup_tracing, shutdown_tracing
 
-from .auth import Authenticator, Principal, api_key_verifier
-from .protocol import error_event, new_session_id
-from .session import EdgeDeps, EdgeSession
+from .auth import Authenticator, Principal, Refusal, api_key_verifier
+from .client_secrets import MAX_REQUEST_BYTES, BadRequest, ClientSecrets
+from .limits import CappedSession, KeyLimiter, Limits
+from .orchestration import Conductor, ConsultStats, SupervisorConsults
+from .origins import origin_allowed, parse_origins
+from .protocol import error_event
+from .session import EdgeDeps
+from .signing import EdgeKeys, shared_secret
 from .takeover import TAKEOVER_CLOSE_CODE, TAKEOVER_ERROR_CODE, TAKEOVER_REASON, Takeovers
+from .ws_transport import CoalescingWebSocketProtocol
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +47,20 @@ PLATFORM_EVENTS_PARAM = "switchboard_events"
 def create_app(settings: Settings | None = None, scenario: Scenario | None = None) -> FastAPI:
     settings = settings or Settings()
     scenario = scenario or load_scenario(settings.scenario, settings.scenarios_dir)
-    if not settings.api_key_set:
-        raise ValueError("SWITCHBOARD_API_KEYS is empty: the edge refuses to start without an API key")
+    keys = KeyRing(settings.api_key_set, settings.api_keys_file)
+    if not keys.configured:
+        raise ValueError(
+            "no API keys: set SWITCHBOARD_API_KEYS_FILE (keys made by 'switchboard keys create') or, for "
+            "development, SWITCHBOARD_API_KEYS; the edge refuses to start without them"
+        )
+    allowed_origins = parse_origins(settings.allowed_origins)
+    limiter = KeyLimiter()
     config = scenario.config
     seed = parse_weights(settings.canary_weights)
     unknown = sorted(set(seed) - set(config.agent_names))
     if unknown:
         raise ValueError(f"SWITCHBOARD_CANARY_WEIGHTS names agents the scenario does not have: {', '.join(unknown)}")
-    authenticator = Authenticator({"api_key": api_key_verifier(settings.api_key_set)})
+    authenticator = Authenticator({"api_key": api_key_verifier(keys)})  # client secrets join at start (they need NATS)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -60,6 +72,14 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
             store = await SessionStore.open(bus.js, replicas=settings.js_replicas, window=settings.history_window)
             rollouts = await RolloutTable.open(bus.js, replicas=settings.js_replicas, seed=seed)
             app.state.rollouts = rollouts
+            app.state.edge_keys = EdgeKeys(
+                *await shared_secret(settings.edge_secret.get_secret_value(), bus.js, replicas=settings.js_replicas)
+            )
+            app.state.client_secrets = await ClientSecrets.open(
+                bus.js, app.state.edge_keys.client_secrets, keys, max_s=settings.client_secret_max_s,
+                replicas=settings.js_replicas,
+            )  # fmt: skip
+            authenticator.verifiers["client_secret"] = app.state.client_secrets.verifier()
             entry = config.agent(config.entry_agent)
             breakers = Breakers(threshold=settings.breaker_threshold, cooldown_s=settings.breaker_cooldown_s)
             app.state.deps = EdgeDeps(
@@ -99,6 +119,7 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
         log.info("edge stopped")
 
     app = FastAPI(title="Switchboard edge", lifespan=lifespan)
+    app.state.ws_protocol = CoalescingWebSocketProtocol  # the server's WebSocket protocol (``switchboard edge``)
     app.router.routes.append(metrics_route())
 
     @app.get("/healthz")
@@ -140,18 +161,43 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
             "consult_tokens": c.tokens, "consult_outcomes": c.by_outcome,
         }  # fmt: skip
 
+    @app.post("/v1/realtime/client_secrets")
+    async def client_secrets(request: Request) -> Response:
+        """Mint a short-lived, single-use secret a browser connects with (API key callers only)."""
+        principal = authenticator.authenticate(request.headers, kinds=["api_key"])
+        if isinstance(principal, Refusal):
+            return _error(principal.status, principal.code, principal.message)
+        limits = Limits.of(principal.limits, settings)
+        wait = limiter.attempt(principal.key_id, limits.connects_per_minute)
+        if wait:
+            return _rate_limited(wait, limits.connects_per_minute)
+        body = await _read_body(request)
+        try:
+            minted = app.state.client_secrets.mint(principal, body)
+        except BadRequest as exc:
+            return _error(400, exc.code, exc.message, param=exc.param)
+        log.info("client secret minted", extra={"tenant": principal.owner, "key_id": principal.key_id})
+        return JSONResponse(minted)
+
     @app.websocket("/v1/realtime")
     async def realtime(ws: WebSocket) -> None:
         deps: EdgeDeps = app.state.deps
-        principal = authenticator.authenticate(ws.headers)
-        if principal is None:
-            await _deny(
-                ws, 401, "invalid_api_key",
-                "missing or invalid API key: send 'Authorization: Bearer <key>' or the subprotocols "
-                "'realtime' and 'openai-insecure-api-key.<key>'",
-            )  # fmt: skip
+        if not origin_allowed(ws.headers, allowed_origins):
+            message = "this page's origin may not open a WebSocket here (SWITCHBOARD_ALLOWED_ORIGINS)"
+            await _deny(ws, 403, "origin_not_allowed", message)
             return
-        session_id = ws.query_params.get("session_id") or new_session_id()
+        principal = authenticator.authenticate(ws.headers)
+        if isinstance(principal, Refusal):
+            await _deny(ws, principal.status, principal.code, principal.message)
+            return
+        limits = Limits.of(principal.limits, settings)
+        wait = limiter.attempt(principal.key_id, limits.connects_per_minute)
+        if wait:
+            await _deny(ws, 429, "rate_limit_exceeded", _rate_message(limits.connects_per_minute),
+                        retry_after=str(max(1, round(wait))))  # fmt: skip
+            return
+        edge_keys: EdgeKeys = app.state.edge_keys
+        session_id = ws.query_params.get("session_id") or edge_keys.new_session_id(principal.owner)
         try:
             subjects.check_token(session_id, "session id")
         except ValueError as exc:
@@ -162,19 +208,34 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
             await _deny(ws, 503, "edge_unavailable", f"{reason}; retry on another edge", retry_after="1")
             return
         try:
-            await serve_session(ws, session_id, principal)
+            if not limiter.open(principal.key_id, limits.max_sessions):
+                message = f"this API key has {limits.max_sessions} sessions open on this edge, its limit"
+                await _deny(ws, 429, "session_limit_reached", message, retry_after="1")
+                return
+            try:
+                await serve_session(ws, session_id, principal, limits)
+            finally:
+                limiter.close(principal.key_id)
         finally:
             deps.release(session_id)
 
-    async def serve_session(ws: WebSocket, session_id: str, principal: Principal) -> None:
+    async def serve_session(ws: WebSocket, session_id: str, principal: Principal, limits: Limits) -> None:
         deps: EdgeDeps = app.state.deps
         takeovers: Takeovers = app.state.takeovers
+        edge_keys: EdgeKeys = app.state.edge_keys
         owner = principal.owner
         loaded = await deps.store.load(session_id)
-        if loaded is not None and loaded[0].owner not in (None, owner):
-            await _deny(ws, 403, "session_forbidden", "this session belongs to another API key")
+        resuming = "session_id" in ws.query_params
+        unknown = loaded is None and resuming and not edge_keys.issued_to(session_id, owner)
+        # sessions stored before tenants carry a plain key's bare fingerprint: the same key still owns them
+        if unknown or (loaded is not None and loaded[0].owner not in (None, owner, owner.removeprefix("dev-"))):
+            # another tenant's session is refused exactly as one that does not exist
+            await _deny(ws, 404, "session_not_found", "no session with this id for this API key's tenant")
             return
-        if "session_id" in ws.query_params and await takeovers.claim(session_id):
+        if principal.single_use is not None and not await app.state.client_secrets.consume(principal.single_use):
+            await _deny(ws, 401, "client_secret_already_used", "the client secret was already used: mint a new one")
+            return
+        if resuming and await takeovers.claim(session_id):
             loaded = await deps.store.load(session_id)  # the older connection may have committed meanwhile
         if loaded is None:
             now = time.time()
@@ -187,7 +248,9 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
             (state, revision), resumed = loaded, True
         await ws.accept(subprotocol=principal.subprotocol)
         events = ws.query_params.get(PLATFORM_EVENTS_PARAM, "") in ("1", "true")
-        session = EdgeSession(ws, deps, state, revision, resumed, platform_events=events)
+        session = CappedSession(ws, deps, state, revision, resumed, platform_events=events, limits=limits)
+        if principal.session is not None:
+            session.apply_session(principal.session)
 
         async def taken_over() -> None:
             taken = error_event(code=TAKEOVER_ERROR_CODE, message=f"{TAKEOVER_REASON}; this connection is closed")
@@ -222,8 +285,35 @@ async def _not_ready(app: FastAPI) -> str | None:
     return None
 
 
+def _error(
+    status: int, code: str, message: str, *, param: str | None = None, retry_after: str | None = None
+) -> JSONResponse:
+    """An OpenAI-shaped error answer."""
+    body: dict[str, object] = {"type": "invalid_request_error", "code": code, "message": message}
+    if param is not None:
+        body["param"] = param
+    headers = {"Retry-After": retry_after} if retry_after else None
+    return JSONResponse({"error": body}, status_code=status, headers=headers)
+
+
+def _rate_message(per_minute: int) -> str:
+    return f"this API key is limited to {per_minute} connection attempts a minute on this edge"
+
+
+def _rate_limited(wait_s: float, per_minute: int) -> JSONResponse:
+    return _error(429, "rate_limit_exceeded", _rate_message(per_minute), retry_after=str(max(1, round(wait_s))))
+
+
+async def _read_body(request: Request) -> bytes:
+    """The request body, read no further than one byte past the client-secret request limit."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_REQUEST_BYTES:
+            break
+    return body
+
+
 async def _deny(ws: WebSocket, status: int, code: str, message: str, retry_after: str | None = None) -> None:
     """Refuse before the upgrade: an HTTP error response instead of a WebSocket."""
-    body = {"error": {"type": "invalid_request_error", "code": code, "message": message}}
-    headers = {"Retry-After": retry_after} if retry_after else None
-    await ws.send_denial_response(JSONResponse(body, status_code=status, headers=headers))
+    await ws.send_denial_response(_error(status, code, message, retry_after=retry_after))

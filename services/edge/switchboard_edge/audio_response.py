@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from switchboard.orchestration import AgentFinished, ConductorEvent, TextDelta
 from switchboard.voice import AudioFormat, TextToSpeech, encode_base64, from_pcm16_24k
 
+from .orchestration import AgentFinished, ConductorEvent, TextDelta
 from .protocol import new_id, server_event
 from .response import Phase, ResponseWriter, Send
 
@@ -93,14 +93,17 @@ class AudioResponseWriter(ResponseWriter):
 
     def __init__(
         self, send: Send, response_id: str, *, tts: TextToSpeech, fmt: AudioFormat,
-        spoken: dict[str, SpokenItem], lead_ms: float = LEAD_MS, **kwargs: Any,
+        spoken: dict[str, SpokenItem], lead_ms: float = LEAD_MS, on_audio: Callable[[float], None] | None = None,
+        **kwargs: Any,
     ) -> None:  # fmt: skip
+        """``on_audio``: told the seconds of each chunk sent (the session's audio limit)."""
         super().__init__(send, response_id, modalities=["audio"], **kwargs)
         self.tts = tts
         self.format = fmt
         self.lead_ms = lead_ms
         self.clock = PlaybackClock()
         self.spoken = spoken
+        self.on_audio = on_audio
         self.first_audio_at: float | None = None
         self._queue: asyncio.Queue[_Item | None] = asyncio.Queue()
         self._items: list[_Item] = []
@@ -185,6 +188,8 @@ class AudioResponseWriter(ResponseWriter):
                 await self._send(server_event("response.output_audio.delta", **ids, content_index=0, delta=audio))
                 if self.clock.started is None:
                     self.clock.started = self.first_audio_at = time.monotonic()
+                if self.on_audio is not None:
+                    self.on_audio(chunk.duration_ms / 1000)
                 spoken.duration_ms += chunk.duration_ms
                 self._sent_ms += chunk.duration_ms
                 start, _, text = spoken.sentences[-1]

@@ -39,7 +39,7 @@ from .client_events import (
     InputAudioBufferAppend,
     InputAudioBufferClear,
     InputAudioBufferCommit,
-    ResponseOptions,
+    ResponseCreate,
     UserMessage,
 )
 from .protocol import ProtocolError, error_event, new_id, server_event
@@ -135,6 +135,7 @@ class AudioTurns:
             samples = config.buffer.append_base64(audio)  # a refused chunk leaves the buffer as it was
         except VoiceError as exc:
             raise voice_error(exc, "audio") from None
+        self.session.add_audio_seconds(samples.size / PCM_RATE)
         vad_config = config.turn_detection
         if vad_config is None:  # push-to-talk: the client commits
             return
@@ -230,8 +231,8 @@ class AudioTurns:
         if playing is not None and not playing.done():  # not interrupted: answer once it has ended
             await asyncio.wait([playing])
         if session._writer is None or session._writer.done:
-            try:
-                await session.start_response(ResponseOptions())
+            try:  # as the client's response.create (the session's turn limit counts it)
+                await session._response_create(ResponseCreate(type="response.create"))
             except ProtocolError as err:
                 await session.send(error_event(err))
 
@@ -270,6 +271,7 @@ class AudioTurns:
                 samples = self._decode(part.audio, self.config.input_format)
             except VoiceError as exc:
                 raise voice_error(exc, param) from None
+            self.session.add_audio_seconds(samples.size / PCM_RATE)
             said.append(await transcribe(stt, samples))
         return " ".join(s for s in said if s)
 
@@ -291,7 +293,13 @@ class AudioTurns:
         while len(self.spoken) > KEEP_SPOKEN:
             self.spoken.popitem(last=False)
         return AudioResponseWriter(
-            self.session.send, response_id, tts=tts, fmt=self.config.output_format, spoken=self.spoken, **kwargs
+            self.session.send,
+            response_id,
+            tts=tts,
+            fmt=self.config.output_format,
+            spoken=self.spoken,
+            on_audio=self.session.add_audio_seconds,
+            **kwargs,
         )
 
     async def barge_in(self, heard_at: float) -> None:

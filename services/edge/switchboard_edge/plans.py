@@ -6,11 +6,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from switchboard.orchestration import TurnOptions, TurnOutcome
 from switchboard.schemas import ClientTool, ConversationItem
 
 from . import items
 from .client_events import FunctionTool, ResponseOptions, SessionConfig, ToolChoice
+from .orchestration import TurnOptions, TurnOutcome
 from .protocol import ProtocolError, new_id
 
 EMPTY_PARAMETERS: dict[str, object] = {"type": "object", "properties": {}}

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import itertools
 import secrets
-import uuid
 from typing import Any
 
 import orjson
 from pydantic import ValidationError
+
+from switchboard.errors import SwitchboardError
 
 from .client_events import (
     SUPPORTED,
@@ -27,7 +28,7 @@ from .client_events import (
 
 __all__ = [
     "ClientEvent", "ConversationItemCreate", "ProtocolError", "ResponseCancel", "ResponseCreate", "SessionUpdate",
-    "assistant_item", "encode_event", "error_event", "function_call_item", "new_id", "new_session_id",
+    "assistant_item", "encode_event", "error_event", "function_call_item", "new_id",
     "parse_client_event", "server_event", "session_config", "user_item",
 ]  # fmt: skip
 
@@ -36,7 +37,7 @@ KNOWN_UNSUPPORTED = frozenset({"output_audio_buffer.clear"})
 """Realtime client events we know but do not serve (WebRTC/SIP output buffers: this edge speaks WebSocket)."""
 
 
-class ProtocolError(Exception):
+class ProtocolError(SwitchboardError):
     """A client event the edge cannot accept; becomes an ``error`` server event."""
 
     def __init__(self, code: str, message: str, *, param: str | None = None, event_id: str | None = None):
@@ -113,11 +114,6 @@ def new_id(prefix: str) -> str:
     """A unique id for an event, item or response: this process's random prefix and a counter
     (no system call per id; ids of two edge processes never collide in practice)."""
     return f"{prefix}_{_ID_PREFIX}{next(_ID_COUNTER):010x}"
-
-
-def new_session_id() -> str:
-    """A session id nobody can guess from another one (resuming needs it and the owner's key)."""
-    return f"sess_{uuid.uuid4().hex[:22]}"
 
 
 def server_event(kind: str, **fields: Any) -> dict[str, Any]:

@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from switchboard.orchestration import AgentFinished, ConductorEvent, HandoffMade, TextDelta
-
+from .orchestration import AgentFinished, ConductorEvent, HandoffMade, TextDelta
 from .protocol import assistant_item, error_event, function_call_item, new_id, server_event
 
 log = logging.getLogger(__name__)

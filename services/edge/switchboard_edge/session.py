@@ -13,11 +13,6 @@ from opentelemetry.trace import SpanKind
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from switchboard.guardrails import Action, Boundary, check
-from switchboard.orchestration import (
-    Conductor,
-    TurnFailed,
-    TurnOutcome,
-)
 from switchboard.schemas import SessionState, TurnRecord
 from switchboard.settings import Settings
 from switchboard.state import AuditLog, SessionConflict, SessionStore
@@ -36,8 +31,14 @@ from .client_events import (
     ResponseCancel,
     ResponseCreate,
     ResponseOptions,
+    SessionConfig,
     SessionUpdate,
     UserMessage,
+)
+from .orchestration import (
+    Conductor,
+    TurnFailed,
+    TurnOutcome,
 )
 from .plans import ClientSettings, ResponsePlan, checked_modalities, plan_response, response_metadata
 from .protocol import (
@@ -279,10 +280,16 @@ class EdgeSession:
         return self.audio
 
     async def _session_update(self, event: SessionUpdate) -> None:
-        # Agents own their instructions and models: these are acknowledged and echoed. Client function
-        # tools are kept for this connection and offered to the active agent's model at every response.
-        update = event.session.model_dump(exclude_unset=True, include=ECHOED_SESSION_FIELDS)
-        session = event.session
+        self.apply_session(event.session)
+        await self.send(server_event("session.updated", session=self._config))
+
+    def apply_session(self, session: SessionConfig) -> None:
+        """Take a session configuration (a ``session.update``'s, or a client secret's at connect).
+
+        Agents own their instructions and models: these are acknowledged and echoed. Client function
+        tools are kept for this connection and offered to the active agent's model at every response.
+        """
+        update = session.model_dump(exclude_unset=True, include=ECHOED_SESSION_FIELDS)
         if session.audio is not None or session.output_modalities is not None:
             modalities = checked_modalities(session.output_modalities or self.modalities, "session.output_modalities")
             if session.audio is not None or modalities == ["audio"] or self.audio is not None:
@@ -294,11 +301,14 @@ class EdgeSession:
                     audio.preload()
             self.modalities = modalities
             update["output_modalities"] = modalities
-        self.client.update(event.session)
-        if event.session.tools is not None:
-            update["tools"] = [t.model_dump(exclude_none=True) for t in event.session.tools]
+        self.client.update(session)
+        if session.tools is not None:
+            update["tools"] = [t.model_dump(exclude_none=True) for t in session.tools]
         self._config = self._config | update
-        await self.send(server_event("session.updated", session=self._config))
+
+    def add_audio_seconds(self, seconds: float) -> None:
+        """Hook for the voice path: count audio this connection sent or received (the edge's session
+        limits override it to enforce ``session_max_audio_s``)."""
 
     async def _item_create(self, event: ConversationItemCreate) -> None:
         item_id = event.item.id or new_id("item")

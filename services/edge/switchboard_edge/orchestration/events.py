@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from ..schemas import HandoffDecision
+from switchboard.schemas import HandoffDecision
 
 
 @dataclass(frozen=True)

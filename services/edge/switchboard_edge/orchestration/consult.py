@@ -16,11 +16,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..agents.config import CONSULT_TOOL, AgentConfig
-from ..bus import BusError, StreamingClient, subjects
-from ..resilience import BreakerOpen, Breakers, RetryPolicy, call_with_retry
-from ..runtime import new_item_id
-from ..schemas import (
+from switchboard.agents.config import CONSULT_TOOL, AgentConfig
+from switchboard.bus import BusError, StreamingClient, subjects
+from switchboard.resilience import BreakerOpen, Breakers, RetryPolicy, call_with_retry
+from switchboard.runtime import new_item_id
+from switchboard.schemas import (
     CallerIdentity,
     ConsultAsk,
     ConsultRequest,
@@ -32,7 +32,8 @@ from ..schemas import (
     TurnDelta,
     consult_reply_adapter,
 )
-from ..telemetry import mark_error, metrics, names, set_attributes, set_content, span
+from switchboard.telemetry import mark_error, metrics, names, set_attributes, set_content, span
+
 from .events import AgentFinished, EventSink, TextDelta
 
 log = logging.getLogger(__name__)

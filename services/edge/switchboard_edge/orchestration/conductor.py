@@ -18,13 +18,14 @@ from typing import Any
 
 from opentelemetry import trace
 
-from ..agents.config import ScenarioConfig
-from ..bus import BusError, StreamingClient
-from ..guardrails import redact_pii
-from ..resilience import BreakerOpen, Breakers, RetryPolicy, call_with_retry
-from ..rollout import TrackRouter
-from ..runtime import new_item_id
-from ..schemas import (
+from switchboard.agents.config import ScenarioConfig
+from switchboard.bus import BusError, StreamingClient
+from switchboard.errors import SwitchboardError
+from switchboard.guardrails import redact_pii
+from switchboard.resilience import BreakerOpen, Breakers, RetryPolicy, call_with_retry
+from switchboard.rollout import TrackRouter
+from switchboard.runtime import new_item_id
+from switchboard.schemas import (
     CallerIdentity,
     ClientTool,
     ConsultAsk,
@@ -42,8 +43,9 @@ from ..schemas import (
     TurnResult,
     turn_reply_adapter,
 )
-from ..state import AuditLog
-from ..telemetry import current_trace_id, mark_error, metrics, names, set_content, span
+from switchboard.state import AuditLog
+from switchboard.telemetry import current_trace_id, mark_error, metrics, names, set_content, span
+
 from .consult import ConsultDone, SupervisorConsults
 from .events import AgentFinished, EventSink, HandoffMade, TextDelta
 from .guardrails import decide
@@ -55,7 +57,7 @@ FALLBACK_GRACE_S = 3.0
 CANT_TRANSFER = "I'm sorry, I can't transfer you right now. Is there anything else I can help you with?"
 
 
-class TurnFailed(Exception):
+class TurnFailed(SwitchboardError):
     """Even the fallback agent could not answer."""
 
     def __init__(self, message: str) -> None:
@@ -213,7 +215,7 @@ class Conductor:
                 handoff_from=request_from.source if request_from else None,
                 handoff_reason=request_from.reason if request_from else None, client_tools=turn.options.client_tools,
                 response_instructions=turn.options.instructions, tool_choice=turn.options.tool_choice,
-                max_output_tokens=turn.options.max_output_tokens,
+                max_output_tokens=turn.options.max_output_tokens, tail_in_result=True,
             )  # fmt: skip
             hop_deadline = min(deadline, time.time() + self.hop_timeout_s)
             if agent == fallback:  # the fallback always gets a chance to answer, even late
@@ -336,6 +338,10 @@ class Conductor:
                     text.append(reply.text)
                     await emit(TextDelta(req.agent, reply.text))
                 elif isinstance(reply, TurnResult):
+                    heard = "".join(text)
+                    if len(reply.text) > len(heard) and reply.text.startswith(heard):  # see tail_in_result
+                        text.append(reply.text[len(heard) :])
+                        await emit(TextDelta(req.agent, text[-1]))
                     return reply
             raise BusError("reply stream ended without a result")
 

@@ -8,9 +8,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..agents.config import ScenarioConfig
-from ..guardrails.rules import Boundary, check
-from ..schemas import HandoffOutcome, HandoffRequest
+from switchboard.agents.config import ScenarioConfig
+from switchboard.guardrails.rules import Boundary, check
+from switchboard.schemas import HandoffOutcome, HandoffRequest
 
 PENDING_AGENT = "pending_agent"
 """Context key holding where an unverified caller goes after the auth agent verifies them."""

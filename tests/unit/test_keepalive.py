@@ -1,0 +1,80 @@
+"""A queue service acknowledges and beats only into silence: a handler that answers at once costs no
+heartbeat message; one that works silently is acknowledged within ``ack_after_s`` and beats while it
+works. Real nats-server, real ``QueueService``, replies read raw off the reply inbox."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import nats
+import pytest
+from nats.aio.client import Client
+from pydantic import TypeAdapter
+
+from switchboard.bus.rpc import QueueService, ReplySink, message_headers
+from switchboard.local import NatsServer
+from switchboard.schemas import ConsultAsk, TurnDelta
+
+pytestmark = pytest.mark.system
+
+SUBJECT = "test.keepalive"
+HEARTBEAT = "switchboard.v1.heartbeat"
+
+
+@pytest.fixture
+async def nc(tmp_path: Path) -> AsyncIterator[Client]:
+    with NatsServer(tmp_path / "nats") as server:
+        client = await nats.connect(server.url)
+        yield client
+        await client.drain()
+
+
+async def ask(nc: Client, body: ConsultAsk, replies: asyncio.Queue[str], n: int) -> None:
+    inbox = nc.new_inbox()
+
+    async def got(msg: nats.aio.msg.Msg) -> None:
+        await replies.put(json.loads(msg.data)["type"])
+
+    await nc.subscribe(inbox, cb=got)
+    await nc.publish(SUBJECT, body.to_bytes(), reply=inbox, headers=message_headers(f"s{n}"))
+
+
+async def until(replies: asyncio.Queue[str], last: str) -> list[str]:
+    seen: list[str] = []
+    while not seen or seen[-1] != last:
+        seen.append(await asyncio.wait_for(replies.get(), 5))
+    return seen
+
+
+async def test_a_prompt_answer_is_its_own_acknowledgement_and_silence_gets_heartbeats(nc: Client) -> None:
+    release = asyncio.Event()
+
+    async def handler(req: ConsultAsk, sink: ReplySink, _msg: object) -> None:
+        if req.note == "slow":
+            await release.wait()
+        await sink.send(TurnDelta(turn_id=req.note, seq=0, text="done"))
+
+    service = QueueService(
+        nc, SUBJECT, "q", TypeAdapter(ConsultAsk), handler, heartbeat_s=0.1, ack_after_s=0.02
+    )  # fmt: skip
+    await service.start()
+    cold = QueueService.COLD_REQUESTS
+    for n in range(cold + 3):
+        replies: asyncio.Queue[str] = asyncio.Queue()
+        await ask(nc, ConsultAsk(note="fast"), replies, n)
+        seen = await until(replies, "switchboard.v1.turn_delta")
+        if n < cold:  # a cold process acknowledges before its handler runs
+            assert seen == [HEARTBEAT, "switchboard.v1.turn_delta"]
+        else:  # warm: the answer acknowledges, no heartbeat message at all
+            assert seen == ["switchboard.v1.turn_delta"]
+
+    replies = asyncio.Queue()
+    await ask(nc, ConsultAsk(note="slow"), replies, 99)
+    beats = [await asyncio.wait_for(replies.get(), 5) for _ in range(3)]  # ack, then one per silent period
+    assert beats == [HEARTBEAT] * 3
+    release.set()
+    assert (await until(replies, "switchboard.v1.turn_delta"))[-1] == "switchboard.v1.turn_delta"
+    await service.stop()
