@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import websockets
 from agents.realtime import RealtimeAgent
 
 from switchboard.local.stack import Stack
@@ -335,3 +336,24 @@ async def test_a_spoken_question_that_needs_the_supervisor_hears_the_filler_firs
     assert sentences[0] in FILLERS and len(sentences) >= 2  # the filler, then the supervisor's answer
     assert spoken[1]["type"] == "response.output_audio.delta"  # the filler is spoken as soon as it is said
     assert "verify" in "".join(sentences[1:])
+
+
+async def test_the_session_audio_limit_counts_the_callers_audio(tmp_path: Path) -> None:
+    tone = (np.sin(np.arange(PCM_RATE) * 2 * np.pi * 440 / PCM_RATE) * 8000).astype(np.int16)
+    one_s = encode_base64(from_pcm16_24k(tone))
+    with make_stack(tmp_path, agents=["triage"], env={"SWITCHBOARD_SESSION_MAX_AUDIO_S": "3"}) as stack:
+        async with RawClient(stack, events=False) as client:
+            await client.open()
+            await client.send({"type": "session.update", "session": PUSH_TO_TALK})
+            await client.next("session.updated")
+            for _ in range(3):  # 3 s: at the limit, not over it
+                await client.send({"type": "input_audio_buffer.append", "audio": one_s})
+            await client.send({"type": "input_audio_buffer.clear"})
+            await client.next("input_audio_buffer.cleared")
+            await client.send({"type": "input_audio_buffer.append", "audio": one_s})
+            async with asyncio.timeout(30):
+                error = (await client.next("error"))["error"]
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    await client.recv()
+    assert error["code"] == "session_audio_limit_reached"
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
