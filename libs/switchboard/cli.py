@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from .agents.loader import ScenarioError
+from .bus.errors import BusUnreachable
 from .local.parent import stop_with_launcher
 from .security.api_keys import DEFAULT_KEYS_FILE, KeyFileError
 from .timeline import NoAuditStream
@@ -166,9 +167,11 @@ def _run(args: argparse.Namespace) -> None:
   Switchboard is running (scenario: {settings.scenario})
     realtime edge : {stack.ws_base}/realtime   (OpenAI Realtime protocol, text)
     API key       : {key}   (development key; production keys: switchboard keys create, into {keys_file})
-    nats          : {"  ".join(stack.nats_urls)}   (data in {var / "nats"}{replicas})
+    nats          : {"  ".join(stack.nats.client_urls)}   (data in {var / "nats"}{replicas})
+    bus identities: {var / "bus"}   (one NKey per service; operator login: {stack.operator_env_file})
     logs          : {var / "log"}
   Talk to it:   .venv/bin/switchboard chat --url {stack.ws_base} --key {key}
+  Operator commands (rollout, trace, store):   set -a; . {stack.operator_env_file}; set +a
   A crashed process is restarted. Ctrl-C stops everything.
 {tls_note}""",
                 flush=True,
@@ -226,8 +229,9 @@ def _trace(args: argparse.Namespace) -> None:
     from . import timeline
     from .settings import Settings
 
-    servers = (args.nats_url or Settings().nats_url).split(",")
-    records = asyncio.run(timeline.read(servers, args.session))
+    settings = Settings()
+    servers = (args.nats_url or settings.nats_url).split(",")
+    records = asyncio.run(timeline.read(servers, args.session, seed_file=settings.nats_seed_file))
     print(timeline.as_json(records) if args.json else timeline.render(args.session, records))
 
 
@@ -253,7 +257,11 @@ def _store(args: argparse.Namespace) -> None:
     settings = Settings()
     servers = (args.nats_url or settings.nats_url).split(",")
     for line in store_dump.render(
-        asyncio.run(store_dump.read(servers, args.scenario or settings.scenario, args.collection))
+        asyncio.run(
+            store_dump.read(
+                servers, args.scenario or settings.scenario, args.collection, seed_file=settings.nats_seed_file
+            )
+        )
     ):
         print(line)
 
@@ -262,6 +270,22 @@ def _voice(args: argparse.Namespace) -> None:
     from .voice.cli import main as voice_main  # needs the voice extra
 
     voice_main(args)
+
+
+def _bus_keys(args: argparse.Namespace) -> None:
+    """NKey identities of a Helm release's services as a chart values file (see ``security.chart_keys``)."""
+    from .agents import load_scenario
+    from .security import chart_keys
+    from .settings import Settings
+
+    settings = Settings()
+    config = load_scenario(args.scenario or settings.scenario, settings.scenarios_dir).config
+    out = Path(args.out)
+    values = chart_keys.write(out, config.name, [(a.name, a.role) for a in config.agents], rotate=args.rotate)
+    if args.nats_config:
+        Path(args.nats_config).write_text(chart_keys.nats_config(values))
+    names = ", ".join(values["busAuth"]["seeds"])
+    print(f"{out}: bus identities {names} (secret, mode 0600); helm install ... -f {out}")
 
 
 def _schemas(args: argparse.Namespace) -> None:
@@ -295,6 +319,12 @@ def main(argv: list[str] | None = None) -> None:
         help="serve wss:// with a local development CA and certificate (var/tls); also SWITCHBOARD_DEV_TLS=1",
     )  # fmt: skip
     p.set_defaults(fn=_run)
+    p = sub.add_parser("bus-keys", help="NKey identities of every service of a Helm release (a values file)")
+    p.add_argument("--scenario", default=None, help="name or path; default SWITCHBOARD_SCENARIO")
+    p.add_argument("--out", default="bus-values.yaml", help="the values file (kept and completed if it exists)")
+    p.add_argument("--rotate", action="store_true", help="new seeds for every identity")
+    p.add_argument("--nats-config", default=None, help="also write the authorization block for your own NATS")
+    p.set_defaults(fn=_bus_keys)
     p = sub.add_parser("chat", help="talk to a running edge with the official openai SDK realtime client")
     p.add_argument("--url", default="ws://127.0.0.1:8080/v1", help="edge WebSocket base URL")
     p.add_argument("--key", default=os.environ.get("SWITCHBOARD_API_KEY", ""), help="API key")
@@ -348,12 +378,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         args.fn(args)
-    except (
-        ScenarioError,
-        ValidationError,
-        NoAuditStream,
-        KeyFileError,
-    ) as exc:  # something to fix: one line, no traceback
+    except (ScenarioError, ValidationError, NoAuditStream, BusUnreachable, KeyFileError) as exc:  # one line
         print(f"switchboard {args.command}: {_one_line(exc)}", file=sys.stderr)
         sys.exit(2)
 

@@ -125,6 +125,11 @@ class Settings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     """Address that port binds to (``0.0.0.0`` where probes and scrapers come from another host, e.g. a pod)."""
 
+    @field_validator("nats_seed_file", "nats_inbox_prefix", mode="before")
+    @classmethod
+    def _unset_if_empty(cls, v: object) -> object:
+        return None if v == "" else v  # an exported but empty variable means "not set", not the current directory
+
     @field_validator("nats_url")
     @classmethod
     def _urls(cls, v: str) -> str:

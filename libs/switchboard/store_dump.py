@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 from nats.js.errors import BucketNotFoundError
 
 from .bus import Bus
 from .state.store import ToolStore, store_bucket
+from .timeline import CONNECT_TIMEOUT_S
 
 
-async def read(servers: list[str], scenario: str, collection: str | None) -> list[dict[str, object]]:
-    """Every live document of the scenario's store (of one collection if given), by key."""
+async def read(
+    servers: list[str], scenario: str, collection: str | None, *, seed_file: Path | None = None
+) -> list[dict[str, object]]:
+    """Every live document of the scenario's store (of one collection if given), by key; ``seed_file``: the
+    admin NKey, where the bus requires one."""
     bucket = store_bucket(scenario)
-    async with Bus(servers, name="switchboard-store") as bus:
+    bus = Bus(servers, name="switchboard-store", seed_file=seed_file)
+    await bus.connect_within(CONNECT_TIMEOUT_S)
+    async with bus:
         try:
             kv = await bus.js.key_value(bucket)
         except BucketNotFoundError:

@@ -5,27 +5,36 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from nats.js.errors import NotFoundError
 
 from .bus import Bus
+from .bus.connection import without_login
 from .bus.subjects import AUDIT_STREAM
 from .errors import SwitchboardError
 from .schemas import HandoffDecision, TurnRecord
 from .state.audit import AuditLog, AuditRecord
+
+CONNECT_TIMEOUT_S = 10.0
+"""How long a command waits for NATS before it says it cannot reach it."""
 
 
 class NoAuditStream(SwitchboardError):
     """The NATS servers hold no audit stream: no Switchboard stack has used them (or another one is meant)."""
 
 
-async def read(servers: list[str], session_id: str) -> list[AuditRecord]:
-    async with Bus(servers, name="switchboard-trace") as bus:
+async def read(servers: list[str], session_id: str, *, seed_file: Path | None = None) -> list[AuditRecord]:
+    """``seed_file``: the admin NKey, where the bus requires one (else the login in the URLs, or none)."""
+    bus = Bus(servers, name="switchboard-trace", seed_file=seed_file)
+    await bus.connect_within(CONNECT_TIMEOUT_S)
+    async with bus:
         try:
             return await AuditLog(bus.js).read_timeline(session_id)
         except NotFoundError:
             raise NoAuditStream(
-                f"no audit stream {AUDIT_STREAM} on {', '.join(servers)}: is this the NATS a Switchboard stack uses?"
+                f"no audit stream {AUDIT_STREAM} on {without_login(servers)}: "
+                "is this the NATS a Switchboard stack uses?"
             ) from None
 
 

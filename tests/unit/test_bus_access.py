@@ -15,11 +15,16 @@ from nats.aio.client import Client
 from pydantic import TypeAdapter
 
 from switchboard.bus import NoResponders, QueueService, StreamingClient, subjects
+from switchboard.bus.connection import without_login
+from switchboard.bus.subjects import AUDIT_STREAM
 from switchboard.local import NatsServer
-from switchboard.schemas import TurnDelta, TurnRequest, TurnResult, turn_reply_adapter
+from switchboard.rollout.table import RolloutTable
+from switchboard.schemas import MessageItem, TurnDelta, TurnRequest, TurnResult, turn_reply_adapter
 from switchboard.security.api_keys import KeyRing
 from switchboard.security.bus_access import ADMIN, BusCredentials, agent_identity, edge_identity, inbox_prefix
-from switchboard.state import AuditLog, SessionStore, SideEffectLedger, ToolStore, store_bucket
+from switchboard.state import LEDGER_BUCKET, AuditLog, SessionStore, SideEffectLedger, ToolStore, store_bucket
+from switchboard.state.history import HistoryArchive
+from switchboard.testing.bus_identity import Refusals, connect_as
 from switchboard_edge.client_secrets import ClientSecrets
 from switchboard_edge.signing import shared_secret
 
@@ -30,28 +35,15 @@ SCENARIO = "retail"
 class Rig:
     server: NatsServer
     creds: BusCredentials
-    violations: dict[str, list[str]]
+    refusals: dict[str, Refusals]
 
     async def connect(self, identity: str) -> Client:
-        self.violations.setdefault(identity, [])
-
-        async def on_error(exc: Exception) -> None:
-            self.violations[identity].append(str(exc))
-
-        return await nats.connect(
-            self.server.url, nkeys_seed=str(self.creds.seed_file(identity)), inbox_prefix=inbox_prefix(identity),
-            error_cb=on_error, max_reconnect_attempts=0,
-        )  # fmt: skip
+        nc, self.refusals[identity] = await connect_as(self.server.client_url, identity, self.creds.seed_file(identity))
+        return nc
 
     async def violation(self, identity: str, needle: str) -> str:
         """Wait for the server to report a permissions violation for ``identity`` naming ``needle``."""
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            found = [v for v in self.violations[identity] if "permissions" in v.lower() and needle.lower() in v.lower()]
-            if found:
-                return found[0]
-            await asyncio.sleep(0.01)  # ok-sleep: polling the error callback's list
-        raise AssertionError(f"no permissions violation for {needle!r}: {self.violations[identity]}")
+        return await self.refusals[identity].wait(needle)
 
 
 @pytest.fixture
@@ -112,7 +104,51 @@ async def test_the_edge_and_an_agent_do_their_work_with_their_own_keys(rig: Rig)
     finally:
         await edge.close()
         await agent.close()
-    assert not [v for v in rig.violations["edge"] + rig.violations["agent-returns"] if "ermissions" in v]
+    assert not rig.refusals["edge"].permission_errors() + rig.refusals["agent-returns"].permission_errors()
+
+
+async def test_every_state_operation_of_each_service_is_allowed_and_nothing_more(rig: Rig) -> None:
+    """What the services do with JetStream, each with its own key: the edge seeds and watches rollouts,
+    appends and replays history; an agent runs a tool once through the ledger and scans its store."""
+    edge, agent = await rig.connect("edge"), await rig.connect("agent-returns")
+    try:
+        table = await RolloutTable.open(edge.jetstream(), seed={"returns": 10})
+        assert table.snapshot()["returns"].weight == 10  # the watch saw its own write
+        await table.stop()
+        archive = await HistoryArchive.open(edge.jetstream())
+        await archive.append("s1", [MessageItem(id="i1", role="user", text="hello")])
+        assert [i.id for i in await archive.read("s1")] == ["i1"]
+        ledger = await SideEffectLedger.open(agent.jetstream())
+
+        async def refund() -> str:
+            return "refunded"
+
+        assert await ledger.once("s1.t1", refund) == "refunded"
+        assert await ledger.once("s1.t1", refund) == "refunded"  # the second time from the ledger
+        store = await ToolStore.open(agent.jetstream(), store_bucket(SCENARIO))
+        await store.kv.put("orders.A1", b"{}")
+        assert list(await store.scan("orders.>")) == ["orders.A1"]
+    finally:
+        await edge.close()
+        await agent.close()
+    assert rig.refusals["edge"].permission_errors() + rig.refusals["agent-returns"].permission_errors() == []
+
+
+async def test_the_edge_cannot_read_the_audit_or_touch_an_agents_ledger(rig: Rig) -> None:
+    edge = await rig.connect("edge")
+    try:
+        await AuditLog.open(edge.jetstream())
+        await edge.jetstream().publish(subjects.audit_turn("s1"), b"{}")  # appending is its job
+        with pytest.raises(Exception):  # noqa: B017 - the request is dropped: a timeout or a JetStream error
+            await edge.jetstream(timeout=1).subscribe(
+                subjects.audit_turn("s1"), ordered_consumer=True, stream=AUDIT_STREAM
+            )
+        await rig.violation("edge", "CONSUMER.CREATE.SWITCHBOARD_AUDIT")
+        with pytest.raises(Exception):  # noqa: B017
+            await edge.jetstream(timeout=1).key_value(LEDGER_BUCKET)
+        await rig.violation("edge", f"KV_{LEDGER_BUCKET}")
+    finally:
+        await edge.close()
 
 
 async def test_a_specialist_cannot_publish_to_another_specialists_subject(rig: Rig) -> None:
@@ -159,7 +195,7 @@ async def test_a_specialist_cannot_read_session_state(rig: Rig) -> None:
     try:
         await SessionStore.open(edge.jetstream())
         with pytest.raises(Exception):  # noqa: B017 - the request is dropped: a timeout or a JetStream error
-            await agent.jetstream().key_value("switchboard_sessions")
+            await agent.jetstream(timeout=1).key_value("switchboard_sessions")
         await rig.violation("agent-returns", "KV_switchboard_sessions")
     finally:
         await edge.close()
@@ -183,3 +219,8 @@ async def test_a_specialist_cannot_forge_an_audit_record(rig: Rig) -> None:
 async def test_no_credentials_no_connection(rig: Rig) -> None:
     with pytest.raises(Exception, match="(?i)authorization"):
         await nats.connect(rig.server.url, max_reconnect_attempts=0, allow_reconnect=False)
+
+
+def test_a_login_in_the_nats_urls_stays_out_of_messages() -> None:
+    urls = ["nats://operator:s3cr%2Ft@10.0.0.1:4222", "tls://n2:4222"]
+    assert without_login(urls) == "nats://10.0.0.1:4222, tls://n2:4222"

@@ -97,6 +97,16 @@ switchboard.dev/track: {{ .c.track }}
 {{- default (printf "%s-api-keys" (include "switchboard.fullname" .)) .Values.edge.apiKeys.existingSecret }}
 {{- end }}
 
+{{/* A component's bus identity (bus_access.identity_name): edge, agent-<name> or supervisor-<name>. */}}
+{{- define "switchboard.busIdentity" -}}
+{{- if eq .kind "edge" }}edge{{ else }}{{ printf "%s-%s" .kind .name }}{{ end }}
+{{- end }}
+
+{{/* {root, identity} -> the Secret holding that identity's NKey seed (key seed.nk). */}}
+{{- define "switchboard.busSecretName" -}}
+{{- printf "%s-bus-%s" (include "switchboard.fullname" .root) .identity | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
 {{- define "switchboard.scenarioConfigMapName" -}}
 {{- printf "%s-scenario" (include "switchboard.fullname" .) }}
 {{- end }}

@@ -2,13 +2,14 @@
 
 from . import headers, subjects
 from .connection import Bus
-from .errors import BadReply, BusError, NoResponders, RemoteError, ReplyTimeout
+from .errors import BadReply, BusError, BusUnreachable, NoResponders, RemoteError, ReplyTimeout
 from .rpc import QueueService, ReplySink, StreamingClient, deadline_of, message_headers, version_error
 
 __all__ = [
     "BadReply",
     "Bus",
     "BusError",
+    "BusUnreachable",
     "NoResponders",
     "QueueService",
     "RemoteError",

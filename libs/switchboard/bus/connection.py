@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import re
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -11,10 +13,17 @@ import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
+from .errors import BusUnreachable
+
 log = logging.getLogger(__name__)
 
 _DRAIN_TIMEOUT_S = 5
 """Longest a close waits for subscriptions and publishes to drain (the client's default is 30 s)."""
+
+
+def without_login(servers: list[str]) -> str:
+    """The server URLs for a message: a login in them (``nats://user:password@host``) left out."""
+    return ", ".join(re.sub(r"//[^@/]*@", "//", url) for url in servers)
 
 
 class Bus:
@@ -36,6 +45,9 @@ class Bus:
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._closing = False
+        self.last_error: str | None = None
+        """The last error the server or the connection reported (e.g. an authorization violation)."""
+        self._refused = asyncio.Event()
 
     @property
     def nc(self) -> Client:
@@ -59,6 +71,9 @@ class Bus:
             return
 
         async def on_error(exc: Exception) -> None:
+            self.last_error = str(exc)
+            if "authorization" in self.last_error.lower():
+                self._refused.set()
             log.warning("nats error", extra={"error": repr(exc), "client": self.name})
 
         async def on_disconnect() -> None:
@@ -80,6 +95,27 @@ class Bus:
             reconnected_cb=on_reconnect,
             **self._credentials(),
         )
+
+    async def connect_within(self, timeout_s: float) -> None:
+        """Connect, or raise ``BusUnreachable`` after ``timeout_s`` (a command gives up; a service keeps
+        trying, :meth:`connect`), saying why when the server said (e.g. it refused the credentials)."""
+        connecting = asyncio.ensure_future(self.connect())
+        refused = asyncio.ensure_future(self._refused.wait())
+        done, _ = await asyncio.wait({connecting, refused}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        refused.cancel()
+        if connecting in done:
+            connecting.result()
+            return
+        connecting.cancel()  # no answer in time, or the credentials refused: waiting longer will not help
+        await asyncio.gather(connecting, refused, return_exceptions=True)
+        why = f": {self.last_error}" if self.last_error else ""
+        if self._refused.is_set():
+            raise BusUnreachable(
+                f"NATS at {without_login(self.servers)} refused the credentials{why} (an operator command needs the"
+                " operator login in SWITCHBOARD_NATS_URL, e.g. from var/bus/operator.env, or the admin NKey in"
+                " SWITCHBOARD_NATS_SEED_FILE)"
+            )
+        raise BusUnreachable(f"cannot reach NATS at {without_login(self.servers)} within {timeout_s:g} s{why}")
 
     def _credentials(self) -> dict[str, Any]:
         out: dict[str, Any] = {}

@@ -11,6 +11,10 @@ class BusError(SwitchboardError):
     connection (a reconnect), not from the responder."""
 
 
+class BusUnreachable(BusError):
+    """A command could not connect to NATS in time: no server answers, or it refuses the credentials."""
+
+
 class NoResponders(BusError):
     """Nobody subscribes to the subject (no replica of the agent is running)."""
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from .nats_server import _answers_info, nats_server_binary
+from .nats_server import _answers_info, nats_server_binary, with_login
 from .ports import free_port
 
 T = TypeVar("T")
@@ -71,12 +71,18 @@ class NatsCluster:
         name: str = "switchboard",
         port: int = 0,
         log_dir: Path | None = None,
+        authorization: str | None = None,
+        operator: tuple[str, str] | None = None,
     ) -> None:
         if size < 1:
             raise ValueError(f"a cluster needs at least one node, got {size}")
         self.store_dir = store_dir
         self.name = name
         self.host = host
+        self.authorization = authorization
+        """An ``authorization { ... }`` block every node enforces (``switchboard.security``); None: open."""
+        self.operator = operator
+        """(user, password) of the operator login in that block: ``urls`` carry it, ``client_urls`` not."""
         self.nodes = [
             NatsNode(
                 index=i,
@@ -98,13 +104,22 @@ class NatsCluster:
 
     @property
     def urls(self) -> list[str]:
-        """Every node's client URL."""
-        return [n.url for n in self.nodes]
+        """Every node's client URL, with the operator login (tests and operator commands)."""
+        return [with_login(u, self.operator) for u in self.client_urls]
 
     @property
     def url(self) -> str:
         """All client URLs, comma-separated (the form ``SWITCHBOARD_NATS_URL`` takes)."""
         return ",".join(self.urls)
+
+    @property
+    def client_urls(self) -> list[str]:
+        """Every node's URL without credentials: services connect with their own NKey."""
+        return [n.url for n in self.nodes]
+
+    @property
+    def client_url(self) -> str:
+        return ",".join(self.client_urls)
 
     def _config(self, node: NatsNode) -> str:
         routes = ", ".join(f'"nats-route://{n.host}:{n.cluster_port}"' for n in self.nodes if n is not node)
@@ -116,6 +131,7 @@ class NatsCluster:
                 f"jetstream {{ store_dir: {json.dumps(str(node.store_dir))} }}",
                 f"cluster {{ name: {json.dumps(self.name)}, listen: "
                 f'"{node.host}:{node.cluster_port}", routes: [{routes}] }}',
+                self.authorization or "",
                 "",
             ]
         )
@@ -142,6 +158,7 @@ class NatsCluster:
             raise RuntimeError(f"{node.name} is already running")
         node.store_dir.mkdir(parents=True, exist_ok=True)
         node.config_file.write_text(self._config(node))
+        node.config_file.chmod(0o600)  # it may hold the operator's password
         if node.log_file is not None:
             node.log_file.parent.mkdir(parents=True, exist_ok=True)
         cmd = [nats_server_binary(), "-c", str(node.config_file)]

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sysconfig
 import time
+import urllib.parse
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -36,6 +37,7 @@ class NatsServer:
         port: int = 0,
         log_file: Path | None = None,
         authorization: str | None = None,
+        operator: tuple[str, str] | None = None,
     ) -> None:
         self.host = host
         self.port = port or free_port(host)
@@ -43,16 +45,28 @@ class NatsServer:
         self.log_file = log_file
         self.authorization = authorization
         """An ``authorization { ... }`` config block (``switchboard.security.BusCredentials``); None: open."""
+        self.operator = operator
+        """(user, password) of the operator login that block grants: ``url`` carries it, ``client_url`` not."""
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
+        """The URL with the operator login in it, if any (what tests and operator commands connect with)."""
+        return with_login(self.client_url, self.operator)
+
+    @property
+    def client_url(self) -> str:
+        """The URL without credentials: services connect to it with their own NKey."""
         return f"nats://{self.host}:{self.port}"
 
     @property
     def urls(self) -> list[str]:
-        """The client URLs (one; a ``NatsCluster`` has one per node)."""
+        """The client URLs (one; a ``NatsCluster`` has one per node), with the operator login."""
         return [self.url]
+
+    @property
+    def client_urls(self) -> list[str]:
+        return [self.client_url]
 
     def start(self, timeout_s: float = 15.0) -> None:
         self.store_dir.mkdir(parents=True, exist_ok=True)
@@ -103,6 +117,15 @@ class NatsServer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def with_login(url: str, login: tuple[str, str] | None) -> str:
+    """``nats://user:password@host:port`` (user and password URL-quoted); ``url`` itself without a login."""
+    if login is None:
+        return url
+    scheme, rest = url.split("://", 1)
+    user, password = (urllib.parse.quote(part, safe="") for part in login)
+    return f"{scheme}://{user}:{password}@{rest}"
 
 
 def _answers_info(host: str, port: int) -> bool:

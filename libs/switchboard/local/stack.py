@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import IO, Any, Self
 
 from ..logs import JsonFormatter
+from ..security.bus_access import EDGE, BusCredentials, identity_name, service_identities
 from .nats_cluster import NatsCluster
 from .nats_server import NatsServer
 from .parent import LAUNCHER_PID_ENV
@@ -129,6 +130,12 @@ class Stack:
     logs. ``supervise()`` restarts processes that crash (see ``supervision``). ``nats_cluster=3``
     starts a 3-node JetStream cluster instead of one nats-server; every process gets all node URLs
     and creates its buckets and streams with 3 replicas.
+
+    The bus is locked down as in production: each service connects with its own NKey (seed files under
+    ``var_dir/bus``, mode 0600) and inbox prefix, and may touch only its own subjects
+    (``switchboard.security.bus_access``). ``nats.url``, ``nats_urls`` and ``env()`` carry the
+    **operator** login (every right), for tests, people and CLI commands; ``bus_auth=False`` leaves the
+    bus open.
     """
 
     def __init__(
@@ -144,6 +151,7 @@ class Stack:
         env: Mapping[str, str] | None = None,
         echo: IO[str] | None = None,
         stop_grace_s: float = 15.0,
+        bus_auth: bool = True,
     ) -> None:
         self.var_dir = var_dir
         self.scenario = scenario
@@ -156,6 +164,9 @@ class Stack:
         else:
             self.nats = NatsServer(var_dir / "nats", port=nats_port, log_file=var_dir / "log" / "nats.log")
         self.js_replicas = min(nats_cluster, 3)
+        self.bus_auth = bus_auth
+        self.bus_credentials: BusCredentials | None = None
+        """Every service's seed file and the operator login, once :meth:`start` wrote them."""
         self.extra_env = dict(env or {})
         self.echo = echo
         self.stop_grace_s = stop_grace_s
@@ -206,8 +217,15 @@ class Stack:
             | self.extra_env
         )
 
+    @property
+    def operator_env_file(self) -> Path:
+        """``SWITCHBOARD_NATS_URL=<url with the operator login>``: ``set -a; . <file>`` before CLI commands."""
+        return self.var_dir / "bus" / "operator.env"
+
     def start(self, timeout_s: float = 60.0) -> None:
         (self.var_dir / "log").mkdir(parents=True, exist_ok=True)
+        if self.bus_auth:
+            self._lock_bus()
         self.nats.start()
         names = self.agent_names if self.agent_names is not None else self._scenario_agents()
         for name in names:
@@ -246,6 +264,32 @@ class Stack:
         )  # fmt: skip
         self.wait_ready(proc, 30)
         return proc, port
+
+    def _lock_bus(self) -> None:
+        """One NKey per service of the scenario (kept across restarts) and the server's authorization."""
+        from ..agents import load_scenario
+
+        scenarios_dir = Path(self.env().get("SWITCHBOARD_SCENARIOS_DIR", "scenarios"))
+        config = load_scenario(self.scenario, scenarios_dir).config
+        creds = BusCredentials(
+            self.var_dir / "bus", service_identities(config.name, [(a.name, a.role) for a in config.agents])
+        )
+        creds.write()
+        self.nats.authorization = creds.server_config()
+        self.nats.operator = creds.operator_login
+        fd = os.open(self.operator_env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(f"SWITCHBOARD_NATS_URL={self.nats.url}\n")
+        self.bus_credentials = creds
+
+    def _bus_env(self, args: list[str]) -> dict[str, str]:
+        """The bus identity of a service process: its URL without the operator login, its seed, its inbox."""
+        creds = self.bus_credentials
+        if creds is None:
+            return {}
+        identity = EDGE if args[0] == "edge" else identity_name(args[0], args[2])
+        env = {"SWITCHBOARD_NATS_URL": self.nats.client_url}
+        return env | creds.service_env(identity) if creds.has(identity) else env
 
     def _scenario_agents(self) -> list[str]:
         from ..agents import load_scenario
@@ -292,7 +336,7 @@ class Stack:
     def _spawn(
         self, label: str, args: list[str], env: Mapping[str, str], ready_url: str, *, cwd: Path | None = None
     ) -> Proc:
-        full_env = self.env() | dict(env)
+        full_env = self.env() | self._bus_env(args) | dict(env)
         proc = Proc(label, args, full_env, ready_url, self._popen(args, full_env, cwd), cwd=cwd)
         with self._procs_lock:
             self.procs.append(proc)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..agents import ScenarioError, load_scenario
-from ..bus import Bus
+from ..bus import Bus, BusUnreachable
 from ..schemas import ControlAction, Rollout, RolloutState
 from ..state.control import ControlAudit
 from .errors import CanaryNotServing, GateRefused, RolloutError, UnknownAgent
@@ -86,11 +86,11 @@ async def run(args: argparse.Namespace, out: Any = None) -> None:
     if agents is not None and getattr(args, "agent", None) is not None and args.agent not in agents:
         raise UnknownAgent(f"unknown agent {args.agent!r} (the scenario's agents: {', '.join(agents)})")
     servers = (args.nats_url or settings.nats_url).split(",")
-    bus = Bus(servers, name="rollout-cli")
+    bus = Bus(servers, name="rollout-cli", seed_file=settings.nats_seed_file)  # the admin NKey, if required
     try:  # the bus retries a lost server forever (right for a service); a command gives up
-        await asyncio.wait_for(bus.connect(), CONNECT_TIMEOUT_S)
-    except TimeoutError:
-        raise RolloutError(f"cannot reach NATS at {','.join(servers)} within {CONNECT_TIMEOUT_S:g} s") from None
+        await bus.connect_within(CONNECT_TIMEOUT_S)
+    except BusUnreachable as exc:
+        raise RolloutError(str(exc)) from None
     async with bus:
         op = Operator(bus, await RolloutStore.open(bus.js, replicas=settings.js_replicas), agents, out)
         op.control = await ControlAudit.open(bus.js, replicas=settings.js_replicas)

@@ -9,18 +9,28 @@ server knows only the public key) and its own inbox prefix, and the server enfor
   not another agent's subject;
 - the **edge** (the orchestrator) is the only service that writes session state, the history archive
   and the audit stream, and that sends turns and consults;
-- the **admin** identity (``switchboard trace``, ``rollout``, ``store``, ``keys``, ``audit``) may do anything;
-  it alone writes the control-plane audit stream.
+- the **admin** identity (``switchboard trace``, ``rollout``, ``store``, ``keys``, ``audit``) may do anything
+  and alone writes the control-plane audit stream: an NKey in a cluster (``switchboard bus-keys``), and
+  locally the **operator** login (user and password, in the URL ``switchboard run`` writes to
+  ``var/bus/operator.env`` and a test ``Stack`` exposes as ``nats.url``).
 
-The server side is a NATS ``authorization`` block (see ``server_config``), written by ``make run`` and
-the tests; JetStream access is granted per stream through its API subjects.
+The server side is a NATS ``authorization`` block (see ``server_config``), written by ``make run``, the
+test ``Stack`` and ``switchboard bus-keys`` (Helm); JetStream access is granted per stream through its API
+subjects. Any subject not listed is refused: nats-server logs the violation and the client gets a
+``Permissions Violation`` error (its request times out).
+
+A reply permission (``allow_responses``) belongs to the connection that received the request: an agent
+that reconnects mid-turn (its server died) can no longer answer the turns it took before, and the edge
+retries them on another replica after ``SWITCHBOARD_IDLE_TIMEOUT_S`` — the price of agents not being
+able to publish into the edge's inbox (they could forge another session's reply there).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+import secrets
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,10 +44,12 @@ from ..bus.subjects import (
     HISTORY_STREAM,
     HISTORY_SUBJECTS,
     PREFIX,
+    ROLLOUTS_BUCKET,
     SESSIONS_BUCKET,
     check_token,
 )
 from ..state.ledger import LEDGER_BUCKET
+from ..state.store import store_bucket
 
 RESPONSE_WINDOW = {"max": 100_000, "expires": "10m"}
 """A responder may stream this many replies to one request within this long (deltas, heartbeats)."""
@@ -52,28 +64,31 @@ def _kv_stream(bucket: str) -> str:
     return f"KV_{bucket}"
 
 
-def stream_access(stream: str, *, write_subjects: Iterable[str] = ()) -> list[str]:
-    """Publish permissions to use one JetStream stream (and a KV bucket on it) through its API."""
+def stream_access(
+    stream: str, *, write_subjects: Iterable[str] = (), get: bool = False, consume: bool = False
+) -> list[str]:
+    """Publish permissions to use one JetStream stream (and a KV bucket on it) through its API: look it up
+    and create it (every user of a stream does, at start), publish to ``write_subjects``, fetch one
+    message (``get``: a KV get) and read it through ephemeral ordered consumers (``consume``: a KV watch,
+    a replay of the stream) — nothing else (no other stream, no deletes, no durable consumers)."""
     api = "$JS.API"
-    return [
-        f"{api}.INFO",
-        f"{api}.STREAM.INFO.{stream}",
-        f"{api}.STREAM.CREATE.{stream}",
-        f"{api}.STREAM.MSG.GET.{stream}",
-        f"{api}.DIRECT.GET.{stream}",
-        f"{api}.DIRECT.GET.{stream}.>",
-        f"{api}.CONSUMER.CREATE.{stream}",
-        f"{api}.CONSUMER.CREATE.{stream}.>",
-        f"{api}.CONSUMER.DELETE.{stream}.>",
-        f"{api}.CONSUMER.INFO.{stream}.>",
-        f"$JS.FC.{stream}.>",
-        f"$JS.ACK.{stream}.>",
-        *write_subjects,
-    ]
+    allowed = [f"{api}.STREAM.INFO.{stream}", f"{api}.STREAM.CREATE.{stream}"]
+    if get:
+        allowed.append(f"{api}.STREAM.MSG.GET.{stream}")
+    if consume:
+        allowed += [
+            f"{api}.CONSUMER.CREATE.{stream}",
+            f"{api}.CONSUMER.CREATE.{stream}.>",
+            f"{api}.CONSUMER.DELETE.{stream}.>",
+            f"{api}.CONSUMER.INFO.{stream}.>",  # a KV watch checks its consumer
+            f"$JS.FC.{stream}.>",  # flow-control answers of ordered consumers
+        ]
+    return [*allowed, *write_subjects]
 
 
-def kv_access(bucket: str) -> list[str]:
-    return stream_access(_kv_stream(bucket), write_subjects=[f"$KV.{bucket}.>"])
+def kv_access(bucket: str, *, watch: bool = False) -> list[str]:
+    """Get, put, update and delete keys of one bucket; ``watch``: its watchers (``keys``, ``scan``) too."""
+    return stream_access(_kv_stream(bucket), write_subjects=[f"$KV.{bucket}.>"], get=True, consume=watch)
 
 
 @dataclass(frozen=True)
@@ -91,7 +106,7 @@ class Identity:
         if self.admin:
             return {"nkey": public_key}
         permissions: dict[str, object] = {
-            "publish": {"allow": self.publish},
+            "publish": {"allow": list(dict.fromkeys(self.publish))},  # each subject once, in order
             "subscribe": {"allow": [*self.subscribe, f"{inbox_prefix(self.name)}.>"]},
         }
         if self.respond:
@@ -99,40 +114,60 @@ class Identity:
         return {"nkey": public_key, "permissions": permissions}
 
 
+def identity_name(role: str, agent: str) -> str:
+    """The identity of an agent or supervisor service (every replica and track of it shares it)."""
+    return f"{role}-{check_token(agent, 'agent name')}"
+
+
 def agent_identity(agent: str, scenario: str, *, role: str = "agent") -> Identity:
     """An agent (``role="agent"``) or supervisor service of one scenario."""
     name = check_token(agent, "agent name")
     kind = "consult" if role == "supervisor" else "turn"
     own = [f"{PREFIX}.{role}.{name}.{kind}", f"{PREFIX}.{role}.{name}.*.{kind}"]  # every track of it
-    store = f"switchboard_store_{check_token(scenario, 'scenario name')}"
+    store = store_bucket(scenario)
     return Identity(
-        name=f"{role}-{name}",
+        name=identity_name(role, name),
         subscribe=own,
-        publish=[*kv_access(LEDGER_BUCKET), *kv_access(store)],
+        publish=[*kv_access(LEDGER_BUCKET), *kv_access(store, watch=True)],  # tools' scans watch the store
         respond=True,
     )
+
+
+EDGE = "edge"
+TAKEOVER = f"{PREFIX}.edge.session.*.takeover"
 
 
 def edge_identity(extra_buckets: Iterable[str] = ()) -> Identity:
     """The edge: sends turns and consults, owns session state, the history archive and the audit."""
     return Identity(
-        name="edge",
+        name=EDGE,
         publish=[
-            f"{PREFIX}.agent.>",
-            f"{PREFIX}.supervisor.>",
+            f"{PREFIX}.agent.*.turn",  # every agent's turns, every track
+            f"{PREFIX}.agent.*.*.turn",
+            f"{PREFIX}.supervisor.*.consult",
+            f"{PREFIX}.supervisor.*.*.consult",
+            TAKEOVER,  # asks the edge holding a session to let it go
             *kv_access(SESSIONS_BUCKET),
             *kv_access(CLIENT_SECRETS_BUCKET),  # used client secrets (single use across replicas)
             *kv_access(EDGE_BUCKET),  # the edges' shared signing secret
-            *stream_access(AUDIT_STREAM, write_subjects=[AUDIT_SUBJECTS]),
-            *stream_access(HISTORY_STREAM, write_subjects=[HISTORY_SUBJECTS]),
+            *kv_access(ROLLOUTS_BUCKET, watch=True),  # every edge follows the rollout weights
+            *stream_access(AUDIT_STREAM, write_subjects=[AUDIT_SUBJECTS]),  # append only: operators read it
+            *stream_access(HISTORY_STREAM, write_subjects=[HISTORY_SUBJECTS], consume=True),  # replayed on resume
             *(s for bucket in extra_buckets for s in kv_access(bucket)),
         ],
-        subscribe=[f"{PREFIX}.edge.>"],  # edge-to-edge notices (e.g. a session taken over elsewhere)
+        subscribe=[TAKEOVER],  # a newer connection to a session this edge holds asks it to let go
         respond=True,
     )
 
 
 ADMIN = Identity(name="admin", admin=True)
+OPERATOR_USER = "operator"
+"""The local operator login (user and password): every right, for people, tests and CLI commands."""
+
+
+def service_identities(scenario: str, agents: Iterable[tuple[str, str]]) -> list[Identity]:
+    """The edge and every ``(name, role)`` agent or supervisor of a scenario: the services of a deployment."""
+    return [edge_identity(), *(agent_identity(name, scenario, role=role) for name, role in agents)]
 
 
 def generate_seed() -> bytes:
@@ -151,25 +186,54 @@ class BusCredentials:
     folder: Path
     identities: list[Identity]
     seeds: dict[str, Path] = field(default_factory=dict)
+    operator_password: str | None = None
 
     def write(self) -> None:
+        """Create the seeds and the operator password that do not exist yet (existing ones are kept)."""
         self.folder.mkdir(parents=True, exist_ok=True)
         os.chmod(self.folder, 0o700)
         for identity in self.identities:
             path = self.folder / f"{identity.name}.nk"
-            if not path.exists():  # keep seeds across restarts: running services hold them
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "wb") as out:
-                    out.write(generate_seed())
+            _create_secret(path, generate_seed)  # kept across restarts: running services hold them
             self.seeds[identity.name] = path
+        password = self.folder / "operator.password"
+        _create_secret(password, lambda: secrets.token_urlsafe(24).encode())
+        self.operator_password = password.read_text().strip()
 
     def seed_file(self, identity: str) -> Path:
         return self.seeds[identity]
 
+    def has(self, identity: str) -> bool:
+        return identity in self.seeds
+
+    def service_env(self, identity: str) -> dict[str, str]:
+        """``SWITCHBOARD_*`` variables that make a process connect as ``identity``."""
+        return {
+            "SWITCHBOARD_NATS_SEED_FILE": str(self.seed_file(identity)),
+            "SWITCHBOARD_NATS_INBOX_PREFIX": inbox_prefix(identity),
+        }
+
+    @property
+    def operator_login(self) -> tuple[str, str]:
+        if self.operator_password is None:
+            raise RuntimeError("BusCredentials.write() first")
+        return OPERATOR_USER, self.operator_password
+
     def server_config(self) -> str:
         """The ``authorization`` block for nats-server's config file (JSON is valid NATS config)."""
-        users = [
+        users: list[dict[str, object]] = [
             identity.authorization_entry(public_key(self.seeds[identity.name].read_bytes()))
             for identity in self.identities
         ]
+        user, password = self.operator_login
+        users.append({"user": user, "password": password})
         return "authorization " + json.dumps({"users": users}, indent=2) + "\n"
+
+
+def _create_secret(path: Path, make: Callable[[], bytes]) -> None:
+    """Write ``make()`` to ``path`` readable by its owner only, unless ``path`` exists."""
+    if path.exists():
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(make())

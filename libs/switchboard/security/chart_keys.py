@@ -1,0 +1,64 @@
+"""``switchboard bus-keys``: the bus identities of a Helm release, as a values file for the chart.
+
+The file holds one NKey seed per service of the scenario (the edge, every agent and supervisor) and an
+``admin`` seed for operators (``busAuth.seeds``: the chart makes one Secret per identity and mounts each
+Deployment's own), and the bundled NATS's ``authorization`` block with the public keys and subject
+permissions of ``bus_access`` (``nats.config.merge``). It is a secret: written with mode 0600.
+Run again on the same file, it keeps the seeds it holds and adds the missing ones; ``rotate`` replaces
+them all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .bus_access import ADMIN, Identity, generate_seed, public_key, service_identities
+
+HEADER = (
+    "# Bus identities of a Switchboard release, made by `switchboard bus-keys`: NKey seeds (SECRET: keep\n"
+    "# this file out of version control) and the bundled NATS's authorization block. helm install -f it.\n"
+)
+
+
+def identities(scenario: str, agents: Iterable[tuple[str, str]]) -> list[Identity]:
+    """Every service of the scenario and the operators' ``admin``."""
+    return [*service_identities(scenario, agents), ADMIN]
+
+
+def chart_values(identities: list[Identity], seeds: Mapping[str, str]) -> dict[str, Any]:
+    """The chart values: ``busAuth`` with the seeds and the NATS chart's ``authorization`` block."""
+    users = [i.authorization_entry(public_key(seeds[i.name].encode())) for i in identities]
+    return {
+        "busAuth": {"enabled": True, "seeds": {i.name: seeds[i.name] for i in identities}},
+        "nats": {"config": {"merge": {"authorization": {"users": users}}}},
+    }
+
+
+def nats_config(values: Mapping[str, Any]) -> str:
+    """The same ``authorization`` block as nats-server configuration, for a NATS the chart does not install."""
+    block = values["nats"]["config"]["merge"]["authorization"]
+    return "authorization " + json.dumps(block, indent=2) + "\n"
+
+
+def write(path: Path, scenario: str, agents: Iterable[tuple[str, str]], *, rotate: bool = False) -> dict[str, Any]:
+    """Write (or complete) the values file at ``path``; return its values."""
+    wanted = identities(scenario, agents)
+    seeds: dict[str, str] = {}
+    if path.exists() and not rotate:
+        old = yaml.safe_load(path.read_text()) or {}
+        seeds = dict(old.get("busAuth", {}).get("seeds", {}))
+    for identity in wanted:
+        if identity.name not in seeds:
+            seeds[identity.name] = generate_seed().decode()
+    values = chart_values(wanted, seeds)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(HEADER + yaml.safe_dump(values, sort_keys=False, width=120))
+    os.chmod(path, 0o600)  # an existing file keeps its mode on open: tighten it
+    return values
