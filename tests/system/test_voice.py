@@ -22,7 +22,7 @@ from agents.realtime import RealtimeAgent
 
 from switchboard.local.stack import Stack
 from switchboard.testing.speech import espeak
-from switchboard.voice import PCM_RATE, encode_base64, from_pcm16_24k, read_wav
+from switchboard.voice import PCM_RATE, PCMU, encode_base64, from_pcm16_24k, read_wav
 from switchboard.voice.formats import Pcm16, pcm16_from_bytes
 from switchboard.voice.piper_tts import PiperTts
 from switchboard.voice.whisper import WhisperStt
@@ -357,3 +357,33 @@ async def test_the_session_audio_limit_counts_the_callers_audio(tmp_path: Path) 
                     await client.recv()
     assert error["code"] == "session_audio_limit_reached"
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+
+
+async def test_input_audio_in_a_created_item_is_transcribed_in_the_sessions_format(
+    retail: Stack, piper: PiperTts
+) -> None:
+    caller = piper.speak("I want to return an order.")
+    part = {"type": "input_audio", "audio": encode_base64(from_pcm16_24k(caller, PCMU))}  # G.711 at 8 kHz
+    item = {"type": "message", "role": "user", "content": [part]}
+    async with RawClient(retail, events=False) as client:
+        await client.open()
+        await client.send({"type": "conversation.item.create", "item": item})
+        refused = (await client.next("error"))["error"]
+        await client.send(
+            {
+                "type": "session.update",
+                "session": {
+                    "type": "realtime",
+                    "audio": {"input": {"format": {"type": "audio/pcmu"}, "turn_detection": None}},
+                },
+            }
+        )
+        await client.next("session.updated")
+        await client.send({"type": "conversation.item.create", "item": item})
+        added = (await client.next("conversation.item.done"))["item"]
+        await client.send({"type": "response.create"})
+        done = (await client.next("response.done"))["response"]
+    assert refused["code"] == "audio_not_enabled"
+    assert added["content"][0]["type"] == "input_audio" and "return" in words(added["content"][0]["transcript"])
+    assert (done["status"], done["metadata"]["agent"]) == ("completed", "auth")
+    assert violations(client.events) == []
