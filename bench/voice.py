@@ -13,6 +13,8 @@ spoken by espeak-ng (a voice unlike Piper's), sox for conversion. Phases:
    streams in real time through the VAD; at `speech_stopped` the buffer is committed, transcribed, and
    a canned two-sentence answer is synthesised; first-audio latency = `speech_stopped` -> first TTS
    chunk; the answer then plays out in real time before the next turn. N grows until p95 > 1.5 s.
+6. Through the running system (bench/voice_edge.py): a real stack, a caller streaming in real time with
+   server VAD; end of caller speech -> first answer audio byte at the client, p50/p99; edge CPU per turn.
 
 Wall times on a shared machine are inflated by other processes: the report gives the CPU each
 step uses (robust to that) and how busy the rest of the machine was. Run: `make bench-voice`
@@ -51,6 +53,9 @@ from switchboard.voice.piper_tts import PiperTts  # noqa: E402
 from switchboard.voice.silero import SileroVad  # noqa: E402
 from switchboard.voice.whisper import WhisperStt  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import voice_edge  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 UTTERANCES = [
@@ -60,6 +65,8 @@ UTTERANCES = [
 ]
 FIRST_SENTENCE = "Sure, I can help with that."
 ANSWER = "Sure, I can help with that. Let me look up that order for you right now."
+EDGE_CALLER = "Hello, can you help me please?"
+"""Said to the retail front desk every turn of phase 6 (it answers with its greeting, no handoff)."""
 LIMIT_S = 1.5
 CHUNK_MS = 100
 
@@ -309,6 +316,7 @@ def report(r: dict[str, Any]) -> str:
         f"| CPU a talking session keeps busy (caller {cycle_s:.1f} s turn cycle) | {cores_per_session:.3f} cores |",
         f"| Projected sessions on {r['cpus']} dedicated cores at 80% busy | {projected} |",
         f"| First-audio floor: STT final CPU + TTS first-chunk CPU (an idle machine's latency) | {floor_ms:.0f} ms |",
+        *([voice_edge.report(r["edge"]).rstrip()] if "edge" in r else []),
         "",
         "| Concurrent voice sessions | Turns | First audio p50 / p95 / max | Process cores | Other processes' cores"
         " | CPU per turn | CPU per s of caller audio in + answer audio out |",
@@ -338,18 +346,36 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3, help="repetitions of the one-at-a-time phases")
     parser.add_argument("--all-levels", action="store_true", help="go on past the 1.5 s limit (a busy machine)")
     parser.add_argument("--memory-probe", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--edge-turns", type=int, default=10, help="spoken turns through a real stack (phase 6)")
+    parser.add_argument("--edge-silence-ms", type=int, default=500, help="server VAD silence_duration_ms (phase 6)")
+    parser.add_argument("--edge-only", action="store_true", help="phase 6 alone (bench/results/voice-edge.*)")
     args = parser.parse_args()
     if args.memory_probe:
         memory_probe()
         return
+    tmp = Path(tempfile.mkdtemp(prefix="bench-voice-"))
+    hello = tmp / "hello.wav"
+    edge_caller = espeak(EDGE_CALLER, hello, pad=(0.3, 1.0))
+    loud = np.flatnonzero(np.abs(edge_caller.astype(np.int32)) > 0.02 * np.abs(edge_caller).max())
+    speech_s = (loud[-1] + 1) / PCM_RATE  # the last word's end (espeak's own trailing silence excluded)
+    if args.edge_only:
+        edge = voice_edge.measure(args.edge_turns, edge_caller, speech_s, args.edge_silence_ms)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "voice-edge.json").write_text(json.dumps(edge, indent=2) + "\n")
+        (RESULTS / "voice-edge.md").write_text(
+            f"Measured {edge['when']}.\n\n| | |\n|---|---|\n" + voice_edge.report(edge)
+        )
+        print(voice_edge.report(edge))
+        return
     started, busy0 = time.perf_counter(), machine_busy_s()
     cpu0 = cpu_s()
-    tmp = Path(tempfile.mkdtemp(prefix="bench-voice-"))
     utterances = [espeak(text, tmp / f"u{i}.wav") for i, text in enumerate(UTTERANCES)]
     callers = [espeak(text, tmp / f"c{i}.wav", pad=(0.3, 1.0)) for i, text in enumerate(UTTERANCES)]
     probe = subprocess.run([sys.executable, __file__, "--memory-probe"], capture_output=True, text=True, check=True)
     memory = json.loads(probe.stdout.strip().splitlines()[-1])
     result = asyncio.run(measure(args, utterances, callers, memory))
+    print("through the running system", flush=True)
+    result["edge"] = voice_edge.measure(args.edge_turns, edge_caller, speech_s, args.edge_silence_ms)
     result["seconds"] = time.perf_counter() - started
     result["others_cores"] = max(0.0, (machine_busy_s() - busy0 - (cpu_s() - cpu0)) / result["seconds"])
     RESULTS.mkdir(parents=True, exist_ok=True)

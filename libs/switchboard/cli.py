@@ -215,6 +215,11 @@ def _dev_tls(var: Path) -> tuple[dict[str, str], str]:
 
 
 def _chat(args: argparse.Namespace) -> None:
+    if args.voice:
+        from .voice_chat import chat_voice
+
+        wav_in, wav_out = (Path(p) for p in args.voice)
+        sys.exit(asyncio.run(chat_voice(args.url, args.key, args.session, wav_in, wav_out)))
     from .chat import chat
 
     asyncio.run(chat(args.url, args.key, args.session, args.say))
@@ -325,6 +330,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--key", default=os.environ.get("SWITCHBOARD_API_KEY", ""), help="API key")
     p.add_argument("--session", default=None, help="session id to resume")
     p.add_argument("--say", action="append", help="send these lines instead of reading stdin")
+    p.add_argument(
+        "--voice", nargs=2, metavar=("IN_WAV", "OUT_WAV"),
+        help="say IN_WAV (PCM16) as one spoken turn and write the spoken answer to OUT_WAV (voice extra)",
+    )  # fmt: skip
     p.set_defaults(fn=_chat)
     p = sub.add_parser("trace", help="print a session's timeline (turns, handoffs, consults, errors, trace ids)")
     p.add_argument("session", help="session id")

@@ -19,7 +19,8 @@ pytestmark = pytest.mark.system
         ('["an", "array"]', "invalid_event", None),
         ('{"no_type": 1}', "invalid_event", "type"),
         ('{"type": "conversation.item.explode"}', "unknown_event", "type"),
-        ('{"type": "input_audio_buffer.append", "audio": ""}', "unsupported_event", None),
+        ('{"type": "input_audio_buffer.append", "audio": ""}', "audio_not_enabled", None),  # a text-only session
+        ('{"type": "output_audio_buffer.clear"}', "unsupported_event", None),
         ('{"type": "conversation.item.create", "item": {"type": "message", "role": "user", '
          '"content": [{"type": "input_text", "text": 42}]}}', "invalid_event", "item.content.0.text"),
         ('{"type": "conversation.item.create", "item": {"type": "message", "role": "robot", '

@@ -85,10 +85,17 @@ class RunnerLog:
         await asyncio.gather(self._task, return_exceptions=True)
 
 
+TEXT_CLIENT: Any = {"modalities": ["text"], "turn_detection": None}
+"""Model settings of a text client: text answers, no server VAD (spoken turns: test_voice.py)."""
+
+
 @asynccontextmanager
-async def runner_session(stack: Stack, agent: RealtimeAgent, port: int | None = None) -> AsyncIterator[RunnerLog]:
+async def runner_session(
+    stack: Stack, agent: RealtimeAgent, port: int | None = None, settings: Any = TEXT_CLIENT
+) -> AsyncIterator[RunnerLog]:
+    """``settings``: the runner's model settings; ``{}`` keeps the SDK's defaults (audio in and out, VAD)."""
     base = f"ws://127.0.0.1:{port}/v1" if port else stack.ws_base
-    runner = RealtimeRunner(agent)
+    runner = RealtimeRunner(agent, config={"model_settings": settings})
     config = {"url": f"{base}/realtime?model=switchboard", "api_key": stack.api_key}
     async with await runner.run(model_config=config) as session:  # type: ignore[arg-type]
         log = RunnerLog(session)

@@ -71,7 +71,8 @@ async def test_max_output_tokens_tool_choice_and_output_modalities(retail: Stack
         await add(client, REFUND)
         no_tools = done_of(await respond(client, {"tool_choice": "none"}))
         assert (no_tools["metadata"]["agent"], no_tools["metadata"]["handoffs"]) == ("triage", "0")
-        await client.send({"type": "response.create", "event_id": "e1", "response": {"output_modalities": ["audio"]}})
+        both = {"output_modalities": ["text", "audio"]}  # GA: one modality (audio carries its transcript)
+        await client.send({"type": "response.create", "event_id": "e1", "response": both})
         error = (await client.next("error"))["error"]
         assert (error["param"], error["event_id"]) == ("response.output_modalities", "e1")
         assert done_of(await respond(client, {}))["metadata"]["agent"] == "auth"  # the same refund, with tools

@@ -4,39 +4,20 @@ unlike the pipeline's Piper voice) and converted by sox, the way `make test` ins
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from switchboard.voice import PCM_RATE, read_wav
+from switchboard.voice import PCM_RATE
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the models come from wheels: a hub lookup must fail loudly
+from switchboard.testing.speech import Spoken, espeak
 from switchboard.voice.formats import Pcm16
 from switchboard.voice.piper_tts import PiperTts
 from switchboard.voice.whisper import WhisperStt
 
-
-@dataclass(frozen=True)
-class Spoken:
-    samples: Pcm16
-    speech_ms: float
-    """How long the words last (espeak-ng's output, before any padding)."""
-
-
-def espeak(text: str, path: Path, *, pad_s: tuple[float, float] = (0.0, 0.0)) -> Spoken:
-    """Speak ``text`` with espeak-ng, then sox: 24 kHz mono PCM16 with silence padded around it."""
-    raw = path.with_suffix(".espeak.wav")
-    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(raw), text], check=True)
-    speech = read_wav(raw)
-    subprocess.run(
-        ["sox", str(raw), "-r", str(PCM_RATE), "-c", "1", "-b", "16", str(path), "pad", str(pad_s[0]), str(pad_s[1])],
-        check=True,
-    )
-    return Spoken(samples=read_wav(path), speech_ms=speech.size / PCM_RATE * 1000)
+__all__ = ["Spoken", "espeak"]
 
 
 @pytest.fixture(scope="session")

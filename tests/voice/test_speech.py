@@ -72,6 +72,22 @@ def feed(vad: SileroVad, samples: np.ndarray, ms: int = 40) -> list[SpeechStarte
     return [e for i in range(0, samples.size, step) for e in vad.process(samples[i : i + step])]
 
 
+def test_a_vad_cut_utterance_is_decoded_once_without_a_loop(
+    stt: WhisperStt,
+    tmp_path,
+    caplog: pytest.LogCaptureFixture,  # type: ignore[no-untyped-def]
+) -> None:
+    """What the edge commits for this caller (100 ms to 3072 ms: the VAD cut and the prefix padding): with the fitted
+    window padded by zeros in log-mel space (loud, not silence) greedy decoding looped, and the 30 s
+    fallback took 2-7 s on a busy machine."""
+    spoken = espeak("Hello, can you help me please?", tmp_path / "hello.wav", pad_s=(0.3, 1.0))
+    cut = spoken.samples[PCM_RATE * 100 // 1000 : PCM_RATE * 3072 // 1000]
+    with caplog.at_level("INFO", logger="switchboard.voice.whisper"):
+        text = stt.recognize(cut)
+    assert not [r for r in caplog.records if "repetition" in r.getMessage()]
+    assert {"hello", "help", "please"} <= set(words(text)), text
+
+
 def test_vad_finds_where_speech_starts_and_stops(order_utterance: Spoken, tmp_path) -> None:  # type: ignore[no-untyped-def]
     padded = espeak("I want to return order A one zero zero one", tmp_path / "padded.wav", pad_s=(1.5, 1.5))
     config = ServerVadConfig(prefix_padding_ms=300, silence_duration_ms=500)

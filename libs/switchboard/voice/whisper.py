@@ -96,7 +96,9 @@ class WhisperStt:
         n = features.shape[-1]
         fitted = max(MIN_WINDOW_FRAMES, math.ceil(n / FRAMES_PER_S + 1) * FRAMES_PER_S)
         frames = MAX_FRAMES if self.window == "full" else min(MAX_FRAMES, fitted)
-        padded = np.zeros((features.shape[0], frames), dtype=np.float32)
+        # pad with what silence looks like (the normalised floor), not 0: zeros are loud in log-mel
+        # space, and Whisper decoding them looped on short utterances
+        padded = np.full((features.shape[0], frames), features.min(), dtype=np.float32)
         padded[:, : min(n, frames)] = features[:, :frames]
         encoded = self._model.model.encode(ctranslate2.StorageView.from_array(padded[None]), to_cpu=False)
         seconds = audio.size / RATE

@@ -1,14 +1,15 @@
 """Typed GA Realtime client events, strict: an unknown or ill-typed field is an error naming the field.
 
 Shapes follow the installed ``openai.types.realtime`` models (``*_event.py``, ``realtime_session_create_request``,
-``realtime_response_create_params``). Fields the edge accepts but does not apply (audio, prompt, reasoning, ...)
-are typed loosely (any JSON object) so a standard client's ``session.update`` is never refused.
+``realtime_response_create_params``). Fields the edge accepts but does not apply (prompt, reasoning, ...)
+are typed loosely (any JSON object) so a standard client's ``session.update`` is never refused; ``audio`` is
+checked by ``voice.py`` when a client sets it (the voice extra is imported only then).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter
 
@@ -31,6 +32,18 @@ class InputText(_Strict):
     text: str
 
 
+class InputAudio(_Strict):
+    """Caller audio inside ``conversation.item.create`` (base64 in the session's input format)."""
+
+    type: Literal["input_audio"]
+    audio: str | None = None
+    transcript: str | None = None
+    """Ignored on input: the edge transcribes the audio itself."""
+
+    text: ClassVar[str] = ""
+    """Audio has no text until the edge transcribes it."""
+
+
 class OutputText(_Strict):
     type: Literal["output_text", "text"]
     text: str
@@ -44,16 +57,23 @@ class _ItemBase(_Strict):
 
 class _Message(_ItemBase):
     type: Literal["message"]
-    content: Sequence[InputText | OutputText]
+    content: Sequence[InputText | InputAudio | OutputText]
 
     @property
     def text(self) -> str:
         return "".join(part.text for part in self.content)
 
 
+UserContent = Annotated[InputText | InputAudio, Field(discriminator="type")]
+
+
 class UserMessage(_Message):
     role: Literal["user", "system"]
-    content: list[InputText] = Field(min_length=1)
+    content: list[UserContent] = Field(min_length=1)
+
+    @property
+    def audio(self) -> list[InputAudio]:
+        return [part for part in self.content if isinstance(part, InputAudio)]
 
 
 class AssistantMessage(_Message):
@@ -92,7 +112,10 @@ ClientItem = Annotated[
 ]  # fmt: skip
 """Tagged by ``type`` and, for messages, ``role``."""
 
-TAGS = frozenset({"user_message", "assistant_message", "function_call", "function_call_output", "function"})
+TAGS = frozenset({
+    "user_message", "assistant_message", "function_call", "function_call_output", "function", "input_text",
+    "input_audio",
+})  # fmt: skip
 """Union tags pydantic puts in an error's location; not field names, so dropped from ``param``."""
 
 # --- tools ------------------------------------------------------------------------------------------
@@ -188,14 +211,30 @@ class ResponseCancel(_ClientEvent):
     response_id: str | None = None
 
 
+class InputAudioBufferAppend(_ClientEvent):
+    type: Literal["input_audio_buffer.append"]
+    audio: str
+    """Base64 audio in the session's ``audio.input.format``."""
+
+
+class InputAudioBufferCommit(_ClientEvent):
+    type: Literal["input_audio_buffer.commit"]
+
+
+class InputAudioBufferClear(_ClientEvent):
+    type: Literal["input_audio_buffer.clear"]
+
+
 ClientEvent = Annotated[
     SessionUpdate | ConversationItemCreate | ConversationItemRetrieve | ConversationItemDelete
-    | ConversationItemTruncate | ResponseCreate | ResponseCancel,
+    | ConversationItemTruncate | ResponseCreate | ResponseCancel | InputAudioBufferAppend | InputAudioBufferCommit
+    | InputAudioBufferClear,
     Field(discriminator="type"),
 ]  # fmt: skip
 client_event_adapter: TypeAdapter[ClientEvent] = TypeAdapter(ClientEvent)
 
 SUPPORTED = (
     "session.update", "conversation.item.create", "conversation.item.retrieve", "conversation.item.delete",
-    "conversation.item.truncate", "response.create", "response.cancel",
+    "conversation.item.truncate", "response.create", "response.cancel", "input_audio_buffer.append",
+    "input_audio_buffer.commit", "input_audio_buffer.clear",
 )  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -48,15 +49,25 @@ class ResponsePlan:
     out_of_band: bool
     """``conversation: "none"``: nothing is committed."""
     metadata: dict[str, str]
+    modalities: list[str] | None = None
+    """``["text"]`` or ``["audio"]`` for this response; None: the session's."""
+
+
+def checked_modalities(value: Sequence[str], param: str) -> list[str]:
+    """The GA protocol allows ``["text"]`` or ``["audio"]`` (audio carries its transcript)."""
+    if list(value) not in (["text"], ["audio"]):
+        raise ProtocolError(
+            "invalid_value", "output_modalities must be ['text'] or ['audio'] (audio includes its transcript)",
+            param=param,
+        )  # fmt: skip
+    return list(value)
 
 
 def plan_response(options: ResponseOptions, client: ClientSettings) -> ResponsePlan:
     """The client's per-response options, checked, with the connection's settings as defaults."""
-    if options.output_modalities is not None and options.output_modalities != ["text"]:
-        raise ProtocolError(
-            "invalid_value", "this edge answers in text only: output_modalities must be ['text']",
-            param="response.output_modalities",
-        )  # fmt: skip
+    modalities = None
+    if options.output_modalities is not None:
+        modalities = checked_modalities(options.output_modalities, "response.output_modalities")
     tools = client.tools if options.tools is None else [client_tool(t) for t in options.tools]
     choice = options.tool_choice if options.tool_choice is not None else client.tool_choice
     limit = options.max_output_tokens if options.max_output_tokens is not None else client.max_output_tokens
@@ -66,7 +77,7 @@ def plan_response(options: ResponseOptions, client: ClientSettings) -> ResponseP
         max_output_tokens=limit if isinstance(limit, int) else None,
     )  # fmt: skip
     given = None if options.input is None else [items.from_client(i, i.id or new_id("item")) for i in options.input]
-    return ResponsePlan(turn, given, options.conversation == "none", dict(options.metadata or {}))
+    return ResponsePlan(turn, given, options.conversation == "none", dict(options.metadata or {}), modalities)
 
 
 def response_metadata(outcome: TurnOutcome) -> dict[str, str]:

@@ -1,7 +1,7 @@
 """The OpenAI Realtime (GA) event protocol at the edge: typed client events, server event builders.
 
-Only text turns are served today; audio events are recognised and answered with a clear
-``unsupported_event`` error so that voice can be added without changing the parser's shape.
+Text and audio turns are served (audio: ``voice.py``); ``output_audio_buffer.clear`` (WebRTC only) is
+recognised and answered with a clear ``unsupported_event`` error.
 """
 
 from __future__ import annotations
@@ -33,13 +33,8 @@ __all__ = [
 ]  # fmt: skip
 
 
-KNOWN_UNSUPPORTED = frozenset(
-    {
-        "input_audio_buffer.append", "input_audio_buffer.commit", "input_audio_buffer.clear",
-        "output_audio_buffer.clear",
-    }
-)  # fmt: skip
-"""Realtime client events we know but do not serve yet (voice comes later)."""
+KNOWN_UNSUPPORTED = frozenset({"output_audio_buffer.clear"})
+"""Realtime client events we know but do not serve (WebRTC/SIP output buffers: this edge speaks WebSocket)."""
 
 
 class ProtocolError(SwitchboardError):
@@ -69,7 +64,9 @@ def parse_client_event(raw: str | bytes, max_bytes: int) -> ClientEvent:
         raise ProtocolError("invalid_event", "event has no string 'type'", param="type", event_id=event_id)
     if kind in KNOWN_UNSUPPORTED:
         raise ProtocolError(
-            "unsupported_event", f"'{kind}' is not supported yet: this edge serves text turns", event_id=event_id
+            "unsupported_event",
+            f"'{kind}' is for WebRTC/SIP connections; over WebSocket, truncate with conversation.item.truncate",
+            event_id=event_id,
         )
     if kind not in SUPPORTED:
         raise ProtocolError(

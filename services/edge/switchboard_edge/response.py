@@ -57,6 +57,8 @@ class ResponseWriter:
         self._previous = previous_item_id
         self.in_conversation = in_conversation
         """False for an out-of-band response (``conversation: "none"``): no conversation item events."""
+        self.cancel_reason = "client_cancelled"
+        """Why a cancel stops it (``turn_detected`` for a barge-in), set before the task is cancelled."""
         self._base = {"id": response_id, "object": "realtime.response", "output_modalities": modalities or ["text"]}
 
     @property
@@ -135,7 +137,7 @@ class ResponseWriter:
             "metadata": self.client_metadata | metadata,
         })  # fmt: skip
 
-    async def cancelled(self, reason: str = "client_cancelled") -> None:
+    async def cancelled(self, reason: str | None = None) -> None:
         """``response.done`` with ``status: cancelled``; safe at any point, a no-op once done.
 
         Never raises: it runs in ``finally`` blocks where the client may already be gone.
@@ -145,7 +147,8 @@ class ResponseWriter:
         try:
             await self.start()
             await self._close_item(False)
-            await self._finish("cancelled", {"status_details": {"type": "cancelled", "reason": reason}})
+            details = {"type": "cancelled", "reason": reason or self.cancel_reason}
+            await self._finish("cancelled", {"status_details": details})
         except Exception:  # the client is already gone
             self.phase, self.status = Phase.DONE, "cancelled"
             log.debug("could not report cancellation", extra={"response_id": self.response_id}, exc_info=True)

@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry.trace import SpanKind
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -25,6 +25,9 @@ from .client_events import (
     ConversationItemDelete,
     ConversationItemRetrieve,
     ConversationItemTruncate,
+    InputAudioBufferAppend,
+    InputAudioBufferClear,
+    InputAudioBufferCommit,
     ResponseCancel,
     ResponseCreate,
     ResponseOptions,
@@ -37,7 +40,7 @@ from .orchestration import (
     TurnFailed,
     TurnOutcome,
 )
-from .plans import ClientSettings, ResponsePlan, plan_response, response_metadata
+from .plans import ClientSettings, ResponsePlan, checked_modalities, plan_response, response_metadata
 from .protocol import (
     ProtocolError,
     encode_event,
@@ -48,6 +51,9 @@ from .protocol import (
     session_config,
 )
 from .response import ResponseWriter
+
+if TYPE_CHECKING:  # the voice extra is imported only when a session uses audio
+    from .audio_turns import AudioTurns
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +121,14 @@ class EdgeDeps:
             await asyncio.wait([asyncio.create_task(s.drain(grace_s)) for s in set(self.sessions)], timeout=grace_s + 1)
 
 
+def new_audio_turns(session: EdgeSession) -> AudioTurns:
+    try:
+        from .audio_turns import AudioTurns
+    except ImportError as exc:  # the voice extra is not installed in this image
+        raise ProtocolError("voice_model_unavailable", f"this edge has no speech support installed: {exc}") from None
+    return AudioTurns(session)
+
+
 class EdgeSession:
     def __init__(
         self, ws: WebSocket, deps: EdgeDeps, state: SessionState, revision: int, resumed: bool,
@@ -141,6 +155,12 @@ class EdgeSession:
         self._config = session_config(state.session_id, state.scenario, deps.instructions)
         self._failed_tracks: dict[str, str] = {}
         """Tracks that served a turn that failed (a completed turn's are on its outcome)."""
+        self.modalities = ["text"]
+        """The session's ``output_modalities``: ``["audio"]`` speaks every response."""
+        self.audio: AudioTurns | None = None
+        """Set once the session uses audio (``session.update`` audio fields); None for text-only sessions."""
+        self.pending_input: asyncio.Task[None] | None = None
+        """The caller's latest spoken item while it is transcribed; a response waits for it."""
 
     async def send(self, event: dict[str, Any]) -> None:
         async with self._send_lock:
@@ -169,6 +189,8 @@ class EdgeSession:
             pass
         finally:
             await self._cancel_response()
+            if self.audio is not None:
+                await self.audio.aclose()
 
     async def drain(self, grace_s: float) -> None:
         """Finish the response in flight (up to ``grace_s``), tell the client to reconnect, close (1012).
@@ -221,6 +243,8 @@ class EdgeSession:
                 await self._response_create(event)
             elif isinstance(event, ResponseCancel):
                 await self._response_cancel(event)
+            elif isinstance(event, InputAudioBufferAppend | InputAudioBufferCommit | InputAudioBufferClear):
+                await self.voice().on_buffer_event(event)
         except ProtocolError as err:
             if err.event_id is None and event is not None:
                 err.event_id = event.event_id
@@ -246,6 +270,15 @@ class EdgeSession:
                 event_id=event.event_id,
             )  # fmt: skip
 
+    def voice(self) -> AudioTurns:
+        """The session's audio; a text-only session (no audio configured yet) refuses audio clearly."""
+        if self.audio is None:
+            raise ProtocolError(
+                "audio_not_enabled", "this session is text-only: enable audio first with session.update "
+                "(session.audio.input.format / turn_detection, or output_modalities ['audio'])",
+            )  # fmt: skip
+        return self.audio
+
     async def _session_update(self, event: SessionUpdate) -> None:
         self.apply_session(event.session)
         await self.send(server_event("session.updated", session=self._config))
@@ -257,6 +290,17 @@ class EdgeSession:
         tools are kept for this connection and offered to the active agent's model at every response.
         """
         update = session.model_dump(exclude_unset=True, include=ECHOED_SESSION_FIELDS)
+        if session.audio is not None or session.output_modalities is not None:
+            modalities = checked_modalities(session.output_modalities or self.modalities, "session.output_modalities")
+            if session.audio is not None or modalities == ["audio"] or self.audio is not None:
+                audio = self.audio or new_audio_turns(self)
+                audio.config.apply(session.audio or {})  # checked whole before anything changes
+                self.audio = audio
+                update["audio"] = audio.config.echo()
+                if modalities == ["audio"]:
+                    audio.preload()
+            self.modalities = modalities
+            update["output_modalities"] = modalities
         self.client.update(session)
         if session.tools is not None:
             update["tools"] = [t.model_dump(exclude_none=True) for t in session.tools]
@@ -273,15 +317,10 @@ class EdgeSession:
         scenario = self.deps.conductor.scenario
         text: str | None = None
         to_fallback = False
+        spoken = isinstance(event.item, UserMessage) and bool(event.item.audio)
         if isinstance(event.item, UserMessage) and event.item.role == "user":
-            verdict = check(scenario.guardrails.at(Boundary.INPUT), event.item.text)
-            if verdict.blocked:
-                raise ProtocolError(
-                    "guardrail_blocked", f"the message was refused by guardrail {verdict.rules[0]!r}",
-                    param="item.content",
-                )  # fmt: skip
-            text = verdict.text  # redacted before anything stores it
-            to_fallback = verdict.action is Action.FALLBACK
+            said = await self.voice().transcribe_parts(event.item) if spoken else event.item.text
+            text, to_fallback = self.screen(said)
         item = items.from_client(event.item, item_id, text)
         items.position(self.state.history, event.previous_item_id, self.state.archived_items)  # fail early
         previous: str | None = None
@@ -297,8 +336,21 @@ class EdgeSession:
 
         await self._commit(add)
         payload = items.to_realtime(item)
+        if spoken:
+            payload["content"] = [{"type": "input_audio", "transcript": text}]
         await self.send(server_event("conversation.item.added", previous_item_id=previous, item=payload))
         await self.send(server_event("conversation.item.done", previous_item_id=previous, item=payload))
+
+    def screen(self, text: str) -> tuple[str, bool]:
+        """The caller's words through the input guardrails: the text to store (redacted) and whether
+        the fallback agent takes over; a blocked message is refused."""
+        verdict = check(self.deps.conductor.scenario.guardrails.at(Boundary.INPUT), text)
+        if verdict.blocked:
+            raise ProtocolError(
+                "guardrail_blocked", f"the message was refused by guardrail {verdict.rules[0]!r}",
+                param="item.content",
+            )  # fmt: skip
+        return verdict.text, verdict.action is Action.FALLBACK
 
     async def _item_delete(self, event: ConversationItemDelete) -> None:
         items.find(self.state.history, event.item_id)  # not found: an error, nothing committed
@@ -318,6 +370,8 @@ class EdgeSession:
             raise ProtocolError("invalid_value", "only assistant message items can be truncated", param="item_id")
         if event.content_index != 0:
             raise ProtocolError("invalid_value", "the item has one content part (index 0)", param="content_index")
+        if self.audio is not None and await self.audio.truncate(event.item_id, event.audio_end_ms):
+            return  # a spoken item: its stored text is cut to the words heard
         await self.send(server_event(
             "conversation.item.truncated", item_id=event.item_id, content_index=0, audio_end_ms=event.audio_end_ms
         ))  # fmt: skip
@@ -338,18 +392,28 @@ class EdgeSession:
             self.state = state
 
     async def _response_create(self, event: ResponseCreate) -> None:
+        await self.start_response(event.response or ResponseOptions(), event.event_id)
+
+    async def start_response(self, options: ResponseOptions, event_id: str | None = None) -> None:
+        """A response: the client's ``response.create``, or server VAD's at the end of the caller's speech."""
         if self._response is not None and not self._response.done():
             raise ProtocolError(
                 "conversation_already_has_active_response",
                 f"response {self._writer.response_id if self._writer else ''} is still in progress",
-                event_id=event.event_id,
+                event_id=event_id,
             )  # fmt: skip
-        plan = plan_response(event.response or ResponseOptions(), self.client)
+        plan = plan_response(options, self.client)
         previous = self.state.history[-1].id if self.state.history else None
-        writer = ResponseWriter(
-            self.send, new_id("resp"), platform_events=self.platform_events, previous_item_id=previous,
-            metadata=plan.metadata, in_conversation=not plan.out_of_band,
-        )  # fmt: skip
+        kwargs: dict[str, Any] = {
+            "platform_events": self.platform_events, "previous_item_id": previous, "metadata": plan.metadata,
+            "in_conversation": not plan.out_of_band,
+        }  # fmt: skip
+        if (plan.modalities or self.modalities) == ["audio"]:
+            audio = self.audio or new_audio_turns(self)
+            self.audio = audio
+            writer = await audio.writer(new_id("resp"), **kwargs)
+        else:
+            writer = ResponseWriter(self.send, new_id("resp"), **kwargs)
         self._writer, self._seen_after_done = writer, False
         await writer.start()  # response.created before anything can cancel it
         self._response = asyncio.create_task(self._respond(writer, plan))
@@ -364,10 +428,11 @@ class EdgeSession:
         if task is None or writer is None or task.done():
             return False
         running = not writer.done
+        writer.cancel_reason = reason
         if not self._committing:
             task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        await writer.cancelled(reason)  # a task cancelled before it ran never reached its own finally
+        await writer.cancelled()  # a task cancelled before it ran never reached its own finally
         return running
 
     async def _respond(self, writer: ResponseWriter, plan: ResponsePlan) -> None:
@@ -405,6 +470,9 @@ class EdgeSession:
                 self.deps.record_turn(record)
 
     async def _run_response(self, writer: ResponseWriter, plan: ResponsePlan) -> tuple[TurnOutcome | None, str | None]:
+        pending = self.pending_input
+        if pending is not None and not pending.done():  # the caller's spoken words join the conversation first
+            await asyncio.wait([pending])
         deadline = time.time() + self.deps.settings.turn_timeout_s
         known = {i.id for i in self.state.history}  # by id: a commit mid-turn may archive the oldest items
         failed_meta = {"agent": self.state.active_agent, "session_id": self.state.session_id}

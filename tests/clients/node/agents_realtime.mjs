@@ -15,7 +15,9 @@ const transport = new OpenAIRealtimeWebSocket({
   ...(browser ? { createWebSocket: async ({ url, apiKey }) => (socket = new WebSocket(url, ['realtime', `openai-insecure-api-key.${apiKey}`])) } : {}),
 });
 const agent = new RealtimeAgent({ name: 'caller', instructions: 'Help the caller.' });
-const session = new RealtimeSession(agent, { transport });
+// A text client: text answers, no server VAD (the edge honours both since it speaks; spoken turns: test_voice.py).
+const config = { outputModalities: ['text'], audio: { input: { turnDetection: null } } };
+const session = new RealtimeSession(agent, { transport, config });
 const events = [];
 const errors = [];
 const waiters = [];

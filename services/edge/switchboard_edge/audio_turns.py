@@ -1,0 +1,337 @@
+"""A session's spoken turns: caller audio in, transcripts into the conversation, barge-in and truncation.
+
+The flow of one spoken caller turn (server VAD; push-to-talk is the same from ``commit`` on):
+``append`` -> the bounded buffer and the VAD -> ``speech_started`` (a response playing is cancelled and
+its assistant items truncated to what was heard) -> ``speech_stopped`` -> ``committed`` +
+``conversation.item.added`` (an ``input_audio`` part, no transcript yet) -> STT in a worker thread ->
+``input_audio_transcription.delta/completed`` -> the transcript, screened by the input guardrails like
+typed text, is committed as the caller's message -> ``conversation.item.done`` -> the response (if
+``create_response``). Transcriptions of consecutive turns may overlap; their items join the
+conversation in the order they were spoken, and a response waits for the one before it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any
+
+from switchboard.schemas import MessageItem, SessionState
+from switchboard.voice import (
+    PCM_RATE,
+    AudioFormat,
+    AudioTooLargeError,
+    EmptyAudioError,
+    SpeechStarted,
+    SpeechToText,
+    Transcript,
+    VoiceError,
+    decode_base64,
+    to_pcm16_24k,
+)
+from switchboard.voice.formats import Pcm16
+
+from . import items
+from .audio_response import AudioResponseWriter, SpokenItem
+from .client_events import (
+    InputAudioBufferAppend,
+    InputAudioBufferClear,
+    InputAudioBufferCommit,
+    ResponseCreate,
+    UserMessage,
+)
+from .protocol import ProtocolError, error_event, new_id, server_event
+from .response import ResponseWriter
+from .voice import VoiceState, engines, ready_engines
+
+if TYPE_CHECKING:
+    from .session import EdgeSession
+
+log = logging.getLogger(__name__)
+
+MIN_COMMIT_MS = 100
+"""Less caller audio than this has no words in it (the protocol's own minimum for a commit)."""
+MAX_TRANSCRIBING = 4
+"""Caller utterances of one session being transcribed at once; a client committing faster is refused
+(a caller speaking in real time cannot: each utterance takes longer to say than to transcribe)."""
+KEEP_SPOKEN = 16
+"""Assistant items whose audio timeline a session keeps for truncation (the newest)."""
+
+
+BufferEvent = InputAudioBufferAppend | InputAudioBufferCommit | InputAudioBufferClear
+
+
+def voice_error(exc: VoiceError, param: str | None = None) -> ProtocolError:
+    return ProtocolError(exc.code, str(exc), param=param)
+
+
+async def transcribe(stt: SpeechToText, samples: Pcm16) -> str:
+    async def once() -> Any:
+        yield samples
+
+    text = ""
+    async for event in stt.transcribe(once()):
+        if isinstance(event, Transcript):
+            text = event.text
+    return text.strip()
+
+
+def user_audio_item(item_id: str, transcript: str | None, status: str) -> dict[str, Any]:
+    return {
+        "id": item_id, "type": "message", "object": "realtime.item", "status": status, "role": "user",
+        "content": [{"type": "input_audio", "transcript": transcript}],
+    }  # fmt: skip
+
+
+class AudioTurns:
+    """The audio side of one :class:`~.session.EdgeSession`."""
+
+    def __init__(self, session: EdgeSession) -> None:
+        self.session = session
+        self.config = VoiceState()
+        self.spoken: OrderedDict[str, SpokenItem] = OrderedDict()
+        """Audio timelines of the assistant items spoken on this connection (newest last)."""
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def preload(self) -> None:
+        engines()
+
+    async def aclose(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # --- the input buffer -------------------------------------------------------------------------------
+
+    async def on_buffer_event(
+        self, event: InputAudioBufferAppend | InputAudioBufferCommit | InputAudioBufferClear
+    ) -> None:
+        buffer = self.config.buffer
+        if isinstance(event, InputAudioBufferAppend):
+            await self._append(event.audio)
+        elif isinstance(event, InputAudioBufferCommit):
+            if buffer.duration_ms < MIN_COMMIT_MS:
+                raise voice_error(EmptyAudioError(
+                    f"buffer too small: {buffer.duration_ms:.0f} ms of audio; commit needs at least {MIN_COMMIT_MS} ms"
+                ))  # fmt: skip
+            item_id = self.config.speech_item_id or new_id("item")
+            self._reset_vad()
+            await self._commit(buffer.commit(), item_id, respond=False)
+        else:
+            buffer.clear()
+            self._reset_vad()
+            await self.session.send(server_event("input_audio_buffer.cleared"))
+
+    def _reset_vad(self) -> None:
+        self.config.speech_item_id = None
+        if self.config.vad is not None:
+            self.config.vad.reset()
+
+    async def _append(self, audio: str) -> None:
+        config = self.config
+        try:
+            samples = config.buffer.append_base64(audio)  # a refused chunk leaves the buffer as it was
+        except VoiceError as exc:
+            raise voice_error(exc, "audio") from None
+        self.session.add_audio_seconds(samples.size / PCM_RATE)
+        vad_config = config.turn_detection
+        if vad_config is None:  # push-to-talk: the client commits
+            return
+        vad = config.detector(await ready_engines(), samples.size * 1000 / PCM_RATE)
+        if vad is None:
+            return
+        for ev in vad.process(samples):
+            if isinstance(ev, SpeechStarted):
+                config.speech_item_id = item_id = new_id("item")
+                heard_at = time.monotonic()
+                await self.session.send(
+                    server_event(
+                        "input_audio_buffer.speech_started",
+                        audio_start_ms=ev.audio_start_ms + config.vad_origin_ms,
+                        item_id=item_id,
+                    )
+                )
+                if vad_config.interrupt_response:
+                    await self.barge_in(heard_at)
+            else:
+                item_id = config.speech_item_id or new_id("item")
+                config.speech_item_id = None
+                end_ms = ev.audio_end_ms + config.vad_origin_ms
+                await self.session.send(
+                    server_event("input_audio_buffer.speech_stopped", audio_end_ms=end_ms, item_id=item_id)
+                )
+                try:
+                    utterance = config.buffer.commit_until(end_ms)
+                except EmptyAudioError:
+                    continue
+                await self._commit(utterance, item_id, respond=vad_config.create_response)
+        if config.speech_item_id is None:  # nobody speaks: keep only the prefix padding
+            config.buffer.trim_before(config.buffer.session_ms - vad_config.prefix_padding_ms)
+
+    # --- a committed utterance becomes the caller's message ---------------------------------------------
+
+    async def _commit(self, samples: Pcm16, item_id: str, *, respond: bool) -> None:
+        session = self.session
+        if len(self._tasks) >= MAX_TRANSCRIBING:
+            raise ProtocolError(
+                "rate_limit_exceeded", f"{MAX_TRANSCRIBING} utterances are still being transcribed; commit later",
+            )  # fmt: skip
+        previous = session.state.history[-1].id if session.state.history else None
+        await session.send(server_event("input_audio_buffer.committed", previous_item_id=previous, item_id=item_id))
+        added = user_audio_item(item_id, None, "in_progress")
+        await session.send(server_event("conversation.item.added", previous_item_id=previous, item=added))
+        task = asyncio.create_task(self._transcribe_turn(samples, item_id, session.pending_input, respond))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        session.pending_input = task
+
+    async def _transcribe_turn(
+        self, samples: Pcm16, item_id: str, before: asyncio.Task[None] | None, respond: bool
+    ) -> None:
+        session = self.session
+        try:
+            stt = (await ready_engines()).stt
+            started = time.perf_counter()
+            text = await transcribe(stt, samples)
+            log.info("caller audio transcribed", extra={
+                "session_id": session.state.session_id, "audio_ms": round(samples.size * 1000 / PCM_RATE),
+                "stt_ms": round((time.perf_counter() - started) * 1000), "words": len(text.split()),
+            })  # fmt: skip
+        except Exception as exc:  # the STT failed: the caller is told, the session goes on
+            log.warning("transcription failed", extra={"session_id": session.state.session_id}, exc_info=True)
+            err = {"type": "server_error", "code": "transcription_failed", "message": f"{type(exc).__name__}: {exc}"}
+            await session.send(server_event(
+                "conversation.item.input_audio_transcription.failed", item_id=item_id, content_index=0, error=err
+            ))  # fmt: skip
+            await session.send(server_event("conversation.item.deleted", item_id=item_id))
+            return
+        if before is not None:  # the caller's earlier words join the conversation first
+            await asyncio.wait([before])
+        usage = {"type": "duration", "seconds": round(samples.size / PCM_RATE, 3)}
+        ids = {"item_id": item_id, "content_index": 0}
+        if text:
+            await session.send(server_event("conversation.item.input_audio_transcription.delta", **ids, delta=text))
+        await session.send(server_event(
+            "conversation.item.input_audio_transcription.completed", **ids, transcript=text, usage=usage
+        ))  # fmt: skip
+        if not text:  # nothing was said: no empty message for the agents, no response
+            await session.send(server_event("conversation.item.deleted", item_id=item_id))
+            return
+        try:
+            await self._add_user_message(item_id, text)
+        except ProtocolError as err:
+            await session.send(error_event(err))
+            await session.send(server_event("conversation.item.deleted", item_id=item_id))
+            return
+        if not respond:
+            return
+        playing = session._response
+        if playing is not None and not playing.done():  # not interrupted: answer once it has ended
+            await asyncio.wait([playing])
+        if session._writer is None or session._writer.done:
+            try:  # as the client's response.create (the session's turn limit counts it)
+                await session._response_create(ResponseCreate(type="response.create"))
+            except ProtocolError as err:
+                await session.send(error_event(err))
+
+    async def _add_user_message(self, item_id: str, text: str) -> None:
+        session = self.session
+        text, to_fallback = session.screen(text)
+        item = MessageItem(id=item_id, role="user", text=text)
+        fallback = session.deps.conductor.scenario.fallback_agent
+        previous: str | None = None
+
+        def add(current: SessionState) -> SessionState:
+            nonlocal previous
+            previous = current.history[-1].id if current.history else None
+            update: dict[str, object] = {"history": [*current.history, item]}
+            if to_fallback:
+                update["active_agent"] = fallback
+            return current.model_copy(update=update)
+
+        await session._commit(add)
+        done = user_audio_item(item_id, text, "completed")
+        await session.send(server_event("conversation.item.done", previous_item_id=previous, item=done))
+
+    async def transcribe_parts(self, message: UserMessage) -> str:
+        """The text of a ``conversation.item.create`` message with ``input_audio`` parts: typed text
+        and transcribed audio, in order."""
+        stt = (await ready_engines()).stt
+        said: list[str] = []
+        for index, part in enumerate(message.content):
+            if part.type == "input_text":
+                said.append(part.text)
+                continue
+            param = f"item.content.{index}.audio"
+            if not part.audio:
+                raise ProtocolError("invalid_value", "an input_audio part needs its audio (base64)", param=param)
+            try:
+                samples = self._decode(part.audio, self.config.input_format)
+            except VoiceError as exc:
+                raise voice_error(exc, param) from None
+            self.session.add_audio_seconds(samples.size / PCM_RATE)
+            said.append(await transcribe(stt, samples))
+        return " ".join(s for s in said if s)
+
+    def _decode(self, audio: str, fmt: AudioFormat) -> Pcm16:
+        limits = self.config.buffer.limits
+        samples = to_pcm16_24k(decode_base64(audio, max_bytes=limits.max_chunk_bytes), fmt)
+        if samples.size * 1000 / PCM_RATE > limits.max_buffer_ms:
+            ms = int(samples.size * 1000 / PCM_RATE)
+            raise AudioTooLargeError(
+                f"input_audio of {ms} ms is over the {limits.max_buffer_ms} ms limit",
+                limit=limits.max_buffer_ms, actual=ms, unit="ms",
+            )  # fmt: skip
+        return samples
+
+    # --- speaking, barge-in and truncation --------------------------------------------------------------
+
+    async def writer(self, response_id: str, **kwargs: Any) -> ResponseWriter:
+        tts = (await ready_engines()).tts
+        while len(self.spoken) > KEEP_SPOKEN:
+            self.spoken.popitem(last=False)
+        return AudioResponseWriter(
+            self.session.send,
+            response_id,
+            tts=tts,
+            fmt=self.config.output_format,
+            spoken=self.spoken,
+            on_audio=self.session.add_audio_seconds,
+            **kwargs,
+        )
+
+    async def barge_in(self, heard_at: float) -> None:
+        """The caller speaks: stop the response in flight, cut what was not heard from its items."""
+        heard = {item_id: s.heard_ms(heard_at) for item_id, s in self.spoken.items() if s.truncated_ms is None}
+        await self.session._cancel_response("turn_detected")
+        for item_id, ms in heard.items():
+            spoken = self.spoken[item_id]
+            if ms < spoken.duration_ms:
+                await self.truncate(item_id, ms)
+
+    async def truncate(self, item_id: str, audio_end_ms: float) -> bool:
+        """Cut an assistant item's stored text to the words its first ``audio_end_ms`` speak; False when
+        the edge has no audio timeline for the item (a text answer, or spoken on another connection)."""
+        spoken = self.spoken.get(item_id)
+        if spoken is None:
+            return False
+        ms = min(float(audio_end_ms), spoken.duration_ms)
+        text = spoken.text_until(ms)
+        spoken.truncated_ms = ms
+        session = self.session
+
+        def cut(current: SessionState) -> SessionState:
+            history = list(current.history)
+            for i, item in enumerate(history):
+                if item.id == item_id and items.is_assistant_message(item):
+                    history[i] = item.model_copy(update={"text": text})
+            return current.model_copy(update={"history": history})
+
+        if any(i.id == item_id for i in session.state.history):  # a cancelled turn stored nothing
+            await session._commit(cut)
+        await session.send(
+            server_event("conversation.item.truncated", item_id=item_id, content_index=0, audio_end_ms=int(ms))
+        )
+        return True

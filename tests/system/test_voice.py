@@ -1,0 +1,389 @@
+"""Spoken conversations through the real stack with the official ``openai`` SDK: server VAD and a
+handoff by voice, push-to-talk, barge-in with truncation, and bad audio.
+
+The caller's voice is espeak-ng's or Piper's (generated here, not by the edge), so the edge's Whisper
+hears a voice other than its own; the edge's spoken answers are heard back with Whisper.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import websockets
+from agents.realtime import RealtimeAgent
+
+from switchboard.local.stack import Stack
+from switchboard.testing.speech import espeak
+from switchboard.voice import PCM_RATE, PCMU, encode_base64, from_pcm16_24k, read_wav
+from switchboard.voice.formats import Pcm16, pcm16_from_bytes
+from switchboard.voice.piper_tts import PiperTts
+from switchboard.voice.whisper import WhisperStt
+
+from .client import RawClient, sdk_client, user_message
+from .stacks import SlowModel, make_stack, two_edges_on_a_model
+from .test_official_clients import runner_session
+from .test_realtime_contract import violations
+from .test_supervisor import FILLERS
+
+pytestmark = [pytest.mark.system, pytest.mark.voice]
+
+VOICE_SESSION = {
+    "type": "realtime",
+    "output_modalities": ["audio"],
+    "audio": {
+        "input": {"format": {"type": "audio/pcm", "rate": 24000}, "turn_detection": {"type": "server_vad"}},
+        "output": {"format": {"type": "audio/pcm", "rate": 24000}},
+    },
+}
+PUSH_TO_TALK = {"type": "realtime", "audio": {"input": {"turn_detection": None}}}
+
+
+@pytest.fixture(scope="module")
+def speech_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("speech")
+
+
+@pytest.fixture(scope="module")
+def whisper() -> WhisperStt:
+    return WhisperStt()
+
+
+@pytest.fixture(scope="module")
+def piper() -> PiperTts:
+    return PiperTts(noise_scale=0.0, noise_w_scale=0.0)
+
+
+def silence(ms: int) -> Pcm16:
+    return np.zeros(PCM_RATE * ms // 1000, dtype=np.int16)
+
+
+def pcm_chunks(samples: Pcm16, *, tail_ms: int = 1000) -> Iterator[bytes]:
+    """The caller's audio in PCM16 chunks of 100 ms, followed by silence (VAD ends the turn)."""
+    audio = np.concatenate([silence(200), samples, silence(tail_ms)])
+    step = PCM_RATE // 10
+    for i in range(0, audio.size, step):
+        yield from_pcm16_24k(audio[i : i + step])
+
+
+def said(samples: Pcm16, *, tail_ms: int = 1000) -> Iterator[str]:
+    """The same as ``input_audio_buffer.append`` payloads (base64)."""
+    for chunk in pcm_chunks(samples, tail_ms=tail_ms):
+        yield encode_base64(chunk)
+
+
+def words(text: str) -> list[str]:
+    return "".join(c.lower() if c.isalnum() or c.isspace() else " " for c in text).split()
+
+
+async def until(conn: Any, kind: str, seen: list[Any]) -> Any:
+    """Read events (kept in ``seen``) up to the first of ``kind``."""
+    async with asyncio.timeout(60):
+        async for event in conn:
+            seen.append(event)
+            if event.type == kind:
+                return event
+    raise AssertionError(f"closed before {kind}")
+
+
+async def first(client: RawClient, kind: str, after: int) -> dict[str, Any]:
+    """The first event of ``kind`` after index ``after``, received already or still to come."""
+    for event in client.events[after + 1 :]:
+        if event["type"] == kind:
+            return event
+    return await client.next(kind)
+
+
+def audio_of(events: list[Any]) -> Pcm16:
+    chunks = [pcm16_from_bytes(base64.b64decode(e.delta)) for e in events if e.type == "response.output_audio.delta"]
+    return np.concatenate(chunks) if chunks else silence(0)
+
+
+async def test_spoken_refund_request_is_heard_handed_off_and_answered_aloud(
+    retail: Stack, speech_dir: Path, whisper: WhisperStt
+) -> None:
+    caller = espeak("I want a refund for my order.", speech_dir / "refund.wav")
+    async with sdk_client(retail, events=False).realtime.connect(model="switchboard") as conn:
+        await conn.session.update(session=VOICE_SESSION)  # type: ignore[arg-type]
+        seen: list[Any] = []
+        updated = await until(conn, "session.updated", seen)
+        for payload in said(caller.samples):
+            await conn.input_audio_buffer.append(audio=payload)
+        done = await until(conn, "response.done", seen)
+    kinds = [e.type for e in seen]
+    assert updated.session.output_modalities == ["audio"]
+    for kind in ("input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped",
+                 "input_audio_buffer.committed", "conversation.item.input_audio_transcription.completed",
+                 "response.created"):  # fmt: skip
+        assert kind in kinds, kind
+    assert kinds.index("conversation.item.input_audio_transcription.completed") < kinds.index("response.created")
+    transcript = next(e for e in seen if e.type == "conversation.item.input_audio_transcription.completed")
+    assert "refund" in words(transcript.transcript)
+    assert done.response.status == "completed"
+    assert (done.response.metadata or {})["agent"] == "auth"  # triage -> returns, redirected to auth first
+    spoken = "".join(e.delta for e in seen if e.type == "response.output_audio_transcript.delta")
+    assert "verify your identity" in spoken
+    assert done.response.output[0].content[0].type == "output_audio"
+    assert done.response.output[0].content[0].transcript == spoken
+    answer = audio_of(seen)
+    assert answer.size / PCM_RATE > 3  # two sentences, spoken
+    heard = words(whisper.recognize(answer))
+    assert {"verify", "identity", "email"} <= set(heard), heard
+    assert "response.output_text.delta" not in kinds
+
+
+async def test_push_to_talk_commit_then_response(retail: Stack, piper: PiperTts) -> None:
+    caller = piper.speak("I would like to return an order.")
+    async with RawClient(retail, events=False) as client:
+        await client.open()
+        await client.send({"type": "session.update", "session": PUSH_TO_TALK})
+        await client.next("session.updated")
+        for payload in said(caller, tail_ms=300):
+            await client.send({"type": "input_audio_buffer.append", "audio": payload})
+        await client.send({"type": "input_audio_buffer.commit", "event_id": "c1"})
+        await client.send({"type": "response.create"})
+        committed = await client.next("input_audio_buffer.committed")
+        transcript = await client.next("conversation.item.input_audio_transcription.completed")
+        done = await client.next("response.done")
+        retrieved_id = committed["item_id"]
+        await client.send({"type": "conversation.item.retrieve", "item_id": retrieved_id})
+        item = (await client.next("conversation.item.retrieved"))["item"]
+    kinds = [e["type"] for e in client.events]
+    assert "input_audio_buffer.speech_started" not in kinds  # no VAD: the client decides the turn
+    assert transcript["item_id"] == committed["item_id"]
+    assert "return" in words(transcript["transcript"])
+    assert done["response"]["status"] == "completed" and done["response"]["metadata"]["agent"] == "auth"
+    assert "response.output_text.delta" in kinds  # audio in, text out (the session's modality)
+    assert item["content"][0]["text"] == transcript["transcript"]  # the transcript is the caller's message
+    assert violations(client.events) == []
+
+
+async def test_barge_in_cancels_truncates_and_keeps_the_callers_new_words(retail: Stack, speech_dir: Path) -> None:
+    refund = espeak("I want a refund for my order.", speech_dir / "refund2.wav")
+    second = espeak("What about my invoice?", speech_dir / "invoice.wav")
+    async with RawClient(retail, events=False) as client:
+        await client.open()
+        await client.send({"type": "session.update", "session": VOICE_SESSION})
+        await client.next("session.updated")
+        for payload in said(refund.samples):
+            await client.send({"type": "input_audio_buffer.append", "audio": payload})
+        created = await client.next("response.created")
+        sent_ms = 0.0
+        while sent_ms < 2500:  # audio goes out 1 s ahead of playback: ~1.5 s has been heard
+            delta = await client.next("response.output_audio.delta")
+            sent_ms += len(base64.b64decode(delta["delta"])) / 2 / PCM_RATE * 1000
+        for payload in said(second.samples):
+            await client.send({"type": "input_audio_buffer.append", "audio": payload})
+        done = await client.next("response.done")
+        mark = len(client.events)  # the caller's new words are transcribed while the test looks around
+        truncated = await client.next("conversation.item.truncated")
+        item_id = truncated["item_id"]
+        await client.send({"type": "conversation.item.retrieve", "item_id": item_id})
+        heard = (await client.next("conversation.item.retrieved"))["item"]["content"][0]["text"]
+        await client.send({"type": "conversation.item.truncate", "item_id": item_id, "content_index": 0,
+                           "audio_end_ms": 300})  # fmt: skip
+        await client.next("conversation.item.truncated")
+        await client.send({"type": "conversation.item.retrieve", "item_id": item_id})
+        after_client_cut = (await client.next("conversation.item.retrieved"))["item"]["content"][0]["text"]
+        new_words = await first(client, "conversation.item.input_audio_transcription.completed", mark)
+        answer = await first(client, "response.done", client.events.index(new_words))
+    assert done["response"]["id"] == created["response"]["id"]
+    assert done["response"]["status"] == "cancelled"
+    assert done["response"]["status_details"]["reason"] == "turn_detected"
+    full = "Before I can help with that, I need to verify your identity."
+    assert 1000 <= truncated["audio_end_ms"] < 2500
+    assert heard and full.startswith(heard) and len(heard) < len(full), heard
+    assert heard.startswith(after_client_cut) and len(after_client_cut) < len(heard)  # the client heard less
+    assert "invoice" in words(new_words["transcript"])
+    assert answer["response"]["status"] == "completed"
+    assert violations(client.events) == []
+
+
+async def test_bad_audio_gets_clear_errors_and_the_session_stays_usable(retail: Stack) -> None:
+    async def error_for(client: RawClient, event: dict[str, Any]) -> dict[str, Any]:
+        await client.send(event)
+        return dict((await client.next("error"))["error"])
+
+    tone = (np.sin(np.arange(PCM_RATE) * 2 * np.pi * 440 / PCM_RATE) * 8000).astype(np.int16)
+    four_s = encode_base64(from_pcm16_24k(np.tile(tone, 4)))
+    async with RawClient(retail, events=False) as client:
+        await client.open()
+        text_only = await error_for(client, {"type": "input_audio_buffer.append", "audio": four_s})
+        assert text_only["code"] == "audio_not_enabled" and "text-only" in text_only["message"]
+        rate = await error_for(client, {"type": "session.update", "session": {
+            "type": "realtime", "audio": {"input": {"format": {"type": "audio/pcm", "rate": 16000}}}}})  # fmt: skip
+        assert (rate["code"], rate["param"]) == ("invalid_audio_format", "session.audio")
+        assert "24000" in rate["message"]
+        await client.send({"type": "session.update", "session": PUSH_TO_TALK})
+        await client.next("session.updated")
+        cases = [
+            ({"type": "input_audio_buffer.append", "audio": "not base64!"}, "invalid_audio_base64"),
+            ({"type": "input_audio_buffer.append", "audio": encode_base64(b"\x00\x01\x02")}, "invalid_audio_length"),
+            ({"type": "input_audio_buffer.commit"}, "input_audio_buffer_commit_empty"),
+        ]
+        for event, code in cases:
+            assert (await error_for(client, event))["code"] == code
+        for _ in range(7):  # 28 s buffered
+            await client.send({"type": "input_audio_buffer.append", "audio": four_s})
+        too_long = await error_for(client, {"type": "input_audio_buffer.append", "audio": four_s})
+        assert too_long["code"] == "audio_buffer_too_large" and "30000 ms" in too_long["message"]
+        await client.send({"type": "input_audio_buffer.clear"})
+        await client.next("input_audio_buffer.cleared")
+        events = await client.turn("hello")  # the session still serves a turn
+    assert any(e["type"] == "response.done" and e["response"]["status"] == "completed" for e in events)
+    assert violations(client.events) == []
+
+
+async def test_text_message_to_voice_session_is_answered_aloud(retail: Stack) -> None:
+    async with sdk_client(retail, events=False).realtime.connect(model="switchboard") as conn:
+        await conn.session.update(session={"type": "realtime", "output_modalities": ["audio"]})
+        seen: list[Any] = []
+        await until(conn, "session.updated", seen)
+        await conn.conversation.item.create(item=user_message("hello"))  # type: ignore[arg-type]
+        await conn.response.create()
+        done = await until(conn, "response.done", seen)
+    assert done.response.status == "completed"
+    assert audio_of(seen).size > PCM_RATE  # more than a second of speech
+
+
+async def test_agents_sdk_runner_holds_a_spoken_turn_with_a_handoff(retail: Stack, speech_dir: Path) -> None:
+    caller = espeak("I want a refund for my order.", speech_dir / "runner.wav")
+    agent = RealtimeAgent(name="caller", instructions="Help the caller.")
+    async with runner_session(retail, agent, settings={}) as log:  # the SDK's defaults: audio both ways, VAD
+        for chunk in pcm_chunks(caller.samples):
+            await log.session.send_audio(chunk)
+        await log.wait(lambda: len(log.dones()) == 1, timeout_s=60)
+        await log.wait(lambda: any(e.type == "audio_end" for e in log.events))
+        history = next(e.history for e in reversed(log.events) if e.type == "history_updated")
+    assert log.errors == []
+    done = log.dones()[0]
+    assert (done["status"], done["metadata"]["agent"]) == ("completed", "auth")
+    user = next(i for i in history if i.type == "message" and i.role == "user")
+    assert "refund" in words(user.content[0].transcript or "")
+    answer = next(i for i in history if i.type == "message" and i.role == "assistant")
+    assert answer.content[0].type == "audio" and "verify your identity" in (answer.content[0].transcript or "")
+    audio = b"".join(e.audio.data for e in log.events if e.type == "audio")
+    assert len(audio) / 2 / PCM_RATE > 3  # the SDK received the spoken answer
+
+
+def test_chat_voice_speaks_a_wav_file_and_writes_the_answer(retail: Stack, speech_dir: Path) -> None:
+    espeak("I want a refund for my order.", speech_dir / "chat_in.wav")
+    out = speech_dir / "chat_out.wav"
+    run = subprocess.run(
+        [sys.executable, "-m", "switchboard", "chat", "--url", retail.ws_base, "--key", retail.api_key,
+         "--voice", str(speech_dir / "chat_in.wav"), str(out)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    said = next(line for line in run.stdout.splitlines() if line.startswith("you> "))
+    assert "refund" in words(said)
+    assert "bot> Before I can help with that" in run.stdout and "[answered by auth, completed]" in run.stdout
+    assert read_wav(out).size / PCM_RATE > 3
+
+
+async def test_barge_in_while_the_agent_is_still_thinking_keeps_both_utterances(
+    tmp_path: Path, speech_dir: Path
+) -> None:
+    slow = SlowModel("Let me look into that for you. One moment please.", 3)
+    first = espeak("Hello, I have a question.", speech_dir / "question.wav")
+    second = espeak("Actually, what about my invoice?", speech_dir / "invoice2.wav")
+    async with two_edges_on_a_model(tmp_path, slow) as (stack, _), RawClient(stack, events=False) as client:
+        await client.open()
+        await client.send({"type": "session.update", "session": VOICE_SESSION})
+        await client.next("session.updated")
+        for payload in said(first.samples):
+            await client.send({"type": "input_audio_buffer.append", "audio": payload})
+        first_item = (await client.next("input_audio_buffer.committed"))["item_id"]
+        await asyncio.wait_for(slow.asked.wait(), 60)  # the agent is thinking: nothing has been said yet
+        for payload in said(second.samples):
+            await client.send({"type": "input_audio_buffer.append", "audio": payload})
+        cut = await client.next("response.done")
+        second_item = (await client.next("input_audio_buffer.committed"))["item_id"]
+        answer = await client.next("response.done")
+        for item_id in (first_item, second_item):
+            await client.send({"type": "conversation.item.retrieve", "item_id": item_id})
+        kept = [(await client.next("conversation.item.retrieved"))["item"] for _ in range(2)]
+    assert (cut["response"]["status"], cut["response"]["status_details"]["reason"]) == ("cancelled", "turn_detected")
+    assert answer["response"]["status"] == "completed"
+    assert "One moment please." in answer["response"]["output"][0]["content"][0]["transcript"]
+    assert "question" in words(kept[0]["content"][0]["text"]) and "invoice" in words(kept[1]["content"][0]["text"])
+    assert not [e for e in client.events if e["type"] == "error"]
+
+
+async def test_a_spoken_question_that_needs_the_supervisor_hears_the_filler_first(
+    tmp_path: Path, speech_dir: Path
+) -> None:
+    caller = espeak("I have a question about my invoice.", speech_dir / "invoice3.wav")
+    with make_stack(tmp_path, scenario="supervisor") as stack:
+        async with RawClient(stack, events=False) as client:
+            await client.open()
+            await client.send({"type": "session.update", "session": VOICE_SESSION})
+            await client.next("session.updated")
+            for payload in said(caller.samples):
+                await client.send({"type": "input_audio_buffer.append", "audio": payload})
+            done = await client.next("response.done")
+    spoken = [e for e in client.events if e["type"].startswith("response.output_audio")]
+    sentences = [e["delta"] for e in spoken if e["type"] == "response.output_audio_transcript.delta"]
+    heard = next(e for e in client.events if e["type"] == "conversation.item.input_audio_transcription.completed")
+    assert done["response"]["metadata"]["supervisor"] == "consulted", (heard["transcript"], sentences)
+    assert sentences[0] in FILLERS and len(sentences) >= 2  # the filler, then the supervisor's answer
+    assert spoken[1]["type"] == "response.output_audio.delta"  # the filler is spoken as soon as it is said
+    assert "verify" in "".join(sentences[1:])
+
+
+async def test_the_session_audio_limit_counts_the_callers_audio(tmp_path: Path) -> None:
+    tone = (np.sin(np.arange(PCM_RATE) * 2 * np.pi * 440 / PCM_RATE) * 8000).astype(np.int16)
+    one_s = encode_base64(from_pcm16_24k(tone))
+    with make_stack(tmp_path, agents=["triage"], env={"SWITCHBOARD_SESSION_MAX_AUDIO_S": "3"}) as stack:
+        async with RawClient(stack, events=False) as client:
+            await client.open()
+            await client.send({"type": "session.update", "session": PUSH_TO_TALK})
+            await client.next("session.updated")
+            for _ in range(3):  # 3 s: at the limit, not over it
+                await client.send({"type": "input_audio_buffer.append", "audio": one_s})
+            await client.send({"type": "input_audio_buffer.clear"})
+            await client.next("input_audio_buffer.cleared")
+            await client.send({"type": "input_audio_buffer.append", "audio": one_s})
+            async with asyncio.timeout(30):
+                error = (await client.next("error"))["error"]
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    await client.recv()
+    assert error["code"] == "session_audio_limit_reached"
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+
+
+async def test_input_audio_in_a_created_item_is_transcribed_in_the_sessions_format(
+    retail: Stack, piper: PiperTts
+) -> None:
+    caller = piper.speak("I want to return an order.")
+    part = {"type": "input_audio", "audio": encode_base64(from_pcm16_24k(caller, PCMU))}  # G.711 at 8 kHz
+    item = {"type": "message", "role": "user", "content": [part]}
+    async with RawClient(retail, events=False) as client:
+        await client.open()
+        await client.send({"type": "conversation.item.create", "item": item})
+        refused = (await client.next("error"))["error"]
+        await client.send(
+            {
+                "type": "session.update",
+                "session": {
+                    "type": "realtime",
+                    "audio": {"input": {"format": {"type": "audio/pcmu"}, "turn_detection": None}},
+                },
+            }
+        )
+        await client.next("session.updated")
+        await client.send({"type": "conversation.item.create", "item": item})
+        added = (await client.next("conversation.item.done"))["item"]
+        await client.send({"type": "response.create"})
+        done = (await client.next("response.done"))["response"]
+    assert refused["code"] == "audio_not_enabled"
+    assert added["content"][0]["type"] == "input_audio" and "return" in words(added["content"][0]["transcript"])
+    assert (done["status"], done["metadata"]["agent"]) == ("completed", "auth")
+    assert violations(client.events) == []
