@@ -13,6 +13,7 @@ from opentelemetry.trace import SpanKind
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from switchboard.guardrails import Action, Boundary, check
+from switchboard.guardrails.moderation import check_moderated
 from switchboard.schemas import SessionState, TurnRecord
 from switchboard.settings import Settings
 from switchboard.state import AuditLog, SessionConflict, SessionStore
@@ -274,7 +275,10 @@ class EdgeSession:
         text: str | None = None
         to_fallback = False
         if isinstance(event.item, UserMessage) and event.item.role == "user":
-            verdict = check(scenario.guardrails.at(Boundary.INPUT), event.item.text)
+            rules, moderator = scenario.guardrails.at(Boundary.INPUT), self.deps.conductor.moderator
+            verdict = (
+                await check_moderated(rules, event.item.text, moderator) if moderator else check(rules, event.item.text)
+            )
             if verdict.blocked:
                 raise ProtocolError(
                     "guardrail_blocked", f"the message was refused by guardrail {verdict.rules[0]!r}",
