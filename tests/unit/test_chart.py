@@ -866,6 +866,27 @@ async def test_a_rotation_accepts_old_and_new_seeds_with_the_same_rights_until_t
         await pod.close()
 
 
+def test_bus_keys_command_rotates_in_two_steps_and_refuses_them_out_of_order(tmp_path: Path) -> None:
+    out = tmp_path / "bus-values.yaml"
+    env = {k: v for k, v in os.environ.items() if k != "SWITCHBOARD_NATS_SEED_FILE"}
+    env |= {"SWITCHBOARD_SCENARIOS_DIR": str(SCENARIOS)}
+
+    def bus_keys(*flags: str) -> subprocess.CompletedProcess[str]:
+        args = [sys.executable, "-m", "switchboard", "bus-keys", "--scenario", "retail", "--out", str(out), *flags]
+        return subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
+
+    assert bus_keys().returncode == 0
+    rotate = bus_keys("--rotate")
+    assert rotate.returncode == 0 and "--retire-old" in rotate.stdout
+    again = bus_keys("--rotate")
+    assert again.returncode == 1 and "a rotation is under way" in again.stderr
+    both = bus_keys("--rotate", "--retire-old")
+    assert both.returncode == 1 and "two steps" in both.stderr
+    assert "retiring" in yaml.safe_load(out.read_text())["busAuth"]  # the refused runs changed nothing
+    assert bus_keys("--retire-old").returncode == 0
+    assert "retiring" not in yaml.safe_load(out.read_text())["busAuth"]
+
+
 def test_bus_auth_refuses_a_missing_seed_or_a_nats_that_would_not_enforce_it(tmp_path: Path) -> None:
     values, _ = bus_values(tmp_path, minimal())
     seeds = dict(values["busAuth"]["seeds"])

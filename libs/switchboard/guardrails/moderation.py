@@ -14,13 +14,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from ..errors import SwitchboardError
-from ..resilience import Breakers
 from .rules import GuardrailRule, GuardrailsConfig, Verdict, check, strictest
 
 log = logging.getLogger(__name__)
+
+Guard = Callable[[str], AbstractAsyncContextManager[None]]
+"""A circuit breaker by downstream name (``switchboard.resilience.Breakers.guard``)."""
+
+
+@asynccontextmanager
+async def _unguarded(name: str) -> AsyncIterator[None]:
+    yield
 
 
 class ModerationError(SwitchboardError):
@@ -32,17 +40,17 @@ class ModerationError(SwitchboardError):
 
 
 class Moderator:
-    """Asks a moderation model; one per process (it holds an HTTP client and the breakers)."""
+    """Asks a moderation model; one per process (it holds an HTTP client)."""
 
-    def __init__(self, *, api_key: str, base_url: str | None = None, breakers: Breakers | None = None) -> None:
+    def __init__(self, *, api_key: str, base_url: str | None = None, guard: Guard | None = None) -> None:
         import openai  # imported lazily: a scenario without moderation rules needs no HTTP client
 
         self._client = openai.AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0)
-        self._breakers = breakers or Breakers()
+        self._guard = guard or _unguarded
 
     @classmethod
     def for_scenario(
-        cls, guardrails: GuardrailsConfig, env: Mapping[str, str] | None = None, *, breakers: Breakers | None = None
+        cls, guardrails: GuardrailsConfig, env: Mapping[str, str] | None = None, *, guard: Guard | None = None
     ) -> Moderator | None:
         """The moderator a scenario's rules need, from ``OPENAI_API_KEY`` (and ``OPENAI_BASE_URL``), as
         the model client reads them. None when no rule moderates, or when no key is set: the moderation
@@ -55,14 +63,14 @@ class Moderator:
         if not key:
             log.warning("moderation guardrails skipped: OPENAI_API_KEY is not set", extra={"rules": ",".join(names)})
             return None
-        return cls(api_key=key, base_url=env.get("OPENAI_BASE_URL") or None, breakers=breakers)
+        return cls(api_key=key, base_url=env.get("OPENAI_BASE_URL") or None, guard=guard)
 
     async def flagged(self, rule: GuardrailRule, text: str) -> bool:
         """Whether the model flags ``text`` under ``rule`` (its categories, or any). Raises
         :class:`ModerationError` or ``BreakerOpen`` when there is no verdict."""
         spec = rule.moderation
         assert spec is not None
-        async with self._breakers.guard(f"moderation:{spec.model}"):
+        async with self._guard(f"moderation:{spec.model}"):
             result = await self._moderate(spec.model, text, spec.timeout_s)
         if spec.categories:
             return any(result.get(c, False) for c in spec.categories)

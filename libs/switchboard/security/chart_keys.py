@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from ..errors import SwitchboardError
 from .bus_access import ADMIN, Identity, generate_seed, public_key, service_identities
 
 HEADER = (
@@ -34,7 +35,7 @@ def identities(scenario: str, agents: Iterable[tuple[str, str]]) -> list[Identit
     return [*service_identities(scenario, agents), ADMIN]
 
 
-class RotationError(ValueError):
+class RotationError(SwitchboardError):
     """A rotation step asked out of order (a second rotation before the first is retired)."""
 
 

@@ -83,7 +83,7 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
             authenticator.verifiers["client_secret"] = app.state.client_secrets.verifier()
             entry = config.agent(config.entry_agent)
             breakers = Breakers(threshold=settings.breaker_threshold, cooldown_s=settings.breaker_cooldown_s)
-            moderator = Moderator.for_scenario(config.guardrails, breakers=breakers)
+            moderator = Moderator.for_scenario(config.guardrails, guard=breakers.guard)
             app.state.deps = EdgeDeps(
                 settings,
                 Conductor(
