@@ -281,11 +281,17 @@ def _bus_keys(args: argparse.Namespace) -> None:
     settings = Settings()
     config = load_scenario(args.scenario or settings.scenario, settings.scenarios_dir).config
     out = Path(args.out)
-    values = chart_keys.write(out, config.name, [(a.name, a.role) for a in config.agents], rotate=args.rotate)
+    agents = [(a.name, a.role) for a in config.agents]
+    try:
+        values = chart_keys.write(out, config.name, agents, rotate=args.rotate, retire=args.retire_old)
+    except chart_keys.RotationError as exc:
+        sys.exit(f"switchboard bus-keys: {exc}")
     if args.nats_config:
         Path(args.nats_config).write_text(chart_keys.nats_config(values))
     names = ", ".join(values["busAuth"]["seeds"])
     print(f"{out}: bus identities {names} (secret, mode 0600); helm install ... -f {out}")
+    if values["busAuth"].get("retiring"):
+        print("the old keys are still accepted: once every pod runs its new seed, run again with --retire-old")
 
 
 def _schemas(args: argparse.Namespace) -> None:
@@ -322,7 +328,14 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("bus-keys", help="NKey identities of every service of a Helm release (a values file)")
     p.add_argument("--scenario", default=None, help="name or path; default SWITCHBOARD_SCENARIO")
     p.add_argument("--out", default="bus-values.yaml", help="the values file (kept and completed if it exists)")
-    p.add_argument("--rotate", action="store_true", help="new seeds for every identity")
+    p.add_argument(
+        "--rotate", action="store_true",
+        help="new seeds for every identity; the old keys stay accepted until --retire-old",
+    )  # fmt: skip
+    p.add_argument(
+        "--retire-old", action="store_true",
+        help="after a rotation, once every pod runs its new seed: stop accepting the old keys",
+    )  # fmt: skip
     p.add_argument("--nats-config", default=None, help="also write the authorization block for your own NATS")
     p.set_defaults(fn=_bus_keys)
     p = sub.add_parser("chat", help="talk to a running edge with the official openai SDK realtime client")

@@ -3,6 +3,7 @@ files it ships (ci/), linted strictly, every manifest validated against the Kube
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
 import functools
@@ -25,7 +26,7 @@ from switchboard.bus import subjects
 from switchboard.bus.subjects import SESSIONS_BUCKET
 from switchboard.local import NatsServer
 from switchboard.security import chart_keys
-from switchboard.security.bus_access import inbox_prefix
+from switchboard.security.bus_access import inbox_prefix, public_key
 from switchboard.state import SessionStore
 from switchboard.testing.bus_identity import connect_as
 
@@ -772,14 +773,118 @@ async def test_the_rendered_seeds_work_against_the_authorization_block(tmp_path:
             await returns.close()
 
 
-def test_bus_keys_keeps_its_seeds_and_rotates_on_demand(tmp_path: Path) -> None:
+def test_bus_keys_keeps_its_seeds_and_rotates_in_two_steps(tmp_path: Path) -> None:
     path = tmp_path / "bus-values.yaml"
     first = chart_keys.write(path, "retail", [("triage", "agent")])
     again = chart_keys.write(path, "retail", [("triage", "agent"), ("billing", "agent")])
     assert {k: again["busAuth"]["seeds"][k] for k in first["busAuth"]["seeds"]} == first["busAuth"]["seeds"]
     assert set(again["busAuth"]["seeds"]) == {"edge", "agent-triage", "agent-billing", "admin"}
-    rotated = chart_keys.write(path, "retail", [("triage", "agent"), ("billing", "agent")], rotate=True)
+    agents = [("triage", "agent"), ("billing", "agent")]
+    rotated = chart_keys.write(path, "retail", agents, rotate=True)
     assert not set(rotated["busAuth"]["seeds"].values()) & set(again["busAuth"]["seeds"].values())
+    old_keys = {name: public_key(seed.encode()) for name, seed in again["busAuth"]["seeds"].items()}
+    assert rotated["busAuth"]["retiring"] == old_keys  # public keys only: the old seeds leave the file
+    with pytest.raises(chart_keys.RotationError, match="--retire-old"):  # one rotation at a time
+        chart_keys.write(path, "retail", agents, rotate=True)
+    assert chart_keys.write(path, "retail", agents) == rotated  # a plain run keeps the window open
+    retired = chart_keys.write(path, "retail", agents, retire=True)
+    assert "retiring" not in retired["busAuth"] and retired["busAuth"]["seeds"] == rotated["busAuth"]["seeds"]
+    users = retired["nats"]["config"]["merge"]["authorization"]["users"]
+    assert not {u["nkey"] for u in users} & set(old_keys.values())
+
+
+def _write_seed(folder: Path, name: str, seed: str) -> Path:
+    path = folder / f"{name}.nk"
+    path.write_text(seed)
+    return path
+
+
+async def _connects(server: NatsServer, identity: str, seed: Path) -> bool:
+    try:
+        nc, _ = await connect_as(server.client_url, identity, seed)
+    except Exception:  # noqa: BLE001 - refused: an authorization violation, whatever nats-py raises for it
+        return False
+    await nc.close()
+    return True
+
+
+async def _until_connects(server: NatsServer, identity: str, seed: Path, expected: bool) -> None:
+    """Wait for a config reload to take effect: ``seed`` connecting (or refused) as ``expected``."""
+    deadline = asyncio.get_running_loop().time() + 10
+    while await _connects(server, identity, seed) != expected:
+        assert asyncio.get_running_loop().time() < deadline, f"{identity}: connects is still {not expected}"
+
+
+async def test_a_rotation_accepts_old_and_new_seeds_with_the_same_rights_until_the_old_are_retired(
+    tmp_path: Path,
+) -> None:
+    """`bus-keys --rotate` then `--retire-old` on a real nats-server reloading its config as the NATS chart's
+    reloader does: a pod on its old seed keeps working through the window; after retiring, only the new
+    seed gets in."""
+    values, before = bus_values(tmp_path, ci_values("bundled-nats-values.yaml"))
+    path, agents = (
+        tmp_path / "bus-values.yaml",
+        [(a.name, a.role) for a in load_scenario("retail", SCENARIOS).config.agents],
+    )
+    old = {n: _write_seed(tmp_path, f"old-{n}", before["busAuth"]["seeds"][n]) for n in ("edge", "agent-returns")}
+    with NatsServer(tmp_path / "nats", authorization=chart_keys.nats_config(before)) as server:
+        pod, _ = await connect_as(server.client_url, "agent-returns", old["agent-returns"])  # running before
+        rotated = chart_keys.write(path, "retail", agents, rotate=True)
+        objects = render({**values, **rotated, "nats": {**values["nats"], **rotated["nats"]}})
+        assert bus_secrets(objects) == rotated["busAuth"]["seeds"]  # the chart mounts only the new seeds
+        new = {n: _write_seed(tmp_path, f"new-{n}", rotated["busAuth"]["seeds"][n]) for n in old}
+        server.reload_authorization(chart_keys.nats_config(rotated))
+        await _until_connects(server, "agent-returns", new["agent-returns"], True)
+        edge, _ = await connect_as(server.client_url, "edge", new["edge"])
+        fresh, refused_new = await connect_as(server.client_url, "agent-returns", new["agent-returns"])
+        late_old, refused_old = await connect_as(server.client_url, "agent-returns", old["agent-returns"])
+        try:
+            assert not pod.is_closed  # the reload did not cut off the pod on its old seed
+            turns = [await nc.subscribe(subjects.agent_turn("returns")) for nc in (pod, fresh, late_old)]
+            for nc in (pod, fresh, late_old, edge):
+                await nc.flush()
+            await edge.publish(subjects.agent_turn("returns"), b"{}")
+            for sub in turns:  # each key still does its work...
+                assert (await sub.next_msg(timeout=5)).data == b"{}"
+            for nc, refusals in ((fresh, refused_new), (late_old, refused_old)):  # ...and nothing more
+                await nc.publish(subjects.agent_turn("billing"), b"{}")
+                await nc.flush()
+                await refusals.wait(subjects.agent_turn("billing"))
+        finally:
+            for nc in (edge, fresh, late_old):
+                await nc.close()
+        users = rotated["nats"]["config"]["merge"]["authorization"]["users"]
+        by_key = {u["nkey"]: {k: v for k, v in u.items() if k != "nkey"} for u in users}
+        for name in old:  # the same rights under either key
+            assert by_key[public_key(old[name].read_bytes())] == by_key[public_key(new[name].read_bytes())]
+        retired = chart_keys.write(path, "retail", agents, retire=True)
+        server.reload_authorization(chart_keys.nats_config(retired))
+        await _until_connects(server, "agent-returns", old["agent-returns"], False)
+        assert not await _connects(server, "edge", old["edge"])
+        assert await _connects(server, "agent-returns", new["agent-returns"])
+        assert await _connects(server, "edge", new["edge"])
+        await pod.close()
+
+
+def test_bus_keys_command_rotates_in_two_steps_and_refuses_them_out_of_order(tmp_path: Path) -> None:
+    out = tmp_path / "bus-values.yaml"
+    env = {k: v for k, v in os.environ.items() if k != "SWITCHBOARD_NATS_SEED_FILE"}
+    env |= {"SWITCHBOARD_SCENARIOS_DIR": str(SCENARIOS)}
+
+    def bus_keys(*flags: str) -> subprocess.CompletedProcess[str]:
+        args = [sys.executable, "-m", "switchboard", "bus-keys", "--scenario", "retail", "--out", str(out), *flags]
+        return subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
+
+    assert bus_keys().returncode == 0
+    rotate = bus_keys("--rotate")
+    assert rotate.returncode == 0 and "--retire-old" in rotate.stdout
+    again = bus_keys("--rotate")
+    assert again.returncode == 1 and "a rotation is under way" in again.stderr
+    both = bus_keys("--rotate", "--retire-old")
+    assert both.returncode == 1 and "two steps" in both.stderr
+    assert "retiring" in yaml.safe_load(out.read_text())["busAuth"]  # the refused runs changed nothing
+    assert bus_keys("--retire-old").returncode == 0
+    assert "retiring" not in yaml.safe_load(out.read_text())["busAuth"]
 
 
 def test_bus_auth_refuses_a_missing_seed_or_a_nats_that_would_not_enforce_it(tmp_path: Path) -> None:

@@ -3,7 +3,8 @@
 A scenario declares rules per boundary (``input``: what the caller says, checked at the edge before it
 is committed; ``output``: what an agent says, checked in the agent before the caller hears it;
 ``handoff``: the reason and context of every transfer, checked by the conductor). A rule matches a
-built-in PII detector or a regex, and acts:
+built-in PII detector, a regex, or (``moderation``) the verdict of an OpenAI-compatible moderation
+model, and acts:
 
 - ``redact``: the match is replaced by ``[<label>]`` wherever the text goes next (history, audit, traces);
 - ``block``: the text does not pass (the caller's message is refused with an ``error`` event; a handoff
@@ -12,6 +13,10 @@ built-in PII detector or a regex, and acts:
 
 PII never reaches logs: ``RedactingFilter`` scrubs every log record with the PII detectors, whatever
 the scenario declares.
+
+Moderation rules need a network call: :func:`check` (synchronous, used on every streamed piece) skips
+them, and ``switchboard.guardrails.moderation`` runs them where the text is checked whole (caller input
+at the edge, handoffs in the conductor). They block or fall back; they never redact.
 """
 
 from __future__ import annotations
@@ -64,8 +69,25 @@ class Action(StrEnum):
     FALLBACK = "fallback"
 
 
+class ModerationSpec(BaseModel):
+    """A moderation rule's model call (``POST {OPENAI_BASE_URL}/moderations`` with ``OPENAI_API_KEY``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = "omni-moderation-latest"
+    categories: list[str] = Field(default_factory=list)
+    """Only these categories count (e.g. ``violence``, ``self-harm/intent``); empty: the model's
+    overall ``flagged``."""
+    on_error: Literal["fail_closed", "fail_open"] = "fail_closed"
+    """When the model cannot answer (error, timeout, open breaker): ``fail_closed`` acts as if the text
+    were flagged, ``fail_open`` lets it pass."""
+    timeout_s: float = Field(2.0, gt=0, le=30)
+    """One call's bound; the caller waits this long at most."""
+
+
 class GuardrailRule(BaseModel):
-    """One rule: a detector (``pii``) or a regex (``pattern``), the boundaries it guards, an action."""
+    """One rule: a detector (``pii``), a regex (``pattern``) or a moderation model (``moderation``),
+    the boundaries it guards, an action."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -74,6 +96,8 @@ class GuardrailRule(BaseModel):
     """A built-in detector."""
     pattern: str | None = None
     """A regex (Python syntax); validated when the scenario loads."""
+    moderation: ModerationSpec | None = None
+    """A moderation model's verdict (input and handoff boundaries; action ``block`` or ``fallback``)."""
     at: list[Boundary] = Field(default_factory=lambda: [Boundary.INPUT, Boundary.OUTPUT, Boundary.HANDOFF])
     action: Action = Action.REDACT
     label: str = ""
@@ -91,11 +115,21 @@ class GuardrailRule(BaseModel):
 
     @model_validator(mode="after")
     def _one_detector(self) -> Self:
-        if (self.pii is None) == (self.pattern is None):
-            raise ValueError(f"guardrail {self.name!r}: give exactly one of 'pii' or 'pattern'")
+        if [self.pii, self.pattern, self.moderation].count(None) != 2:
+            raise ValueError(f"guardrail {self.name!r}: give exactly one of 'pii', 'pattern' or 'moderation'")
+        if self.moderation is not None:
+            if self.action is Action.REDACT:
+                raise ValueError(f"guardrail {self.name!r}: a moderation rule has action 'block' or 'fallback'")
+            if "at" not in self.model_fields_set:  # streamed output is checked piece by piece, without a call
+                object.__setattr__(self, "at", [Boundary.INPUT, Boundary.HANDOFF])
+            elif Boundary.OUTPUT in self.at:
+                raise ValueError(f"guardrail {self.name!r}: moderation guards 'input' and 'handoff', not 'output'")
         return self
 
     def spans(self, text: str) -> list[tuple[int, int]]:
+        """Where the rule's detector matches (nothing for a moderation rule: it judges the whole text)."""
+        if self.moderation is not None:
+            return []
         if self.pii is not None:
             return find_pii(self.pii, text)
         assert self.pattern is not None
@@ -118,6 +152,11 @@ class GuardrailsConfig(BaseModel):
     def at(self, boundary: Boundary) -> list[GuardrailRule]:
         return [r for r in self.rules if boundary in r.at]
 
+    @property
+    def moderated(self) -> bool:
+        """Whether any rule asks a moderation model."""
+        return any(r.moderation is not None for r in self.rules)
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -137,7 +176,8 @@ _SEVERITY = {Action.REDACT: 0, Action.FALLBACK: 1, Action.BLOCK: 2}
 
 
 def check(rules: Iterable[GuardrailRule], text: str) -> Verdict:
-    """Apply every rule; matches are redacted whatever the action, the strictest action wins."""
+    """Apply every pattern rule; matches are redacted whatever the action, the strictest action wins.
+    Moderation rules are skipped (:func:`switchboard.guardrails.moderation.check_moderated` runs them)."""
     action: Action | None = None
     matched: list[str] = []
     for rule in rules:
@@ -145,11 +185,17 @@ def check(rules: Iterable[GuardrailRule], text: str) -> Verdict:
         if not spans:
             continue
         matched.append(rule.name)
-        if action is None or _SEVERITY[rule.action] > _SEVERITY[action]:
-            action = rule.action
+        action = strictest(action, rule.action)
         for start, end in sorted(spans, reverse=True):
             text = text[:start] + rule.replacement + text[end:]
     return Verdict(text, action, tuple(matched))
+
+
+def strictest(a: Action | None, b: Action | None) -> Action | None:
+    """The stricter of two actions (None: nothing matched)."""
+    if a is None or (b is not None and _SEVERITY[b] > _SEVERITY[a]):
+        return b
+    return a
 
 
 def redact_pii(text: str) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import signal
 import socket
 import subprocess
 import sysconfig
@@ -70,15 +72,13 @@ class NatsServer:
 
     def start(self, timeout_s: float = 15.0) -> None:
         self.store_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [
-            nats_server_binary(), "-a", self.host, "-p", str(self.port),
-            "-js", "-sd", str(self.store_dir), "-n", f"switchboard-{self.port}",
-        ]  # fmt: skip
-        if self.authorization is not None:
-            config = self.store_dir.parent / f"nats-{self.port}-auth.conf"
-            config.write_text(self.authorization)
+        cmd = [nats_server_binary(), "-a", self.host, "-p", str(self.port)]
+        if self.authorization is not None:  # the name and the store in the file too: a reload reads it alone
+            config = self._write_config()
             config.chmod(0o600)
             cmd += ["-c", str(config)]
+        else:
+            cmd += ["-js", "-sd", str(self.store_dir), "-n", f"switchboard-{self.port}"]
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout_s
@@ -90,6 +90,23 @@ class NatsServer:
             time.sleep(0.02)  # poll interval while the server binds
         self.stop()
         raise TimeoutError(f"nats-server did not accept connections on {self.url} within {timeout_s}s")
+
+    def reload_authorization(self, authorization: str) -> None:
+        """Replace the ``authorization`` block and have the running server reload it (SIGHUP), as the NATS
+        chart's config reloader does: connections the new block still admits stay up."""
+        if self.proc is None or self.authorization is None:
+            raise RuntimeError("reload_authorization needs a started server with an authorization block")
+        self.authorization = authorization
+        self._write_config()
+        self.proc.send_signal(signal.SIGHUP)
+
+    def _write_config(self) -> Path:
+        """The config file: the server's name, its JetStream store and the ``authorization`` block."""
+        assert self.authorization is not None
+        config = self.store_dir.parent / f"nats-{self.port}-auth.conf"
+        name, store = json.dumps(f"switchboard-{self.port}"), json.dumps(str(self.store_dir))
+        config.write_text(f"server_name: {name}\njetstream {{store_dir: {store}}}\n{self.authorization}")
+        return config
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None

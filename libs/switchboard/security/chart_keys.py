@@ -4,8 +4,11 @@ The file holds one NKey seed per service of the scenario (the edge, every agent 
 ``admin`` seed for operators (``busAuth.seeds``: the chart makes one Secret per identity and mounts each
 Deployment's own), and the bundled NATS's ``authorization`` block with the public keys and subject
 permissions of ``bus_access`` (``nats.config.merge``). It is a secret: written with mode 0600.
-Run again on the same file, it keeps the seeds it holds and adds the missing ones; ``rotate`` replaces
-them all.
+Run again on the same file, it keeps the seeds it holds and adds the missing ones.
+
+Rotation is a two-step rollover, so no pod is ever cut off: ``rotate`` gives every identity a new seed
+(the chart mounts only that one) and keeps the old public key in the authorization, with the same
+permissions, under ``busAuth.retiring``; once every pod runs the new seed, ``retire`` drops the old keys.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from ..errors import SwitchboardError
 from .bus_access import ADMIN, Identity, generate_seed, public_key, service_identities
 
 HEADER = (
@@ -31,13 +35,22 @@ def identities(scenario: str, agents: Iterable[tuple[str, str]]) -> list[Identit
     return [*service_identities(scenario, agents), ADMIN]
 
 
-def chart_values(identities: list[Identity], seeds: Mapping[str, str]) -> dict[str, Any]:
-    """The chart values: ``busAuth`` with the seeds and the NATS chart's ``authorization`` block."""
+class RotationError(SwitchboardError):
+    """A rotation step asked out of order (a second rotation before the first is retired)."""
+
+
+def chart_values(
+    identities: list[Identity], seeds: Mapping[str, str], retiring: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """The chart values: ``busAuth`` with the seeds (and the ``retiring`` public keys of a rotation) and
+    the NATS chart's ``authorization`` block, where a retiring key has its identity's permissions."""
+    old = {i.name: (retiring or {})[i.name] for i in identities if i.name in (retiring or {})}
     users = [i.authorization_entry(public_key(seeds[i.name].encode())) for i in identities]
-    return {
-        "busAuth": {"enabled": True, "seeds": {i.name: seeds[i.name] for i in identities}},
-        "nats": {"config": {"merge": {"authorization": {"users": users}}}},
-    }
+    users += [i.authorization_entry(old[i.name]) for i in identities if i.name in old]
+    bus: dict[str, Any] = {"enabled": True, "seeds": {i.name: seeds[i.name] for i in identities}}
+    if old:
+        bus["retiring"] = old
+    return {"busAuth": bus, "nats": {"config": {"merge": {"authorization": {"users": users}}}}}
 
 
 def nats_config(values: Mapping[str, Any]) -> str:
@@ -46,17 +59,29 @@ def nats_config(values: Mapping[str, Any]) -> str:
     return "authorization " + json.dumps(block, indent=2) + "\n"
 
 
-def write(path: Path, scenario: str, agents: Iterable[tuple[str, str]], *, rotate: bool = False) -> dict[str, Any]:
-    """Write (or complete) the values file at ``path``; return its values."""
+def write(
+    path: Path, scenario: str, agents: Iterable[tuple[str, str]], *, rotate: bool = False, retire: bool = False
+) -> dict[str, Any]:
+    """Write (or complete) the values file at ``path``; return its values. ``rotate``: a new seed per
+    identity, the old public keys still accepted; ``retire``: the retiring keys refused from now on."""
+    if rotate and retire:
+        raise RotationError("rotate and retire are two steps: retire the old keys once every pod runs the new seed")
     wanted = identities(scenario, agents)
-    seeds: dict[str, str] = {}
-    if path.exists() and not rotate:
-        old = yaml.safe_load(path.read_text()) or {}
-        seeds = dict(old.get("busAuth", {}).get("seeds", {}))
+    old = (yaml.safe_load(path.read_text()) or {}).get("busAuth", {}) if path.exists() else {}
+    seeds: dict[str, str] = dict(old.get("seeds", {}))
+    retiring: dict[str, str] = {} if retire else dict(old.get("retiring", {}))
+    if rotate:
+        if retiring:
+            raise RotationError(
+                f"{path}: a rotation is under way (busAuth.retiring); once every pod runs the new seed, "
+                "run `switchboard bus-keys --retire-old` and helm upgrade, then rotate again"
+            )
+        retiring = {name: public_key(seed.encode()) for name, seed in seeds.items()}
+        seeds = {}
     for identity in wanted:
         if identity.name not in seeds:
             seeds[identity.name] = generate_seed().decode()
-    values = chart_values(wanted, seeds)
+    values = chart_values(wanted, seeds, retiring)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
         out.write(HEADER + yaml.safe_dump(values, sort_keys=False, width=120))

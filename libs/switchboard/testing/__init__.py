@@ -6,9 +6,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .kube_api import ScriptedKubeAPI
-    from .scripted_openai import ScriptedOpenAIServer, ScriptedReply
+    from .scripted_openai import ScriptedModeration, ScriptedOpenAIServer, ScriptedReply
 
-__all__ = ["ScriptedKubeAPI", "ScriptedOpenAIServer", "ScriptedReply"]
+__all__ = ["ScriptedKubeAPI", "ScriptedModeration", "ScriptedOpenAIServer", "ScriptedReply"]
 
 
 def __getattr__(name: str) -> Any:

@@ -4,6 +4,8 @@ Tests enqueue :class:`ScriptedReply` objects (FIFO) and point a real client at `
 every request body is recorded in ``requests``. When the queue is empty the optional
 ``responder`` answers; without one the server answers HTTP 500 ("script exhausted").
 Token usage is counted in whitespace-separated words (see :func:`count_tokens`).
+``POST /v1/moderations`` answers scripted :class:`ScriptedModeration` verdicts the same way (their own
+queue, ``moderation_responder``, ``moderation_requests``), in the real response's shape.
 
 Manual use: ``python -m switchboard.testing.scripted_openai --port 8000 --echo``.
 """
@@ -50,6 +52,31 @@ class ScriptedReply:
 
 Responder = Callable[[dict[str, Any]], ScriptedReply]
 
+MODERATION_CATEGORIES = (
+    "harassment", "harassment/threatening", "hate", "hate/threatening", "illicit", "illicit/violent",
+    "self-harm", "self-harm/instructions", "self-harm/intent", "sexual", "sexual/minors", "violence",
+    "violence/graphic",
+)  # fmt: skip
+"""The categories of OpenAI's moderation models (``omni-moderation-latest``)."""
+
+
+@dataclass
+class ScriptedModeration:
+    """One scripted moderation verdict: the ``categories`` flagged (none: not flagged), or an error."""
+
+    categories: list[str] = field(default_factory=list)
+    status: int = 200
+    delay_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        unknown = set(self.categories) - set(MODERATION_CATEGORIES)
+        if unknown:
+            raise ValueError(f"unknown moderation categories: {sorted(unknown)}")
+
+
+ModerationResponder = Callable[[str, str], ScriptedModeration]
+"""Judges one input text (``text``, ``model``)."""
+
 
 def count_tokens(text: str) -> int:
     """The scripted server's token count: whitespace-separated words."""
@@ -73,18 +100,27 @@ def _error(status: int, message: str, code: str | None = None) -> JSONResponse:
     return JSONResponse({"error": {"message": message, "type": err_type, "code": code}}, status_code=status)
 
 
+async def _scripted_failure(status: int, delay_s: float) -> JSONResponse | None:
+    """Wait out a scripted delay; then the scripted error answer, if the script says to fail."""
+    if delay_s:
+        await asyncio.sleep(delay_s)
+    return None if status == 200 else _error(status, f"Scripted error {status}", f"scripted_{status}")
+
+
 def _chunks(text: str, size: int) -> Iterator[str]:
     size = max(1, size)
     return (text[i : i + size] for i in range(0, len(text), size))
 
 
 class ScriptedOpenAIServer(InProcessServer):
-    """Serves ``POST /v1/chat/completions`` (streaming or not) and ``GET /v1/models`` on 127.0.0.1."""
+    """Serves ``POST /v1/chat/completions`` (streaming or not), ``POST /v1/moderations`` and
+    ``GET /v1/models`` on 127.0.0.1."""
 
     def __init__(
         self,
         *,
         responder: Responder | None = None,
+        moderation_responder: ModerationResponder | None = None,
         model: str = "scripted-model",
         host: str = "127.0.0.1",
         port: int = 0,
@@ -93,9 +129,13 @@ class ScriptedOpenAIServer(InProcessServer):
         self.model = model
         self.requests: list[dict[str, Any]] = []
         self._queue: deque[ScriptedReply] = deque()
+        self.moderation_responder = moderation_responder
+        self.moderation_requests: list[dict[str, Any]] = []
+        self._moderations: deque[ScriptedModeration] = deque()
         self._ids = itertools.count(1)
         self.app = FastAPI()
         self.app.add_api_route("/v1/chat/completions", self._chat, methods=["POST"])
+        self.app.add_api_route("/v1/moderations", self._moderate, methods=["POST"])
         self.app.add_api_route("/v1/models", self._models, methods=["GET"])
         super().__init__(self.app, host=host, port=port)
 
@@ -106,6 +146,38 @@ class ScriptedOpenAIServer(InProcessServer):
     def script(self, *replies: ScriptedReply) -> None:
         """Queue replies, answered in order."""
         self._queue.extend(replies)
+
+    def script_moderation(self, *verdicts: ScriptedModeration) -> None:
+        """Queue moderation verdicts, one per input text, answered in order."""
+        self._moderations.extend(verdicts)
+
+    async def _moderate(self, request: Request) -> Response:
+        body: dict[str, Any] = await request.json()
+        self.moderation_requests.append(body)
+        if not _authorized(request):
+            return _error(401, "Missing bearer token", "invalid_api_key")
+        raw = body.get("input", "")
+        texts = [raw] if isinstance(raw, str) else [t for t in raw if isinstance(t, str)]
+        results = []
+        model = body.get("model") or "omni-moderation-latest"
+        for text in texts:
+            if self._moderations:
+                verdict = self._moderations.popleft()
+            elif self.moderation_responder is not None:
+                verdict = self.moderation_responder(text, model)
+            else:
+                return _error(500, "Script exhausted: no moderation verdict queued", "script_exhausted")
+            failure = await _scripted_failure(verdict.status, verdict.delay_s)
+            if failure is not None:
+                return failure
+            flags = {c: c in verdict.categories for c in MODERATION_CATEGORIES}
+            results.append({
+                "flagged": bool(verdict.categories),
+                "categories": flags,
+                "category_scores": {c: 0.99 if on else 0.001 for c, on in flags.items()},
+                "category_applied_input_types": {c: ["text"] for c in MODERATION_CATEGORIES},
+            })  # fmt: skip
+        return JSONResponse({"id": f"modr-{next(self._ids)}", "model": model, "results": results})
 
     async def _models(self, request: Request) -> Response:
         if not _authorized(request):
@@ -128,10 +200,9 @@ class ScriptedOpenAIServer(InProcessServer):
             reply = self.responder(body)
         else:
             return _error(500, "Script exhausted: no reply queued and no responder", "script_exhausted")
-        if reply.delay_s:
-            await asyncio.sleep(reply.delay_s)
-        if reply.status != 200:
-            return _error(reply.status, f"Scripted error {reply.status}", f"scripted_{reply.status}")
+        failure = await _scripted_failure(reply.status, reply.delay_s)
+        if failure is not None:
+            return failure
         calls = [(f"call_{next(self._ids)}", name, json.dumps(args)) for name, args in reply.tool_calls]
         prompt = " ".join(_content_text(m.get("content")) for m in body.get("messages", []))
         completion = " ".join([reply.text, *(f"{n} {a}" for _, n, a in calls)])

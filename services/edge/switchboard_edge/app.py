@@ -14,6 +14,7 @@ from starlette.responses import Response
 
 from switchboard.agents import Scenario, load_scenario
 from switchboard.bus import Bus, StreamingClient, subjects
+from switchboard.guardrails.moderation import Moderator
 from switchboard.resilience import Breakers, RetryPolicy
 from switchboard.rollout import RolloutTable, parse_weights
 from switchboard.runtime.gc import freeze_startup_heap
@@ -82,6 +83,7 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
             authenticator.verifiers["client_secret"] = app.state.client_secrets.verifier()
             entry = config.agent(config.entry_agent)
             breakers = Breakers(threshold=settings.breaker_threshold, cooldown_s=settings.breaker_cooldown_s)
+            moderator = Moderator.for_scenario(config.guardrails, guard=breakers.guard)
             app.state.deps = EdgeDeps(
                 settings,
                 Conductor(
@@ -94,6 +96,7 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
                     ack_timeout_s=settings.ack_timeout_s,
                     retry=RetryPolicy(attempts=settings.retry_attempts),
                     tracks=rollouts,
+                    moderator=moderator,
                     consults=SupervisorConsults(
                         client,
                         breakers,
@@ -115,6 +118,8 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
             await app.state.deps.conductor.flush()
             await rollouts.stop()
             await client.stop()
+            if moderator is not None:
+                await moderator.aclose()
         await asyncio.to_thread(shutdown_tracing)
         log.info("edge stopped")
 

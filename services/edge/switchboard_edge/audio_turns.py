@@ -238,7 +238,7 @@ class AudioTurns:
 
     async def _add_user_message(self, item_id: str, text: str) -> None:
         session = self.session
-        text, to_fallback = session.screen(text)
+        text, to_fallback = await session.screen(text)
         item = MessageItem(id=item_id, role="user", text=text)
         fallback = session.deps.conductor.scenario.fallback_agent
         previous: str | None = None

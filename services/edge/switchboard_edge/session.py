@@ -13,6 +13,7 @@ from opentelemetry.trace import SpanKind
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from switchboard.guardrails import Action, Boundary, check
+from switchboard.guardrails.moderation import check_moderated
 from switchboard.schemas import SessionState, TurnRecord
 from switchboard.settings import Settings
 from switchboard.state import AuditLog, SessionConflict, SessionStore
@@ -320,7 +321,7 @@ class EdgeSession:
         spoken = isinstance(event.item, UserMessage) and bool(event.item.audio)
         if isinstance(event.item, UserMessage) and event.item.role == "user":
             said = await self.voice().transcribe_parts(event.item) if spoken else event.item.text
-            text, to_fallback = self.screen(said)
+            text, to_fallback = await self.screen(said)
         item = items.from_client(event.item, item_id, text)
         items.position(self.state.history, event.previous_item_id, self.state.archived_items)  # fail early
         previous: str | None = None
@@ -341,10 +342,12 @@ class EdgeSession:
         await self.send(server_event("conversation.item.added", previous_item_id=previous, item=payload))
         await self.send(server_event("conversation.item.done", previous_item_id=previous, item=payload))
 
-    def screen(self, text: str) -> tuple[str, bool]:
-        """The caller's words through the input guardrails: the text to store (redacted) and whether
-        the fallback agent takes over; a blocked message is refused."""
-        verdict = check(self.deps.conductor.scenario.guardrails.at(Boundary.INPUT), text)
+    async def screen(self, text: str) -> tuple[str, bool]:
+        """The caller's words through the input guardrails (and the moderation model, when one is
+        configured): the text to store (redacted) and whether the fallback agent takes over; a blocked
+        message is refused. Pattern rules alone stay synchronous: no added cost without a moderator."""
+        rules, moderator = self.deps.conductor.scenario.guardrails.at(Boundary.INPUT), self.deps.conductor.moderator
+        verdict = await check_moderated(rules, text, moderator) if moderator else check(rules, text)
         if verdict.blocked:
             raise ProtocolError(
                 "guardrail_blocked", f"the message was refused by guardrail {verdict.rules[0]!r}",

@@ -22,6 +22,7 @@ from switchboard.agents.config import ScenarioConfig
 from switchboard.bus import BusError, StreamingClient
 from switchboard.errors import SwitchboardError
 from switchboard.guardrails import redact_pii
+from switchboard.guardrails.moderation import Moderator
 from switchboard.resilience import BreakerOpen, Breakers, RetryPolicy, call_with_retry
 from switchboard.rollout import TrackRouter
 from switchboard.runtime import new_item_id
@@ -48,7 +49,7 @@ from switchboard.telemetry import current_trace_id, mark_error, metrics, names, 
 
 from .consult import ConsultDone, SupervisorConsults
 from .events import AgentFinished, EventSink, HandoffMade, TextDelta
-from .guardrails import decide
+from .guardrails import decide, moderate
 
 log = logging.getLogger(__name__)
 
@@ -144,8 +145,11 @@ class Conductor:
         idle_timeout_s: float = 0.75,
         ack_timeout_s: float = 0.25,
         tracks: TrackRouter | None = None,
+        moderator: Moderator | None = None,
     ) -> None:
         self.scenario = scenario
+        self.moderator = moderator
+        """Asks the moderation model of the scenario's moderation guardrails (None: none, or no key)."""
         self.tracks = tracks or TrackRouter()
         """Chooses each agent's version track for a session (``switchboard.rollout``)."""
         self._client = client
@@ -270,6 +274,8 @@ class Conductor:
                 authenticated=turn.caller.authenticated, received=turn.context,
                 max_hops=self.scenario.max_hops_per_turn,
             )  # fmt: skip
+            if self.moderator is not None:
+                verdict = await moderate(self.scenario, verdict, self.moderator)
             self._answer_transfer_call(turn, result.handoff, verdict.final_target, verdict.outcome)
             if verdict.refused and verdict.final_target == agent:  # the caller stays: say so, truthfully
                 refusal = self._decision(turn, result.handoff, verdict.outcome, agent, verdict.detail, {})

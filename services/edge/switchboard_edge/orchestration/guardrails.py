@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from switchboard.agents.config import ScenarioConfig
+from switchboard.guardrails.moderation import Moderator, check_moderated
 from switchboard.guardrails.rules import Boundary, check
 from switchboard.schemas import HandoffOutcome, HandoffRequest
 
@@ -90,3 +91,18 @@ def decide(
             reason, context | {PENDING_AGENT: request.target},
         )  # fmt: skip
     return Verdict(HandoffOutcome.ACCEPTED, request.target, reason=reason, context=context)
+
+
+async def moderate(scenario: ScenarioConfig, verdict: Verdict, moderator: Moderator | None) -> Verdict:
+    """A transfer :func:`decide` let through, with the handoff moderation rules applied to its reason
+    and context (one call for all of them): flagged (or no verdict under ``fail_closed``), the
+    transfer is refused and the caller goes to the fallback agent, whatever the rule's action."""
+    rules = [r for r in scenario.guardrails.at(Boundary.HANDOFF) if r.moderation is not None]
+    if verdict.refused or not rules or moderator is None:
+        return verdict
+    said = [verdict.reason, *(v for k, v in verdict.context.items() if isinstance(v, str) and k != PENDING_AGENT)]
+    judged = await check_moderated(rules, "\n".join(t for t in said if t), moderator)
+    if judged.action is None:
+        return verdict
+    detail = f"handoff guardrail {judged.rules[0]!r} flagged the handoff"
+    return Verdict(HandoffOutcome.REFUSED_GUARDRAIL, scenario.fallback_agent, detail)
