@@ -71,8 +71,10 @@ class Bus:
             return
 
         async def on_error(exc: Exception) -> None:
-            self.last_error = str(exc)
-            if "authorization" in self.last_error.lower():
+            if not self._refused.is_set():  # the refusal is the news: a reset that follows it is not
+                self.last_error = str(exc)
+            if "authorization" in str(exc).lower():
+                self.last_error = str(exc)
                 self._refused.set()
             log.warning("nats error", extra={"error": repr(exc), "client": self.name})
 
