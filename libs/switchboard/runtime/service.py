@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import socket
@@ -50,6 +51,8 @@ class LoopService(StartStop, Generic[Req]):
         self.settings = settings
         self.agent = agent
         self.replica = f"{socket.gethostname()}:{os.getpid()}"
+        self.config_fingerprint = hashlib.sha256(self.agent.model_dump_json().encode()).hexdigest()[:12]
+        """Names this agent configuration (prompt, model, tools, handoffs, offline rules) in turn results."""
         self.model = model or build_provider(agent, scenario.config.offline_slots, timeout_s=settings.model_timeout_s)
         self.scenario = scenario
         self.loop = AgentLoop(agent, self.model, scenario.tools, policy=ModelCallPolicy.from_settings(settings))

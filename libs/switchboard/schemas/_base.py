@@ -11,7 +11,8 @@ SCHEMA_VERSION = "1.2"
 Minor bumps are additive (new optional fields); consumers ignore unknown fields, so a
 1.x producer can talk to any 1.y consumer. A different major is refused with a typed error.
 1.1: ``SessionState.tracks``, ``TurnRecord.tracks`` and the ``rollout`` record (per-agent canaries).
-1.2: ``TurnRequest.tail_in_result`` (the end of an answer may travel in the result only).
+1.2: ``TurnRequest.tail_in_result`` (the end of an answer may travel in the result only), ``TurnResult.config``
+(the agent configuration's fingerprint) and the ``control_record`` (control-plane audit).
 """
 
 TYPE_PREFIX = "switchboard.v1."

@@ -1,4 +1,5 @@
-"""Control-plane audit: one record per change an operator makes (keys, rollouts)."""
+"""Control-plane audit: one record per change an operator makes (keys, rollouts) and per agent
+configuration the platform sees serve for the first time."""
 
 from __future__ import annotations
 
@@ -9,7 +10,13 @@ from pydantic import Field
 from ._base import WireModel
 
 ControlAction = Literal[
-    "key.created", "key.revoked", "rollout.weight_set", "rollout.promoted", "rollout.finished", "rollout.aborted"
+    "key.created",
+    "key.revoked",
+    "rollout.weight_set",
+    "rollout.promoted",
+    "rollout.finished",
+    "rollout.aborted",
+    "agent.config_changed",
 ]
 
 

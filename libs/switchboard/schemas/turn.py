@@ -160,6 +160,9 @@ class TurnResult(WireModel):
     """Model usage of the turn."""
     replica: str | None = None
     """Which replica of the agent ran the turn (for load-balancing checks and debugging)."""
+    config: str | None = None
+    """Fingerprint of the agent configuration that ran the turn (since 1.2): the edge audits the first
+    turn each configuration serves."""
 
 
 TurnReply = Annotated[TurnDelta | TurnResult | ErrorReply | Heartbeat, Field(discriminator="type")]

@@ -10,7 +10,8 @@ server knows only the public key) and its own inbox prefix, and the server enfor
 - the **edge** (the orchestrator) is the only service that writes session state, the history archive
   and the audit stream, and that sends turns and consults;
 - the **admin** identity (``switchboard trace``, ``rollout``, ``store``, ``keys``, ``audit``) may do anything
-  and alone writes the control-plane audit stream: an NKey in a cluster (``switchboard bus-keys``), and
+  and writes the operators' changes to the control-plane audit stream (the edge appends only
+  ``agent.config_changed``): an NKey in a cluster (``switchboard bus-keys``), and
   locally the **operator** login (user and password, in the URL ``switchboard run`` writes to
   ``var/bus/operator.env`` and a test ``Stack`` exposes as ``nats.url``).
 
@@ -40,6 +41,7 @@ from ..bus.subjects import (
     AUDIT_STREAM,
     AUDIT_SUBJECTS,
     CLIENT_SECRETS_BUCKET,
+    CONTROL_STREAM,
     EDGE_BUCKET,
     HISTORY_STREAM,
     HISTORY_SUBJECTS,
@@ -47,6 +49,7 @@ from ..bus.subjects import (
     ROLLOUTS_BUCKET,
     SESSIONS_BUCKET,
     check_token,
+    control_action,
 )
 from ..state.ledger import LEDGER_BUCKET
 from ..state.store import store_bucket
@@ -151,6 +154,8 @@ def edge_identity(extra_buckets: Iterable[str] = ()) -> Identity:
             *kv_access(CLIENT_SECRETS_BUCKET),  # used client secrets (single use across replicas)
             *kv_access(EDGE_BUCKET),  # the edges' shared signing secret
             *kv_access(ROLLOUTS_BUCKET, watch=True),  # every edge follows the rollout weights
+            # the first turn each agent configuration serves (operators' own changes are the admin's to record)
+            *stream_access(CONTROL_STREAM, write_subjects=[control_action("agent.config_changed")]),
             *stream_access(AUDIT_STREAM, write_subjects=[AUDIT_SUBJECTS]),  # append only: operators read it
             *stream_access(HISTORY_STREAM, write_subjects=[HISTORY_SUBJECTS], consume=True),  # replayed on resume
             *(s for bucket in extra_buckets for s in kv_access(bucket)),

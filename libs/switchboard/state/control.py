@@ -36,10 +36,18 @@ class ControlAudit:
         return audit
 
     async def record(
-        self, action: ControlAction, target: str, details: Mapping[str, str | int | float | bool | None] | None = None
+        self,
+        action: ControlAction,
+        target: str,
+        details: Mapping[str, str | int | float | bool | None] | None = None,
+        *,
+        by: str | None = None,
     ) -> ControlRecord:
-        """Append one change and wait for the stream's ack (one record even if an ack was lost and retried)."""
-        entry = ControlRecord(action=action, actor=actor(), target=target, details=dict(details or {}), ts=time.time())
+        """Append one change and wait for the stream's ack (one record even if an ack was lost and retried).
+        ``by`` names the actor when it is not this process's user (see :func:`actor`)."""
+        entry = ControlRecord(
+            action=action, actor=by or actor(), target=target, details=dict(details or {}), ts=time.time()
+        )  # fmt: skip
         headers = {Header.MSG_ID.value: f"control-{uuid.uuid4().hex}"}
         subject, data = control_action(action), entry.to_bytes()
         await self.retry.run("control.append", lambda: self._js.publish(subject, data, headers=headers))

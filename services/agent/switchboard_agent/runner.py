@@ -31,4 +31,4 @@ class AgentRunner(LoopService[TurnRequest]):
             return
         result = await self.run_loop(req, sink, msg)
         if result is not None:
-            await sink.send(result.model_copy(update={"replica": self.replica}))
+            await sink.send(result.model_copy(update={"replica": self.replica, "config": self.config_fingerprint}))

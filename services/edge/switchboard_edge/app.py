@@ -21,17 +21,19 @@ from switchboard.runtime.gc import freeze_startup_heap
 from switchboard.schemas import SessionState
 from switchboard.security.api_keys import KeyRing
 from switchboard.settings import Settings
-from switchboard.state import AuditLog, SessionStore
+from switchboard.state import AuditLog, SessionStore, StateRetry
+from switchboard.state.control import ControlAudit
 from switchboard.telemetry import metrics_route, session_context, setup_tracing, shutdown_tracing
 
 from .auth import Authenticator, Principal, Refusal, api_key_verifier
 from .client_secrets import MAX_REQUEST_BYTES, BadRequest, ClientSecrets
+from .configs import ConfigWatch
 from .limits import CappedSession, KeyLimiter, Limits
 from .orchestration import Conductor, ConsultStats, SupervisorConsults
 from .origins import origin_allowed, parse_origins
 from .protocol import error_event
 from .session import EdgeDeps
-from .signing import EdgeKeys, shared_secret
+from .signing import EdgeKeys, edge_bucket, shared_secret
 from .takeover import TAKEOVER_CLOSE_CODE, TAKEOVER_ERROR_CODE, TAKEOVER_REASON, Takeovers
 from .ws_transport import CoalescingWebSocketProtocol
 
@@ -84,6 +86,10 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
             entry = config.agent(config.entry_agent)
             breakers = Breakers(threshold=settings.breaker_threshold, cooldown_s=settings.breaker_cooldown_s)
             moderator = Moderator.for_scenario(config.guardrails, guard=breakers.guard)
+            configs = ConfigWatch(
+                await edge_bucket(bus.js, settings.js_replicas, StateRetry()),
+                await ControlAudit.open(bus.js, replicas=settings.js_replicas),
+            )
             app.state.deps = EdgeDeps(
                 settings,
                 Conductor(
@@ -97,6 +103,7 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
                     retry=RetryPolicy(attempts=settings.retry_attempts),
                     tracks=rollouts,
                     moderator=moderator,
+                    configs=configs,
                     consults=SupervisorConsults(
                         client,
                         breakers,
@@ -116,6 +123,7 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
             yield
             await app.state.deps.flush_records()
             await app.state.deps.conductor.flush()
+            await configs.flush()
             await rollouts.stop()
             await client.stop()
             if moderator is not None:

@@ -30,7 +30,9 @@ SECRET_KEY = "signing_secret"
 _SESSION_ID = re.compile(r"^sess_([0-9a-f]{16})([0-9a-f]{16})$")
 
 
-async def _bucket(js: JetStreamContext, replicas: int, retry: StateRetry) -> KeyValue:
+async def edge_bucket(js: JetStreamContext, replicas: int, retry: StateRetry) -> KeyValue:
+    """The edges' shared KV bucket (``EDGE_BUCKET``), created by the first edge."""
+
     async def bucket() -> KeyValue:
         try:
             return await js.key_value(EDGE_BUCKET)
@@ -45,7 +47,7 @@ async def shared_secret(configured: str, js: JetStreamContext, *, replicas: int 
     if configured.strip():
         return [s.strip().encode() for s in configured.split(",") if s.strip()]
     retry = StateRetry()
-    kv = await _bucket(js, replicas, retry)
+    kv = await edge_bucket(js, replicas, retry)
     try:
         await cas_write(kv, SECRET_KEY, secrets.token_hex(32).encode(), 0, retry, "edge.secret.create")
     except KeyWrongLastSequenceError:

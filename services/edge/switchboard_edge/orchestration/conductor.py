@@ -47,6 +47,7 @@ from switchboard.schemas import (
 from switchboard.state import AuditLog
 from switchboard.telemetry import current_trace_id, mark_error, metrics, names, set_content, span
 
+from ..configs import ConfigWatch
 from .consult import ConsultDone, SupervisorConsults
 from .events import AgentFinished, EventSink, HandoffMade, TextDelta
 from .guardrails import decide, moderate
@@ -146,9 +147,12 @@ class Conductor:
         ack_timeout_s: float = 0.25,
         tracks: TrackRouter | None = None,
         moderator: Moderator | None = None,
+        configs: ConfigWatch | None = None,
     ) -> None:
         self.scenario = scenario
         self.moderator = moderator
+        self.configs = configs
+        """Audits the first turn each agent configuration serves (``TurnResult.config``)."""
         """Asks the moderation model of the scenario's moderation guardrails (None: none, or no key)."""
         self.tracks = tracks or TrackRouter()
         """Chooses each agent's version track for a session (``switchboard.rollout``)."""
@@ -371,6 +375,9 @@ class Conductor:
             )
             await emit(AgentFinished(req.agent, "".join(text), ok=False))
             return None, exc, first_reply
+        if self.configs is not None:
+            pin = turn.pins.get(req.agent)
+            self.configs.seen(req.agent, pin.track if pin else "stable", result.config)
         await emit(AgentFinished(req.agent, result.text, ok=True))
         return result, None, first_reply
 
