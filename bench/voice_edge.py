@@ -81,12 +81,21 @@ async def one_turn(ws: Any, caller: np.ndarray, speech_end_s: float) -> dict[str
     return marks
 
 
-async def bench_edge(turns: int, caller: np.ndarray, speech_end_s: float, silence_ms: int) -> dict[str, Any]:
+def retail_stack() -> Stack:
+    """A real retail stack (offline model) whose API key is ``stack.api_key``."""
     key = f"bench-{secrets.token_hex(8)}"
     env = {"SWITCHBOARD_SCENARIOS_DIR": str(ROOT / "scenarios"), "OPENAI_API_KEY": "", "SWITCHBOARD_API_KEYS": key}
-    with Stack(Path(tempfile.mkdtemp(prefix="bench-voice-edge-")), scenario="retail", api_key=key, env=env) as stack:
-        url = f"{stack.ws_base}/realtime?model=switchboard"
-        async with websockets.connect(url, additional_headers={"Authorization": f"Bearer {key}"}) as ws:
+    return Stack(Path(tempfile.mkdtemp(prefix="bench-voice-edge-")), scenario="retail", api_key=key, env=env)
+
+
+def connect(stack: Stack) -> Any:
+    url = f"{stack.ws_base}/realtime?model=switchboard"
+    return websockets.connect(url, additional_headers={"Authorization": f"Bearer {stack.api_key}"})
+
+
+async def bench_edge(turns: int, caller: np.ndarray, speech_end_s: float, silence_ms: int) -> dict[str, Any]:
+    with retail_stack() as stack:
+        async with connect(stack) as ws:
             await ws.send(json.dumps({"type": "session.update", "session": session(silence_ms)}))
             await one_turn(ws, caller, speech_end_s)  # warm-up: the edge loads its models
             edge = stack.proc("edge").pid
