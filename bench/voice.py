@@ -59,6 +59,7 @@ from switchboard.voice.whisper import WhisperStt  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import voice_edge  # noqa: E402
 import voice_load  # noqa: E402
+from voice_edge import machine_busy_s  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -78,13 +79,6 @@ CHUNK_MS = 100
 def cpu_s() -> float:
     t = os.times()
     return t.user + t.system
-
-
-def machine_busy_s() -> float:
-    """CPU seconds every process on the machine has used (from /proc/stat)."""
-    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 class Meter:

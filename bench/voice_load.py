@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from voice_edge import connect, cpu_s, one_turn, pct, retail_stack, session
+from voice_edge import connect, cpu_s, machine_busy_s, one_turn, pct, retail_stack, session
 
 from switchboard.voice import PCM_RATE
 
@@ -57,6 +57,9 @@ async def caller(
     firsts, stages = [], []
     async with connect(stack) as ws:
         await ws.send(json.dumps({"type": "session.update", "session": session(silence_ms)}))
+        while (event := json.loads(await ws.recv()))["type"] != "session.updated":
+            if event["type"] == "error":
+                raise LoadFailure(f"{n} sessions, session {i}: session.update refused: {event['error']}")
         ready.append(i)
         if len(ready) == n:
             opened.set()
@@ -77,6 +80,11 @@ async def caller(
     return firsts, stages
 
 
+async def rss_when_open(pid: int, opened: asyncio.Event) -> float:
+    await opened.wait()
+    return rss_mb(pid)
+
+
 async def level(stack: Any, n: int, turns: int, audio: np.ndarray, speech_s: float, silence_ms: int,
                 idle_mb: float) -> dict[str, Any]:  # fmt: skip
     edge = stack.proc("edge").pid
@@ -90,7 +98,8 @@ async def level(stack: Any, n: int, turns: int, audio: np.ndarray, speech_s: flo
             await asyncio.sleep(RSS_EVERY_S)  # ok-sleep: RSS sampling period
 
     sampler = asyncio.create_task(sample())
-    cpu0, wall0, redecodes0 = cpu_s(edge), time.perf_counter(), stt_redecodes(stack)
+    open_mb = asyncio.create_task(rss_when_open(edge, opened))
+    cpu0, wall0, redecodes0, busy0 = cpu_s(edge), time.perf_counter(), stt_redecodes(stack), machine_busy_s()
     try:
         per_session = await asyncio.gather(
             *(caller(stack, n, i, turns, audio, speech_s, silence_ms, opened, ready) for i in range(n))
@@ -100,6 +109,7 @@ async def level(stack: Any, n: int, turns: int, audio: np.ndarray, speech_s: flo
         with contextlib.suppress(asyncio.CancelledError):
             await sampler
     cpu, wall = cpu_s(edge) - cpu0, time.perf_counter() - wall0
+    busy = machine_busy_s() - busy0
     firsts = [ms for s, _ in per_session for ms in s]
     marks = [m for _, s in per_session for m in s]
     audio_s = n * turns * audio.size / PCM_RATE
@@ -114,7 +124,9 @@ async def level(stack: Any, n: int, turns: int, audio: np.ndarray, speech_s: flo
         ],
         "stt_redecoded_turns": stt_redecodes(stack) - redecodes0,
         "edge_cores": cpu / wall,
+        "machine_cores": busy / wall,
         "edge_cpu_ms_per_audio_s": cpu * 1000 / audio_s,
+        "edge_rss_open_silent_mb_per_session": (await open_mb - idle_mb) / n,
         "edge_rss_peak_mb": peak[0],
         "edge_rss_growth_mb_per_session": (peak[0] - idle_mb) / n,
         "seconds": wall,
@@ -170,19 +182,24 @@ def report(r: dict[str, Any]) -> str:
         f" ({r['edge_rss_before_models_mb']:.0f} MB before the first voice session loaded them). Sessions one edge"
         f" sustains with first-audio p50 <= {LIMIT_MS / 1000:.1f} s: **{r['sustained_sessions']}**{capped}.",
         "",
-        "| Sessions | Turns (STT re-decoded) | First audio p50 / p99 / max | Edge cores"
-        " | Edge CPU per s of caller audio"
-        " | Edge RSS peak | RSS over idle, per session | RSS added per session over the previous level |",
-        "|---|---|---|---|---|---|---|---|",
+        "| Sessions | Turns (STT re-decoded) | First audio p50 / p99 / max | Edge cores (whole machine)"
+        " | Edge CPU per s of caller audio | Edge RSS per open silent session | Edge RSS peak"
+        " | RSS over idle, per session | RSS added per session over the previous level |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in r["levels"]:
-        lines.append(
-            f"| {row['sessions']} | {row['turns']} ({row['stt_redecoded_turns']})"
-            f" | {row['first_audio_ms_p50']:.0f} / {row['first_audio_ms_p99']:.0f}"
-            f" / {row['first_audio_ms_max']:.0f} ms | {row['edge_cores']:.2f} | {row['edge_cpu_ms_per_audio_s']:.0f} ms"
-            f" | {row['edge_rss_peak_mb']:.0f} MB | {row['edge_rss_growth_mb_per_session']:.1f} MB"
-            f" | {row['edge_rss_marginal_mb_per_session']:.1f} MB |"
-        )
+        cells = [
+            str(row["sessions"]),
+            f"{row['turns']} ({row['stt_redecoded_turns']})",
+            f"{row['first_audio_ms_p50']:.0f} / {row['first_audio_ms_p99']:.0f} / {row['first_audio_ms_max']:.0f} ms",
+            f"{row['edge_cores']:.2f} ({row['machine_cores']:.2f})",
+            f"{row['edge_cpu_ms_per_audio_s']:.0f} ms",
+            f"{row['edge_rss_open_silent_mb_per_session']:.2f} MB",
+            f"{row['edge_rss_peak_mb']:.0f} MB",
+            f"{row['edge_rss_growth_mb_per_session']:.1f} MB",
+            f"{row['edge_rss_marginal_mb_per_session']:.1f} MB",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
