@@ -5,9 +5,10 @@ Phase 7 of ``bench/voice.py``. A real stack (as phase 6, bench/voice_edge.py); a
 same pre-synthesised espeak-ng utterance in real time, ``turns`` times; session i starts i/N of an
 utterance later than session 0, so ends of speech are spread, not simultaneous. Per turn: end of the
 caller's last word -> first ``response.output_audio.delta`` (the answer is then cancelled, as in phase
-6). Per level: first-audio p50/p99, the edge process's CPU per second of caller audio streamed, and its
-peak RSS (sampled from /proc every 50 ms while the sessions are open): over the RSS with the models
-loaded and no session open, per session; and added over the previous level's peak, per added session
+6). Per level: first-audio p50/p99, the edge process's CPU per second of caller audio streamed, its RSS
+once the N sessions are open and configured but silent (over the RSS just before), and its peak RSS
+(sampled from /proc every 50 ms while the sessions are open): over the RSS with the models loaded and
+no session open, per session; and added over the previous level's peak, per added session
 (memory freed by one level is reused by the next, so the second is the marginal cost). The levels
 stop at the first whose p50 exceeds 1.5 s. Any ``error`` event, a turn without answer audio or a turn
 over ``TURN_TIMEOUT_S`` stops the run with a ``LoadFailure`` naming the level, session and turn.
@@ -90,7 +91,8 @@ async def level(stack: Any, n: int, turns: int, audio: np.ndarray, speech_s: flo
     edge = stack.proc("edge").pid
     opened = asyncio.Event()
     ready: list[int] = []
-    peak = [rss_mb(edge)]
+    before_mb = rss_mb(edge)
+    peak = [before_mb]
 
     async def sample() -> None:
         while True:
@@ -126,7 +128,7 @@ async def level(stack: Any, n: int, turns: int, audio: np.ndarray, speech_s: flo
         "edge_cores": cpu / wall,
         "machine_cores": busy / wall,
         "edge_cpu_ms_per_audio_s": cpu * 1000 / audio_s,
-        "edge_rss_open_silent_mb_per_session": (await open_mb - idle_mb) / n,
+        "edge_rss_open_silent_mb_per_session": (await open_mb - before_mb) / n,
         "edge_rss_peak_mb": peak[0],
         "edge_rss_growth_mb_per_session": (peak[0] - idle_mb) / n,
         "seconds": wall,
@@ -194,7 +196,7 @@ def report(r: dict[str, Any]) -> str:
             f"{row['first_audio_ms_p50']:.0f} / {row['first_audio_ms_p99']:.0f} / {row['first_audio_ms_max']:.0f} ms",
             f"{row['edge_cores']:.2f} ({row['machine_cores']:.2f})",
             f"{row['edge_cpu_ms_per_audio_s']:.0f} ms",
-            f"{row['edge_rss_open_silent_mb_per_session']:.2f} MB",
+            f"{row['edge_rss_open_silent_mb_per_session'] * 1024:.0f} KB",
             f"{row['edge_rss_peak_mb']:.0f} MB",
             f"{row['edge_rss_growth_mb_per_session']:.1f} MB",
             f"{row['edge_rss_marginal_mb_per_session']:.1f} MB",
