@@ -143,7 +143,10 @@ async def bench_load(levels: list[int], turns: int, audio: np.ndarray, speech_s:
         before_mb = rss_mb(edge)
         async with connect(stack) as ws:  # warm-up: the edge loads its models, not counted
             await ws.send(json.dumps({"type": "session.update", "session": session(silence_ms)}))
-            await one_turn(ws, audio, speech_s)
+            try:
+                await asyncio.wait_for(one_turn(ws, audio, speech_s), TURN_TIMEOUT_S)
+            except (RuntimeError, TimeoutError) as e:
+                raise LoadFailure(f"warm-up turn: {e or 'no response.done'}") from e
         idle_mb = rss_mb(edge)
         for n in levels:
             row = await level(stack, n, turns, audio, speech_s, silence_ms, idle_mb)
