@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from voice_edge import connect, cpu_s, machine_busy_s, one_turn, pct, retail_stack, session
 
+from switchboard.local.stack import Stack
 from switchboard.voice import PCM_RATE
 
 LIMIT_MS = 1500.0
@@ -38,7 +39,7 @@ class LoadFailure(RuntimeError):
     """A voice session failed during the load phase (the benchmark must not report over it)."""
 
 
-def stt_redecodes(stack: Any) -> int:
+def stt_redecodes(stack: Stack) -> int:
     """Turns so far whose greedy Whisper decode looped and was decoded again with beam search (edge log)."""
     return (stack.var_dir / "log" / "edge.log").read_text().count("whisper repetition; decoding again")
 
@@ -51,7 +52,7 @@ def rss_mb(pid: int) -> float:
 
 
 async def caller(
-    stack: Any, n: int, i: int, turns: int, audio: np.ndarray, speech_s: float, silence_ms: int, opened: asyncio.Event,
+    stack: Stack, n: int, i: int, turns: int, audio: np.ndarray, speech_s: float, silence_ms: int, opened: asyncio.Event,
     ready: list[int],
 ) -> tuple[list[float], list[dict[str, float]]]:  # fmt: skip
     """One session: open, configure, wait for the others, then ``turns`` spoken turns; first audio in ms."""
@@ -86,7 +87,7 @@ async def rss_when_open(pid: int, opened: asyncio.Event) -> float:
     return rss_mb(pid)
 
 
-async def level(stack: Any, n: int, turns: int, audio: np.ndarray, speech_s: float, silence_ms: int,
+async def level(stack: Stack, n: int, turns: int, audio: np.ndarray, speech_s: float, silence_ms: int,
                 idle_mb: float) -> dict[str, Any]:  # fmt: skip
     edge = stack.proc("edge").pid
     opened = asyncio.Event()
