@@ -52,8 +52,8 @@ def rss_mb(pid: int) -> float:
 
 
 async def caller(
-    stack: Stack, n: int, i: int, turns: int, audio: np.ndarray, speech_s: float, silence_ms: int, opened: asyncio.Event,
-    ready: list[int],
+    stack: Stack, n: int, i: int, turns: int, audio: np.ndarray, speech_s: float, silence_ms: int,
+    opened: asyncio.Event, ready: list[int],
 ) -> tuple[list[float], list[dict[str, float]]]:  # fmt: skip
     """One session: open, configure, wait for the others, then ``turns`` spoken turns; first audio in ms."""
     firsts, stages = [], []
