@@ -15,6 +15,9 @@ spoken by espeak-ng (a voice unlike Piper's), sox for conversion. Phases:
    chunk; the answer then plays out in real time before the next turn. N grows until p95 > 1.5 s.
 6. Through the running system (bench/voice_edge.py): a real stack, a caller streaming in real time with
    server VAD; end of caller speech -> first answer audio byte at the client, p50/p99; edge CPU per turn.
+7. Concurrent sessions through one edge (bench/voice_load.py): N = 1, 2, 4, 8, 16 callers at once on
+   the stack, until first-audio p50 > 1.5 s; per N first audio p50/p99, edge CPU per second of caller
+   audio, edge RSS growth per open session. A session error fails the run (exit status 1).
 
 Wall times on a shared machine are inflated by other processes: the report gives the CPU each
 step uses (robust to that) and how busy the rest of the machine was. Run: `make bench-voice`
@@ -55,6 +58,8 @@ from switchboard.voice.whisper import WhisperStt  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import voice_edge  # noqa: E402
+import voice_load  # noqa: E402
+from voice_edge import machine_busy_s  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -74,13 +79,6 @@ CHUNK_MS = 100
 def cpu_s() -> float:
     t = os.times()
     return t.user + t.system
-
-
-def machine_busy_s() -> float:
-    """CPU seconds every process on the machine has used (from /proc/stat)."""
-    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 class Meter:
@@ -336,6 +334,8 @@ def report(r: dict[str, Any]) -> str:
         " 500 ms by default) comes on top. Callers are espeak-ng utterances streamed in 100 ms chunks in real"
         " time; each answer plays out in real time before the caller's next turn.",
     ]
+    if "edge_load" in r:
+        lines += ["", voice_load.report(r["edge_load"]).rstrip()]
     return "\n".join(lines) + "\n"
 
 
@@ -349,6 +349,10 @@ def main() -> None:
     parser.add_argument("--edge-turns", type=int, default=10, help="spoken turns through a real stack (phase 6)")
     parser.add_argument("--edge-silence-ms", type=int, default=500, help="server VAD silence_duration_ms (phase 6)")
     parser.add_argument("--edge-only", action="store_true", help="phase 6 alone (bench/results/voice-edge.*)")
+    parser.add_argument("--load-levels", default="1,2,4,8,16", help="concurrent sessions through one edge (phase 7)")
+    parser.add_argument("--load-turns", type=int, default=3, help="spoken turns per session per level (phase 7)")
+    parser.add_argument("--load-only", action="store_true",
+                        help="phase 7 alone, merged into bench/results/voice.{json,md}")  # fmt: skip
     args = parser.parse_args()
     if args.memory_probe:
         memory_probe()
@@ -367,6 +371,15 @@ def main() -> None:
         )
         print(voice_edge.report(edge))
         return
+    load_levels = [int(x) for x in args.load_levels.split(",")]
+    if args.load_only:
+        load = phase_7(load_levels, args.load_turns, edge_caller, speech_s, args.edge_silence_ms)
+        result = json.loads((RESULTS / "voice.json").read_text())
+        result["edge_load"] = load
+        (RESULTS / "voice.json").write_text(json.dumps(result, indent=2) + "\n")
+        (RESULTS / "voice.md").write_text(report(result))
+        print(voice_load.report(load))
+        return
     started, busy0 = time.perf_counter(), machine_busy_s()
     cpu0 = cpu_s()
     utterances = [espeak(text, tmp / f"u{i}.wav") for i, text in enumerate(UTTERANCES)]
@@ -376,12 +389,21 @@ def main() -> None:
     result = asyncio.run(measure(args, utterances, callers, memory))
     print("through the running system", flush=True)
     result["edge"] = voice_edge.measure(args.edge_turns, edge_caller, speech_s, args.edge_silence_ms)
+    result["edge_load"] = phase_7(load_levels, args.load_turns, edge_caller, speech_s, args.edge_silence_ms)
     result["seconds"] = time.perf_counter() - started
     result["others_cores"] = max(0.0, (machine_busy_s() - busy0 - (cpu_s() - cpu0)) / result["seconds"])
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "voice.json").write_text(json.dumps(result, indent=2) + "\n")
     (RESULTS / "voice.md").write_text(report(result))
     print(report(result))
+
+
+def phase_7(levels: list[int], turns: int, caller: np.ndarray, speech_s: float, silence_ms: int) -> dict[str, Any]:
+    print("concurrent sessions through one edge", flush=True)
+    try:
+        return voice_load.measure(levels, turns, caller, speech_s, silence_ms)
+    except voice_load.LoadFailure as e:
+        sys.exit(f"bench-voice phase 7 failed: {e}")
 
 
 async def measure(

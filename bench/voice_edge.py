@@ -42,6 +42,13 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_busy_s() -> float:
+    """CPU seconds every process on the machine has used (from /proc/stat)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
@@ -81,12 +88,21 @@ async def one_turn(ws: Any, caller: np.ndarray, speech_end_s: float) -> dict[str
     return marks
 
 
-async def bench_edge(turns: int, caller: np.ndarray, speech_end_s: float, silence_ms: int) -> dict[str, Any]:
+def retail_stack() -> Stack:
+    """A real retail stack (offline model) whose API key is ``stack.api_key``."""
     key = f"bench-{secrets.token_hex(8)}"
     env = {"SWITCHBOARD_SCENARIOS_DIR": str(ROOT / "scenarios"), "OPENAI_API_KEY": "", "SWITCHBOARD_API_KEYS": key}
-    with Stack(Path(tempfile.mkdtemp(prefix="bench-voice-edge-")), scenario="retail", api_key=key, env=env) as stack:
-        url = f"{stack.ws_base}/realtime?model=switchboard"
-        async with websockets.connect(url, additional_headers={"Authorization": f"Bearer {key}"}) as ws:
+    return Stack(Path(tempfile.mkdtemp(prefix="bench-voice-edge-")), scenario="retail", api_key=key, env=env)
+
+
+def connect(stack: Stack) -> Any:
+    url = f"{stack.ws_base}/realtime?model=switchboard"
+    return websockets.connect(url, additional_headers={"Authorization": f"Bearer {stack.api_key}"})
+
+
+async def bench_edge(turns: int, caller: np.ndarray, speech_end_s: float, silence_ms: int) -> dict[str, Any]:
+    with retail_stack() as stack:
+        async with connect(stack) as ws:
             await ws.send(json.dumps({"type": "session.update", "session": session(silence_ms)}))
             await one_turn(ws, caller, speech_end_s)  # warm-up: the edge loads its models
             edge = stack.proc("edge").pid
