@@ -165,7 +165,7 @@ def _run(args: argparse.Namespace) -> None:
             print(
                 f"""
   Switchboard is running (scenario: {settings.scenario})
-    realtime edge : {stack.ws_base}/realtime   (OpenAI Realtime protocol, text)
+    realtime edge : {stack.ws_base}/realtime   (OpenAI Realtime protocol, text and audio)
     API key       : {key}   (development key; production keys: switchboard keys create, into {keys_file})
     nats          : {"  ".join(stack.nats.client_urls)}   (data in {var / "nats"}{replicas})
     bus identities: {var / "bus"}   (one NKey per service; operator login: {stack.operator_env_file})
