@@ -366,3 +366,20 @@ async def test_no_key_or_client_secret_reaches_a_log_or_a_trace(tmp_path: Path) 
     assert "client secret minted" in logs and "edge.response" in spans  # both saw these credentials pass
     for secret in (key, key.split("-", 2)[2], ek, ek.removeprefix("ek_").split(".")[1], stack.api_key):
         assert secret not in logs and secret not in spans
+
+
+async def test_a_full_edge_answers_another_tenant_s_live_session_as_a_missing_one(tmp_path: Path) -> None:
+    """At the session cap, a live session id of another tenant is a new session to the edge (503), the answer
+    any missing id gets: the cap's exemption for reconnects must not tell which ids are live."""
+    env = {"SWITCHBOARD_API_KEYS_FILE": str(tmp_path / "keys.json"), "SWITCHBOARD_MAX_SESSIONS": "1"}
+    with make_stack(tmp_path, agents=["triage", "generalist"], env=env) as full:
+        acme, _ = await new_key(full, "acme")
+        globex, _ = await new_key(full, "globex")
+        async with RawClient(full, key=acme) as owner:
+            session_id = (await owner.open())["session_id"]
+            await owner.turn("hello")  # committed and live: the edge is at its cap of one session
+            live = await refused(full, key=globex, session_id=session_id)
+            missing = await refused(full, key=globex, session_id=f"sess_{secrets.token_hex(16)}")
+            assert live[0] == missing[0] == 503 and live[1]["error"]["code"] == missing[1]["error"]["code"]
+            async with RawClient(full, key=acme, session_id=session_id) as again:  # its owner still reconnects
+                assert (await again.open())["session_id"] == session_id

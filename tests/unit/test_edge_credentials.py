@@ -162,3 +162,14 @@ def test_credentials_are_scrubbed_from_log_lines() -> None:
     scrubbed = scrub_credentials(line)
     assert key.split("-", 2)[2] not in scrubbed and "sk-plain" not in scrubbed and "c2lnbmF0dXJl" not in scrubbed
     assert f"sb-{record.id}-[REDACTED]" in scrub_credentials(f"key {key} used")  # the id stays
+
+
+def test_a_damaged_key_hash_is_a_file_error_at_load_not_a_crash_at_connect(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    key, record = new_key("acme")
+    damaged = record.model_dump(mode="json") | {"hash": "sha256$zz$00"}
+    path.write_text(json.dumps({"keys": [damaged]}))
+    with pytest.raises(KeyFileError, match="is not valid"):
+        KeyRing(path=path)
+    path.write_text(json.dumps({"keys": [record.model_dump(mode="json")]}))
+    assert KeyRing(path=path).verify(key) is not None

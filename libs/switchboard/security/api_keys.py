@@ -64,8 +64,9 @@ class ApiKey(BaseModel):
 
     id: str = Field(pattern=r"^[0-9a-f]{12}$")
     tenant: str
-    hash: str
-    """``sha256$<salt hex>$<digest hex>``: SHA-256 of salt + secret."""
+    hash: str = Field(pattern=r"^sha256\$[0-9a-f]{32}\$[0-9a-f]{64}$")
+    """``sha256$<salt hex>$<digest hex>``: SHA-256 of salt + secret (checked at load: a damaged record is a
+    file error, not a crash at the next connection)."""
     created_at: float
     name: str = ""
     revoked_at: float | None = None

@@ -216,7 +216,10 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
         except ValueError as exc:
             await _deny(ws, 400, "invalid_session_id", str(exc))
             return
-        if deps.draining or not deps.admit(session_id):  # counted from here on, before any await
+        # counted per tenant and session id, from here on, before any await: another tenant naming a live id
+        # is a new session to the cap (503 at the cap, like a missing id), never a sign that the id is live
+        admitted = f"{principal.owner}/{session_id}"
+        if deps.draining or not deps.admit(admitted):
             reason = "edge is draining" if deps.draining else f"edge at its limit of {settings.max_sessions} sessions"
             await _deny(ws, 503, "edge_unavailable", f"{reason}; retry on another edge", retry_after="1")
             return
@@ -230,7 +233,7 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
             finally:
                 limiter.close(principal.key_id)
         finally:
-            deps.release(session_id)
+            deps.release(admitted)
 
     async def serve_session(ws: WebSocket, session_id: str, principal: Principal, limits: Limits) -> None:
         deps: EdgeDeps = app.state.deps
@@ -240,8 +243,9 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
         resuming = "session_id" in ws.query_params
         loaded = await deps.store.load(session_id) if resuming else None  # a new id was minted just now
         unknown = loaded is None and resuming and not edge_keys.issued_to(session_id, owner)
-        # sessions stored before tenants carry a plain key's bare fingerprint: the same key still owns them
-        if unknown or (loaded is not None and loaded[0].owner not in (None, owner, owner.removeprefix("dev-"))):
+        # sessions stored before tenants carry a plain (dev) key's bare fingerprint: the same key still owns them
+        owners = (owner, owner.removeprefix("dev-")) if owner.startswith("dev-") else (owner,)
+        if unknown or (loaded is not None and loaded[0].owner not in owners):
             # another tenant's session is refused exactly as one that does not exist
             await _deny(ws, 404, "session_not_found", "no session with this id for this API key's tenant")
             return

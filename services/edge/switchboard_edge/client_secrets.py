@@ -36,8 +36,11 @@ from switchboard.state.retry import cas_write
 from .auth import CLIENT_SECRET_PREFIX, MISSING, Principal, Refusal, Verifier
 from .client_events import SessionConfig
 
-MAX_SESSION_BYTES = 8 * 1024
-"""Largest session configuration a secret carries (it travels in a header or a subprotocol)."""
+MAX_SESSION_BYTES = 5 * 1024
+"""Largest session configuration a secret carries: the secret travels in one header line (a bearer token
+or a subprotocol), which WebSocket servers cap at 8 KiB; base64 and the other claims add about a third."""
+MAX_SECRET_CHARS = 7800
+"""Longest secret minted: one that could not pass an 8 KiB header line is refused at mint, not at use."""
 MAX_REQUEST_BYTES = 64 * 1024
 """Largest request body ``POST /v1/realtime/client_secrets`` reads."""
 
@@ -139,6 +142,8 @@ class ClientSecrets:
                   "s": session}  # fmt: skip
         payload = _b64(json.dumps(claims, separators=(",", ":")).encode())
         value = f"{CLIENT_SECRET_PREFIX}{payload}.{self._sign(self._signing[0], payload)}"
+        if len(value) > MAX_SECRET_CHARS:
+            raise BadRequest("invalid_value", "the session is too large to travel in a client secret", "session")
         return {"value": value, "expires_at": expires_at, "session": session}
 
     def read(self, value: str) -> Claims | Refusal:

@@ -48,8 +48,9 @@ class ConfigWatch:
         task.add_done_callback(self._tasks.discard)
 
     async def _record(self, agent: str, track: str, config: str) -> None:
+        key = f"config.{agent}.{track}.{config}"
         try:
-            await cas_write(self._kv, f"config.{agent}.{track}.{config}", b"1", 0, self._retry, "edge.config.seen")
+            await cas_write(self._kv, key, b"1", 0, self._retry, "edge.config.seen")
         except KeyWrongLastSequenceError:
             return  # recorded before, by this or another edge
         except Exception:
@@ -58,8 +59,13 @@ class ConfigWatch:
             return
         try:
             await self._control.record("agent.config_changed", agent, {"track": track, "config": config}, by=self.by)
-        except Exception:
+        except Exception:  # undo the marker, so that the next turn of this configuration tries again
             log.warning("agent configuration change not audited", extra={"agent": agent, "track": track}, exc_info=True)
+            self._known.discard((agent, track, config))
+            try:
+                await self._kv.delete(key)
+            except Exception:
+                log.warning("agent configuration marker not removed", extra={"agent": agent}, exc_info=True)
 
     async def flush(self) -> None:
         if self._tasks:

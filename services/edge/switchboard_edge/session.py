@@ -79,8 +79,8 @@ class EdgeDeps:
     _records: set[asyncio.Task[None]] = field(default_factory=set)
 
     def admit(self, session_id: str) -> bool:
-        """Count one more connection to ``session_id``; False, counting nothing, if it would open a
-        session beyond the cap. Call :meth:`release` when the connection ends."""
+        """Count one more connection to ``session_id`` (the edge passes ``<tenant>/<session id>``); False,
+        counting nothing, if it would open a session beyond the cap. Call :meth:`release` when it ends."""
         if session_id not in self.active_sessions and len(self.active_sessions) >= self.settings.max_sessions:
             return False
         self.active_sessions[session_id] = self.active_sessions.get(session_id, 0) + 1
