@@ -207,3 +207,13 @@ def test_loops_are_recognised() -> None:
     assert looks_looped("Can you tell me when my package will arrive? Can you tell me when my package will arrive? Can")
     assert looks_looped("My email is " + "ta" * 40)
     assert not looks_looped("Sure, I can help with that. Your order can be returned. Shall I start the return?")
+
+
+def test_a_looped_telling_keeps_its_first_and_other_speech_is_left_alone() -> None:
+    from switchboard.voice.whisper import drop_repeats, looks_looped
+
+    looped = "Hello, can you help me please? Hello, can you help me please? Hello, can you help me"
+    assert drop_repeats(looped) == "Hello, can you help me please?" and not looks_looped(drop_repeats(looped))
+    said = "Sure, I can help with that. Your order can be returned. Shall I start the return?"
+    assert drop_repeats(said) == said
+    assert looks_looped(drop_repeats("My email is " + "ta" * 40))  # not a repeated telling: still decoded again

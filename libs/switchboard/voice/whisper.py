@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 import zlib
 from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
@@ -44,6 +45,18 @@ def looks_looped(text: str) -> bool:
     said = [w.strip(".,?!").lower() for w in text.split()]
     grams = [tuple(said[i : i + 4]) for i in range(len(said) - 3)]
     return _compression_ratio(text) > MAX_COMPRESSION or len(set(grams)) < len(grams)
+
+
+def drop_repeats(text: str) -> str:
+    """A greedy loop tells the utterance again and again: keep its first telling. A sentence (split after
+    ``.?!``) that repeats an earlier one, or is the cut-off start of one, is dropped."""
+    kept: list[str] = []
+    for part in re.split(r"(?<=[.?!])\s+", text.strip()):
+        said = part.lower().strip(" .,?!")
+        if said and any(k.lower().strip(" .,?!").startswith(said) for k in kept):
+            continue
+        kept.append(part)
+    return " ".join(kept)
 
 
 class WhisperStt:
@@ -109,6 +122,11 @@ class WhisperStt:
         if result.no_speech_prob > self.no_speech_threshold:
             return ""
         text: str = self._tokenizer.decode(result.sequences_ids[0]).strip()
+        if looks_looped(text) and not looks_looped(drop_repeats(text)):
+            # greedy decoding repeated the whole utterance (on some CPUs' int8 kernels, a process decodes the
+            # same audio either way): its first telling is the transcript, with no second decode
+            log.info("whisper looped; kept its first telling", extra={"audio_s": round(seconds, 2)})
+            text = drop_repeats(text)
         if looks_looped(text):
             # greedy decoding fell into a loop: let faster-whisper retry with beam search and temperature fallback
             log.info("whisper repetition; decoding again", extra={"audio_s": round(seconds, 2)})
