@@ -32,8 +32,13 @@ EVENTS = {"switchboard_events": "1"}
 
 def sdk_client(stack: Stack, key: str | None = None, port: int | None = None, *, events: bool = True) -> AsyncOpenAI:
     base = f"ws://127.0.0.1:{port}/v1" if port else stack.ws_base
+    return sdk_at(base, key or stack.api_key, events=events)
+
+
+def sdk_at(base: str, key: str, *, events: bool = True) -> AsyncOpenAI:
+    """The official SDK's realtime client for the edge at ``base`` (``ws://HOST:PORT/v1``), e.g. in a container."""
     return AsyncOpenAI(
-        api_key=key or stack.api_key, websocket_base_url=base, base_url=base.replace("ws", "http", 1),
+        api_key=key, websocket_base_url=base, base_url=base.replace("ws", "http", 1),
         default_query=EVENTS if events else None,
     )  # fmt: skip
 
