@@ -204,8 +204,8 @@ class AudioTurns:
         empty caller turn and answer it (the agent sees an empty user message and can check on the caller)."""
         config, session = self.config, self.session
         vad = config.turn_detection
-        running = session._response is not None and not session._response.done()
-        if not isinstance(vad, ServerVadConfig) or config.speech_item_id is not None or running:
+        busy = [t for t in (session._response, session.pending_input) if t is not None and not t.done()]
+        if not isinstance(vad, ServerVadConfig) or busy:  # (speech cancels the timer: see _append)
             return
         item_id = new_id("item")
         await session.send(server_event(
