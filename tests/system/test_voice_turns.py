@@ -158,15 +158,15 @@ async def test_a_pause_after_an_unfinished_phrase_ends_the_turn_only_with_server
 ) -> None:
     start = espeak("I was charged twice and", speech_dir / "pause_start.wav")
     rest = espeak("I want my money back.", speech_dir / "pause_rest.wav")
-    caller = np.concatenate([start.samples, silence(1200), rest.samples])  # a hesitation mid-sentence
+    caller = np.concatenate([start.samples, silence(2000), rest.samples])  # a hesitation mid-sentence
     session = {"type": "realtime", "audio": {"input": {"turn_detection": {**turn_detection, "create_response": False}}}}
     async with RawClient(retail, events=False) as client:
         await client.open()
         await client.send({"type": "session.update", "session": session})
         updated = await client.next("session.updated")
-        for payload in said(caller, tail_ms=2000):
-            await client.send({"type": "input_audio_buffer.append", "audio": payload})
-        heard = [await client.next("conversation.item.input_audio_transcription.completed") for _ in range(turns)]
+        async with Microphone(client) as mic:  # in real time: the words are judged while the caller pauses
+            mic.say(caller)
+            heard = [await client.next("conversation.item.input_audio_transcription.completed") for _ in range(turns)]
     assert updated["session"]["audio"]["input"]["turn_detection"]["type"] == turn_detection["type"]
     said_words = words(" ".join(h["transcript"] for h in heard))
     assert "charged" in said_words and "money" in said_words, heard
@@ -202,9 +202,9 @@ async def test_transcription_settings_whisper_cannot_serve_are_refused_and_the_s
         await client.open()
         refused = []
         for transcription in ({"model": "gpt-4o-transcribe"}, {"language": "de"}):
-            await client.send({"type": "session.update", "session": {
-                "type": "realtime", "output_modalities": ["audio"], "audio": {"input": {"transcription": transcription}},
-            }})  # fmt: skip
+            audio = {"input": {"transcription": transcription}}
+            update = {"type": "realtime", "output_modalities": ["audio"], "audio": audio}
+            await client.send({"type": "session.update", "session": update})
             refused.append((await client.next("error"))["error"])
         await client.send({"type": "input_audio_buffer.append", "audio": encode_base64(b"\x00\x00")})
         still_text = (await client.next("error"))["error"]

@@ -7,7 +7,8 @@ conjunction, a preposition, an article, a filler such as "um", a comma or an ell
 open up to the eagerness's maximum (GA: 8 s low, 4 s medium, 2 s high); a complete sentence or a
 question closes it after a short wait; anything else waits as long as a plain pause. While the words are
 being transcribed the turn stays open (at most the maximum), so a slow decode on a busy machine delays
-the answer rather than cutting the caller off. Speech resuming forgets the verdict. docs/voice.md has the figures against server VAD.
+the answer rather than cutting the caller off. Speech resuming forgets the verdict. docs/voice.md has
+the figures against server VAD.
 """
 
 from __future__ import annotations
@@ -33,14 +34,18 @@ WAITS: dict[str, dict[Verdict, int]] = {
 }
 """Silence (ms, from the last speech frame) that ends a turn, by eagerness and verdict on the words."""
 
+_PREPOSITIONS = {"to", "for", "of", "at", "with", "from", "about", "into", "onto", "by", "as", "like", "after",
+                 "before", "than", "without", "between"}  # fmt: skip
+_WH = {"what", "what's", "who", "who's", "where", "where's", "which", "how", "whom", "whose", "when"}
+_COPULAS = {"is", "are", "was", "were", "am"}
+_PRONOUNS = {"it", "that", "this", "he", "she", "there", "here", "they", "we", "you", "i", "who", "what", "which"}
 _FILLERS = {"um", "umm", "uh", "uhm", "er", "erm", "hmm", "mm", "ah"}
 _GO_ON = {
     # conjunctions: something must follow
     "and", "or", "but", "nor", "so", "because", "cause", "since", "although", "though", "if", "unless",
     "until", "while", "whereas", "whether", "plus",
     # prepositions that do not end a phrasal verb ("log in", "sign up" end sentences; "for" does not)
-    "to", "for", "of", "at", "with", "from", "about", "into", "onto", "by", "as", "like", "after",
-    "before", "than", "without", "between",
+    *_PREPOSITIONS,
     # articles, possessive determiners, and a subject waiting for its verb
     "a", "an", "the", "my", "your", "our", "their", "i", "i'm", "i'd", "i'll", "i've", "it's", "there's",
     "we're", "you're", "they're", "just",
@@ -57,10 +62,12 @@ def end_of_turn(text: str) -> Verdict:
     if _TRAILING.search(text):
         return "unfinished"
     said = re.findall(r"[a-z']+", text.lower())
-    last = said[-1] if said else ""
-    if text.endswith("?"):
-        return "complete"
-    if last in _FILLERS or (last in _GO_ON and not (last == "so" and len(said) > 1 and said[-2] in _COMPLETE_SO)):
+    last, before = (said[-1] if said else ""), (said[-2] if len(said) > 1 else "")
+    if text.endswith("?") and (last not in _GO_ON or (last in _PREPOSITIONS and _WH & set(said))):
+        return "complete"  # "Who is this for?" ends; "Can you tell me about?" (Whisper's "?") does not
+    if last in _FILLERS or (last in _GO_ON and not (last == "so" and before in _COMPLETE_SO)):
+        return "unfinished"
+    if last in _COPULAS and before not in _PRONOUNS:  # "My order number is." goes on; "Yes, it is." ends
         return "unfinished"
     if text[-1] in ".!":
         return "complete"

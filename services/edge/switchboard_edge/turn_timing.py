@@ -89,13 +89,15 @@ class PauseJudge:
             return
 
         async def judge() -> str:
+            started = time.perf_counter()
             try:
                 text = await transcribe(audio)
             except BaseException:
                 detector.judge(token, "")  # no words: the pause waits as an unjudged one
                 raise
             verdict = detector.judge(token, text)
-            log.debug("pause judged", extra={"verdict": verdict, "words": len(text.split())})
+            stt_ms = round((time.perf_counter() - started) * 1000)
+            log.info("pause judged", extra={"verdict": verdict or "late", "stt_ms": stt_ms, "words": len(text.split())})
             return text
 
         audio = samples()
