@@ -156,8 +156,8 @@ async def test_idle_timeout_after_playback_prompts_the_silent_caller_and_speech_
 async def test_a_pause_after_an_unfinished_phrase_ends_the_turn_only_with_server_vad(
     retail: Stack, speech_dir: Path, turn_detection: dict[str, Any], turns: int
 ) -> None:
-    start = espeak("I was charged twice and", speech_dir / "pause_start.wav")
-    rest = espeak("I want my money back.", speech_dir / "pause_rest.wav")
+    start = espeak("So I was wondering if", speech_dir / "pause_start.wav")  # tiny.en: "So I was wondering if..."
+    rest = espeak("you could help me.", speech_dir / "pause_rest.wav")
     caller = np.concatenate([start.samples, silence(2000), rest.samples])  # a hesitation mid-sentence
     session = {"type": "realtime", "audio": {"input": {"turn_detection": {**turn_detection, "create_response": False}}}}
     async with RawClient(retail, events=False) as client:
@@ -169,10 +169,10 @@ async def test_a_pause_after_an_unfinished_phrase_ends_the_turn_only_with_server
             heard = [await client.next("conversation.item.input_audio_transcription.completed") for _ in range(turns)]
     assert updated["session"]["audio"]["input"]["turn_detection"]["type"] == turn_detection["type"]
     said_words = words(" ".join(h["transcript"] for h in heard))
-    assert "charged" in said_words and "money" in said_words, heard
+    assert "wondering" in said_words and "help" in said_words, heard
     assert [e["type"] for e in client.events].count("input_audio_buffer.speech_stopped") == turns
     if turns == 1:  # the whole sentence in one caller turn
-        assert "charged" in words(heard[0]["transcript"]) and "money" in words(heard[0]["transcript"])
+        assert {"wondering", "help"} <= set(words(heard[0]["transcript"]))
 
 
 @pytest.mark.parametrize(("prompt", "heard"), [(None, False), ("Kestrel router", True)], ids=["no_prompt", "prompt"])
