@@ -113,3 +113,15 @@ async def test_the_idle_timer_fires_after_playback_and_the_timeout_and_is_cancel
     assert task is not None and task.cancelled()
     timer.arm(time.monotonic(), 10)
     assert not timer.armed and fired == [(0, 0)]
+
+
+@pytest.mark.parametrize(("said", "ends"), [("I want a refund.", True), ("I want a refund for", False)])
+def test_a_verdict_ends_the_turn_on_the_silence_already_heard_when_no_more_audio_comes(said: str, ends: bool) -> None:
+    detector = SemanticTurnDetector(SemanticVadConfig())
+    run(detector, [0.9] * 30 + [0.0] * 15)  # a client sent its utterance and 480 ms of silence, then nothing
+    assert detector.judge(0, said) is not None
+    stop = detector.due()
+    assert (stop is not None) is ends
+    if stop is not None:
+        assert stop.audio_end_ms == 45 * FRAME_MS and detector.speech_end_ms == 30 * FRAME_MS
+        assert not detector.speaking and detector.due() is None

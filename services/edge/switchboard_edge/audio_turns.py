@@ -28,6 +28,7 @@ from switchboard.voice import (
     SemanticTurnDetector,
     ServerVadConfig,
     SpeechStarted,
+    SpeechStopped,
     SpeechToText,
     Transcript,
     VoiceError,
@@ -167,23 +168,29 @@ class AudioTurns:
                 if vad_config.interrupt_response:
                     await self.barge_in(heard_at)
             else:
-                item_id = config.speech_item_id or new_id("item")
-                config.speech_item_id = None
-                end_ms = ev.audio_end_ms + config.vad_origin_ms
-                await self.session.send(
-                    server_event("input_audio_buffer.speech_stopped", audio_end_ms=end_ms, item_id=item_id)
-                )
-                try:
-                    utterance = config.buffer.commit_until(end_ms)
-                except EmptyAudioError:
-                    continue
-                heard = self.pauses.transcript(semantic.speech_end_ms) if semantic is not None else None
-                await self._commit(utterance, item_id, respond=vad_config.create_response, heard=heard)
+                await self._speech_stopped(ev, semantic)
         if semantic is not None:
             stt = config.stt(await ready_engines())
-            self.pauses.after_audio(semantic, config.buffer.samples, lambda audio: transcribe(stt, audio))
+            self.pauses.after_audio(
+                semantic, config.buffer.samples, lambda audio: transcribe(stt, audio), self._speech_stopped
+            )
         if config.speech_item_id is None:  # nobody speaks: keep only the prefix padding
             config.buffer.trim_before(config.buffer.session_ms - vad_config.prefix_padding_ms)
+
+    async def _speech_stopped(self, ev: SpeechStopped, semantic: SemanticTurnDetector | None = None) -> None:
+        """The VAD ended the caller's turn (or semantic VAD's verdict did, on audio already heard)."""
+        config = self.config
+        item_id = config.speech_item_id or new_id("item")
+        config.speech_item_id = None
+        end_ms = ev.audio_end_ms + config.vad_origin_ms
+        await self.session.send(server_event("input_audio_buffer.speech_stopped", audio_end_ms=end_ms, item_id=item_id))
+        try:
+            utterance = config.buffer.commit_until(end_ms)
+        except EmptyAudioError:
+            return
+        heard = self.pauses.transcript(semantic.speech_end_ms) if semantic is not None else None
+        respond = config.turn_detection is not None and config.turn_detection.create_response
+        await self._commit(utterance, item_id, respond=respond, heard=heard)
 
     # --- server VAD's idle timeout ---------------------------------------------------------------------
 

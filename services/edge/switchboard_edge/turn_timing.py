@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from switchboard.voice import SemanticTurnDetector
+from switchboard.voice import SemanticTurnDetector, SpeechStopped
 from switchboard.voice.formats import Pcm16
 
 log = logging.getLogger(__name__)
@@ -80,8 +80,11 @@ class PauseJudge:
         detector: SemanticTurnDetector,
         samples: Callable[[], Pcm16],
         transcribe: Callable[[Pcm16], Awaitable[str]],
+        stopped: Callable[[SpeechStopped, SemanticTurnDetector], Awaitable[None]],
     ) -> None:
-        """Ask ``detector`` whether a pause began; if so, transcribe ``samples()`` (the buffer) and judge them."""
+        """Ask ``detector`` whether a pause began; if so, transcribe ``samples()`` (the buffer) and judge them.
+        A verdict that ends the turn on the silence already heard calls ``stopped`` at once: a client may
+        have sent its last audio (a burst, not a microphone)."""
         if self._probe is not None and not self._probe[1].done():
             return  # one decode at a time: the pause waits as long as an unjudged one
         token = detector.pause()
@@ -98,6 +101,12 @@ class PauseJudge:
             verdict = detector.judge(token, text)
             stt_ms = round((time.perf_counter() - started) * 1000)
             log.info("pause judged", extra={"verdict": verdict or "late", "stt_ms": stt_ms, "words": len(text.split())})
+            end = detector.due()
+            if end is not None:
+                try:
+                    await stopped(end, detector)  # its transcript is this one (awaited by a new task)
+                except Exception:  # the session closed meanwhile, or the commit was refused
+                    log.warning("ending the turn after its verdict failed", exc_info=True)
             return text
 
         audio = samples()
