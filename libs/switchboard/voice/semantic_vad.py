@@ -160,6 +160,15 @@ class SemanticTurnDetector(TurnDetector):
                 return self._pause
         return None
 
+    def due(self) -> SpeechStopped | None:
+        """After a verdict: the end of the turn if the silence already heard is long enough for it (the
+        audio may have stopped arriving, as from a client that sends a whole utterance at once)."""
+        if not self.speaking or self._silence_from is None or self._last_ms - self._silence_from < self.silence_ms():
+            return None
+        self.speaking, self.speech_end_ms, self._silence_from = False, self._silence_from, None
+        self._new_pause()
+        return SpeechStopped(audio_end_ms=int(round(self._last_ms)))
+
     def judge(self, token: int, text: str) -> Verdict | None:
         """Apply the verdict on the words said before pause ``token``; None when that pause is over."""
         if token != self._pause or not self.speaking:
