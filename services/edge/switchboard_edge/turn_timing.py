@@ -110,7 +110,9 @@ class PauseJudge:
             return text
 
         audio = samples()
-        self._probe = (detector.heard_until_ms, asyncio.create_task(judge()))
+        task = asyncio.create_task(judge())
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # a failure unused by a turn is not an error
+        self._probe = (detector.heard_until_ms, task)
 
     def transcript(self, speech_end_ms: float) -> asyncio.Task[str] | None:
         """The probe that heard every word of a turn whose speech ended at ``speech_end_ms`` (detector ms)."""
