@@ -46,6 +46,10 @@ class TurnDetector:
         self._silence_from: float | None = None
         self._floor_ms = 0.0  # no padding before a reset (clear) point
 
+    def silence_ms(self) -> float:
+        """The silence that ends the current speech (semantic VAD varies it with what was said)."""
+        return self.config.silence_duration_ms
+
     def reset(self, at_ms: float) -> None:
         self.speaking = False
         self._silence_from = None
@@ -65,7 +69,7 @@ class TurnDetector:
             return None
         if self._silence_from is None:
             self._silence_from = start_ms
-        if end_ms - self._silence_from >= cfg.silence_duration_ms:
+        if end_ms - self._silence_from >= self.silence_ms():
             self.speaking = False
             self._silence_from = None
             return SpeechStopped(audio_end_ms=int(round(end_ms)))

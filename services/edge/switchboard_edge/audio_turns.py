@@ -16,6 +16,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from switchboard.schemas import MessageItem, SessionState
@@ -24,7 +25,10 @@ from switchboard.voice import (
     AudioFormat,
     AudioTooLargeError,
     EmptyAudioError,
+    SemanticTurnDetector,
+    ServerVadConfig,
     SpeechStarted,
+    SpeechStopped,
     SpeechToText,
     Transcript,
     VoiceError,
@@ -44,6 +48,7 @@ from .client_events import (
 )
 from .protocol import ProtocolError, error_event, new_id, server_event
 from .response import ResponseWriter
+from .turn_timing import IdleTimer, PauseJudge
 from .voice import VoiceState, engines, ready_engines
 
 if TYPE_CHECKING:
@@ -94,11 +99,15 @@ class AudioTurns:
         self.spoken: OrderedDict[str, SpokenItem] = OrderedDict()
         """Audio timelines of the assistant items spoken on this connection (newest last)."""
         self._tasks: set[asyncio.Task[None]] = set()
+        self.idle = IdleTimer(self._idle_timeout, lambda: self.config.buffer.session_ms)
+        self.pauses = PauseJudge()
 
     def preload(self) -> None:
         engines()
 
     async def aclose(self) -> None:
+        await self.idle.aclose()
+        await self.pauses.aclose()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -142,8 +151,11 @@ class AudioTurns:
         vad = config.detector(await ready_engines(), samples.size * 1000 / PCM_RATE)
         if vad is None:
             return
+        detector = getattr(vad, "detector", None)
+        semantic = detector if isinstance(detector, SemanticTurnDetector) else None
         for ev in vad.process(samples):
             if isinstance(ev, SpeechStarted):
+                self.idle.cancel()
                 config.speech_item_id = item_id = new_id("item")
                 heard_at = time.monotonic()
                 await self.session.send(
@@ -156,23 +168,70 @@ class AudioTurns:
                 if vad_config.interrupt_response:
                     await self.barge_in(heard_at)
             else:
-                item_id = config.speech_item_id or new_id("item")
-                config.speech_item_id = None
-                end_ms = ev.audio_end_ms + config.vad_origin_ms
-                await self.session.send(
-                    server_event("input_audio_buffer.speech_stopped", audio_end_ms=end_ms, item_id=item_id)
-                )
-                try:
-                    utterance = config.buffer.commit_until(end_ms)
-                except EmptyAudioError:
-                    continue
-                await self._commit(utterance, item_id, respond=vad_config.create_response)
+                await self._speech_stopped(ev, semantic)
+        if semantic is not None:
+            stt = config.stt(await ready_engines())
+            self.pauses.after_audio(
+                semantic, config.buffer.samples, lambda audio: transcribe(stt, audio), self._speech_stopped
+            )
         if config.speech_item_id is None:  # nobody speaks: keep only the prefix padding
             config.buffer.trim_before(config.buffer.session_ms - vad_config.prefix_padding_ms)
 
+    async def _speech_stopped(self, ev: SpeechStopped, semantic: SemanticTurnDetector | None = None) -> None:
+        """The VAD ended the caller's turn (or semantic VAD's verdict did, on audio already heard)."""
+        config = self.config
+        item_id = config.speech_item_id or new_id("item")
+        config.speech_item_id = None
+        end_ms = ev.audio_end_ms + config.vad_origin_ms
+        await self.session.send(server_event("input_audio_buffer.speech_stopped", audio_end_ms=end_ms, item_id=item_id))
+        try:
+            utterance = config.buffer.commit_until(end_ms)
+        except EmptyAudioError:
+            return
+        heard = self.pauses.transcript(semantic.speech_end_ms) if semantic is not None else None
+        respond = config.turn_detection is not None and config.turn_detection.create_response
+        await self._commit(utterance, item_id, respond=respond, heard=heard)
+
+    # --- server VAD's idle timeout ---------------------------------------------------------------------
+
+    def on_response(self, response: asyncio.Task[None], writer: ResponseWriter) -> None:
+        """A response started: no idle timeout while it runs; the count starts once its audio has played."""
+        self.idle.cancel()
+        response.add_done_callback(lambda _: self._arm_idle(writer))
+
+    def _arm_idle(self, writer: ResponseWriter) -> None:
+        vad = self.config.turn_detection
+        if not isinstance(vad, ServerVadConfig) or vad.idle_timeout_ms is None or self.config.speech_item_id:
+            return  # no timeout configured, or the caller is speaking (a barge-in ended the response)
+        played = writer.played_at() if isinstance(writer, AudioResponseWriter) else time.monotonic()
+        self.idle.arm(played, vad.idle_timeout_ms)
+
+    async def _idle_timeout(self, audio_start_ms: int, audio_end_ms: int) -> None:
+        """The caller said nothing for ``idle_timeout_ms`` after the answer played: commit the silence as an
+        empty caller turn and answer it (the agent sees an empty user message and can check on the caller)."""
+        config, session = self.config, self.session
+        vad = config.turn_detection
+        busy = [t for t in (session._response, session.pending_input) if t is not None and not t.done()]
+        if not isinstance(vad, ServerVadConfig) or busy:  # (speech cancels the timer: see _append)
+            return
+        item_id = new_id("item")
+        await session.send(server_event(
+            "input_audio_buffer.timeout_triggered", audio_start_ms=audio_start_ms, audio_end_ms=audio_end_ms,
+            item_id=item_id,
+        ))  # fmt: skip
+        silence = config.buffer.samples()
+        config.buffer.clear()
+        nothing: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        nothing.set_result("")  # the VAD heard no speech: nothing to transcribe
+        await self._commit(silence, item_id, respond=vad.create_response, heard=nothing, silent=True)
+
     # --- a committed utterance becomes the caller's message ---------------------------------------------
 
-    async def _commit(self, samples: Pcm16, item_id: str, *, respond: bool) -> None:
+    async def _commit(
+        self, samples: Pcm16, item_id: str, *, respond: bool, heard: Awaitable[str] | None = None, silent: bool = False
+    ) -> None:
+        """``heard``: the transcript, when already known (semantic VAD's pause, an idle timeout's ``""``);
+        ``silent``: an idle timeout's turn, kept and answered though nothing was said."""
         session = self.session
         if len(self._tasks) >= MAX_TRANSCRIBING:
             raise ProtocolError(
@@ -182,19 +241,23 @@ class AudioTurns:
         await session.send(server_event("input_audio_buffer.committed", previous_item_id=previous, item_id=item_id))
         added = user_audio_item(item_id, None, "in_progress")
         await session.send(server_event("conversation.item.added", previous_item_id=previous, item=added))
-        task = asyncio.create_task(self._transcribe_turn(samples, item_id, session.pending_input, respond))
+        task = asyncio.create_task(
+            self._transcribe_turn(samples, item_id, session.pending_input, respond, heard=heard, silent=silent)
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         session.pending_input = task
 
     async def _transcribe_turn(
-        self, samples: Pcm16, item_id: str, before: asyncio.Task[None] | None, respond: bool
-    ) -> None:
+        self, samples: Pcm16, item_id: str, before: asyncio.Task[None] | None, respond: bool,
+        *, heard: Awaitable[str] | None = None, silent: bool = False,
+    ) -> None:  # fmt: skip
         session = self.session
         try:
-            stt = (await ready_engines()).stt
             started = time.perf_counter()
-            text = await transcribe(stt, samples)
+            text = (
+                await heard if heard is not None else await transcribe(self.config.stt(await ready_engines()), samples)
+            )
             log.info("caller audio transcribed", extra={
                 "session_id": session.state.session_id, "audio_ms": round(samples.size * 1000 / PCM_RATE),
                 "stt_ms": round((time.perf_counter() - started) * 1000), "words": len(text.split()),
@@ -216,7 +279,7 @@ class AudioTurns:
         await session.send(server_event(
             "conversation.item.input_audio_transcription.completed", **ids, transcript=text, usage=usage
         ))  # fmt: skip
-        if not text:  # nothing was said: no empty message for the agents, no response
+        if not text and not silent:  # nothing was said: no empty message for the agents, no response
             await session.send(server_event("conversation.item.deleted", item_id=item_id))
             return
         try:
@@ -258,7 +321,7 @@ class AudioTurns:
     async def transcribe_parts(self, message: UserMessage) -> str:
         """The text of a ``conversation.item.create`` message with ``input_audio`` parts: typed text
         and transcribed audio, in order."""
-        stt = (await ready_engines()).stt
+        stt = self.config.stt(await ready_engines())
         said: list[str] = []
         for index, part in enumerate(message.content):
             if part.type == "input_text":
