@@ -256,8 +256,7 @@ async def test_text_message_to_voice_session_is_answered_aloud(retail: Stack) ->
 async def test_agents_sdk_runner_holds_a_spoken_turn_with_a_handoff(retail: Stack, speech_dir: Path) -> None:
     caller = espeak("I want a refund for my order.", speech_dir / "runner.wav")
     agent = RealtimeAgent(name="caller", instructions="Help the caller.")
-    settings = {"input_audio_transcription": {"model": "whisper-1"}}  # else the SDK's defaults: audio, semantic VAD
-    async with runner_session(retail, agent, settings=settings) as log:
+    async with runner_session(retail, agent, settings={}) as log:  # SDK defaults: gpt-4o-mini-transcribe, semantic VAD
         for chunk in pcm_chunks(caller.samples):
             await log.session.send_audio(chunk)
         await log.wait(lambda: len(log.dones()) == 1, timeout_s=60)

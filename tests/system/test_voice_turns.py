@@ -201,7 +201,7 @@ async def test_transcription_settings_whisper_cannot_serve_are_refused_and_the_s
     async with RawClient(retail, events=False) as client:
         await client.open()
         refused = []
-        for transcription in ({"model": "gpt-4o-transcribe"}, {"language": "de"}):
+        for transcription in ({"model": "gpt-4o-transcribe-diarize"}, {"language": "de"}):
             audio = {"input": {"transcription": transcription}}
             update = {"type": "realtime", "output_modalities": ["audio"], "audio": audio}
             await client.send({"type": "session.update", "session": update})
@@ -212,7 +212,7 @@ async def test_transcription_settings_whisper_cannot_serve_are_refused_and_the_s
         ("invalid_request_error", "invalid_value", "session.audio.input.transcription.model"),
         ("invalid_request_error", "invalid_value", "session.audio.input.transcription.language"),
     ]
-    assert "gpt-4o-transcribe" in refused[0]["message"] and "whisper-1" in refused[0]["message"]
+    assert "gpt-4o-transcribe-diarize" in refused[0]["message"] and "whisper-1" in refused[0]["message"]
     assert "English" in refused[1]["message"]
     assert still_text["code"] == "audio_not_enabled"  # the refused update changed nothing
 

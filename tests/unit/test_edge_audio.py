@@ -59,7 +59,7 @@ def test_session_audio_settings_are_checked_whole_before_anything_changes() -> N
 @pytest.mark.parametrize(
     ("transcription", "param", "says"),
     [
-        ({"model": "gpt-4o-transcribe"}, "model", "Whisper tiny.en"),
+        ({"model": "gpt-4o-transcribe-diarize"}, "model", "Whisper tiny.en"),
         ({"model": "whisper-large-v3"}, "model", "whisper-1"),
         ({"language": "fr"}, "language", "English ('en') only"),
         ({"languages": ["en", "de"]}, "languages", "English ('en') only"),
@@ -79,7 +79,9 @@ def test_transcription_settings_the_shipped_whisper_cannot_serve_are_refused_nam
     assert state.transcription is None  # nothing changed
 
 
-@pytest.mark.parametrize("model", ["whisper-tiny.en", "tiny.en", "whisper-tiny", "whisper-1", None])
+@pytest.mark.parametrize(
+    "model", ["whisper-tiny.en", "tiny.en", "whisper-1", "gpt-4o-mini-transcribe", "gpt-realtime-whisper", None]
+)
 def test_the_shipped_whisper_is_accepted_by_its_names_and_the_prompt_reaches_it(model: str | None) -> None:
     state = VoiceState()
     state.apply({"input": {"transcription": {"model": model, "language": "en", "prompt": "Kestrel router",

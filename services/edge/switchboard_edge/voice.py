@@ -45,7 +45,14 @@ class _Loose(BaseModel):
 
 STT_MODEL = "whisper-tiny.en"
 """The one transcription model that ships; ``STT_MODELS`` are the names a session may ask it by."""
-STT_MODELS = frozenset({STT_MODEL, "tiny.en", "whisper-tiny", "whisper-1"})
+OPENAI_STT_MODELS = frozenset({
+    "whisper-1", "gpt-transcribe", "gpt-live-transcribe", "gpt-4o-transcribe", "gpt-4o-mini-transcribe",
+    "gpt-4o-mini-transcribe-2025-12-15", "gpt-realtime-whisper",
+})  # fmt: skip
+"""The GA protocol's transcription models that a client may name and the shipped Whisper serves instead, so an
+official client on its defaults (the Agents SDK asks for ``gpt-4o-mini-transcribe``) works unchanged. Not
+``gpt-4o-transcribe-diarize``: its speaker labels cannot be served."""
+STT_MODELS = frozenset({STT_MODEL, "tiny.en", "whisper-tiny"}) | OPENAI_STT_MODELS
 STT_LANGUAGES = frozenset({"en"})
 """Whisper tiny.en hears English only."""
 
@@ -55,7 +62,7 @@ class Transcription(_Loose):
     caller (the agents work on the words); these settings steer that transcription."""
 
     model: str | None = None
-    """One of ``STT_MODELS`` (all the shipped Whisper tiny.en); another model is refused."""
+    """One of ``STT_MODELS``, all served by the shipped Whisper tiny.en; another model is refused."""
     language: str | None = None
     languages: list[str] | None = None
     """ISO-639-1; only ``en``."""
@@ -73,7 +80,7 @@ class Transcription(_Loose):
             names = ", ".join(sorted(STT_MODELS))
             raise ValueError(
                 f"transcription model {model!r} is not available on this edge; it transcribes with Whisper "
-                f"tiny.en (model: {names})"
+                f"tiny.en, asked for by any of: {names}"
             )
         return model
 
