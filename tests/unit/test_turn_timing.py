@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
+import numpy as np
 import pytest
 
-from switchboard.voice import SemanticTurnDetector, SemanticVadConfig, SpeechStarted, end_of_turn
-from switchboard.voice.semantic_vad import PROBE_MS, WAITS
-from switchboard_edge.turn_timing import IdleTimer
+from switchboard.voice import (
+    SemanticTurnDetector,
+    SemanticVadConfig,
+    ServerVadConfig,
+    SpeechStarted,
+    SpeechStopped,
+    TurnDetector,
+    end_of_turn,
+)
+from switchboard.voice.formats import Pcm16
+from switchboard.voice.semantic_vad import WAITS
+from switchboard.voice.turn_detection import PROBE_MS
+from switchboard_edge.turn_timing import IdleTimer, PauseJudge
 
 FRAME_MS = 32.0
 
@@ -125,3 +137,56 @@ def test_a_verdict_ends_the_turn_on_the_silence_already_heard_when_no_more_audio
     if stop is not None:
         assert stop.audio_end_ms == 45 * FRAME_MS and detector.speech_end_ms == 30 * FRAME_MS
         assert not detector.speaking and detector.due() is None
+
+
+async def test_server_vad_transcribes_at_the_pause_and_the_turn_that_ends_there_reuses_it() -> None:
+    """With plain server VAD too, the words are transcribed once the caller has paused ``PROBE_MS``, while the
+    turn's 500 ms of silence are still being waited for; the turn that then ends takes that transcript (no
+    second decode). Speech after the probe makes it stale: the turn is decoded whole at its end."""
+    decoded: list[int] = []
+
+    async def transcribe(audio: Pcm16) -> str:
+        decoded.append(audio.size)
+        return f"{audio.size} samples"
+
+    async def never(ev: SpeechStopped, detector: TurnDetector) -> None:
+        raise AssertionError("server VAD's wait does not follow the words")
+
+    async def feed(
+        detector: TurnDetector, judge: PauseJudge, pattern: list[float], start: int, stt: Any = transcribe
+    ) -> list[str]:
+        events = []
+        for i, p in enumerate(pattern, start):
+            ev = detector.frame(p, i * FRAME_MS, (i + 1) * FRAME_MS)
+            if ev is not None:
+                events.append(ev.type)
+            judge.after_audio(detector, lambda i=i: np.zeros(i, dtype=np.int16), stt, never)
+            await asyncio.sleep(0)  # ok-sleep: one loop step, as between two audio appends
+        return events
+
+    detector, judge = TurnDetector(ServerVadConfig()), PauseJudge()
+    assert await feed(detector, judge, [0.9] * 20 + [0.0] * 20, 0) == ["speech_started", "speech_stopped"]
+    probe = judge.transcript(detector)
+    assert probe is not None and await probe == f"{20 + int(PROBE_MS // FRAME_MS)} samples"
+    assert len(decoded) == 1  # one decode for the turn: the probe's
+
+    # A pause, then more words: the next pause's probe (which heard them all) is the one used.
+    pattern = [0.9] * 20 + [0.0] * 8 + [0.9] * 20 + [0.0] * 20
+    assert await feed(detector, judge, pattern, 100) == ["speech_started", "speech_stopped"]
+    probe = judge.transcript(detector)
+    assert probe is not None and await probe == f"{100 + 20 + 8 + 20 + int(PROBE_MS // FRAME_MS)} samples"
+
+    # The same, but the first pause's decode is still running at the second pause (one at a time): its words
+    # are stale, so the turn gets no transcript from a probe and is decoded whole at its end.
+    gate = asyncio.Event()
+
+    async def slow(audio: Pcm16) -> str:
+        await gate.wait()
+        return "stale"
+
+    detector = TurnDetector(ServerVadConfig())
+    assert await feed(detector, judge, pattern, 0, slow) == ["speech_started", "speech_stopped"]
+    assert judge.transcript(detector) is None
+    gate.set()
+    assert judge.transcript(TurnDetector(ServerVadConfig())) is None  # another detector's turn: not this probe
+    await judge.aclose()

@@ -18,14 +18,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from .interfaces import SpeechStopped, VadEvent
 from .turn_detection import ServerVadConfig, TurnDetector
 
 Eagerness = Literal["low", "medium", "high", "auto"]
 Verdict = Literal["complete", "unfinished", "unknown"]
-
-PROBE_MS = 150
-"""Silence after which the words so far are transcribed and judged (gaps between words are shorter)."""
 
 WAITS: dict[str, dict[Verdict, int]] = {
     "high": {"complete": 250, "unknown": 500, "unfinished": 2000},
@@ -114,60 +110,20 @@ class SemanticTurnDetector(TurnDetector):
     """
 
     def __init__(self, config: SemanticVadConfig) -> None:
-        super().__init__(config.vad())
         self.semantic = config
         self.verdict: Verdict | None = None
-        self._pause = 0  # counts pauses; a token names one
-        self._asked = False
-        self._last_ms = 0.0
-        self.speech_end_ms = 0.0
-        """Where the last turn's speech ended (its silence began), detector clock."""
+        super().__init__(config.vad())
 
     def silence_ms(self) -> float:
         if self.verdict is None and self._asked:  # the words are being transcribed: wait for them, at most the max
             return self.semantic.waits["unfinished"]
         return self.semantic.waits[self.verdict or "unknown"]
 
-    def reset(self, at_ms: float) -> None:
-        super().reset(at_ms)
-        self._new_pause()
-
-    def frame(self, probability: float, start_ms: float, end_ms: float) -> VadEvent | None:
-        silence_from = self._silence_from
-        event = super().frame(probability, start_ms, end_ms)
-        self._last_ms = end_ms
-        if isinstance(event, SpeechStopped) and silence_from is not None:
-            self.speech_end_ms = silence_from
-        if self._silence_from is None:  # speaking again, or the turn ended: the next pause is a new one
-            self._new_pause()
-        return event
-
     def _new_pause(self) -> None:
-        if self._asked or self.verdict is not None:
+        if self.verdict is not None and not self._asked:
             self._pause += 1
-        self.verdict, self._asked = None, False
-
-    @property
-    def heard_until_ms(self) -> float:
-        """The end of the last frame scored (detector clock)."""
-        return self._last_ms
-
-    def pause(self) -> int | None:
-        """A token when the caller has paused ``PROBE_MS`` mid-turn and the words are not yet being judged."""
-        if self.speaking and self._silence_from is not None and not self._asked:
-            if self._last_ms - self._silence_from >= PROBE_MS:
-                self._asked = True
-                return self._pause
-        return None
-
-    def due(self) -> SpeechStopped | None:
-        """After a verdict: the end of the turn if the silence already heard is long enough for it (the
-        audio may have stopped arriving, as from a client that sends a whole utterance at once)."""
-        if not self.speaking or self._silence_from is None or self._last_ms - self._silence_from < self.silence_ms():
-            return None
-        self.speaking, self.speech_end_ms, self._silence_from = False, self._silence_from, None
-        self._new_pause()
-        return SpeechStopped(audio_end_ms=int(round(self._last_ms)))
+        super()._new_pause()
+        self.verdict = None
 
     def judge(self, token: int, text: str) -> Verdict | None:
         """Apply the verdict on the words said before pause ``token``; None when that pause is over."""

@@ -25,12 +25,12 @@ from switchboard.voice import (
     AudioFormat,
     AudioTooLargeError,
     EmptyAudioError,
-    SemanticTurnDetector,
     ServerVadConfig,
     SpeechStarted,
     SpeechStopped,
     SpeechToText,
     Transcript,
+    TurnDetector,
     VoiceError,
     decode_base64,
     to_pcm16_24k,
@@ -152,7 +152,7 @@ class AudioTurns:
         if vad is None:
             return
         detector = getattr(vad, "detector", None)
-        semantic = detector if isinstance(detector, SemanticTurnDetector) else None
+        pauses = detector if isinstance(detector, TurnDetector) else None
         for ev in vad.process(samples):
             if isinstance(ev, SpeechStarted):
                 self.idle.cancel()
@@ -168,16 +168,16 @@ class AudioTurns:
                 if vad_config.interrupt_response:
                     await self.barge_in(heard_at)
             else:
-                await self._speech_stopped(ev, semantic)
-        if semantic is not None:
+                await self._speech_stopped(ev, pauses)
+        if pauses is not None:  # transcribe at a pause, while the VAD waits for the turn's end
             stt = config.stt(await ready_engines())
             self.pauses.after_audio(
-                semantic, config.buffer.samples, lambda audio: transcribe(stt, audio), self._speech_stopped
+                pauses, config.buffer.samples, lambda audio: transcribe(stt, audio), self._speech_stopped
             )
         if config.speech_item_id is None:  # nobody speaks: keep only the prefix padding
             config.buffer.trim_before(config.buffer.session_ms - vad_config.prefix_padding_ms)
 
-    async def _speech_stopped(self, ev: SpeechStopped, semantic: SemanticTurnDetector | None = None) -> None:
+    async def _speech_stopped(self, ev: SpeechStopped, detector: TurnDetector | None = None) -> None:
         """The VAD ended the caller's turn (or semantic VAD's verdict did, on audio already heard)."""
         config = self.config
         item_id = config.speech_item_id or new_id("item")
@@ -188,7 +188,7 @@ class AudioTurns:
             utterance = config.buffer.commit_until(end_ms)
         except EmptyAudioError:
             return
-        heard = self.pauses.transcript(semantic.speech_end_ms) if semantic is not None else None
+        heard = self.pauses.transcript(detector) if detector is not None else None
         respond = config.turn_detection is not None and config.turn_detection.create_response
         await self._commit(utterance, item_id, respond=respond, heard=heard)
 
@@ -261,6 +261,7 @@ class AudioTurns:
             log.info("caller audio transcribed", extra={
                 "session_id": session.state.session_id, "audio_ms": round(samples.size * 1000 / PCM_RATE),
                 "stt_ms": round((time.perf_counter() - started) * 1000), "words": len(text.split()),
+                "from_pause": heard is not None,
             })  # fmt: skip
         except Exception as exc:  # the STT failed: the caller is told, the session goes on
             log.warning("transcription failed", extra={"session_id": session.state.session_id}, exc_info=True)

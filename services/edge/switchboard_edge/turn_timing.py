@@ -1,4 +1,4 @@
-"""When a caller's turn ends besides plain silence: server VAD's idle timeout and semantic VAD's pauses.
+"""When a caller's turn ends besides plain silence: server VAD's idle timeout; the caller's pauses.
 
 :class:`IdleTimer` (``turn_detection.idle_timeout_ms``, server VAD): once the last response's audio has
 played, a caller silent for the timeout gets ``input_audio_buffer.timeout_triggered``; the edge then
@@ -6,10 +6,11 @@ commits the silent buffer as an empty caller turn and answers it, so the agent c
 caller is still there. One timer per session, re-armed by each response, stopped by speech, a new
 response or the session's end.
 
-:class:`PauseJudge` (``semantic_vad``): when the caller pauses, the words so far are transcribed once
-in a worker thread and the detector is told whether they read as finished
-(:class:`~switchboard.voice.SemanticTurnDetector`). If the turn then ends with no more speech, that
-transcript is the turn's transcript: no second decode.
+:class:`PauseJudge`: when the caller pauses mid-turn (``PROBE_MS`` of silence), the words so far are
+transcribed once in a worker thread, while the VAD still waits for the silence that ends the turn. If the
+turn then ends with no more speech, that transcript is the turn's transcript: the decode is done by the
+time the turn ends, and costs the caller no wait. Semantic VAD is also told whether those words read as
+finished (:class:`~switchboard.voice.SemanticTurnDetector`), which sets how long the pause may last.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from switchboard.voice import SemanticTurnDetector, SpeechStopped
+from switchboard.voice import SpeechStopped, TurnDetector
 from switchboard.voice.formats import Pcm16
 
 log = logging.getLogger(__name__)
@@ -69,23 +70,23 @@ class IdleTimer:
 
 
 class PauseJudge:
-    """One session's semantic VAD probes: at most one transcription of the words so far at a time."""
+    """One session's pause probes: at most one transcription of the words so far at a time."""
 
     def __init__(self) -> None:
-        self._probe: tuple[float, asyncio.Task[str]] | None = None
-        """The latest probe: (detector ms its audio reaches, its transcript)."""
+        self._probe: tuple[TurnDetector, float, asyncio.Task[str]] | None = None
+        """The latest probe: (its detector, detector ms its audio reaches, its transcript)."""
 
     def after_audio(
         self,
-        detector: SemanticTurnDetector,
+        detector: TurnDetector,
         samples: Callable[[], Pcm16],
         transcribe: Callable[[Pcm16], Awaitable[str]],
-        stopped: Callable[[SpeechStopped, SemanticTurnDetector], Awaitable[None]],
+        stopped: Callable[[SpeechStopped, TurnDetector], Awaitable[None]],
     ) -> None:
         """Ask ``detector`` whether a pause began; if so, transcribe ``samples()`` (the buffer) and judge them.
         A verdict that ends the turn on the silence already heard calls ``stopped`` at once: a client may
         have sent its last audio (a burst, not a microphone)."""
-        if self._probe is not None and not self._probe[1].done():
+        if self._probe is not None and not self._probe[2].done():
             return  # one decode at a time: the pause waits as long as an unjudged one
         token = detector.pause()
         if token is None:
@@ -100,7 +101,7 @@ class PauseJudge:
                 raise
             verdict = detector.judge(token, text)
             stt_ms = round((time.perf_counter() - started) * 1000)
-            log.info("pause judged", extra={"verdict": verdict or "late", "stt_ms": stt_ms, "words": len(text.split())})
+            log.info("pause transcribed", extra={"verdict": verdict, "stt_ms": stt_ms, "words": len(text.split())})
             end = detector.due()
             if end is not None:
                 try:
@@ -112,17 +113,18 @@ class PauseJudge:
         audio = samples()
         task = asyncio.create_task(judge())
         task.add_done_callback(lambda t: t.cancelled() or t.exception())  # a failure unused by a turn is not an error
-        self._probe = (detector.heard_until_ms, task)
+        self._probe = (detector, detector.heard_until_ms, task)
 
-    def transcript(self, speech_end_ms: float) -> asyncio.Task[str] | None:
-        """The probe that heard every word of a turn whose speech ended at ``speech_end_ms`` (detector ms)."""
-        if self._probe is None or self._probe[0] < speech_end_ms:
+    def transcript(self, detector: TurnDetector) -> asyncio.Task[str] | None:
+        """The probe that heard every word of the turn ``detector`` just ended (its speech ended at
+        ``speech_end_ms``); None if the caller spoke again after it (or another detector made it)."""
+        if self._probe is None or self._probe[0] is not detector or self._probe[1] < detector.speech_end_ms:
             return None
-        probe, self._probe = self._probe[1], None
+        probe, self._probe = self._probe[2], None
         return probe
 
     async def aclose(self) -> None:
         if self._probe is not None:
-            self._probe[1].cancel()
-            await asyncio.gather(self._probe[1], return_exceptions=True)
+            self._probe[2].cancel()
+            await asyncio.gather(self._probe[2], return_exceptions=True)
             self._probe = None
