@@ -54,6 +54,7 @@ async def test_weight_split_and_pinning_across_turns_resume_and_edge_restart(tmp
         first = {c.session_id: track_of(stack, c, canary.pid)[0] for c in callers}
         on_canary = sum(t == "canary" for t in first.values())
         low, high = binomial_bounds(SESSIONS, WEIGHT / 100)
+        print(f"\nweight {WEIGHT}: {on_canary} of {SESSIONS} new sessions on the canary (bounds {low}-{high})")
         assert low <= on_canary <= high, f"{on_canary} of {SESSIONS} sessions on the canary at weight {WEIGHT}"
 
         # the weight changes live; pinned sessions stay where they are, new ones follow the new weight
