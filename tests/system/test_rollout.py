@@ -23,12 +23,14 @@ from .stacks import ROOT, make_stack
 
 pytestmark = pytest.mark.system
 
-SESSIONS = 200
+SESSIONS = 400
 WEIGHT = 30
 
 
-def binomial_bounds(n: int, p: float, sds: float = 5.0) -> tuple[int, int]:
-    """Counts outside mean +- 5 standard deviations happen with probability < 1e-6 for a fair draw."""
+def binomial_bounds(n: int, p: float, sds: float = 4.5) -> tuple[int, int]:
+    """Counts outside mean +- 4.5 standard deviations happen with probability < 1e-5 for a fair draw. With 400
+    sessions at weight 30 that is 78-162: a canary share off by half (15 % or 60 %) falls outside (at 200
+    sessions and 5 sd, 27-93, a halved weight passed about 3 times in 4)."""
     mean, sd = n * p, math.sqrt(n * p * (1 - p))
     return math.floor(mean - sds * sd), math.ceil(mean + sds * sd)
 
