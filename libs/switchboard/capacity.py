@@ -154,8 +154,9 @@ def plan(workload: Workload, costs: Costs, limits: Limits | None = None) -> Plan
     nats_cores = nats_cores_r1 * (costs.nats_replication_factor if limits.js_replicas > 1 else 1.0)
     nodes = max(limits.js_replicas, math.ceil(nats_cores / (limits.nats_cores_per_node * util)))
     edge = {
-        "replicas": edges, "cores": round(edge_cores, 3), "voice_cores": round(voice_cores, 3), "replicas_for_cpu": by_cpu,
-        "replicas_for_sessions": by_sessions, "memory_mib": round(workload.calls * costs.edge_kib_per_session / 1024),
+        "replicas": edges, "cores": round(edge_cores, 3), "voice_cores": round(voice_cores, 3),
+        "replicas_for_cpu": by_cpu, "replicas_for_sessions": by_sessions,
+        "memory_mib": round(workload.calls * costs.edge_kib_per_session / 1024),
     }  # fmt: skip
     kv_writes = turns * 2  # the caller's item, then the committed response (compare-and-set each)
     nats = {
