@@ -40,7 +40,7 @@ def track_of(stack: Stack, caller: Caller, canary_pid: int) -> list[str]:
     out = []
     for reply in caller.replies:
         assert reply.status == "completed" and reply.agent == "triage", (reply.status, reply.agent, reply.errors)
-        out.append("canary" if reply.metadata["replica"].endswith(f":{canary_pid}") else "stable")
+        out.append("canary" if f":{canary_pid}:" in reply.metadata["replica"] else "stable")
     return out
 
 
