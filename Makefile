@@ -13,7 +13,7 @@ help: ## show this help
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench,embeddings,voice]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench,embeddings,voice,kube]'
 	@touch $(STAMP)
 
 SYSTEM_TOOLS := espeak-ng sox
