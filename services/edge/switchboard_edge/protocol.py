@@ -25,11 +25,12 @@ from .client_events import (
     SessionUpdate,
     client_event_adapter,
 )
+from .server_events import Error, ErrorBody, ServerEvent
 
 __all__ = [
     "ClientEvent", "ConversationItemCreate", "ProtocolError", "ResponseCancel", "ResponseCreate", "SessionUpdate",
-    "assistant_item", "encode_event", "error_event", "function_call_item", "new_id",
-    "parse_client_event", "server_event", "session_config", "user_item",
+    "assistant_item", "encode_event", "error_event", "function_call_item", "new_event_id", "new_id",
+    "parse_client_event", "session_config", "user_item",
 ]  # fmt: skip
 
 
@@ -116,28 +117,29 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{_ID_PREFIX}{next(_ID_COUNTER):010x}"
 
 
-def server_event(kind: str, **fields: Any) -> dict[str, Any]:
-    return {"type": kind, "event_id": new_id("event"), **fields}
+def new_event_id() -> str:
+    """The ``event_id`` of a server event (each event's TypedDict in ``server_events`` requires one)."""
+    return new_id("event")
 
 
-def encode_event(event: dict[str, Any]) -> str:
+def encode_event(event: ServerEvent) -> str:
     """A server event as the text of one WebSocket frame."""
     return orjson.dumps(event).decode()
 
 
 def error_event(
     err: ProtocolError | None = None, *, code: str = "", message: str = "", kind: str = "server_error"
-) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "type": "invalid_request_error" if err else kind,
-        "code": err.code if err else code,
-        "message": err.message if err else message,
-    }
+) -> Error:
+    body = ErrorBody(
+        type="invalid_request_error" if err else kind,
+        code=err.code if err else code,
+        message=err.message if err else message,
+    )
     if err and err.param:
         body["param"] = err.param
     if err and err.event_id:
         body["event_id"] = err.event_id
-    return server_event("error", error=body)
+    return Error(type="error", event_id=new_event_id(), error=body)
 
 
 def user_item(item_id: str, text: str) -> dict[str, Any]:

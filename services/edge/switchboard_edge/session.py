@@ -46,12 +46,25 @@ from .protocol import (
     ProtocolError,
     encode_event,
     error_event,
+    new_event_id,
     new_id,
     parse_client_event,
-    server_event,
     session_config,
 )
 from .response import ResponseWriter
+from .server_events import (
+    ConversationItemAdded,
+    ConversationItemDeleted,
+    ConversationItemDone,
+    ConversationItemRetrieved,
+    ConversationItemTruncated,
+    Error,
+    ServerEvent,
+    SessionCreated,
+    SessionUpdated,
+    SwitchboardReconnect,
+    SwitchboardSession,
+)
 
 if TYPE_CHECKING:  # the voice extra is imported only when a session uses audio
     from .audio_turns import AudioTurns
@@ -163,17 +176,17 @@ class EdgeSession:
         self.pending_input: asyncio.Task[None] | None = None
         """The caller's latest spoken item while it is transcribed; a response waits for it."""
 
-    async def send(self, event: dict[str, Any]) -> None:
+    async def send(self, event: ServerEvent) -> None:
         async with self._send_lock:
             await self.ws.send_text(encode_event(event))
 
     async def run(self) -> None:
-        await self.send(server_event("session.created", session=self._config))
+        await self.send(SessionCreated(type="session.created", event_id=new_event_id(), session=self._config))
         if self.platform_events:
             await self.send(
-                server_event(
-                    "switchboard.session", session_id=self.state.session_id, resumed=self.resumed,
-                    active_agent=self.state.active_agent,
+                SwitchboardSession(
+                    type="switchboard.session", event_id=new_event_id(), session_id=self.state.session_id,
+                    resumed=self.resumed, active_agent=self.state.active_agent,
                     history_items=self.state.archived_items + len(self.state.history),
                 )
             )  # fmt: skip
@@ -203,14 +216,15 @@ class EdgeSession:
             await asyncio.wait([task], timeout=grace_s)
         try:
             if self.platform_events:
-                await self.send(
-                    server_event("switchboard.reconnect", reason="edge draining", session_id=self.state.session_id)
-                )
+                await self.send(SwitchboardReconnect(
+                    type="switchboard.reconnect", event_id=new_event_id(), reason="edge draining",
+                    session_id=self.state.session_id,
+                ))  # fmt: skip
             await self.ws.close(code=1012, reason="edge draining; reconnect with session_id")
         except Exception:  # the client is already gone
             log.debug("drain: client already gone", exc_info=True)
 
-    async def close(self, code: int, reason: str, error: dict[str, Any] | None = None) -> None:
+    async def close(self, code: int, reason: str, error: Error | None = None) -> None:
         """End the response in flight (it still gets its ``response.done``), send ``error`` if given, close."""
         self._closed = True
         await self._cancel_response()
@@ -235,7 +249,9 @@ class EdgeSession:
                 await self._item_create(event)
             elif isinstance(event, ConversationItemRetrieve):
                 item = self.state.history[items.find(self.state.history, event.item_id)]
-                await self.send(server_event("conversation.item.retrieved", item=items.to_realtime(item)))
+                await self.send(ConversationItemRetrieved(
+                    type="conversation.item.retrieved", event_id=new_event_id(), item=items.to_realtime(item)
+                ))  # fmt: skip
             elif isinstance(event, ConversationItemDelete):
                 await self._item_delete(event)
             elif isinstance(event, ConversationItemTruncate):
@@ -282,7 +298,7 @@ class EdgeSession:
 
     async def _session_update(self, event: SessionUpdate) -> None:
         self.apply_session(event.session)
-        await self.send(server_event("session.updated", session=self._config))
+        await self.send(SessionUpdated(type="session.updated", event_id=new_event_id(), session=self._config))
 
     def apply_session(self, session: SessionConfig) -> None:
         """Take a session configuration (a ``session.update``'s, or a client secret's at connect).
@@ -339,8 +355,12 @@ class EdgeSession:
         payload = items.to_realtime(item)
         if spoken:
             payload["content"] = [{"type": "input_audio", "transcript": text}]
-        await self.send(server_event("conversation.item.added", previous_item_id=previous, item=payload))
-        await self.send(server_event("conversation.item.done", previous_item_id=previous, item=payload))
+        await self.send(ConversationItemAdded(
+            type="conversation.item.added", event_id=new_event_id(), previous_item_id=previous, item=payload
+        ))  # fmt: skip
+        await self.send(ConversationItemDone(
+            type="conversation.item.done", event_id=new_event_id(), previous_item_id=previous, item=payload
+        ))  # fmt: skip
 
     async def screen(self, text: str) -> tuple[str, bool]:
         """The caller's words through the input guardrails (and the moderation model, when one is
@@ -363,7 +383,9 @@ class EdgeSession:
             return current.model_copy(update={"history": [*current.history[:at], *current.history[at + 1 :]]})
 
         await self._commit(delete)
-        await self.send(server_event("conversation.item.deleted", item_id=event.item_id))
+        await self.send(
+            ConversationItemDeleted(type="conversation.item.deleted", event_id=new_event_id(), item_id=event.item_id)
+        )
 
     async def _item_truncate(self, event: ConversationItemTruncate) -> None:
         """GA truncation cuts an assistant item's audio at ``audio_end_ms`` (what the caller heard). Text
@@ -375,8 +397,9 @@ class EdgeSession:
             raise ProtocolError("invalid_value", "the item has one content part (index 0)", param="content_index")
         if self.audio is not None and await self.audio.truncate(event.item_id, event.audio_end_ms):
             return  # a spoken item: its stored text is cut to the words heard
-        await self.send(server_event(
-            "conversation.item.truncated", item_id=event.item_id, content_index=0, audio_end_ms=event.audio_end_ms
+        await self.send(ConversationItemTruncated(
+            type="conversation.item.truncated", event_id=new_event_id(), item_id=event.item_id, content_index=0,
+            audio_end_ms=event.audio_end_ms,
         ))  # fmt: skip
 
     async def _commit(self, change: Callable[[SessionState], SessionState]) -> None:
