@@ -27,11 +27,12 @@ from switchboard_edge.protocol import (
     SessionUpdate,
     assistant_item,
     error_event,
+    new_event_id,
     parse_client_event,
-    server_event,
     session_config,
     user_item,
 )
+from switchboard_edge import server_events as sent
 
 LIMIT = 64 * 1024
 MSG: dict[str, Any] = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "x"}]}
@@ -237,8 +238,9 @@ def test_server_error_event_matches_sdk() -> None:
 
 @pytest.mark.parametrize("status", ["in_progress", "completed", "incomplete"])
 def test_output_item_added_with_assistant_item_matches_sdk(status: str) -> None:
-    event = server_event("response.output_item.added", response_id="resp_1", output_index=0,
-                         item=assistant_item("item_9", "Hello", status))  # fmt: skip
+    event = sent.ResponseOutputItemAdded(type="response.output_item.added", event_id=new_event_id(),
+                                         response_id="resp_1", output_index=0,
+                                         item=assistant_item("item_9", "Hello", status))  # fmt: skip
     parsed = server_events.validate_python(event)
     assert isinstance(parsed, ResponseOutputItemAddedEvent)
     assert isinstance(parsed.item, RealtimeConversationItemAssistantMessage)
@@ -249,15 +251,17 @@ def test_output_item_added_with_assistant_item_matches_sdk(status: str) -> None:
 
 
 def test_output_item_done_matches_sdk() -> None:
-    event = server_event("response.output_item.done", response_id="resp_1", output_index=1,
-                         item=assistant_item("item_9", "Bye", "completed"))  # fmt: skip
+    event = sent.ResponseOutputItemDone(type="response.output_item.done", event_id=new_event_id(),
+                                        response_id="resp_1", output_index=1,
+                                        item=assistant_item("item_9", "Bye", "completed"))  # fmt: skip
     parsed = ResponseOutputItemDoneEvent.model_validate(event)
     assert parsed.output_index == 1
     assert isinstance(parsed.item, RealtimeConversationItemAssistantMessage)
 
 
 def test_conversation_item_added_with_user_item_matches_sdk() -> None:
-    event = server_event("conversation.item.added", previous_item_id=None, item=user_item("item_1", "hi"))
+    event = sent.ConversationItemAdded(type="conversation.item.added", event_id=new_event_id(),
+                                       previous_item_id=None, item=user_item("item_1", "hi"))  # fmt: skip
     parsed = server_events.validate_python(event)
     assert isinstance(parsed, ConversationItemAdded)
     assert isinstance(parsed.item, RealtimeConversationItemUserMessage)
@@ -265,7 +269,8 @@ def test_conversation_item_added_with_user_item_matches_sdk() -> None:
 
 
 def test_session_created_matches_sdk() -> None:
-    event = server_event("session.created", session=session_config("sess_1", "retail", "Be helpful."))
+    event = sent.SessionCreated(type="session.created", event_id=new_event_id(),
+                                session=session_config("sess_1", "retail", "Be helpful."))  # fmt: skip
     parsed = server_events.validate_python(event)
     assert isinstance(parsed, SessionCreatedEvent)
     assert isinstance(parsed.session, RealtimeSessionCreateRequest)
@@ -276,5 +281,5 @@ def test_session_created_matches_sdk() -> None:
 
 
 def test_server_event_ids_are_unique() -> None:
-    ids = {server_event("x")["event_id"] for _ in range(50)}
+    ids = {new_event_id() for _ in range(50)}
     assert len(ids) == 50
