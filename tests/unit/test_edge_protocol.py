@@ -19,6 +19,7 @@ from openai.types.realtime import (
 )
 from pydantic import TypeAdapter
 
+from switchboard_edge import server_events as sent
 from switchboard_edge.protocol import (
     ConversationItemCreate,
     ProtocolError,
@@ -32,7 +33,6 @@ from switchboard_edge.protocol import (
     session_config,
     user_item,
 )
-from switchboard_edge import server_events as sent
 
 LIMIT = 64 * 1024
 MSG: dict[str, Any] = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "x"}]}

@@ -295,7 +295,9 @@ class AudioTurns:
                 type="conversation.item.input_audio_transcription.failed", event_id=new_event_id(), item_id=item_id,
                 content_index=0, error=err,
             ))  # fmt: skip
-            await session.send(ConversationItemDeleted(type="conversation.item.deleted", event_id=new_event_id(), item_id=item_id))
+            await session.send(
+                ConversationItemDeleted(type="conversation.item.deleted", event_id=new_event_id(), item_id=item_id)
+            )
             return
         if before is not None:  # the caller's earlier words join the conversation first
             await asyncio.wait([before])
@@ -310,13 +312,17 @@ class AudioTurns:
             content_index=0, transcript=text, usage=usage,
         ))  # fmt: skip
         if not text and not silent:  # nothing was said: no empty message for the agents, no response
-            await session.send(ConversationItemDeleted(type="conversation.item.deleted", event_id=new_event_id(), item_id=item_id))
+            await session.send(
+                ConversationItemDeleted(type="conversation.item.deleted", event_id=new_event_id(), item_id=item_id)
+            )
             return
         try:
             await self._add_user_message(item_id, text)
         except ProtocolError as err:
             await session.send(error_event(err))
-            await session.send(ConversationItemDeleted(type="conversation.item.deleted", event_id=new_event_id(), item_id=item_id))
+            await session.send(
+                ConversationItemDeleted(type="conversation.item.deleted", event_id=new_event_id(), item_id=item_id)
+            )
             return
         if not respond:
             return
