@@ -28,14 +28,6 @@ from .response import Phase, ResponseWriter, Send
 from .server_events import (
     OutputRef,
     PartRef,
-    ResponseContentPartAdded,
-    ResponseContentPartDone,
-    ResponseOutputAudioDelta,
-    ResponseOutputAudioDone,
-    ResponseOutputAudioTranscriptDelta,
-    ResponseOutputAudioTranscriptDone,
-    ResponseOutputItemAdded,
-    ResponseOutputItemDone,
 )
 
 LEAD_MS = 1000.0
@@ -181,17 +173,15 @@ class AudioResponseWriter(ResponseWriter):
     async def _speak(self, item: _Item) -> None:
         spoken = item.spoken
         item.output_index = len(self.output)
-        out = OutputRef(response_id=self.response_id, output_index=item.output_index)
+        out: OutputRef = {"response_id": self.response_id, "output_index": item.output_index}
         added = audio_item(spoken.item_id, "", "in_progress")
-        await self._send(
-            ResponseOutputItemAdded(type="response.output_item.added", event_id=new_event_id(), **out, item=added)
-        )
+        await self._send({"type": "response.output_item.added", "event_id": new_event_id(), **out, "item": added})
         await self._conversation_item("conversation.item.added", added)
-        ids = PartRef(**out, item_id=spoken.item_id)
-        await self._send(ResponseContentPartAdded(
-            type="response.content_part.added", event_id=new_event_id(), **ids, content_index=0,
-            part={"type": "audio", "transcript": ""},
-        ))  # fmt: skip
+        ids: PartRef = {**out, "item_id": spoken.item_id}
+        await self._send({
+            "type": "response.content_part.added", "event_id": new_event_id(), **ids, "content_index": 0,
+            "part": {"type": "audio", "transcript": ""},
+        })  # fmt: skip
         item.opened, self._speaking = True, item
         self.spoken[spoken.item_id] = spoken
         spoken.offset_ms = self._sent_ms
@@ -202,14 +192,15 @@ class AudioResponseWriter(ResponseWriter):
                 if chunk.first_of_sentence:
                     delta = chunk.text if not spoken.sentences else f" {chunk.text}"
                     spoken.sentences.append((spoken.duration_ms, spoken.duration_ms, chunk.text))
-                    await self._send(ResponseOutputAudioTranscriptDelta(
-                        type="response.output_audio_transcript.delta", event_id=new_event_id(), **ids,
-                        content_index=0, delta=delta,
-                    ))  # fmt: skip
+                    await self._send({
+                        "type": "response.output_audio_transcript.delta", "event_id": new_event_id(), **ids,
+                        "content_index": 0, "delta": delta,
+                    })  # fmt: skip
                 audio = encode_base64(from_pcm16_24k(chunk.samples, self.format))
-                await self._send(ResponseOutputAudioDelta(
-                    type="response.output_audio.delta", event_id=new_event_id(), **ids, content_index=0, delta=audio
-                ))  # fmt: skip
+                await self._send({
+                    "type": "response.output_audio.delta", "event_id": new_event_id(), **ids, "content_index": 0,
+                    "delta": audio,
+                })  # fmt: skip
                 if self.clock.started is None:
                     self.clock.started = self.first_audio_at = time.monotonic()
                 if self.on_audio is not None:
@@ -234,24 +225,22 @@ class AudioResponseWriter(ResponseWriter):
     async def _item_done(self, item: _Item, status: str) -> None:
         spoken = item.spoken
         transcript = spoken.transcript
-        ids = PartRef(response_id=self.response_id, output_index=item.output_index, item_id=spoken.item_id)
+        ids: PartRef = {"response_id": self.response_id, "output_index": item.output_index, "item_id": spoken.item_id}
         done = audio_item(spoken.item_id, transcript, status)
         self.output.append(done)  # before the sends: a cancel mid-close still reports the item
-        await self._send(
-            ResponseOutputAudioDone(type="response.output_audio.done", event_id=new_event_id(), **ids, content_index=0)
-        )
-        await self._send(ResponseOutputAudioTranscriptDone(
-            type="response.output_audio_transcript.done", event_id=new_event_id(), **ids, content_index=0,
-            transcript=transcript,
-        ))  # fmt: skip
-        await self._send(ResponseContentPartDone(
-            type="response.content_part.done", event_id=new_event_id(), **ids, content_index=0,
-            part={"type": "audio", "transcript": transcript},
-        ))  # fmt: skip
-        await self._send(ResponseOutputItemDone(
-            type="response.output_item.done", event_id=new_event_id(), response_id=self.response_id,
-            output_index=item.output_index, item=done,
-        ))  # fmt: skip
+        await self._send({"type": "response.output_audio.done", "event_id": new_event_id(), **ids, "content_index": 0})
+        await self._send({
+            "type": "response.output_audio_transcript.done", "event_id": new_event_id(), **ids, "content_index": 0,
+            "transcript": transcript,
+        })  # fmt: skip
+        await self._send({
+            "type": "response.content_part.done", "event_id": new_event_id(), **ids, "content_index": 0,
+            "part": {"type": "audio", "transcript": transcript},
+        })  # fmt: skip
+        await self._send({
+            "type": "response.output_item.done", "event_id": new_event_id(), "response_id": self.response_id,
+            "output_index": item.output_index, "item": done,
+        })  # fmt: skip
         await self._conversation_item("conversation.item.done", done)
         self._previous = spoken.item_id
 

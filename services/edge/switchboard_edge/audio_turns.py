@@ -49,19 +49,7 @@ from .client_events import (
 from .protocol import ProtocolError, error_event, new_event_id, new_id
 from .response import ResponseWriter
 from .server_events import (
-    ConversationItemAdded,
-    ConversationItemDeleted,
-    ConversationItemDone,
-    ConversationItemTruncated,
     DurationUsage,
-    InputAudioBufferCleared,
-    InputAudioBufferCommitted,
-    InputAudioBufferSpeechStarted,
-    InputAudioBufferSpeechStopped,
-    InputAudioBufferTimeoutTriggered,
-    InputAudioTranscriptionCompleted,
-    InputAudioTranscriptionDelta,
-    InputAudioTranscriptionFailed,
     TranscriptionError,
 )
 from .turn_timing import IdleTimer, PauseJudge
@@ -147,7 +135,7 @@ class AudioTurns:
         else:
             buffer.clear()
             self._reset_vad()
-            await self.session.send(InputAudioBufferCleared(type="input_audio_buffer.cleared", event_id=new_event_id()))
+            await self.session.send({"type": "input_audio_buffer.cleared", "event_id": new_event_id()})
 
     def _reset_vad(self) -> None:
         self.config.speech_item_id = None
@@ -175,12 +163,12 @@ class AudioTurns:
                 config.speech_item_id = item_id = new_id("item")
                 heard_at = time.monotonic()
                 await self.session.send(
-                    InputAudioBufferSpeechStarted(
-                        type="input_audio_buffer.speech_started",
-                        event_id=new_event_id(),
-                        audio_start_ms=ev.audio_start_ms + config.vad_origin_ms,
-                        item_id=item_id,
-                    )
+                    {
+                        "type": "input_audio_buffer.speech_started",
+                        "event_id": new_event_id(),
+                        "audio_start_ms": ev.audio_start_ms + config.vad_origin_ms,
+                        "item_id": item_id,
+                    }
                 )
                 if vad_config.interrupt_response:
                     await self.barge_in(heard_at)
@@ -200,9 +188,10 @@ class AudioTurns:
         item_id = config.speech_item_id or new_id("item")
         config.speech_item_id = None
         end_ms = ev.audio_end_ms + config.vad_origin_ms
-        await self.session.send(InputAudioBufferSpeechStopped(
-            type="input_audio_buffer.speech_stopped", event_id=new_event_id(), audio_end_ms=end_ms, item_id=item_id
-        ))  # fmt: skip
+        await self.session.send({
+            "type": "input_audio_buffer.speech_stopped", "event_id": new_event_id(), "audio_end_ms": end_ms,
+            "item_id": item_id,
+        })  # fmt: skip
         try:
             utterance = config.buffer.commit_until(end_ms)
         except EmptyAudioError:
@@ -234,10 +223,10 @@ class AudioTurns:
         if not isinstance(vad, ServerVadConfig) or busy:  # (speech cancels the timer: see _append)
             return
         item_id = new_id("item")
-        await session.send(InputAudioBufferTimeoutTriggered(
-            type="input_audio_buffer.timeout_triggered", event_id=new_event_id(), audio_start_ms=audio_start_ms,
-            audio_end_ms=audio_end_ms, item_id=item_id,
-        ))  # fmt: skip
+        await session.send({
+            "type": "input_audio_buffer.timeout_triggered", "event_id": new_event_id(),
+            "audio_start_ms": audio_start_ms, "audio_end_ms": audio_end_ms, "item_id": item_id,
+        })  # fmt: skip
         silence = config.buffer.samples()
         config.buffer.clear()
         nothing: asyncio.Future[str] = asyncio.get_running_loop().create_future()
@@ -257,13 +246,14 @@ class AudioTurns:
                 "rate_limit_exceeded", f"{MAX_TRANSCRIBING} utterances are still being transcribed; commit later",
             )  # fmt: skip
         previous = session.state.history[-1].id if session.state.history else None
-        await session.send(InputAudioBufferCommitted(
-            type="input_audio_buffer.committed", event_id=new_event_id(), previous_item_id=previous, item_id=item_id
-        ))  # fmt: skip
+        await session.send({
+            "type": "input_audio_buffer.committed", "event_id": new_event_id(), "previous_item_id": previous,
+            "item_id": item_id,
+        })  # fmt: skip
         added = user_audio_item(item_id, None, "in_progress")
-        await session.send(ConversationItemAdded(
-            type="conversation.item.added", event_id=new_event_id(), previous_item_id=previous, item=added
-        ))  # fmt: skip
+        await session.send({
+            "type": "conversation.item.added", "event_id": new_event_id(), "previous_item_id": previous, "item": added
+        })  # fmt: skip
         task = asyncio.create_task(
             self._transcribe_turn(samples, item_id, session.pending_input, respond, heard=heard, silent=silent)
         )
@@ -288,41 +278,37 @@ class AudioTurns:
             })  # fmt: skip
         except Exception as exc:  # the STT failed: the caller is told, the session goes on
             log.warning("transcription failed", extra={"session_id": session.state.session_id}, exc_info=True)
-            err = TranscriptionError(
-                type="server_error", code="transcription_failed", message=f"{type(exc).__name__}: {exc}"
-            )
-            await session.send(InputAudioTranscriptionFailed(
-                type="conversation.item.input_audio_transcription.failed", event_id=new_event_id(), item_id=item_id,
-                content_index=0, error=err,
-            ))  # fmt: skip
-            await session.send(
-                ConversationItemDeleted(type="conversation.item.deleted", event_id=new_event_id(), item_id=item_id)
-            )
+            err: TranscriptionError = {
+                "type": "server_error",
+                "code": "transcription_failed",
+                "message": f"{type(exc).__name__}: {exc}",
+            }
+            await session.send({
+                "type": "conversation.item.input_audio_transcription.failed", "event_id": new_event_id(),
+                "item_id": item_id, "content_index": 0, "error": err,
+            })  # fmt: skip
+            await session.send({"type": "conversation.item.deleted", "event_id": new_event_id(), "item_id": item_id})
             return
         if before is not None:  # the caller's earlier words join the conversation first
             await asyncio.wait([before])
-        usage = DurationUsage(type="duration", seconds=round(samples.size / PCM_RATE, 3))
+        usage: DurationUsage = {"type": "duration", "seconds": round(samples.size / PCM_RATE, 3)}
         if text:
-            await session.send(InputAudioTranscriptionDelta(
-                type="conversation.item.input_audio_transcription.delta", event_id=new_event_id(), item_id=item_id,
-                content_index=0, delta=text,
-            ))  # fmt: skip
-        await session.send(InputAudioTranscriptionCompleted(
-            type="conversation.item.input_audio_transcription.completed", event_id=new_event_id(), item_id=item_id,
-            content_index=0, transcript=text, usage=usage,
-        ))  # fmt: skip
+            await session.send({
+                "type": "conversation.item.input_audio_transcription.delta", "event_id": new_event_id(),
+                "item_id": item_id, "content_index": 0, "delta": text,
+            })  # fmt: skip
+        await session.send({
+            "type": "conversation.item.input_audio_transcription.completed", "event_id": new_event_id(),
+            "item_id": item_id, "content_index": 0, "transcript": text, "usage": usage,
+        })  # fmt: skip
         if not text and not silent:  # nothing was said: no empty message for the agents, no response
-            await session.send(
-                ConversationItemDeleted(type="conversation.item.deleted", event_id=new_event_id(), item_id=item_id)
-            )
+            await session.send({"type": "conversation.item.deleted", "event_id": new_event_id(), "item_id": item_id})
             return
         try:
             await self._add_user_message(item_id, text)
         except ProtocolError as err:
             await session.send(error_event(err))
-            await session.send(
-                ConversationItemDeleted(type="conversation.item.deleted", event_id=new_event_id(), item_id=item_id)
-            )
+            await session.send({"type": "conversation.item.deleted", "event_id": new_event_id(), "item_id": item_id})
             return
         if not respond:
             return
@@ -352,9 +338,9 @@ class AudioTurns:
 
         await session._commit(add)
         done = user_audio_item(item_id, text, "completed")
-        await session.send(ConversationItemDone(
-            type="conversation.item.done", event_id=new_event_id(), previous_item_id=previous, item=done
-        ))  # fmt: skip
+        await session.send({
+            "type": "conversation.item.done", "event_id": new_event_id(), "previous_item_id": previous, "item": done
+        })  # fmt: skip
 
     async def transcribe_parts(self, message: UserMessage) -> str:
         """The text of a ``conversation.item.create`` message with ``input_audio`` parts: typed text
@@ -432,8 +418,8 @@ class AudioTurns:
 
         if any(i.id == item_id for i in session.state.history):  # a cancelled turn stored nothing
             await session._commit(cut)
-        await session.send(ConversationItemTruncated(
-            type="conversation.item.truncated", event_id=new_event_id(), item_id=item_id, content_index=0,
-            audio_end_ms=int(ms),
-        ))  # fmt: skip
+        await session.send({
+            "type": "conversation.item.truncated", "event_id": new_event_id(), "item_id": item_id, "content_index": 0,
+            "audio_end_ms": int(ms),
+        })  # fmt: skip
         return True

@@ -130,16 +130,16 @@ def encode_event(event: ServerEvent) -> str:
 def error_event(
     err: ProtocolError | None = None, *, code: str = "", message: str = "", kind: str = "server_error"
 ) -> Error:
-    body = ErrorBody(
-        type="invalid_request_error" if err else kind,
-        code=err.code if err else code,
-        message=err.message if err else message,
-    )
+    body: ErrorBody = {
+        "type": "invalid_request_error" if err else kind,
+        "code": err.code if err else code,
+        "message": err.message if err else message,
+    }
     if err and err.param:
         body["param"] = err.param
     if err and err.event_id:
         body["event_id"] = err.event_id
-    return Error(type="error", event_id=new_event_id(), error=body)
+    return {"type": "error", "event_id": new_event_id(), "error": body}
 
 
 def user_item(item_id: str, text: str) -> dict[str, Any]:

@@ -18,20 +18,8 @@ from typing import Any, Literal
 from .orchestration import AgentFinished, ConductorEvent, HandoffMade, TextDelta
 from .protocol import assistant_item, error_event, function_call_item, new_event_id, new_id
 from .server_events import (
-    ConversationItemAdded,
-    ConversationItemDone,
     OutputRef,
     PartRef,
-    ResponseContentPartAdded,
-    ResponseContentPartDone,
-    ResponseCreated,
-    ResponseDone,
-    ResponseFunctionCallArgumentsDelta,
-    ResponseFunctionCallArgumentsDone,
-    ResponseOutputItemAdded,
-    ResponseOutputItemDone,
-    ResponseOutputTextDelta,
-    ResponseOutputTextDone,
     ServerEvent,
     SwitchboardHandoff,
 )
@@ -89,7 +77,7 @@ class ResponseWriter:
             return
         self.phase = Phase.STARTED
         created = self._base | {"status": "in_progress", "output": []}
-        await self._send(ResponseCreated(type="response.created", event_id=new_event_id(), response=created))
+        await self._send({"type": "response.created", "event_id": new_event_id(), "response": created})
 
     async def on_event(self, ev: ConductorEvent) -> None:
         """The conductor's progress, as item events (ignored once the response is done)."""
@@ -113,25 +101,23 @@ class ResponseWriter:
         if self.phase is not Phase.STARTED:
             return
         await self._close_item(True)
-        ids = OutputRef(response_id=self.response_id, output_index=len(self.output))
+        ids: OutputRef = {"response_id": self.response_id, "output_index": len(self.output)}
         added = function_call_item(item_id, call_id, name, "", "in_progress")
-        await self._send(
-            ResponseOutputItemAdded(type="response.output_item.added", event_id=new_event_id(), **ids, item=added)
-        )
+        await self._send({"type": "response.output_item.added", "event_id": new_event_id(), **ids, "item": added})
         await self._conversation_item("conversation.item.added", added)
-        await self._send(ResponseFunctionCallArgumentsDelta(
-            type="response.function_call_arguments.delta", event_id=new_event_id(), **ids, item_id=item_id,
-            call_id=call_id, delta=arguments,
-        ))  # fmt: skip
-        await self._send(ResponseFunctionCallArgumentsDone(
-            type="response.function_call_arguments.done", event_id=new_event_id(), **ids, item_id=item_id,
-            call_id=call_id, name=name, arguments=arguments,
-        ))  # fmt: skip
+        await self._send({
+            "type": "response.function_call_arguments.delta", "event_id": new_event_id(), **ids, "item_id": item_id,
+            "call_id": call_id, "delta": arguments,
+        })  # fmt: skip
+        await self._send({
+            "type": "response.function_call_arguments.done", "event_id": new_event_id(), **ids, "item_id": item_id,
+            "call_id": call_id, "name": name, "arguments": arguments,
+        })  # fmt: skip
         done = function_call_item(item_id, call_id, name, arguments, "completed")
-        await self._send(ResponseOutputItemDone(
-            type="response.output_item.done", event_id=new_event_id(), response_id=self.response_id,
-            output_index=len(self.output), item=done,
-        ))  # fmt: skip
+        await self._send({
+            "type": "response.output_item.done", "event_id": new_event_id(), "response_id": self.response_id,
+            "output_index": len(self.output), "item": done,
+        })  # fmt: skip
         await self._conversation_item("conversation.item.done", done)
         self.output.append(done)
         self._previous = item_id
@@ -183,48 +169,46 @@ class ResponseWriter:
     async def _finish(self, status: str, extra: dict[str, Any]) -> None:
         self.phase, self.status = Phase.DONE, status  # first: a send that fails must not allow a second done
         response = self._base | {"status": status, "output": self.output} | extra
-        await self._send(ResponseDone(type="response.done", event_id=new_event_id(), response=response))
+        await self._send({"type": "response.done", "event_id": new_event_id(), "response": response})
 
     async def _delta(self, agent: str, text: str) -> None:
         item = self._open
         if item is None or item.agent != agent:
             await self._close_item(True)
             item = self._open = _OpenItem(new_id("item"), len(self.output), agent)
-            ids = OutputRef(response_id=self.response_id, output_index=item.output_index)
+            ids: OutputRef = {"response_id": self.response_id, "output_index": item.output_index}
             added = assistant_item(item.item_id, "", "in_progress")
-            await self._send(
-                ResponseOutputItemAdded(type="response.output_item.added", event_id=new_event_id(), **ids, item=added)
-            )
+            await self._send({"type": "response.output_item.added", "event_id": new_event_id(), **ids, "item": added})
             await self._conversation_item("conversation.item.added", added)
-            await self._send(ResponseContentPartAdded(
-                type="response.content_part.added", event_id=new_event_id(), **ids, item_id=item.item_id,
-                content_index=0, part={"type": "text", "text": ""},
-            ))  # fmt: skip
+            await self._send({
+                "type": "response.content_part.added", "event_id": new_event_id(), **ids, "item_id": item.item_id,
+                "content_index": 0, "part": {"type": "text", "text": ""},
+            })  # fmt: skip
         item.text.append(text)
-        await self._send(ResponseOutputTextDelta(
-            type="response.output_text.delta", event_id=new_event_id(), response_id=self.response_id,
-            item_id=item.item_id, output_index=item.output_index, content_index=0, delta=text,
-        ))  # fmt: skip
+        await self._send({
+            "type": "response.output_text.delta", "event_id": new_event_id(), "response_id": self.response_id,
+            "item_id": item.item_id, "output_index": item.output_index, "content_index": 0, "delta": text,
+        })  # fmt: skip
 
     async def _close_item(self, ok: bool) -> None:
         item, self._open = self._open, None
         if item is None:
             return
         text = "".join(item.text)
-        ids = PartRef(response_id=self.response_id, item_id=item.item_id, output_index=item.output_index)
+        ids: PartRef = {"response_id": self.response_id, "item_id": item.item_id, "output_index": item.output_index}
         done = assistant_item(item.item_id, text, "completed" if ok else "incomplete")
         self.output.append(done)  # before the sends: a cancel mid-close still reports the item
-        await self._send(ResponseOutputTextDone(
-            type="response.output_text.done", event_id=new_event_id(), **ids, content_index=0, text=text
-        ))  # fmt: skip
-        await self._send(ResponseContentPartDone(
-            type="response.content_part.done", event_id=new_event_id(), **ids, content_index=0,
-            part={"type": "text", "text": text},
-        ))  # fmt: skip
-        await self._send(ResponseOutputItemDone(
-            type="response.output_item.done", event_id=new_event_id(), response_id=self.response_id,
-            output_index=item.output_index, item=done,
-        ))  # fmt: skip
+        await self._send({
+            "type": "response.output_text.done", "event_id": new_event_id(), **ids, "content_index": 0, "text": text
+        })  # fmt: skip
+        await self._send({
+            "type": "response.content_part.done", "event_id": new_event_id(), **ids, "content_index": 0,
+            "part": {"type": "text", "text": text},
+        })  # fmt: skip
+        await self._send({
+            "type": "response.output_item.done", "event_id": new_event_id(), "response_id": self.response_id,
+            "output_index": item.output_index, "item": done,
+        })  # fmt: skip
         await self._conversation_item("conversation.item.done", done)
         self._previous = item.item_id
 
@@ -234,13 +218,13 @@ class ResponseWriter:
         if not self.in_conversation:
             return
         if kind == "conversation.item.added":
-            await self._send(ConversationItemAdded(
-                type=kind, event_id=new_event_id(), previous_item_id=self._previous, item=item
-            ))  # fmt: skip
+            await self._send({
+                "type": kind, "event_id": new_event_id(), "previous_item_id": self._previous, "item": item
+            })  # fmt: skip
         else:
-            await self._send(ConversationItemDone(
-                type=kind, event_id=new_event_id(), previous_item_id=self._previous, item=item
-            ))  # fmt: skip
+            await self._send({
+                "type": kind, "event_id": new_event_id(), "previous_item_id": self._previous, "item": item
+            })  # fmt: skip
 
     def message_ids(self) -> list[str]:
         """Ids of the assistant message items the client was shown, in order (the open one included)."""

@@ -53,17 +53,8 @@ from .protocol import (
 )
 from .response import ResponseWriter
 from .server_events import (
-    ConversationItemAdded,
-    ConversationItemDeleted,
-    ConversationItemDone,
-    ConversationItemRetrieved,
-    ConversationItemTruncated,
     Error,
     ServerEvent,
-    SessionCreated,
-    SessionUpdated,
-    SwitchboardReconnect,
-    SwitchboardSession,
 )
 
 if TYPE_CHECKING:  # the voice extra is imported only when a session uses audio
@@ -181,14 +172,14 @@ class EdgeSession:
             await self.ws.send_text(encode_event(event))
 
     async def run(self) -> None:
-        await self.send(SessionCreated(type="session.created", event_id=new_event_id(), session=self._config))
+        await self.send({"type": "session.created", "event_id": new_event_id(), "session": self._config})
         if self.platform_events:
             await self.send(
-                SwitchboardSession(
-                    type="switchboard.session", event_id=new_event_id(), session_id=self.state.session_id,
-                    resumed=self.resumed, active_agent=self.state.active_agent,
-                    history_items=self.state.archived_items + len(self.state.history),
-                )
+                {
+                    "type": "switchboard.session", "event_id": new_event_id(), "session_id": self.state.session_id,
+                    "resumed": self.resumed, "active_agent": self.state.active_agent,
+                    "history_items": self.state.archived_items + len(self.state.history),
+                }
             )  # fmt: skip
         try:
             while True:
@@ -216,10 +207,10 @@ class EdgeSession:
             await asyncio.wait([task], timeout=grace_s)
         try:
             if self.platform_events:
-                await self.send(SwitchboardReconnect(
-                    type="switchboard.reconnect", event_id=new_event_id(), reason="edge draining",
-                    session_id=self.state.session_id,
-                ))  # fmt: skip
+                await self.send({
+                    "type": "switchboard.reconnect", "event_id": new_event_id(), "reason": "edge draining",
+                    "session_id": self.state.session_id,
+                })  # fmt: skip
             await self.ws.close(code=1012, reason="edge draining; reconnect with session_id")
         except Exception:  # the client is already gone
             log.debug("drain: client already gone", exc_info=True)
@@ -249,9 +240,9 @@ class EdgeSession:
                 await self._item_create(event)
             elif isinstance(event, ConversationItemRetrieve):
                 item = self.state.history[items.find(self.state.history, event.item_id)]
-                await self.send(ConversationItemRetrieved(
-                    type="conversation.item.retrieved", event_id=new_event_id(), item=items.to_realtime(item)
-                ))  # fmt: skip
+                await self.send({
+                    "type": "conversation.item.retrieved", "event_id": new_event_id(), "item": items.to_realtime(item)
+                })  # fmt: skip
             elif isinstance(event, ConversationItemDelete):
                 await self._item_delete(event)
             elif isinstance(event, ConversationItemTruncate):
@@ -298,7 +289,7 @@ class EdgeSession:
 
     async def _session_update(self, event: SessionUpdate) -> None:
         self.apply_session(event.session)
-        await self.send(SessionUpdated(type="session.updated", event_id=new_event_id(), session=self._config))
+        await self.send({"type": "session.updated", "event_id": new_event_id(), "session": self._config})
 
     def apply_session(self, session: SessionConfig) -> None:
         """Take a session configuration (a ``session.update``'s, or a client secret's at connect).
@@ -355,12 +346,12 @@ class EdgeSession:
         payload = items.to_realtime(item)
         if spoken:
             payload["content"] = [{"type": "input_audio", "transcript": text}]
-        await self.send(ConversationItemAdded(
-            type="conversation.item.added", event_id=new_event_id(), previous_item_id=previous, item=payload
-        ))  # fmt: skip
-        await self.send(ConversationItemDone(
-            type="conversation.item.done", event_id=new_event_id(), previous_item_id=previous, item=payload
-        ))  # fmt: skip
+        await self.send({
+            "type": "conversation.item.added", "event_id": new_event_id(), "previous_item_id": previous, "item": payload
+        })  # fmt: skip
+        await self.send({
+            "type": "conversation.item.done", "event_id": new_event_id(), "previous_item_id": previous, "item": payload
+        })  # fmt: skip
 
     async def screen(self, text: str) -> tuple[str, bool]:
         """The caller's words through the input guardrails (and the moderation model, when one is
@@ -383,9 +374,7 @@ class EdgeSession:
             return current.model_copy(update={"history": [*current.history[:at], *current.history[at + 1 :]]})
 
         await self._commit(delete)
-        await self.send(
-            ConversationItemDeleted(type="conversation.item.deleted", event_id=new_event_id(), item_id=event.item_id)
-        )
+        await self.send({"type": "conversation.item.deleted", "event_id": new_event_id(), "item_id": event.item_id})
 
     async def _item_truncate(self, event: ConversationItemTruncate) -> None:
         """GA truncation cuts an assistant item's audio at ``audio_end_ms`` (what the caller heard). Text
@@ -397,10 +386,10 @@ class EdgeSession:
             raise ProtocolError("invalid_value", "the item has one content part (index 0)", param="content_index")
         if self.audio is not None and await self.audio.truncate(event.item_id, event.audio_end_ms):
             return  # a spoken item: its stored text is cut to the words heard
-        await self.send(ConversationItemTruncated(
-            type="conversation.item.truncated", event_id=new_event_id(), item_id=event.item_id, content_index=0,
-            audio_end_ms=event.audio_end_ms,
-        ))  # fmt: skip
+        await self.send({
+            "type": "conversation.item.truncated", "event_id": new_event_id(), "item_id": event.item_id,
+            "content_index": 0, "audio_end_ms": event.audio_end_ms,
+        })  # fmt: skip
 
     async def _commit(self, change: Callable[[SessionState], SessionState]) -> None:
         """Apply ``change`` to the current state and save it; commits of one connection never interleave."""
