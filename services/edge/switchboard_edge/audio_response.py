@@ -160,7 +160,8 @@ class AudioResponseWriter(ResponseWriter):
         while (delta := await item.text.get()) is not None:
             yield delta
 
-    async def _speak(self, item: _Item) -> None:
+    async def _open_item(self, item: _Item) -> dict[str, Any]:
+        """The item's opening events; it becomes the one speaking. Returns the ids its events carry."""
         spoken = item.spoken
         item.output_index = len(self.output)
         ids = {"response_id": self.response_id, "output_index": item.output_index}
@@ -174,6 +175,23 @@ class AudioResponseWriter(ResponseWriter):
         item.opened, self._speaking = True, item
         self.spoken[spoken.item_id] = spoken
         spoken.offset_ms = self._sent_ms
+        return ids
+
+    def _played(self, spoken: SpokenItem, ms: float) -> None:
+        """``ms`` more of ``spoken`` went out: the playback clock, the session's audio count, the timeline."""
+        if self.clock.started is None:
+            self.clock.started = self.first_audio_at = time.monotonic()
+        if self.on_audio is not None:
+            self.on_audio(ms / 1000)
+        spoken.duration_ms += ms
+        self._sent_ms += ms
+        if spoken.sentences:
+            start, _, text = spoken.sentences[-1]
+            spoken.sentences[-1] = (start, spoken.duration_ms, text)
+
+    async def _speak(self, item: _Item) -> None:
+        spoken = item.spoken
+        ids = await self._open_item(item)
         stream = self.tts.synthesize(self._text(item))
         try:
             async for chunk in stream:
@@ -186,14 +204,7 @@ class AudioResponseWriter(ResponseWriter):
                     )
                 audio = encode_base64(from_pcm16_24k(chunk.samples, self.format))
                 await self._send(server_event("response.output_audio.delta", **ids, content_index=0, delta=audio))
-                if self.clock.started is None:
-                    self.clock.started = self.first_audio_at = time.monotonic()
-                if self.on_audio is not None:
-                    self.on_audio(chunk.duration_ms / 1000)
-                spoken.duration_ms += chunk.duration_ms
-                self._sent_ms += chunk.duration_ms
-                start, _, text = spoken.sentences[-1]
-                spoken.sentences[-1] = (start, spoken.duration_ms, text)
+                self._played(spoken, chunk.duration_ms)
         finally:
             close = getattr(stream, "aclose", None)  # stops synthesis (barge-in)
             if close is not None:

@@ -16,6 +16,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from switchboard.schemas import MessageItem, SessionState
@@ -108,6 +109,10 @@ class AudioTurns:
     async def on_buffer_event(
         self, event: InputAudioBufferAppend | InputAudioBufferCommit | InputAudioBufferClear
     ) -> None:
+        link = self.session.upstream
+        if link is not None and await link.hears():  # upstream mode: its VAD and transcription hear the caller
+            await link.forward(event, self.config)
+            return
         buffer = self.config.buffer
         if isinstance(event, InputAudioBufferAppend):
             await self._append(event.audio)
@@ -173,6 +178,23 @@ class AudioTurns:
     # --- a committed utterance becomes the caller's message ---------------------------------------------
 
     async def _commit(self, samples: Pcm16, item_id: str, *, respond: bool) -> None:
+        async def heard() -> str:
+            stt = (await ready_engines()).stt
+            started = time.perf_counter()
+            text = await transcribe(stt, samples)
+            log.info("caller audio transcribed", extra={
+                "session_id": self.session.state.session_id, "audio_ms": round(samples.size * 1000 / PCM_RATE),
+                "stt_ms": round((time.perf_counter() - started) * 1000), "words": len(text.split()),
+            })  # fmt: skip
+            return text
+
+        await self.committed(item_id, heard, respond=respond, seconds=samples.size / PCM_RATE)
+
+    async def committed(
+        self, item_id: str, heard: Callable[[], Awaitable[str]], *, respond: bool, seconds: float | None = None
+    ) -> None:
+        """The caller's utterance ``item_id`` is committed: announce it; ``heard`` gives its words (the edge's
+        STT, or the upstream's transcription), which then join the conversation as the caller's message."""
         session = self.session
         if len(self._tasks) >= MAX_TRANSCRIBING:
             raise ProtocolError(
@@ -182,23 +204,18 @@ class AudioTurns:
         await session.send(server_event("input_audio_buffer.committed", previous_item_id=previous, item_id=item_id))
         added = user_audio_item(item_id, None, "in_progress")
         await session.send(server_event("conversation.item.added", previous_item_id=previous, item=added))
-        task = asyncio.create_task(self._transcribe_turn(samples, item_id, session.pending_input, respond))
+        task = asyncio.create_task(self._transcribe_turn(heard, item_id, session.pending_input, respond, seconds))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         session.pending_input = task
 
     async def _transcribe_turn(
-        self, samples: Pcm16, item_id: str, before: asyncio.Task[None] | None, respond: bool
-    ) -> None:
+        self, heard: Callable[[], Awaitable[str]], item_id: str, before: asyncio.Task[None] | None, respond: bool,
+        seconds: float | None,
+    ) -> None:  # fmt: skip
         session = self.session
         try:
-            stt = (await ready_engines()).stt
-            started = time.perf_counter()
-            text = await transcribe(stt, samples)
-            log.info("caller audio transcribed", extra={
-                "session_id": session.state.session_id, "audio_ms": round(samples.size * 1000 / PCM_RATE),
-                "stt_ms": round((time.perf_counter() - started) * 1000), "words": len(text.split()),
-            })  # fmt: skip
+            text = await heard()
         except Exception as exc:  # the STT failed: the caller is told, the session goes on
             log.warning("transcription failed", extra={"session_id": session.state.session_id}, exc_info=True)
             err = {"type": "server_error", "code": "transcription_failed", "message": f"{type(exc).__name__}: {exc}"}
@@ -209,7 +226,7 @@ class AudioTurns:
             return
         if before is not None:  # the caller's earlier words join the conversation first
             await asyncio.wait([before])
-        usage = {"type": "duration", "seconds": round(samples.size / PCM_RATE, 3)}
+        usage = {"type": "duration", "seconds": round(seconds or 0.0, 3)}
         ids = {"item_id": item_id, "content_index": 0}
         if text:
             await session.send(server_event("conversation.item.input_audio_transcription.delta", **ids, delta=text))
@@ -292,7 +309,12 @@ class AudioTurns:
         tts = (await ready_engines()).tts
         while len(self.spoken) > KEEP_SPOKEN:
             self.spoken.popitem(last=False)
-        return AudioResponseWriter(
+        writer = AudioResponseWriter
+        if self.session.upstream is not None:  # the upstream agent's speech is relayed as it comes
+            from .upstream import RelayResponseWriter
+
+            writer = RelayResponseWriter
+        return writer(
             self.session.send,
             response_id,
             tts=tts,
@@ -331,6 +353,8 @@ class AudioTurns:
 
         if any(i.id == item_id for i in session.state.history):  # a cancelled turn stored nothing
             await session._commit(cut)
+        if session.upstream is not None:  # the upstream model learns what was heard of what it said
+            await session.upstream.truncate(item_id, ms)
         await session.send(
             server_event("conversation.item.truncated", item_id=item_id, content_index=0, audio_end_ms=int(ms))
         )

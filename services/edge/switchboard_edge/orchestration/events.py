@@ -15,6 +15,17 @@ class TextDelta:
 
 
 @dataclass(frozen=True)
+class AudioDelta:
+    """Speech an agent produced itself (the upstream Realtime agent): PCM16 24 kHz audio as base64, and/or
+    the next piece of its transcript, for the assistant item ``item_id``."""
+
+    agent: str
+    item_id: str
+    audio: str = ""
+    transcript: str = ""
+
+
+@dataclass(frozen=True)
 class AgentFinished:
     """An agent's part of the response ended; ``ok`` is False when it failed mid-way."""
 
@@ -28,5 +39,5 @@ class HandoffMade:
     decision: HandoffDecision
 
 
-ConductorEvent = TextDelta | AgentFinished | HandoffMade
+ConductorEvent = TextDelta | AudioDelta | AgentFinished | HandoffMade
 EventSink = Callable[[ConductorEvent], Awaitable[None]]
