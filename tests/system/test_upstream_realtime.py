@@ -1,0 +1,206 @@
+"""Upstream speech-to-speech mode through the real stack: the front agent runs on a scripted upstream
+Realtime API (``switchboard.testing.ScriptedRealtimeServer``, the GA protocol over a real WebSocket), billing
+and the generalist are offline agent processes on a real nats-server, the caller is the ``openai`` SDK.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+
+from switchboard.local.ports import free_port
+from switchboard.local.stack import Stack
+from switchboard.state import AuditLog
+from switchboard.telemetry.otlp_receiver import OTLPReceiver, ReceivedSpan
+from switchboard.testing import ScriptedRealtimeServer, ScriptedResponse
+from switchboard.testing.scripted_realtime import tone
+
+from .client import RawClient, open_session, sdk_client
+from .stacks import make_stack
+from .test_realtime_contract import violations
+
+pytestmark = [pytest.mark.system, pytest.mark.voice]
+
+KEY = "sk-upstream-test"
+VOICE_SESSION = {
+    "type": "realtime",
+    "output_modalities": ["audio"],
+    "audio": {"input": {"turn_detection": {"type": "server_vad", "silence_duration_ms": 300}}},
+}
+
+
+def caller_audio(speech_ms: int = 800, silence_ms: int = 600) -> Iterator[str]:
+    """A caller "speaking" (a tone the scripted VAD hears) then silent, as 100 ms appends."""
+    for _ in range(speech_ms // 100):
+        yield base64.b64encode(tone(100)).decode()
+    for _ in range(silence_ms // 100):
+        yield base64.b64encode(bytes(4800)).decode()
+
+
+async def until(conn: Any, kind: str, seen: list[Any]) -> Any:
+    async with asyncio.timeout(60):
+        async for event in conn:
+            seen.append(event)
+            if event.type == kind:
+                return event
+    raise AssertionError(f"closed before {kind}")
+
+
+async def audit(stack: Stack, session_id: str) -> list[tuple[str, str, str, str]]:
+    nc = await nats.connect(stack.nats.url)
+    try:
+        decisions = await AuditLog(nc.jetstream()).read_session(session_id)
+    finally:
+        await nc.close()
+    return [(d.source, d.requested_target, d.final_target, d.outcome.value) for d in decisions]
+
+
+@asynccontextmanager
+async def upstream_stack(
+    tmp: Path, *, url: str | None = None, key: str = KEY, env: dict[str, str] | None = None
+) -> AsyncIterator[tuple[ScriptedRealtimeServer, Stack]]:
+    async with ScriptedRealtimeServer(api_key=KEY) as server:
+        env = {"OPENAI_API_KEY": key, "SWITCHBOARD_REALTIME_URL": url or server.url} | (env or {})
+        with make_stack(tmp, scenario="upstream", env=env) as stack:
+            yield server, stack
+
+
+async def test_the_upstream_front_agent_answers_aloud_then_hands_off_to_billing(tmp_path: Path) -> None:
+    async with OTLPReceiver() as receiver:
+        otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "100"}
+        async with upstream_stack(tmp_path, env=otel) as (upstream, stack):
+            assert sorted(p.name for p in stack.procs if not p.is_edge) == ["agent:billing", "agent:generalist"]
+            upstream.script_transcripts("What is my balance? My card is 4111 1111 1111 1111.", "And last month?")
+            said = "Sure, let me get billing for you."
+            upstream.script(ScriptedResponse(text=said, function_call=("transfer_to_billing", {"reason": "balance"})))
+            async with sdk_client(stack).realtime.connect(model="switchboard") as conn:
+                session_id = (await open_session(conn))["session_id"]
+                await conn.session.update(session=VOICE_SESSION)  # type: ignore[arg-type]
+                seen: list[Any] = []
+                await until(conn, "session.updated", seen)
+                for payload in caller_audio():
+                    await conn.input_audio_buffer.append(audio=payload)
+                first = await until(conn, "response.done", seen)
+                mark = len(seen)
+                for payload in caller_audio():  # the conversation goes on, with billing now
+                    await conn.input_audio_buffer.append(audio=payload)
+                second = await until(conn, "response.done", seen)
+                item_id = first.response.output[0].id
+                committed = next(e for e in seen if e.type == "input_audio_buffer.committed")
+                await conn.conversation.item.retrieve(item_id=committed.item_id)
+                caller_item = await until(conn, "conversation.item.retrieved", seen)
+
+            def traced(spans: list[ReceivedSpan]) -> bool:
+                return any(s.name == "upstream.response" for s in spans) and any(s.name == "handoff" for s in spans)
+
+            await receiver.wait_for(traced, timeout_s=20)
+            decisions = await audit(stack, session_id)
+
+    kinds = [e.type for e in seen[:mark]]
+    for kind in ("input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped",
+                 "input_audio_buffer.committed", "conversation.item.input_audio_transcription.completed"):  # fmt: skip
+        assert kind in kinds, kind
+    assert kinds.index("conversation.item.input_audio_transcription.completed") < kinds.index("response.created")
+    # the caller's words went through the input guardrails before the agents saw them
+    assert caller_item.item.content[0].text == "What is my balance? My card is [CARD]."
+    assert first.response.status == "completed" and first.response.metadata["agent"] == "billing"
+    upstream_item, billing_item = first.response.output
+    assert upstream_item.id == item_id and upstream_item.id.startswith("item_scripted")
+    assert upstream_item.content[0].transcript == said
+    assert "forty two dollars" in billing_item.content[0].transcript
+    relayed = b"".join(base64.b64decode(e.delta) for e in seen[:mark]
+                       if e.type == "response.output_audio.delta" and e.item_id == item_id)  # fmt: skip
+    assert relayed == tone(100) * (len(said.split()) * 250 // 100)  # the upstream's audio, byte for byte
+    spoken = [e for e in seen[:mark] if e.type == "response.output_audio.delta" and e.item_id == billing_item.id]
+    assert len(spoken) > 5  # billing's text, spoken by the edge's TTS
+    assert second.response.status == "completed" and second.response.metadata["agent"] == "billing"
+    assert len(upstream.received("response.create")) == 1  # billing answered the second turn over the bus
+
+    configured = upstream.received("session.update")[0]["session"]
+    assert [t["name"] for t in configured["tools"]] == ["transfer_to_billing"]
+    assert configured["tools"][0]["parameters"]["properties"]["invoice_id"]["pattern"] == r"^INV-\d+$"
+    turn = configured["audio"]["input"]["turn_detection"]
+    assert (turn["create_response"], turn["interrupt_response"], turn["silence_duration_ms"]) == (False, False, 300)
+    assert len(upstream.received("input_audio_buffer.append")) == 2 * 14
+    assert decisions == [("front", "billing", "billing", "accepted")]
+
+    response = next(s for s in receiver.spans if s.name == "upstream.response")
+    index = {s.span_id: s for s in receiver.spans}
+    hop = index[response.parent_span_id]  # type: ignore[index]
+    assert hop.name == "conductor.hop" and hop.attributes["switchboard.agent"] == "front"
+    assert index[hop.parent_span_id].name == "edge.response"  # type: ignore[index]
+    assert response.service_name == "edge" and response.attributes["gen_ai.request.model"] == "gpt-realtime"
+    handoff = next(s for s in receiver.spans if s.name == "handoff")
+    assert handoff.trace_id == response.trace_id
+    assert (handoff.attributes["switchboard.handoff.from"], handoff.attributes["switchboard.handoff.to"]) == (
+        "front", "billing",
+    )  # fmt: skip
+
+
+async def test_barge_in_cancels_the_upstream_response_and_truncates_it_on_both_sides(tmp_path: Path) -> None:
+    async with upstream_stack(tmp_path) as (upstream, stack):
+        upstream.script_transcripts("Tell me everything.", "Stop.")
+        long = " ".join(["word"] * 40)  # 10 s of speech, sent in real time
+        upstream.script(ScriptedResponse(text=long, pace_s=0.1), ScriptedResponse(text="Okay."))
+        async with RawClient(stack, events=False) as client:
+            await client.open()
+            await client.send({"type": "session.update", "session": VOICE_SESSION})
+            await client.next("session.updated")
+            for payload in caller_audio():
+                await client.send({"type": "input_audio_buffer.append", "audio": payload})
+            created = await client.next("response.created")
+            received_ms = 0
+            while received_ms < 1500:
+                delta = await client.next("response.output_audio.delta")
+                received_ms += len(base64.b64decode(delta["delta"])) // 48
+            for payload in caller_audio():
+                await client.send({"type": "input_audio_buffer.append", "audio": payload})
+            done = await client.next("response.done")
+            truncated = await client.next("conversation.item.truncated")
+            answer = await client.next("response.done")
+        cancels = await upstream.wait_for("response.cancel")
+        cut = (await upstream.wait_for("conversation.item.truncate"))[0]
+    assert done["response"]["id"] == created["response"]["id"]
+    assert (done["response"]["status"], done["response"]["status_details"]["reason"]) == ("cancelled", "turn_detected")
+    assert truncated["item_id"] == done["response"]["output"][0]["id"]
+    assert 1000 <= truncated["audio_end_ms"] < 3000
+    assert (cut["item_id"], cut["audio_end_ms"]) == (truncated["item_id"], truncated["audio_end_ms"])
+    assert len(cancels) == 1
+    assert answer["response"]["status"] == "completed"
+    assert violations(client.events) == []
+
+
+async def test_an_unreachable_upstream_is_reported_and_the_fallback_agent_answers(tmp_path: Path) -> None:
+    closed = f"ws://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    async with upstream_stack(tmp_path, url=closed) as (_, stack), RawClient(stack) as client:
+        await client.open()
+        await client.send({"type": "session.update", "session": VOICE_SESSION})
+        error = (await client.next("error"))["error"]
+        events = await client.turn("hello")
+        session_id = next(e for e in client.events if e["type"] == "switchboard.session")["session_id"]
+        decisions = await audit(stack, session_id)
+    assert error["code"] == "upstream_unavailable"
+    assert closed in error["message"]
+    assert "generalist agent" in error["message"] and "offline speech pipeline" in error["message"]
+    done = next(e for e in events if e["type"] == "response.done")
+    assert done["response"]["status"] == "completed" and done["response"]["metadata"]["agent"] == "generalist"
+    assert decisions == [("front", "front", "generalist", "unavailable")]
+
+
+async def test_a_refused_key_is_reported_as_an_auth_failure(tmp_path: Path) -> None:
+    async with upstream_stack(tmp_path, key="sk-wrong") as (upstream, stack), RawClient(stack) as client:
+        await client.open()
+        await client.send({"type": "session.update", "session": VOICE_SESSION})
+        error = (await client.next("error"))["error"]
+        events = await client.turn("hello")
+    assert error["code"] == "upstream_auth_failed" and "refused the API key (HTTP 401)" in error["message"]
+    assert upstream.refused >= 1 and upstream.connections == []
+    done = next(e for e in events if e["type"] == "response.done")
+    assert done["response"]["metadata"]["agent"] == "generalist"
