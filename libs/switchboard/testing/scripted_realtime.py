@@ -23,6 +23,7 @@ import base64
 import itertools
 import json
 import math
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -87,6 +88,8 @@ class ScriptedRealtimeServer(InProcessServer):
         self.connections: list[_Connection] = []
         self.refused = 0
         """Handshakes refused for a wrong key."""
+        self.audio_sent: list[float] = []
+        """``time.monotonic()`` as each ``response.output_audio.delta`` was sent (latency measurements)."""
         self._responses: deque[ScriptedResponse] = deque()
         self._transcripts: deque[str] = deque()
         self._ids = itertools.count(1)
@@ -293,6 +296,7 @@ class ScriptedRealtimeServer(InProcessServer):
                 await conn.send({"type": "response.output_audio_transcript.delta", **ids, "delta": delta})
                 for _ in range(max(1, script.ms_per_word // script.chunk_ms)):
                     chunk = base64.b64encode(tone(script.chunk_ms)).decode()
+                    self.audio_sent.append(time.monotonic())
                     await conn.send({"type": "response.output_audio.delta", **ids, "delta": chunk})
                     if script.pace_s:
                         await asyncio.sleep(script.pace_s)
