@@ -140,18 +140,23 @@ async def run(turns: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def row(label: str, s: dict[str, float]) -> str:
+    return f"| {label} | {s['p50']} | {s['p99']} | {s['max']} | {s['n']} |"
+
+
 def markdown(r: dict[str, Any]) -> str:
     relay, first = r["relay_ms"], r["first_audio_ms"]
-    e, d = relay["through_edge"], relay["direct"]
-    fe, fd = first["speech_stopped_to_first_audio_through_edge"], first["response_create_to_first_audio_direct"]
+    added = f"| **Added by the edge per relayed chunk (ms)** | **{relay['added_by_edge_p50']}** | "
     return "\n".join([
         f"# Upstream speech-to-speech mode ({r['date']}, {r['turns']} turns, `python bench/upstream.py`)", "",
         "| | p50 | p99 | max | n |", "|---|---|---|---|---|",
-        f"| Audio chunk, scripted upstream -> caller, through the edge (ms) | {e['p50']} | {e['p99']} | {e['max']} | {e['n']} |",
-        f"| Audio chunk, scripted upstream -> a direct client (ms) | {d['p50']} | {d['p99']} | {d['max']} | {d['n']} |",
-        f"| **Added by the edge per relayed chunk (ms)** | **{relay['added_by_edge_p50']}** | **{relay['added_by_edge_p99']}** | | |",
-        f"| First audio: `speech_stopped` -> first answer audio at the caller, through the edge (ms) | {fe['p50']} | {fe['p99']} | {fe['max']} | {fe['n']} |",
-        f"| First audio direct: `response.create` -> first audio (ms) | {fd['p50']} | {fd['p99']} | {fd['max']} | {fd['n']} |",
+        row("Audio chunk, scripted upstream -> caller, through the edge (ms)", relay["through_edge"]),
+        row("Audio chunk, scripted upstream -> a direct client (ms)", relay["direct"]),
+        added + f"**{relay['added_by_edge_p99']}** | | |",
+        row("First audio: `speech_stopped` -> first answer audio at the caller, through the edge (ms)",
+            first["speech_stopped_to_first_audio_through_edge"]),
+        row("First audio direct: `response.create` -> first audio (ms)",
+            first["response_create_to_first_audio_direct"]),
         "",
     ])  # fmt: skip
 
