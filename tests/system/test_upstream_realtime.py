@@ -22,7 +22,7 @@ from switchboard.telemetry.otlp_receiver import OTLPReceiver, ReceivedSpan
 from switchboard.testing import ScriptedRealtimeServer, ScriptedResponse
 from switchboard.testing.scripted_realtime import tone
 
-from .client import RawClient, open_session, sdk_client
+from .client import RawClient, done_of, open_session, sdk_client, text_of
 from .stacks import make_stack
 from .test_realtime_contract import violations
 
@@ -205,3 +205,37 @@ async def test_a_refused_key_is_reported_as_an_auth_failure(tmp_path: Path) -> N
     assert upstream.refused >= 1 and upstream.connections == []
     done = next(e for e in events if e["type"] == "response.done")
     assert done["response"]["metadata"]["agent"] == "generalist"
+
+
+async def test_a_text_session_talks_to_the_upstream_agent_in_text_and_syncs_only_what_it_lacks(
+    tmp_path: Path,
+) -> None:
+    async with upstream_stack(tmp_path) as (upstream, stack), RawClient(stack) as client:
+        upstream.script(ScriptedResponse(text="Hello from upstream."), ScriptedResponse(text="Still here."))
+        await client.open()
+        first = await client.turn("hello there")
+        second = await client.turn("are you there?")
+    assert text_of(first) == "Hello from upstream." and text_of(second) == "Still here."
+    assert done_of(second)["metadata"]["agent"] == "front"
+    configured = upstream.received("session.update")[0]["session"]
+    assert configured["output_modalities"] == ["text"] and "audio" not in configured
+    created = [e["item"] for e in upstream.received("conversation.item.create")]
+    # each caller message once; the upstream's own answer is not sent back to it
+    said = [(i["role"], i["content"][0]["text"]) for i in created]
+    assert said == [("user", "hello there"), ("user", "are you there?")]
+
+
+async def test_an_upstream_that_drops_mid_session_is_reported_and_the_session_goes_on(tmp_path: Path) -> None:
+    async with upstream_stack(tmp_path) as (upstream, stack), RawClient(stack) as client:
+        upstream.script(ScriptedResponse(text="Hello from upstream."))
+        await client.open()
+        first = await client.turn("hello there")
+        await upstream.drop()
+        error = (await client.next("error"))["error"]
+        second = await client.turn("are you there?")
+        session_id = next(e for e in client.events if e["type"] == "switchboard.session")["session_id"]
+        decisions = await audit(stack, session_id)
+    assert done_of(first)["metadata"]["agent"] == "front"
+    assert error["code"] == "upstream_closed" and "closed" in error["message"]
+    assert done_of(second)["status"] == "completed" and done_of(second)["metadata"]["agent"] == "generalist"
+    assert decisions == [("front", "front", "generalist", "unavailable")]

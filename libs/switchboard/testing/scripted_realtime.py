@@ -109,6 +109,11 @@ class ScriptedRealtimeServer(InProcessServer):
     def script_transcripts(self, *texts: str) -> None:
         self._transcripts.extend(texts)
 
+    async def drop(self) -> None:
+        """Close every open connection (the upstream going away mid-session)."""
+        for conn in self.connections:
+            await conn.ws.close(code=1011, reason="scripted drop")
+
     def received(self, kind: str) -> list[dict[str, Any]]:
         """Client events of ``kind`` over all connections, in order."""
         return [e for c in self.connections for e in c.received if e.get("type") == kind]

@@ -43,6 +43,7 @@ from .client_events import (
     ResponseCreate,
     UserMessage,
 )
+from .orchestration import LocalAgentError
 from .protocol import ProtocolError, error_event, new_id, server_event
 from .response import ResponseWriter
 from .voice import VoiceState, engines, ready_engines
@@ -111,8 +112,11 @@ class AudioTurns:
     ) -> None:
         link = self.session.upstream
         if link is not None and await link.hears():  # upstream mode: its VAD and transcription hear the caller
-            await link.forward(event, self.config)
-            return
+            try:
+                await link.forward(event, self.config)
+                return
+            except LocalAgentError:  # the link just failed (the caller has been told): the offline pipeline hears
+                pass
         buffer = self.config.buffer
         if isinstance(event, InputAudioBufferAppend):
             await self._append(event.audio)
