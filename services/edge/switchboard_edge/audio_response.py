@@ -115,17 +115,17 @@ class AudioResponseWriter(ResponseWriter):
         if self.phase is not Phase.STARTED:
             return
         if isinstance(ev, TextDelta):
-            await self._delta(ev.agent, ev.text)
+            await self._delta(ev.agent, ev.text, ev.item_id)
         elif isinstance(ev, AgentFinished):
             self._end_text()
         else:
             await super().on_event(ev)
 
-    async def _delta(self, agent: str, text: str) -> None:
+    async def _delta(self, agent: str, text: str, item_id: str | None = None) -> None:
         last = self._items[-1] if self._items else None
         if last is None or last.ended or last.agent != agent:
             self._end_text()
-            last = _Item(SpokenItem(new_id("item"), self.clock), agent)
+            last = _Item(SpokenItem(item_id or new_id("item"), self.clock), agent)
             self._items.append(last)
             self._queue.put_nowait(last)
             if self._pump is None:

@@ -12,6 +12,8 @@ from switchboard.schemas import HandoffDecision
 class TextDelta:
     agent: str
     text: str
+    item_id: str | None = None
+    """The assistant item's id when the agent named it (the upstream agent's items keep the upstream's ids)."""
 
 
 @dataclass(frozen=True)

@@ -100,7 +100,7 @@ class UpstreamAgent:
                     elif kind == "response.output_audio_transcript.delta":
                         await emit(AudioDelta(agent, event["item_id"], transcript=event["delta"]))
                     elif kind == "response.output_text.delta":
-                        await emit(TextDelta(agent, event["delta"]))
+                        await emit(TextDelta(agent, event["delta"], item_id=event["item_id"]))
                     elif kind == "response.done":
                         response: Event = event["response"]
                         if response.get("status") == "failed":
