@@ -239,3 +239,21 @@ async def test_an_upstream_that_drops_mid_session_is_reported_and_the_session_go
     assert error["code"] == "upstream_closed" and "closed" in error["message"]
     assert done_of(second)["status"] == "completed" and done_of(second)["metadata"]["agent"] == "generalist"
     assert decisions == [("front", "front", "generalist", "unavailable")]
+
+
+async def test_a_spoken_turn_the_input_guardrails_block_never_reaches_the_upstream_model(tmp_path: Path) -> None:
+    async with upstream_stack(tmp_path) as (upstream, stack), RawClient(stack, events=False) as client:
+        upstream.script_transcripts("There is a bomb in the box.")
+        await client.open()
+        await client.send({"type": "session.update", "session": VOICE_SESSION})
+        await client.next("session.updated")
+        for payload in caller_audio():
+            await client.send({"type": "input_audio_buffer.append", "audio": payload})
+        blocked = (await client.next("error"))["error"]
+        deleted = await client.next("conversation.item.deleted")
+        await client.send({"type": "conversation.item.retrieve", "item_id": deleted["item_id"]})
+        missing = (await client.next("error"))["error"]
+    assert blocked["code"] == "guardrail_blocked" and "threats" in blocked["message"]
+    assert missing["code"] == "item_not_found"  # not stored
+    assert upstream.received("response.create") == []
+    assert not any(e["type"] == "response.created" for e in client.events)
