@@ -76,7 +76,8 @@ async def test_the_upstream_front_agent_answers_aloud_then_hands_off_to_billing(
     async with OTLPReceiver() as receiver:
         otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "100"}
         async with upstream_stack(tmp_path, env=otel) as (upstream, stack):
-            assert sorted(p.name for p in stack.procs if not p.is_edge) == ["agent:billing", "agent:generalist"]
+            assert {p.name for p in stack.procs if not p.is_edge} >= {"agent:billing", "agent:generalist"}
+            assert not [p.name for p in stack.procs if "front" in p.name]  # no agent process serves it
             upstream.script_transcripts("What is my balance? My card is 4111 1111 1111 1111.", "And last month?")
             said = "Sure, let me get billing for you."
             upstream.script(ScriptedResponse(text=said, function_call=("transfer_to_billing", {"reason": "balance"})))
@@ -257,3 +258,25 @@ async def test_a_spoken_turn_the_input_guardrails_block_never_reaches_the_upstre
     assert missing["code"] == "item_not_found"  # not stored
     assert upstream.received("response.create") == []
     assert not any(e["type"] == "response.created" for e in client.events)
+
+
+async def test_the_upstream_agent_consults_the_supervisor_whose_answer_is_spoken(tmp_path: Path) -> None:
+    async with upstream_stack(tmp_path) as (upstream, stack), RawClient(stack, events=False) as client:
+        upstream.script_transcripts("When does my order ship?", "I want a refund.")
+        upstream.script(ScriptedResponse(text="Let me check.", function_call=("consult_supervisor", {"note": "ship"})))
+        await client.open()
+        await client.send({"type": "session.update", "session": VOICE_SESSION})
+        await client.next("session.updated")
+        for payload in caller_audio():
+            await client.send({"type": "input_audio_buffer.append", "audio": payload})
+        asked = (await client.next("response.done"))["response"]
+        for payload in caller_audio():  # "refund" is a must_consult word: the policy consults at once
+            await client.send({"type": "input_audio_buffer.append", "audio": payload})
+        policy = (await client.next("response.done"))["response"]
+    spoken = [" ".join(part["transcript"] for part in o["content"]) for o in asked["output"]]
+    assert spoken[0] == "Let me check." and "ships tomorrow" in " ".join(spoken[1:]), spoken
+    assert asked["status"] == "completed" and asked["metadata"]["agent"] == "front"
+    policy_said = " ".join(part["transcript"] for o in policy["output"] for part in o["content"])
+    assert "One moment please." in policy_said and "ships tomorrow" in policy_said
+    assert len(upstream.received("response.create")) == 1  # the policy consult never asked the upstream model
+    assert violations(client.events) == []

@@ -90,6 +90,20 @@ def agent_instructions(agent: AgentConfig, req: TurnRequest, note: str | None = 
     return "\n\n".join(notes)
 
 
+def policy_consult(must_consult: list[str], req: TurnRequest) -> ConsultAsk | None:
+    """A consult the routing policy requires: the caller's latest message names one of ``must_consult``
+    (lower case), so the supervisor answers without a model call."""
+    if not must_consult or not req.history:
+        return None
+    last = req.history[-1]
+    if not isinstance(last, MessageItem) or last.role != "user":
+        return None
+    text = last.text.lower()
+    if any(word in text for word in must_consult):
+        return ConsultAsk(note=last.text, policy=True)
+    return None
+
+
 def platform_tools(agent: AgentConfig) -> list[ToolSpec]:
     """The tools the platform gives an agent: ``transfer_to_<target>`` per handoff, and the consult tool."""
     specs = [
@@ -140,15 +154,7 @@ class AgentLoop:
 
     def policy_consult(self, req: TurnRequest) -> ConsultAsk | None:
         """The platform's routing policy: declared topics go to the supervisor without a model call."""
-        if not self._must_consult or not req.history:
-            return None
-        last = req.history[-1]
-        if not isinstance(last, MessageItem) or last.role != "user":
-            return None
-        text = last.text.lower()
-        if any(word in text for word in self._must_consult):
-            return ConsultAsk(note=last.text, policy=True)
-        return None
+        return policy_consult(self._must_consult, req)
 
     async def run(
         self,

@@ -18,7 +18,13 @@ from opentelemetry.trace import SpanKind
 from switchboard.agents import CONSULT_TOOL, AgentConfig
 from switchboard.guardrails import Boundary, check
 from switchboard.models import ToolCall
-from switchboard.runtime.loop import TRANSFER_PREFIX, agent_instructions, consult_note, handoff_request
+from switchboard.runtime.loop import (
+    TRANSFER_PREFIX,
+    agent_instructions,
+    consult_note,
+    handoff_request,
+    policy_consult,
+)
 from switchboard.schemas import (
     ConsultAsk,
     ConversationItem,
@@ -40,9 +46,13 @@ class UpstreamAgent:
     def __init__(self, link: UpstreamLink, agent: AgentConfig) -> None:
         self.link = link
         self.agent = agent
+        self.must_consult = [w.lower() for w in agent.consult.must_consult] if agent.consult else []
 
     async def __call__(self, req: TurnRequest, emit: EventSink, deadline: float) -> TurnResult:
         link = self.link
+        ask = policy_consult(self.must_consult, req)
+        if ask is not None:  # the routing policy consults at once, without asking the upstream model
+            return TurnResult(turn_id=req.turn_id, agent=req.agent, outcome="consult", consult=ask)
         await link.connect()
         attrs: dict[str, str | int] = {
             names.AGENT: req.agent, names.TURN_ID: req.turn_id, names.SESSION_ID: req.session_id,
