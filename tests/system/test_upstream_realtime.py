@@ -125,8 +125,8 @@ async def test_the_upstream_front_agent_answers_aloud_then_hands_off_to_billing(
     assert len(upstream.received("response.create")) == 1  # billing answered the second turn over the bus
 
     configured = upstream.received("session.update")[0]["session"]
-    assert [t["name"] for t in configured["tools"]] == ["transfer_to_billing"]
-    parameters = configured["tools"][0]["parameters"]
+    assert [t["name"] for t in configured["tools"]] == ["transfer_to_billing", "consult_supervisor"]
+    parameters = configured["tools"][0]["parameters"]  # the handoff contract, as JSON Schema
     assert set(parameters["properties"]) == {"reason", "invoice_id"} and parameters["required"] == ["reason"]
     turn = configured["audio"]["input"]["turn_detection"]
     assert (turn["create_response"], turn["interrupt_response"], turn["silence_duration_ms"]) == (False, False, 300)
@@ -149,8 +149,8 @@ async def test_the_upstream_front_agent_answers_aloud_then_hands_off_to_billing(
 async def test_barge_in_cancels_the_upstream_response_and_truncates_it_on_both_sides(tmp_path: Path) -> None:
     async with upstream_stack(tmp_path) as (upstream, stack):
         upstream.script_transcripts("Tell me everything.", "Stop.")
-        long = " ".join(["word"] * 40)  # 10 s of speech, sent in real time
-        upstream.script(ScriptedResponse(text=long, pace_s=0.1), ScriptedResponse(text="Okay."))
+        long = " ".join(["word"] * 40)  # 10 s of speech, made at twice real time (the edge paces it)
+        upstream.script(ScriptedResponse(text=long, pace_s=0.05), ScriptedResponse(text="Okay."))
         async with RawClient(stack, events=False) as client:
             await client.open()
             await client.send({"type": "session.update", "session": VOICE_SESSION})
@@ -159,7 +159,7 @@ async def test_barge_in_cancels_the_upstream_response_and_truncates_it_on_both_s
                 await client.send({"type": "input_audio_buffer.append", "audio": payload})
             created = await client.next("response.created")
             received_ms = 0
-            while received_ms < 1500:
+            while received_ms < 2500:  # audio goes out 1 s ahead of playback: ~1.5 s has been heard
                 delta = await client.next("response.output_audio.delta")
                 received_ms += len(base64.b64decode(delta["delta"])) // 48
             for payload in caller_audio():
@@ -172,7 +172,7 @@ async def test_barge_in_cancels_the_upstream_response_and_truncates_it_on_both_s
     assert done["response"]["id"] == created["response"]["id"]
     assert (done["response"]["status"], done["response"]["status_details"]["reason"]) == ("cancelled", "turn_detected")
     assert truncated["item_id"] == done["response"]["output"][0]["id"]
-    assert 1000 <= truncated["audio_end_ms"] < 3000
+    assert 1000 <= truncated["audio_end_ms"] < received_ms  # what was played, not what was sent
     assert (cut["item_id"], cut["audio_end_ms"]) == (truncated["item_id"], truncated["audio_end_ms"])
     assert len(cancels) == 1
     assert answer["response"]["status"] == "completed"

@@ -336,6 +336,8 @@ class AudioTurns:
             spoken = self.spoken[item_id]
             if ms < spoken.duration_ms:
                 await self.truncate(item_id, ms)
+            elif self.session.upstream is not None:  # all that was relayed was heard; the upstream made more
+                await self.session.upstream.truncate(item_id, ms)
 
     async def truncate(self, item_id: str, audio_end_ms: float) -> bool:
         """Cut an assistant item's stored text to the words its first ``audio_end_ms`` speak; False when
