@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import nats
+import numpy as np
 import pytest
 
 from switchboard.local.ports import free_port
@@ -21,6 +22,8 @@ from switchboard.state import AuditLog
 from switchboard.telemetry.otlp_receiver import OTLPReceiver, ReceivedSpan
 from switchboard.testing import ScriptedRealtimeServer, ScriptedResponse
 from switchboard.testing.scripted_realtime import tone
+from switchboard.testing.speech import espeak
+from switchboard.voice import encode_base64
 
 from .client import RawClient, done_of, open_session, sdk_client, text_of
 from .stacks import make_stack
@@ -188,6 +191,15 @@ async def test_an_unreachable_upstream_is_reported_and_the_fallback_agent_answer
         events = await client.turn("hello")
         session_id = next(e for e in client.events if e["type"] == "switchboard.session")["session_id"]
         decisions = await audit(stack, session_id)
+        caller = espeak("Hello, can you help me?", tmp_path / "hello.wav")  # the offline pipeline hears it
+        audio = np.concatenate([caller.samples, np.zeros(24000, dtype=np.int16)])
+        for start in range(0, audio.size, 2400):
+            chunk = encode_base64(audio[start : start + 2400].tobytes())
+            await client.send({"type": "input_audio_buffer.append", "audio": chunk})
+        heard = await client.next("conversation.item.input_audio_transcription.completed")
+        spoken = (await client.next("response.done"))["response"]
+    assert "help" in heard["transcript"].lower()
+    assert spoken["status"] == "completed" and spoken["metadata"]["agent"] == "generalist"
     assert error["code"] == "upstream_unavailable"
     assert closed in error["message"]
     assert "generalist agent" in error["message"] and "offline speech pipeline" in error["message"]
