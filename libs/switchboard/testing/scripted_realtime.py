@@ -291,6 +291,7 @@ class ScriptedRealtimeServer(InProcessServer):
         ids |= {"item_id": item_id, "content_index": 0}
         await conn.send({"type": "response.content_part.added", **ids, "part": part})
         said: list[str] = []
+        chunk = base64.b64encode(tone(script.chunk_ms)).decode()
         try:
             for n, word in enumerate(script.text.split()):
                 delta = word if n == 0 else f" {word}"
@@ -300,7 +301,6 @@ class ScriptedRealtimeServer(InProcessServer):
                     continue
                 await conn.send({"type": "response.output_audio_transcript.delta", **ids, "delta": delta})
                 for _ in range(max(1, script.ms_per_word // script.chunk_ms)):
-                    chunk = base64.b64encode(tone(script.chunk_ms)).decode()
                     self.audio_sent.append(time.monotonic())
                     await conn.send({"type": "response.output_audio.delta", **ids, "delta": chunk})
                     if script.pace_s:
