@@ -13,7 +13,7 @@ help: ## show this help
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench,embeddings,voice]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench,embeddings,voice,kube]'
 	@touch $(STAMP)
 
 SYSTEM_TOOLS := espeak-ng sox
@@ -38,7 +38,7 @@ audit-deps: $(STAMP) ## pip-audit the installed dependencies for known vulnerabi
 	$(BIN)/python deploy/audit_deps.py $(PIP_AUDIT_ARGS)
 
 test-python: $(STAMP) system-deps ## the whole suite but the container tests (PYTEST_ARGS passes pytest options)
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not bench" --ignore=tests/containers $(PYTEST_ARGS)
+	SWITCHBOARD_NODE_CLIENTS=required $(BIN)/python -m pytest -q -p no:cacheprovider -m "not bench" --ignore=tests/containers $(PYTEST_ARGS)
 
 test-containers: $(STAMP) ## build the image from scratch, run it and docker-compose.yml with podman (installs podman)
 	deploy/container-tools.sh

@@ -6,19 +6,21 @@ can take at a target utilization. The costs come from a measurements file (``mak
 be given explicitly instead), so the sizing can be refreshed whenever the hot path changes.
 
 What it covers: the platform's own work per turn (edge, agent runner, NATS request/reply, JetStream KV
-and audit writes). What it does not: model inference (an external API's capacity and latency enter
-only as the time a turn holds an agent's in-flight slot), and audio (STT/TTS/codec CPU: the edge
-serves text turns today; add ``edge_audio_cores_per_call`` once voice lands).
+and audit writes) and, for voice calls whose speech the edge runs (offline VAD, STT and TTS), the cores
+a talking session keeps busy (``edge_voice_cores_per_call``, measured by ``make bench-voice``; 0 for
+text calls). What it does not: model inference (an external API's capacity and latency enter only as
+the time a turn holds an agent's in-flight slot).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 
 class Costs(BaseModel):
@@ -41,6 +43,9 @@ class Costs(BaseModel):
     """Edge memory per open session."""
     sessions_per_edge: int = Field(1000, ge=1)
     """Sessions one edge process is measured to hold (the target the benchmark checks)."""
+    edge_voice_cores_per_call: float = Field(0.0, ge=0)
+    """Edge cores a talking voice session keeps busy with its speech (VAD, STT, TTS in the edge): 0.052 at a
+    7.2 s turn cycle by ``make bench-voice`` (docs/voice.md). 0: text calls, or speech done elsewhere."""
 
 
 def _dig(data: Any, *path: str) -> Any:
@@ -128,7 +133,8 @@ def plan(workload: Workload, costs: Costs, limits: Limits | None = None) -> Plan
     turns = workload.calls / workload.turn_interval_s
     hops = turns * (1 + workload.handoffs_per_turn)
     edge_cores = turns * (costs.edge_cpu_ms + workload.handoffs_per_turn * costs.edge_cpu_ms_per_handoff) / 1000
-    by_cpu = math.ceil(edge_cores / util)  # one edge process uses one core (one event loop)
+    voice_cores = workload.calls * costs.edge_voice_cores_per_call
+    by_cpu = math.ceil((edge_cores + voice_cores) / util)  # one core per edge process (one event loop)
     by_sessions = math.ceil(workload.calls / costs.sessions_per_edge)
     edges = max(by_cpu, by_sessions) + limits.spare
     shares = workload.shares or {"agent": 1.0}
@@ -148,8 +154,9 @@ def plan(workload: Workload, costs: Costs, limits: Limits | None = None) -> Plan
     nats_cores = nats_cores_r1 * (costs.nats_replication_factor if limits.js_replicas > 1 else 1.0)
     nodes = max(limits.js_replicas, math.ceil(nats_cores / (limits.nats_cores_per_node * util)))
     edge = {
-        "replicas": edges, "cores": round(edge_cores, 3), "replicas_for_cpu": by_cpu,
-        "replicas_for_sessions": by_sessions, "memory_mib": round(workload.calls * costs.edge_kib_per_session / 1024),
+        "replicas": edges, "cores": round(edge_cores, 3), "voice_cores": round(voice_cores, 3),
+        "replicas_for_cpu": by_cpu, "replicas_for_sessions": by_sessions,
+        "memory_mib": round(workload.calls * costs.edge_kib_per_session / 1024),
     }  # fmt: skip
     kv_writes = turns * 2  # the caller's item, then the committed response (compare-and-set each)
     nats = {
@@ -166,7 +173,8 @@ def render(p: Plan, workload: Workload) -> str:
         f"{p.hops_per_s:g} agent hops/s ({workload.handoffs_per_turn:g} handoffs per turn)",
         f"costs from {p.costs.source}",
         f"  edge            {p.edge['replicas']:>4} replicas   ({p.edge['cores']:g} cores of work; "
-        f"{p.edge['replicas_for_cpu']} for CPU, {p.edge['replicas_for_sessions']} for sessions; "
+        + (f"{p.edge['voice_cores']:g} cores of speech; " if p.edge["voice_cores"] else "")
+        + f"{p.edge['replicas_for_cpu']} for CPU, {p.edge['replicas_for_sessions']} for sessions; "
         f"{p.edge['memory_mib']:g} MiB of session memory)",
     ]
     for name, a in p.agents.items():
@@ -183,15 +191,38 @@ def render(p: Plan, workload: Workload) -> str:
 
 
 def command(args: Any) -> None:
-    """``switchboard capacity``: print (or ``--json``) the plan for the given workload."""
+    """``switchboard capacity``: print (or ``--json``) the plan for the given workload; a bad figure exits 1
+    with one line naming its option."""
+    try:
+        result, workload = _plan_of(args)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        option = "--" + str(first["loc"][0]).replace("_", "-") if first["loc"] else "input"
+        sys.exit(f"switchboard capacity: error: {_OPTIONS.get(option, option)}: {first['msg']}")
+    except ValueError as exc:
+        sys.exit(f"switchboard capacity: error: {exc}")
+    print(result.model_dump_json(indent=2) if args.json else render(result, workload))
+
+
+_OPTIONS = {"--nats-cores-per-node": "--nats-cores", "--shares": "--share"}
+"""Model fields whose command-line option is named differently."""
+
+
+def _plan_of(args: Any) -> tuple[Plan, Workload]:
     costs = costs_from_bench(Path(args.measurements)) if Path(args.measurements).is_file() else Costs()
     overrides = {k: v for k in Costs.model_fields if (v := getattr(args, k, None)) is not None}
-    if overrides:
-        costs = costs.model_copy(update=overrides | {"source": f"{costs.source}; given: {', '.join(overrides)}"})
+    if overrides:  # validated like the file's figures: a negative or zero cost is refused
+        note = f"{costs.source}; given: {', '.join(overrides)}"
+        costs = Costs.model_validate(costs.model_dump() | overrides | {"source": note})
     shares = {}
     for item in args.share or []:
-        name, _, value = item.partition("=")
-        shares[name] = float(value)
+        name, sep, value = item.partition("=")
+        try:
+            shares[name] = float(value) if sep and name else -1.0
+        except ValueError:
+            shares[name] = -1.0
+        if shares[name] < 0:
+            raise ValueError(f"--share {item!r}: expected agent=weight with a weight >= 0")
     if not shares:
         shares = {name: 1.0 for name in _scenario_agents(args.scenario)}
     workload = Workload(
@@ -199,8 +230,7 @@ def command(args: Any) -> None:
         model_latency_s=args.model_latency_s, shares=shares,
     )  # fmt: skip
     limits = Limits(utilization=args.utilization, js_replicas=args.js_replicas, nats_cores_per_node=args.nats_cores)
-    result = plan(workload, costs, limits)
-    print(result.model_dump_json(indent=2) if args.json else render(result, workload))
+    return plan(workload, costs, limits), workload
 
 
 def _scenario_agents(scenario: str | None) -> list[str]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from openai import AsyncOpenAI
-from system.client import EVENTS, open_session, say
+from system.client import open_session, say, sdk_at
 
 from switchboard.agents import load_scenario
 
@@ -20,10 +20,7 @@ def roles(scenario: str) -> dict[str, str]:
 
 def client(port: int, key: str) -> AsyncOpenAI:
     """The official SDK's realtime client, pointed at an edge on this host, with platform events on."""
-    base = f"ws://127.0.0.1:{port}/v1"
-    return AsyncOpenAI(
-        api_key=key, websocket_base_url=base, base_url=base.replace("ws", "http", 1), default_query=EVENTS
-    )
+    return sdk_at(f"ws://127.0.0.1:{port}/v1", key)
 
 
 async def greet(sdk: AsyncOpenAI) -> str | None:

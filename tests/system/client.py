@@ -13,6 +13,7 @@ Both opt into Switchboard's platform events (``?switchboard_events=1``) unless t
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
 from dataclasses import dataclass, field
@@ -31,8 +32,13 @@ EVENTS = {"switchboard_events": "1"}
 
 def sdk_client(stack: Stack, key: str | None = None, port: int | None = None, *, events: bool = True) -> AsyncOpenAI:
     base = f"ws://127.0.0.1:{port}/v1" if port else stack.ws_base
+    return sdk_at(base, key or stack.api_key, events=events)
+
+
+def sdk_at(base: str, key: str, *, events: bool = True) -> AsyncOpenAI:
+    """The official SDK's realtime client for the edge at ``base`` (``ws://HOST:PORT/v1``), e.g. in a container."""
     return AsyncOpenAI(
-        api_key=key or stack.api_key, websocket_base_url=base, base_url=base.replace("ws", "http", 1),
+        api_key=key, websocket_base_url=base, base_url=base.replace("ws", "http", 1),
         default_query=EVENTS if events else None,
     )  # fmt: skip
 
@@ -104,9 +110,11 @@ class RawClient:
         ssl_context: ssl.SSLContext | None = None,
         headers: dict[str, str] | None = None,
         subprotocols: list[str] | None = None,
+        timeout_s: float = 60,
     ) -> None:
         """``auth``: ``bearer`` (header), ``subprotocol`` (as browsers do) or ``none``; ``headers`` and
-        ``subprotocols`` are sent as given (to present malformed credentials)."""
+        ``subprotocols`` are sent as given (to present malformed credentials). ``timeout_s``: how long
+        :meth:`next` waits for its event before failing with the events seen."""
         base = f"{'wss' if stack.tls else 'ws'}://127.0.0.1:{port}/v1" if port else stack.ws_base
         query = "model=switchboard" + ("&switchboard_events=1" if events else "")
         query += f"&session_id={session_id}" if session_id else ""
@@ -116,6 +124,7 @@ class RawClient:
         self.ssl_context = ssl_context
         self.headers = headers or {}
         self.subprotocols = subprotocols
+        self.timeout_s = timeout_s
         self.events: list[dict[str, Any]] = []
         self._ws: ClientConnection | None = None
 
@@ -152,11 +161,18 @@ class RawClient:
         return event
 
     async def next(self, kind: str) -> dict[str, Any]:
-        """The next event of type ``kind`` (events before it are kept in ``events``)."""
-        while True:
-            event = await self.recv()
-            if event["type"] == kind:
-                return event
+        """The next event of type ``kind`` (events before it are kept in ``events``); an edge that never
+        sends it fails the test after ``timeout_s`` with the last events seen."""
+        start = len(self.events)
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                while True:
+                    event = await self.recv()
+                    if event["type"] == kind:
+                        return event
+        except TimeoutError:
+            seen = [e["type"] for e in self.events[start:]][-10:]
+            raise AssertionError(f"no {kind} within {self.timeout_s:.0f} s; events since asked: {seen}") from None
 
     async def open(self) -> dict[str, Any]:
         """``session.created``, and with platform events ``switchboard.session``; returns the last one."""

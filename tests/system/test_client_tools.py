@@ -33,7 +33,13 @@ async def declare(client: RawClient, tools: list[dict[str, Any]]) -> dict[str, A
 
 
 async def test_a_client_tool_call_is_streamed_answered_and_continued_on_the_same_agent(tmp_path: Path) -> None:
-    responder = calls_client_tool("order_note", {"order_id": "A1001"})
+    calls = calls_client_tool("order_note", {"order_id": "A1001"})
+    offered: list[list[str]] = []
+
+    def responder(body: dict[str, Any]) -> Any:
+        offered.append([t["function"]["name"] for t in body.get("tools") or []])
+        return calls(body)
+
     async with ScriptedOpenAIServer(responder=responder) as model:
         env = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": model.base_url}
         with make_stack(tmp_path, agents=["triage", "generalist"], env=env) as stack:
@@ -64,6 +70,8 @@ async def test_a_client_tool_call_is_streamed_answered_and_continued_on_the_same
                 await client.next("response.done")
                 second = client.events[start:]
     assert text_of(second) == "The tool said: gift wrapped"
+    # the client's tool is offered beside the agent's own (its handoff tools), at every model call
+    assert offered and all({"order_note", "transfer_to_auth"} <= set(names) for names in offered), offered
     assert done_of(second)["metadata"]["agent"] == "triage"
     assert not [e for e in client.events if e["type"] == "error"]
     assert violations(client.events) == []  # function_call events too validate against the official models

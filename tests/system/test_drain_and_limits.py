@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import time
 from collections.abc import Callable
@@ -64,22 +63,20 @@ async def test_edge_refuses_sessions_beyond_its_cap(tmp_path: Path) -> None:
 
 async def test_the_session_cap_counts_sessions_not_connections(tmp_path: Path) -> None:
     with make_stack(tmp_path, agents=["triage", "generalist"], env={"SWITCHBOARD_MAX_SESSIONS": "2"}) as stack:
-        headers = {"Authorization": f"Bearer {stack.api_key}"}
 
-        def connect(session_id: str | None = None) -> Any:
-            url = f"{stack.ws_base}/realtime?model=switchboard" + (f"&session_id={session_id}" if session_id else "")
-            return websockets.connect(url, additional_headers=headers)
+        def connect(session_id: str | None = None) -> RawClient:
+            return RawClient(stack, session_id=session_id, events=False)
 
         def info() -> dict[str, Any]:
             return probe(f"{stack.edge_url}/v1/switchboard/info")[1]
 
         async with connect() as first, connect() as second:  # at the cap
-            created = [json.loads(await ws.recv()) for ws in (first, second)]
+            created = [await ws.recv() for ws in (first, second)]
             assert [c["type"] for c in created] == ["session.created"] * 2
             async with connect(
                 created[0]["session"]["id"]
             ) as again:  # a reconnect takes sess_a over: not a new session
-                assert json.loads(await again.recv())["type"] == "session.created"
+                assert (await again.recv())["type"] == "session.created"
                 await asyncio.to_thread(_wait, lambda: info()["connections"] == 2)  # the older one was closed
                 assert info()["active_sessions"] == 2
                 with pytest.raises(websockets.InvalidStatus) as excinfo:

@@ -8,6 +8,7 @@ Python: the ``openai`` SDK without Switchboard's opt-in events, and the OpenAI A
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -176,14 +177,36 @@ async def test_agents_sdk_interrupt_cancels_a_running_response(tmp_path: Path) -
     assert log.errors == []
 
 
+class InterruptAt:
+    """A listener on the SDK's model that calls ``interrupt()`` the moment the SDK receives a server event of
+    type ``kind``, before it reads the next one. At ``response.output_item.done`` the SDK still holds the
+    response as running, so it sends ``response.cancel``, which reaches the edge while the response commits
+    its turn (between its last item and its ``response.done``): the race of issue 12."""
+
+    def __init__(self, session: RealtimeSession, kind: str) -> None:
+        self.session = session
+        self.kind = kind
+        self.interrupts = 0
+
+    async def on_event(self, event: Any) -> None:
+        if event.type == "raw_server_event" and event.data.get("type") == self.kind:
+            self.interrupts += 1
+            await self.session.interrupt()
+
+
 async def test_agents_sdk_interrupt_right_after_the_answer_never_hangs(retail: Stack) -> None:
     agent = RealtimeAgent(name="caller", instructions="Help the caller.")
     async with runner_session(retail, agent) as log:
+        interrupter = InterruptAt(log.session, "response.output_item.done")
+        log.session.model.add_listener(interrupter)
         for i in range(20):
-            before, start = len(log.dones()), len(log.raw)
+            before = len(log.dones())
             await log.session.send_message(f"hello {i}")
-            await log.wait(lambda s=start: any(e["type"] == "response.output_item.done" for e in log.raw[s:]))
-            await log.session.interrupt()
-            await log.wait(lambda b=before: len(log.dones()) > b, timeout_s=5)
+            await log.wait(lambda b=before: len(log.dones()) > b, timeout_s=5)  # interrupt() never hangs it
+        log.session.model.remove_listener(interrupter)
         after = await log.turn("hello again")
-    assert after["status"] == "completed" and log.errors == []
+    assert interrupter.interrupts == 20
+    created = Counter(e["response"]["id"] for e in log.raw if e["type"] == "response.created")
+    assert Counter(d["id"] for d in log.dones()) == created  # each response: exactly one response.done
+    assert after["status"] == "completed"
+    assert log.errors == []  # no session_conflict: no cancel cut the session's commit in half

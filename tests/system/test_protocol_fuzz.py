@@ -123,6 +123,7 @@ async def play(stack: Stack, events: list[tuple[str, dict[str, Any] | str]]) -> 
 
 def test_malformed_and_out_of_order_events_never_break_a_session(retail: Stack) -> None:
     edge = retail.proc("edge").pid
+    asyncio.run(play(retail, [("response.create", {"type": "response.create"})]))  # first-use allocations
     before = rss_kib(edge)
 
     @settings(max_examples=40, deadline=None, database=None, suppress_health_check=list(HealthCheck))
@@ -132,4 +133,4 @@ def test_malformed_and_out_of_order_events_never_break_a_session(retail: Stack) 
 
     run()
     grown = rss_kib(edge) - before
-    assert grown < 64 * 1024, f"the edge grew by {grown} KiB over the fuzz run"
+    assert grown < 16 * 1024, f"the edge grew by {grown} KiB over the fuzz run"  # measured: 0.4 MiB

@@ -27,7 +27,7 @@ async def test_a_cancel_at_any_point_of_a_response_ends_it_with_one_response_don
     async with RawClient(retail) as client:
         await client.open()
         statuses: Counter[str] = Counter()
-        for i in range(24):
+        for i in range(40):  # 10 cancels at each point; half of those at output_item.done land in the commit
             point = POINTS[i % len(POINTS)]
             start = len(client.events)
             await client.send({"type": "conversation.item.create", "item": user_message(f"hello {i}")})

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,26 @@ async def test_a_canary_process_whose_configuration_does_not_load_never_serves(s
     assert await asyncio.to_thread(proc.popen.wait, 30) != 0
     assert "no_such_tool" in "\n".join(proc.lines)
     assert "no canary replica of 'billing' answers" in await refused(stack, "set-weight", "billing", "10")
+
+
+async def test_kube_without_the_kubernetes_client_is_refused_in_one_line(stack: Stack, tmp_path: Path) -> None:
+    """The service image leaves the client out (the ``kube`` extra): ``--kube`` says how to get it."""
+    shadow = tmp_path / "no-kube" / "kubernetes"  # first on the path: importing kubernetes fails as if absent
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'kubernetes'\", name='kubernetes')\n"
+    )
+    before = await rollouts(stack)
+    done = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "switchboard", "rollout", "set-weight", "triage", "10", "--kube"],
+        env=stack.env() | {"PYTHONPATH": str(shadow.parent)}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert done.stderr.strip() == (
+        "switchboard rollout set-weight: error: --kube needs the Kubernetes client: "
+        "pip install 'switchboard[kube]' (nothing was changed)"
+    )
+    assert await rollouts(stack) == before
 
 
 def chart_deployments() -> dict[str, dict[str, Any]]:

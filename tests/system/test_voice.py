@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -137,6 +139,23 @@ async def test_spoken_refund_request_is_heard_handed_off_and_answered_aloud(
     heard = words(whisper.recognize(answer))
     assert {"verify", "identity", "email"} <= set(heard), heard
     assert "response.output_text.delta" not in kinds
+    session_id = next(e for e in seen if e.type == "session.created").session.id
+    stt = await edge_record(retail, "caller audio transcribed", session_id)
+    assert stt["from_pause"] is True  # decoded at the pause, while server VAD still waited for the turn's end
+
+
+async def edge_record(stack: Stack, msg: str, session_id: str | None, timeout_s: float = 10) -> dict[str, Any]:
+    """The edge's first JSON log record ``msg`` of ``session_id`` (its stdout is read on a thread: the line
+    may land just after the event that followed it)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        for line in list(stack.proc("edge").lines):
+            if line.startswith("{") and msg in line:
+                record: dict[str, Any] = json.loads(line)
+                if record.get("msg") == msg and record.get("session_id") == session_id:
+                    return record
+        assert time.monotonic() < deadline, f"no {msg!r} log record of session {session_id}"
+        await asyncio.sleep(0.02)  # ok-sleep: poll interval
 
 
 async def test_push_to_talk_commit_then_response(retail: Stack, piper: PiperTts) -> None:
@@ -256,7 +275,7 @@ async def test_text_message_to_voice_session_is_answered_aloud(retail: Stack) ->
 async def test_agents_sdk_runner_holds_a_spoken_turn_with_a_handoff(retail: Stack, speech_dir: Path) -> None:
     caller = espeak("I want a refund for my order.", speech_dir / "runner.wav")
     agent = RealtimeAgent(name="caller", instructions="Help the caller.")
-    async with runner_session(retail, agent, settings={}) as log:  # the SDK's defaults: audio both ways, VAD
+    async with runner_session(retail, agent, settings={}) as log:  # SDK defaults: gpt-4o-mini-transcribe, semantic VAD
         for chunk in pcm_chunks(caller.samples):
             await log.session.send_audio(chunk)
         await log.wait(lambda: len(log.dones()) == 1, timeout_s=60)

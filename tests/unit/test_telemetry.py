@@ -410,3 +410,23 @@ def test_names_match_the_semantic_conventions() -> None:
     dotted = [v for v in keys if "." in v]
     assert len(dotted) > 40
     assert {v.split(".")[0] for v in dotted} == {"messaging", "gen_ai", "error", "service", "switchboard"}
+
+
+async def test_the_exporter_reads_the_proxy_from_the_environment_once_and_uses_it(
+    receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The export session does not re-read the environment at every export (it costs the export thread about
+    a quarter of its CPU), yet a proxy set in the environment when tracing starts still carries the spans: here
+    the receiver is the proxy, and the collector's host does not even resolve."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector.invalid:4318")
+    monkeypatch.setenv("HTTP_PROXY", receiver.endpoint)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    setup_tracing("edge")
+    monkeypatch.delenv("HTTP_PROXY")  # read once, at set-up
+    with span(names.SPAN_HANDOFF, {names.HANDOFF_OUTCOME: "accepted"}):
+        pass
+    await asyncio.to_thread(shutdown_tracing)
+
+    got = await receiver.wait_for_span(names.SPAN_HANDOFF)
+    assert got.attributes == {names.HANDOFF_OUTCOME: "accepted"}

@@ -95,8 +95,14 @@ async def run(args: argparse.Namespace, out: Any = None) -> None:
         op = Operator(bus, await RolloutStore.open(bus.js, replicas=settings.js_replicas), agents, out)
         op.control = await ControlAudit.open(bus.js, replicas=settings.js_replicas)
         if args.kube:
-            from .kube import Cluster, api_client  # the kubernetes client is only imported when used
-
+            try:  # the kubernetes client is an extra (switchboard[kube]), imported only when used
+                from .kube import Cluster, api_client
+            except ModuleNotFoundError as exc:
+                if exc.name != "kubernetes" and not str(exc.name).startswith("kubernetes."):
+                    raise
+                raise RolloutError(
+                    "--kube needs the Kubernetes client: pip install 'switchboard[kube]' (nothing was changed)"
+                ) from None
             op.cluster = Cluster(api_client(args.kubeconfig, args.context), args.namespace, args.prefix)
         op.timeout_s = args.timeout
         if args.verb == "status":

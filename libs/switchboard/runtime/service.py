@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import logging
 import os
+import secrets
 import socket
 import time
 from typing import Generic, TypeVar
@@ -50,7 +51,9 @@ class LoopService(StartStop, Generic[Req]):
             raise ValueError(f"no {self.role} {name!r} in scenario {scenario.config.name!r} (known: {known})")
         self.settings = settings
         self.agent = agent
-        self.replica = f"{socket.gethostname()}:{os.getpid()}"
+        self.replica = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        """host:pid:random. Host and pid alone collide: containers on the host network share its hostname
+        and each runs as PID 1 (two containers of one agent both said ``host:1``)."""
         self.config_fingerprint = hashlib.sha256(self.agent.model_dump_json().encode()).hexdigest()[:12]
         """Names this agent configuration (prompt, model, tools, handoffs, offline rules) in turn results."""
         self.model = model or build_provider(agent, scenario.config.offline_slots, timeout_s=settings.model_timeout_s)

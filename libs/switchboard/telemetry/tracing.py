@@ -20,7 +20,7 @@ import logging
 import os
 import threading
 from collections.abc import Mapping, MutableMapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -35,6 +35,9 @@ from opentelemetry.util.types import Attributes
 
 from .. import __version__
 from . import names
+
+if TYPE_CHECKING:
+    import requests
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +185,29 @@ def _otlp_exporter() -> SpanExporter:
     protocol = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
     if protocol and protocol.strip() != _PROTOCOL:
         log.warning("only OTLP over http/protobuf is supported; using it", extra={"protocol": protocol})
-    return OTLPSpanExporter()  # endpoint, headers, timeout, compression: from the OTEL_* variables
+    return OTLPSpanExporter(session=_export_session(), certificate_file=_env_ca_bundle())
+
+
+def _export_session() -> requests.Session:
+    """A ``requests`` session that reads the environment once, here, instead of at every export: with
+    ``trust_env`` on, each POST scans the environment for proxies and looks for a ``.netrc``, about a quarter
+    of the export thread's CPU. The proxies for the collector's URL are resolved now and kept."""
+    import requests
+    from requests.utils import get_environ_proxies
+
+    session = requests.Session()
+    session.trust_env = False
+    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "")
+    session.proxies.update(get_environ_proxies(endpoint) if endpoint else {})
+    return session
+
+
+def _env_ca_bundle() -> str | None:
+    """``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE``, which a session that does not trust the environment would
+    ignore (the ``OTEL_EXPORTER_OTLP_*CERTIFICATE`` variables still come first)."""
+    if os.environ.get("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE") or os.environ.get("OTEL_EXPORTER_OTLP_CERTIFICATE"):
+        return None
+    return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or None
 
 
 # --- propagation -------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import asyncio
 import statistics
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from nats.aio.client import Client
@@ -142,3 +142,58 @@ async def alongside(
             done.set()
 
     return await asyncio.gather(load(), driver.closed_loop(other, texts, callers=1, turns=1_000_000, stop=done))
+
+
+@dataclass
+class ScalingRun:
+    """One specialist under load with one replica, then with two, while another specialist runs alongside."""
+
+    one: TurnFigures
+    other_one: TurnFigures
+    two: TurnFigures
+    other_two: TurnFigures
+
+    @property
+    def speedup(self) -> float:
+        return self.one.elapsed_s / self.two.elapsed_s if self.two.elapsed_s else 0.0
+
+    def problems(self, *, turns: int, inflight: int, delay_s: float, min_speedup: float = 1.5) -> list[str]:
+        """What contradicts "a second replica raises this specialist's throughput and leaves the other alone"."""
+        out = []
+        if not self.one.turns == self.two.turns == turns:
+            out.append(f"turns done {self.one.turns}, {self.two.turns} of {turns}")
+        if self.one.elapsed_s < turns / inflight * delay_s * 0.95:  # one replica's in-flight limit is the bound
+            out.append(f"one replica did {turns} turns in {self.one.elapsed_s:.2f} s: the load did not saturate it")
+        if (len(set(self.one.replicas)), len(set(self.two.replicas))) != (1, 2):
+            out.append(f"replicas seen {len(set(self.one.replicas))}, then {len(set(self.two.replicas))}, not 1, 2")
+        if self.speedup < min_speedup:  # ~2x expected; the margin is for a shared machine's noise
+            out.append(
+                f"second replica: x{self.speedup:.2f} ({self.one.elapsed_s:.2f} s -> {self.two.elapsed_s:.2f} s)"
+            )
+        if len(set(self.other_one.replicas + self.other_two.replicas)) != 1:
+            out.append("the other specialist's replicas changed")
+        if self.other_one.turns < 5 or self.other_two.turns < 3:
+            out.append(f"the other specialist answered only {self.other_one.turns}, {self.other_two.turns} turns")
+        if self.other_two.p50_s > 2 * self.other_one.p50_s + 0.05:
+            out.append(f"the other specialist slowed: p50 {self.other_one.p50_s:.3f} -> {self.other_two.p50_s:.3f} s")
+        return out
+
+    def line(self) -> str:
+        return (
+            f"{self.one.agent}: {self.one.turns_per_s:.1f} -> {self.two.turns_per_s:.1f} turns/s "
+            f"(x{self.speedup:.2f}); "
+            f"{self.other_one.agent} p50 {self.other_one.p50_s * 1000:.1f} -> {self.other_two.p50_s * 1000:.1f} ms"
+        )
+
+
+async def second_replica_run(
+    driver: AgentDriver, loaded: str, other: str, add_replica: Callable[[], Awaitable[object]], *, callers: int,
+    turns: int,
+) -> ScalingRun:  # fmt: skip
+    """Warm both agents up, load ``loaded`` alongside ``other``, ``add_replica`` of ``loaded``, load it again."""
+    for agent in (other, loaded):  # first turns pay for connections and imports
+        await driver.turn(agent, ["hi"])
+    one, other_one = await alongside(driver, loaded, other, ["hi"], callers=callers, turns=turns)
+    await add_replica()
+    two, other_two = await alongside(driver, loaded, other, ["hi"], callers=callers, turns=turns)
+    return ScalingRun(one, other_one, two, other_two)

@@ -43,6 +43,7 @@ from .interfaces import (
     VoiceActivityDetector,
 )
 from .offline import VoiceEngines, load_offline
+from .semantic_vad import SemanticTurnDetector, SemanticVadConfig, TurnDetection, end_of_turn
 from .sentences import SentenceSplitter
 from .turn_detection import ServerVadConfig, TurnDetector
 from .wav import read_wav, write_wav
@@ -63,6 +64,8 @@ __all__ = [
     "InputAudioBuffer",
     "ModelUnavailableError",
     "Resampler",
+    "SemanticTurnDetector",
+    "SemanticVadConfig",
     "SentenceSplitter",
     "ServerVadConfig",
     "SpeechChunk",
@@ -73,6 +76,7 @@ __all__ = [
     "Transcript",
     "TranscriptEvent",
     "TranscriptPartial",
+    "TurnDetection",
     "TurnDetector",
     "VadEvent",
     "VoiceActivityDetector",
@@ -81,6 +85,7 @@ __all__ = [
     "WavError",
     "decode_base64",
     "encode_base64",
+    "end_of_turn",
     "from_pcm16_24k",
     "load_offline",
     "read_wav",

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .interfaces import SpeechToText, TextToSpeech, VoiceActivityDetector
-from .turn_detection import ServerVadConfig
+from .semantic_vad import TurnDetection
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +19,7 @@ class VoiceEngines:
 
     stt: SpeechToText
     tts: TextToSpeech
-    new_vad: Callable[[ServerVadConfig | None], VoiceActivityDetector]
+    new_vad: Callable[[TurnDetection | None], VoiceActivityDetector]
 
 
 def load_offline(*, cpu_threads: int = 1, workers: int = 2) -> VoiceEngines:

@@ -11,6 +11,7 @@ import numpy as np
 from .errors import ModelUnavailableError
 from .formats import PCM_RATE, Pcm16, Resampler, pcm16_to_float
 from .interfaces import VadEvent
+from .semantic_vad import SemanticTurnDetector, SemanticVadConfig, TurnDetection
 from .turn_detection import ServerVadConfig, TurnDetector
 
 RATE = 16_000
@@ -41,8 +42,8 @@ def _session() -> Any:
 class SileroVad:
     """A :class:`~switchboard.voice.interfaces.VoiceActivityDetector` for one audio stream."""
 
-    def __init__(self, config: ServerVadConfig | None = None) -> None:
-        self.detector = TurnDetector(config)
+    def __init__(self, config: TurnDetection | None = None) -> None:
+        self.detector = SemanticTurnDetector(config) if isinstance(config, SemanticVadConfig) else TurnDetector(config)
         self._session = _session()
         self._resampler = Resampler(PCM_RATE, RATE)
         self._pending = np.zeros(0, dtype=np.float32)

@@ -21,7 +21,7 @@ import numpy as np
 
 from .errors import ModelUnavailableError
 from .formats import PCM_RATE, Pcm16, pcm16_to_float, resample
-from .interfaces import Transcript, TranscriptEvent, TranscriptPartial
+from .interfaces import SpeechToText, Transcript, TranscriptEvent, TranscriptPartial
 from .models import whisper_dir
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,8 @@ FRAMES_PER_S = 100  # mel frames (10 ms hop)
 MAX_FRAMES = 3000  # Whisper's 30 s window
 MIN_WINDOW_FRAMES = 500  # 5 s: as cheap as a tighter window, and fewer early stops on short utterances
 TOKENS_PER_S = 12  # a generous ceiling on speech; bounds a hallucinating decode
+MAX_LENGTH = 448  # Whisper's text context (tokens), prompt included
+MAX_PROMPT_TOKENS = 223  # the previous text may take half of it (as faster-whisper does)
 MAX_COMPRESSION = 2.4  # a transcript that gzips better than this is a repetition loop (Whisper's own rule)
 
 
@@ -93,14 +95,30 @@ class WhisperStt:
         self.partial_interval_ms = partial_interval_ms
         self.no_speech_threshold = no_speech_threshold
 
-    def recognize(self, samples: Pcm16) -> str:
-        """Transcribe one utterance (PCM16 at 24 kHz), blocking; call it from a worker thread."""
+    def recognize(self, samples: Pcm16, prompt: str | None = None) -> str:
+        """Transcribe one utterance (PCM16 at 24 kHz), blocking; call it from a worker thread. ``prompt``:
+        Whisper's initial prompt (words to expect, a style to follow), as the session's
+        ``transcription.prompt`` gives it."""
         audio = pcm16_to_float(resample(samples, PCM_RATE, RATE))
         window = MAX_FRAMES * RATE // FRAMES_PER_S
-        parts = [self._recognize_window(audio[i : i + window]) for i in range(0, max(audio.size, 1), window)]
+        tokens = self._prompt_tokens(prompt)
+        parts = [
+            self._recognize_window(audio[i : i + window], tokens, prompt) for i in range(0, max(audio.size, 1), window)
+        ]
         return " ".join(p for p in parts if p)
 
-    def _recognize_window(self, audio: np.ndarray) -> str:
+    def _prompt_tokens(self, prompt: str | None) -> list[int]:
+        """[previous-text marker, the prompt's last MAX_PROMPT_TOKENS tokens] + the start of transcript."""
+        if not prompt or not prompt.strip():
+            return self._prompt
+        said = self._tokenizer.encode(" " + prompt.strip())[-MAX_PROMPT_TOKENS:]
+        return [self._tokenizer.sot_prev, *said, *self._prompt]
+
+    def with_prompt(self, prompt: str | None) -> SpeechToText:
+        """This model, transcribing with ``prompt`` (one session's ``transcription.prompt``)."""
+        return self if not prompt else _Prompted(self, prompt)
+
+    def _recognize_window(self, audio: np.ndarray, prompt: list[int], initial_prompt: str | None) -> str:
         import ctranslate2
 
         if audio.size < RATE // 10:  # under 100 ms: nothing to hear
@@ -116,8 +134,8 @@ class WhisperStt:
         encoded = self._model.model.encode(ctranslate2.StorageView.from_array(padded[None]), to_cpu=False)
         seconds = audio.size / RATE
         result: Any = self._model.model.generate(
-            encoded, [self._prompt], beam_size=1, suppress_blank=True, suppress_tokens=self._suppress,
-            max_length=len(self._prompt) + int(seconds * TOKENS_PER_S) + 8, return_no_speech_prob=True,
+            encoded, [prompt], beam_size=1, suppress_blank=True, suppress_tokens=self._suppress,
+            max_length=min(MAX_LENGTH, len(prompt) + int(seconds * TOKENS_PER_S) + 8), return_no_speech_prob=True,
         )[0]  # fmt: skip
         if result.no_speech_prob > self.no_speech_threshold:
             return ""
@@ -132,12 +150,15 @@ class WhisperStt:
             log.info("whisper repetition; decoding again", extra={"audio_s": round(seconds, 2)})
             segments, _ = self._model.transcribe(
                 audio, language="en", beam_size=5, vad_filter=False, condition_on_previous_text=False,
-                without_timestamps=True,
+                without_timestamps=True, initial_prompt=initial_prompt,
             )  # fmt: skip
             text = " ".join(segment.text.strip() for segment in segments)
         return text
 
-    async def transcribe(self, audio: AsyncIterable[Pcm16]) -> AsyncIterator[TranscriptEvent]:
+    def transcribe(self, audio: AsyncIterable[Pcm16]) -> AsyncIterator[TranscriptEvent]:
+        return self.stream(audio, None)
+
+    async def stream(self, audio: AsyncIterable[Pcm16], prompt: str | None) -> AsyncIterator[TranscriptEvent]:
         chunks: list[Pcm16] = []
         n = 0
         partial: asyncio.Task[str] | None = None
@@ -152,13 +173,24 @@ class WhisperStt:
                     partial = None
                 if step and partial is None and n - partial_at >= step:
                     partial_at = n
-                    partial = asyncio.create_task(asyncio.to_thread(self.recognize, np.concatenate(chunks)))
+                    partial = asyncio.create_task(asyncio.to_thread(self.recognize, np.concatenate(chunks), prompt))
             if partial is not None:
                 partial.cancel()  # the final supersedes it (its thread finishes on its own)
                 partial = None
             whole = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
-            text = await asyncio.to_thread(self.recognize, whole)
+            text = await asyncio.to_thread(self.recognize, whole, prompt)
             yield Transcript(text=text, audio_ms=n * 1000 / PCM_RATE)
         finally:
             if partial is not None:
                 partial.cancel()
+
+
+class _Prompted:
+    """A :class:`WhisperStt` that transcribes with an initial prompt; shares the model."""
+
+    def __init__(self, stt: WhisperStt, prompt: str) -> None:
+        self.stt = stt
+        self.prompt = prompt
+
+    def transcribe(self, audio: AsyncIterable[Pcm16]) -> AsyncIterator[TranscriptEvent]:
+        return self.stt.stream(audio, self.prompt)

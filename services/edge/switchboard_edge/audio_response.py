@@ -111,6 +111,12 @@ class AudioResponseWriter(ResponseWriter):
         self._pump: asyncio.Task[None] | None = None
         self._sent_ms = 0.0
 
+    def played_at(self) -> float:
+        """``time.monotonic()`` at which the caller will have played all the audio sent (now, if none)."""
+        if self.clock.started is None:
+            return time.monotonic()
+        return self.clock.started + self._sent_ms / 1000
+
     async def on_event(self, ev: ConductorEvent) -> None:
         if self.phase is not Phase.STARTED:
             return

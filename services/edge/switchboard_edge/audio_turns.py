@@ -16,8 +16,10 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from switchboard.schemas import MessageItem, SessionState
 from switchboard.voice import (
@@ -25,9 +27,12 @@ from switchboard.voice import (
     AudioFormat,
     AudioTooLargeError,
     EmptyAudioError,
+    ServerVadConfig,
     SpeechStarted,
+    SpeechStopped,
     SpeechToText,
     Transcript,
+    TurnDetector,
     VoiceError,
     decode_base64,
     to_pcm16_24k,
@@ -46,6 +51,7 @@ from .client_events import (
 from .orchestration import LocalAgentError
 from .protocol import ProtocolError, error_event, new_id, server_event
 from .response import ResponseWriter
+from .turn_timing import IdleTimer, PauseJudge
 from .voice import VoiceState, engines, ready_engines
 
 if TYPE_CHECKING:
@@ -58,6 +64,8 @@ MIN_COMMIT_MS = 100
 MAX_TRANSCRIBING = 4
 """Caller utterances of one session being transcribed at once; a client committing faster is refused
 (a caller speaking in real time cannot: each utterance takes longer to say than to transcribe)."""
+NO_AUDIO: Pcm16 = np.zeros(0, dtype=np.int16)
+"""The audio of an utterance the edge did not keep (the upstream heard it)."""
 KEEP_SPOKEN = 16
 """Assistant items whose audio timeline a session keeps for truncation (the newest)."""
 
@@ -96,11 +104,15 @@ class AudioTurns:
         self.spoken: OrderedDict[str, SpokenItem] = OrderedDict()
         """Audio timelines of the assistant items spoken on this connection (newest last)."""
         self._tasks: set[asyncio.Task[None]] = set()
+        self.idle = IdleTimer(self._idle_timeout, lambda: self.config.buffer.session_ms)
+        self.pauses = PauseJudge()
 
     def preload(self) -> None:
         engines()
 
     async def aclose(self) -> None:
+        await self.idle.aclose()
+        await self.pauses.aclose()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -151,8 +163,11 @@ class AudioTurns:
         vad = config.detector(await ready_engines(), samples.size * 1000 / PCM_RATE)
         if vad is None:
             return
+        detector = getattr(vad, "detector", None)
+        pauses = detector if isinstance(detector, TurnDetector) else None
         for ev in vad.process(samples):
             if isinstance(ev, SpeechStarted):
+                self.idle.cancel()
                 config.speech_item_id = item_id = new_id("item")
                 heard_at = time.monotonic()
                 await self.session.send(
@@ -165,40 +180,70 @@ class AudioTurns:
                 if vad_config.interrupt_response:
                     await self.barge_in(heard_at)
             else:
-                item_id = config.speech_item_id or new_id("item")
-                config.speech_item_id = None
-                end_ms = ev.audio_end_ms + config.vad_origin_ms
-                await self.session.send(
-                    server_event("input_audio_buffer.speech_stopped", audio_end_ms=end_ms, item_id=item_id)
-                )
-                try:
-                    utterance = config.buffer.commit_until(end_ms)
-                except EmptyAudioError:
-                    continue
-                await self._commit(utterance, item_id, respond=vad_config.create_response)
+                await self._speech_stopped(ev, pauses)
+        if pauses is not None:  # transcribe at a pause, while the VAD waits for the turn's end
+            stt = config.stt(await ready_engines())
+            self.pauses.after_audio(
+                pauses, config.buffer.samples, lambda audio: transcribe(stt, audio), self._speech_stopped
+            )
         if config.speech_item_id is None:  # nobody speaks: keep only the prefix padding
             config.buffer.trim_before(config.buffer.session_ms - vad_config.prefix_padding_ms)
 
+    async def _speech_stopped(self, ev: SpeechStopped, detector: TurnDetector | None = None) -> None:
+        """The VAD ended the caller's turn (or semantic VAD's verdict did, on audio already heard)."""
+        config = self.config
+        item_id = config.speech_item_id or new_id("item")
+        config.speech_item_id = None
+        end_ms = ev.audio_end_ms + config.vad_origin_ms
+        await self.session.send(server_event("input_audio_buffer.speech_stopped", audio_end_ms=end_ms, item_id=item_id))
+        try:
+            utterance = config.buffer.commit_until(end_ms)
+        except EmptyAudioError:
+            return
+        heard = self.pauses.transcript(detector) if detector is not None else None
+        respond = config.turn_detection is not None and config.turn_detection.create_response
+        await self._commit(utterance, item_id, respond=respond, heard=heard)
+
+    # --- server VAD's idle timeout ---------------------------------------------------------------------
+
+    def on_response(self, response: asyncio.Task[None], writer: ResponseWriter) -> None:
+        """A response started: no idle timeout while it runs; the count starts once its audio has played."""
+        self.idle.cancel()
+        response.add_done_callback(lambda _: self._arm_idle(writer))
+
+    def _arm_idle(self, writer: ResponseWriter) -> None:
+        vad = self.config.turn_detection
+        if not isinstance(vad, ServerVadConfig) or vad.idle_timeout_ms is None or self.config.speech_item_id:
+            return  # no timeout configured, or the caller is speaking (a barge-in ended the response)
+        played = writer.played_at() if isinstance(writer, AudioResponseWriter) else time.monotonic()
+        self.idle.arm(played, vad.idle_timeout_ms)
+
+    async def _idle_timeout(self, audio_start_ms: int, audio_end_ms: int) -> None:
+        """The caller said nothing for ``idle_timeout_ms`` after the answer played: commit the silence as an
+        empty caller turn and answer it (the agent sees an empty user message and can check on the caller)."""
+        config, session = self.config, self.session
+        vad = config.turn_detection
+        busy = [t for t in (session._response, session.pending_input) if t is not None and not t.done()]
+        if not isinstance(vad, ServerVadConfig) or busy:  # (speech cancels the timer: see _append)
+            return
+        item_id = new_id("item")
+        await session.send(server_event(
+            "input_audio_buffer.timeout_triggered", audio_start_ms=audio_start_ms, audio_end_ms=audio_end_ms,
+            item_id=item_id,
+        ))  # fmt: skip
+        silence = config.buffer.samples()
+        config.buffer.clear()
+        nothing: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        nothing.set_result("")  # the VAD heard no speech: nothing to transcribe
+        await self._commit(silence, item_id, respond=vad.create_response, heard=nothing, silent=True)
+
     # --- a committed utterance becomes the caller's message ---------------------------------------------
 
-    async def _commit(self, samples: Pcm16, item_id: str, *, respond: bool) -> None:
-        async def heard() -> str:
-            stt = (await ready_engines()).stt
-            started = time.perf_counter()
-            text = await transcribe(stt, samples)
-            log.info("caller audio transcribed", extra={
-                "session_id": self.session.state.session_id, "audio_ms": round(samples.size * 1000 / PCM_RATE),
-                "stt_ms": round((time.perf_counter() - started) * 1000), "words": len(text.split()),
-            })  # fmt: skip
-            return text
-
-        await self.committed(item_id, heard, respond=respond, seconds=samples.size / PCM_RATE)
-
-    async def committed(
-        self, item_id: str, heard: Callable[[], Awaitable[str]], *, respond: bool, seconds: float | None = None
+    async def _commit(
+        self, samples: Pcm16, item_id: str, *, respond: bool, heard: Awaitable[str] | None = None, silent: bool = False
     ) -> None:
-        """The caller's utterance ``item_id`` is committed: announce it; ``heard`` gives its words (the edge's
-        STT, or the upstream's transcription), which then join the conversation as the caller's message."""
+        """``heard``: the transcript, when already known (semantic VAD's pause, an idle timeout's ``""``);
+        ``silent``: an idle timeout's turn, kept and answered though nothing was said."""
         session = self.session
         if len(self._tasks) >= MAX_TRANSCRIBING:
             raise ProtocolError(
@@ -208,18 +253,33 @@ class AudioTurns:
         await session.send(server_event("input_audio_buffer.committed", previous_item_id=previous, item_id=item_id))
         added = user_audio_item(item_id, None, "in_progress")
         await session.send(server_event("conversation.item.added", previous_item_id=previous, item=added))
-        task = asyncio.create_task(self._transcribe_turn(heard, item_id, session.pending_input, respond, seconds))
+        task = asyncio.create_task(
+            self._transcribe_turn(samples, item_id, session.pending_input, respond, heard=heard, silent=silent)
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         session.pending_input = task
 
+    async def committed(self, item_id: str, heard: Awaitable[str], *, respond: bool) -> None:
+        """The upstream (Realtime API) committed the caller's utterance ``item_id``: announce it; ``heard`` is
+        the upstream's transcript, which joins the conversation as the caller's message (no audio here)."""
+        await self._commit(NO_AUDIO, item_id, respond=respond, heard=heard)
+
     async def _transcribe_turn(
-        self, heard: Callable[[], Awaitable[str]], item_id: str, before: asyncio.Task[None] | None, respond: bool,
-        seconds: float | None,
+        self, samples: Pcm16, item_id: str, before: asyncio.Task[None] | None, respond: bool,
+        *, heard: Awaitable[str] | None = None, silent: bool = False,
     ) -> None:  # fmt: skip
         session = self.session
         try:
-            text = await heard()
+            started = time.perf_counter()
+            text = (
+                await heard if heard is not None else await transcribe(self.config.stt(await ready_engines()), samples)
+            )
+            log.info("caller audio transcribed", extra={
+                "session_id": session.state.session_id, "audio_ms": round(samples.size * 1000 / PCM_RATE),
+                "stt_ms": round((time.perf_counter() - started) * 1000), "words": len(text.split()),
+                "from_pause": heard is not None,
+            })  # fmt: skip
         except Exception as exc:  # the STT failed: the caller is told, the session goes on
             log.warning("transcription failed", extra={"session_id": session.state.session_id}, exc_info=True)
             err = {"type": "server_error", "code": "transcription_failed", "message": f"{type(exc).__name__}: {exc}"}
@@ -230,14 +290,14 @@ class AudioTurns:
             return
         if before is not None:  # the caller's earlier words join the conversation first
             await asyncio.wait([before])
-        usage = {"type": "duration", "seconds": round(seconds or 0.0, 3)}
+        usage = {"type": "duration", "seconds": round(samples.size / PCM_RATE, 3)}
         ids = {"item_id": item_id, "content_index": 0}
         if text:
             await session.send(server_event("conversation.item.input_audio_transcription.delta", **ids, delta=text))
         await session.send(server_event(
             "conversation.item.input_audio_transcription.completed", **ids, transcript=text, usage=usage
         ))  # fmt: skip
-        if not text:  # nothing was said: no empty message for the agents, no response
+        if not text and not silent:  # nothing was said: no empty message for the agents, no response
             await session.send(server_event("conversation.item.deleted", item_id=item_id))
             return
         try:
@@ -279,7 +339,7 @@ class AudioTurns:
     async def transcribe_parts(self, message: UserMessage) -> str:
         """The text of a ``conversation.item.create`` message with ``input_audio`` parts: typed text
         and transcribed audio, in order."""
-        stt = (await ready_engines()).stt
+        stt = self.config.stt(await ready_engines())
         said: list[str] = []
         for index, part in enumerate(message.content):
             if part.type == "input_text":

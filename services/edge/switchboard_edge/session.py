@@ -436,6 +436,8 @@ class EdgeSession:
         self._writer, self._seen_after_done = writer, False
         await writer.start()  # response.created before anything can cancel it
         self._response = asyncio.create_task(self._respond(writer, plan))
+        if self.audio is not None:  # server VAD's idle timeout counts from the end of this response
+            self.audio.on_response(self._response, writer)
 
     async def _cancel_response(self, reason: str = "client_cancelled") -> bool:
         """Stop the response in flight, if any, and wait until it has sent its ``response.done``.

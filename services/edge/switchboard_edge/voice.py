@@ -12,16 +12,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from switchboard.voice import (
     PCM16_24K,
     AudioFormat,
     AudioLimits,
     InputAudioBuffer,
+    SemanticVadConfig,
     ServerVadConfig,
+    SpeechToText,
+    TurnDetection,
     VoiceActivityDetector,
     VoiceEngines,
     VoiceError,
@@ -40,16 +43,99 @@ class _Loose(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+STT_MODEL = "whisper-tiny.en"
+"""The one transcription model that ships; ``STT_MODELS`` are the names a session may ask it by."""
+OPENAI_STT_MODELS = frozenset({
+    "whisper-1", "gpt-transcribe", "gpt-live-transcribe", "gpt-4o-transcribe", "gpt-4o-mini-transcribe",
+    "gpt-4o-mini-transcribe-2025-12-15", "gpt-realtime-whisper",
+})  # fmt: skip
+"""The GA protocol's transcription models that a client may name and the shipped Whisper serves instead, so an
+official client on its defaults (the Agents SDK asks for ``gpt-4o-mini-transcribe``) works unchanged. Not
+``gpt-4o-transcribe-diarize``: its speaker labels cannot be served."""
+STT_MODELS = frozenset({STT_MODEL, "tiny.en", "whisper-tiny"}) | OPENAI_STT_MODELS
+STT_LANGUAGES = frozenset({"en"})
+"""Whisper tiny.en hears English only."""
+
+
+class Transcription(_Loose):
+    """``session.audio.input.transcription`` (GA ``AudioTranscription``). The edge always transcribes the
+    caller (the agents work on the words); these settings steer that transcription."""
+
+    model: str | None = None
+    """One of ``STT_MODELS``, all served by the shipped Whisper tiny.en; another model is refused."""
+    language: str | None = None
+    languages: list[str] | None = None
+    """ISO-639-1; only ``en``."""
+    prompt: str | None = Field(default=None, max_length=2000)
+    """Whisper's initial prompt: words to expect (names, products), a spelling or style to follow."""
+    keywords: list[str] | None = Field(default=None, max_length=100)
+    """Words or phrases to expect: added to the prompt."""
+    delay: str | None = None
+    """``gpt-realtime-whisper`` only: refused."""
+
+    @field_validator("model")
+    @classmethod
+    def _shipped_model(cls, model: str | None) -> str | None:
+        if model is not None and model not in STT_MODELS:
+            names = ", ".join(sorted(STT_MODELS))
+            raise ValueError(
+                f"transcription model {model!r} is not available on this edge; it transcribes with Whisper "
+                f"tiny.en, asked for by any of: {names}"
+            )
+        return model
+
+    @field_validator("language")
+    @classmethod
+    def _english(cls, language: str | None) -> str | None:
+        if language is not None and language.lower() not in STT_LANGUAGES:
+            raise ValueError(f"language {language!r} is not available: Whisper tiny.en transcribes English ('en') only")
+        return language
+
+    @field_validator("languages")
+    @classmethod
+    def _all_english(cls, languages: list[str] | None) -> list[str] | None:
+        for language in languages or []:
+            cls._english(language)
+        return languages
+
+    @field_validator("delay")
+    @classmethod
+    def _no_delay(cls, delay: str | None) -> str | None:
+        if delay is not None:
+            raise ValueError("delay applies to gpt-realtime-whisper only; Whisper tiny.en transcribes each turn whole")
+        return delay
+
+    def whisper_prompt(self) -> str | None:
+        said = [p for p in (self.prompt, ", ".join(self.keywords or [])) if p and p.strip()]
+        return " ".join(said) or None
+
+
+class NoiseReduction(_Loose):
+    """``session.audio.input.noise_reduction`` (GA ``NoiseReduction``): checked, then refused (no filter ships)."""
+
+    type: Literal["near_field", "far_field"] | None = None
+    strength: float | None = Field(default=None, ge=0.0)
+
+
 class AudioInput(_Loose):
     """``session.audio.input`` (GA ``RealtimeAudioConfigInput``)."""
 
     format: AudioFormat | None = None
-    noise_reduction: dict[str, Any] | None = None
-    """Accepted, not applied."""
-    transcription: dict[str, Any] | None = None
-    """Accepted: the edge always transcribes the caller with its own STT (the agents need the words)."""
+    noise_reduction: NoiseReduction | None = None
+    transcription: Transcription | None = None
     turn_detection: dict[str, Any] | None = None
-    """``server_vad`` (``semantic_vad`` is served by server VAD with its defaults) or ``null`` (push-to-talk)."""
+    """``server_vad``, ``semantic_vad`` or ``null`` (push-to-talk)."""
+
+    @field_validator("noise_reduction")
+    @classmethod
+    def _no_filter(cls, noise_reduction: NoiseReduction | None) -> NoiseReduction | None:
+        if noise_reduction is not None:
+            raise ValueError(
+                "noise reduction is not available on this edge: the caller's audio goes to VAD and Whisper "
+                "unfiltered; send null (Whisper is trained on noisy speech, and server_vad's threshold "
+                "can be raised for a noisy line)"
+            )
+        return noise_reduction
 
 
 class AudioOutput(_Loose):
@@ -65,14 +151,12 @@ class AudioConfig(_Loose):
     output: AudioOutput | None = None
 
 
-def _turn_detection(raw: Mapping[str, Any] | None) -> ServerVadConfig | None:
+def _turn_detection(raw: Mapping[str, Any] | None) -> TurnDetection | None:
     if raw is None:
         return None
-    fields = dict(raw)
-    if fields.get("type") == "semantic_vad":  # no semantic model here: server VAD with its defaults
-        fields = {k: v for k, v in fields.items() if k in ("create_response", "interrupt_response")}
-        fields["type"] = "server_vad"
-    return ServerVadConfig.model_validate(fields)
+    if raw.get("type") == "semantic_vad":
+        return SemanticVadConfig.model_validate(raw)
+    return ServerVadConfig.model_validate(raw)
 
 
 def _invalid(exc: ValidationError | VoiceError, prefix: str) -> ProtocolError:
@@ -80,7 +164,8 @@ def _invalid(exc: ValidationError | VoiceError, prefix: str) -> ProtocolError:
         return ProtocolError(exc.code, str(exc), param=prefix)
     first = exc.errors()[0]
     path = ".".join(str(p) for p in (prefix, *first["loc"]))
-    return ProtocolError("invalid_value", f"{path}: {first['msg']}", param=path)
+    message = str(first["msg"]).removeprefix("Value error, ")
+    return ProtocolError("invalid_value", f"{path}: {message}", param=path)
 
 
 _engines: asyncio.Task[VoiceEngines] | None = None
@@ -108,10 +193,9 @@ class VoiceState:
         self.input_format: AudioFormat = PCM16_24K
         self.output_format: AudioFormat = PCM16_24K
         self.voice: str | dict[str, Any] = VOICE
-        self.transcription: dict[str, Any] | None = None
-        self.noise_reduction: dict[str, Any] | None = None
+        self.transcription: Transcription | None = None
         self.speed = 1.0
-        self.turn_detection: ServerVadConfig | None = ServerVadConfig()
+        self.turn_detection: TurnDetection | None = ServerVadConfig()
         self.buffer = InputAudioBuffer(limits)
         self.vad: VoiceActivityDetector | None = None
         self.vad_origin_ms = 0
@@ -136,14 +220,18 @@ class VoiceState:
                 self.input_format = self.buffer.format = config.input.format
             if "transcription" in config.input.model_fields_set:
                 self.transcription = config.input.transcription
-            if "noise_reduction" in config.input.model_fields_set:
-                self.noise_reduction = config.input.noise_reduction
         if vad != self.turn_detection:
             self.turn_detection, self.vad = vad, None  # a new detector at the next audio
         if config.output is not None:
             self.output_format = config.output.format or self.output_format
             self.voice = config.output.voice or self.voice
             self.speed = config.output.speed or self.speed
+
+    def stt(self, engines: VoiceEngines) -> SpeechToText:
+        """The engines' STT with this session's ``transcription.prompt`` and ``keywords``, when it takes one."""
+        prompt = self.transcription.whisper_prompt() if self.transcription else None
+        with_prompt = getattr(engines.stt, "with_prompt", None)
+        return with_prompt(prompt) if prompt and with_prompt is not None else engines.stt
 
     def detector(self, engines: VoiceEngines, just_appended_ms: float) -> VoiceActivityDetector | None:
         """The session's VAD; a new one (first audio, or turn detection changed) starts its clock where the
@@ -158,11 +246,15 @@ class VoiceState:
         turn = None if self.turn_detection is None else self.turn_detection.model_dump()
         return {
             "input": {
-                "format": wire_format(self.input_format), "noise_reduction": self.noise_reduction,
-                "transcription": self.transcription, "turn_detection": turn,
+                "format": wire_format(self.input_format), "turn_detection": turn,
+                "noise_reduction": None, "transcription": _dump(self.transcription),
             },
             "output": {"format": wire_format(self.output_format), "voice": self.voice, "speed": self.speed},
         }  # fmt: skip
+
+
+def _dump(config: BaseModel | None) -> dict[str, Any] | None:
+    return None if config is None else config.model_dump(exclude_none=True)
 
 
 def wire_format(fmt: AudioFormat) -> dict[str, Any]:

@@ -338,20 +338,13 @@ class UpstreamLink:
             return
         vad = audio.config.turn_detection
         respond = vad is not None and vad.create_response and item_id in self._speech_start
-
-        async def heard() -> str:
-            try:
-                return await self._transcripts[item_id]
-            finally:
-                self._transcripts.pop(item_id, None)
-
         try:
-            await audio.committed(item_id, heard, respond=respond)
+            await audio.committed(item_id, self._transcripts[item_id], respond=respond)
         except ProtocolError as err:
             await self.session.send(error_event(err))
 
     async def _on_transcript(self, event: Event) -> None:
-        waiting = self._transcripts.get(str(event.get("item_id")))
+        waiting = self._transcripts.pop(str(event.get("item_id")), None)
         if waiting is None or waiting.done():
             return
         if event["type"].endswith(".completed"):
