@@ -15,6 +15,7 @@ from typing import Any
 import nats
 import numpy as np
 import pytest
+from agents.realtime import RealtimeAgent
 
 from switchboard.local.ports import free_port
 from switchboard.local.stack import Stack
@@ -27,6 +28,7 @@ from switchboard.voice import encode_base64
 
 from .client import RawClient, done_of, open_session, sdk_client, text_of
 from .stacks import make_stack
+from .test_official_clients import runner_session
 from .test_realtime_contract import violations
 
 pytestmark = [pytest.mark.system, pytest.mark.voice]
@@ -292,3 +294,26 @@ async def test_the_upstream_agent_consults_the_supervisor_whose_answer_is_spoken
     assert "One moment please." in policy_said and "ships tomorrow" in policy_said
     assert len(upstream.received("response.create")) == 1  # the policy consult never asked the upstream model
     assert violations(client.events) == []
+
+
+async def test_agents_sdk_runner_talks_to_the_upstream_agent_and_is_handed_to_billing(tmp_path: Path) -> None:
+    async with upstream_stack(tmp_path) as (upstream, stack):
+        upstream.script_transcripts("What is my balance?")
+        upstream.script(ScriptedResponse(text="Let me get billing.", function_call=("transfer_to_billing", {
+            "reason": "balance"})))  # fmt: skip
+        agent = RealtimeAgent(name="caller", instructions="Help the caller.")
+        async with runner_session(stack, agent, settings={}) as log:  # SDK defaults: semantic VAD, audio both ways
+            for payload in caller_audio():
+                await log.session.send_audio(base64.b64decode(payload))
+            await log.wait(lambda: len(log.dones()) == 1, timeout_s=60)
+            await log.wait(lambda: any(e.type == "audio_end" for e in log.events))
+            history = next(e.history for e in reversed(log.events) if e.type == "history_updated")
+        configured = upstream.received("session.update")[-1]["session"]
+    assert log.errors == []
+    done = log.dones()[0]
+    assert (done["status"], done["metadata"]["agent"]) == ("completed", "billing")
+    user = next(i for i in history if i.type == "message" and i.role == "user")
+    assert user.content[0].transcript == "What is my balance?"
+    said = [i.content[0].transcript for i in history if i.type == "message" and i.role == "assistant"]
+    assert said[0] == "Let me get billing." and "forty two dollars" in (said[1] or "")
+    assert configured["audio"]["input"]["turn_detection"]["type"] == "semantic_vad"  # the caller's, passed on
