@@ -173,6 +173,15 @@ def test_sentences_come_out_as_soon_as_they_end() -> None:
     assert splitter.flush() == "Done"
 
 
+def test_the_first_piece_ends_at_its_first_clause_and_later_ones_are_whole_sentences() -> None:
+    splitter = SentenceSplitter()
+    assert splitter.push("Hi, you've reached the help") == ["Hi,"]  # spoken while the rest is synthesised
+    assert splitter.push(" line. We sold 1,000 today, and") == ["you've reached the help line."]
+    assert splitter.push(" more: many. ") == ["We sold 1,000 today, and more: many."]
+    whole = SentenceSplitter(first_clause=False)
+    assert whole.push("Hi, you've reached the help line. ") == ["Hi, you've reached the help line."]
+
+
 def test_a_run_on_sentence_is_cut_at_a_comma() -> None:
     splitter = SentenceSplitter(max_chars=40)
     out = splitter.push("one two three four five, six seven eight nine ten eleven")
