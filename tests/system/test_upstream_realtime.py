@@ -5,31 +5,29 @@ and the generalist are offline agent processes on a real nats-server, the caller
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import nats
 import numpy as np
 import pytest
 from agents.realtime import RealtimeAgent
 
 from switchboard.local.ports import free_port
 from switchboard.local.stack import Stack
-from switchboard.state import AuditLog
 from switchboard.telemetry.otlp_receiver import OTLPReceiver, ReceivedSpan
 from switchboard.testing import ScriptedRealtimeServer, ScriptedResponse
 from switchboard.testing.scripted_realtime import tone
 from switchboard.testing.speech import espeak
 from switchboard.voice import encode_base64
 
-from .client import RawClient, done_of, open_session, sdk_client, text_of
+from .client import RawClient, audit_decisions, done_of, open_session, sdk_client, text_of
 from .stacks import make_stack
 from .test_official_clients import runner_session
 from .test_realtime_contract import violations
+from .test_voice import until
 
 pytestmark = [pytest.mark.system, pytest.mark.voice]
 
@@ -49,22 +47,6 @@ def caller_audio(speech_ms: int = 800, silence_ms: int = 600) -> Iterator[str]:
         yield base64.b64encode(bytes(4800)).decode()
 
 
-async def until(conn: Any, kind: str, seen: list[Any]) -> Any:
-    async with asyncio.timeout(60):
-        async for event in conn:
-            seen.append(event)
-            if event.type == kind:
-                return event
-    raise AssertionError(f"closed before {kind}")
-
-
-async def audit(stack: Stack, session_id: str) -> list[tuple[str, str, str, str]]:
-    nc = await nats.connect(stack.nats.url)
-    try:
-        decisions = await AuditLog(nc.jetstream()).read_session(session_id)
-    finally:
-        await nc.close()
-    return [(d.source, d.requested_target, d.final_target, d.outcome.value) for d in decisions]
 
 
 @asynccontextmanager
@@ -107,7 +89,7 @@ async def test_the_upstream_front_agent_answers_aloud_then_hands_off_to_billing(
                 return any(s.name == "upstream.response" for s in spans) and any(s.name == "handoff" for s in spans)
 
             await receiver.wait_for(traced, timeout_s=20)
-            decisions = await audit(stack, session_id)
+            decisions = await audit_decisions(stack, session_id)
 
     kinds = [e.type for e in seen[:mark]]
     for kind in ("input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped",
@@ -192,7 +174,7 @@ async def test_an_unreachable_upstream_is_reported_and_the_fallback_agent_answer
         error = (await client.next("error"))["error"]
         events = await client.turn("hello")
         session_id = next(e for e in client.events if e["type"] == "switchboard.session")["session_id"]
-        decisions = await audit(stack, session_id)
+        decisions = await audit_decisions(stack, session_id)
         caller = espeak("Hello, can you help me?", tmp_path / "hello.wav")  # the offline pipeline hears it
         audio = np.concatenate([caller.samples, np.zeros(24000, dtype=np.int16)])
         for start in range(0, audio.size, 2400):
@@ -249,7 +231,7 @@ async def test_an_upstream_that_drops_mid_session_is_reported_and_the_session_go
         error = (await client.next("error"))["error"]
         second = await client.turn("are you there?")
         session_id = next(e for e in client.events if e["type"] == "switchboard.session")["session_id"]
-        decisions = await audit(stack, session_id)
+        decisions = await audit_decisions(stack, session_id)
     assert done_of(first)["metadata"]["agent"] == "front"
     assert error["code"] == "upstream_closed" and "closed" in error["message"]
     assert done_of(second)["status"] == "completed" and done_of(second)["metadata"]["agent"] == "generalist"
