@@ -20,11 +20,13 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
+import nats
 import websockets
 from openai import AsyncOpenAI
 from websockets.asyncio.client import ClientConnection
 
 from switchboard.local.stack import Stack
+from switchboard.state import AuditLog
 
 EVENTS = {"switchboard_events": "1"}
 """The query parameter that opts a connection into ``switchboard.*`` server events."""
@@ -194,3 +196,13 @@ def text_of(events: list[dict[str, Any]]) -> str:
 
 def done_of(events: list[dict[str, Any]]) -> dict[str, Any]:
     return next(e for e in reversed(events) if e["type"] == "response.done")["response"]
+
+
+async def audit_decisions(stack: Stack, session_id: str) -> list[tuple[str, str, str, str]]:
+    """The session's handoff decisions in the audit stream: (source, requested, final target, outcome)."""
+    nc = await nats.connect(stack.nats.url)
+    try:
+        decisions = await AuditLog(nc.jetstream()).read_session(session_id)
+    finally:
+        await nc.close()
+    return [(d.source, d.requested_target, d.final_target, d.outcome.value) for d in decisions]

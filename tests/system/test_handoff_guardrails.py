@@ -11,7 +11,7 @@ from switchboard.local.stack import Stack
 from switchboard.state import AuditLog
 from switchboard_edge.orchestration.conductor import CANT_TRANSFER
 
-from .client import Reply, open_session, say, sdk_client
+from .client import Reply, audit_decisions, open_session, say, sdk_client
 from .stacks import make_stack
 
 pytestmark = pytest.mark.system
@@ -29,13 +29,6 @@ async def _one_turn(stack: Stack, text: str) -> tuple[Reply, str]:
         return await say(conn, text), session_id
 
 
-async def _audit(stack: Stack, session_id: str) -> list[tuple[str, str, str, str]]:
-    nc = await nats.connect(stack.nats.url)
-    try:
-        decisions = await AuditLog(nc.jetstream()).read_session(session_id)
-    finally:
-        await nc.close()
-    return [(d.source, d.requested_target, d.final_target, d.outcome.value) for d in decisions]
 
 
 @pytest.mark.parametrize(
@@ -52,7 +45,7 @@ async def test_refused_handoff_goes_to_the_generalist(
     reply, session_id = await _one_turn(guard, text)
     assert reply.agent == "generalist" and reply.text == "generalist here"
     assert [(h["from"], h["requested"], h["to"], h["outcome"]) for h in reply.handoffs] == [expected]
-    assert await _audit(guard, session_id) == [expected]
+    assert await audit_decisions(guard, session_id) == [expected]
 
 
 async def test_contract_refusal_names_the_bad_field(guard: Stack) -> None:
@@ -64,7 +57,7 @@ async def test_ping_pong_within_one_turn_is_stopped(guard: Stack) -> None:
     reply, session_id = await _one_turn(guard, "pingpong")
     assert [h["outcome"] for h in reply.handoffs] == ["accepted", "ping_pong"]
     assert reply.agent == "generalist"
-    assert await _audit(guard, session_id) == [
+    assert await audit_decisions(guard, session_id) == [
         ("front", "a", "a", "accepted"),
         ("a", "front", "generalist", "ping_pong"),
     ]
@@ -79,7 +72,7 @@ async def test_depth_cap_refuses_the_handoff_past_the_cap(guard: Stack) -> None:
         capped = await say(conn, "ok")  # front -> a would be depth 3 > cap 2
         assert [h["outcome"] for h in capped.handoffs] == ["depth_cap"]
         assert capped.agent == "generalist"
-    outcomes = [o for *_, o in await _audit(guard, session_id)]
+    outcomes = [o for *_, o in await audit_decisions(guard, session_id)]
     assert outcomes == ["accepted", "accepted", "depth_cap"]
 
 
@@ -104,7 +97,7 @@ async def test_hop_cap_keeps_the_caller_with_the_agent_that_asked(hops: Stack) -
         ("c1", "c2", "c2", "accepted"),
         ("c2", "c3", "c2", "hop_cap"),
     ]
-    assert await _audit(hops, session_id) == [
+    assert await audit_decisions(hops, session_id) == [
         ("front", "c1", "c1", "accepted"),
         ("c1", "c2", "c2", "accepted"),
         ("c2", "c3", "c2", "hop_cap"),
@@ -138,7 +131,7 @@ async def test_a_handoff_guardrail_refuses_the_transfer_and_keeps_the_secret_out
     assert [(h["from"], h["requested"], h["to"], h["outcome"]) for h in reply.handoffs] == [
         ("front", "a", "generalist", "refused_guardrail")
     ]
-    assert await _audit(guard, session_id) == [("front", "a", "generalist", "refused_guardrail")]
+    assert await audit_decisions(guard, session_id) == [("front", "a", "generalist", "refused_guardrail")]
 
 
 async def test_an_input_guardrail_blocks_the_message_and_the_session_stays_usable(guard: Stack) -> None:

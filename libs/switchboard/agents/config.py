@@ -20,13 +20,19 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class ModelConfig(_Frozen):
-    """Which model an agent uses. ``auto`` = OpenAI when ``OPENAI_API_KEY`` is set, else offline."""
+REALTIME_PROVIDER = "openai-realtime"
+"""The provider of an agent that runs on the OpenAI Realtime API, at the edge (speech to speech)."""
 
-    provider: Literal["auto", "offline", "openai"] = "auto"
+
+class ModelConfig(_Frozen):
+    """Which model an agent uses. ``auto`` = OpenAI when ``OPENAI_API_KEY`` is set, else offline;
+    ``openai-realtime``: the agent runs on the OpenAI Realtime API through the edge (docs/voice.md)."""
+
+    provider: Literal["auto", "offline", "openai", "openai-realtime"] = "auto"
     name: str = "gpt-4.1-mini"
     base_url: str | None = None
-    """OpenAI-compatible endpoint; default ``OPENAI_BASE_URL`` or OpenAI itself."""
+    """OpenAI-compatible endpoint; default ``OPENAI_BASE_URL`` or OpenAI itself. For ``openai-realtime``:
+    the WebSocket base (``wss://api.openai.com/v1``; default ``SWITCHBOARD_REALTIME_URL`` or OpenAI)."""
     settings: dict[str, Any] = Field(default_factory=dict)
     """Extra request parameters (temperature, max_tokens, ...)."""
 
@@ -215,6 +221,11 @@ class AgentConfig(_Frozen):
     def handoff_to(self, target: str) -> HandoffConfig | None:
         return next((h for h in self.handoffs if h.target == target), None)
 
+    @property
+    def upstream(self) -> bool:
+        """Runs on the OpenAI Realtime API through the edge, not as an agent process."""
+        return self.model.provider == REALTIME_PROVIDER
+
 
 class ScenarioConfig(_Frozen):
     name: str
@@ -265,6 +276,10 @@ class ScenarioConfig(_Frozen):
                 if roles[handoff.target] == "supervisor":
                     raise ValueError(f"agent {agent.name!r} hands off to supervisor {handoff.target!r}; consult it")
             _check_consult(agent, roles)
+            _check_upstream(agent)
+        upstream = [a.name for a in self.agents if a.upstream]
+        if len(upstream) > 1:
+            raise ValueError(f"at most one agent may run on the Realtime API ({REALTIME_PROVIDER}); got {upstream}")
         if any(a.requires_auth for a in self.agents) and self.auth_agent is None:
             raise ValueError("an agent requires_auth but the scenario names no auth_agent")
         return self
@@ -296,6 +311,19 @@ def _check_consult(agent: AgentConfig, roles: Mapping[str, str]) -> None:
         raise ValueError(
             f"agent {agent.name!r} may not act on its own (own_moves lacks 'act') but holds tools {own_tools}; "
             "give them to its supervisor"
+        )
+
+
+def _check_upstream(agent: AgentConfig) -> None:
+    if not agent.upstream:
+        return
+    if agent.role == "supervisor":
+        raise ValueError(f"supervisor {agent.name!r} cannot run on the Realtime API ({REALTIME_PROVIDER})")
+    own_tools = [t for t in agent.tools if t != CONSULT_TOOL]
+    if own_tools:
+        raise ValueError(
+            f"agent {agent.name!r} runs on the Realtime API at the edge, where scenario tools do not run: it may "
+            f"hold handoffs and {CONSULT_TOOL} only, not {own_tools}"
         )
 
 

@@ -295,7 +295,8 @@ class Stack:
         from ..agents import load_scenario
 
         scenarios_dir = Path(self.env().get("SWITCHBOARD_SCENARIOS_DIR", "scenarios"))
-        return load_scenario(self.scenario, scenarios_dir).config.agent_names
+        config = load_scenario(self.scenario, scenarios_dir).config
+        return [a.name for a in config.agents if not a.upstream]  # those run at the edge, on the Realtime API
 
     def _role(self, name: str) -> str:
         from ..agents import load_scenario

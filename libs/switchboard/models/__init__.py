@@ -2,7 +2,7 @@
 
 from ..agents.tools import ToolSpec
 from .base import ModelError, ModelProvider, ModelRequest, ModelResponse, TextSink, ToolCall
-from .factory import build_provider, resolve_provider_name
+from .factory import build_provider, check_realtime_keys, resolve_provider_name
 from .offline import OfflineProvider
 
 __all__ = [
@@ -15,5 +15,6 @@ __all__ = [
     "ToolCall",
     "ToolSpec",
     "build_provider",
+    "check_realtime_keys",
     "resolve_provider_name",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from ..agents.config import AgentConfig
+from ..agents.config import REALTIME_PROVIDER, AgentConfig, ScenarioConfig
 from .base import ModelProvider
 from .offline import OfflineProvider
 
@@ -15,6 +15,18 @@ def resolve_provider_name(agent: AgentConfig, env: Mapping[str, str] | None = No
     if agent.model.provider != "auto":
         return agent.model.provider
     return "openai" if env.get("OPENAI_API_KEY") else "offline"
+
+
+def check_realtime_keys(scenario: ScenarioConfig, env: Mapping[str, str] | None = None) -> None:
+    """Refuse a scenario whose agents run on the OpenAI Realtime API when no ``OPENAI_API_KEY`` is set."""
+    env = os.environ if env is None else env
+    upstream = [a.name for a in scenario.agents if a.upstream]
+    if upstream and not env.get("OPENAI_API_KEY"):
+        raise ValueError(
+            f"scenario {scenario.name!r}: agent(s) {', '.join(upstream)} use provider '{REALTIME_PROVIDER}' (the "
+            "OpenAI Realtime API, speech to speech) but OPENAI_API_KEY is not set; set it, or give them another "
+            "provider (offline / openai) to run them as agent processes"
+        )
 
 
 def build_provider(
@@ -27,6 +39,11 @@ def build_provider(
     """The agent's provider; ``timeout_s`` bounds one call of an HTTP provider (``SWITCHBOARD_MODEL_TIMEOUT_S``)."""
     env = os.environ if env is None else env
     kind = resolve_provider_name(agent, env)
+    if kind == REALTIME_PROVIDER:
+        raise ValueError(
+            f"agent {agent.name!r} runs on the OpenAI Realtime API through the edge ({REALTIME_PROVIDER}); "
+            "no agent process serves it"
+        )
     if kind == "offline":
         return OfflineProvider(
             agent.offline, slot_patterns, delay_s=float(agent.model.settings.get("delay_s", 0.0)),

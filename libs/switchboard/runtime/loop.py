@@ -74,6 +74,50 @@ class ModelCallPolicy:
         return cls(retry, settings.breaker_threshold, settings.breaker_cooldown_s, settings.turn_timeout_s)
 
 
+def agent_instructions(agent: AgentConfig, req: TurnRequest, note: str | None = None) -> str:
+    """An agent's instructions for one turn: its own, then what the platform knows (handoff, context, caller)."""
+    notes = [agent.instructions.strip()]
+    if note:
+        notes.append(f"The front agent consults you. Its note on what the caller just asked: {note}")
+    if req.handoff_from:
+        notes.append(f"You took over from the {req.handoff_from} agent. Reason: {req.handoff_reason}.")
+    if req.context:
+        notes.append(f"Context transferred to you: {json.dumps(req.context, sort_keys=True)}")
+    if req.response_instructions:
+        notes.append(f"For this response: {req.response_instructions}")
+    verified = f"yes (customer {req.caller.customer_id})" if req.caller.authenticated else "no"
+    notes.append(f"Caller verified: {verified}.")
+    return "\n\n".join(notes)
+
+
+def policy_consult(must_consult: list[str], req: TurnRequest) -> ConsultAsk | None:
+    """A consult the routing policy requires: the caller's latest message names one of ``must_consult``
+    (lower case), so the supervisor answers without a model call."""
+    if not must_consult or not req.history:
+        return None
+    last = req.history[-1]
+    if not isinstance(last, MessageItem) or last.role != "user":
+        return None
+    text = last.text.lower()
+    if any(word in text for word in must_consult):
+        return ConsultAsk(note=last.text, policy=True)
+    return None
+
+
+def platform_tools(agent: AgentConfig) -> list[ToolSpec]:
+    """The tools the platform gives an agent: ``transfer_to_<target>`` per handoff, and the consult tool."""
+    specs = [
+        ToolSpec(
+            f"{TRANSFER_PREFIX}{h.target}", h.description or f"Transfer the caller to the {h.target} agent",
+            h.parameters_schema(),
+        )
+        for h in agent.handoffs
+    ]  # fmt: skip
+    if agent.consult is not None and CONSULT_TOOL in agent.tools:
+        specs.append(ToolSpec(CONSULT_TOOL, CONSULT_DESCRIPTION, CONSULT_PARAMETERS))
+    return specs
+
+
 def new_item_id() -> str:
     return f"item_{uuid.uuid4().hex[:20]}"
 
@@ -102,43 +146,15 @@ class AgentLoop:
         self.model_key = f"model.{self.provider_name}.{agent.model.name}"
         self.model_retries = 0
         self.tools = {name: registry.get(name) for name in agent.tools}
-        self.specs = [t.spec() for t in self.tools.values() if t is not None] + [
-            ToolSpec(
-                f"{TRANSFER_PREFIX}{h.target}",
-                h.description or f"Transfer the caller to the {h.target} agent",
-                h.parameters_schema(),
-            )
-            for h in agent.handoffs
-        ]
-        if agent.consult is not None and CONSULT_TOOL in agent.tools:
-            self.specs.append(ToolSpec(CONSULT_TOOL, CONSULT_DESCRIPTION, CONSULT_PARAMETERS))
+        self.specs = [t.spec() for t in self.tools.values() if t is not None] + platform_tools(agent)
         self._must_consult = [w.lower() for w in agent.consult.must_consult] if agent.consult else []
 
     def instructions(self, req: TurnRequest, note: str | None = None) -> str:
-        notes = [self.agent.instructions.strip()]
-        if note:
-            notes.append(f"The front agent consults you. Its note on what the caller just asked: {note}")
-        if req.handoff_from:
-            notes.append(f"You took over from the {req.handoff_from} agent. Reason: {req.handoff_reason}.")
-        if req.context:
-            notes.append(f"Context transferred to you: {json.dumps(req.context, sort_keys=True)}")
-        if req.response_instructions:
-            notes.append(f"For this response: {req.response_instructions}")
-        verified = f"yes (customer {req.caller.customer_id})" if req.caller.authenticated else "no"
-        notes.append(f"Caller verified: {verified}.")
-        return "\n\n".join(notes)
+        return agent_instructions(self.agent, req, note)
 
     def policy_consult(self, req: TurnRequest) -> ConsultAsk | None:
         """The platform's routing policy: declared topics go to the supervisor without a model call."""
-        if not self._must_consult or not req.history:
-            return None
-        last = req.history[-1]
-        if not isinstance(last, MessageItem) or last.role != "user":
-            return None
-        text = last.text.lower()
-        if any(word in text for word in self._must_consult):
-            return ConsultAsk(note=last.text, policy=True)
-        return None
+        return policy_consult(self._must_consult, req)
 
     async def run(
         self,
@@ -205,13 +221,13 @@ class AgentLoop:
                         items=turn_items, caller=ctx.verified, usage=usage,
                     )  # fmt: skip
                 if call.name.startswith(TRANSFER_PREFIX):
-                    handoff = _handoff_request(self.agent.name, call)
+                    handoff = handoff_request(self.agent.name, call)
                     return TurnResult(
                         turn_id=req.turn_id, agent=self.agent.name, outcome="handoff",
                         text=response.text, items=turn_items, handoff=handoff, caller=ctx.verified, usage=usage,
                     )  # fmt: skip
                 if call.name == CONSULT_TOOL and self.agent.consult is not None:
-                    ask = ConsultAsk(note=_note(call.arguments), call_id=call.call_id)
+                    ask = ConsultAsk(note=consult_note(call.arguments), call_id=call.call_id)
                     return TurnResult(
                         turn_id=req.turn_id, agent=self.agent.name, outcome="consult", text=response.text,
                         items=turn_items, consult=ask, caller=ctx.verified, usage=usage,
@@ -298,7 +314,8 @@ class AgentLoop:
         return json.dumps(result, default=str)
 
 
-def _note(arguments: str) -> str:
+def consult_note(arguments: str) -> str:
+    """The ``note`` of a ``consult_supervisor`` call."""
     try:
         args = json.loads(arguments or "{}")
     except ValueError:
@@ -306,7 +323,8 @@ def _note(arguments: str) -> str:
     return str(args.get("note", "")) if isinstance(args, dict) else str(args)
 
 
-def _handoff_request(source: str, call: ToolCall) -> HandoffRequest:
+def handoff_request(source: str, call: ToolCall) -> HandoffRequest:
+    """The transfer a ``transfer_to_<target>`` call asks for: its ``reason``, the rest as context."""
     try:
         args = json.loads(call.arguments or "{}")
     except ValueError:

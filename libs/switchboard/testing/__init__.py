@@ -7,8 +7,16 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .kube_api import ScriptedKubeAPI
     from .scripted_openai import ScriptedModeration, ScriptedOpenAIServer, ScriptedReply
+    from .scripted_realtime import ScriptedRealtimeServer, ScriptedResponse
 
-__all__ = ["ScriptedKubeAPI", "ScriptedModeration", "ScriptedOpenAIServer", "ScriptedReply"]
+__all__ = [
+    "ScriptedKubeAPI",
+    "ScriptedModeration",
+    "ScriptedOpenAIServer",
+    "ScriptedRealtimeServer",
+    "ScriptedReply",
+    "ScriptedResponse",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -17,6 +25,10 @@ def __getattr__(name: str) -> Any:
         from . import kube_api
 
         return kube_api.ScriptedKubeAPI
+    if name in ("ScriptedRealtimeServer", "ScriptedResponse"):
+        from . import scripted_realtime
+
+        return getattr(scripted_realtime, name)
     if name in __all__:
         from . import scripted_openai
 

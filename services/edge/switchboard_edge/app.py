@@ -15,6 +15,7 @@ from starlette.responses import Response
 from switchboard.agents import Scenario, load_scenario
 from switchboard.bus import Bus, StreamingClient, subjects
 from switchboard.guardrails.moderation import Moderator
+from switchboard.models import check_realtime_keys
 from switchboard.resilience import Breakers, RetryPolicy
 from switchboard.rollout import RolloutTable, parse_weights
 from switchboard.runtime.gc import freeze_startup_heap
@@ -50,6 +51,7 @@ PLATFORM_EVENTS_PARAM = "switchboard_events"
 def create_app(settings: Settings | None = None, scenario: Scenario | None = None) -> FastAPI:
     settings = settings or Settings()
     scenario = scenario or load_scenario(settings.scenario, settings.scenarios_dir)
+    check_realtime_keys(scenario.config)  # an upstream (Realtime API) agent needs OPENAI_API_KEY: fail at start
     keys = KeyRing(settings.api_key_set, settings.api_keys_file)
     if not keys.configured:
         raise ValueError(

@@ -125,17 +125,17 @@ class AudioResponseWriter(ResponseWriter):
         if self.phase is not Phase.STARTED:
             return
         if isinstance(ev, TextDelta):
-            await self._delta(ev.agent, ev.text)
+            await self._delta(ev.agent, ev.text, ev.item_id)
         elif isinstance(ev, AgentFinished):
             self._end_text()
         else:
             await super().on_event(ev)
 
-    async def _delta(self, agent: str, text: str) -> None:
+    async def _delta(self, agent: str, text: str, item_id: str | None = None) -> None:
         last = self._items[-1] if self._items else None
         if last is None or last.ended or last.agent != agent:
             self._end_text()
-            last = _Item(SpokenItem(new_id("item"), self.clock), agent)
+            last = _Item(SpokenItem(item_id or new_id("item"), self.clock), agent)
             self._items.append(last)
             self._queue.put_nowait(last)
             if self._pump is None:
@@ -170,7 +170,8 @@ class AudioResponseWriter(ResponseWriter):
         while (delta := await item.text.get()) is not None:
             yield delta
 
-    async def _speak(self, item: _Item) -> None:
+    async def _open_item(self, item: _Item) -> PartRef:
+        """The item's opening events; it becomes the one speaking. Returns the ids its events carry."""
         spoken = item.spoken
         item.output_index = len(self.output)
         out: OutputRef = {"response_id": self.response_id, "output_index": item.output_index}
@@ -185,6 +186,23 @@ class AudioResponseWriter(ResponseWriter):
         item.opened, self._speaking = True, item
         self.spoken[spoken.item_id] = spoken
         spoken.offset_ms = self._sent_ms
+        return ids
+
+    def _played(self, spoken: SpokenItem, ms: float) -> None:
+        """``ms`` more of ``spoken`` went out: the playback clock, the session's audio count, the timeline."""
+        if self.clock.started is None:
+            self.clock.started = self.first_audio_at = time.monotonic()
+        if self.on_audio is not None:
+            self.on_audio(ms / 1000)
+        spoken.duration_ms += ms
+        self._sent_ms += ms
+        if spoken.sentences:
+            start, _, text = spoken.sentences[-1]
+            spoken.sentences[-1] = (start, spoken.duration_ms, text)
+
+    async def _speak(self, item: _Item) -> None:
+        spoken = item.spoken
+        ids = await self._open_item(item)
         stream = self.tts.synthesize(self._text(item))
         try:
             async for chunk in stream:
@@ -201,14 +219,7 @@ class AudioResponseWriter(ResponseWriter):
                     "type": "response.output_audio.delta", "event_id": new_event_id(), **ids, "content_index": 0,
                     "delta": audio,
                 })  # fmt: skip
-                if self.clock.started is None:
-                    self.clock.started = self.first_audio_at = time.monotonic()
-                if self.on_audio is not None:
-                    self.on_audio(chunk.duration_ms / 1000)
-                spoken.duration_ms += chunk.duration_ms
-                self._sent_ms += chunk.duration_ms
-                start, _, text = spoken.sentences[-1]
-                spoken.sentences[-1] = (start, spoken.duration_ms, text)
+                self._played(spoken, chunk.duration_ms)
         finally:
             close = getattr(stream, "aclose", None)  # stops synthesis (barge-in)
             if close is not None:

@@ -19,6 +19,8 @@ from collections import OrderedDict
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from switchboard.schemas import MessageItem, SessionState
 from switchboard.voice import (
     PCM_RATE,
@@ -46,6 +48,7 @@ from .client_events import (
     ResponseCreate,
     UserMessage,
 )
+from .orchestration import LocalAgentError
 from .protocol import ProtocolError, error_event, new_event_id, new_id
 from .response import ResponseWriter
 from .server_events import (
@@ -65,6 +68,8 @@ MIN_COMMIT_MS = 100
 MAX_TRANSCRIBING = 4
 """Caller utterances of one session being transcribed at once; a client committing faster is refused
 (a caller speaking in real time cannot: each utterance takes longer to say than to transcribe)."""
+NO_AUDIO: Pcm16 = np.zeros(0, dtype=np.int16)
+"""The audio of an utterance the edge did not keep (the upstream heard it)."""
 KEEP_SPOKEN = 16
 """Assistant items whose audio timeline a session keeps for truncation (the newest)."""
 
@@ -121,6 +126,13 @@ class AudioTurns:
     async def on_buffer_event(
         self, event: InputAudioBufferAppend | InputAudioBufferCommit | InputAudioBufferClear
     ) -> None:
+        link = self.session.upstream
+        if link is not None and await link.hears():  # upstream mode: its VAD and transcription hear the caller
+            try:
+                await link.forward(event, self.config)
+                return
+            except LocalAgentError:  # the link just failed (the caller has been told): the offline pipeline hears
+                pass
         buffer = self.config.buffer
         if isinstance(event, InputAudioBufferAppend):
             await self._append(event.audio)
@@ -261,6 +273,11 @@ class AudioTurns:
         task.add_done_callback(self._tasks.discard)
         session.pending_input = task
 
+    async def committed(self, item_id: str, heard: Awaitable[str], *, respond: bool) -> None:
+        """The upstream (Realtime API) committed the caller's utterance ``item_id``: announce it; ``heard`` is
+        the upstream's transcript, which joins the conversation as the caller's message (no audio here)."""
+        await self._commit(NO_AUDIO, item_id, respond=respond, heard=heard)
+
     async def _transcribe_turn(
         self, samples: Pcm16, item_id: str, before: asyncio.Task[None] | None, respond: bool,
         *, heard: Awaitable[str] | None = None, silent: bool = False,
@@ -379,7 +396,12 @@ class AudioTurns:
         tts = (await ready_engines()).tts
         while len(self.spoken) > KEEP_SPOKEN:
             self.spoken.popitem(last=False)
-        return AudioResponseWriter(
+        writer = AudioResponseWriter
+        if self.session.upstream is not None:  # the upstream agent's speech is relayed as it comes
+            from .upstream import RelayResponseWriter
+
+            writer = RelayResponseWriter
+        return writer(
             self.session.send,
             response_id,
             tts=tts,
@@ -397,6 +419,8 @@ class AudioTurns:
             spoken = self.spoken[item_id]
             if ms < spoken.duration_ms:
                 await self.truncate(item_id, ms)
+            elif self.session.upstream is not None:  # all that was relayed was heard; the upstream made more
+                await self.session.upstream.truncate(item_id, ms)
 
     async def truncate(self, item_id: str, audio_end_ms: float) -> bool:
         """Cut an assistant item's stored text to the words its first ``audio_end_ms`` speak; False when
@@ -418,6 +442,8 @@ class AudioTurns:
 
         if any(i.id == item_id for i in session.state.history):  # a cancelled turn stored nothing
             await session._commit(cut)
+        if session.upstream is not None:  # the upstream model learns what was heard of what it said
+            await session.upstream.truncate(item_id, ms)
         await session.send({
             "type": "conversation.item.truncated", "event_id": new_event_id(), "item_id": item_id, "content_index": 0,
             "audio_end_ms": int(ms),

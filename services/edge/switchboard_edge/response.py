@@ -84,7 +84,7 @@ class ResponseWriter:
         if self.phase is not Phase.STARTED:
             return
         if isinstance(ev, TextDelta):
-            await self._delta(ev.agent, ev.text)
+            await self._delta(ev.agent, ev.text, ev.item_id)
         elif isinstance(ev, AgentFinished):
             await self._close_item(ev.ok)
         elif isinstance(ev, HandoffMade) and self.platform_events:
@@ -171,11 +171,11 @@ class ResponseWriter:
         response = self._base | {"status": status, "output": self.output} | extra
         await self._send({"type": "response.done", "event_id": new_event_id(), "response": response})
 
-    async def _delta(self, agent: str, text: str) -> None:
+    async def _delta(self, agent: str, text: str, item_id: str | None = None) -> None:
         item = self._open
-        if item is None or item.agent != agent:
+        if item is None or item.agent != agent or (item_id is not None and item.item_id != item_id):
             await self._close_item(True)
-            item = self._open = _OpenItem(new_id("item"), len(self.output), agent)
+            item = self._open = _OpenItem(item_id or new_id("item"), len(self.output), agent)
             ids: OutputRef = {"response_id": self.response_id, "output_index": item.output_index}
             added = assistant_item(item.item_id, "", "in_progress")
             await self._send({"type": "response.output_item.added", "event_id": new_event_id(), **ids, "item": added})

@@ -38,6 +38,7 @@ from .client_events import (
 )
 from .orchestration import (
     Conductor,
+    LocalAgent,
     TurnFailed,
     TurnOutcome,
 )
@@ -59,6 +60,7 @@ from .server_events import (
 
 if TYPE_CHECKING:  # the voice extra is imported only when a session uses audio
     from .audio_turns import AudioTurns
+    from .upstream import UpstreamLink
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +168,16 @@ class EdgeSession:
         """Set once the session uses audio (``session.update`` audio fields); None for text-only sessions."""
         self.pending_input: asyncio.Task[None] | None = None
         """The caller's latest spoken item while it is transcribed; a response waits for it."""
+        self.upstream: UpstreamLink | None = None
+        """The link to the OpenAI Realtime API when the scenario's front agent runs there (upstream mode)."""
+        self.local_agents: dict[str, LocalAgent] = {}
+        """Agents answered inside the edge for this session (the upstream agent), by name."""
+        if any(a.upstream for a in deps.conductor.scenario.agents):
+            from .upstream import upstream_for  # imported only by sessions of an upstream scenario
+
+            found = upstream_for(self)
+            if found is not None:
+                self.upstream, self.local_agents = found
 
     async def send(self, event: ServerEvent) -> None:
         async with self._send_lock:
@@ -196,6 +208,8 @@ class EdgeSession:
             await self._cancel_response()
             if self.audio is not None:
                 await self.audio.aclose()
+            if self.upstream is not None:
+                await self.upstream.aclose()
 
     async def drain(self, grace_s: float) -> None:
         """Finish the response in flight (up to ``grace_s``), tell the client to reconnect, close (1012).
@@ -307,6 +321,8 @@ class EdgeSession:
                 update["audio"] = audio.config.echo()
                 if modalities == ["audio"]:
                     audio.preload()
+                if self.upstream is not None:  # connect now (or send the new settings): it hears the caller
+                    self.upstream.start()
             self.modalities = modalities
             update["output_modalities"] = modalities
         self.client.update(session)
@@ -496,8 +512,9 @@ class EdgeSession:
         state = self.state if plan.input is None else self.state.model_copy(update={"history": plan.input})
         try:
             outcome = await self.deps.conductor.run_turn(
-                state, writer.response_id, writer.on_event, deadline=deadline, options=plan.options
-            )
+                state, writer.response_id, writer.on_event, deadline=deadline, options=plan.options,
+                local=self.local_agents,
+            )  # fmt: skip
         except TurnFailed as exc:
             self._failed_tracks = exc.tracks
             await writer.failed("turn_failed", str(exc), failed_meta)

@@ -13,6 +13,7 @@ import itertools
 import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,8 +50,9 @@ from switchboard.telemetry import current_trace_id, mark_error, metrics, names, 
 
 from ..configs import ConfigWatch
 from .consult import ConsultDone, SupervisorConsults
-from .events import AgentFinished, EventSink, HandoffMade, TextDelta
+from .events import AgentFinished, ConductorEvent, EventSink, HandoffMade, TextDelta
 from .guardrails import decide, moderate
+from .local import LocalAgent, LocalAgentError
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +123,8 @@ class _Turn:
     """The session's track per agent (``rollout``), pinned at its first visit."""
     options: TurnOptions = field(default_factory=TurnOptions)
     client_call: FunctionCallItem | None = None
+    local: Mapping[str, LocalAgent] = field(default_factory=dict)
+    """Agents this session runs inside the edge (an upstream Realtime agent), by name."""
 
     def tracks(self) -> dict[str, str]:
         return {a: self.pins[a].track for a in self.agents if a in self.pins}
@@ -177,11 +181,13 @@ class Conductor:
 
     async def run_turn(
         self, state: SessionState, response_id: str, emit: EventSink, *, deadline: float,
-        options: TurnOptions | None = None,
+        options: TurnOptions | None = None, local: Mapping[str, LocalAgent] | None = None,
     ) -> TurnOutcome:  # fmt: skip
-        """Run one caller turn with the client's ``options`` for this response."""
+        """Run one caller turn with the client's ``options`` for this response; ``local`` agents answer
+        inside the edge instead of on the bus (the same guardrails, audit and spans around them)."""
         turn = _Turn(state, response_id, list(state.history), dict(state.context), state.caller, state.handoff_count)
         turn.options = options or TurnOptions()
+        turn.local = local or {}
         turn.anchor = next(
             (i.id for i in reversed(state.history) if isinstance(i, MessageItem) and i.role == "user"), response_id
         )
@@ -330,6 +336,9 @@ class Conductor:
         Text the caller heard from a failed attempt is closed as incomplete before the next attempt speaks.
         """
         first_reply: float | None = None
+        local = turn.local.get(req.agent)
+        if local is not None:
+            return await self._call_local(local, req, emit, deadline)
         text: list[str] = []
         subject = self.tracks.pin(turn.pins, req.agent)  # the session's version track of this agent
 
@@ -380,6 +389,27 @@ class Conductor:
             self.configs.seen(req.agent, pin.track if pin else "stable", result.config)
         await emit(AgentFinished(req.agent, result.text, ok=True))
         return result, None, first_reply
+
+    async def _call_local(
+        self, agent: LocalAgent, req: TurnRequest, emit: EventSink, deadline: float
+    ) -> tuple[TurnResult | None, Exception | None, float | None]:
+        """One turn of an agent inside the edge; its failure sends the turn to the fallback like a bus agent's."""
+        first_reply: float | None = None
+
+        async def relay(ev: ConductorEvent) -> None:
+            nonlocal first_reply
+            first_reply = first_reply or time.time()
+            await emit(ev)
+
+        try:
+            result = await agent(req, relay, deadline)
+        except LocalAgentError as exc:
+            log.warning("local agent turn failed", extra={"agent": req.agent, "session_id": req.session_id,
+                                                          "error": str(exc)})  # fmt: skip
+            await emit(AgentFinished(req.agent, "", ok=False))
+            return None, exc, first_reply
+        await emit(AgentFinished(req.agent, result.text, ok=True))
+        return result, None, first_reply or time.time()
 
     def _decision(
         self,

@@ -12,6 +12,19 @@ from switchboard.schemas import HandoffDecision
 class TextDelta:
     agent: str
     text: str
+    item_id: str | None = None
+    """The assistant item's id when the agent named it (the upstream agent's items keep the upstream's ids)."""
+
+
+@dataclass(frozen=True)
+class AudioDelta:
+    """Speech an agent produced itself (the upstream Realtime agent): PCM16 24 kHz audio as base64, and/or
+    the next piece of its transcript, for the assistant item ``item_id``."""
+
+    agent: str
+    item_id: str
+    audio: str = ""
+    transcript: str = ""
 
 
 @dataclass(frozen=True)
@@ -28,5 +41,5 @@ class HandoffMade:
     decision: HandoffDecision
 
 
-ConductorEvent = TextDelta | AgentFinished | HandoffMade
+ConductorEvent = TextDelta | AudioDelta | AgentFinished | HandoffMade
 EventSink = Callable[[ConductorEvent], Awaitable[None]]
