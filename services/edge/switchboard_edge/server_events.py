@@ -4,9 +4,11 @@ Static types only. A call site writes its event as a dict literal where a ``Serv
 (``session.send({...})``): mypy picks the ``TypedDict`` by its ``type`` literal and checks every key and value.
 At runtime it stays a plain dict (no validation, no constructor call: a ``TypedDict`` class call costs ~0.4 us
 more per event than the literal), encoded with orjson. The one exception is the upstream mode's relay of
-the upstream's own events (``upstream/link.py``), whose type is known at runtime only (a ``cast``). Each GA event's fields and their required-ness are held to the
-official ``openai.types.realtime`` model of the same ``type`` by ``tests/unit/test_server_events.py``;
-``switchboard.*`` events are Switchboard's platform events (opt-in, see docs/protocol.md).
+the upstream's own events (``upstream/link.py``), whose type is known at runtime only (a ``cast``).
+
+Each GA event's fields and their required-ness are held to the official ``openai.types.realtime`` model of
+the same ``type`` by ``tests/unit/test_server_events.py``; ``switchboard.*`` events are Switchboard's
+platform events (opt-in, see docs/protocol.md).
 
 Items, responses and sessions are ``dict[str, Any]``: their shapes are built (and checked against the
 official models by the system contract test) in ``protocol.py``, ``items.py`` and ``voice.py``.
