@@ -29,8 +29,6 @@ async def _one_turn(stack: Stack, text: str) -> tuple[Reply, str]:
         return await say(conn, text), session_id
 
 
-
-
 @pytest.mark.parametrize(
     ("text", "expected"),
     [

@@ -47,8 +47,6 @@ def caller_audio(speech_ms: int = 800, silence_ms: int = 600) -> Iterator[str]:
         yield base64.b64encode(bytes(4800)).decode()
 
 
-
-
 @asynccontextmanager
 async def upstream_stack(
     tmp: Path, *, url: str | None = None, key: str = KEY, env: dict[str, str] | None = None
