@@ -141,7 +141,7 @@ async def test_the_audio_hook_ends_a_session_over_its_audio_cap() -> None:
     ws = FakeSocket()
     state = SessionState(session_id="sess_a", scenario="s", active_agent="a", created_at=0, updated_at=0)
     limits = Limits(10, 1, 60.0, 10, session_max_audio_s=5.0)
-    deps: Any = SimpleNamespace(instructions="")
+    deps: Any = SimpleNamespace(instructions="", conductor=SimpleNamespace(scenario=SimpleNamespace(agents=[])))
     session = CappedSession(ws, deps, state, 0, False, limits=limits)
     session.add_audio_seconds(3.0)
     assert session._ending is None
