@@ -114,6 +114,11 @@ class Settings(BaseSettings):
     """Items left in the hot window after archiving."""
     history_max_bytes: int = Field(256 * 1024, ge=4096, le=900 * 1024)
     """Serialized size of the hot window that also triggers archiving (a KV value must stay under 1 MiB)."""
+    item_save_ms: float = Field(50.0, ge=0, le=1000)
+    """A client's ``conversation.item.create`` is applied and acknowledged at once and stored in the session
+    KV with the next commit: the response that follows it (one KV write for the turn instead of two) or,
+    when none has stored it, this many ms later; a connection that ends stores what it holds first.
+    0: every item is stored before it is acknowledged."""
     delta_flush_ms: float = Field(0.0, ge=0, le=1000)
     """Text an agent or supervisor produces within this many ms of its first unsent chunk goes out as one
     delta (one bus message, one ``response.output_text.delta``). 0: what it produces at once, in one step

@@ -157,6 +157,10 @@ class EdgeSession:
         """A client event arrived after the last response ended (a later cancel cannot be meant for it)."""
         self._committing = False
         """True while the response in flight commits its turn: a client's cancel must not cut it."""
+        self._unsaved = False
+        """``self.state`` holds staged changes (a client's items) that the session KV has not stored yet."""
+        self._save_timer: asyncio.TimerHandle | None = None
+        self._saves: set[asyncio.Task[None]] = set()
         self.client = ClientSettings()
         """What the client's ``session.update`` set for this connection (tools, tool choice, token cap)."""
         self._config = session_config(state.session_id, state.scenario, deps.instructions)
@@ -206,6 +210,7 @@ class EdgeSession:
             pass
         finally:
             await self._cancel_response()
+            await self.save()  # before the connection's hold ends: a takeover loads what it stored
             if self.audio is not None:
                 await self.audio.aclose()
             if self.upstream is not None:
@@ -219,6 +224,7 @@ class EdgeSession:
         task = self._response
         if task is not None and not task.done():
             await asyncio.wait([task], timeout=grace_s)
+        await self.save()
         try:
             if self.platform_events:
                 await self.send({
@@ -358,7 +364,7 @@ class EdgeSession:
                 update["active_agent"] = scenario.fallback_agent
             return current.model_copy(update=update)
 
-        await self._commit(add)
+        await self._stage(add)
         payload = items.to_realtime(item)
         if spoken:
             payload["content"] = [{"type": "input_audio", "transcript": text}]
@@ -407,13 +413,52 @@ class EdgeSession:
             "content_index": 0, "audio_end_ms": event.audio_end_ms,
         })  # fmt: skip
 
-    async def _commit(self, change: Callable[[SessionState], SessionState]) -> None:
-        """Apply ``change`` to the current state and save it; commits of one connection never interleave."""
+    async def _stage(self, change: Callable[[SessionState], SessionState]) -> None:
+        """Apply ``change`` now; the session KV stores it with the next commit (a response's, usually
+        within milliseconds), or ``item_save_ms`` from now. One change at a time is staged, and only while
+        the window has room: a second one, or one that would make the window archive, is stored at once
+        (with the first), so what a turn request carries stays within the window's bounds."""
+        delay_ms = self.deps.settings.item_save_ms
+        if delay_ms <= 0 or self._unsaved or len(self.state.history) >= self.deps.store.window.max_items:
+            await self._commit(change)
+            return
         async with self._commit_lock:
+            self.state = change(self.state)
+            self._unsaved = True
+        if self._save_timer is None:
+            self._save_timer = asyncio.get_running_loop().call_later(delay_ms / 1000, self._save_due)
+
+    def _save_due(self) -> None:
+        self._save_timer = None
+        task = asyncio.create_task(self.save())
+        self._saves.add(task)
+        task.add_done_callback(self._saves.discard)
+
+    async def save(self) -> None:
+        """Store staged changes that no commit has stored yet. When another connection changed the session
+        meanwhile, they are lost and the client is told (``session_conflict``)."""
+        if not self._unsaved:
+            return
+        try:
+            await self._commit(lambda state: state)
+        except ProtocolError as err:
+            try:
+                await self.send(error_event(err))
+            except Exception:  # the client is already gone
+                log.debug("save: client already gone", exc_info=True)
+
+    async def _commit(self, change: Callable[[SessionState], SessionState]) -> None:
+        """Apply ``change`` to the current state and save it, with any staged change; commits of one
+        connection never interleave."""
+        async with self._commit_lock:
+            if self._save_timer is not None:
+                self._save_timer.cancel()
+                self._save_timer = None
             state = change(self.state).model_copy(update={"updated_at": time.time()})
             try:
                 state, self.revision = await self.deps.store.commit(state, self.revision)
             except SessionConflict:
+                self._unsaved = False  # staged changes are lost with the rest: the error says so
                 loaded = await self.deps.store.load(self.state.session_id)
                 if loaded is not None:
                     self.state, self.revision = loaded
@@ -421,6 +466,7 @@ class EdgeSession:
                     "session_conflict", "the session was changed by another connection; state reloaded, retry"
                 ) from None
             self.state = state
+            self._unsaved = False
 
     async def _response_create(self, event: ResponseCreate) -> None:
         await self.start_response(event.response or ResponseOptions(), event.event_id)

@@ -1,0 +1,125 @@
+"""When a client's items reach the session KV (``SWITCHBOARD_ITEM_SAVE_MS``): with the response that follows
+them (one KV write per text turn), after the save delay when none follows, when the connection ends, and
+before a newer connection takes the session over; a lost item is reported, never dropped silently."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from switchboard.bus import Bus
+from switchboard.local.stack import Stack
+from switchboard.state import SessionStore
+
+from .client import RawClient, user_message
+from .stacks import make_stack
+
+pytestmark = pytest.mark.system
+
+AGENTS = ["triage", "generalist"]
+WAIT_S = 10.0
+"""Upper bound on waiting for a state to be stored (far above the 50 ms the default needs)."""
+
+
+@pytest.fixture(scope="module")
+def slow_save(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Items wait the longest save delay allowed (1 s) unless something stores them first."""
+    with make_stack(tmp_path_factory.mktemp("slow"), agents=AGENTS, env={"SWITCHBOARD_ITEM_SAVE_MS": "1000"}) as s:
+        yield s
+
+
+@asynccontextmanager
+async def session_store(stack: Stack) -> AsyncIterator[SessionStore]:
+    async with Bus(stack.nats_urls, name="check") as bus:
+        yield await SessionStore.open(bus.js)
+
+
+async def stored_item_ids(store: SessionStore, session_id: str) -> tuple[list[str], int]:
+    """Item ids of the stored window and its KV revision (``[], 0`` before the first write)."""
+    loaded = await store.load(session_id)
+    if loaded is None:
+        return [], 0
+    state, revision = loaded
+    return [item.id for item in state.history], revision
+
+
+async def until_stored(store: SessionStore, session_id: str, item_id: str) -> None:
+    """Watch the session's KV entry until a stored window holds ``item_id``."""
+    watcher = await store._kv.watch(session_id)
+    try:
+        async with asyncio.timeout(WAIT_S):
+            async for entry in watcher:
+                if entry is not None and entry.value and item_id in (await stored_item_ids(store, session_id))[0]:
+                    return
+    finally:
+        await watcher.stop()
+
+
+async def create_item(client: RawClient, text: str, item_id: str) -> None:
+    await client.send({"type": "conversation.item.create", "item": {**user_message(text), "id": item_id}})
+    await client.next("conversation.item.done")
+
+
+@pytest.mark.parametrize(("save_ms", "writes_per_turn"), [(None, 1), ("0", 2)])
+async def test_a_text_turn_is_stored_in_one_write_by_default(
+    tmp_path: Path, save_ms: str | None, writes_per_turn: int
+) -> None:
+    env = {"SWITCHBOARD_ITEM_SAVE_MS": save_ms} if save_ms is not None else {}
+    with make_stack(tmp_path, agents=AGENTS, env=env) as stack:
+        async with session_store(stack) as store, RawClient(stack) as client:
+            session_id = (await client.open())["session_id"]
+            await client.turn("hello")
+            revisions = [(await stored_item_ids(store, session_id))[1]]
+            for n in range(3):
+                await client.turn(f"hello again {n}")
+                revisions.append((await stored_item_ids(store, session_id))[1])
+            ids, _ = await stored_item_ids(store, session_id)
+    assert [b - a for a, b in zip(revisions, revisions[1:], strict=False)] == [writes_per_turn] * 3
+    assert len(ids) == 8  # every caller item and every answer is stored
+
+
+async def test_an_item_with_no_response_is_stored_after_the_save_delay(retail: Stack) -> None:
+    async with session_store(retail) as store, RawClient(retail) as client:
+        session_id = (await client.open())["session_id"]
+        await create_item(client, "just a note", "item_note")
+        await until_stored(store, session_id, "item_note")  # the default delay is 50 ms; nothing else stores it
+
+
+async def test_an_item_is_stored_when_its_connection_ends(slow_save: Stack) -> None:
+    async with session_store(slow_save) as store:
+        async with RawClient(slow_save) as client:
+            session_id = (await client.open())["session_id"]
+            await create_item(client, "said just before hanging up", "item_last")
+        # stored before the connection's handler ended, not by the save timer a second later
+        async with RawClient(slow_save, session_id=session_id) as again:
+            info = await again.open()
+        assert info["history_items"] == 1
+        assert (await stored_item_ids(store, session_id))[0] == ["item_last"]
+
+
+async def test_a_newer_connection_sees_the_items_of_the_one_it_takes_over(slow_save: Stack) -> None:
+    async with RawClient(slow_save) as old:
+        session_id = (await old.open())["session_id"]
+        await create_item(old, "first words", "item_first")
+        async with RawClient(slow_save, session_id=session_id) as new:
+            info = await new.open()
+            assert info["history_items"] == 1
+            await new.send({"type": "conversation.item.retrieve", "item_id": "item_first"})
+            got = await new.next("conversation.item.retrieved")
+    assert got["item"]["content"][0]["text"] == "first words"
+
+
+async def test_an_item_lost_to_another_writer_is_reported(slow_save: Stack) -> None:
+    async with session_store(slow_save) as store, RawClient(slow_save, timeout_s=WAIT_S) as client:
+        session_id = (await client.open())["session_id"]
+        await client.turn("hello")
+        await create_item(client, "written while someone else writes", "item_lost")
+        state, revision = await store.load(session_id) or pytest.fail("the first turn was not stored")
+        await store.save(state, revision)  # another writer moves the session on before the save timer fires
+        error = await client.next("error")
+        assert error["error"]["code"] == "session_conflict"
+        assert "item_lost" not in (await stored_item_ids(store, session_id))[0]
