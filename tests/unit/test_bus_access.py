@@ -89,12 +89,11 @@ async def test_the_edge_and_an_agent_do_their_work_with_their_own_keys(rig: Rig)
         replies = []
         for _ in range(50):  # until the server routes the subject to the agent (its SUB was flushed above)
             try:
-                replies = [
-                    r async for r in client.stream(
-                        subjects.agent_turn("returns"), request, turn_reply_adapter,
-                        lambda r: isinstance(r, TurnResult), deadline=time.time() + 5, idle_timeout=1, ack_timeout=1,
-                    )
-                ]  # fmt: skip
+                async with client.stream(
+                    subjects.agent_turn("returns"), request, turn_reply_adapter,
+                    lambda r: isinstance(r, TurnResult), deadline=time.time() + 5, idle_timeout=1, ack_timeout=1,
+                ) as stream:  # fmt: skip
+                    replies = [r async for r in stream]
                 break
             except NoResponders:
                 await asyncio.sleep(0.05)  # ok-sleep: polling for the subscription to be routed

@@ -12,7 +12,8 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import aclosing
 from typing import Generic, TypeVar
 
 from nats.aio.client import Client
@@ -115,7 +116,7 @@ class StreamingClient:
         if queue is not None:  # late replies of abandoned requests are dropped
             queue.put_nowait(msg)
 
-    async def stream(
+    def stream(
         self,
         subject: str,
         request: WireModel,
@@ -127,8 +128,33 @@ class StreamingClient:
         extra_headers: dict[str, str] | None = None,
         idle_timeout: float | None = None,
         ack_timeout: float | None = None,
-    ) -> AsyncIterator[R]:
-        """Publish ``request`` and yield parsed replies; raise a ``BusError`` on failure.
+    ) -> aclosing[AsyncGenerator[R, None]]:
+        """``async with client.stream(...) as replies: async for reply in replies: ...``: publish
+        ``request`` and yield parsed replies; raise a ``BusError`` on failure.
+
+        The replies are read inside the ``async with``: leaving it (a caller returns as soon as it has the
+        terminal reply) closes the stream there and then. A bare generator left suspended would be closed
+        later by the event loop's finalizer hook: a cross-thread wake-up and a task per request, and its
+        reply slot held until then.
+        """
+        return aclosing(
+            self._replies(subject, request, reply_adapter, is_terminal, deadline, session_id, extra_headers,
+                          idle_timeout, ack_timeout)
+        )  # fmt: skip
+
+    async def _replies(
+        self,
+        subject: str,
+        request: WireModel,
+        reply_adapter: TypeAdapter[R],
+        is_terminal: Callable[[R], bool],
+        deadline: float,
+        session_id: str | None,
+        extra_headers: dict[str, str] | None,
+        idle_timeout: float | None,
+        ack_timeout: float | None,
+    ) -> AsyncGenerator[R, None]:
+        """The replies of :meth:`stream`.
 
         ``ErrorReply`` replies are raised as ``RemoteError``; the deadline bounds the whole stream.
         A ``QueueService`` acknowledges a request within ``ack_after_s`` (its first reply, or a heartbeat

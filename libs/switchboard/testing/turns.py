@@ -87,12 +87,13 @@ class AgentDriver:
         busy = 0
 
         async def attempt(_n: int) -> TurnResult:
-            async for reply in self.client.stream(
+            async with self.client.stream(
                 agent_turn(agent), req, turn_reply_adapter, lambda r: isinstance(r, TurnResult),
                 deadline=deadline, session_id=session,
-            ):  # fmt: skip
-                if isinstance(reply, TurnResult):
-                    return reply
+            ) as replies:  # fmt: skip
+                async for reply in replies:
+                    if isinstance(reply, TurnResult):
+                        return reply
             raise AssertionError("the reply stream ended without a turn result")
 
         def on_busy(_n: int, _exc: BaseException) -> None:

@@ -347,21 +347,22 @@ class Conductor:
             if text:
                 await emit(AgentFinished(req.agent, "".join(text), ok=False))
                 text.clear()
-            async for reply in self._client.stream(
+            async with self._client.stream(
                 subject, req, turn_reply_adapter, lambda r: isinstance(r, TurnResult),
                 deadline=deadline, session_id=req.session_id, idle_timeout=self.idle_timeout_s,
                 ack_timeout=self.ack_timeout_s,
-            ):  # fmt: skip
-                first_reply = first_reply or time.time()
-                if isinstance(reply, TurnDelta):
-                    text.append(reply.text)
-                    await emit(TextDelta(req.agent, reply.text))
-                elif isinstance(reply, TurnResult):
-                    heard = "".join(text)
-                    if len(reply.text) > len(heard) and reply.text.startswith(heard):  # see tail_in_result
-                        text.append(reply.text[len(heard) :])
-                        await emit(TextDelta(req.agent, text[-1]))
-                    return reply
+            ) as replies:  # fmt: skip
+                async for reply in replies:
+                    first_reply = first_reply or time.time()
+                    if isinstance(reply, TurnDelta):
+                        text.append(reply.text)
+                        await emit(TextDelta(req.agent, reply.text))
+                    elif isinstance(reply, TurnResult):
+                        heard = "".join(text)
+                        if len(reply.text) > len(heard) and reply.text.startswith(heard):  # see tail_in_result
+                            text.append(reply.text[len(heard) :])
+                            await emit(TextDelta(req.agent, text[-1]))
+                        return reply
             raise BusError("reply stream ended without a result")
 
         def on_retry(n: int, exc: BaseException) -> None:

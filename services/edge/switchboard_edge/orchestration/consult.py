@@ -134,17 +134,18 @@ class SupervisorConsults:
             if streamed:  # a replica died mid-answer: close what the caller heard, start afresh
                 await emit(AgentFinished(agent.name, filler + "".join(streamed), ok=False))
                 streamed.clear()
-            async for reply in self._client.stream(
+            async with self._client.stream(
                 subjects.supervisor_consult(cfg.supervisor), request, consult_reply_adapter,
                 lambda r: isinstance(r, ConsultResult), deadline=consult_deadline, session_id=session_id,
                 idle_timeout=self.idle_timeout_s,
                 ack_timeout=self.ack_timeout_s,
-            ):  # fmt: skip
-                if isinstance(reply, TurnDelta):
-                    streamed.append(reply.text)
-                    await emit(TextDelta(agent.name, reply.text))
-                elif isinstance(reply, ConsultResult):
-                    return reply
+            ) as replies:  # fmt: skip
+                async for reply in replies:
+                    if isinstance(reply, TurnDelta):
+                        streamed.append(reply.text)
+                        await emit(TextDelta(agent.name, reply.text))
+                    elif isinstance(reply, ConsultResult):
+                        return reply
             raise BusError(f"consult stream from {cfg.supervisor} ended without a result")
 
         def on_retry(n: int, exc: BaseException) -> None:
