@@ -103,6 +103,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[Params, Path, Path | None
     ap.add_argument("--sdk-runs", type=int, help="Agents SDK runs per measurement (default 2000; quick 300)")
     ap.add_argument("--no-retail", action="store_true", help="skip the headline phases on the retail scenario")
     ap.add_argument("--retail-sessions", type=int, help="sessions of the retail closed loop (default 50; quick 10)")
+    ap.add_argument(
+        "--load-sweep", help="retail offered rates for latency vs load, comma-separated (default 100,200,300,400; "
+        "quick 50; empty: none)",
+    )  # fmt: skip
     ap.add_argument("--profile", type=Path, help="py-spy flame graphs of the edge and agents in the retail phases")
     ap.add_argument("--no-consult", action="store_true", help="skip the chat-supervisor (consult) phases")
     ap.add_argument("--consult-rate", type=float, help="turns/s of the paced consult phases (default: --rate)")
@@ -128,12 +132,24 @@ def parse_args(argv: list[str] | None = None) -> tuple[Params, Path, Path | None
         return value if value is not None else (quick if q else default)
 
     rate = a.rate if a.rate is not None else (100 if q else 500)
+
+    def rates(text: str) -> tuple[float, ...]:
+        try:
+            values = tuple(float(x) for x in text.split(",") if x.strip())
+        except ValueError:
+            ap.error(f"--load-sweep: not a comma-separated list of rates: {text!r}")
+        if any(v <= 0 for v in values):
+            ap.error("--load-sweep: rates must be positive")
+        return values
+
     params = Params(
         sessions=pick(a.sessions, 100, 20), turns=pick(a.turns, 20, 5), handoffs=pick(a.handoffs, 500, 50),
         idle_sessions=pick(a.idle_sessions, 1000, 100), idle_sample=20, sdk_runs=pick(a.sdk_runs, 2000, 300),
         nats_requests=pick(None, 2000, 500), unloaded_sessions=pick(None, 10, 3),
         unloaded_handoffs=pick(None, 200, 30), rate=rate, quick=q,
         retail=not a.no_retail, retail_sessions=pick(a.retail_sessions, 50, 10),
+        load_sweep=rates(a.load_sweep if a.load_sweep is not None else ("50" if q else "100,200,300,400")),
+        sweep_s=2.0 if q else 5.0,
         profile_dir=str(a.profile) if a.profile else None,
         consult=not a.no_consult, consult_rate=a.consult_rate or rate,
         consult_replicas=tuple(int(x) for x in (a.consult_replicas or ("1,2" if q else "1,2,3")).split(",")),

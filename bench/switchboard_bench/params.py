@@ -22,6 +22,10 @@ class Params:
     """The headline phase group on the shipped ``retail`` scenario (``--no-retail`` skips it)."""
     retail_sessions: int = 50
     """Sessions of the retail closed-loop phase (the issue's 50 sessions x 20 turns)."""
+    load_sweep: tuple[float, ...] = (100.0, 200.0, 300.0, 400.0)
+    """Offered rates (turns/s) of the retail latency-vs-load sweep, beside the paced phase's ``rate``."""
+    sweep_s: float = 5.0
+    """Seconds of traffic per sweep point."""
     profile_dir: str | None = None
     """``--profile DIR``: py-spy flame graphs of the edge and agents during the retail phases."""
     """Sessions of the retail closed-loop phase (the issue's 50 sessions x 20 turns)."""

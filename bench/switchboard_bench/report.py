@@ -332,6 +332,15 @@ def summary_table(r: dict[str, Any]) -> str:
             f"retail CPU/turn      edge {cpu_rt['paced']['edge']:.2f} ms, agents {cpu_rt['paced']['agents']:.2f} ms, "
             f"nats {cpu_rt['paced']['nats']:.2f} ms (paced); plain turn {retail['wire']['plain']['events']} events, "
             f"{retail['wire']['plain']['bytes']} bytes",
+            "retail vs load       "
+            + (
+                "; ".join(
+                    f"{pt['offered_turns_per_s']:.0f}/s p50 {fmt_ms(pt['latency']['p50_ms'])} p99 "
+                    f"{fmt_ms(pt['latency']['p99_ms'])}"
+                    for pt in retail.get("load_sweep", [])
+                )
+                or "no sweep"
+            ),
             "retail targets       " + "; ".join(f"{k}: {'ok' if v['ok'] else 'MISSED'}" for k, v in rt.items()),
         ]
     other = r["machine"].get("other_processes_cores_busy")
@@ -415,5 +424,35 @@ def retail_markdown(rt: dict[str, Any], sdk_res: dict[str, Any], p: dict[str, An
         "caller is not verified), its p50 compared with the Agents SDK's in-process handoff run, measured in this "
         "run in alternating blocks (SDK, retail, retail, SDK, ...: machine load falls on both sides alike). CPU: "
         "each process's user + system time over the phase, per turn. The load generator shares the same CPUs.",
+        "",
+        *load_sweep_markdown(rt, p),
+    ]
+
+
+def load_sweep_markdown(rt: dict[str, Any], p: dict[str, Any]) -> list[str]:
+    """Latency against offered load: the sweep's points and the paced phase's, by rate."""
+    paced = rt["paced"]
+    points = [*rt.get("load_sweep", []), {
+        "offered_turns_per_s": p["rate"], "achieved_turns_per_s": paced["achieved_turns_per_s"],
+        "latency": paced["latency"], "cpu": rt["cpu"]["paced"], "cores_busy": paced["cpu"]["cores_busy"],
+    }]  # fmt: skip
+    if len(points) < 2:
+        return []
+    rows = [
+        f"| {pt['offered_turns_per_s']:.0f} ({pt['achieved_turns_per_s']:.0f}) | {fmt_ms(pt['latency']['p50_ms'])} | "
+        f"{fmt_ms(pt['latency']['p99_ms'])} | {pt['cpu']['edge']:.2f} / {pt['cpu']['agents']:.2f} / "
+        f"{pt['cpu']['nats']:.2f} ms | {pt['cores_busy']:.2f} |"
+        for pt in sorted(points, key=lambda pt: pt["offered_turns_per_s"])
+    ]
+    return [
+        f"| `retail`, {p['sessions']} sessions: turns/s offered (achieved) | Plain turn p50 | p99 | "
+        "CPU per turn: edge / agents / nats-server | Cores busy (all processes, load generator included) |",
+        "|---|---|---|---|---|",
+        *rows,
+        "",
+        "Latency against offered load: the same sessions, each starting a turn every sessions / rate seconds at a "
+        f"random phase, {p.get('sweep_s', 5.0):.0f} s of traffic per rate below the paced phase's (whose row is "
+        f"the last). The targets (p50 <= 3 ms, p99 <= 15 ms) are judged at {p['rate']:.0f} turns/s; the rows "
+        "below it show where they hold on this machine.",
         "",
     ]

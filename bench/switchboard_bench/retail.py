@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import secrets
 import time
 from pathlib import Path
@@ -137,6 +138,19 @@ async def handoff_beside_sdk(stack: Stack, replies: Replies, turns: int) -> tupl
     return {"latency": summarize(ours), "cpu": cpu, "blocks": SDK_BLOCKS}, summarize(theirs)
 
 
+async def load_sweep(stack: Stack, replies: Replies, p: Params) -> list[dict[str, Any]]:
+    """Plain turns of ``p.sessions`` sessions at each offered rate of ``p.load_sweep`` (``p.sweep_s`` of traffic
+    each): where the latency targets hold on this machine, below the paced phase's rate."""
+    points = []
+    for rate in p.load_sweep:
+        turns = max(2, math.ceil(rate * p.sweep_s / p.sessions))
+        phase = await paced_phase(stack, replies, p.sessions, turns, rate, kind=f"retail at {rate:.0f}/s")
+        points.append({"offered_turns_per_s": rate, "achieved_turns_per_s": phase["achieved_turns_per_s"],
+                       "latency": phase["latency"], "cpu": cpu_split(phase),
+                       "cores_busy": phase["cpu"]["cores_busy"]})  # fmt: skip
+    return points
+
+
 def cpu_split(phase: dict[str, Any]) -> dict[str, float]:
     """CPU ms per turn of the edge, all agent processes together, and nats-server."""
     per = phase["cpu"]["per_turn_ms"]
@@ -165,6 +179,7 @@ async def retail_phases(stack: Stack, p: Params) -> dict[str, Any]:
             stack, replies, p.retail_sessions, p.turns, parallel=p.retail_sessions, kind="retail"
         )
     paced = await paced_phase(stack, replies, p.sessions, p.turns, p.rate, kind="retail")
+    sweep = await load_sweep(stack, replies, p)
     plain_1 = await plain_phase(stack, replies, p.unloaded_sessions, p.turns, parallel=1, kind="retail")
     with profiled(stack, profile, "retail-handoff", ("edge", "agent:triage", "agent:auth")):
         handoff_1, sdk_block = await handoff_beside_sdk(stack, replies, p.unloaded_handoffs)
@@ -184,7 +199,8 @@ async def retail_phases(stack: Stack, p: Params) -> dict[str, Any]:
     return {
         "scenario": SCENARIO, "handoff_text": HANDOFF_TEXT, "plain_text": replies.plain_text,
         "handoff_reply": {"agent": replies.handoff.agent, "text": replies.handoff.text},
-        "wire": wire, "closed": closed, "paced": paced, "plain_unloaded": plain_1, "handoff_unloaded": handoff_1,
+        "wire": wire, "closed": closed, "paced": paced, "load_sweep": sweep, "plain_unloaded": plain_1,
+        "handoff_unloaded": handoff_1,
         "cpu": cpu, "handoff_vs_sdk": ratio, "sdk_handoff_beside": sdk_block,
         "duration_s": time.perf_counter() - started,
         "targets": {
