@@ -12,9 +12,12 @@ from typing import Any
 
 import pytest
 
+from switchboard.bus import Bus
+from switchboard.schemas import MessageItem
+from switchboard.state import SessionStore
 from switchboard.testing import ScriptedOpenAIServer, ScriptedReply
 
-from .client import open_session, say, sdk_client
+from .client import RawClient, done_of, open_session, say, sdk_client, text_of
 from .stacks import make_stack
 
 pytestmark = pytest.mark.system
@@ -102,3 +105,37 @@ async def test_model_errors_are_retried_then_fall_back(tmp_path: Path) -> None:
     assert [h["outcome"] for h in down.handoffs] == ["unavailable"]
     assert "model_error" in down.handoffs[0]["detail"] and "503" in down.handoffs[0]["detail"]
     assert down.agent == "generalist" and down.status == "completed"
+
+
+async def test_what_a_cut_off_agent_said_stays_in_the_conversation(tmp_path: Path) -> None:
+    """The triage model goes silent mid-answer past the hop deadline: the caller heard its first words (what
+    the output guardrails released), then the fallback agent. The session keeps both, with the ids the
+    client was shown, in the order heard."""
+    cut = "Thanks for calling. Our store is open every day of the week, and on public holidays we keep hours "
+
+    def respond(body: dict[str, Any]) -> ScriptedReply:
+        if _agent_of(body) == "triage":
+            return ScriptedReply(text=cut + "that are shorter.", stall_after=len(cut), stall_s=60)
+        return ScriptedReply(text="generalist reply")
+
+    async with ScriptedOpenAIServer(responder=respond) as model:
+        env = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": model.base_url, "SWITCHBOARD_HOP_TIMEOUT_S": "2",
+               "SWITCHBOARD_LEDGER_TAKEOVER_S": "1"}  # fmt: skip
+        with make_stack(tmp_path, agents=["triage", "generalist"], env=env) as stack:
+            async with RawClient(stack, timeout_s=15) as client:
+                session_id = (await client.open())["session_id"]
+                events = await client.turn("when are you open?")
+                retrieved = []
+                for item in done_of(events)["output"]:
+                    await client.send({"type": "conversation.item.retrieve", "item_id": item["id"]})
+                    retrieved.append((await client.next("conversation.item.retrieved"))["item"])
+            async with Bus(stack.nats_urls, name="check") as bus:
+                transcript = await (await SessionStore.open(bus.js)).transcript(session_id)
+    output = done_of(events)["output"]
+    assert [o["status"] for o in output] == ["incomplete", "completed"]
+    first = output[0]["content"][0]["text"]
+    assert first and cut.startswith(first)
+    assert text_of(events) == first + "generalist reply"  # what the caller heard
+    said = [(i.id, i.agent, i.text) for i in transcript if isinstance(i, MessageItem) and i.role == "assistant"]
+    assert said == [(output[0]["id"], "triage", first), (output[1]["id"], "generalist", "generalist reply")]
+    assert [r["content"][0]["text"] for r in retrieved] == [first, "generalist reply"]

@@ -48,6 +48,10 @@ class ScriptedReply:
     """Wait this long before answering (a slow model)."""
     chunk_size: int = 8
     """Text and arguments are streamed in chunks of this many characters."""
+    stall_after: int | None = None
+    """Stream this many characters of ``text``, then go silent for ``stall_s`` before the rest (a model, or
+    a replica, that dies mid-answer)."""
+    stall_s: float = 0.0
 
 
 Responder = Callable[[dict[str, Any]], ScriptedReply]
@@ -232,7 +236,13 @@ class ScriptedOpenAIServer(InProcessServer):
 
         async def events() -> AsyncIterator[str]:
             yield chunk({"role": "assistant", "content": ""})
-            for part in _chunks(reply.text, reply.chunk_size):
+            text = reply.text
+            if reply.stall_after is not None:
+                for part in _chunks(text[: reply.stall_after], reply.chunk_size):
+                    yield chunk({"content": part})
+                await asyncio.sleep(reply.stall_s)
+                text = text[reply.stall_after :]
+            for part in _chunks(text, reply.chunk_size):
                 yield chunk({"content": part})
             for index, (call_id, name, args) in enumerate(calls):
                 yield chunk(

@@ -78,7 +78,7 @@ def is_assistant_message(item: ConversationItem) -> bool:
 
 def adopt_ids(history: list[ConversationItem], known: set[str], shown: list[str]) -> list[ConversationItem]:
     """Give the turn's new assistant messages the ids the client was shown, so it can retrieve, delete or
-    truncate them; unchanged when the counts differ (a failed attempt's text was shown but not kept)."""
+    truncate them (a failed attempt's text is one of them); unchanged when the counts differ."""
     new = [i for i, item in enumerate(history) if item.id not in known and is_assistant_message(item)]
     if not new or len(new) != len(shown):
         return history

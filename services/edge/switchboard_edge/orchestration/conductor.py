@@ -344,7 +344,8 @@ class Conductor:
 
         async def attempt(n: int) -> TurnResult:
             nonlocal first_reply
-            if text:
+            if text:  # the caller heard it: it stays in the conversation, closed as incomplete
+                keep_heard(turn, req.agent, text)
                 await emit(AgentFinished(req.agent, "".join(text), ok=False))
                 text.clear()
             async with self._client.stream(
@@ -383,6 +384,7 @@ class Conductor:
             log.warning(
                 "agent turn failed", extra={"agent": req.agent, "session_id": req.session_id, "error": str(exc)}
             )
+            keep_heard(turn, req.agent, text)
             await emit(AgentFinished(req.agent, "".join(text), ok=False))
             return None, exc, first_reply
         if self.configs is not None:
@@ -460,3 +462,11 @@ class Conductor:
         await emit(TextDelta(agent, text))
         await emit(AgentFinished(agent, text, ok=True))
         turn.history.append(MessageItem(id=new_item_id(), role="assistant", text=text, agent=agent))
+
+
+def keep_heard(turn: _Turn, agent: str, text: list[str]) -> None:
+    """What a failed attempt had streamed joins the conversation as the agent's message: the caller heard it
+    (the client was shown it as an ``incomplete`` item), so the history, later agents and the audit must
+    have it too. Nothing when it had said nothing."""
+    if text:
+        turn.history.append(MessageItem(id=new_item_id(), role="assistant", text="".join(text), agent=agent))
