@@ -120,7 +120,7 @@ async def test_a_caller_that_returns_on_the_terminal_reply_closes_the_stream_the
         for n in range(20):
             assert (await ask(n)).turn_id == f"t{n}"
             assert client._waiting == {}  # freed before the caller moved on, not by a later task
-        await asyncio.sleep(0)  # a generator dropped by the last call would be finalized by now
+        await asyncio.sleep(0)  # ok-sleep: one loop step, in which a dropped generator would be finalized
     finally:
         sys.set_asyncgen_hooks(*hooks)
     assert finalized == []
