@@ -13,11 +13,11 @@ import pytest
 
 from switchboard.bus import Bus
 from switchboard.local.stack import Stack
-from switchboard.schemas import TurnRecord
-from switchboard.state import AuditLog
+from switchboard.schemas import MessageItem, TurnRecord
+from switchboard.state import AuditLog, SessionStore
 from switchboard.testing import ScriptedOpenAIServer, ScriptedReply
 
-from .client import Reply, collect, open_session, say, sdk_client
+from .client import RawClient, Reply, collect, done_of, open_session, say, sdk_client, text_of
 from .stacks import make_stack
 
 pytestmark = pytest.mark.system
@@ -243,3 +243,33 @@ async def test_supervisor_sees_exactly_what_the_caller_said(tmp_path: Path) -> N
     assert len(spoken) == 2 and all("careful answer" in s for s in spoken)
     # "charged" is a must-consult word: the platform consulted without a front-model call, note = the words
     assert "Its note on what the caller just asked: Why was I charged twice?" in last[0]["content"]
+
+
+async def test_what_a_supervisor_said_before_going_silent_stays_in_the_conversation(tmp_path: Path) -> None:
+    """The supervisor streams part of its answer, then goes silent past the consult's deadline: the caller
+    heard the filler, those words and the fallback line, and the session stores exactly that, under the
+    ids the client was shown, after the consult's call and its output (which the model needs paired)."""
+    partial = "Thanks for waiting. I looked at your account, and the charge you are asking about was made "
+
+    def respond(body: dict[str, Any]) -> ScriptedReply:
+        if _role(body) == "supervisor":
+            return ScriptedReply(text=partial + "on the third.", stall_after=len(partial), stall_s=60)
+        return SlowSupervisorModel(0)(body)
+
+    async with ScriptedOpenAIServer(responder=respond) as server:
+        env = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": server.base_url, "SWITCHBOARD_TURN_TIMEOUT_S": "3"}
+        with make_stack(tmp_path, scenario="supervisor", env=env) as stack:
+            async with RawClient(stack, timeout_s=15) as client:
+                session_id = (await client.open())["session_id"]
+                events = await client.turn("why was I charged twice?")
+            async with Bus(stack.nats_urls, name="check") as bus:
+                transcript = await (await SessionStore.open(bus.js)).transcript(session_id)
+    heard = text_of(events)
+    assert FALLBACK in heard and partial[:20] in heard  # the supervisor's first words were released
+    output = done_of(events)["output"]
+    shown = [(o["id"], o["content"][0]["text"]) for o in output if o["type"] == "message"]
+    turn = transcript[next(n for n, i in enumerate(transcript) if isinstance(i, MessageItem) and i.role == "user") :]
+    said = [(i.id, i.text) for i in turn if isinstance(i, MessageItem) and i.role == "assistant"]
+    assert said == shown and "".join(text for _, text in said) == heard
+    kinds = [i.type for i in turn]
+    assert kinds.index("function_call_output") == kinds.index("function_call") + 1

@@ -126,13 +126,21 @@ class SupervisorConsults:
         # leave the fallback line time to be said within the turn's deadline
         consult_deadline = max(min(deadline - FALLBACK_RESERVE_S, started + cfg.timeout_s), started + 0.5)
         streamed: list[str] = []
+        cut: list[ConversationItem] = []
+        """What attempts that died mid-answer had said: the caller heard it, so it stays (as closed items)."""
         attempts = 0
+
+        def opening() -> str:
+            """How the open output item starts: with the filler, unless a cut attempt's item took it."""
+            return "" if cut else filler
 
         async def attempt(n: int) -> ConsultResult:
             nonlocal attempts
             attempts = n
             if streamed:  # a replica died mid-answer: close what the caller heard, start afresh
-                await emit(AgentFinished(agent.name, filler + "".join(streamed), ok=False))
+                heard = opening() + "".join(streamed)
+                cut.append(MessageItem(id=new_item_id(), role="assistant", text=heard, agent=agent.name))
+                await emit(AgentFinished(agent.name, heard, ok=False))
                 streamed.clear()
             async with self._client.stream(
                 subjects.supervisor_consult(cfg.supervisor), request, consult_reply_adapter,
@@ -164,7 +172,8 @@ class SupervisorConsults:
                         attempt, RetryPolicy(attempts=cfg.attempts), deadline=consult_deadline, on_retry=on_retry
                     )
             except (BusError, BreakerOpen) as exc:
-                done = await self._fallback(agent, filler, call_id, items, exc, emit, started, attempts)
+                said = opening() + "".join(streamed)  # the open item: the fallback line is added to it
+                done = await self._fallback(agent, said, call_id, items, cut, exc, emit, started, attempts)
                 set_attributes(sp, {names.CONSULT_OUTCOME: done.outcome,
                                     names.CONSULT_ATTEMPTS: attempts})  # fmt: skip
                 mark_error(sp, type(exc).__name__)
@@ -175,9 +184,10 @@ class SupervisorConsults:
         items += [
             *result.items,
             FunctionCallOutputItem(id=new_item_id(), call_id=call_id, output=output, agent=agent.name),
-            MessageItem(id=new_item_id(), role="assistant", text=filler + answer, agent=agent.name),
+            *cut,
+            MessageItem(id=new_item_id(), role="assistant", text=opening() + answer, agent=agent.name),
         ]
-        await emit(AgentFinished(agent.name, filler + answer, ok=True))
+        await emit(AgentFinished(agent.name, opening() + answer, ok=True))
         ms = (time.time() - started) * 1000
         tokens = result.usage.input_tokens + result.usage.output_tokens
         self._count("answered", ms, tokens, agent.name)
@@ -186,9 +196,10 @@ class SupervisorConsults:
     async def _fallback(
         self,
         agent: AgentConfig,
-        filler: str,
+        said: str,
         call_id: str,
         items: list[ConversationItem],
+        cut: list[ConversationItem],
         exc: BaseException,
         emit: EventSink,
         started: float,
@@ -199,11 +210,12 @@ class SupervisorConsults:
         outcome: ConsultOutcome = "breaker_open" if isinstance(exc, BreakerOpen) else "unavailable"
         log.warning("consult failed", extra={"agent": agent.name, "outcome": outcome, "error": str(exc)})
         await emit(TextDelta(agent.name, fallback.say))
-        await emit(AgentFinished(agent.name, filler + fallback.say, ok=True))
+        await emit(AgentFinished(agent.name, said + fallback.say, ok=True))
         output = json.dumps({"error": str(exc), "outcome": outcome})
         items += [
             FunctionCallOutputItem(id=new_item_id(), call_id=call_id, output=output, agent=agent.name),
-            MessageItem(id=new_item_id(), role="assistant", text=filler + fallback.say, agent=agent.name),
+            *cut,
+            MessageItem(id=new_item_id(), role="assistant", text=said + fallback.say, agent=agent.name),
         ]
         ms = (time.time() - started) * 1000
         self.stats.failed += 1
