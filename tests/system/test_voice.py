@@ -85,6 +85,12 @@ def words(text: str) -> list[str]:
     return "".join(c.lower() if c.isalnum() or c.isspace() else " " for c in text).split()
 
 
+def spoken(word: str, text: str) -> bool:
+    """``word`` is in the transcript, also when the recogniser split it ("in voice" for "invoice", as
+    Whisper tiny does now and then on a loaded machine)."""
+    return word in "".join(words(text))
+
+
 async def until(conn: Any, kind: str, seen: list[Any]) -> Any:
     """Read events (kept in ``seen``) up to the first of ``kind``."""
     async with asyncio.timeout(60):
@@ -220,7 +226,7 @@ async def test_barge_in_cancels_truncates_and_keeps_the_callers_new_words(retail
     assert 1000 <= truncated["audio_end_ms"] < 2500
     assert heard and full.startswith(heard) and len(heard) < len(full), heard
     assert heard.startswith(after_client_cut) and len(after_client_cut) < len(heard)  # the client heard less
-    assert "invoice" in words(new_words["transcript"])
+    assert spoken("invoice", new_words["transcript"])
     assert answer["response"]["status"] == "completed"
     assert violations(client.events) == []
 
@@ -332,7 +338,7 @@ async def test_barge_in_while_the_agent_is_still_thinking_keeps_both_utterances(
     assert (cut["response"]["status"], cut["response"]["status_details"]["reason"]) == ("cancelled", "turn_detected")
     assert answer["response"]["status"] == "completed"
     assert "One moment please." in answer["response"]["output"][0]["content"][0]["transcript"]
-    assert "question" in words(kept[0]["content"][0]["text"]) and "invoice" in words(kept[1]["content"][0]["text"])
+    assert "question" in words(kept[0]["content"][0]["text"]) and spoken("invoice", kept[1]["content"][0]["text"])
     assert not [e for e in client.events if e["type"] == "error"]
 
 
