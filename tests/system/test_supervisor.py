@@ -17,7 +17,7 @@ from switchboard.schemas import MessageItem, TurnRecord
 from switchboard.state import AuditLog, SessionStore
 from switchboard.testing import ScriptedOpenAIServer, ScriptedReply
 
-from .client import RawClient, Reply, collect, done_of, open_session, say, sdk_client, text_of
+from .client import RawClient, Reply, collect, done_of, open_session, say, sdk_client, text_of, user_message
 from .stacks import make_stack
 
 pytestmark = pytest.mark.system
@@ -273,3 +273,43 @@ async def test_what_a_supervisor_said_before_going_silent_stays_in_the_conversat
     assert said == shown and "".join(text for _, text in said) == heard
     kinds = [i.type for i in turn]
     assert kinds.index("function_call_output") == kinds.index("function_call") + 1
+
+
+async def test_a_supervisor_killed_mid_answer_leaves_what_it_said_before_the_retrys_answer(tmp_path: Path) -> None:
+    """The supervisor replica streams part of its answer and is killed; another replica answers in full. The
+    caller heard the filler and those words (an incomplete item), then the answer: the session stores both."""
+    partial = "Thanks for waiting. I looked at your account, and the charge you are asking about was made "
+    answer = "The supervisor's careful answer: it was charged twice by mistake."
+    supervisor_calls: list[int] = []
+
+    def respond(body: dict[str, Any]) -> ScriptedReply:
+        if _role(body) == "supervisor":
+            supervisor_calls.append(1)
+            if len(supervisor_calls) == 1:
+                return ScriptedReply(text=partial + "on the third.", stall_after=len(partial), stall_s=60)
+            return ScriptedReply(text=answer)
+        return SlowSupervisorModel(0)(body)
+
+    async with ScriptedOpenAIServer(responder=respond) as server:
+        env = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": server.base_url}
+        with make_stack(
+            tmp_path, scenario="supervisor", agents=["frontdesk", "supervisor", "generalist"], env=env
+        ) as stack:
+            async with RawClient(stack, timeout_s=30) as client:
+                session_id = (await client.open())["session_id"]
+                await client.send({"type": "conversation.item.create", "item": user_message("why twice?")})
+                await client.send({"type": "response.create"})
+                await client.next("response.output_text.delta")
+                while partial[:20] not in text_of(client.events):  # the supervisor's first words reached the caller
+                    await client.next("response.output_text.delta")
+                stack.start_agent("supervisor", wait=True)
+                stack.kill("supervisor:supervisor", signal.SIGKILL)
+                await client.next("response.done")
+            async with Bus(stack.nats_urls, name="check") as bus:
+                transcript = await (await SessionStore.open(bus.js)).transcript(session_id)
+    output = done_of(client.events)["output"]
+    assert [o["status"] for o in output] == ["incomplete", "completed"] and answer in text_of(client.events)
+    shown = [(o["id"], o["content"][0]["text"]) for o in output]
+    said = [(i.id, i.text) for i in transcript if isinstance(i, MessageItem) and i.role == "assistant"]
+    assert said == shown and "".join(text for _, text in said) == text_of(client.events)
+    assert len(supervisor_calls) == 2
