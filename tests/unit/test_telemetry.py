@@ -55,8 +55,18 @@ async def receiver() -> AsyncIterator[OTLPReceiver]:
         yield rcv
 
 
+@pytest.fixture(params=["light", "sdk"])
+def tracer_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each export test runs on Switchboard's light tracer (the default) and on the SDK's."""
+    kind: str = request.param
+    monkeypatch.setenv("SWITCHBOARD_TRACER", kind)
+    return kind
+
+
 @pytest.fixture
-async def traced(receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[OTLPReceiver]:
+async def traced(
+    receiver: OTLPReceiver, tracer_kind: str, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[OTLPReceiver]:
     """Tracing of service ``edge`` exporting to the receiver over HTTP."""
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
     setup_tracing("edge")
@@ -97,7 +107,7 @@ async def test_spans_are_exported_over_http_with_names_attributes_and_parents(tr
 
 
 async def test_traces_endpoint_gzip_and_service_name_override(
-    receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch
+    receiver: OTLPReceiver, tracer_kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", receiver.traces_endpoint)
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")
@@ -195,7 +205,7 @@ async def test_trace_context_crosses_a_headers_dict_to_the_other_side(traced: OT
 
 
 async def test_an_unsampled_trace_skips_the_sdk_and_stays_one_unsampled_trace_across_the_bus(
-    receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch
+    receiver: OTLPReceiver, tracer_kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
@@ -413,7 +423,7 @@ def test_names_match_the_semantic_conventions() -> None:
 
 
 async def test_the_exporter_reads_the_proxy_from_the_environment_once_and_uses_it(
-    receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch
+    receiver: OTLPReceiver, tracer_kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The export session does not re-read the environment at every export (it costs the export thread about
     a quarter of its CPU), yet a proxy set in the environment when tracing starts still carries the spans: here

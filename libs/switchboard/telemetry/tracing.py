@@ -8,6 +8,10 @@ header. The exporter's other settings (headers, timeout, compression, certificat
 (``OTEL_TRACES_SAMPLER``) and the batch processor (``OTEL_BSP_*``) come from the usual variables.
 ``OTEL_SERVICE_NAME`` overrides the service name given in code.
 
+With OTLP as the only exporter, spans are recorded and exported by Switchboard's own light tracer
+(:mod:`._recorder`: a few microseconds a span instead of the SDK's ~50); ``SWITCHBOARD_TRACER=sdk`` uses the
+SDK's tracer and batch processor instead (as does the ``console`` exporter). Both read the same variables.
+
 The tracer from :func:`get_tracer` may be taken at import time: it follows later calls to
 ``setup_tracing``/``shutdown_tracing``. The SDK's global provider is left alone, so a process
 (or a test) can set tracing up again.
@@ -19,8 +23,8 @@ import atexit
 import logging
 import os
 import threading
-from collections.abc import Mapping, MutableMapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -34,13 +38,16 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from opentelemetry.util.types import Attributes
 
 from .. import __version__
-from . import names
+from . import _recorder, names
 
 if TYPE_CHECKING:
     import requests
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
 log = logging.getLogger(__name__)
 
+TRACER_ENV = "SWITCHBOARD_TRACER"
+"""``light`` (the default) or ``sdk``: which tracer records spans exported over OTLP."""
 CONTENT_ENV = "SWITCHBOARD_TRACE_CONTENT"
 """Set to ``1`` to put conversation content on spans (off by default)."""
 _TRUE = {"1", "true", "yes", "on"}
@@ -88,7 +95,8 @@ class _Tracer(trace.Tracer):
 
 
 _tracer = _Tracer()
-_provider: TracerProvider | None = None
+_shutdown: Callable[[], object] | None = None
+"""Flushes and stops the running set-up; ``None`` while tracing is off."""
 _atexit_registered = False
 
 
@@ -103,7 +111,7 @@ _parent_based = False
 
 def tracing_enabled() -> bool:
     """Whether spans are being recorded and exported."""
-    return _provider is not None
+    return _shutdown is not None
 
 
 def sampled_out(context: Context | None = None) -> bool:
@@ -122,7 +130,7 @@ def setup_tracing(service_name: str, *, resource_attributes: Mapping[str, str] |
     ``resource_attributes`` are added to the resource, e.g. ``{"service.instance.id": replica}``.
     Calling it again replaces the previous set-up (flushing it first).
     """
-    global _provider, _atexit_registered, _parent_based
+    global _shutdown, _atexit_registered, _parent_based
     shutdown_tracing()
     exporters = _exporters_from_env()
     if not exporters:
@@ -130,16 +138,42 @@ def setup_tracing(service_name: str, *, resource_attributes: Mapping[str, str] |
         return
     attributes: dict[str, str] = {names.SERVICE_NAMESPACE: "switchboard", **(resource_attributes or {})}
     attributes[names.SERVICE_NAME] = os.environ.get("OTEL_SERVICE_NAME") or service_name
-    provider = TracerProvider(resource=Resource.create(attributes), shutdown_on_exit=False)
-    for exporter in exporters:
-        provider.add_span_processor(BatchSpanProcessor(exporter))
-    _provider = provider
+    resource = Resource.create(attributes)
+    provider = TracerProvider(resource=resource, shutdown_on_exit=False)  # reads the sampler from OTEL_*
+    tracer_kind = (os.environ.get(TRACER_ENV) or "light").strip().lower()
+    if tracer_kind not in ("light", "sdk"):
+        log.warning("unknown %s; using light", TRACER_ENV, extra={"tracer": tracer_kind})
+    if tracer_kind != "sdk" and len(exporters) == 1 and not isinstance(exporters[0], ConsoleSpanExporter):
+        batcher = _recorder.Batcher(
+            cast("OTLPSpanExporter", exporters[0]),
+            resource,
+            ("switchboard", __version__),
+            schedule_delay_s=_env_int("OTEL_BSP_SCHEDULE_DELAY", 5000) / 1000,
+            max_queue=_env_int("OTEL_BSP_MAX_QUEUE_SIZE", 2048),
+            max_batch=_env_int("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512),
+        )
+        _tracer.delegate = _recorder.Tracer(provider.sampler, batcher)
+        _shutdown = batcher.shutdown
+    else:
+        for exporter in exporters:
+            provider.add_span_processor(BatchSpanProcessor(exporter))
+        _tracer.delegate = provider.get_tracer("switchboard", __version__)
+        _shutdown = provider.shutdown
     _parent_based = isinstance(provider.sampler, ParentBased)
-    _tracer.delegate = provider.get_tracer("switchboard", __version__)
     if not _atexit_registered:
         atexit.register(shutdown_tracing)
         _atexit_registered = True
-    log.info("tracing enabled", extra={"exporters": [type(e).__name__ for e in exporters]})
+    log.info("tracing enabled", extra={"exporters": [type(e).__name__ for e in exporters], "tracer": tracer_kind})
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    try:
+        value = int(raw) if raw else default
+    except ValueError:
+        log.warning("ignoring a non-integer setting", extra={"setting": name, "value": raw})
+        return default
+    return value if value > 0 else default
 
 
 def shutdown_tracing(timeout_s: float = 5.0) -> None:
@@ -149,13 +183,13 @@ def shutdown_tracing(timeout_s: float = 5.0) -> None:
     retries), so the export runs on a daemon thread that is abandoned after ``timeout_s``, losing
     what it had not sent. Safe to call twice or when tracing is off.
     """
-    global _provider, _parent_based
-    provider, _provider = _provider, None
+    global _shutdown, _parent_based
+    stop, _shutdown = _shutdown, None
     _parent_based = False
     _tracer.delegate = trace.NoOpTracer()
-    if provider is None:
+    if stop is None:
         return
-    stopper = threading.Thread(target=provider.shutdown, name="switchboard-tracing-shutdown", daemon=True)
+    stopper = threading.Thread(target=stop, name="switchboard-tracing-shutdown", daemon=True)
     stopper.start()
     stopper.join(timeout_s)
     if stopper.is_alive():
