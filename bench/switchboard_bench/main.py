@@ -120,6 +120,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[Params, Path, Path | None
     ap.add_argument(
         "--tracing-export-delay-ms", type=float, default=200.0, help="OTEL_BSP_SCHEDULE_DELAY when traced (default 200)"
     )
+    ap.add_argument(
+        "--tracer",
+        choices=("light", "sdk"),
+        default="light",
+        help="the traced stack's tracer (default light, as shipped)",
+    )
     ap.add_argument("--quick", action="store_true", help="small smoke run")
     ap.add_argument("--out-dir", type=Path, default=BENCH / "results", help="where results are written")
     ap.add_argument("--var-dir", type=Path, help="runtime data and logs (default: a temporary directory)")
@@ -157,7 +163,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Params, Path, Path | None
         consult_duration_s=a.consult_duration if a.consult_duration is not None else (2.0 if q else 5.0),
         model_delay_ms=a.model_delay_ms, supervisor_max_inflight=a.supervisor_max_inflight,
         tracing=not a.no_tracing, tracing_blocks=pick(a.tracing_blocks, 4, 2),
-        tracing_export_delay_ms=a.tracing_export_delay_ms,
+        tracing_export_delay_ms=a.tracing_export_delay_ms, tracing_tracer=a.tracer,
     )  # fmt: skip
     return params, a.out_dir, a.var_dir
 

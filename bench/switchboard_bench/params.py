@@ -28,7 +28,6 @@ class Params:
     """Seconds of traffic per sweep point."""
     profile_dir: str | None = None
     """``--profile DIR``: py-spy flame graphs of the edge and agents during the retail phases."""
-    """Sessions of the retail closed-loop phase (the issue's 50 sessions x 20 turns)."""
     consult: bool = True
     """The chat-supervisor phase group (``--no-consult`` skips it)."""
     consult_rate: float = 500.0
@@ -47,3 +46,5 @@ class Params:
     """Measurement blocks per phase on each of the tracing-off and tracing-on stacks, alternating."""
     tracing_export_delay_ms: float = 200.0
     """OTEL_BSP_SCHEDULE_DELAY of the traced stack: short, so a block's spans are exported during the block."""
+    tracing_tracer: str = "light"
+    """SWITCHBOARD_TRACER of the traced stack: ``light`` (as shipped) or ``sdk`` (the OpenTelemetry SDK's)."""

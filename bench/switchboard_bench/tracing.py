@@ -37,7 +37,7 @@ EXPORT_MARGIN_S = 0.5
 """Added to the batch processor's schedule delay when waiting for the traced stack's last spans."""
 
 
-def tracing_env(endpoint: str | None, export_delay_ms: float) -> dict[str, str]:
+def tracing_env(endpoint: str | None, export_delay_ms: float, tracer: str = "light") -> dict[str, str]:
     """The ``OTEL_*`` settings of the tracing-off (no endpoint) or tracing-on stack, set explicitly so the
     environment the benchmark runs in cannot turn tracing on, off, down-sampled or elsewhere."""
     if endpoint is None:
@@ -46,7 +46,7 @@ def tracing_env(endpoint: str | None, export_delay_ms: float) -> dict[str, str]:
         "OTEL_SDK_DISABLED": "false", "OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"{endpoint}/v1/traces", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
         "OTEL_TRACES_SAMPLER": "parentbased_always_on", "OTEL_BSP_SCHEDULE_DELAY": str(round(export_delay_ms)),
-        "SWITCHBOARD_TRACE_CONTENT": "0",
+        "SWITCHBOARD_TRACE_CONTENT": "0", "SWITCHBOARD_TRACER": tracer,
     }  # fmt: skip
 
 
@@ -233,7 +233,7 @@ async def tracing_phases(off: Stack, on: Stack, p: Params, endpoint: str, sink_p
     return res | {
         "blocks": blocks,
         "measured_turns_per_arm": measured,
-        "env": {"off": tracing_env(None, 0), "on": tracing_env(endpoint, p.tracing_export_delay_ms)},
+        "env": {"off": tracing_env(None, 0), "on": tracing_env(endpoint, p.tracing_export_delay_ms, p.tracing_tracer)},
     }
 
 
@@ -249,7 +249,7 @@ def tracing_stacks(runner: asyncio.Runner, p: Params, var_dir: Path) -> dict[str
     env = {"SWITCHBOARD_SCENARIOS_DIR": str(SCENARIOS), "OPENAI_API_KEY": ""}
     with otlp_sink() as (endpoint, pid):
         off = Stack(var_dir / "tracing-off", scenario=SCENARIO, api_key=key, env=env | tracing_env(None, 0))
-        on_env = env | tracing_env(endpoint, p.tracing_export_delay_ms)
+        on_env = env | tracing_env(endpoint, p.tracing_export_delay_ms, p.tracing_tracer)
         on = Stack(var_dir / "tracing-on", scenario=SCENARIO, api_key=key, env=on_env)
         return on_stacks(
             runner, [off, on], "bench, tracing off and on", lambda st: tracing_phases(st[0], st[1], p, endpoint, pid)

@@ -76,7 +76,7 @@ def test_the_wire_bytes_decode_to_every_recorded_field() -> None:
         current.set_attribute("late", 7)
         current.set_status(Status(StatusCode.ERROR, "timeout"))
     encoder = Encoder(Resource.create({"service.name": "edge"}).attributes, "switchboard", "9.9")
-    request = ExportTraceServiceRequest.FromString(encoder.request(kept.spans))
+    request = ExportTraceServiceRequest.FromString(encoder.request(encoder.entry(s) for s in kept.spans))
 
     (resource_spans,) = request.resource_spans
     resource = {kv.key: value(kv.value) for kv in resource_spans.resource.attributes}
@@ -197,3 +197,37 @@ async def test_an_escaping_exception_is_recorded_as_the_api_tracer_does(
     assert (failed.status, failed.status_message, failed.events) == ("error", "ValueError: boom", ["exception"])
     cancelled = await receiver.wait_for_span(names.SPAN_CONDUCTOR_HOP)
     assert (cancelled.status, cancelled.events) == ("unset", [])
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+        {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"},
+        {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-03"},
+        {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "tracestate": "vendor=abc"},
+        {"traceparent": "00-0AF7651916CD43DD8448EB211C80319C-B7AD6B7169203331-01"},
+        {"traceparent": "00-00000000000000000000000000000000-b7ad6b7169203331-01"},
+        {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01"},
+        {"traceparent": "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+        {"traceparent": "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-future"},
+        {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b716920333g-01"},
+        {"Traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+        {"traceparent": "garbage"},
+    ],
+)
+def test_extract_reads_what_the_w3c_propagator_reads(headers: dict[str, str]) -> None:
+    """The quick parse of a plain version-00 ``traceparent`` gives the propagator's answer, and anything else is
+    left to the propagator."""
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    from switchboard.telemetry import extract
+    from switchboard.telemetry.tracing import _GETTER
+
+    ours = trace.get_current_span(extract(headers)).get_span_context()
+    theirs = trace.get_current_span(TraceContextTextMapPropagator().extract(headers, getter=_GETTER)).get_span_context()
+    assert (ours.is_valid, ours.trace_id, ours.span_id, ours.is_remote) == (
+        theirs.is_valid, theirs.trace_id, theirs.span_id, theirs.is_remote,
+    )  # fmt: skip
+    assert ours.trace_flags.sampled is theirs.trace_flags.sampled
+    assert ours.trace_state.to_header() == theirs.trace_state.to_header()

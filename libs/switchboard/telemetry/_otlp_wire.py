@@ -115,13 +115,16 @@ class Encoder:
     def __init__(self, resource: Mapping[str, Any], scope_name: str, scope_version: str) -> None:
         self._resource = _field(b"\x0a", b"".join(_field(b"\x0a", _key_value(k, v)) for k, v in resource.items()))
         self._scope = _field(b"\x0a", _field(b"\x0a", scope_name.encode()) + _field(b"\x12", scope_version.encode()))
-        self._attributes: dict[tuple[str, type, Any], bytes] = {}
+        self._attributes: dict[tuple[str, Any], tuple[type, bytes]] = {}
 
-    def request(self, spans: Iterable[WireSpan]) -> bytes:
-        """A serialized ``ExportTraceServiceRequest`` holding ``spans``."""
-        body = b"".join(_field(b"\x12", self.span(s)) for s in spans)
-        scope_spans = _field(b"\x12", self._scope + body)
+    def request(self, entries: Iterable[bytes]) -> bytes:
+        """A serialized ``ExportTraceServiceRequest`` holding the spans ``entries`` (from :meth:`entry`)."""
+        scope_spans = _field(b"\x12", self._scope + b"".join(entries))
         return _field(b"\x0a", self._resource + scope_spans)
+
+    def entry(self, s: WireSpan) -> bytes:
+        """One span as it sits in a request (``ScopeSpans.spans``, field 2)."""
+        return _field(b"\x12", self.span(s))
 
     def span(self, s: WireSpan) -> bytes:
         """One serialized ``Span``."""
@@ -139,8 +142,16 @@ class Encoder:
             _field(_NAME, s.name.encode()), _KIND, varint(s.kind + 1),  # the API's kinds start at 0, OTLP's at 1
             _START, _FIXED64.pack(s.start_ns), _END, _FIXED64.pack(s.end_ns),
         )  # fmt: skip
-        attribute = self.attribute
-        parts += (attribute(k, v) for k, v in s.attributes.items())
+        cache = self._attributes
+        for key, value in s.attributes.items():
+            try:
+                hit = cache.get((key, value))
+            except TypeError:  # an unhashable value (a list)
+                parts.append(_field(_ATTRIBUTE, _key_value(key, value)))
+                continue
+            if hit is None or hit[0] is not type(value):  # the type keeps True and 1 apart
+                hit = self._remember(key, value)
+            parts.append(hit[1])
         for name, time_ns, attrs in s.events:
             event = b"\x09" + _FIXED64.pack(time_ns) + _field(b"\x12", name.encode())
             event += b"".join(_field(b"\x1a", _key_value(k, v)) for k, v in attrs.items())
@@ -158,14 +169,9 @@ class Encoder:
         parts += (_FLAGS, _FIXED32.pack(flags))
         return b"".join(parts)
 
-    def attribute(self, key: str, value: Any) -> bytes:
-        """A span's ``attributes`` field for ``key`` = ``value``, reused when the pair was seen before."""
-        if isinstance(value, (list, tuple)):
-            return _field(_ATTRIBUTE, _key_value(key, value))
-        cache_key = (key, type(value), value)  # the type keeps True and 1 apart
-        encoded = self._attributes.get(cache_key)
-        if encoded is None:
-            if len(self._attributes) >= _CACHE_LIMIT:
-                self._attributes.clear()
-            encoded = self._attributes[cache_key] = _field(_ATTRIBUTE, _key_value(key, value))
-        return encoded
+    def _remember(self, key: str, value: Any) -> tuple[type, bytes]:
+        """The ``attributes`` field for ``key`` = ``value``, kept for the next span that carries the pair."""
+        if len(self._attributes) >= _CACHE_LIMIT:
+            self._attributes.clear()
+        hit = self._attributes[key, value] = (type(value), _field(_ATTRIBUTE, _key_value(key, value)))
+        return hit

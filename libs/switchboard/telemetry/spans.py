@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from types import TracebackType
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -72,22 +73,31 @@ def span(
     """
     if not tracing_enabled() or sampled_out(context):
         return _OFF
-    return _span(name, attributes, kind, context)
+    return _Span(name, attributes, kind, context)
 
 
-@contextmanager
-def _span(name: str, attributes: Attrs | None, kind: SpanKind, context: Context | None) -> Iterator[Span]:
-    attrs = {k: v for k, v in (attributes or {}).items() if v is not None}
-    with get_tracer().start_as_current_span(
-        name, context, kind, attrs, record_exception=content_enabled(), set_status_on_exception=False
-    ) as current:
-        try:
-            yield current
-        except (asyncio.CancelledError, GeneratorExit):
-            raise
-        except BaseException as exc:
-            mark_error(current, type(exc).__name__, f"{type(exc).__name__}: {exc}")
-            raise
+class _Span(AbstractContextManager[Span]):
+    """The block runs in a new current span; an exception escaping it marks the span failed (cancellation does
+    not). A class rather than a generator: it is on every turn's path, several times."""
+
+    __slots__ = ("_current", "_started")
+
+    def __init__(self, name: str, attributes: Attrs | None, kind: SpanKind, context: Context | None) -> None:
+        attrs = {k: v for k, v in attributes.items() if v is not None} if attributes else None
+        self._started = get_tracer().start_as_current_span(
+            name, context, kind, attrs, record_exception=content_enabled(), set_status_on_exception=False
+        )
+
+    def __enter__(self) -> Span:
+        self._current: Span = self._started.__enter__()
+        return self._current
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool | None:
+        if exc is not None and not isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
+            mark_error(self._current, type(exc).__name__, f"{type(exc).__name__}: {exc}")
+        return self._started.__exit__(exc_type, exc, tb)
 
 
 def send_span(
@@ -125,7 +135,7 @@ def _send_span(
         names.MESSAGING_MESSAGE_ID: message_id,
         **(attributes or {}),
     }
-    with _span(f"publish {destination}", attrs, SpanKind.PRODUCER, None) as current:
+    with _Span(f"publish {destination}", attrs, SpanKind.PRODUCER, None) as current:
         inject(headers)
         yield current
 
@@ -158,7 +168,7 @@ def process_span(
         names.MESSAGING_MESSAGE_ID: message_id,
         **(attributes or {}),
     }
-    return _span(name or f"process {destination}", attrs, SpanKind.CONSUMER, parent)
+    return _Span(name or f"process {destination}", attrs, SpanKind.CONSUMER, parent)
 
 
 @contextmanager

@@ -282,7 +282,30 @@ def extract(headers: Mapping[str, str] | None) -> Context:
     of the sender's span. Without trace headers, a fresh context (the span becomes a root)."""
     if not headers:
         return Context()
+    parent = headers.get("traceparent")
+    if parent is not None and "tracestate" not in headers:  # what Switchboard's own messages carry
+        remote = _version_00(parent)
+        if remote is not None:
+            return trace.set_span_in_context(trace.NonRecordingSpan(remote), Context())
     return _PROPAGATOR.extract(headers, getter=_GETTER)
+
+
+_HEX = frozenset("0123456789abcdef")
+_TRACE_FLAGS = (trace.TraceFlags(0), trace.TraceFlags(1))
+
+
+def _version_00(value: str) -> trace.SpanContext | None:
+    """A well-formed version-00 ``traceparent`` (``00-<32 hex>-<16 hex>-<2 hex>``), parsed without the
+    propagator's regular expression; ``None`` leaves anything else (other versions, odd spacing) to it."""
+    if len(value) != 55 or value[:3] != "00-" or value[35] != "-" or value[52] != "-":
+        return None
+    trace_hex, span_hex, flags_hex = value[3:35], value[36:52], value[53:]
+    if not _HEX.issuperset(trace_hex) or not _HEX.issuperset(span_hex) or not _HEX.issuperset(flags_hex):
+        return None
+    trace_id, span_id, flags = int(trace_hex, 16), int(span_hex, 16), int(flags_hex, 16)
+    if not trace_id or not span_id:
+        return None
+    return trace.SpanContext(trace_id, span_id, True, _TRACE_FLAGS[flags & 1])
 
 
 def content_enabled() -> bool:
