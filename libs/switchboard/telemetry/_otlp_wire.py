@@ -22,13 +22,18 @@ _TRACE_STATE = b"\x1a"  # Span.trace_state (3)
 _PARENT_ID = b"\x22\x08"  # Span.parent_span_id (4), 8 bytes
 _NAME = b"\x2a"  # Span.name (5)
 _KIND = b"\x30"  # Span.kind (6)
-_START = b"\x39"  # Span.start_time_unix_nano (7), fixed64
-_END = b"\x41"  # Span.end_time_unix_nano (8), fixed64
+_START = 0x39  # Span.start_time_unix_nano (7), fixed64
+_END = 0x41  # Span.end_time_unix_nano (8), fixed64
 _ATTRIBUTE = b"\x4a"  # Span.attributes (9)
 _EVENT = b"\x5a"  # Span.events (11)
 _LINK = b"\x6a"  # Span.links (13)
 _STATUS = b"\x7a"  # Span.status (15)
-_FLAGS = b"\x85\x01"  # Span.flags (16), fixed32
+_FLAGS = 0x0185  # Span.flags (16), fixed32: the tag's two varint bytes 0x85 0x01, little-endian
+
+_IDS = struct.Struct(">2sQQ2sQ")  # trace id tag, its high and low 64 bits, span id tag, span id (big-endian)
+_PARENT = struct.Struct(">2sQ")
+_TIMES_AND_FLAGS = struct.Struct("<BQBQHI")
+_LOW_64 = (1 << 64) - 1
 
 _HAS_IS_REMOTE = 0x100
 _IS_REMOTE = 0x200
@@ -116,6 +121,7 @@ class Encoder:
         self._resource = _field(b"\x0a", b"".join(_field(b"\x0a", _key_value(k, v)) for k, v in resource.items()))
         self._scope = _field(b"\x0a", _field(b"\x0a", scope_name.encode()) + _field(b"\x12", scope_version.encode()))
         self._attributes: dict[tuple[str, Any], tuple[type, bytes]] = {}
+        self._heads: dict[tuple[str, int], bytes] = {}
 
     def request(self, entries: Iterable[bytes]) -> bytes:
         """A serialized ``ExportTraceServiceRequest`` holding the spans ``entries`` (from :meth:`entry`)."""
@@ -127,21 +133,21 @@ class Encoder:
         return _field(b"\x12", self.span(s))
 
     def span(self, s: WireSpan) -> bytes:
-        """One serialized ``Span``."""
-        parts = [
-            _TRACE_ID, s.trace_id.to_bytes(16, "big"), _SPAN_ID, s.span_id.to_bytes(8, "big"),
-        ]  # fmt: skip
+        """One serialized ``Span`` (fields in the order protobuf allows any: ids, name and kind, times and flags,
+        then attributes, events, links, status)."""
+        trace_id = s.trace_id
+        parts = [_IDS.pack(_TRACE_ID, trace_id >> 64, trace_id & _LOW_64, _SPAN_ID, s.span_id)]
         if s.trace_state:
             parts.append(_field(_TRACE_STATE, s.trace_state.encode()))
         flags = s.trace_flags | _HAS_IS_REMOTE
         if s.parent_id:
-            parts += (_PARENT_ID, s.parent_id.to_bytes(8, "big"))
+            parts.append(_PARENT.pack(_PARENT_ID, s.parent_id))
             if s.parent_remote:
                 flags |= _IS_REMOTE
-        parts += (
-            _field(_NAME, s.name.encode()), _KIND, varint(s.kind + 1),  # the API's kinds start at 0, OTLP's at 1
-            _START, _FIXED64.pack(s.start_ns), _END, _FIXED64.pack(s.end_ns),
-        )  # fmt: skip
+        head = self._heads.get((s.name, s.kind))
+        if head is None:
+            head = self._head(s.name, s.kind)
+        parts += (head, _TIMES_AND_FLAGS.pack(_START, s.start_ns, _END, s.end_ns, _FLAGS, flags))
         cache = self._attributes
         for key, value in s.attributes.items():
             try:
@@ -166,8 +172,16 @@ class Encoder:
         if s.status_code:
             status = _field(b"\x12", s.status_message.encode()) if s.status_message else b""
             parts.append(_field(_STATUS, status + b"\x18" + varint(s.status_code)))
-        parts += (_FLAGS, _FIXED32.pack(flags))
         return b"".join(parts)
+
+    def _head(self, name: str, kind: int) -> bytes:
+        """The name and kind fields, kept for the next span of that name and kind."""
+        if len(self._heads) >= _CACHE_LIMIT:
+            self._heads.clear()
+        head = self._heads[name, kind] = (
+            _field(_NAME, name.encode()) + _KIND + varint(kind + 1)
+        )  # OTLP's kinds start at 1
+        return head
 
     def _remember(self, key: str, value: Any) -> tuple[type, bytes]:
         """The ``attributes`` field for ``key`` = ``value``, kept for the next span that carries the pair."""

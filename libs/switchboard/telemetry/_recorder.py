@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _EMPTY_STATE = TraceState()
+_KIND_VALUES = {kind: kind.value for kind in SpanKind}
 
 
 class RecordedSpan(trace.Span):
@@ -71,17 +72,20 @@ class RecordedSpan(trace.Span):
         self._context = span_context
         self.trace_id = span_context.trace_id
         self.span_id = span_context.span_id
-        self.trace_flags = int(span_context.trace_flags)
-        self.trace_state = span_context.trace_state.to_header() if span_context.trace_state else ""
-        self.parent_id = parent.span_id if parent is not None else 0
-        self.parent_remote = parent.is_remote if parent is not None else False
-        self.kind = kind.value
+        self.trace_flags = span_context.trace_flags
+        state = span_context.trace_state
+        self.trace_state = state.to_header() if state is not _EMPTY_STATE and state else ""
+        if parent is None:
+            self.parent_id, self.parent_remote = 0, False
+        else:
+            self.parent_id, self.parent_remote = parent.span_id, parent.is_remote
+        self.kind = _KIND_VALUES[kind]
         self.attributes = attributes
         self.events: list[tuple[str, int, Mapping[str, Any]]] = []
-        self.links = [_link(link) for link in links or ()]
+        self.links = [_link(link) for link in links] if links else []
         self.start_ns = start_ns
         self.end_ns = 0
-        self.status_code = StatusCode.UNSET.value
+        self.status_code = 0  # UNSET
         self.status_message = ""
         self._batcher = batcher
 
@@ -209,7 +213,7 @@ class Tracer(trace.Tracer):
         attrs = dict(attributes or {})
         trace_state = parent.trace_state if parent is not None else _EMPTY_STATE
         if self._follows_parent_else_samples:
-            sampled = parent is None or parent.trace_flags.sampled
+            sampled = parent is None or bool(parent.trace_flags & 1)
         else:
             result = self._sampler.should_sample(context, trace_id, name, kind, attributes, links)
             sampled = result.decision is Decision.RECORD_AND_SAMPLE

@@ -14,6 +14,7 @@ in another context, and the span would stay current in the wrong task.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from types import TracebackType
@@ -26,7 +27,7 @@ from opentelemetry.util.types import AttributeValue
 
 from ..guardrails.rules import redact_pii
 from . import names
-from .tracing import content_enabled, extract, get_tracer, inject, sampled_out, tracing_enabled
+from .tracing import active_tracer, content_enabled, extract, inject, sampled_out, tracing_enabled
 
 Attrs = Mapping[str, AttributeValue | None]
 """Span attributes; ``None`` values are left out."""
@@ -84,8 +85,8 @@ class _Span(AbstractContextManager[Span]):
 
     def __init__(self, name: str, attributes: Attrs | None, kind: SpanKind, context: Context | None) -> None:
         attrs = {k: v for k, v in attributes.items() if v is not None} if attributes else None
-        self._started = get_tracer().start_as_current_span(
-            name, context, kind, attrs, record_exception=content_enabled(), set_status_on_exception=False
+        self._started = active_tracer().start_as_current_span(
+            name, context, kind, attrs, record_exception=False, set_status_on_exception=False
         )
 
     def __enter__(self) -> Span:
@@ -97,6 +98,8 @@ class _Span(AbstractContextManager[Span]):
     ) -> bool | None:
         if exc is not None and not isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
             mark_error(self._current, type(exc).__name__, f"{type(exc).__name__}: {exc}")
+            if isinstance(exc, Exception) and content_enabled() and self._current.is_recording():
+                self._current.record_exception(exc)  # its message and stack are content
         return self._started.__exit__(exc_type, exc, tb)
 
 
@@ -159,16 +162,22 @@ def process_span(
     parent = extract(headers)
     if sampled_out(parent):  # the sender's trace is not sampled: carry its context on, record nothing
         return _attached(parent)
-    attrs: dict[str, AttributeValue | None] = {
+    attrs = _consumer_attributes(destination, consumer_group)
+    if attributes or message_id is not None:
+        attrs = {**attrs, names.MESSAGING_MESSAGE_ID: message_id, **(attributes or {})}
+    return _Span(name or f"process {destination}", attrs, SpanKind.CONSUMER, parent)
+
+
+@functools.lru_cache(maxsize=256)
+def _consumer_attributes(destination: str, consumer_group: str | None) -> Attrs:
+    """A consumer span's messaging attributes (the same for every message a subscription handles)."""
+    return {
         names.MESSAGING_SYSTEM: names.MESSAGING_SYSTEM_NATS,
         names.MESSAGING_DESTINATION_NAME: destination,
         names.MESSAGING_OPERATION_TYPE: names.MESSAGING_OPERATION_PROCESS,
         names.MESSAGING_OPERATION_NAME: "process",
         names.MESSAGING_CONSUMER_GROUP_NAME: consumer_group,
-        names.MESSAGING_MESSAGE_ID: message_id,
-        **(attributes or {}),
     }
-    return _Span(name or f"process {destination}", attrs, SpanKind.CONSUMER, parent)
 
 
 @contextmanager

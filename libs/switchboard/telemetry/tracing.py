@@ -105,6 +105,12 @@ def get_tracer() -> trace.Tracer:
     return _tracer
 
 
+def active_tracer() -> trace.Tracer:
+    """The tracer ``setup_tracing`` made (a no-op one while tracing is off), for the span helpers' own use:
+    unlike :func:`get_tracer`'s, it does not follow later set-ups."""
+    return _tracer.delegate
+
+
 _parent_based = False
 """Whether the sampler follows the parent's decision (the default, ``parentbased_*``)."""
 
