@@ -161,7 +161,7 @@ def process_span(
         return _OFF
     parent = extract(headers)
     if sampled_out(parent):  # the sender's trace is not sampled: carry its context on, record nothing
-        return _attached(parent)
+        return _Attached(parent)
     attrs = _consumer_attributes(destination, consumer_group)
     if attributes or message_id is not None:
         attrs = {**attrs, names.MESSAGING_MESSAGE_ID: message_id, **(attributes or {})}
@@ -180,12 +180,20 @@ def _consumer_attributes(destination: str, consumer_group: str | None) -> Attrs:
     }
 
 
-@contextmanager
-def _attached(context: Context) -> Iterator[Span]:
-    """Run the block in ``context`` (its non-recording span current), so the work's own spans stay unsampled
+class _Attached(AbstractContextManager[Span]):
+    """Runs the block in ``context`` (its non-recording span current), so the work's own spans stay unsampled
     children of the remote parent instead of becoming new root traces."""
-    token = otel_context.attach(context)
-    try:
-        yield trace.get_current_span()
-    finally:
-        otel_context.detach(token)
+
+    __slots__ = ("_context", "_token")
+
+    def __init__(self, context: Context) -> None:
+        self._context = context
+
+    def __enter__(self) -> Span:
+        self._token = otel_context.attach(self._context)
+        return trace.get_current_span(self._context)
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        otel_context.detach(self._token)
