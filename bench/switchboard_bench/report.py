@@ -127,9 +127,11 @@ def tracing_markdown(tr: dict[str, Any], p: dict[str, Any]) -> list[str]:
         *(f"| {row} |" for row in rows),
         "",
         "Two stacks of the `bench` scenario up at once, identical but for tracing: *on* exports every span over "
-        "OTLP/HTTP (protobuf, batch span processor, sampler `parentbased_always_on`, "
+        f"OTLP/HTTP with {'the OpenTelemetry SDK' if env.get('SWITCHBOARD_TRACER') == 'sdk' else 'the light'} "
+        f"tracer (`SWITCHBOARD_TRACER={env.get('SWITCHBOARD_TRACER', 'light')}`; protobuf, batches, sampler "
+        "`parentbased_always_on`, "
         f"`OTEL_BSP_SCHEDULE_DELAY={env['OTEL_BSP_SCHEDULE_DELAY']}` so a block's spans are exported during the "
-        "block) to Switchboard's OTLP receiver test double in a process of its own; *off* has "
+        "block) to a counting OTLP receiver in a process of its own (`bench/otlp_sink.py`); *off* has "
         f"`OTEL_SDK_DISABLED=true`. Measurement alternates between them in blocks (off/on, on/off, ...) of the "
         f"main stack's phases: {p['unloaded_sessions']} sessions x {p['turns']} plain turns one at a time, "
         f"{p['unloaded_handoffs']} handoff turns one at a time, {p['sessions']} sessions x {p['turns']} turns at "
@@ -139,7 +141,7 @@ def tracing_markdown(tr: dict[str, Any], p: dict[str, Any]) -> list[str]:
         "often the traced one had the higher p50. *Met* is judged on the pooled p50. CPU: the system's processes "
         "(edge, agents, nats-server) per turn, "
         f"not the load generator nor the receiver (which used {tr['receiver_cpu_per_measured_turn_ms']:.2f} ms "
-        f"per traced turn decoding spans). The receiver got {spans['received']} spans "
+        f"per traced turn counting spans). The receiver got {spans['received']} spans "
         f"({spans['per_turn']:.1f} per turn, {complete}): {by_name}.",
     ]
 
