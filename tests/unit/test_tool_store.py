@@ -118,6 +118,41 @@ async def test_list_by_prefix_and_collections_are_separate(pair: tuple[ToolStore
     assert await two.collection("empty", Item).list() == []
 
 
+class _EndsAtOnce:
+    """A KV watch that says "nothing stored" at once, as nats-py's does when the consumer it creates right after
+    a leader election reports nothing pending."""
+
+    def __aiter__(self) -> _EndsAtOnce:
+        return self
+
+    async def __anext__(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        pass
+
+
+async def test_a_scan_that_ends_before_the_stored_keys_is_retried_not_returned_empty(
+    pair: tuple[ToolStore, ToolStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = pair[0]
+    items = store.collection("items", Item)
+    for n in range(3):
+        await items.create(f"i{n}", Item(name=f"item {n}"))
+    await items.create("gone", Item(name="deleted"))
+    await items.delete("gone")  # a delete marker is a stored key too, and must not fail the check
+    real_watch, watches = store.kv.watch, []
+
+    async def watch(*args: Any, **kwargs: Any) -> Any:
+        watches.append(args)
+        return _EndsAtOnce() if len(watches) == 1 else await real_watch(*args, **kwargs)
+
+    monkeypatch.setattr(store.kv, "watch", watch)
+    listed = await items.list()
+    assert [d.id for d in listed] == ["i0", "i1", "i2"]
+    assert len(watches) == 2  # the first, empty scan was noticed and done again
+
+
 async def test_seeding_from_two_replicas_at_once_is_harmless_and_keeps_live_data(
     pair: tuple[ToolStore, ToolStore],
 ) -> None:

@@ -27,7 +27,7 @@ from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSe
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .errors import StateError
+from .errors import StaleRead, StateError
 from .retry import StateRetry, cas_write
 
 log = logging.getLogger(__name__)
@@ -197,6 +197,10 @@ class Collection(Generic[M]):
         return value.model_dump_json().encode()
 
 
+_SUBJECTS_PAGE = 100_000
+"""Subjects nats-server lists in one stream-info answer; a longer list is paged."""
+
+
 class _AnyDocument(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -241,16 +245,34 @@ class ToolStore:
         return await retry.run("store.scan", lambda: self._scan(pattern))
 
     async def _scan(self, pattern: str) -> dict[str, tuple[bytes, int]]:
-        watcher = await self.kv.watch(pattern, ignore_deletes=True)
+        present = await self._keys_stored(pattern)
+        watcher = await self.kv.watch(pattern)  # deletes included: every stored key shows up, value or marker
         out: dict[str, tuple[bytes, int]] = {}
+        seen: set[str] = set()
         try:
             async for entry in watcher:
                 if entry is None:  # the end of what is stored now
                     break
+                seen.add(entry.key)
                 if entry.operation is None:
                     out[entry.key] = (entry.value or b"", entry.revision or 0)
                 else:  # a delete seen during the scan removes what it deleted
                     out.pop(entry.key, None)
         finally:
             await watcher.stop()  # type: ignore[no-untyped-call]  # nats-py leaves KeyWatcher.stop unannotated
+        if present is not None and not present <= seen:
+            # Right after a leader election the watch's consumer can report nothing pending and end at once
+            # while the stream holds the keys (a chaos test saw an empty list of 21 stored documents).
+            missing = len(present - seen)
+            raise StaleRead(f"a scan of {self.bucket} ended before {missing} stored key(s) (leader election?)")
         return out
+
+    async def _keys_stored(self, pattern: str) -> set[str] | None:
+        """The keys the stream holds a message for (value or delete marker) under ``pattern``, asked of the stream
+        itself; ``None`` when the answer would be partial (the server pages subject lists past 100,000)."""
+        prefix = f"$KV.{self.bucket}."
+        info = await self.kv._js.stream_info(f"KV_{self.bucket}", subjects_filter=prefix + pattern)  # noqa: SLF001
+        subjects = info.state.subjects or {}
+        if len(subjects) >= _SUBJECTS_PAGE:
+            return None
+        return {subject[len(prefix) :] for subject in subjects}
