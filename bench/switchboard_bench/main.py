@@ -126,11 +126,17 @@ def parse_args(argv: list[str] | None = None) -> tuple[Params, Path, Path | None
         default="light",
         help="the traced stack's tracer (default light, as shipped)",
     )
+    ap.add_argument(
+        "--tracing-sample-ratio", type=float, default=1.0,
+        help="share of turns the traced stack samples (default 1: every span; e.g. 0.1 as under load)",
+    )  # fmt: skip
     ap.add_argument("--quick", action="store_true", help="small smoke run")
     ap.add_argument("--out-dir", type=Path, default=BENCH / "results", help="where results are written")
     ap.add_argument("--var-dir", type=Path, help="runtime data and logs (default: a temporary directory)")
     a = ap.parse_args(argv)
     q = a.quick
+    if not 0 < a.tracing_sample_ratio <= 1:
+        ap.error("--tracing-sample-ratio must be in (0, 1]")
     if a.tracing_blocks is not None and a.tracing_blocks < 1:
         ap.error("--tracing-blocks must be at least 1")
 
@@ -164,6 +170,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Params, Path, Path | None
         model_delay_ms=a.model_delay_ms, supervisor_max_inflight=a.supervisor_max_inflight,
         tracing=not a.no_tracing, tracing_blocks=pick(a.tracing_blocks, 4, 2),
         tracing_export_delay_ms=a.tracing_export_delay_ms, tracing_tracer=a.tracer,
+        tracing_sample_ratio=a.tracing_sample_ratio,
     )  # fmt: skip
     return params, a.out_dir, a.var_dir
 

@@ -48,3 +48,6 @@ class Params:
     """OTEL_BSP_SCHEDULE_DELAY of the traced stack: short, so a block's spans are exported during the block."""
     tracing_tracer: str = "light"
     """SWITCHBOARD_TRACER of the traced stack: ``light`` (as shipped) or ``sdk`` (the OpenTelemetry SDK's)."""
+    tracing_sample_ratio: float = 1.0
+    """Share of turns the traced stack samples (1: every span, ``parentbased_always_on``; below 1
+    ``parentbased_traceidratio``, as under load in production)."""

@@ -113,11 +113,13 @@ def tracing_markdown(tr: dict[str, Any], p: dict[str, Any]) -> list[str]:
         ]))  # fmt: skip
     spans, blocks, env = tr["spans"], tr["blocks"], tr["env"]["on"]
     by_name = ", ".join(f"`{k}` {v}" for k, v in sorted(spans["by_name"].items(), key=lambda kv: -kv[1]))
-    complete = (
-        f"one `{SPAN_EDGE_RESPONSE}` per turn"
-        if spans["every_turn_traced"]
-        else f"**{spans['edge_response_spans']} `{SPAN_EDGE_RESPONSE}` for {spans['traced_turns']} turns**"
-    )
+    ratio = spans.get("sample_ratio", 1.0)
+    if ratio < 1:
+        complete = f"{spans['sampled_share']:.1%} of turns sampled, {ratio:g} asked"
+    elif spans["every_turn_traced"]:
+        complete = f"one `{SPAN_EDGE_RESPONSE}` per turn"
+    else:
+        complete = f"**{spans['edge_response_spans']} `{SPAN_EDGE_RESPONSE}` for {spans['traced_turns']} turns**"
     return [
         "### Tracing overhead",
         "",
@@ -126,10 +128,12 @@ def tracing_markdown(tr: dict[str, Any], p: dict[str, Any]) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|",
         *(f"| {row} |" for row in rows),
         "",
-        "Two stacks of the `bench` scenario up at once, identical but for tracing: *on* exports every span over "
+        "Two stacks of the `bench` scenario up at once, identical but for tracing: *on* exports spans over "
         f"OTLP/HTTP with {'the OpenTelemetry SDK' if env.get('SWITCHBOARD_TRACER') == 'sdk' else 'the light'} "
         f"tracer (`SWITCHBOARD_TRACER={env.get('SWITCHBOARD_TRACER', 'light')}`; protobuf, batches, sampler "
-        "`parentbased_always_on`, "
+        f"`{env['OTEL_TRACES_SAMPLER']}`"
+        + (f" at {env['OTEL_TRACES_SAMPLER_ARG']}" if "OTEL_TRACES_SAMPLER_ARG" in env else " (every span)")
+        + ", "
         f"`OTEL_BSP_SCHEDULE_DELAY={env['OTEL_BSP_SCHEDULE_DELAY']}` so a block's spans are exported during the "
         "block) to a counting OTLP receiver in a process of its own (`bench/otlp_sink.py`); *off* has "
         f"`OTEL_SDK_DISABLED=true`. Measurement alternates between them in blocks (off/on, on/off, ...) of the "
