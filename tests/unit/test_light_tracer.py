@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -16,7 +17,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span as WireSpan
 from opentelemetry.proto.trace.v1.trace_pb2 import Status as WireStatus
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Decision, ParentBased, Sampler, TraceIdRatioBased
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
 from switchboard.telemetry import get_tracer, names, setup_tracing, shutdown_tracing, span
@@ -231,3 +232,30 @@ def test_extract_reads_what_the_w3c_propagator_reads(headers: dict[str, str]) ->
     )  # fmt: skip
     assert ours.trace_flags.sampled is theirs.trace_flags.sampled
     assert ours.trace_state.to_header() == theirs.trace_state.to_header()
+
+
+@pytest.mark.parametrize(
+    "sampler",
+    [
+        ParentBased(TraceIdRatioBased(0.25)),
+        ParentBased(ALWAYS_ON),
+        ParentBased(ALWAYS_OFF),
+        ParentBased(ALWAYS_ON, remote_parent_not_sampled=ALWAYS_ON),  # asked, not decided here
+        TraceIdRatioBased(0.5),
+    ],
+    ids=["parentbased-ratio", "parentbased-on", "parentbased-off", "parentbased-custom", "ratio"],
+)
+def test_sampling_decisions_match_the_sdk_sampler(sampler: Sampler) -> None:
+    """Roots and children of sampled and unsampled remote parents: the light tracer samples exactly what the
+    configured SDK sampler would (it decides the common ``parentbased_*`` cases itself)."""
+    tracer = Tracer(sampler, Kept())  # type: ignore[arg-type]  # the batcher's one method
+    rng = random.Random(7)
+    for _ in range(400):
+        flags = rng.choice((0, 1))
+        parent = SpanContext(rng.getrandbits(128) or 1, rng.getrandbits(64) or 1, True, TraceFlags(flags))
+        for context in (None, trace.set_span_in_context(trace.NonRecordingSpan(parent))):
+            started = tracer.start_span("s", context)
+            ctx = started.get_span_context()
+            expected = sampler.should_sample(context, ctx.trace_id, "s").decision is Decision.RECORD_AND_SAMPLE
+            assert started.is_recording() is expected
+            assert ctx.trace_flags.sampled is expected

@@ -30,7 +30,7 @@ from opentelemetry import context as context_api
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace.sampling import Decision, ParentBased, Sampler, StaticSampler
+from opentelemetry.sdk.trace.sampling import Decision, ParentBased, Sampler, StaticSampler, TraceIdRatioBased
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes, AttributeValue
@@ -46,6 +46,7 @@ _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _EMPTY_STATE = TraceState()
 _KIND_VALUES = {kind: kind.value for kind in SpanKind}
+_LOW_64 = (1 << 64) - 1
 
 
 class RecordedSpan(trace.Span):
@@ -187,14 +188,7 @@ class Tracer(trace.Tracer):
     def __init__(self, sampler: Sampler, batcher: Batcher) -> None:
         self._sampler = sampler
         self._batcher = batcher
-        # The default sampler (``parentbased_always_on``) decides by the parent alone, or samples a root:
-        # that decision is taken here without the sampler's result objects.
-        self._follows_parent_else_samples = (
-            isinstance(sampler, ParentBased) and _always(sampler._root, True)  # noqa: SLF001
-            and _always(sampler._remote_parent_sampled, True) and _always(sampler._local_parent_sampled, True)  # noqa: SLF001
-            and _always(sampler._remote_parent_not_sampled, False)  # noqa: SLF001
-            and _always(sampler._local_parent_not_sampled, False)  # noqa: SLF001
-        )  # fmt: skip
+        self._root_bound = _root_bound(sampler)
 
     def start_span(
         self,
@@ -212,8 +206,8 @@ class Tracer(trace.Tracer):
         trace_id = parent.trace_id if parent is not None else _new_trace_id()
         attrs = dict(attributes or {})
         trace_state = parent.trace_state if parent is not None else _EMPTY_STATE
-        if self._follows_parent_else_samples:
-            sampled = parent is None or bool(parent.trace_flags & 1)
+        if self._root_bound is not None:
+            sampled = bool(parent.trace_flags & 1) if parent is not None else trace_id & _LOW_64 < self._root_bound
         else:
             result = self._sampler.should_sample(context, trace_id, name, kind, attributes, links)
             sampled = result.decision is Decision.RECORD_AND_SAMPLE
@@ -240,6 +234,29 @@ class Tracer(trace.Tracer):
     ) -> Any:
         started = self.start_span(name, context, kind, attributes, links, start_time)
         return _CurrentSpan(started, record_exception, set_status_on_exception, end_on_exit)
+
+
+def _root_bound(sampler: Sampler) -> int | None:
+    """For the ``parentbased_*`` samplers that follow the parent and sample a root always or by trace-id ratio
+    (the default, and the one to use under load), the bound a root's trace id is compared with, so the decision
+    is taken here without the sampler's result objects; ``None`` for any other sampler (it is asked)."""
+    if not isinstance(sampler, ParentBased):
+        return None
+    follows_parent = (
+        _always(sampler._remote_parent_sampled, True) and _always(sampler._local_parent_sampled, True)  # noqa: SLF001
+        and _always(sampler._remote_parent_not_sampled, False)  # noqa: SLF001
+        and _always(sampler._local_parent_not_sampled, False)  # noqa: SLF001
+    )  # fmt: skip
+    root = sampler._root  # noqa: SLF001
+    if not follows_parent:
+        return None
+    if _always(root, True):
+        return 1 << 64
+    if _always(root, False):
+        return 0
+    if isinstance(root, TraceIdRatioBased):
+        return root.bound  # the SDK's test: the trace id's low 64 bits below this bound
+    return None
 
 
 def _always(sampler: Sampler, sampled: bool) -> bool:
