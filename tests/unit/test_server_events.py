@@ -128,4 +128,4 @@ def test_a_typed_event_is_a_plain_dict_at_runtime() -> None:
         item_id="item_1", content_index=0, delta="hi",
     )  # fmt: skip
     assert type(event) is dict
-    assert encode_event(event).startswith('{"type":"response.output_text.delta","event_id":"event_')
+    assert encode_event(event).startswith(b'{"type":"response.output_text.delta","event_id":"event_')

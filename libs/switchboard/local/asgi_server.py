@@ -33,8 +33,10 @@ class _QuietServer(uvicorn.Server):
 
 
 class InProcessServer(StartStop):
-    def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 0, **config: Any) -> None:
+        """``config``: further ``uvicorn.Config`` options (e.g. ``ws``, the WebSocket protocol class)."""
         self.app = app
+        self.config = config
         self.host = host
         self.port = port
         self._server: _QuietServer | None = None
@@ -53,7 +55,7 @@ class InProcessServer(StartStop):
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(
             self.app, lifespan="off", log_config=None, log_level="warning", access_log=False,
-            timeout_graceful_shutdown=1,
+            timeout_graceful_shutdown=1, **self.config,
         )  # fmt: skip
         self._server = server = _QuietServer(config)
         self._task = asyncio.create_task(server.serve(sockets=[sock]))

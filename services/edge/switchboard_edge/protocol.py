@@ -122,9 +122,9 @@ def new_event_id() -> str:
     return new_id("event")
 
 
-def encode_event(event: ServerEvent) -> str:
-    """A server event as the text of one WebSocket frame."""
-    return orjson.dumps(event).decode()
+def encode_event(event: ServerEvent) -> bytes:
+    """A server event as the UTF-8 text of one WebSocket frame."""
+    return orjson.dumps(event)
 
 
 def error_event(

@@ -57,6 +57,7 @@ from .server_events import (
     Error,
     ServerEvent,
 )
+from .ws_transport import TEXT_FRAMES, TextFrames
 
 if TYPE_CHECKING:  # the voice extra is imported only when a session uses audio
     from .audio_turns import AudioTurns
@@ -150,6 +151,9 @@ class EdgeSession:
         self.revision = revision
         self.resumed = resumed
         self._send_lock = asyncio.Lock()
+        self._slow_sends = 0
+        """Sends on the ASGI path not finished yet: while any is, later events queue behind it (order kept)."""
+        self._frames: TextFrames | None = ws.scope.get("extensions", {}).get(TEXT_FRAMES)
         self._commit_lock = asyncio.Lock()
         self._response: asyncio.Task[None] | None = None
         self._writer: ResponseWriter | None = None
@@ -184,8 +188,15 @@ class EdgeSession:
                 self.upstream, self.local_agents = found
 
     async def send(self, event: ServerEvent) -> None:
-        async with self._send_lock:
-            await self.ws.send_text(encode_event(event))
+        data = encode_event(event)
+        if not self._slow_sends and self._frames is not None and self._frames(data):
+            return  # written as a frame directly (see ``ws_transport``)
+        self._slow_sends += 1
+        try:
+            async with self._send_lock:
+                await self.ws.send_text(data.decode())
+        finally:
+            self._slow_sends -= 1
 
     async def run(self) -> None:
         await self.send({"type": "session.created", "event_id": new_event_id(), "session": self._config})
