@@ -128,7 +128,8 @@ async def test_a_full_socket_buffer_sends_the_caller_to_the_asgi_send_which_wait
     assert marks == [f"n{i}" for i in range(state["direct"])] + ["last"]
 
 
-async def test_once_the_client_has_closed_the_direct_path_declines() -> None:
+@pytest.mark.parametrize("how", ["close handshake", "connection dropped"])
+async def test_once_the_client_has_gone_the_direct_path_declines(how: str) -> None:
     after: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -140,8 +141,9 @@ async def test_once_the_client_has_closed_the_direct_path_declines() -> None:
 
     server = await serve(app, ws_per_message_deflate=False)
     try:
-        async with websockets.connect(f"ws://127.0.0.1:{server.port}/"):
-            pass
+        async with websockets.connect(f"ws://127.0.0.1:{server.port}/") as ws:
+            if how == "connection dropped":  # no close frame: the server only sees the TCP connection end
+                ws.transport.abort()
         assert await asyncio.wait_for(after, timeout=10) is False
     finally:
         await server.stop()
