@@ -23,7 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from .nats_server import _answers_info, nats_server_binary, with_login
+from .nats_server import _answers_info, nats_server_binary, server_env, with_login
 from .ports import free_port
 
 T = TypeVar("T")
@@ -164,11 +164,13 @@ class NatsCluster:
         cmd = [nats_server_binary(), "-c", str(node.config_file)]
         if node.log_file is None:
             node.proc = subprocess.Popen(
-                cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True
+                cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True, env=server_env()
             )
             return
         with open(node.log_file, "ab") as out:  # the child keeps its own descriptor
-            node.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            node.proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=server_env()
+            )
 
     def _accepts(self, node: NatsNode) -> bool:
         if node.proc is not None and node.proc.poll() is not None:

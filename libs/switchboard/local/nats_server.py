@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import socket
@@ -15,6 +16,29 @@ from types import TracebackType
 from typing import Self
 
 from .ports import free_port
+
+GOMAXPROCS_ENV = "SWITCHBOARD_NATS_GOMAXPROCS"
+"""Go threads a local nats-server runs Go code on (``GOMAXPROCS``); unset: :data:`DEFAULT_GOMAXPROCS`; 0: Go's own
+choice (one per core)."""
+DEFAULT_GOMAXPROCS = 1
+"""A local stack's nats-server shares the machine with single-threaded Python services, which wait on it at
+every hop. With a thread per core, Go's scheduler hands each message between threads, parking and waking
+them (25 context switches of nats-server per plain turn one at a time, against 13 with one thread), and on a
+virtual machine every wake-up of another core is expensive: one thread cut nats-server's CPU per turn by
+22-37 % and a handoff turn's p50 by 11 % on 2 cores (docs/performance.md). One thread still routes several
+hundred thousand messages a second. A deployment's nats-server (the Helm chart) is not started from here."""
+
+
+def server_env() -> dict[str, str]:
+    """The environment of a nats-server this module starts: this process's, with ``GOMAXPROCS`` set from
+    :data:`GOMAXPROCS_ENV` (a clear error for a value that is not a whole number >= 0)."""
+    env = dict(os.environ)
+    raw = env.get(GOMAXPROCS_ENV, "").strip() or str(DEFAULT_GOMAXPROCS)
+    if not raw.isdigit():
+        raise ValueError(f"{GOMAXPROCS_ENV} must be a whole number >= 0 (0: one Go thread per core), got {raw!r}")
+    if int(raw) > 0:
+        env["GOMAXPROCS"] = raw
+    return env
 
 
 def nats_server_binary() -> str:
@@ -80,7 +104,9 @@ class NatsServer:
         else:
             cmd += ["-js", "-sd", str(self.store_dir), "-n", f"switchboard-{self.port}"]
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
-        self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=server_env()
+        )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
