@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from .agents.loader import ScenarioError
 from .bus.errors import BusUnreachable
+from .local.nats_server import NatsConfigError
 from .local.parent import stop_with_launcher
 from .security.api_keys import DEFAULT_KEYS_FILE, KeyFileError
 from .timeline import NoAuditStream
@@ -391,7 +392,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         args.fn(args)
-    except (ScenarioError, ValidationError, NoAuditStream, BusUnreachable, KeyFileError) as exc:  # one line
+    except (ScenarioError, ValidationError, NoAuditStream, BusUnreachable, KeyFileError, NatsConfigError) as exc:
+        # one line
         print(f"switchboard {args.command}: {_one_line(exc)}", file=sys.stderr)
         sys.exit(2)
 

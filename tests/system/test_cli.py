@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -39,3 +40,13 @@ def test_trace_against_a_nats_without_switchboard_says_so_in_one_line(tmp_path: 
     assert run.returncode == 2
     assert run.stderr.count("\n") == 1, run.stderr
     assert "no audit stream SWITCHBOARD_AUDIT" in run.stderr
+
+
+def test_run_with_a_bad_nats_thread_count_says_so_in_one_line(tmp_path: Path) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "switchboard", "run", "--var-dir", str(tmp_path)], capture_output=True, text=True,
+        timeout=60, cwd=ROOT, env={**os.environ, "SWITCHBOARD_NATS_GOMAXPROCS": "two"},
+    )  # fmt: skip
+    assert run.returncode == 2
+    assert run.stderr.count("\n") == 1, run.stderr
+    assert "SWITCHBOARD_NATS_GOMAXPROCS must be a whole number" in run.stderr

@@ -29,13 +29,17 @@ virtual machine every wake-up of another core is expensive: one thread cut nats-
 hundred thousand messages a second. A deployment's nats-server (the Helm chart) is not started from here."""
 
 
+class NatsConfigError(ValueError):
+    """A setting of the local nats-server is not usable (the CLI prints it as one line)."""
+
+
 def server_env() -> dict[str, str]:
     """The environment of a nats-server this module starts: this process's, with ``GOMAXPROCS`` set from
     :data:`GOMAXPROCS_ENV` (a clear error for a value that is not a whole number >= 0)."""
     env = dict(os.environ)
     raw = env.get(GOMAXPROCS_ENV, "").strip() or str(DEFAULT_GOMAXPROCS)
     if not raw.isdigit():
-        raise ValueError(f"{GOMAXPROCS_ENV} must be a whole number >= 0 (0: one Go thread per core), got {raw!r}")
+        raise NatsConfigError(f"{GOMAXPROCS_ENV} must be a whole number >= 0 (0: one Go thread per core), got {raw!r}")
     if int(raw) > 0:
         env["GOMAXPROCS"] = raw
     return env
