@@ -55,7 +55,7 @@ async def test_direct_frames_arrive_as_the_text_written_in_order_among_asgi_send
         await send({"type": "websocket.accept"})
         frames = scope["extensions"][TEXT_FRAMES]
         for i, size in enumerate(SIZES):
-            accepted.append(frames(payload(size, f"direct-{i}")))
+            accepted.append(frames.text(payload(size, f"direct-{i}")))
             await send({"type": "websocket.send", "text": f'{{"mark":"asgi-{i}"}}'})
         await receive()  # until the client closes
 
@@ -78,7 +78,7 @@ async def test_with_compression_negotiated_the_direct_path_declines() -> None:
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await receive()
         await send({"type": "websocket.accept"})
-        answers.set_result(scope["extensions"][TEXT_FRAMES](b'{"mark":"x"}'))
+        answers.set_result(scope["extensions"][TEXT_FRAMES].text(b'{"mark":"x"}'))
         await send({"type": "websocket.send", "text": "via asgi"})
         await receive()
 
@@ -104,7 +104,7 @@ async def test_a_full_socket_buffer_sends_the_caller_to_the_asgi_send_which_wait
         frames = scope["extensions"][TEXT_FRAMES]
         sent = 0
         while sent < 4000:  # 256 MiB at most: a bound, far above any socket buffer
-            if not frames(payload(chunk, f"n{sent}")):
+            if not frames.text(payload(chunk, f"n{sent}")):
                 break
             sent += 1
             await asyncio.sleep(0)  # ok-sleep: ends the step, so the transport writes what it holds
@@ -137,7 +137,7 @@ async def test_once_the_client_has_gone_the_direct_path_declines(how: str) -> No
         await send({"type": "websocket.accept"})
         message = await receive()
         assert message["type"] == "websocket.disconnect"
-        after.set_result(scope["extensions"][TEXT_FRAMES](b'{"mark":"late"}'))
+        after.set_result(scope["extensions"][TEXT_FRAMES].text(b'{"mark":"late"}'))
 
     server = await serve(app, ws_per_message_deflate=False)
     try:

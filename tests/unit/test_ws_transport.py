@@ -41,3 +41,40 @@ async def test_one_loop_step_is_one_write_and_order_is_kept() -> None:
     assert await reader.read() == b"last"
     writer.close()
     server.close()
+
+
+async def test_a_held_block_leaves_in_one_write_when_it_ends() -> None:
+    transport, reader, writer, server = await connected()
+    transport.write(b"answer ")  # written before the hold, its flush already scheduled: held too
+    with transport.held(60.0):
+        await asyncio.sleep(0)  # ok-sleep: steps end inside the block, the subject of this test
+        transport.write(b"more ")
+        await asyncio.sleep(0)  # ok-sleep: as above
+        assert transport.writes == 0
+        transport.write(b"done")
+    assert await reader.readexactly(16) == b"answer more done"
+    assert transport.writes == 1
+    writer.close()
+    server.close()
+
+
+async def test_a_hold_lets_go_after_its_bound() -> None:
+    transport, reader, writer, server = await connected()
+    with transport.held(0.05):
+        transport.write(b"not kept forever")
+        assert await asyncio.wait_for(reader.readexactly(16), timeout=10) == b"not kept forever"
+        transport.write(b" later")  # the hold is over: this one leaves at the end of its step
+        assert await asyncio.wait_for(reader.readexactly(6), timeout=10) == b" later"
+    assert transport.writes == 2
+    writer.close()
+    server.close()
+
+
+async def test_closing_while_held_writes_what_waits() -> None:
+    transport, reader, writer, server = await connected()
+    with transport.held(60.0):
+        transport.write(b"last words")
+        transport.close()
+    assert await reader.read() == b"last words"
+    writer.close()
+    server.close()

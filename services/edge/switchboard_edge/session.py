@@ -6,8 +6,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from opentelemetry.trace import SpanKind
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -57,13 +58,16 @@ from .server_events import (
     Error,
     ServerEvent,
 )
-from .ws_transport import TEXT_FRAMES, TextFrames
+from .ws_transport import TEXT_FRAMES, DirectFrames
 
 if TYPE_CHECKING:  # the voice extra is imported only when a session uses audio
     from .audio_turns import AudioTurns
     from .upstream import UpstreamLink
 
 log = logging.getLogger(__name__)
+
+COMMIT_HOLD_S = 0.02
+"""The longest a text answer's frames wait for its turn's commit, to leave with ``response.done`` in one write."""
 
 ECHOED_SESSION_FIELDS = {"instructions", "metadata", "tracing", "tool_choice", "max_output_tokens"}
 """``session.update`` fields echoed in ``session.updated`` (acknowledged; agents own instructions and models)."""
@@ -153,7 +157,7 @@ class EdgeSession:
         self._send_lock = asyncio.Lock()
         self._slow_sends = 0
         """Sends on the ASGI path not finished yet: while any is, later events queue behind it (order kept)."""
-        self._frames: TextFrames | None = ws.scope.get("extensions", {}).get(TEXT_FRAMES)
+        self._frames: DirectFrames | None = ws.scope.get("extensions", {}).get(TEXT_FRAMES)
         self._commit_lock = asyncio.Lock()
         self._response: asyncio.Task[None] | None = None
         self._writer: ResponseWriter | None = None
@@ -189,7 +193,7 @@ class EdgeSession:
 
     async def send(self, event: ServerEvent) -> None:
         data = encode_event(event)
-        if not self._slow_sends and self._frames is not None and self._frames(data):
+        if not self._slow_sends and self._frames is not None and self._frames.text(data):
             return  # written as a frame directly (see ``ws_transport``)
         self._slow_sends += 1
         try:
@@ -594,18 +598,26 @@ class EdgeSession:
             history = [i for i in outcome.state.history if i.id not in archived_meanwhile] + added_meanwhile
             return outcome.state.model_copy(update={"history": history, "archived_items": current.archived_items})
 
-        try:
-            if not plan.out_of_band:  # conversation "none": nothing is committed, the session is as it was
-                await self._shielded_commit(finish)
-        except ProtocolError as err:  # not stored: the caller must not be told the turn completed
-            await writer.failed(err.code, err.message, failed_meta, client_error=True)
-            return outcome, err.message
-        self.deps.responses += 1
-        call = outcome.client_call
-        if call is not None:  # committed with the turn: the client runs it and answers with its output
-            await writer.function_call(call.id, call.call_id, call.name, call.arguments)
-        await writer.completed(response_metadata(outcome), outcome.usage, plan.options.max_output_tokens)
+        with self._held_frames(writer):  # the answer's frames and response.done leave in one write
+            try:
+                if not plan.out_of_band:  # conversation "none": nothing is committed, the session is as it was
+                    await self._shielded_commit(finish)
+            except ProtocolError as err:  # not stored: the caller must not be told the turn completed
+                await writer.failed(err.code, err.message, failed_meta, client_error=True)
+                return outcome, err.message
+            self.deps.responses += 1
+            call = outcome.client_call
+            if call is not None:  # committed with the turn: the client runs it and answers with its output
+                await writer.function_call(call.id, call.call_id, call.name, call.arguments)
+            await writer.completed(response_metadata(outcome), outcome.usage, plan.options.max_output_tokens)
         return outcome, None
+
+    def _held_frames(self, writer: ResponseWriter) -> AbstractContextManager[object]:
+        """Hold a text response's frames while its turn commits (see ``ws_transport``), at most
+        ``COMMIT_HOLD_S``; a spoken response's audio is never held."""
+        if self._frames is None or type(writer) is not ResponseWriter:
+            return nullcontext()
+        return cast(AbstractContextManager[object], self._frames.held(COMMIT_HOLD_S))
 
     async def _shielded_commit(self, change: Callable[[SessionState], SessionState]) -> None:
         """Commit the turn so that no cancel cuts it in half: a cancel arriving meanwhile waits for it.

@@ -16,13 +16,21 @@ tenth of the edge's Python. The protocol here offers the session a direct path f
 the same coalescing transport. Whenever that path cannot be taken (the handshake not done, a close sent
 or received, the socket's buffer above its high-water mark, a compression extension negotiated) it says
 so and the session uses the ASGI ``send``, which waits or raises as before.
+
+The same extension can hold the frames back for a moment. A text turn's answer arrives in one reply and
+becomes its item events at once; the turn is then committed to the session KV (a JetStream round trip),
+and only then is ``response.done`` sent. Held during the commit, the answer's frames and ``response.done``
+leave in one write, one wake-up of the client instead of two, the answer at most the commit's time later
+(never more than the hold's bound: a slow commit lets them go).
 """
 
 from __future__ import annotations
 
 import asyncio
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, cast
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -30,10 +38,17 @@ from websockets.http11 import Request
 from websockets.protocol import State
 
 TEXT_FRAMES = "edge.text_frames"
-"""The scope extension holding a :data:`TextFrames` callable (absent under other servers and test clients)."""
+"""The scope extension holding the connection's :class:`DirectFrames` (absent under other servers and clients)."""
 
-TextFrames = Callable[[bytes], bool]
-"""Writes UTF-8 ``bytes`` as one text frame and returns True, or returns False having written nothing."""
+
+@dataclass(frozen=True, slots=True)
+class DirectFrames:
+    """What the edge's WebSocket protocol offers the session beside the ASGI ``send``."""
+
+    text: Callable[[bytes], bool]
+    """Writes UTF-8 ``bytes`` as one text frame and returns True, or returns False having written nothing."""
+    held: Callable[[float], Any]
+    """``with held(max_s):`` what is written inside leaves when the block ends, or after ``max_s``, in one write."""
 
 
 class CoalescingTransport:
@@ -44,6 +59,7 @@ class CoalescingTransport:
         self._transport = transport
         self._loop = loop
         self._pending: list[bytes] = []
+        self._hold: asyncio.TimerHandle | None = None
         self.writes = 0
         """Socket writes made (each carrying the frames of one loop step)."""
 
@@ -54,8 +70,29 @@ class CoalescingTransport:
             self._loop.call_soon(self.flush)
         self._pending.append(bytes(data))
 
+    @contextmanager
+    def held(self, max_s: float) -> Iterator[None]:
+        """Keep what waits and what is written until the block ends or ``max_s`` has passed, then write it
+        at the end of that loop step. Not nested: an inner block changes nothing."""
+        if self._hold is not None:
+            yield
+            return
+        self._hold = self._loop.call_later(max_s, self._release)
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        if self._hold is None:
+            return
+        self._hold.cancel()
+        self._hold = None
+        if self._pending:
+            self._loop.call_soon(self.flush)
+
     def flush(self) -> None:
-        if not self._pending:
+        if not self._pending or self._hold is not None:
             return
         data = b"".join(self._pending) if len(self._pending) > 1 else self._pending[0]
         self._pending.clear()
@@ -64,6 +101,9 @@ class CoalescingTransport:
             self._transport.write(data)
 
     def close(self) -> None:
+        if self._hold is not None:
+            self._hold.cancel()
+            self._hold = None
         self.flush()
         self._transport.close()
 
@@ -82,7 +122,8 @@ class CoalescingWebSocketProtocol(WebSocketsSansIOProtocol):
         super().handle_connect(event)  # builds the scope and schedules the app, which has not run yet
         scope = getattr(self, "scope", None)
         if scope is not None:
-            scope["extensions"][TEXT_FRAMES] = self.send_text_frame  # type: ignore[index]
+            frames = DirectFrames(self.send_text_frame, cast(CoalescingTransport, self.transport).held)
+            scope["extensions"][TEXT_FRAMES] = frames
 
     def send_text_frame(self, payload: bytes) -> bool:
         """Write ``payload`` (valid UTF-8) as one final, unmasked text frame, as the ASGI ``send`` would, and
