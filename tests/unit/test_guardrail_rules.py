@@ -10,6 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from switchboard.guardrails import Action, GuardrailRule, RedactingFilter, StreamGuard, check, find_pii, redact_pii
+from switchboard.guardrails.rules import PII_PATTERNS
 from switchboard.logs import JsonFormatter
 
 CARD = "4111 1111 1111 1111"  # a test card number: passes Luhn
@@ -18,6 +19,29 @@ CARD = "4111 1111 1111 1111"  # a test card number: passes Luhn
 def test_detectors_find_what_they_should_and_not_order_numbers() -> None:
     text = f"order A1001, pin 1234, card {CARD}, mail jane@example.com, ssn 123-45-6789, call 415-555-0134"
     assert redact_pii(text) == "order A1001, pin 1234, card [CARD], mail [EMAIL], ssn [SSN], call [PHONE]"
+
+
+ARABIC_INDIC_SSN = "١٢٣-٤٥-٦٧٨٩"  # Unicode digits: the detectors' \\d matches them, so must the quick check
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "", "no digits and no at sign here", f"card {CARD}", "mail jane@example.com", "at @ but no address",
+        "ssn 123-45-6789", "call (415) 555-0134 or +1 415.555.0134", f"ssn {ARABIC_INDIC_SSN}", "order A1001",
+        "jane@example.com 4111111111111111 123-45-6789 4155550134",
+    ],
+)  # fmt: skip
+def test_the_quick_check_finds_what_the_full_scan_finds(text: str) -> None:
+    for kind, pattern in PII_PATTERNS.items():
+        scanned = [m.span() for m in pattern.finditer(text)]
+        if kind == "card":
+            scanned = [s for s in scanned if find_pii("card", text[s[0] : s[1]])]
+        assert find_pii(kind, text) == scanned, kind
+
+
+def test_unicode_digits_are_still_scanned() -> None:
+    assert find_pii("ssn", f"ssn {ARABIC_INDIC_SSN}") == [(4, 15)]
 
 
 def test_a_card_number_must_pass_luhn() -> None:
