@@ -30,7 +30,10 @@ class StreamGuard:
         if not self.rules:
             return piece
         text = self._pending + piece
-        cut = max(0, len(text) - self.holdback)
+        if len(text) <= self.holdback:  # all of it is held back: nothing to release, nothing to scan yet
+            self._pending = text
+            return ""
+        cut = len(text) - self.holdback
         space = text.rfind(" ", 0, cut + 1)  # never release half a word that may be half a match
         cut = space + 1 if space >= 0 else 0
         if cut == 0 and len(text) > 4 * self.holdback:  # no word break for long: release all but the holdback
