@@ -129,6 +129,7 @@ class FakeSocket:
     def __init__(self) -> None:
         self.sent: list[dict[str, Any]] = []
         self.closed: tuple[int, str] | None = None
+        self.scope: dict[str, Any] = {}  # no server extensions: the session sends through send_text
 
     async def send_text(self, text: str) -> None:
         self.sent.append(json.loads(text))
@@ -173,3 +174,22 @@ def test_a_damaged_key_hash_is_a_file_error_at_load_not_a_crash_at_connect(tmp_p
         KeyRing(path=path)
     path.write_text(json.dumps({"keys": [record.model_dump(mode="json")]}))
     assert KeyRing(path=path).verify(key) is not None
+
+
+@pytest.mark.parametrize(
+    ("line", "secret"),
+    [
+        ("authorization: BEARER abc.def", "abc.def"),
+        ("proto openai-insecure-api-key.sk-plain-1", "sk-plain-1"),
+        ("secret ek_eyJpIjoi.c2lnbmF0dXJl", "c2lnbmF0dXJl"),
+        ("used sb-0123456789ab-s3cr3tpart", "s3cr3tpart"),
+    ],
+)
+def test_each_credential_alone_in_a_line_is_scrubbed(line: str, secret: str) -> None:
+    """Each kind on its own: the quick look for any of them must not let one through."""
+    assert secret not in scrub_credentials(line)
+
+
+def test_a_line_without_credentials_is_left_as_it_is() -> None:
+    line = "handoff triage -> auth (sb is not a key, nor is bear or ek)"
+    assert scrub_credentials(line) is line

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+from ..security.log_filter import RECORD_METADATA
 from .rules import Action, GuardrailRule, check, redact_pii
 
 HOLDBACK = 64
@@ -69,6 +70,6 @@ class RedactingFilter(logging.Filter):
         if record.args:
             record.args = tuple(redact_pii(a) if isinstance(a, str) else a for a in record.args)
         for key, value in list(vars(record).items()):
-            if isinstance(value, str) and key not in ("msg", "name", "levelname", "pathname", "filename", "module"):
+            if isinstance(value, str) and key not in RECORD_METADATA:
                 setattr(record, key, redact_pii(value))
         return True
