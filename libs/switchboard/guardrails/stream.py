@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from ..security.log_filter import RECORD_METADATA
+from ..log_fields import RECORD_METADATA
 from .rules import Action, GuardrailRule, check, redact_pii
 
 HOLDBACK = 64

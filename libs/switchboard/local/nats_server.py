@@ -15,6 +15,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from ..errors import SwitchboardError
 from .ports import free_port
 
 GOMAXPROCS_ENV = "SWITCHBOARD_NATS_GOMAXPROCS"
@@ -29,7 +30,7 @@ virtual machine every wake-up of another core is expensive: one thread cut nats-
 hundred thousand messages a second. A deployment's nats-server (the Helm chart) is not started from here."""
 
 
-class NatsConfigError(ValueError):
+class NatsConfigError(SwitchboardError, ValueError):
     """A setting of the local nats-server is not usable (the CLI prints it as one line)."""
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import re
 
+from ..log_fields import RECORD_METADATA
+
 _PATTERNS = (
     (re.compile(r"(?i)\b(bearer\s+)[^\s\"',;]+"), r"\1[REDACTED]"),
     (re.compile(r"(openai-insecure-api-key\.)[^\s\"',;]+"), r"\1[REDACTED]"),
@@ -20,12 +22,6 @@ _PATTERNS = (
 
 _ANY = re.compile(r"(?i)bearer|openai-insecure-api-key\.|\bek_|\bsb-[0-9a-f]{12}-").search
 """What every pattern's match starts with: one scan tells a clean text (nearly every one) from the rest."""
-
-RECORD_METADATA = frozenset(
-    {"msg", "name", "levelname", "pathname", "filename", "module", "funcName", "processName", "threadName", "taskName"}
-)
-"""``LogRecord`` fields that logging fills from the code and the process, never from what a call passes:
-the filters leave them alone (a log line's own fields are scrubbed, ``msg`` and ``args`` on their own)."""
 
 
 def scrub_credentials(text: str) -> str:
