@@ -22,7 +22,7 @@ at the edge, handoffs in the conductor). They block or fall back; they never red
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal, Self
@@ -48,8 +48,10 @@ PII_PATTERNS: dict[str, re.Pattern[str]] = {
 """Built-in detectors. ``card`` matches only numbers that pass the Luhn check."""
 
 
-_HAS_DIGIT = re.compile(r"\d").search
-_MAY_MATCH = {"email": lambda text: "@" in text, "card": _HAS_DIGIT, "ssn": _HAS_DIGIT, "phone": _HAS_DIGIT}
+_HAS_DIGIT: Callable[[str], object] = re.compile(r"\d").search
+_MAY_MATCH: dict[str, Callable[[str], object]] = {
+    "email": lambda text: "@" in text, "card": _HAS_DIGIT, "ssn": _HAS_DIGIT, "phone": _HAS_DIGIT,
+}  # fmt: skip
 """A character each detector's matches contain (the same ``\\d`` as the patterns, Unicode digits included): a
 text without it is passed over without the detector's scan, a fifth of its cost. Most of what an agent
 says holds no digit and no ``@``, and every output piece is checked several times on its way out."""
