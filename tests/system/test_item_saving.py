@@ -5,20 +5,18 @@ before a newer connection takes the session over; a lost item is reported, never
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-import yaml
 
 from switchboard.bus import Bus
 from switchboard.local.stack import Stack
 from switchboard.state import SessionStore
 
 from .client import RawClient, user_message
-from .stacks import ROOT, make_stack
+from .stacks import make_stack
 
 pytestmark = pytest.mark.system
 
@@ -125,48 +123,3 @@ async def test_an_item_lost_to_another_writer_is_reported(slow_save: Stack) -> N
         error = await client.next("error")
         assert error["error"]["code"] == "session_conflict"
         assert "item_lost" not in (await stored_item_ids(store, session_id))[0]
-
-
-def slow_triage(tmp: Path, delay_s: float) -> Path:
-    """The retail scenarios folder with a triage model that answers ``delay_s`` late."""
-    folder = tmp / "scenarios"
-    shutil.copytree(ROOT / "scenarios", folder)
-    path = folder / "retail" / "scenario.yaml"
-    data = yaml.safe_load(path.read_text())
-    triage = next(a for a in data["agents"] if a["name"] == "triage")
-    triage["model"].setdefault("settings", {})["delay_s"] = delay_s
-    path.write_text(yaml.safe_dump(data))
-    return folder
-
-
-@pytest.fixture(scope="module")
-def slow_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """Triage answers 0.3 s late, six times the default save delay (50 ms)."""
-    tmp = tmp_path_factory.mktemp("slow-agent")
-    env = {"SWITCHBOARD_SCENARIOS_DIR": str(slow_triage(tmp, 0.3))}
-    with make_stack(tmp, agents=AGENTS, env=env) as stack:
-        yield stack
-
-
-async def test_a_slow_answer_is_still_one_write_per_turn(slow_agent: Stack) -> None:
-    """The item's save timer does not fire while the response that will store it is under way."""
-    async with session_store(slow_agent) as store, RawClient(slow_agent, timeout_s=WAIT_S) as client:
-        session_id = (await client.open())["session_id"]
-        await client.turn("hello")
-        before = (await stored_item_ids(store, session_id))[1]
-        await client.turn("hello again")
-        ids, after = await stored_item_ids(store, session_id)
-    assert after - before == 1
-    assert len(ids) == 4
-
-
-async def test_an_item_whose_response_was_cancelled_is_stored_after_the_save_delay(slow_agent: Stack) -> None:
-    async with session_store(slow_agent) as store, RawClient(slow_agent, timeout_s=WAIT_S) as client:
-        session_id = (await client.open())["session_id"]
-        await create_item(client, "never mind", "item_cancelled")
-        await client.send({"type": "response.create"})
-        await client.next("response.created")
-        await client.send({"type": "response.cancel"})
-        done = await client.next("response.done")
-        assert done["response"]["status"] == "cancelled"
-        await until_stored(store, session_id, "item_cancelled")  # the connection stays open: not stored at its end

@@ -440,13 +440,8 @@ class EdgeSession:
         async with self._commit_lock:
             self.state = change(self.state)
             self._unsaved = True
-        self._save_later()
-
-    def _save_later(self) -> None:
-        """Store staged changes ``item_save_ms`` from now, unless a commit stores them first."""
-        if self._unsaved and self._save_timer is None:
-            delay_s = self.deps.settings.item_save_ms / 1000
-            self._save_timer = asyncio.get_running_loop().call_later(delay_s, self._save_due)
+        if self._save_timer is None:
+            self._save_timer = asyncio.get_running_loop().call_later(delay_ms / 1000, self._save_due)
 
     def _save_due(self) -> None:
         self._save_timer = None
@@ -513,11 +508,6 @@ class EdgeSession:
             writer = ResponseWriter(self.send, new_id("resp"), **kwargs)
         self._writer, self._seen_after_done = writer, False
         await writer.start()  # response.created before anything can cancel it
-        if not plan.out_of_band and self._save_timer is not None:
-            # its commit stores what is staged, however long the agents take: a timer firing first would write
-            # the turn twice, when the machine is busiest. A response that ends without committing sets it again.
-            self._save_timer.cancel()
-            self._save_timer = None
         self._response = asyncio.create_task(self._respond(writer, plan))
         if self.audio is not None:  # server VAD's idle timeout counts from the end of this response
             self.audio.on_response(self._response, writer)
@@ -572,7 +562,6 @@ class EdgeSession:
                     tracks=outcome.tracks if outcome else self._failed_tracks,
                 )  # fmt: skip
                 self.deps.record_turn(record)
-                self._save_later()  # failed or cancelled before its commit: what it did not store waits no longer
 
     async def _run_response(self, writer: ResponseWriter, plan: ResponsePlan) -> tuple[TurnOutcome | None, str | None]:
         pending = self.pending_input
