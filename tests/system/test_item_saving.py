@@ -5,18 +5,20 @@ before a newer connection takes the session over; a lost item is reported, never
 from __future__ import annotations
 
 import asyncio
+import shutil
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+import yaml
 
 from switchboard.bus import Bus
 from switchboard.local.stack import Stack
 from switchboard.state import SessionStore
 
 from .client import RawClient, user_message
-from .stacks import make_stack
+from .stacks import ROOT, make_stack
 
 pytestmark = pytest.mark.system
 
@@ -123,3 +125,31 @@ async def test_an_item_lost_to_another_writer_is_reported(slow_save: Stack) -> N
         error = await client.next("error")
         assert error["error"]["code"] == "session_conflict"
         assert "item_lost" not in (await stored_item_ids(store, session_id))[0]
+
+
+def slow_triage(tmp: Path, delay_s: float) -> Path:
+    """The retail scenarios folder with a triage model that answers ``delay_s`` late."""
+    folder = tmp / "scenarios"
+    shutil.copytree(ROOT / "scenarios", folder)
+    path = folder / "retail" / "scenario.yaml"
+    data = yaml.safe_load(path.read_text())
+    triage = next(a for a in data["agents"] if a["name"] == "triage")
+    triage["model"].setdefault("settings", {})["delay_s"] = delay_s
+    path.write_text(yaml.safe_dump(data))
+    return folder
+
+
+async def test_an_item_is_stored_after_the_save_delay_even_while_its_response_runs(tmp_path: Path) -> None:
+    """An edge that dies mid-response loses at most the save delay of what it acknowledged: the item is
+    stored on its timer while a slow agent (0.3 s) is still answering, not only by the turn's commit."""
+    env = {"SWITCHBOARD_SCENARIOS_DIR": str(slow_triage(tmp_path, 0.3))}
+    with make_stack(tmp_path / "stack", agents=AGENTS, env=env) as stack:
+        async with session_store(stack) as store, RawClient(stack, timeout_s=WAIT_S) as client:
+            session_id = (await client.open())["session_id"]
+            await create_item(client, "hello", "item_early")
+            await client.send({"type": "response.create"})
+            await until_stored(store, session_id, "item_early")
+            ids, _ = await stored_item_ids(store, session_id)
+            assert ids == ["item_early"]  # the answer is not there yet: stored by the timer, mid-response
+            done = await client.next("response.done")
+    assert done["response"]["status"] == "completed"
