@@ -26,6 +26,7 @@ from openai import AsyncOpenAI
 from websockets.asyncio.client import ClientConnection
 
 from switchboard.local.stack import Stack
+from switchboard.schemas import HandoffDecision
 from switchboard.state import AuditLog
 
 EVENTS = {"switchboard_events": "1"}
@@ -198,11 +199,29 @@ def done_of(events: list[dict[str, Any]]) -> dict[str, Any]:
     return next(e for e in reversed(events) if e["type"] == "response.done")["response"]
 
 
-async def audit_decisions(stack: Stack, session_id: str) -> list[tuple[str, str, str, str]]:
-    """The session's handoff decisions in the audit stream: (source, requested, final target, outcome)."""
-    nc = await nats.connect(stack.nats.url)
+async def session_audit(
+    stack: Stack, session_id: str, count: int, *, js_of: Any = None, timeout_s: float = 5.0
+) -> list[HandoffDecision]:
+    """The session's handoff decisions in the audit stream, once it holds at least ``count`` of them (or
+    what it holds after ``timeout_s``): the edge appends them in the background once the answer is out,
+    so a caller that has just seen ``response.done`` may read before they land. ``js_of``: a JetStream
+    context to read with (default: a connection of the stack's operator login)."""
+    nc = None if js_of is not None else await nats.connect(stack.nats.url)
+    js = js_of if js_of is not None else nc.jetstream()  # type: ignore[union-attr]
     try:
-        decisions = await AuditLog(nc.jetstream()).read_session(session_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            decisions = await AuditLog(js).read_session(session_id)
+            if len(decisions) >= count or loop.time() > deadline:
+                return decisions
+            await asyncio.sleep(0.02)  # ok-sleep: poll interval while the append lands
     finally:
-        await nc.close()
+        if nc is not None:
+            await nc.close()
+
+
+async def audit_decisions(stack: Stack, session_id: str, count: int) -> list[tuple[str, str, str, str]]:
+    """:func:`session_audit` as (source, requested, final target, outcome)."""
+    decisions = await session_audit(stack, session_id, count)
     return [(d.source, d.requested_target, d.final_target, d.outcome.value) for d in decisions]

@@ -17,7 +17,7 @@ from switchboard.security.bus_access import public_key
 from switchboard.state import AuditLog
 from switchboard.testing.bus_identity import connect_as
 
-from .client import open_session, say, sdk_client
+from .client import open_session, say, sdk_client, session_audit
 from .stacks import make_stack
 
 pytestmark = pytest.mark.system
@@ -72,11 +72,7 @@ def test_every_service_has_its_own_seed_readable_only_by_its_owner(stack: Stack)
 async def test_a_conversation_with_handoffs_runs_with_no_permission_refused(stack: Stack) -> None:
     before = violations(stack)
     session_id = await refund_conversation(stack)
-    nc = await nats.connect(stack.nats.url)  # the operator login
-    try:
-        audit = await AuditLog(nc.jetstream()).read_session(session_id)
-    finally:
-        await nc.close()
+    audit = await session_audit(stack, session_id, 2)  # read with the operator login
     assert [(d.source, d.final_target) for d in audit] == [("triage", "auth"), ("auth", "returns")]
     assert violations(stack) == before
     for proc in stack.procs:

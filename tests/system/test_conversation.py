@@ -11,9 +11,8 @@ import pytest
 from switchboard.bus.rpc import message_headers
 from switchboard.local.stack import Stack
 from switchboard.schemas import SCHEMA_VERSION
-from switchboard.state import AuditLog
 
-from .client import open_session, say, sdk_client
+from .client import open_session, say, sdk_client, session_audit
 from .stacks import SECOND_TENANT_KEY
 
 pytestmark = pytest.mark.system
@@ -42,7 +41,7 @@ async def test_triage_auth_returns_with_the_official_sdk(retail: Stack) -> None:
         done = await say(conn, "yes please")
         assert done.agent == "returns" and "return R-" in done.text
 
-    audit = await _audit(retail, info["session_id"])
+    audit = await session_audit(retail, info["session_id"], 2)
     assert [(d.source, d.final_target, d.outcome.value) for d in audit] == [
         ("triage", "auth", "redirected_auth"),
         ("auth", "returns", "accepted"),
@@ -121,10 +120,25 @@ async def test_unknown_schema_major_gets_a_typed_error(retail: Stack) -> None:
         await nc.close()
 
 
-async def _audit(stack: Stack, session_id: str) -> list:  # type: ignore[type-arg]
-    nc = await nats.connect(stack.nats.url)
+async def test_an_answer_ready_when_the_run_ends_is_one_result_message(retail: Stack) -> None:
+    """The offline model speaks its whole answer in one step: with ``tail_in_result`` nothing of it is
+    sent as a delta ahead of the result, which carries the text (one bus message, one edge pass)."""
+    nc = await nats.connect(retail.nats.url)
     try:
-        return await AuditLog(nc.jetstream()).read_session(session_id)
+        for tail_in_result, expected in ((True, ["turn_result"]), (False, ["turn_delta", "turn_result"])):
+            inbox = nc.new_inbox()
+            sub = await nc.subscribe(inbox)
+            request = {"type": "switchboard.v1.turn_request", "session_id": "s1", "turn_id": f"t-{tail_in_result}",
+                       "agent": "auth", "history": [], "tail_in_result": tail_in_result}  # fmt: skip
+            body, headers = json.dumps(request).encode(), message_headers("s1", time.time() + 5)
+            await nc.publish("switchboard.v1.agent.auth.turn", body, reply=inbox, headers=headers)
+            replies = []
+            while not replies or replies[-1]["type"] != "switchboard.v1.turn_result":
+                replies.append(json.loads((await sub.next_msg(timeout=5)).data))
+            kinds = [r["type"].rsplit(".", 1)[-1] for r in replies if r["type"] != "switchboard.v1.heartbeat"]
+            assert kinds == expected, (tail_in_result, replies)
+            assert "PIN" in replies[-1]["text"]  # the whole answer, delta or not
+            await sub.unsubscribe()
     finally:
         await nc.close()
 

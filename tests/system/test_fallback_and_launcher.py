@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from .client import open_session, say, sdk_client
+from .client import open_session, say, sdk_client, session_audit
 from .stacks import make_stack
 
 pytestmark = pytest.mark.system
@@ -25,6 +25,20 @@ async def test_missing_agent_falls_back_to_the_generalist(tmp_path: Path) -> Non
     ]
     assert "no responders" in reply.handoffs[1]["detail"]
     assert reply.agent == "generalist" and "general assistant" in reply.text
+
+
+async def test_a_failed_turn_still_audits_its_handoffs(tmp_path: Path) -> None:
+    """No specialist and no fallback running: the turn fails, and the handoffs it made are audited."""
+    with make_stack(tmp_path, agents=["triage"]) as stack:
+        async with sdk_client(stack).realtime.connect(model="switchboard") as conn:
+            session_id = (await open_session(conn))["session_id"]
+            reply = await say(conn, "refund for order A1001 please")
+        decisions = await session_audit(stack, session_id, 2)
+    assert reply.status == "failed" and [e.code for e in reply.errors] == ["turn_failed"]
+    assert [(d.source, d.final_target, d.outcome.value, d.target_ok) for d in decisions] == [
+        ("triage", "auth", "redirected_auth", False),
+        ("auth", "generalist", "unavailable", False),
+    ]
 
 
 async def test_killed_agent_falls_back_and_the_conversation_continues(tmp_path: Path) -> None:

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import nats
 import pytest
 
 from switchboard.local.stack import Stack
-from switchboard.state import AuditLog
 from switchboard_edge.orchestration.conductor import CANT_TRANSFER
 
-from .client import Reply, audit_decisions, open_session, say, sdk_client
+from .client import Reply, audit_decisions, open_session, say, sdk_client, session_audit
 from .stacks import make_stack
 
 pytestmark = pytest.mark.system
@@ -43,7 +41,7 @@ async def test_refused_handoff_goes_to_the_generalist(
     reply, session_id = await _one_turn(guard, text)
     assert reply.agent == "generalist" and reply.text == "generalist here"
     assert [(h["from"], h["requested"], h["to"], h["outcome"]) for h in reply.handoffs] == [expected]
-    assert await audit_decisions(guard, session_id) == [expected]
+    assert await audit_decisions(guard, session_id, 1) == [expected]
 
 
 async def test_contract_refusal_names_the_bad_field(guard: Stack) -> None:
@@ -55,7 +53,7 @@ async def test_ping_pong_within_one_turn_is_stopped(guard: Stack) -> None:
     reply, session_id = await _one_turn(guard, "pingpong")
     assert [h["outcome"] for h in reply.handoffs] == ["accepted", "ping_pong"]
     assert reply.agent == "generalist"
-    assert await audit_decisions(guard, session_id) == [
+    assert await audit_decisions(guard, session_id, 2) == [
         ("front", "a", "a", "accepted"),
         ("a", "front", "generalist", "ping_pong"),
     ]
@@ -70,7 +68,7 @@ async def test_depth_cap_refuses_the_handoff_past_the_cap(guard: Stack) -> None:
         capped = await say(conn, "ok")  # front -> a would be depth 3 > cap 2
         assert [h["outcome"] for h in capped.handoffs] == ["depth_cap"]
         assert capped.agent == "generalist"
-    outcomes = [o for *_, o in await audit_decisions(guard, session_id)]
+    outcomes = [o for *_, o in await audit_decisions(guard, session_id, 3)]
     assert outcomes == ["accepted", "accepted", "depth_cap"]
 
 
@@ -95,7 +93,7 @@ async def test_hop_cap_keeps_the_caller_with_the_agent_that_asked(hops: Stack) -
         ("c1", "c2", "c2", "accepted"),
         ("c2", "c3", "c2", "hop_cap"),
     ]
-    assert await audit_decisions(hops, session_id) == [
+    assert await audit_decisions(hops, session_id, 3) == [
         ("front", "c1", "c1", "accepted"),
         ("c1", "c2", "c2", "accepted"),
         ("c2", "c3", "c2", "hop_cap"),
@@ -104,11 +102,7 @@ async def test_hop_cap_keeps_the_caller_with_the_agent_that_asked(hops: Stack) -
 
 
 async def _context_keys(stack: Stack, session_id: str) -> list[list[str]]:
-    nc = await nats.connect(stack.nats.url)
-    try:
-        return [d.context_keys for d in await AuditLog(nc.jetstream()).read_session(session_id)]
-    finally:
-        await nc.close()
+    return [d.context_keys for d in await session_audit(stack, session_id, 2)]
 
 
 async def test_context_crosses_only_the_handoff_whose_contract_declares_it(hops: Stack) -> None:
@@ -129,7 +123,7 @@ async def test_a_handoff_guardrail_refuses_the_transfer_and_keeps_the_secret_out
     assert [(h["from"], h["requested"], h["to"], h["outcome"]) for h in reply.handoffs] == [
         ("front", "a", "generalist", "refused_guardrail")
     ]
-    assert await audit_decisions(guard, session_id) == [("front", "a", "generalist", "refused_guardrail")]
+    assert await audit_decisions(guard, session_id, 1) == [("front", "a", "generalist", "refused_guardrail")]
 
 
 async def test_an_input_guardrail_blocks_the_message_and_the_session_stays_usable(guard: Stack) -> None:

@@ -11,10 +11,10 @@ import pytest
 from switchboard.bus import Bus
 from switchboard.local.stack import Stack
 from switchboard.schemas import MessageItem
-from switchboard.state import AuditLog, SessionStore
+from switchboard.state import SessionStore
 from switchboard.testing import ScriptedModeration, ScriptedOpenAIServer
 
-from .client import open_session, say, sdk_client, user_message
+from .client import open_session, say, sdk_client, session_audit, user_message
 from .stacks import make_stack
 
 pytestmark = pytest.mark.system
@@ -72,6 +72,7 @@ async def test_a_flagged_handoff_goes_to_the_fallback_agent(tmp_path: Path) -> N
             assert [(h["to"], h["outcome"]) for h in flagged.handoffs] == [("generalist", "refused_guardrail")]
         assert any(r["input"] == "the caller wants to kill someone" for r in server.moderation_requests)
         async with Bus(stack.nats_urls, name="check") as bus:
-            audit = AuditLog(bus.js)
-            assert [d.outcome.value for d in await audit.read_session(flagged_session)] == ["refused_guardrail"]
-            assert [d.outcome.value for d in await audit.read_session(session_id)] == ["accepted"]
+            assert [d.outcome.value for d in await session_audit(stack, flagged_session, 1, js_of=bus.js)] == [
+                "refused_guardrail"
+            ]
+            assert [d.outcome.value for d in await session_audit(stack, session_id, 1, js_of=bus.js)] == ["accepted"]

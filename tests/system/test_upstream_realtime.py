@@ -87,7 +87,7 @@ async def test_the_upstream_front_agent_answers_aloud_then_hands_off_to_billing(
                 return any(s.name == "upstream.response" for s in spans) and any(s.name == "handoff" for s in spans)
 
             await receiver.wait_for(traced, timeout_s=20)
-            decisions = await audit_decisions(stack, session_id)
+            decisions = await audit_decisions(stack, session_id, 1)
 
     kinds = [e.type for e in seen[:mark]]
     for kind in ("input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped",
@@ -172,7 +172,7 @@ async def test_an_unreachable_upstream_is_reported_and_the_fallback_agent_answer
         error = (await client.next("error"))["error"]
         events = await client.turn("hello")
         session_id = next(e for e in client.events if e["type"] == "switchboard.session")["session_id"]
-        decisions = await audit_decisions(stack, session_id)
+        decisions = await audit_decisions(stack, session_id, 1)
         caller = espeak("Hello, can you help me?", tmp_path / "hello.wav")  # the offline pipeline hears it
         audio = np.concatenate([caller.samples, np.zeros(24000, dtype=np.int16)])
         for start in range(0, audio.size, 2400):
@@ -229,7 +229,7 @@ async def test_an_upstream_that_drops_mid_session_is_reported_and_the_session_go
         error = (await client.next("error"))["error"]
         second = await client.turn("are you there?")
         session_id = next(e for e in client.events if e["type"] == "switchboard.session")["session_id"]
-        decisions = await audit_decisions(stack, session_id)
+        decisions = await audit_decisions(stack, session_id, 1)
     assert done_of(first)["metadata"]["agent"] == "front"
     assert error["code"] == "upstream_closed" and "closed" in error["message"]
     assert done_of(second)["status"] == "completed" and done_of(second)["metadata"]["agent"] == "generalist"

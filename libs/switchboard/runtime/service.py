@@ -164,8 +164,9 @@ class LoopService(StartStop, Generic[Req]):
         error: ErrorReply
         started = time.perf_counter()
         try:
-            run = self.loop.run(req, on_text, note=note, deadline=deadline)
-            result = await asyncio.wait_for(run, max(remaining(deadline), 0.001))
+            # In this task, not wait_for's: text still buffered when the run ends rides in the result
+            async with asyncio.timeout(max(remaining(deadline), 0.001)):
+                result = await self.loop.run(req, on_text, note=note, deadline=deadline)
             metrics().agent_turn_seconds.labels(agent=self.agent.name).observe(time.perf_counter() - started)
             rest = guard.finish()
             if rest:

@@ -580,6 +580,16 @@ class EdgeSession:
             self._failed_tracks = exc.tracks
             await writer.failed("turn_failed", str(exc), failed_meta)
             return None, str(exc)
+        try:
+            return await self._settle(writer, plan, outcome, known, failed_meta)
+        finally:  # the handoffs happened whatever the commit did; logged and audited once the answer is out
+            self.deps.conductor.record(outcome.decisions)
+
+    async def _settle(
+        self, writer: ResponseWriter, plan: ResponsePlan, outcome: TurnOutcome, known: set[str],
+        failed_meta: dict[str, str],
+    ) -> tuple[TurnOutcome, str | None]:  # fmt: skip
+        """Commit the turn's outcome (``known``: ids of the history it started from) and complete the response."""
         if plan.input is not None:  # the turn ran on the client's input: only what it produced joins the session
             given = {i.id for i in plan.input}
             produced = [i for i in outcome.state.history if i.id not in given]

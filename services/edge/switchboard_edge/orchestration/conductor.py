@@ -4,6 +4,10 @@ One caller turn may visit several agents (A answers, or hands off to B who answe
 handoff goes through the guardrails, is announced to the caller, and is appended to the audit
 stream with its latency (time from the request to the target's first reply). A target that does
 not answer, fails, or is refused sends the turn to the scenario's fallback agent.
+
+A turn's handoffs are logged and appended by :meth:`Conductor.record`: by the caller once the turn's
+answer is out (a completed turn returns them in ``TurnOutcome.decisions``), by ``run_turn`` itself when
+the turn fails or is cancelled. Neither the log line nor the append then delays what the caller hears.
 """
 
 from __future__ import annotations
@@ -89,6 +93,7 @@ class TurnOutcome:
     agents: list[str]
     """Agents that ran, in order."""
     decisions: list[HandoffDecision]
+    """The turn's handoffs, not yet logged nor audited: the caller passes them to ``Conductor.record``."""
     replica: str | None = None
     usage: dict[str, int] = field(default_factory=dict)
     consult: ConsultDone | None = None
@@ -194,8 +199,10 @@ class Conductor:
         turn.pins = dict(state.tracks)
         try:
             final = await self._hops(turn, state.active_agent, emit, deadline)
-        except TurnFailed as exc:
-            exc.tracks = turn.tracks()
+        except BaseException as exc:  # failed or cancelled: what was decided is audited now
+            self.record(turn.decisions)
+            if isinstance(exc, TurnFailed):
+                exc.tracks = turn.tracks()
             raise
         consult = turn.consult
         new_state = state.model_copy(
@@ -243,7 +250,8 @@ class Conductor:
             if pending is not None:
                 decision, asked_at = pending
                 latency = (first_reply - asked_at) * 1000 if first_reply else None
-                self._record(turn, decision.model_copy(update={"latency_ms": latency, "target_ok": result is not None}))
+                ok = result is not None
+                turn.decisions.append(decision.model_copy(update={"latency_ms": latency, "target_ok": ok}))
                 pending = None
             if result is None:
                 if agent == fallback:
@@ -289,7 +297,7 @@ class Conductor:
             self._answer_transfer_call(turn, result.handoff, verdict.final_target, verdict.outcome)
             if verdict.refused and verdict.final_target == agent:  # the caller stays: say so, truthfully
                 refusal = self._decision(turn, result.handoff, verdict.outcome, agent, verdict.detail, {})
-                self._record(turn, refusal)
+                turn.decisions.append(refusal)
                 await emit(HandoffMade(refusal))
                 await self._platform_answer(turn, agent, CANT_TRANSFER, emit)
                 return agent
@@ -439,18 +447,19 @@ class Conductor:
             trace_id=current_trace_id(),
         )  # fmt: skip
 
-    def _record(self, turn: _Turn, decision: HandoffDecision) -> None:
-        turn.decisions.append(decision)
-        log.info(
-            "handoff",
-            extra={
-                "session_id": decision.session_id, "from": decision.source, "to": decision.final_target,
-                "outcome": decision.outcome.value, "detail": decision.detail,
-            },
-        )  # fmt: skip
-        task = asyncio.create_task(self._append(decision))  # off the turn's critical path (retried inside)
-        self._audits.add(task)
-        task.add_done_callback(self._audits.discard)
+    def record(self, decisions: list[HandoffDecision]) -> None:
+        """Log each handoff and append it to the audit stream (in the background, retried inside)."""
+        for decision in decisions:
+            log.info(
+                "handoff",
+                extra={
+                    "session_id": decision.session_id, "from": decision.source, "to": decision.final_target,
+                    "outcome": decision.outcome.value, "detail": decision.detail,
+                },
+            )  # fmt: skip
+            task = asyncio.create_task(self._append(decision))
+            self._audits.add(task)
+            task.add_done_callback(self._audits.discard)
 
     async def _append(self, decision: HandoffDecision) -> None:
         try:
