@@ -76,6 +76,46 @@ def test_a_stream_never_releases_a_match_whatever_the_split(size: int) -> None:
     assert out == text.replace(CARD, "[CARD]")
 
 
+class CountingRule(GuardrailRule):
+    """A rule that counts its scans."""
+
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        SCANS.append(self.name)
+        return super().spans(text)
+
+
+SCANS: list[str] = []
+MIXED_RULES = [
+    CountingRule(name="card_number", pii="card"), CountingRule(name="ssn", pii="ssn", action=Action.BLOCK),
+    CountingRule(name="email", pii="email"), CountingRule(name="codeword", pattern=r"\bbanana\b", label="fruit"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("size", [1, 4, 9, 40])
+def test_a_stream_guard_says_what_one_check_of_the_whole_text_says(size: int) -> None:
+    """Fed in pieces with several rules (some pieces give no detector a chance), the guard releases the
+    whole text's redaction and reports the same rules and action."""
+    text = (
+        "Thanks for calling, I can help with that today and the weather is lovely out here. "
+        f"Your card {CARD} and ssn 123-45-6789 are noted; mail jane@example.com about the banana order. "
+        "Anything else I can do for you before you go? Have a good one."
+    )
+    guard = StreamGuard(MIXED_RULES)
+    out = "".join(guard.feed(text[i : i + size]) for i in range(0, len(text), size)) + guard.finish()
+    whole = check(MIXED_RULES, text)
+    assert out == whole.text and "[CARD]" in out and "[SSN]" in out and "[EMAIL]" in out and "[FRUIT]" in out
+    assert sorted(set(guard.matched)) == sorted(whole.rules) and guard.action is whole.action is Action.BLOCK
+
+
+def test_a_detector_whose_character_never_comes_is_never_scanned() -> None:
+    SCANS.clear()
+    guard = StreamGuard(MIXED_RULES)
+    words = "Sure, I can help with your return. Which order is it, and what went wrong with it? " * 3
+    out = "".join(guard.feed(word + " ") for word in words.split()) + guard.finish()
+    assert out.split() == words.split()
+    assert set(SCANS) == {"codeword"}  # a regex may always match; no digit, no "@": no detector ran
+
+
 def test_no_log_line_carries_pii_whatever_a_call_passes() -> None:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)

@@ -137,6 +137,15 @@ class GuardrailRule(BaseModel):
                 raise ValueError(f"guardrail {self.name!r}: moderation guards 'input' and 'handoff', not 'output'")
         return self
 
+    def may_match(self, text: str) -> bool:
+        """False when the rule cannot match anywhere in ``text``: a detector's character is missing (see
+        ``_MAY_MATCH``), or it is a moderation rule. A regex rule may always match."""
+        if self.moderation is not None:
+            return False
+        if self.pii is not None:
+            return bool(_MAY_MATCH[self.pii](text))
+        return True
+
     def spans(self, text: str) -> list[tuple[int, int]]:
         """Where the rule's detector matches (nothing for a moderation rule: it judges the whole text)."""
         if self.moderation is not None:

@@ -39,21 +39,28 @@ class StreamGuard:
         cut = space + 1 if space >= 0 else 0
         if cut == 0 and len(text) > 4 * self.holdback:  # no word break for long: release all but the holdback
             cut = len(text) - self.holdback
-        for rule in self.rules:  # a match that the cut would halve is held back whole
+        live = self._live(text)
+        for rule in live:  # a match that the cut would halve is held back whole
             for start, end in rule.spans(text):
                 if start < cut < end:
                     cut = start
-        released, self._pending = self._apply(text[:cut]), text[cut:]
+        released, self._pending = self._apply(text[:cut], live), text[cut:]
         return released
 
     def finish(self) -> str:
-        released, self._pending = self._apply(self._pending), ""
+        released, self._pending = self._apply(self._pending, self._live(self._pending)), ""
         return released
 
-    def _apply(self, text: str) -> str:
-        if not text:
+    def _live(self, text: str) -> list[GuardrailRule]:
+        """The rules that may match ``text``. A model speaks word by word and most of what it says gives
+        no detector a chance (no digit, no ``@``): such text skips both scans of every detector."""
+        return [rule for rule in self.rules if rule.may_match(text)]
+
+    def _apply(self, text: str, rules: Sequence[GuardrailRule]) -> str:
+        """``text`` with ``rules`` applied (the rules that may match it: any other would pass it as it is)."""
+        if not text or not rules:
             return text
-        verdict = check(self.rules, text)
+        verdict = check(rules, text)
         if verdict.action is not None:
             self.matched.extend(verdict.rules)
             if self.action is None or verdict.action is Action.BLOCK or self.action is Action.REDACT:
