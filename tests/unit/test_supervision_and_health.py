@@ -1,14 +1,20 @@
-"""The restart policy's backoff and the agents' health server routing (no processes: see
-``tests/system/test_launcher.py`` for the real ones)."""
+"""The restart policy's backoff, the agents' health server routing, and whose readiness a probe counts
+(``tests/system/test_launcher.py`` runs the real services)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import random
+import subprocess
+import sys
 
 import pytest
 from pydantic import ValidationError
 
+from switchboard.local.ports import free_port
+from switchboard.local.stack import Proc, http_ok
 from switchboard.local.supervision import RestartPolicy
 from switchboard.runtime.health import HealthServer
 
@@ -39,3 +45,21 @@ def test_health_routes() -> None:
     assert (status, body) == (200, b"# metrics\n") and ctype.startswith("text/plain")
     assert server.respond("GET", "/nothing")[0] == 404
     assert server.respond("POST", "/readyz")[0] == 405
+
+
+async def test_readiness_counts_only_an_answer_from_the_process_that_was_given_the_port() -> None:
+    """A service whose port another process bound first dies with EADDRINUSE; the launcher's probe of that
+    port then reaches the other process, whose 200 must not make the dead one count as ready."""
+    server = HealthServer("127.0.0.1", free_port(), lambda: None, lambda: b"")
+    port = await server.start()
+    child = await asyncio.to_thread(subprocess.Popen, [sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        url = f"http://127.0.0.1:{port}/readyz"
+        given = Proc("agent:returns", [], {}, url, child)  # the port was given to the child
+        assert not await asyncio.to_thread(given.is_ready)
+        assert await asyncio.to_thread(http_ok, url, pid=os.getpid())  # the process that holds it is ready
+        assert await asyncio.to_thread(http_ok, url)  # and a probe that names no process takes any answer
+    finally:
+        child.kill()
+        await asyncio.to_thread(child.wait)
+        await server.stop()

@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import IO, Any, Self
 
 from ..logs import JsonFormatter
+from ..runtime.health import PID_HEADER
 from ..security.bus_access import EDGE, BusCredentials, identity_name, service_identities
 from .nats_cluster import NatsCluster
 from .nats_server import NatsServer
@@ -64,17 +65,18 @@ class Proc:
         return self.popen.poll() is None
 
     def is_ready(self, timeout_s: float = 1.0) -> bool:
-        """One ``GET /readyz``: True on 200."""
-        return http_ok(self.ready_url, timeout_s)
+        """One ``GET /readyz``: True on 200 from this very process (another one may hold its port)."""
+        return http_ok(self.ready_url, timeout_s, pid=self.pid)
 
 
-def http_ok(url: str, timeout_s: float = 1.0) -> bool:
-    """One ``GET``: True on 200; False when refused (not bound yet), 503, or too slow."""
+def http_ok(url: str, timeout_s: float = 1.0, *, pid: int | None = None) -> bool:
+    """One ``GET``: True on 200 (with ``pid``: answered by that process, see ``PID_HEADER``); False when
+    refused (not bound yet), 503, too slow, or answered by another process."""
     try:
         # readiness of our own local process: the certificate is not the question here
         context = ssl._create_unverified_context() if url.startswith("https") else None
         with urllib.request.urlopen(url, timeout=timeout_s, context=context) as resp:
-            return bool(resp.status == 200)
+            return bool(resp.status == 200) and (pid is None or resp.headers.get(PID_HEADER) == str(pid))
     except OSError:
         return False
 

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 from collections.abc import Callable
 from typing import Final
 
@@ -21,6 +22,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from ..lifecycle import StartStop
 
 log = logging.getLogger(__name__)
+
+PID_HEADER: Final = "Switchboard-Pid"
+"""Every health response names the process that answered: a launcher probing a port it gave a process
+checks that this process is the one answering (not another that bound the port first)."""
 
 _REASONS: Final = {
     200: "OK",
@@ -88,7 +93,7 @@ class HealthServer(StartStop):
             else:
                 method, status, ctype, body = "GET", 400, "application/json", b'{"error": "bad request"}'
             writer.write(
-                f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: {ctype}\r\n"
+                f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: {ctype}\r\n{PID_HEADER}: {os.getpid()}\r\n"
                 f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode("latin-1")
             )
             if method != "HEAD":

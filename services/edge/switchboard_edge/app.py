@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,6 +20,7 @@ from switchboard.models import check_realtime_keys
 from switchboard.resilience import Breakers, RetryPolicy
 from switchboard.rollout import RolloutTable, parse_weights
 from switchboard.runtime.gc import freeze_startup_heap
+from switchboard.runtime.health import PID_HEADER
 from switchboard.schemas import SessionState
 from switchboard.security.api_keys import KeyRing
 from switchboard.settings import Settings
@@ -146,9 +148,10 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
     async def readyz() -> Response:
         """Ready for new sessions: NATS connected, the session KV answering, not draining."""
         reason = await _not_ready(app)
+        pid = {PID_HEADER: str(os.getpid())}  # whose readiness this is (see PID_HEADER)
         if reason is not None:
-            return JSONResponse({"status": "not_ready", "reason": reason}, status_code=503)
-        return JSONResponse({"status": "ready"})
+            return JSONResponse({"status": "not_ready", "reason": reason}, status_code=503, headers=pid)
+        return JSONResponse({"status": "ready"}, headers=pid)
 
     @app.get("/v1/switchboard/info")
     async def info() -> dict[str, object]:
