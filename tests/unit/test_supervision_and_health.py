@@ -52,7 +52,8 @@ async def test_readiness_counts_only_an_answer_from_the_process_that_was_given_t
     port then reaches the other process, whose 200 must not make the dead one count as ready."""
     server = HealthServer("127.0.0.1", free_port(), lambda: None, lambda: b"")
     port = await server.start()
-    child = await asyncio.to_thread(subprocess.Popen, [sys.executable, "-c", "import time; time.sleep(60)"])
+    idle = [sys.executable, "-c", "import sys; sys.stdin.read()"]  # lives until killed
+    child = await asyncio.to_thread(subprocess.Popen, idle, stdin=subprocess.PIPE)
     try:
         url = f"http://127.0.0.1:{port}/readyz"
         given = Proc("agent:returns", [], {}, url, child)  # the port was given to the child
@@ -61,5 +62,5 @@ async def test_readiness_counts_only_an_answer_from_the_process_that_was_given_t
         assert await asyncio.to_thread(http_ok, url)  # and a probe that names no process takes any answer
     finally:
         child.kill()
-        await asyncio.to_thread(child.wait)
+        await asyncio.to_thread(child.communicate)  # reaps it and closes its stdin
         await server.stop()
