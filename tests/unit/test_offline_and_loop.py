@@ -25,6 +25,7 @@ from switchboard.agents import (
 )
 from switchboard.bus import Bus
 from switchboard.local import NatsServer
+from switchboard.models.base import ModelRequest
 from switchboard.models.offline import OfflineProvider
 from switchboard.runtime.loop import AgentLoop, IterationCapError
 from switchboard.schemas import (
@@ -170,6 +171,28 @@ async def test_auth_verifies_and_hands_off_to_pending_agent(retail: Scenario) ->
     assert r.handoff is not None and r.handoff.target == "returns"
     assert turn.calls() == ["verify_customer", "transfer_to_returns"]
     assert turn.outputs() == [{"verified": True, "name": "Jane Doe"}]
+
+
+async def test_slots_said_on_earlier_lines_count_and_each_line_is_searched_once(retail: Scenario) -> None:
+    """Every turn looks at the whole conversation's caller lines: each is searched for slots once."""
+    config = retail.config.agent("auth")
+    assert config is not None
+    provider = OfflineProvider(config.offline, retail.config.offline_slots)
+    lines = ["I need to get into my account", "my email is jane@example.com", "and my PIN is 1234"]
+    said: list[str] = []
+
+    async def on_text(text: str) -> None:
+        said.append(text)
+
+    calls = []
+    for n in range(1, len(lines) + 1):
+        items = [MessageItem(id=f"item_u{i}", role="user", text=t) for i, t in enumerate(lines[:n])]
+        response = await provider.complete(ModelRequest(instructions="", items=items), on_text)
+        calls.append([(c.name, json.loads(c.arguments)) for c in response.tool_calls])
+    assert calls[-1] == [("verify_customer", {"email": "jane@example.com", "pin": "1234"})]  # email from line 2
+    assert calls[:2] == [[], []]  # not before both were said
+    info = provider.slots_in.cache_info()  # type: ignore[attr-defined]
+    assert (info.misses, info.hits) == (3, 3)  # lines searched 1 + 1 + 1 times; 0 + 1 + 2 found again
 
 
 async def test_auth_passes_order_id_from_context(retail: Scenario) -> None:

@@ -13,10 +13,11 @@ through the same interface as a real provider, so the agent loop runs the same c
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 import string
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..agents.config import OfflineRule, OfflineScript
@@ -25,6 +26,10 @@ from ..schemas import ConversationItem, FunctionCallItem, FunctionCallOutputItem
 from .base import ModelRequest, ModelResponse, TextSink, ToolCall
 
 _FORMATTER = string.Formatter()
+SlotFinder = Callable[[str], tuple[tuple[str, str], ...]]
+"""A caller line -> the (slot, value) pairs the scenario's slot patterns find in it, in pattern order."""
+SLOT_CACHE_SIZE = 4096
+"""Caller lines whose slots an offline provider remembers (a few hundred conversations' worth)."""
 _WHOLE_FIELD = re.compile(r"^\{([a-z_]+)\.([A-Za-z0-9_]+)\}$")
 
 
@@ -46,31 +51,32 @@ class _Namespace:
 class _View:
     """What the rules look at, derived from the request."""
 
-    def __init__(
-        self, request: ModelRequest, slot_patterns: Mapping[str, re.Pattern[str]], matcher: IntentMatcher | None
-    ) -> None:
+    def __init__(self, request: ModelRequest, slots_in: SlotFinder, matcher: IntentMatcher | None) -> None:
         items = request.items
         user_texts = [i.text for i in items if isinstance(i, MessageItem) and i.role == "user"]
+        self._user_texts = user_texts
         self.user_raw = user_texts[-1] if user_texts else ""
         self.user_text = self.user_raw.lower()
-        self.all_user_text = " ".join(user_texts).lower()
         self.slots: dict[str, Any] = {k: v for k, v in request.context.items() if isinstance(v, str | int | float)}
         self.said: set[str] = set()
         """Slots found in the latest message itself."""
         latest = len(user_texts) - 1
         for n, text in enumerate(user_texts):
-            for name, pattern in slot_patterns.items():
-                found = pattern.search(text)
-                if found:
-                    self.slots[name] = found.group(1) if pattern.groups else found.group(0)
-                    if n == latest:
-                        self.said.add(name)
+            for name, value in slots_in(text):
+                self.slots[name] = value
+                if n == latest:
+                    self.said.add(name)
         self._matcher = matcher
         self._intent: tuple[IntentMatch | None] | None = None  # computed at most once, if a rule asks
         self.context = request.context
         self.authenticated = request.caller_authenticated
         self.tool, self.result = _last_tool_result(items)
         self.call_count = sum(isinstance(i, FunctionCallItem) for i in items)
+
+    @functools.cached_property
+    def all_user_text(self) -> str:
+        """Everything the caller said, lower-cased (built only for a rule that looks at it)."""
+        return " ".join(self._user_texts).lower()
 
     async def intent(self) -> IntentMatch | None:
         """The latest message's intent. A backend that releases the GIL (the embedding model) runs
@@ -170,7 +176,16 @@ class OfflineProvider:
         self._script = script
         self.delay_s = delay_s
         """Simulated model latency per call (``model.settings.delay_s``), for chaos tests and benchmarks."""
-        self._patterns = {k: re.compile(v) for k, v in slot_patterns.items()}  # (?i) in a pattern if wanted
+        patterns = {k: re.compile(v) for k, v in slot_patterns.items()}  # (?i) in a pattern if wanted
+
+        @functools.lru_cache(maxsize=SLOT_CACHE_SIZE)
+        def slots_in(text: str) -> tuple[tuple[str, str], ...]:
+            found = ((name, pattern, pattern.search(text)) for name, pattern in patterns.items())
+            return tuple((name, m.group(1) if p.groups else m.group(0)) for name, p, m in found if m)
+
+        self.slots_in: SlotFinder = slots_in
+        """The slots each caller line holds: every turn looks at the whole conversation's lines again, so
+        each line is searched once (a 40-item history cost the patterns' 60 searches per turn)."""
         self.matcher = IntentMatcher(script.intents, get_embedder(backend)) if script.intents else None
         """Matches caller lines to the declared intents; built at start so no turn pays for it."""
 
@@ -182,7 +197,7 @@ class OfflineProvider:
     async def complete(self, request: ModelRequest, on_text: TextSink) -> ModelResponse:
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
-        view = _View(request, self._patterns, self.matcher)
+        view = _View(request, self.slots_in, self.matcher)
         ns = view.namespaces()
         for rule in self._script.rules:
             if not _matches(rule, view) or not await _intent_matches(rule, view):
