@@ -5,10 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import nats
+import orjson
 import pytest
 
 from switchboard.local import NatsServer
-from switchboard.schemas import FunctionCallItem, FunctionCallOutputItem, MessageItem, SessionState
+from switchboard.schemas import ConversationItem, FunctionCallItem, FunctionCallOutputItem, MessageItem, SessionState
+from switchboard.schemas import conversation
+from switchboard.schemas.conversation import history_json
 from switchboard.state import HistoryWindow, SessionStore
 
 
@@ -46,6 +49,60 @@ def test_a_tool_output_never_starts_the_window_without_its_call() -> None:
     archived, window = HistoryWindow(max_items=6, keep_items=4).split(items)
     assert not isinstance(window[0], FunctionCallOutputItem)
     assert [i.id for i in archived + window] == [i.id for i in items]
+
+
+def _wire(history: list[ConversationItem]) -> list[object]:
+    return [i.model_dump(mode="json", exclude_none=True) for i in history]
+
+
+def test_an_encoded_history_is_its_items_whatever_changed_since_the_last_encoding() -> None:
+    history: list[ConversationItem] = list(_messages(6))
+    steps = [
+        lambda h: h,  # the same list again
+        lambda h: [*h, MessageItem(id="n1", role="user", text="new")],  # grown
+        lambda h: [*h[:3], h[3].model_copy(update={"text": "edited"}), *h[4:]],  # one item replaced
+        lambda h: h[:2] + h[3:],  # one removed
+        lambda h: h[:-1],  # shortened
+        lambda h: h[2:],  # the oldest archived
+        lambda h: [MessageItem(id=h[0].id, role="user", text="same id, other text"), *h[1:]],
+        lambda h: [],
+    ]
+    for step in steps:
+        history = step(list(history))
+        assert orjson.loads(history_json(history)) == _wire(history)
+
+
+def test_a_grown_history_encodes_only_its_new_items(monkeypatch: pytest.MonkeyPatch) -> None:
+    encoded: list[str] = []
+    real = conversation.item_json
+    monkeypatch.setattr(conversation, "item_json", lambda item: encoded.append(item.id) or real(item))
+    history: list[ConversationItem] = list(_messages(40))
+    history_json(history)
+    encoded.clear()
+    for turn in range(3):
+        history = [
+            *history,
+            MessageItem(id=f"u{turn}", role="user", text="hi"),
+            MessageItem(id=f"a{turn}", role="assistant", text="ok"),
+        ]
+        history_json(history)
+        history_json(list(history))  # the turn's request and its commit: the same items
+    assert encoded == ["u0", "a0", "u1", "a1", "u2", "a2"]
+
+
+def test_the_encoding_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(conversation, "HISTORY_CACHE_SIZE", 8)
+    for n in range(20):
+        history_json([MessageItem(id=f"s{n}", role="user", text="hello")])
+    assert len(conversation._history_json) <= 8
+
+
+def test_the_byte_watermark_counts_the_items_wire_bytes() -> None:
+    items = _messages(4, size=1000)
+    exact = len(history_json(items))
+    assert HistoryWindow(max_items=64, keep_items=48, max_bytes=exact).split(items) == ([], items)
+    archived, _ = HistoryWindow(max_items=64, keep_items=48, max_bytes=exact - 1).split(items)
+    assert archived
 
 
 @pytest.mark.parametrize(("max_items", "keep"), [(4, 5), (4, 0)])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import weakref
+from collections import OrderedDict
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -80,9 +81,48 @@ def item_json(item: ConversationItem) -> bytes:
     return data
 
 
+HISTORY_CACHE_SIZE = 1024
+"""Histories whose encoding :func:`history_json` keeps (about one per live session)."""
+
+_history_json: OrderedDict[int, tuple[list[ConversationItem], bytes]] = OrderedDict()
+
+
+def history_json(history: list[ConversationItem]) -> bytes:
+    """``history`` as a JSON array of each item's :func:`item_json`.
+
+    A conversation's window is encoded again at every commit and in every agent request, each time the
+    same items with a few new ones at the end. The encoding of the last history seen that started with
+    the same item object is kept: a history that begins with its items (the same objects, in order)
+    reuses those bytes and encodes only the items after them, so a turn costs a comparison of pointers
+    and one copy instead of a lookup per item. Anything else (an item replaced, removed or archived) is
+    encoded whole. The kept copy holds its items, so a key (the first item's ``id()``) is never reused
+    while its entry lives.
+    """
+    if not history:
+        return b"[]"
+    key = id(history[0])
+    hit = _history_json.get(key)
+    data: bytes | None = None
+    if hit is not None:
+        items, encoded = hit
+        seen = len(items)
+        if seen <= len(history) and history[:seen] == items:  # identical objects compare without __eq__
+            if seen == len(history):
+                _history_json.move_to_end(key)
+                return encoded
+            data = encoded[:-1] + b"," + b",".join([item_json(i) for i in history[seen:]]) + b"]"
+    if data is None:
+        data = b"[" + b",".join([item_json(i) for i in history]) + b"]"
+    _history_json[key] = (list(history), data)
+    _history_json.move_to_end(key)
+    if len(_history_json) > HISTORY_CACHE_SIZE:
+        _history_json.popitem(last=False)
+    return data
+
+
 def dump_with_history(model: WireModel, history: list[ConversationItem]) -> bytes:
-    """``model.to_bytes()`` for a model whose ``history`` field is ``history``, with each item's JSON
-    from :func:`item_json` (the same bytes a parser reads back, in a different key order)."""
+    """``model.to_bytes()`` for a model whose ``history`` field is ``history``, encoded by
+    :func:`history_json` (the same bytes a parser reads back, in a different key order)."""
     data = model.model_dump(mode="json", exclude_none=True, exclude={"history"})
-    data["history"] = [orjson.Fragment(item_json(i)) for i in history]
+    data["history"] = orjson.Fragment(history_json(history))
     return orjson.dumps(data)

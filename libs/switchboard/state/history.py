@@ -23,8 +23,8 @@ from pydantic import TypeAdapter
 
 from ..bus.rpc import message_headers
 from ..bus.subjects import HISTORY_STREAM, HISTORY_SUBJECTS, history_items
-from ..schemas import ConversationItem, FunctionCallItem, FunctionCallOutputItem, MessageItem, SessionState
-from ..schemas.conversation import item_json
+from ..schemas import ConversationItem, FunctionCallOutputItem, SessionState
+from ..schemas.conversation import history_json, item_json
 from .retry import StateRetry
 from .streams import ensure_stream
 
@@ -53,10 +53,11 @@ class HistoryWindow:
             raise ValueError(f"history window: max_bytes ({self.max_bytes}) must be at least 4096")
 
     def split(self, items: list[ConversationItem]) -> tuple[list[ConversationItem], list[ConversationItem]]:
-        """``(to_archive, window)``: nothing to archive while both watermarks hold."""
-        sizes = [_size(i) for i in items]
-        if len(items) <= self.max_items and sum(sizes) <= self.max_bytes:
+        """``(to_archive, window)``: nothing to archive while both watermarks hold. Bytes are the items' wire
+        JSON (``history_json``, which the commit then reuses), so the check costs little at every commit."""
+        if len(items) <= self.max_items and len(history_json(items)) <= self.max_bytes:
             return [], items
+        sizes = [len(item_json(i)) + 1 for i in items]  # + 1: the comma between items
         cut = max(0, len(items) - self.keep_items)
         budget = self.max_bytes * self.keep_items // self.max_items
         while cut < len(items) - 1 and sum(sizes[cut:]) > budget:
@@ -64,19 +65,6 @@ class HistoryWindow:
         while cut < len(items) - 1 and isinstance(items[cut], FunctionCallOutputItem):
             cut += 1  # its call is archived: the output goes with it
         return items[:cut], items[cut:]
-
-
-def _size(item: ConversationItem) -> int:
-    """An item's serialized size, estimated without serializing it (this runs at every commit): its
-    free-text fields plus a fixed allowance for ids, names and JSON punctuation. An estimate is enough
-    for a watermark set far below NATS' 1 MiB message limit."""
-    if isinstance(item, MessageItem):
-        text = item.text
-    elif isinstance(item, FunctionCallItem):
-        text = item.arguments
-    else:
-        text = item.output
-    return len(text) * 2 + 200  # * 2: JSON escapes, multi-byte characters
 
 
 class HistoryArchive:
