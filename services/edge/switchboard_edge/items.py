@@ -7,6 +7,8 @@ are archived. Items are found, inserted, deleted and truncated in the window onl
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from functools import cached_property
 from typing import Any
 
 from switchboard.schemas import ConversationItem, FunctionCallItem, FunctionCallOutputItem, MessageItem
@@ -76,10 +78,36 @@ def is_assistant_message(item: ConversationItem) -> bool:
     return isinstance(item, MessageItem) and item.role == "assistant"
 
 
-def adopt_ids(history: list[ConversationItem], known: set[str], shown: list[str]) -> list[ConversationItem]:
+class TurnBase:
+    """The history a turn started from, to tell which items the turn (or the client, mid-turn) added.
+
+    Items are told apart by id, since a commit mid-turn may archive the oldest of them; but a history
+    that still begins with these very items (the usual case) is read by position, without building a
+    set of the window's ids at every turn."""
+
+    def __init__(self, history: list[ConversationItem]) -> None:
+        self.history = history
+
+    def __len__(self) -> int:
+        return len(self.history)
+
+    @cached_property
+    def ids(self) -> set[str]:
+        return {i.id for i in self.history}
+
+    def added(self, history: list[ConversationItem]) -> Sequence[int]:
+        """Where ``history`` has items that are not in the base, in order."""
+        start = len(self.history)
+        if history[:start] == self.history:  # the same objects compare without __eq__
+            return range(start, len(history))
+        ids = self.ids
+        return [i for i, item in enumerate(history) if item.id not in ids]
+
+
+def adopt_ids(history: list[ConversationItem], base: TurnBase, shown: list[str]) -> list[ConversationItem]:
     """Give the turn's new assistant messages the ids the client was shown, so it can retrieve, delete or
     truncate them (a failed attempt's text is one of them); unchanged when the counts differ."""
-    new = [i for i, item in enumerate(history) if item.id not in known and is_assistant_message(item)]
+    new = [i for i in base.added(history) if is_assistant_message(history[i])]
     if not new or len(new) != len(shown):
         return history
     renamed = list(history)

@@ -568,7 +568,7 @@ class EdgeSession:
         if pending is not None and not pending.done():  # the caller's spoken words join the conversation first
             await asyncio.wait([pending])
         deadline = time.time() + self.deps.settings.turn_timeout_s
-        known = {i.id for i in self.state.history}  # by id: a commit mid-turn may archive the oldest items
+        base = items.TurnBase(self.state.history)
         failed_meta = {"agent": self.state.active_agent, "session_id": self.state.session_id}
         state = self.state if plan.input is None else self.state.model_copy(update={"history": plan.input})
         try:
@@ -581,30 +581,30 @@ class EdgeSession:
             await writer.failed("turn_failed", str(exc), failed_meta)
             return None, str(exc)
         try:
-            return await self._settle(writer, plan, outcome, known, failed_meta)
+            return await self._settle(writer, plan, outcome, base, failed_meta)
         finally:  # the handoffs happened whatever the commit did; logged and audited once the answer is out
             self.deps.conductor.record(outcome.decisions)
 
     async def _settle(
-        self, writer: ResponseWriter, plan: ResponsePlan, outcome: TurnOutcome, known: set[str],
+        self, writer: ResponseWriter, plan: ResponsePlan, outcome: TurnOutcome, base: items.TurnBase,
         failed_meta: dict[str, str],
     ) -> tuple[TurnOutcome, str | None]:  # fmt: skip
-        """Commit the turn's outcome (``known``: ids of the history it started from) and complete the response."""
+        """Commit the turn's outcome (``base``: the history it started from) and complete the response."""
         if plan.input is not None:  # the turn ran on the client's input: only what it produced joins the session
             given = {i.id for i in plan.input}
             produced = [i for i in outcome.state.history if i.id not in given]
             outcome.state = outcome.state.model_copy(update={"history": [*self.state.history, *produced]})
 
-        history = items.adopt_ids(outcome.state.history, known, writer.message_ids())
+        history = items.adopt_ids(outcome.state.history, base, writer.message_ids())
         if history is not outcome.state.history:
             outcome.state = outcome.state.model_copy(update={"history": history})
 
         def finish(current: SessionState) -> SessionState:
-            if current.archived_items == outcome.state.archived_items and len(current.history) == len(known):
+            if current.archived_items == outcome.state.archived_items and len(current.history) == len(base):
                 return outcome.state  # nothing was committed meanwhile
             window = {i.id for i in current.history}
-            archived_meanwhile = known - window  # a mid-turn commit moved them to the history stream
-            added_meanwhile = [i for i in current.history if i.id not in known]  # the client's, mid-turn
+            archived_meanwhile = base.ids - window  # a mid-turn commit moved them to the history stream
+            added_meanwhile = [current.history[i] for i in base.added(current.history)]  # the client's, mid-turn
             history = [i for i in outcome.state.history if i.id not in archived_meanwhile] + added_meanwhile
             return outcome.state.model_copy(update={"history": history, "archived_items": current.archived_items})
 
