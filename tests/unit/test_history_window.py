@@ -9,9 +9,15 @@ import orjson
 import pytest
 
 from switchboard.local import NatsServer
-from switchboard.schemas import ConversationItem, FunctionCallItem, FunctionCallOutputItem, MessageItem, SessionState
-from switchboard.schemas import conversation
-from switchboard.schemas.conversation import history_json
+from switchboard.schemas import (
+    ConversationItem,
+    FunctionCallItem,
+    FunctionCallOutputItem,
+    MessageItem,
+    SessionState,
+    conversation,
+)
+from switchboard.schemas.conversation import HistoryEncoder, history_json
 from switchboard.state import HistoryWindow, SessionStore
 
 
@@ -90,11 +96,12 @@ def test_a_grown_history_encodes_only_its_new_items(monkeypatch: pytest.MonkeyPa
     assert encoded == ["u0", "a0", "u1", "a1", "u2", "a2"]
 
 
-def test_the_encoding_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(conversation, "HISTORY_CACHE_SIZE", 8)
+def test_the_encodings_kept_are_bounded_in_bytes() -> None:
+    encoder = HistoryEncoder(max_bytes=1000)
     for n in range(20):
-        history_json([MessageItem(id=f"s{n}", role="user", text="hello")])
-    assert len(conversation._history_json) <= 8
+        size = len(encoder.encode([MessageItem(id=f"s{n:02d}", role="user", text="hello " * 20)]))
+    assert len(encoder) == 1000 // size  # the newest ones
+    assert encoder.kept_bytes == len(encoder) * size
 
 
 def test_the_byte_watermark_counts_the_items_wire_bytes() -> None:

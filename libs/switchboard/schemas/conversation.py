@@ -81,43 +81,59 @@ def item_json(item: ConversationItem) -> bytes:
     return data
 
 
-HISTORY_CACHE_SIZE = 1024
-"""Histories whose encoding :func:`history_json` keeps (about one per live session)."""
-
-_history_json: OrderedDict[int, tuple[list[ConversationItem], bytes]] = OrderedDict()
-
-
-def history_json(history: list[ConversationItem]) -> bytes:
-    """``history`` as a JSON array of each item's :func:`item_json`.
+class HistoryEncoder:
+    """Encodes histories as JSON arrays of their items' :func:`item_json`, keeping recent encodings.
 
     A conversation's window is encoded again at every commit and in every agent request, each time the
     same items with a few new ones at the end. The encoding of the last history seen that started with
-    the same item object is kept: a history that begins with its items (the same objects, in order)
+    a given item object is kept: a history that begins with its items (the same objects, in order)
     reuses those bytes and encodes only the items after them, so a turn costs a comparison of pointers
     and one copy instead of a lookup per item. Anything else (an item replaced, removed or archived) is
-    encoded whole. The kept copy holds its items, so a key (the first item's ``id()``) is never reused
-    while its entry lives.
+    encoded whole. A kept encoding holds its items, so its key (the first item's ``id()``) is never
+    reused while it is kept; the least recently used go first once ``max_bytes`` are kept.
     """
-    if not history:
-        return b"[]"
-    key = id(history[0])
-    hit = _history_json.get(key)
-    data: bytes | None = None
-    if hit is not None:
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.kept_bytes = 0
+        self._kept: OrderedDict[int, tuple[list[ConversationItem], bytes]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def encode(self, history: list[ConversationItem]) -> bytes:
+        if not history:
+            return b"[]"
+        key = id(history[0])
+        hit = self._kept.pop(key, None)
+        if hit is None:
+            return self._keep(key, list(history), _encoded(history))
         items, encoded = hit
+        self.kept_bytes -= len(encoded)
         seen = len(items)
-        if seen <= len(history) and history[:seen] == items:  # identical objects compare without __eq__
-            if seen == len(history):
-                _history_json.move_to_end(key)
-                return encoded
-            data = encoded[:-1] + b"," + b",".join([item_json(i) for i in history[seen:]]) + b"]"
-    if data is None:
-        data = b"[" + b",".join([item_json(i) for i in history]) + b"]"
-    _history_json[key] = (list(history), data)
-    _history_json.move_to_end(key)
-    if len(_history_json) > HISTORY_CACHE_SIZE:
-        _history_json.popitem(last=False)
-    return data
+        if seen > len(history) or history[:seen] != items:  # identical objects compare without __eq__
+            return self._keep(key, list(history), _encoded(history))
+        if seen == len(history):
+            return self._keep(key, items, encoded)
+        return self._keep(key, list(history), encoded[:-1] + b"," + _encoded(history[seen:])[1:])
+
+    def _keep(self, key: int, items: list[ConversationItem], data: bytes) -> bytes:
+        self._kept[key] = (items, data)
+        self.kept_bytes += len(data)
+        while self.kept_bytes > self.max_bytes and len(self._kept) > 1:
+            self.kept_bytes -= len(self._kept.popitem(last=False)[1][1])
+        return data
+
+
+def _encoded(items: list[ConversationItem]) -> bytes:
+    return b"[" + b",".join([item_json(i) for i in items]) + b"]"
+
+
+HISTORY_CACHE_BYTES = 32 << 20
+"""Encoded bytes kept for reuse: about one window per live session, ~2,000 windows of 16 KB."""
+
+history_json = HistoryEncoder(HISTORY_CACHE_BYTES).encode
+"""``history`` as a JSON array of each item's :func:`item_json` (see :class:`HistoryEncoder`)."""
 
 
 def dump_with_history(model: WireModel, history: list[ConversationItem]) -> bytes:
