@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from switchboard.guardrails import Action, GuardrailRule, RedactingFilter, StreamGuard, check, find_pii, redact_pii
-from switchboard.guardrails.rules import PII_PATTERNS
+from switchboard.guardrails.rules import PII_PATTERNS, may_match_any
 from switchboard.logs import JsonFormatter
 
 CARD = "4111 1111 1111 1111"  # a test card number: passes Luhn
@@ -114,6 +114,67 @@ def test_a_detector_whose_character_never_comes_is_never_scanned() -> None:
     out = "".join(guard.feed(word + " ") for word in words.split()) + guard.finish()
     assert out.split() == words.split()
     assert set(SCANS) == {"codeword"}  # a regex may always match; no digit, no "@": no detector ran
+
+
+PII_TEXT = (
+    "Thanks for calling, I can help with that today. Your card "
+    f"{CARD} is noted, the ssn 123-45-6789 too; write to jane@example.com and we will answer by 5 pm today. "
+    "Anything else I can do for you before you go?"
+)
+
+
+@pytest.mark.parametrize("size", [1, 3, 6, 11, 64, 200])
+def test_a_guard_of_detectors_only_says_what_one_check_says(size: int) -> None:
+    """Without a regex rule, pieces that give no detector a chance pass unscanned: the result is still the
+    whole text's check, wherever the digits and the ``@`` fall."""
+    rules = MIXED_RULES[:3]
+    guard = StreamGuard(rules)
+    out = "".join(guard.feed(PII_TEXT[i : i + size]) for i in range(0, len(PII_TEXT), size)) + guard.finish()
+    whole = check(rules, PII_TEXT)
+    assert out == whole.text and "[CARD]" in out and "[SSN]" in out and "[EMAIL]" in out
+    assert sorted(set(guard.matched)) == sorted(whole.rules) and guard.action is whole.action is Action.BLOCK
+
+
+class AskedRule(GuardrailRule):
+    """A rule that counts how often it is asked whether it may match."""
+
+    def may_match(self, text: str) -> bool:
+        ASKED.append(self.name)
+        return super().may_match(text)
+
+
+ASKED: list[str] = []
+
+
+def test_a_quiet_stream_costs_one_search_per_piece_and_asks_no_rule() -> None:
+    ASKED.clear()
+    guard = StreamGuard([AskedRule(name="card_number", pii="card"), AskedRule(name="email", pii="email")])
+    words = "Sure, I can help with your return. Which order is it, and what went wrong with it? " * 3
+    out = "".join(guard.feed(word + " ") for word in words.split()) + guard.finish()
+    assert out.split() == words.split()
+    assert ASKED == []
+    guard.feed("my order is 12 and it came broken, the box was open and wet through and through ")  # a digit
+    assert ASKED
+
+
+@pytest.mark.parametrize(
+    "rules",
+    [
+        [GuardrailRule(name="c", pii="card")],
+        [GuardrailRule(name="e", pii="email")],
+        [
+            GuardrailRule(name="c", pii="card"),
+            GuardrailRule(name="e", pii="email"),
+            GuardrailRule(name="p", pii="phone"),
+        ],
+        [GuardrailRule(name="r", pattern="x")],
+        [GuardrailRule(name="m", moderation={}, action=Action.BLOCK)],
+        [],
+    ],
+)
+@pytest.mark.parametrize("text", ["", "hello there", "call 555", "a@b", "\u0663 arabic three", "x"])
+def test_one_search_says_whether_any_rule_may_match(rules: list[GuardrailRule], text: str) -> None:
+    assert may_match_any(rules)(text) is any(rule.may_match(text) for rule in rules)
 
 
 def test_no_log_line_carries_pii_whatever_a_call_passes() -> None:

@@ -48,13 +48,15 @@ PII_PATTERNS: dict[str, re.Pattern[str]] = {
 """Built-in detectors. ``card`` matches only numbers that pass the Luhn check."""
 
 
+_TRIGGERS: dict[str, str] = {"email": "@", "card": r"\d", "ssn": r"\d", "phone": r"\d"}
+"""A character each detector's matches contain (the same ``\\d`` as the patterns, Unicode digits included): a
+text without it is passed over without the detector's scan, a fifth of its cost. Most of what an agent
+says holds no digit and no ``@``, and every output piece is checked several times on its way out."""
+
 _HAS_DIGIT: Callable[[str], object] = re.compile(r"\d").search
 _MAY_MATCH: dict[str, Callable[[str], object]] = {
     "email": lambda text: "@" in text, "card": _HAS_DIGIT, "ssn": _HAS_DIGIT, "phone": _HAS_DIGIT,
 }  # fmt: skip
-"""A character each detector's matches contain (the same ``\\d`` as the patterns, Unicode digits included): a
-text without it is passed over without the detector's scan, a fifth of its cost. Most of what an agent
-says holds no digit and no ``@``, and every output piece is checked several times on its way out."""
 
 
 def find_pii(kind: str, text: str) -> list[tuple[int, int]]:
@@ -176,6 +178,21 @@ class GuardrailsConfig(BaseModel):
     def moderated(self) -> bool:
         """Whether any rule asks a moderation model."""
         return any(r.moderation is not None for r in self.rules)
+
+
+def may_match_any(rules: Iterable[GuardrailRule]) -> Callable[[str], bool]:
+    """One test for "may any of ``rules`` match this text?" (``GuardrailRule.may_match`` of each, in one
+    search): a regex rule always may, a moderation rule never does (it is not run on streamed text)."""
+    triggers: set[str] = set()
+    for rule in rules:
+        if rule.pii is not None:
+            triggers.add(_TRIGGERS[rule.pii])
+        elif rule.moderation is None:
+            return lambda text: True
+    if not triggers:
+        return lambda text: False
+    search = re.compile("|".join(sorted(triggers))).search
+    return lambda text: search(text) is not None
 
 
 @dataclass(frozen=True)

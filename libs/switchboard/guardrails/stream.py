@@ -11,7 +11,7 @@ import logging
 from collections.abc import Sequence
 
 from ..log_fields import RECORD_METADATA
-from .rules import Action, GuardrailRule, check, redact_pii
+from .rules import Action, GuardrailRule, check, may_match_any, redact_pii
 
 HOLDBACK = 64
 """Longest match a rule is expected to find (an email address, a spaced card number)."""
@@ -24,6 +24,9 @@ class StreamGuard:
         self.rules = list(rules)
         self.holdback = holdback
         self._pending = ""
+        self._may_match = may_match_any(self.rules)
+        self._quiet = True
+        """No rule may match the held-back text: a piece that gives none a chance needs no scan at all."""
         self.action: Action | None = None
         self.matched: list[str] = []
 
@@ -31,25 +34,31 @@ class StreamGuard:
         if not self.rules:
             return piece
         text = self._pending + piece
+        quiet = self._quiet and not self._may_match(piece)
         if len(text) <= self.holdback:  # all of it is held back: nothing to release, nothing to scan yet
-            self._pending = text
+            self._pending, self._quiet = text, quiet
             return ""
         cut = len(text) - self.holdback
         space = text.rfind(" ", 0, cut + 1)  # never release half a word that may be half a match
         cut = space + 1 if space >= 0 else 0
         if cut == 0 and len(text) > 4 * self.holdback:  # no word break for long: release all but the holdback
             cut = len(text) - self.holdback
+        if quiet:  # what a model says most of the time: one search of the new piece
+            released, self._pending = text[:cut], text[cut:]
+            return released
         live = self._live(text)
         for rule in live:  # a match that the cut would halve is held back whole
             for start, end in rule.spans(text):
                 if start < cut < end:
                     cut = start
         released, self._pending = self._apply(text[:cut], live), text[cut:]
+        self._quiet = not self._may_match(self._pending)
         return released
 
     def finish(self) -> str:
-        released, self._pending = self._apply(self._pending, self._live(self._pending)), ""
-        return released
+        rest = self._pending if self._quiet else self._apply(self._pending, self._live(self._pending))
+        self._pending, self._quiet = "", True
+        return rest
 
     def _live(self, text: str) -> list[GuardrailRule]:
         """The rules that may match ``text``. A model speaks word by word and most of what it says gives
