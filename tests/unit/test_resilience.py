@@ -9,6 +9,7 @@ import pytest
 from switchboard.bus import NoResponders, RemoteError
 from switchboard.resilience import BreakerOpen, Breakers, RetryPolicy, call_with_retry
 from switchboard.schemas import ErrorCode, ErrorReply
+from switchboard.telemetry import metrics
 
 FAST = RetryPolicy(attempts=3, base_s=0.001, max_backoff_s=0.002)
 BUSY = RemoteError(ErrorReply(code=ErrorCode.BUSY, message="busy", retryable=True))
@@ -65,11 +66,18 @@ async def _guarded(breakers: Breakers, exc: Exception | None) -> None:
             raise exc
 
 
+def _gauge(name: str) -> float | None:
+    return metrics().registry.get_sample_value("switchboard_breaker_state", {"target": name})
+
+
 async def test_breaker_opens_on_retryable_failures_and_recovers_after_cooldown() -> None:
     breakers = Breakers(threshold=2, cooldown_s=0.2)
+    await _guarded(breakers, None)
+    assert _gauge("agent.x") == 0  # closed
     for _ in range(2):
         with pytest.raises(NoResponders):
             await _guarded(breakers, NoResponders("x"))
+    assert _gauge("agent.x") == 2  # the gauge follows the state: open
     with pytest.raises(BreakerOpen):
         await _guarded(breakers, None)
     assert await breakers.state("agent.x") == "opened"
@@ -81,6 +89,7 @@ async def test_breaker_opens_on_retryable_failures_and_recovers_after_cooldown()
         except BreakerOpen:
             assert time.monotonic() < deadline
     assert await breakers.state("agent.x") == "closed"
+    assert _gauge("agent.x") == 0
 
 
 @pytest.mark.parametrize("exc", [BAD, BUSY])

@@ -37,6 +37,8 @@ class Breakers:
             default_ttl=cooldown_s,
             exclude=[(Exception, lambda exc: not blames_downstream(exc))],
         )
+        self._shown: dict[str, str] = {}
+        """The state each breaker's gauge was last set to: the gauge is set when it changes, not per call."""
 
     @asynccontextmanager
     async def guard(self, name: str) -> AsyncIterator[None]:
@@ -47,7 +49,10 @@ class Breakers:
         except OpenedState:
             raise BreakerOpen(name) from None
         finally:
-            metrics().set_breaker_state(name, str(breaker.context.state))
+            state = str(breaker.context.state)
+            if self._shown.get(name) != state:
+                metrics().set_breaker_state(name, state)
+                self._shown[name] = state
 
     async def state(self, name: str) -> str:
         """``closed``, ``opened`` or ``half-opened``."""
