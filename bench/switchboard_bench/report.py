@@ -60,7 +60,7 @@ def markdown(r: dict[str, Any]) -> str:
         f"Measured {r['timestamp']} on {m['nproc']} CPUs ({m['cpu_model']}), Python {m['python']}, by "
         f"`make bench` ({r['duration_s']:.0f} s; all figures in `bench/results/latest.json`){meanwhile}.",
         "",
-        *(retail_markdown(r["retail"], sdk_res, p) if r.get("retail") else []),
+        *(retail_markdown(r["retail"], sdk_res, p, m) if r.get("retail") else []),
         "### The minimal `bench` scenario (best case, beside the headline)",
         "",
         f"| Metric | Switchboard, {c} sessions flat out | Switchboard, {c} sessions at {rate:.0f} turns/s "
@@ -381,7 +381,9 @@ def write_results(r: dict[str, Any], out_dir: Path) -> None:
     progress("README.md benchmark table updated")
 
 
-def retail_markdown(rt: dict[str, Any], sdk_res: dict[str, Any], p: dict[str, Any]) -> list[str]:
+def retail_markdown(
+    rt: dict[str, Any], sdk_res: dict[str, Any], p: dict[str, Any], machine: dict[str, Any]
+) -> list[str]:
     """The headline section: the shipped ``retail`` scenario as ``make run`` starts it, tracing as shipped."""
     t = rt["targets"]
 
@@ -429,10 +431,22 @@ def retail_markdown(rt: dict[str, Any], sdk_res: dict[str, Any], p: dict[str, An
         f"a fresh session (triage -> returns, redirected by the guardrails to {rt['handoff_reply']['agent']}: the "
         "caller is not verified), its p50 compared with the Agents SDK's in-process handoff run, measured in this "
         "run in alternating blocks (SDK, retail, retail, SDK, ...: machine load falls on both sides alike). CPU: "
-        "each process's user + system time over the phase, per turn. The load generator shares the same CPUs.",
+        "each process's user + system time over the phase, per turn. The load generator shares the same CPUs."
+        + halt_polling_note(machine),
         "",
         *load_sweep_markdown(rt, p),
     ]
+
+
+def halt_polling_note(machine: dict[str, Any]) -> str:
+    """A sentence for a machine whose idle vCPUs halt without polling first; nothing otherwise."""
+    if machine.get("cpu_idle", {}).get("guest_halt_poll_ns") != 0:
+        return ""
+    return (
+        " This VM's idle CPUs halt without polling first (`guest_halt_poll_ns` 0): every wake of an idle "
+        "process is a round trip through the hypervisor, a large share of a turn's latency below saturation "
+        '(see docs/performance.md, "the machine\'s idle CPUs").'
+    )
 
 
 def load_sweep_markdown(rt: dict[str, Any], p: dict[str, Any]) -> list[str]:

@@ -76,7 +76,26 @@ def machine_info() -> dict[str, Any]:
     return {
         "nproc": len(os.sched_getaffinity(0)), "cpu_model": cpu, "python": platform.python_version(),
         "platform": platform.platform(), "nofile_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+        "cpu_idle": cpu_idle(),
     }  # fmt: skip
+
+
+def cpu_idle() -> dict[str, Any]:
+    """How idle CPUs sleep (what is readable): the cpuidle governor and, in a VM with the haltpoll driver,
+    how long an idle vCPU polls before it halts. At 0 every wake of an idle process goes through the
+    hypervisor, which shows in latency at low and moderate load (see docs/performance.md)."""
+    out: dict[str, Any] = {}
+    governor = Path("/sys/devices/system/cpu/cpuidle/current_governor_ro")
+    poll = Path("/sys/module/haltpoll/parameters/guest_halt_poll_ns")
+    try:
+        out["governor"] = governor.read_text().strip()
+    except OSError:
+        pass
+    try:
+        out["guest_halt_poll_ns"] = int(poll.read_text())
+    except (OSError, ValueError):
+        pass
+    return out
 
 
 def machine_cpu_s() -> float:
