@@ -155,19 +155,26 @@ async def test_an_item_is_stored_after_the_save_delay_even_while_its_response_ru
     assert done["response"]["status"] == "completed"
 
 
-async def test_an_item_created_while_a_response_runs_follows_its_answer(tmp_path: Path) -> None:
-    """The turn's commit keeps what the client added meanwhile, after the answer, and the answer keeps the
-    id the client was shown."""
+async def test_what_the_client_does_while_a_response_runs_is_kept_with_the_answer(tmp_path: Path) -> None:
+    """The turn's commit keeps what the client did meanwhile (an item added, one deleted: the window has as
+    many items as when the turn started), puts the answer after what the turn started from, and the answer
+    keeps the id the client was shown; the same for a response on the client's own ``input``."""
     env = {"SWITCHBOARD_SCENARIOS_DIR": str(slow_triage(tmp_path, 1.0))}
     with make_stack(tmp_path / "stack", agents=AGENTS, env=env) as stack:
-        async with session_store(stack) as store, RawClient(stack, timeout_s=WAIT_S) as client:
-            session_id = (await client.open())["session_id"]
-            await create_item(client, "hello", "item_early")
-            await client.send({"type": "response.create"})
-            await client.next("response.created")
-            await create_item(client, "and one more thing", "item_mid")
-            assert "response.done" not in [e["type"] for e in client.events]  # it was created mid-response
-            done = await client.next("response.done")
-            ids, _ = await stored_item_ids(store, session_id)
-    answer = done["response"]["output"][0]["id"]
-    assert ids == ["item_early", answer, "item_mid"]
+        async with session_store(stack) as store:
+            on_input = {"type": "response.create", "response": {"input": [user_message("on my input")]}}
+            for response in ({"type": "response.create"}, on_input):
+                async with RawClient(stack, timeout_s=WAIT_S) as client:
+                    session_id = (await client.open())["session_id"]
+                    await create_item(client, "said first", "item_old")
+                    await create_item(client, "hello", "item_early")
+                    await client.send(response)
+                    await client.next("response.created")
+                    await client.send({"type": "conversation.item.delete", "item_id": "item_old"})
+                    await client.next("conversation.item.deleted")
+                    await create_item(client, "and one more thing", "item_mid")
+                    assert "response.done" not in [e["type"] for e in client.events]  # all of it mid-response
+                    done = await client.next("response.done")
+                    ids, _ = await stored_item_ids(store, session_id)
+                answer = done["response"]["output"][0]["id"]
+                assert ids == ["item_early", answer, "item_mid"], response

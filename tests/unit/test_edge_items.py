@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from switchboard.schemas import ConversationItem, MessageItem
-from switchboard_edge.items import TurnBase, adopt_ids
+from collections.abc import Callable
+
+import pytest
+
+from switchboard.schemas import ConversationItem, FunctionCallItem, MessageItem
+from switchboard_edge.items import TurnBase, adopt_ids, merged
 
 
 def _said(item_id: str, role: str = "user") -> MessageItem:
@@ -24,10 +28,39 @@ def test_items_are_told_apart_by_id_once_the_oldest_were_archived() -> None:
 
 
 def test_the_turns_new_answers_take_the_ids_the_client_was_shown() -> None:
-    earlier = _said("a0", "assistant")
-    base = [_said("u0"), earlier, _said("u1")]
-    history: list[ConversationItem] = [*base, _said("tmp1", "assistant"), _said("tmp2", "assistant")]
-    renamed = adopt_ids(history, TurnBase(base), ["shown1", "shown2"])
-    assert [i.id for i in renamed] == ["u0", "a0", "u1", "shown1", "shown2"]
-    assert renamed[1] is earlier
-    assert adopt_ids(history, TurnBase(base), ["only one"]) is history  # counts differ: unchanged
+    call = FunctionCallItem(id="c1", call_id="call_1", name="lookup", arguments="{}")
+    produced: list[ConversationItem] = [_said("tmp1", "assistant"), call, _said("tmp2", "assistant")]
+    renamed = adopt_ids(produced, ["shown1", "shown2"])
+    assert [i.id for i in renamed] == ["shown1", "c1", "shown2"]
+    assert renamed[1] is call
+    assert adopt_ids(produced, ["only one"]) is produced  # counts differ: unchanged
+
+
+BASE = [_said("u1"), _said("a1", "assistant")]
+ANSWER = _said("shown", "assistant")
+
+
+@pytest.mark.parametrize(
+    ("meanwhile", "expected"),
+    [
+        (lambda h: h, ["u1", "a1", "shown"]),  # nothing happened meanwhile
+        (lambda h: [*h, _said("mid")], ["u1", "a1", "shown", "mid"]),  # the client added an item
+        (lambda h: [h[0], _said("mid")], ["u1", "shown", "mid"]),  # ... and deleted one: same count
+        (lambda h: [h[1], _said("mid")], ["a1", "shown", "mid"]),  # the oldest archived by a mid-turn commit
+        (lambda h: [_said("m1"), _said("m2")], ["shown", "m1", "m2"]),  # all it started from gone
+        (lambda h: [*h[:1], _said("root-mid"), *h[1:]], ["u1", "root-mid", "a1", "shown"]),  # inserted before
+    ],
+)
+def test_a_turns_items_join_what_the_window_became_meanwhile(
+    meanwhile: Callable[[list[ConversationItem]], list[ConversationItem]], expected: list[str]
+) -> None:
+    base: list[ConversationItem] = list(BASE)
+    current = meanwhile(base)
+    assert [i.id for i in merged(current, TurnBase(base), [ANSWER])] == expected
+
+
+def test_an_item_cut_meanwhile_stays_cut() -> None:
+    base: list[ConversationItem] = list(BASE)
+    cut = base[1].model_copy(update={"text": "what was heard"})
+    window = merged([base[0], cut], TurnBase(base), [ANSWER])
+    assert window == [base[0], cut, ANSWER]

@@ -104,13 +104,25 @@ class TurnBase:
         return [i for i, item in enumerate(history) if item.id not in ids]
 
 
-def adopt_ids(history: list[ConversationItem], base: TurnBase, shown: list[str]) -> list[ConversationItem]:
-    """Give the turn's new assistant messages the ids the client was shown, so it can retrieve, delete or
-    truncate them (a failed attempt's text is one of them); unchanged when the counts differ."""
-    new = [i for i in base.added(history) if is_assistant_message(history[i])]
+def adopt_ids(produced: list[ConversationItem], shown: list[str]) -> list[ConversationItem]:
+    """Give a turn's new assistant messages (``produced``: what the turn added) the ids the client was shown,
+    so it can retrieve, delete or truncate them (a failed attempt's text is one of them); unchanged when the
+    counts differ."""
+    new = [i for i, item in enumerate(produced) if is_assistant_message(item)]
     if not new or len(new) != len(shown):
-        return history
-    renamed = list(history)
+        return produced
+    renamed = list(produced)
     for index, item_id in zip(new, shown, strict=True):
-        renamed[index] = history[index].model_copy(update={"id": item_id})
+        renamed[index] = produced[index].model_copy(update={"id": item_id})
     return renamed
+
+
+def merged(current: list[ConversationItem], base: TurnBase, produced: list[ConversationItem]) -> list[ConversationItem]:
+    """The window to commit when a turn that started from ``base`` produced ``produced`` and the window is now
+    ``current``: whatever the client did meanwhile (items added, deleted or cut, the oldest archived) stays, and
+    the turn's items follow the last of its starting items still there (lead the window when none is)."""
+    if current is base.history:  # nothing changed meanwhile
+        return [*current, *produced]
+    ids = base.ids
+    at = next((i + 1 for i in range(len(current) - 1, -1, -1) if current[i].id in ids), 0)
+    return [*current[:at], *produced, *current[at:]]

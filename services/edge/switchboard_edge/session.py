@@ -593,19 +593,12 @@ class EdgeSession:
         if plan.input is not None:  # the turn ran on the client's input: only what it produced joins the session
             given = {i.id for i in plan.input}
             produced = [i for i in outcome.state.history if i.id not in given]
-            outcome.state = outcome.state.model_copy(update={"history": [*self.state.history, *produced]})
-
-        history = items.adopt_ids(outcome.state.history, base, writer.message_ids())
-        if history is not outcome.state.history:
-            outcome.state = outcome.state.model_copy(update={"history": history})
+        else:
+            produced = [outcome.state.history[i] for i in base.added(outcome.state.history)]
+        produced = items.adopt_ids(produced, writer.message_ids())
 
         def finish(current: SessionState) -> SessionState:
-            if current.archived_items == outcome.state.archived_items and len(current.history) == len(base):
-                return outcome.state  # nothing was committed meanwhile
-            window = {i.id for i in current.history}
-            archived_meanwhile = base.ids - window  # a mid-turn commit moved them to the history stream
-            added_meanwhile = [current.history[i] for i in base.added(current.history)]  # the client's, mid-turn
-            history = [i for i in outcome.state.history if i.id not in archived_meanwhile] + added_meanwhile
+            history = items.merged(current.history, base, produced)
             return outcome.state.model_copy(update={"history": history, "archived_items": current.archived_items})
 
         with self._held_frames(writer):  # the answer's frames and response.done leave in one write
