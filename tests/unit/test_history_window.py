@@ -97,11 +97,24 @@ def test_a_grown_history_encodes_only_its_new_items(monkeypatch: pytest.MonkeyPa
 
 
 def test_the_encodings_kept_are_bounded_in_bytes() -> None:
-    encoder = HistoryEncoder(max_bytes=1000)
+    encoder = HistoryEncoder(max_bytes=1000, max_idle_s=60)
     for n in range(20):
         size = len(encoder.encode([MessageItem(id=f"s{n:02d}", role="user", text="hello " * 20)]))
     assert len(encoder) == 1000 // size  # the newest ones
     assert encoder.kept_bytes == len(encoder) * size
+
+
+def test_an_encoding_unused_for_long_is_dropped() -> None:
+    now = [0.0]
+    encoder = HistoryEncoder(max_bytes=1 << 20, max_idle_s=60, clock=lambda: now[0])
+    ended, live = _messages(4), _messages(4)
+    encoder.encode(ended)
+    for _ in range(3):
+        now[0] += 30
+        live = [*live, MessageItem(id=f"n{now[0]:.0f}", role="user", text="more")]
+        encoder.encode(live)
+    assert len(encoder) == 1  # the ended conversation's went 90 s after its last use; the live one stays
+    assert encoder.kept_bytes == len(encoder.encode(live))
 
 
 def test_the_byte_watermark_counts_the_items_wire_bytes() -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -90,49 +92,68 @@ class HistoryEncoder:
     reuses those bytes and encodes only the items after them, so a turn costs a comparison of pointers
     and one copy instead of a lookup per item. Anything else (an item replaced, removed or archived) is
     encoded whole. A kept encoding holds its items, so its key (the first item's ``id()``) is never
-    reused while it is kept; the least recently used go first once ``max_bytes`` are kept.
+    reused while it is kept.
+
+    What is kept is bounded twice: the least recently used go once ``max_bytes`` of encodings are kept
+    (they hold their items and the items' own JSON too, ~4-5x those bytes in all), and an encoding
+    unused for ``max_idle_s`` goes at the next call, so an ended conversation does not linger.
     """
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, max_idle_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.max_bytes = max_bytes
+        self.max_idle_s = max_idle_s
         self.kept_bytes = 0
-        self._kept: OrderedDict[int, tuple[list[ConversationItem], bytes]] = OrderedDict()
+        self._clock = clock
+        self._kept: OrderedDict[int, tuple[list[ConversationItem], bytes, float]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._kept)
 
     def encode(self, history: list[ConversationItem]) -> bytes:
+        now = self._clock()
+        self._expire(now)
         if not history:
             return b"[]"
         key = id(history[0])
         hit = self._kept.pop(key, None)
         if hit is None:
-            return self._keep(key, list(history), _encoded(history))
-        items, encoded = hit
+            return self._keep(key, list(history), _encoded(history), now)
+        items, encoded, _ = hit
         self.kept_bytes -= len(encoded)
         seen = len(items)
         if seen > len(history) or history[:seen] != items:  # identical objects compare without __eq__
-            return self._keep(key, list(history), _encoded(history))
+            return self._keep(key, list(history), _encoded(history), now)
         if seen == len(history):
-            return self._keep(key, items, encoded)
-        return self._keep(key, list(history), encoded[:-1] + b"," + _encoded(history[seen:])[1:])
+            return self._keep(key, items, encoded, now)
+        return self._keep(key, list(history), encoded[:-1] + b"," + _encoded(history[seen:])[1:], now)
 
-    def _keep(self, key: int, items: list[ConversationItem], data: bytes) -> bytes:
-        self._kept[key] = (items, data)
+    def _keep(self, key: int, items: list[ConversationItem], data: bytes, now: float) -> bytes:
+        self._kept[key] = (items, data, now)
         self.kept_bytes += len(data)
         while self.kept_bytes > self.max_bytes and len(self._kept) > 1:
             self.kept_bytes -= len(self._kept.popitem(last=False)[1][1])
         return data
+
+    def _expire(self, now: float) -> None:
+        while self._kept:
+            key, (_, data, used) = next(iter(self._kept.items()))  # the least recently used
+            if now - used <= self.max_idle_s:
+                return
+            del self._kept[key]
+            self.kept_bytes -= len(data)
 
 
 def _encoded(items: list[ConversationItem]) -> bytes:
     return b"[" + b",".join([item_json(i) for i in items]) + b"]"
 
 
-HISTORY_CACHE_BYTES = 32 << 20
-"""Encoded bytes kept for reuse: about one window per live session, ~2,000 windows of 16 KB."""
+HISTORY_CACHE_BYTES = 16 << 20
+"""Encoded bytes kept for reuse: about one window per live session, ~1,000 windows of 16 KB."""
 
-history_json = HistoryEncoder(HISTORY_CACHE_BYTES).encode
+HISTORY_CACHE_IDLE_S = 120.0
+"""An encoding unused this long is dropped (a conversation that ended, or a window that moved on)."""
+
+history_json = HistoryEncoder(HISTORY_CACHE_BYTES, HISTORY_CACHE_IDLE_S).encode
 """``history`` as a JSON array of each item's :func:`item_json` (see :class:`HistoryEncoder`)."""
 
 
