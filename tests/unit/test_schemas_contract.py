@@ -366,3 +366,15 @@ def test_history_models_serialize_each_item_once_and_read_back_equal() -> None:
     del changed
     gc.collect()
     assert len(conversation._item_json) == cached - 1  # the entry goes with its item
+
+
+def test_a_turn_request_has_nothing_that_only_validation_would_run() -> None:
+    """The conductor builds each agent request with ``model_construct`` from parts it has validated (the
+    history, the caller, the client's tools): a validator added to ``TurnRequest`` would be skipped there.
+    Add one only together with validating the request in ``Conductor._hops``."""
+    decorators = TurnRequest.__pydantic_decorators__
+    assert not decorators.field_validators and not decorators.model_validators
+    constrained = {
+        name: field.metadata for name, field in TurnRequest.model_fields.items() if field.metadata and name != "history"
+    }
+    assert constrained == {}
