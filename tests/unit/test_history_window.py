@@ -104,6 +104,16 @@ def test_the_encodings_kept_are_bounded_in_bytes() -> None:
     assert encoder.kept_bytes == len(encoder) * size
 
 
+def test_a_new_history_is_never_given_the_bytes_of_a_freed_one() -> None:
+    """Each history below is freed before the next is built, so new items often reuse the freed ones'
+    addresses: the encoder must never take one for the other (it keeps the objects of what it keeps)."""
+    encoder = HistoryEncoder(max_bytes=400, max_idle_s=60)
+    for n in range(300):
+        history: list[ConversationItem] = [MessageItem(id=f"i{n}", role="user", text=f"turn {n}")]
+        assert orjson.loads(encoder.encode(history)) == _wire(history)
+        del history  # freed now: the next iteration's item is likely made at the same address
+
+
 def test_an_encoding_unused_for_long_is_dropped() -> None:
     now = [0.0]
     encoder = HistoryEncoder(max_bytes=1 << 20, max_idle_s=60, clock=lambda: now[0])
