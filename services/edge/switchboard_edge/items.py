@@ -79,17 +79,13 @@ def is_assistant_message(item: ConversationItem) -> bool:
 
 
 class TurnBase:
-    """The history a turn started from, to tell which items the turn (or the client, mid-turn) added.
+    """The history a turn started from, to tell which items the turn added and where they go.
 
-    Items are told apart by id, since a commit mid-turn may archive the oldest of them; but a history
-    that still begins with these very items (the usual case) is read by position, without building a
-    set of the window's ids at every turn."""
+    A history that still begins with these very items (the conductor's, always) is read by position,
+    without building a set of the window's ids at every turn; any other is read by id."""
 
     def __init__(self, history: list[ConversationItem]) -> None:
         self.history = history
-
-    def __len__(self) -> int:
-        return len(self.history)
 
     @cached_property
     def ids(self) -> set[str]:
