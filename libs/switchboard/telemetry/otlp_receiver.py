@@ -132,6 +132,8 @@ class OTLPReceiver(InProcessServer):
         self.spans: list[ReceivedSpan] = []
         self.requests = 0
         """Export requests received (rejected ones included)."""
+        self.encodings: set[str] = set()
+        """Every ``Content-Encoding`` an export request came with (``""`` for none)."""
         self._on_span = on_span
         self._changed = asyncio.Condition()
         self.app = Starlette(routes=[Route("/v1/traces", self._traces, methods=["POST"])])
@@ -180,6 +182,7 @@ class OTLPReceiver(InProcessServer):
         body = await request.body()
         try:
             encoding = request.headers.get("content-encoding", "").lower()
+            self.encodings.add(encoding)
             if encoding == "gzip":
                 body = gzip.decompress(body)
             elif encoding == "deflate":
