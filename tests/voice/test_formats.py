@@ -70,7 +70,7 @@ def test_oversized_chunk_is_refused_before_decoding() -> None:
         buffer.append_base64(base64.b64encode(bytes(2000)).decode())
     assert (info.value.limit, info.value.unit) == (1000, "bytes")
     with pytest.raises(AudioTooLargeError):  # the size is judged from the text: no decoding of a huge payload
-        decode_base64("A" * 4000, max_bytes=1000)
+        decode_base64("!" * 4000, max_bytes=1000)  # not base64 at all: decoding it first would say so instead
     buffer.append_base64(base64.b64encode(bytes(1000)).decode())
     assert buffer.duration_ms == pytest.approx(1000 / 2 / 24)
 

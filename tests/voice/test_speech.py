@@ -198,8 +198,17 @@ async def test_a_repetition_loop_is_decoded_again_with_fallback(
     from switchboard.voice import whisper
 
     monkeypatch.setattr(whisper, "looks_looped", lambda text: True)  # every transcript now counts as a loop
+    decode_again = stt._model.transcribe
+    second: list[dict[str, object]] = []
+
+    def transcribe(*args: object, **options: object) -> object:
+        second.append(options)
+        return decode_again(*args, **options)
+
+    monkeypatch.setattr(stt._model, "transcribe", transcribe)
     text = stt.recognize(order_utterance.samples)
     assert words(text)[:4] == ["i", "want", "to", "return"] and "1001" in digits(text), text
+    assert [options["beam_size"] for options in second] == [5]  # the text above came from the second decode
 
 
 def test_loops_are_recognised() -> None:
