@@ -25,9 +25,10 @@ import websockets
 from openai import AsyncOpenAI
 from websockets.asyncio.client import ClientConnection
 
+from switchboard.bus import Bus
 from switchboard.local.stack import Stack
-from switchboard.schemas import HandoffDecision
-from switchboard.state import AuditLog
+from switchboard.schemas import HandoffDecision, MessageItem
+from switchboard.state import AuditLog, SessionStore
 
 EVENTS = {"switchboard_events": "1"}
 """The query parameter that opts a connection into ``switchboard.*`` server events."""
@@ -219,6 +220,13 @@ async def session_audit(
     finally:
         if nc is not None:
             await nc.close()
+
+
+async def stored_user_texts(stack: Stack, session_id: str) -> list[str]:
+    """What the session store holds of the caller's messages, in order (window and archive)."""
+    async with Bus(stack.nats_urls, name="check") as bus:
+        transcript = await (await SessionStore.open(bus.js)).transcript(session_id)
+    return [i.text for i in transcript if isinstance(i, MessageItem) and i.role == "user"]
 
 
 async def audit_decisions(stack: Stack, session_id: str, count: int) -> list[tuple[str, str, str, str]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from switchboard.local.stack import Stack
 from switchboard_edge.orchestration.conductor import CANT_TRANSFER
 
-from .client import Reply, audit_decisions, open_session, say, sdk_client, session_audit
+from .client import Reply, audit_decisions, open_session, say, sdk_client, session_audit, stored_user_texts
 from .stacks import make_stack
 
 pytestmark = pytest.mark.system
@@ -124,13 +125,18 @@ async def test_a_handoff_guardrail_refuses_the_transfer_and_keeps_the_secret_out
         ("front", "a", "generalist", "refused_guardrail")
     ]
     assert await audit_decisions(guard, session_id, 1) == [("front", "a", "generalist", "refused_guardrail")]
+    # the blocked reason ("passing on CODE-123") is in no record of the refusal: not the caller's, not the audit's
+    assert "CODE-" not in json.dumps(reply.handoffs)
+    [refused] = await session_audit(guard, session_id, 1)
+    assert refused.reason == "" and "CODE-" not in refused.model_dump_json()
 
 
 async def test_an_input_guardrail_blocks_the_message_and_the_session_stays_usable(guard: Stack) -> None:
     async with sdk_client(guard).realtime.connect(model="switchboard") as conn:
-        await open_session(conn)
+        session_id = (await open_session(conn))["session_id"]
         item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "a bomb threat"}]}
         await conn.conversation.item.create(item=item)
         error = await conn.recv()
         assert error.type == "error" and error.error.code == "guardrail_blocked"
-        assert (await say(conn, "hello")).text == "front here"  # nothing of the blocked message was kept
+        assert (await say(conn, "hello")).text == "front here"
+    assert await stored_user_texts(guard, session_id) == ["hello"]  # nothing of the blocked message was kept

@@ -10,11 +10,9 @@ import pytest
 
 from switchboard.bus import Bus
 from switchboard.local.stack import Stack
-from switchboard.schemas import MessageItem
-from switchboard.state import SessionStore
 from switchboard.testing import ScriptedModeration, ScriptedOpenAIServer
 
-from .client import open_session, say, sdk_client, session_audit, user_message
+from .client import open_session, say, sdk_client, session_audit, stored_user_texts, user_message
 from .stacks import make_stack
 
 pytestmark = pytest.mark.system
@@ -53,9 +51,7 @@ async def test_caller_input_is_moderated_and_a_failing_model_follows_on_error(tm
             assert (await say(conn, "where is my parcel")).text == "front here"
         asked = [(r["model"], r["input"]) for r in server.moderation_requests]
         assert ("mod-closed", "I will kill the courier") in asked and ("mod-open", "where is my parcel") in asked
-        async with Bus(stack.nats_urls, name="check") as bus:
-            transcript = await (await SessionStore.open(bus.js)).transcript(session_id)
-    said = [i.text for i in transcript if isinstance(i, MessageItem) and i.role == "user"]
+        said = await stored_user_texts(stack, session_id)
     assert said == ["hello outage-open", "where is my parcel"]  # nothing of the refused messages was stored
 
 

@@ -203,3 +203,27 @@ def test_check_order_graph_before_contract_before_depth(retail: ScenarioConfig) 
     # valid, at the cap and a ping-pong: depth wins
     v = ask(retail, "triage", "auth", handoff_count=99, visited=("auth", "triage"))
     assert v.outcome == HandoffOutcome.DEPTH_CAP
+
+
+@pytest.mark.parametrize(
+    ("target", "context", "blocked_outcome", "clean_outcome"),
+    [
+        ("a", {"code": "7"}, HandoffOutcome.REFUSED_GUARDRAIL, HandoffOutcome.ACCEPTED),
+        ("b", {}, HandoffOutcome.REFUSED_GRAPH, HandoffOutcome.REFUSED_GRAPH),  # refused before the guardrails run
+        ("nobody", {}, HandoffOutcome.UNKNOWN_TARGET, HandoffOutcome.UNKNOWN_TARGET),
+        ("a", {"code": "x"}, HandoffOutcome.REFUSED_CONTRACT, HandoffOutcome.REFUSED_CONTRACT),
+    ],
+)
+def test_every_verdict_carries_the_reason_as_the_handoff_guardrails_let_it_through(
+    target: str, context: dict[str, Any], blocked_outcome: HandoffOutcome, clean_outcome: HandoffOutcome
+) -> None:
+    """What the conductor records and hands on, refusals included: the reason, never one the guardrails block."""
+    guard = load_scenario("guard", Path(__file__).resolve().parents[1] / "system" / "scenarios").config
+
+    def verdict(reason: str) -> Verdict:
+        request = HandoffRequest(source="front", target=target, reason=reason, context=context)
+        return decide(guard, request, handoff_count=0, visited=("front",), authenticated=False)
+
+    blocked, clean = verdict("passing on CODE-123"), verdict("the caller asked for it")
+    assert (blocked.outcome, blocked.reason) == (blocked_outcome, "")
+    assert (clean.outcome, clean.reason) == (clean_outcome, "the caller asked for it")

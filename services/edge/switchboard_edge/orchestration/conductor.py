@@ -295,14 +295,14 @@ class Conductor:
             if self.moderator is not None:
                 verdict = await moderate(self.scenario, verdict, self.moderator)
             self._answer_transfer_call(turn, result.handoff, verdict.final_target, verdict.outcome)
+            handoff = result.handoff.model_copy(update={"reason": verdict.reason})  # never a blocked reason
             if verdict.refused and verdict.final_target == agent:  # the caller stays: say so, truthfully
-                refusal = self._decision(turn, result.handoff, verdict.outcome, agent, verdict.detail, {})
+                refusal = self._decision(turn, handoff, verdict.outcome, agent, verdict.detail, {})
                 turn.decisions.append(refusal)
                 await emit(HandoffMade(refusal))
                 await self._platform_answer(turn, agent, CANT_TRANSFER, emit)
                 return agent
             turn.context = dict(verdict.context)  # exactly what the target receives, nothing older
-            handoff = result.handoff.model_copy(update={"reason": verdict.reason or result.handoff.reason})
             request_from = self._decision(
                 turn, handoff, verdict.outcome, verdict.final_target, verdict.detail, verdict.context
             )

@@ -23,7 +23,8 @@ class Verdict:
     final_target: str
     detail: str = ""
     reason: str = ""
-    """The handoff's reason as it may be recorded and passed on (handoff guardrails applied)."""
+    """The handoff's reason as it may be recorded and passed on, whatever the outcome: the handoff
+    guardrails applied, empty when they blocked it."""
     context: dict[str, Any] = field(default_factory=dict)
     """Exactly what the final target receives: the validated contract fields (and ``pending_agent`` on
     an auth redirect). Refusals carry nothing."""
@@ -50,13 +51,17 @@ def decide(
     agents one caller turn visits (``visited`` included): past it the caller stays with the source.
     """
     fallback = scenario.fallback_agent
+    rules = scenario.guardrails.at(Boundary.HANDOFF)
+    said = check(rules, request.reason)
+    reason = "" if said.blocked else said.text  # what any verdict may record: never a blocked reason
     target = scenario.agent(request.target)
     source = scenario.agent(request.source)
     if target is None:
-        return Verdict(HandoffOutcome.UNKNOWN_TARGET, fallback, f"no agent named {request.target!r}")
+        return Verdict(HandoffOutcome.UNKNOWN_TARGET, fallback, f"no agent named {request.target!r}", reason)
     edge = source.handoff_to(request.target) if source else None
     if edge is None:
-        return Verdict(HandoffOutcome.REFUSED_GRAPH, fallback, f"{request.source} may not hand off to {request.target}")
+        detail = f"{request.source} may not hand off to {request.target}"
+        return Verdict(HandoffOutcome.REFUSED_GRAPH, fallback, detail, reason)
     offered = dict(request.context)
     for name, spec in edge.contract.items():
         if spec.forward and offered.get(name) is None and (received or {}).get(name) is not None:
@@ -65,27 +70,28 @@ def decide(
         context = edge.contract_model().model_validate(offered).model_dump(exclude_none=True)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        return Verdict(HandoffOutcome.REFUSED_CONTRACT, fallback, f"contract violated: {problems}")
-    rules = scenario.guardrails.at(Boundary.HANDOFF)
-    said = check(rules, request.reason)
+        return Verdict(HandoffOutcome.REFUSED_CONTRACT, fallback, f"contract violated: {problems}", reason)
     guarded = {k: check(rules, v) if isinstance(v, str) else None for k, v in context.items()}
     blocking = [*said.rules] if said.blocked else []
     blocking += [r for v in guarded.values() if v is not None and v.blocked for r in v.rules]
     if blocking:
-        return Verdict(HandoffOutcome.REFUSED_GUARDRAIL, fallback, f"handoff guardrail {blocking[0]!r} matched")
+        return Verdict(HandoffOutcome.REFUSED_GUARDRAIL, fallback, f"handoff guardrail {blocking[0]!r} matched", reason)
     context = {k: guarded[k].text if guarded[k] is not None else v for k, v in context.items()}  # type: ignore[union-attr]
-    reason = said.text
     if handoff_count >= scenario.max_handoff_depth:
-        return Verdict(HandoffOutcome.DEPTH_CAP, fallback, f"handoff depth cap {scenario.max_handoff_depth} reached")
+        detail = f"handoff depth cap {scenario.max_handoff_depth} reached"
+        return Verdict(HandoffOutcome.DEPTH_CAP, fallback, detail, reason)
     if request.target in visited:
         path = " -> ".join([*visited, request.target])
-        return Verdict(HandoffOutcome.PING_PONG, fallback, f"ping-pong within one turn: {path}")
+        return Verdict(HandoffOutcome.PING_PONG, fallback, f"ping-pong within one turn: {path}", reason)
     if max_hops is not None and len(visited) >= max_hops:
-        return Verdict(HandoffOutcome.HOP_CAP, request.source, f"a caller turn visits at most {max_hops} agents")
+        detail = f"a caller turn visits at most {max_hops} agents"
+        return Verdict(HandoffOutcome.HOP_CAP, request.source, detail, reason)
     if target.requires_auth and not authenticated:
         auth = scenario.auth_agent
         if auth is None or auth == request.source or auth in visited:
-            return Verdict(HandoffOutcome.REFUSED_AUTH, fallback, f"{request.target} requires a verified caller")
+            return Verdict(
+                HandoffOutcome.REFUSED_AUTH, fallback, f"{request.target} requires a verified caller", reason
+            )
         return Verdict(
             HandoffOutcome.REDIRECTED_AUTH, auth, f"{request.target} requires a verified caller",
             reason, context | {PENDING_AGENT: request.target},
