@@ -38,3 +38,15 @@ def test_the_dockerfile_installs_what_the_script_prints_for_its_extras_arg() -> 
     assert 'ARG EXTRAS=""' in dockerfile
     assert 'requirements.py "$EXTRAS" > requirements.txt' in dockerfile
     assert "!deploy/requirements.py" in (ROOT / ".dockerignore").read_text()  # in the build context
+
+
+def test_every_package_in_the_source_tree_is_installed() -> None:
+    """``pip install .`` (the image) installs only the packages pyproject lists: a package missing there is
+    missing from every container, though an editable install (``make run``, the tests) still finds it."""
+    listed = set(PROJECT["tool"]["setuptools"]["packages"])
+    found = {
+        ".".join((name, *init.parent.relative_to(ROOT / root).parts))
+        for name, root in PROJECT["tool"]["setuptools"]["package-dir"].items()
+        for init in (ROOT / root).rglob("__init__.py")
+    }
+    assert found == listed
