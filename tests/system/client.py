@@ -222,6 +222,20 @@ async def session_audit(
             await nc.close()
 
 
+async def edge_log_lines(stack: Stack, msg: str, session_id: str, timeout_s: float = 10.0) -> list[dict[str, Any]]:
+    """The edge's JSON log lines with this message for this session, once there is one (or none after
+    ``timeout_s``): the stack reads the edge's stdout on a thread of its own, so a line logged just before
+    ``response.done`` may land just after it."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        records = [json.loads(line) for line in list(stack.proc("edge").lines) if line.startswith("{")]
+        found = [r for r in records if r.get("msg") == msg and r.get("session_id") == session_id]
+        if found or loop.time() > deadline:
+            return found
+        await asyncio.sleep(0.02)  # ok-sleep: poll interval
+
+
 async def stored_user_texts(stack: Stack, session_id: str) -> list[str]:
     """What the session store holds of the caller's messages, in order (window and archive)."""
     async with Bus(stack.nats_urls, name="check") as bus:

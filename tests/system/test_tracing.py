@@ -12,7 +12,7 @@ import pytest
 
 from switchboard.telemetry.otlp_receiver import OTLPReceiver, ReceivedSpan
 
-from .client import open_session, say, sdk_client
+from .client import edge_log_lines, open_session, say, sdk_client
 from .stacks import make_stack
 
 pytestmark = pytest.mark.system
@@ -44,6 +44,7 @@ async def test_a_turn_with_a_handoff_is_one_connected_trace(tmp_path: Path) -> N
                 return {"agent-triage", "agent-auth"} <= services and any(s.name == "edge.response" for s in spans)
 
             await receiver.wait_for(complete, timeout_s=20)
+            logged = await edge_log_lines(stack, "handoff", session_id)
             command = [sys.executable, "-m", "switchboard", "trace", session_id, "--nats-url", stack.nats.url]
             timeline = await asyncio.to_thread(subprocess.run, [*command, "--json"], capture_output=True, text=True)
             table = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True)
@@ -70,6 +71,7 @@ async def test_a_turn_with_a_handoff_is_one_connected_trace(tmp_path: Path) -> N
     assert handoff.attributes["switchboard.handoff.to"] == "auth"
     assert handoff.attributes["switchboard.handoff.outcome"] == "redirected_auth"
     assert "switchboard.handoff.reason" not in handoff.attributes  # content stays off spans by default
+    assert [line["trace_id"] for line in logged] == [root.trace_id]  # the edge's log line joins the trace
     model_calls = [s for s in trace if s.name == "model.call"]
     assert {index[s.parent_span_id].service_name for s in model_calls if s.parent_span_id} >= {
         "agent-triage",
