@@ -82,11 +82,24 @@ async def test_patterns_compose_handoff_then_specialist_consults(supervised: Sta
 async def test_global_routing_rate_is_exposed(supervised: Stack) -> None:
     import httpx
 
-    async with httpx.AsyncClient() as http:
-        stats = (await http.get(f"{supervised.edge_url}/v1/switchboard/stats")).json()
-    assert stats["consulted_responses"] >= 1 and stats["responses"] >= stats["consulted_responses"]
-    assert 0 < stats["routing_rate"] <= 1
-    assert stats["consult_outcomes"].get("answered", 0) >= 1
+    async def stats() -> dict[str, Any]:
+        async with httpx.AsyncClient() as http:
+            got: dict[str, Any] = (await http.get(f"{supervised.edge_url}/v1/switchboard/stats")).json()
+            return got
+
+    before = await stats()
+    async with sdk_client(supervised).realtime.connect(model="switchboard") as conn:
+        await open_session(conn)
+        assert (await say(conn, "hello")).metadata["supervisor"] == "no"
+        assert (await say(conn, "what's my balance?")).metadata["supervisor"] == "consulted"
+    after = await stats()
+    assert (after["responses"] - before["responses"], after["consulted_responses"] - before["consulted_responses"]) == (
+        2,
+        1,
+    )
+    assert after["routing_rate"] == round(after["consulted_responses"] / after["responses"], 4)
+    answered = after["consult_outcomes"].get("answered", 0) - before["consult_outcomes"].get("answered", 0)
+    assert answered == 1
 
 
 async def test_missing_supervisor_falls_back_within_two_seconds(tmp_path: Path) -> None:
