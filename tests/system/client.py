@@ -27,7 +27,7 @@ from websockets.asyncio.client import ClientConnection
 
 from switchboard.bus import Bus
 from switchboard.local.stack import Stack
-from switchboard.schemas import HandoffDecision, MessageItem
+from switchboard.schemas import ConversationItem, HandoffDecision, MessageItem
 from switchboard.state import AuditLog, SessionStore
 
 EVENTS = {"switchboard_events": "1"}
@@ -236,11 +236,15 @@ async def edge_log_lines(stack: Stack, msg: str, session_id: str, timeout_s: flo
         await asyncio.sleep(0.02)  # ok-sleep: poll interval
 
 
-async def stored_user_texts(stack: Stack, session_id: str) -> list[str]:
-    """What the session store holds of the caller's messages, in order (window and archive)."""
+async def stored_items(stack: Stack, session_id: str) -> list[ConversationItem]:
+    """What the session store holds of the conversation, in order (window and archive)."""
     async with Bus(stack.nats_urls, name="check") as bus:
-        transcript = await (await SessionStore.open(bus.js)).transcript(session_id)
-    return [i.text for i in transcript if isinstance(i, MessageItem) and i.role == "user"]
+        return await (await SessionStore.open(bus.js)).transcript(session_id)
+
+
+async def stored_user_texts(stack: Stack, session_id: str) -> list[str]:
+    """What the session store holds of the caller's messages, in order."""
+    return [i.text for i in await stored_items(stack, session_id) if isinstance(i, MessageItem) and i.role == "user"]
 
 
 async def audit_decisions(stack: Stack, session_id: str, count: int) -> list[tuple[str, str, str, str]]:

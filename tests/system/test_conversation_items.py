@@ -3,6 +3,7 @@ retrieve, delete and truncate; a response's assistant items are conversation ite
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 
 from switchboard.local.stack import Stack
 
-from .client import RawClient, user_message
+from .client import RawClient, stored_items, user_message
 from .stacks import make_stack
 
 pytestmark = pytest.mark.system
@@ -43,7 +44,7 @@ async def request(client: RawClient, event: dict[str, Any]) -> dict[str, Any]:
 
 async def test_items_are_created_where_asked_and_can_be_retrieved_and_deleted(retail: Stack) -> None:
     async with RawClient(retail) as client:
-        await client.open()
+        session_id = (await client.open())["session_id"]
         first = await create(client, {**user_message("first"), "id": "item_first"})
         said = await create(client, {**assistant_message("said earlier"), "id": "item_said"}, previous="item_first")
         assert said["previous_item_id"] == "item_first" and said["item"]["role"] == "assistant"
@@ -66,6 +67,11 @@ async def test_items_are_created_where_asked_and_can_be_retrieved_and_deleted(re
         assert gone["error"]["code"] == "item_not_found"
         again = await request(client, {"type": "conversation.item.delete", "item_id": "item_between"})
         assert again["error"]["code"] == "item_not_found"
+    # the store holds them where they were asked for (saved when the connection ends: wait for that)
+    deadline, asked = asyncio.get_running_loop().time() + 10, ["item_root", "item_first", "item_said"]
+    while (stored := [i.id for i in await stored_items(retail, session_id)]) != asked:
+        assert asyncio.get_running_loop().time() < deadline, stored
+        await asyncio.sleep(0.05)  # ok-sleep: poll interval
 
 
 async def test_a_responses_assistant_item_is_a_conversation_item(retail: Stack) -> None:

@@ -51,4 +51,3 @@ async def test_log_lines_are_json_with_session_and_trace_ids(retail: Stack) -> N
     assert {"ts", "level", "service", "logger", "trace_id", "span_id"} <= set(handoffs[0])
     assert handoffs[0]["service"] == "edge"
     assert "refund" not in json.dumps(handoffs[0])  # content-free: what the caller said is not logged
-
