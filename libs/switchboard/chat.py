@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import socket
 import sys
 from typing import Any
 
@@ -32,6 +34,25 @@ async def chat(url: str, key: str, session: str | None, lines: list[str] | None)
             )
             await conn.response.create()
             await _print_response(conn)
+
+
+def refusal(exc: BaseException, url: str) -> str | None:
+    """What to tell the user when the edge cannot be reached or refuses the connection (its error message
+    when it sent one); ``None`` for any other failure."""
+    from websockets.exceptions import InvalidStatus
+
+    if isinstance(exc, InvalidStatus):
+        response = exc.response
+        try:
+            message = json.loads(response.body or b"")["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = (response.body or b"").decode(errors="replace").strip()[:200]
+        return f"the edge at {url} refused the connection: HTTP {response.status_code}" + (
+            f": {message}" if message else ""
+        )
+    if isinstance(exc, (ConnectionError, socket.gaierror, TimeoutError)):
+        return f"cannot reach the edge at {url}: {exc.strerror or exc}"
+    return None
 
 
 async def _print_response(conn: Any) -> None:

@@ -216,14 +216,20 @@ def _dev_tls(var: Path) -> tuple[dict[str, str], str]:
 
 
 def _chat(args: argparse.Namespace) -> None:
-    if args.voice:
-        from .voice_chat import chat_voice
+    from .chat import chat, refusal
 
-        wav_in, wav_out = (Path(p) for p in args.voice)
-        sys.exit(asyncio.run(chat_voice(args.url, args.key, args.session, wav_in, wav_out)))
-    from .chat import chat
+    try:
+        if args.voice:
+            from .voice_chat import chat_voice
 
-    asyncio.run(chat(args.url, args.key, args.session, args.say))
+            wav_in, wav_out = (Path(p) for p in args.voice)
+            sys.exit(asyncio.run(chat_voice(args.url, args.key, args.session, wav_in, wav_out)))
+        asyncio.run(chat(args.url, args.key, args.session, args.say))
+    except Exception as exc:
+        said = refusal(exc, args.url)
+        if said is None:
+            raise
+        sys.exit(f"switchboard chat: {said}")  # one line, exit status 1: not a traceback
 
 
 def _trace(args: argparse.Namespace) -> None:

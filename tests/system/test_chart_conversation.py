@@ -56,4 +56,6 @@ def test_helm_test_pod_converses_with_processes_running_the_chart_scenario(tmp_p
         assert "FAIL: expected answers from: auth billing; got: auth returns" in wrong.stderr
 
         refused = run_test_pod(pod, keys | {"SWITCHBOARD_API_KEYS": "not-a-key"})
-        assert refused.returncode != 0
+        assert refused.returncode == 1  # the key is refused, in one line: not a traceback, not any other failure
+        assert "refused the connection: HTTP 401: missing or invalid API key" in refused.stdout, refused.stdout
+        assert "Traceback" not in refused.stdout

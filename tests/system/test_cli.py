@@ -50,3 +50,12 @@ def test_run_with_a_bad_nats_thread_count_says_so_in_one_line(tmp_path: Path) ->
     assert run.returncode == 2
     assert run.stderr.count("\n") == 1, run.stderr
     assert "SWITCHBOARD_NATS_GOMAXPROCS must be a whole number" in run.stderr
+
+
+def test_chat_without_an_edge_says_so_in_one_line() -> None:
+    from switchboard.local.ports import free_port
+
+    url = f"ws://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    run = _switchboard("chat", "--url", url, "--key", "k", "--say", "hello")
+    assert run.returncode == 1
+    assert run.stderr.startswith(f"switchboard chat: cannot reach the edge at {url}: ") and run.stderr.count("\n") == 1
