@@ -236,6 +236,8 @@ async def test_the_official_sdk_mints_a_client_secret_and_connects_with_it(stack
             if event.type == "response.done":
                 assert event.response.status == "completed"
                 break
+        else:
+            raise AssertionError("the connection ended before response.done")
 
 
 def _signed(claims: dict[str, Any]) -> str:

@@ -238,7 +238,8 @@ async def test_an_upstream_that_drops_mid_session_is_reported_and_the_session_go
 
 async def test_a_spoken_turn_the_input_guardrails_block_never_reaches_the_upstream_model(tmp_path: Path) -> None:
     async with upstream_stack(tmp_path) as (upstream, stack), RawClient(stack, events=False) as client:
-        upstream.script_transcripts("There is a bomb in the box.")
+        upstream.script_transcripts("There is a bomb in the box.", "Hello there.")
+        upstream.script(ScriptedResponse(text="Hi."))
         await client.open()
         await client.send({"type": "session.update", "session": VOICE_SESSION})
         await client.next("session.updated")
@@ -248,10 +249,13 @@ async def test_a_spoken_turn_the_input_guardrails_block_never_reaches_the_upstre
         deleted = await client.next("conversation.item.deleted")
         await client.send({"type": "conversation.item.retrieve", "item_id": deleted["item_id"]})
         missing = (await client.next("error"))["error"]
+        assert not any(e["type"] == "response.created" for e in client.events)
+        for payload in caller_audio():  # the next turn passes: by its end, a late request of the first would be in
+            await client.send({"type": "input_audio_buffer.append", "audio": payload})
+        await client.next("response.done")
     assert blocked["code"] == "guardrail_blocked" and "threats" in blocked["message"]
     assert missing["code"] == "item_not_found"  # not stored
-    assert upstream.received("response.create") == []
-    assert not any(e["type"] == "response.created" for e in client.events)
+    assert len(upstream.received("response.create")) == 1  # the second turn's only
 
 
 async def test_the_upstream_agent_consults_the_supervisor_whose_answer_is_spoken(tmp_path: Path) -> None:
