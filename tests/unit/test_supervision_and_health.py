@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from switchboard.local.ports import free_port
 from switchboard.local.stack import Proc, http_ok
-from switchboard.local.supervision import RestartPolicy
+from switchboard.local.supervision import RestartPolicy, Supervised, Supervisor
 from switchboard.runtime.health import HealthServer
 
 
@@ -26,6 +26,43 @@ def test_backoff_grows_exponentially_with_jitter_up_to_the_cap() -> None:
         waits = [policy.backoff_s(crashes, rng) for _ in range(200)]
         assert all(full * 0.8 <= w <= full for w in waits), (crashes, min(waits), max(waits))
         assert max(waits) - min(waits) > full * 0.1  # jittered, not constant
+
+
+def test_a_crash_looping_process_waits_the_cap_however_few_of_its_crashes_are_recent() -> None:
+    """Its older crashes leave the window while it keeps crashing: without this it was retried every 7-16 s."""
+    policy = RestartPolicy()
+    rng = random.Random(3)
+    waits = [policy.backoff_s(crashes, rng, crash_looping=True) for crashes in (1, 3, 5, 7) for _ in range(50)]
+    assert min(waits) >= 24 and max(waits) <= 30
+    assert policy.backoff_s(1, rng) <= 0.5  # not looping: the first restart is quick
+
+
+def test_the_supervisor_keeps_a_crash_looping_process_at_the_cap() -> None:
+    """A process that dies a second after each start, over ten minutes of a fake clock."""
+    clock = [1000.0]
+
+    class Dying:
+        name, pid, returncode = "agent:x", 1, 1
+        started_at = -1e9
+
+        def alive(self) -> bool:
+            return clock[0] - self.started_at < 1.0
+
+    proc, events = Dying(), []
+
+    def restart(p: Supervised) -> None:
+        proc.started_at = clock[0]
+
+    supervisor = Supervisor(
+        lambda: [proc], restart, on_event=lambda kind, f: events.append((kind, f)), seed=1, clock=lambda: clock[0]
+    )
+    while clock[0] < 1600:
+        supervisor._check(proc)  # noqa: SLF001  (the thread's step, on the fake clock)
+        clock[0] += 0.1
+    kinds = [kind for kind, _ in events]
+    looping = kinds.index("crash_loop")
+    waits = [f["backoff_s"] for kind, f in events[looping:] if kind == "crashed"]
+    assert len(waits) >= 15 and all(24 <= w <= 30 for w in waits), waits
 
 
 def test_a_policy_whose_cap_is_below_its_start_is_refused() -> None:

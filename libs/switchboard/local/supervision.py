@@ -49,9 +49,10 @@ class RestartPolicy(BaseModel):
             raise ValueError("max_backoff_s must be at least initial_backoff_s")
         return self
 
-    def backoff_s(self, recent_crashes: int, rng: random.Random) -> float:
-        """Wait before restarting a process that crashed ``recent_crashes`` times within the window (>= 1)."""
-        exponent = min(max(recent_crashes - 1, 0), 64)
+    def backoff_s(self, recent_crashes: int, rng: random.Random, *, crash_looping: bool = False) -> float:
+        """Wait before restarting a process that crashed ``recent_crashes`` times within the window (>= 1);
+        one reported as crash-looping waits the cap, though its older crashes leave the window meanwhile."""
+        exponent = 64 if crash_looping else min(max(recent_crashes - 1, 0), 64)
         wait = min(self.initial_backoff_s * self.multiplier**exponent, self.max_backoff_s)
         return rng.uniform(wait * (1 - self.jitter), wait)
 
@@ -98,8 +99,10 @@ class Supervisor:
         *,
         on_event: Callable[[str, dict[str, object]], None] | None = None,
         seed: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.procs = procs
+        self._clock = clock
         self.restart = restart
         self.policy = policy or RestartPolicy()
         self.on_event = on_event
@@ -137,7 +140,7 @@ class Supervisor:
                     log.exception("supervision of a process failed", extra={"label": proc.name})
 
     def _check(self, proc: Supervised) -> None:
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             state = self.state.setdefault(proc.name, ProcState())
             while state.crashes and now - state.crashes[0] > self.policy.crash_loop_window_s:
@@ -149,7 +152,7 @@ class Supervisor:
                 return
             if state.restart_at is None:
                 state.crashes.append(now)
-                wait = self.policy.backoff_s(len(state.crashes), self._rng)
+                wait = self.policy.backoff_s(len(state.crashes), self._rng, crash_looping=state.crash_loop)
                 state.restart_at = now + wait
                 self._emit(
                     "warning", "process exited; restarting", "crashed", proc,
@@ -170,8 +173,9 @@ class Supervisor:
             self.restart(proc)
         except Exception as exc:
             with self._lock:
-                state.crashes.append(time.monotonic())
-                state.restart_at = time.monotonic() + self.policy.backoff_s(len(state.crashes), self._rng)
+                state.crashes.append(self._clock())
+                wait = self.policy.backoff_s(len(state.crashes), self._rng, crash_looping=state.crash_loop)
+                state.restart_at = self._clock() + wait
             self._emit("error", "process restart failed", "restart_failed", proc, error=repr(exc))
             return
         with self._lock:
