@@ -486,12 +486,16 @@ def test_agents_take_only_metrics_and_health_traffic() -> None:
     egress_ports = sorted(p["port"] for r in agents["egress"] for p in r["ports"])
     assert egress_ports == [53, 53, 443, 4222, 4318]  # DNS, model API, NATS, OTLP (extraEgress)
     edge = policies[f"{FULLNAME}-edge"]["spec"]
-    (edge_in,) = edge["ingress"]
-    assert edge_in["ports"] == [{"port": 8080, "protocol": "TCP"}]
-    # the helm test pod still reaches an edge whose clients are restricted
+    edge_in, edge_scrapes = edge["ingress"]
+    assert edge_in["ports"] == edge_scrapes["ports"] == [{"port": 8080, "protocol": "TCP"}]
+    # the helm test pod still reaches an edge whose clients are restricted, and so do the metrics scrapers
     test_pod = {"app.kubernetes.io/name": "switchboard", "app.kubernetes.io/instance": RELEASE}
     assert {"podSelector": {"matchLabels": test_pod | {"app.kubernetes.io/component": "test"}}} in edge_in["from"]
-    assert 443 not in [p["port"] for r in edge["egress"] for p in r["ports"]]
+    assert edge_scrapes["from"] == ci_values("production-values.yaml")["networkPolicy"]["metricsFrom"]
+    # the edge calls model APIs too: its moderation rules, an openai-realtime front agent
+    assert sorted(p["port"] for r in edge["egress"] for p in r["ports"]) == [53, 53, 443, 4222, 4318]
+    closed = of_kind(render(minimal(networkPolicy={"modelApiEgress": False})), "NetworkPolicy")
+    assert all(443 not in [p["port"] for r in np["spec"]["egress"] for p in r["ports"]] for np in closed.values())
 
 
 def test_network_policies_can_be_turned_off() -> None:
@@ -566,6 +570,18 @@ def test_scenario_yaml_typo_rejected_by_the_schema() -> None:
     config["agents"][1]["handof"] = []
     message = render_error(minimal(scenario={"name": "retail", "config": config}))
     assert "/scenario/config" in message and "'handof'" in message
+
+
+def test_an_agent_on_the_realtime_api_runs_in_the_edge_not_in_a_deployment() -> None:
+    config = yaml.safe_load((SCENARIOS / "retail" / "scenario.yaml").read_text())
+    triage = next(a for a in config["agents"] if a["name"] == "triage")
+    triage["model"] = {"provider": "openai-realtime", "name": "gpt-realtime"}
+    values = minimal(scenario={"name": "retail", "config": config})
+    error = render_error(values)
+    assert 'agents[0]: agent "triage" runs on the OpenAI Realtime API inside the edge' in error
+    values["agents"] = [{"name": a["name"]} for a in config["agents"] if a["name"] != "triage"]  # none for triage
+    deployments = of_kind(render(values), "Deployment")
+    assert f"{FULLNAME}-triage" not in deployments and f"{FULLNAME}-auth" in deployments
 
 
 def test_negative_replicas_rejected() -> None:

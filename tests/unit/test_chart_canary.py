@@ -97,3 +97,11 @@ def test_disabled_agent_has_no_canary() -> None:
     values["agents"][2]["enabled"] = False
     deployments = of_kind(render(values), "Deployment")
     assert f"{FULLNAME}-returns" not in deployments and f"{FULLNAME}-returns-canary" not in deployments
+
+
+def test_a_supervisor_has_no_canary() -> None:
+    """Consults are not routed by track: a supervisor canary would take an unweighted share of them."""
+    values = ci_values("supervisor-values.yaml")
+    values["agents"][1]["canary"] = {"enabled": True, "weight": 10, "image": {"tag": "0.2.0"}}
+    error = render_error(values)
+    assert 'agents[1].canary: "supervisor" is a supervisor' in error and "not routed by track" in error

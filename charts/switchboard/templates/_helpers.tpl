@@ -202,15 +202,18 @@ image, [weight, scenario, scenarioConfigMap]}]}. kind is edge, agent or supervis
 scenario role is supervisor); an agent with canary.enabled adds a second component on track canary
 (its own image, replicas, no autoscaler, optionally its own scenario). Fails, naming the
 field, on what the schema cannot express: an agent listed twice, an agent the scenario does not
-define, a scenario agent with no entry, a name taken twice, HPA and KEDA both on.
+define, a scenario agent with no entry (but one on openai-realtime, which runs in the edge), a name taken
+twice, HPA and KEDA both on, a Deployment for an openai-realtime agent, a canary of a supervisor.
 */}}
 {{- define "switchboard.components" -}}
 {{- $root := . }}
 {{- $fullname := include "switchboard.fullname" . }}
 {{- $scenario := include "switchboard.scenario" . | fromYaml }}
 {{- $roles := dict }}
+{{- $inEdge := dict }}
 {{- range $i, $a := ($scenario.agents | default list) }}
 {{- $_ := set $roles (toString $a.name) (default "agent" $a.role) }}
+{{- if eq (dig "model" "provider" "" $a) "openai-realtime" }}{{ $_ := set $inEdge (toString $a.name) true }}{{ end }}
 {{- end }}
 {{- $scenarioName := default .Values.scenario.name $scenario.name }}
 {{- $known := keys $roles | sortAlpha | join ", " }}
@@ -241,6 +244,12 @@ define, a scenario agent with no entry, a name taken twice, HPA and KEDA both on
 {{- $canary := $values.canary | default dict }}
 {{- $_ := unset $values "canary" }}
 {{- $image := include "switchboard.agentImage" (dict "root" $root "image" ($values.image | default dict)) }}
+{{- if and $values.enabled (hasKey $inEdge $name) }}
+{{- fail (printf "%s: agent %q runs on the OpenAI Realtime API inside the edge (model.provider openai-realtime), not in a Deployment of its own; set enabled: false or leave it out of agents" $field $name) }}
+{{- end }}
+{{- if and $values.enabled $canary.enabled (eq $kind "supervisor") }}
+{{- fail (printf "%s.canary: %q is a supervisor: consults are not routed by track (every replica shares one queue group), so a canary would take an unweighted share of them; roll a supervisor out with a new release" $field $name) }}
+{{- end }}
 {{- if $values.enabled }}
 {{- $components = append $components (dict "name" $name "kind" $kind "track" "stable" "fullname" $deployment "args" (list $kind "--name" $name) "field" $field "values" $values "image" $image) }}
 {{- end }}
@@ -269,7 +278,7 @@ define, a scenario agent with no entry, a name taken twice, HPA and KEDA both on
 {{- end }}
 {{- end }}
 {{- range $name := keys $roles | sortAlpha }}
-{{- if not (hasKey $seen $name) }}
+{{- if not (or (hasKey $seen $name) (hasKey $inEdge $name)) }}
 {{- fail (printf "agents: scenario %q defines agent %q but agents has no entry for it; add {name: %s} (enabled: false to leave it out)" $scenarioName $name $name) }}
 {{- end }}
 {{- end }}
@@ -349,5 +358,14 @@ flight within 10 s (QueueService.stop).
   {{- end }}
 {{- with .Values.networkPolicy.extraEgress }}
 {{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- /* Egress to model APIs over HTTPS (networkPolicy.modelApiEgress): empty when it is off. */ -}}
+{{- define "switchboard.modelApiEgress" -}}
+{{- if .Values.networkPolicy.modelApiEgress }}
+- ports:
+    - port: 443
+      protocol: TCP
 {{- end }}
 {{- end }}
