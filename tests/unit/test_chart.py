@@ -315,11 +315,12 @@ def test_termination_grace_and_prestop_match_the_drain() -> None:
         (c,) = spec["containers"]
         assert env_of(c)["SWITCHBOARD_DRAIN_GRACE_S"] == str(drain)
         assert c["lifecycle"]["preStop"] == {"sleep": {"seconds": pre_stop}}
-        # preStop, then the drain, then uvicorn's 5 s graceful shutdown, with slack before SIGKILL
-        assert pre_stop + drain + 5 < spec["terminationGracePeriodSeconds"] <= pre_stop + drain + 15
+        # preStop, the drain, then at worst: uvicorn's 5 s, records 5 + 10 s, NATS 5 s, spans 5 s
+        assert spec["terminationGracePeriodSeconds"] == pre_stop + drain + 30
         agent = deployments[f"{FULLNAME}-billing"]["spec"]["template"]["spec"]
         assert "lifecycle" not in agent["containers"][0]  # NATS unsubscribe is immediate: no endpoints to leave
-        assert agent["terminationGracePeriodSeconds"] > 10  # QueueService.stop waits 10 s for turns in flight
+        # QueueService.stop waits 10 s for turns in flight, then NATS 5 s, health 1 s, spans 5 s at worst
+        assert agent["terminationGracePeriodSeconds"] == 25
 
 
 # --- security ------------------------------------------------------------------------------------

@@ -323,15 +323,17 @@ skipped empty values in some versions.
 {{- end }}
 
 {{/*
-Seconds the pod gets after SIGTERM: preStop sleep + the process's drain + slack. The edge drains for
-drainGraceSeconds and then closes (uvicorn's graceful shutdown: 5 s); an agent finishes its turns in
-flight within 10 s (QueueService.stop).
+Seconds the pod gets after SIGTERM: preStop sleep + the process's drain + what may follow it at worst.
+The edge drains for drainGraceSeconds, then closes (uvicorn's graceful shutdown: 5 s), writes its queued
+turn records and audit appends (5 + 10 s at most), drains NATS (5 s) and exports its last spans (5 s): 30 s.
+An agent finishes its turns in flight within 10 s (QueueService.stop), then NATS (5 s), its health
+server (1 s) and spans (5 s): 25 s in all.
 */}}
 {{- define "switchboard.terminationGrace" -}}
 {{- if eq .kind "edge" }}
-{{- add .values.preStopSleepSeconds .values.drainGraceSeconds 10 }}
+{{- add .values.preStopSleepSeconds .values.drainGraceSeconds 30 }}
 {{- else }}
-{{- add .values.preStopSleepSeconds 10 5 }}
+{{- add .values.preStopSleepSeconds 25 }}
 {{- end }}
 {{- end }}
 
