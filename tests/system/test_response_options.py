@@ -94,7 +94,10 @@ async def test_instructions_tool_choice_and_token_cap_reach_the_model(tmp_path: 
                 options = {"instructions": "Answer in French.", "tool_choice": "required", "max_output_tokens": 50}
                 await respond(client, options)
                 await respond(client, {})
+                await respond(client, {"input": [user_message("only this")]})
     system = [m["content"] for m in seen[0]["messages"] if m["role"] == "system"]
+    # input replaces the session's items as the context: the model never sees "hello" with it
+    assert [m["content"] for m in seen[2]["messages"] if m["role"] == "user"] == ["only this"]
     assert "For this response: Answer in French." in json.dumps(system)
     assert (seen[0]["tool_choice"], seen[0]["max_completion_tokens"]) == ("required", 50)
     assert "Answer in French." not in json.dumps(seen[1]["messages"]) and "tool_choice" not in seen[1]
