@@ -146,7 +146,7 @@ async def test_an_answer_ready_when_the_run_ends_is_one_result_message(retail: S
 async def test_a_paraphrase_no_keyword_rule_lists_reaches_the_specialist(retail: Stack) -> None:
     """Routed by the triage's intents (the embedding backend, as `make run` ships), order id from the regex."""
     async with sdk_client(retail).realtime.connect(model="switchboard") as conn:
-        await open_session(conn)
+        session_id = (await open_session(conn))["session_id"]
         moved = await say(conn, "My new boots for order A1001 pinch my toes, I'd like to post them to you again")
         assert [(h["from"], h["to"], h["outcome"]) for h in moved.handoffs] == [("triage", "auth", "redirected_auth")]
         assert moved.agent == "auth" and "PIN" in moved.text
@@ -154,3 +154,5 @@ async def test_a_paraphrase_no_keyword_rule_lists_reaches_the_specialist(retail:
         assert [(h["from"], h["to"]) for h in verified.handoffs] == [("auth", "returns")]
         # the order id crossed both handoffs (whether still returnable depends on the other tests)
         assert "order a1001" in verified.text.lower()
+    decisions = await session_audit(retail, session_id, 2)
+    assert [d.context_keys for d in decisions] == [["order_id", "pending_agent"], ["order_id"]]
