@@ -10,7 +10,15 @@ import pytest
 from switchboard.local.stack import Stack
 from switchboard_edge.orchestration.conductor import CANT_TRANSFER
 
-from .client import Reply, audit_decisions, open_session, say, sdk_client, session_audit, stored_user_texts
+from .client import (
+    Reply,
+    audit_decisions,
+    open_session,
+    say,
+    sdk_client,
+    session_audit,
+    stored_user_texts,
+)
 from .stacks import make_stack
 
 pytestmark = pytest.mark.system
@@ -129,6 +137,13 @@ async def test_a_handoff_guardrail_refuses_the_transfer_and_keeps_the_secret_out
     assert "CODE-" not in json.dumps(reply.handoffs)
     [refused] = await session_audit(guard, session_id, 1)
     assert refused.reason == "" and "CODE-" not in refused.model_dump_json()
+
+
+async def test_an_accepted_handoffs_reason_is_recorded_without_pii(guard: Stack) -> None:
+    reply, session_id = await _one_turn(guard, "mailbox")
+    assert [(h["to"], h["outcome"], h["reason"]) for h in reply.handoffs] == [("a", "accepted", "caller [EMAIL] asked")]
+    [accepted] = await session_audit(guard, session_id, 1)
+    assert accepted.reason == "caller [EMAIL] asked"
 
 
 async def test_an_input_guardrail_blocks_the_message_and_the_session_stays_usable(guard: Stack) -> None:

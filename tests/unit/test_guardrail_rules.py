@@ -5,13 +5,14 @@ from __future__ import annotations
 import io
 import json
 import logging
+import sys
 
 import pytest
 from pydantic import ValidationError
 
-from switchboard.guardrails import Action, GuardrailRule, RedactingFilter, StreamGuard, check, find_pii, redact_pii
+from switchboard.guardrails import Action, GuardrailRule, StreamGuard, check, find_pii, redact_pii
 from switchboard.guardrails.rules import PII_PATTERNS, may_match_any
-from switchboard.logs import JsonFormatter
+from switchboard.logs import configure
 
 CARD = "4111 1111 1111 1111"  # a test card number: passes Luhn
 
@@ -177,17 +178,18 @@ def test_one_search_says_whether_any_rule_may_match(rules: list[GuardrailRule], 
     assert may_match_any(rules)(text) is any(rule.may_match(text) for rule in rules)
 
 
-def test_no_log_line_carries_pii_whatever_a_call_passes() -> None:
+def test_no_log_line_carries_pii_whatever_a_call_passes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through the logging every service sets up (``logs.configure``), not a handler made for the test."""
     stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter("test"))
-    handler.addFilter(RedactingFilter())
-    log = logging.getLogger("pii-test")
-    log.addHandler(handler)
+    monkeypatch.setattr(sys, "stdout", stream)
+    root = logging.getLogger()
+    kept = (root.handlers[:], root.level)
     try:
-        log.warning("caller said %s", f"card {CARD}", extra={"email": "jane@example.com"})
+        configure("test")
+        logging.getLogger("pii-test").warning("caller said %s", f"card {CARD}", extra={"email": "jane@example.com"})
     finally:
-        log.removeHandler(handler)
+        root.handlers[:], level = kept
+        root.setLevel(level)
     line = json.loads(stream.getvalue())
     assert CARD not in stream.getvalue() and "jane@example.com" not in stream.getvalue()
     assert line["msg"] == "caller said card [CARD]" and line["email"] == "[EMAIL]"
