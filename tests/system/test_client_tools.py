@@ -80,7 +80,8 @@ async def test_a_client_tool_call_is_streamed_answered_and_continued_on_the_same
 async def test_server_tools_and_handoffs_work_beside_client_tools(retail: Stack) -> None:
     async with RawClient(retail) as client:
         await client.open()
-        await declare(client, [NOTE_TOOL, {**NOTE_TOOL, "name": "transfer_to_billing_desk"}])
+        # a client tool named as the agent's own handoff tool: the agent's own wins, the handoff still happens
+        await declare(client, [NOTE_TOOL, {**NOTE_TOOL, "name": "transfer_to_returns"}])
         dones = [
             done_of(await client.turn(text))
             for text in ["I want a refund for order A1001", "jane@example.com, PIN 1234"]
