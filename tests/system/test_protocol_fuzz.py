@@ -133,4 +133,5 @@ def test_malformed_and_out_of_order_events_never_break_a_session(retail: Stack) 
 
     run()
     grown = rss_kib(edge) - before
-    assert grown < 16 * 1024, f"the edge grew by {grown} KiB over the fuzz run"  # measured: 0.4 MiB
+    # measured: 0.4-0.8 MiB; a leak of 100 KiB per session (40 of them) goes over
+    assert grown < 4 * 1024, f"the edge grew by {grown} KiB over the fuzz run"
