@@ -203,9 +203,9 @@ def test_each_agent_has_its_own_replicas_and_resources() -> None:
     assert env_of(auth)["SWITCHBOARD_AGENT_MAX_INFLIGHT"] == "256"
     assert (
         env_of(deployments[f"{FULLNAME}-generalist"]["spec"]["template"]["spec"]["containers"][0])[
-            "SWITCHBOARD_TURN_TIMEOUT_S"
+            "SWITCHBOARD_DELTA_FLUSH_MS"
         ]
-        == "20"
+        == "40"
     )
 
 
@@ -367,7 +367,8 @@ def test_hpa_and_keda_target_their_own_deployment() -> None:
     (trigger,) = scaled["spec"]["triggers"]
     assert (
         trigger["metadata"]["query"]
-        == f'sum(switchboard_inflight_requests{{namespace="{NAMESPACE}", service="returns"}})'
+        == f'sum(switchboard_inflight_requests{{namespace="{NAMESPACE}", service="returns", '
+        f'pod!~"{FULLNAME}-returns-canary-.*"}})'  # a canary's turns are not the stable Deployment's load
     )
     assert trigger["metadata"]["threshold"] == "16"
     # An autoscaler owns the replica count: the Deployment leaves it alone, so upgrades do not reset it.
@@ -590,6 +591,9 @@ def test_negative_replicas_rejected() -> None:
     assert "/agents/0/replicas" in message and "minimum" in message
     message = render_error(minimal(edge={"replicas": -2}))
     assert "/edge/replicas" in message
+    # KEDA cannot start from zero: the in-flight metric comes only from running replicas
+    message = render_error(minimal(agentDefaults={"autoscaling": {"keda": {"enabled": True, "minReplicas": 0}}}))
+    assert "/agentDefaults/autoscaling/keda/minReplicas" in message and "minimum" in message
 
 
 def test_agent_listed_twice_rejected() -> None:
