@@ -103,13 +103,18 @@ class EdgeRef:
 
     name: str
     port: int
+    key: str
+    """An API key the edge accepts (its stats answer API key callers only)."""
 
     @property
     def ws_base(self) -> str:
         return f"ws://127.0.0.1:{self.port}/v1"
 
     def stats(self) -> dict[str, Any]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/v1/switchboard/stats", timeout=10) as resp:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/v1/switchboard/stats", headers={"Authorization": f"Bearer {self.key}"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as resp:
             stats: dict[str, Any] = json.load(resp)
         return stats
 
@@ -218,7 +223,8 @@ async def replicas_phases(stack: Stack, p: Params, model_pid: int) -> dict[str, 
     stack.extra_env["SWITCHBOARD_BREAKER_THRESHOLD"] = str(NO_BREAKER)
     edge2_proc, edge2_port = await asyncio.to_thread(stack.start_edge)
     del stack.extra_env["SWITCHBOARD_BREAKER_THRESHOLD"]
-    edge_default, edge_open = EdgeRef("edge", stack.edge_port), EdgeRef(edge2_proc.name, edge2_port)
+    edge_default = EdgeRef("edge", stack.edge_port, stack.api_key)
+    edge_open = EdgeRef(edge2_proc.name, edge2_port, stack.api_key)
     # Only the supervisor replicas get the small concurrency cap (started after the others).
     stack.extra_env["SWITCHBOARD_AGENT_MAX_INFLIGHT"] = str(p.supervisor_max_inflight)
     cr = ConsultReplies.from_scenario()

@@ -171,7 +171,10 @@ async def handoff_phase(
 
 
 def edge_info(stack: Stack) -> dict[str, Any]:
-    with urllib.request.urlopen(f"{stack.edge_url}/v1/switchboard/info", timeout=10) as resp:
+    request = urllib.request.Request(
+        f"{stack.edge_url}/v1/switchboard/info", headers={"Authorization": f"Bearer {stack.api_key}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:
         info: dict[str, Any] = json.load(resp)
     return info
 

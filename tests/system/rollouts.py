@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
 from switchboard.local.stack import Stack
 
 from .client import Reply, open_session, say, sdk_client
+from .stacks import probe
 
 
 def rollout_cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
@@ -24,18 +23,18 @@ def rollout_cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-def edge_rollouts(port: int) -> dict[str, Any]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/switchboard/info", timeout=5) as resp:
-        info: dict[str, Any] = json.loads(resp.read())
+def edge_rollouts(stack: Stack) -> dict[str, Any]:
+    status, info = probe(f"{stack.edge_url}/v1/switchboard/info", key=stack.api_key)
+    assert status == 200, (status, info)
     rollouts: dict[str, Any] = info["rollouts"]
     return rollouts
 
 
-async def wait_edge_sees(port: int, agent: str, *, state: str | None, weight: int | None = None) -> None:
+async def wait_edge_sees(stack: Stack, agent: str, *, state: str | None, weight: int | None = None) -> None:
     """Poll the edge until its live view of ``agent``'s rollout matches (``state=None``: no rollout)."""
     deadline = time.monotonic() + 10
     while True:
-        current = await asyncio.to_thread(edge_rollouts, port)
+        current = await asyncio.to_thread(edge_rollouts, stack)
         r = current.get(agent)
         if (r is None and state is None) or (
             r is not None and r["state"] == state and (weight is None or r["weight"] == weight)

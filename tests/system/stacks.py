@@ -33,10 +33,12 @@ def make_stack(
     )  # fmt: skip
 
 
-def probe(url: str) -> tuple[int, dict[str, Any]]:
-    """Status and JSON body of a GET (``(0, {})`` when nothing answers)."""
+def probe(url: str, key: str | None = None) -> tuple[int, dict[str, Any]]:
+    """Status and JSON body of a GET, with ``key`` as its bearer API key when given (``(0, {})`` when
+    nothing answers)."""
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"} if key else {})
     try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
+        with urllib.request.urlopen(request, timeout=2) as resp:
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())

@@ -68,7 +68,7 @@ async def test_the_session_cap_counts_sessions_not_connections(tmp_path: Path) -
             return RawClient(stack, session_id=session_id, events=False)
 
         def info() -> dict[str, Any]:
-            return probe(f"{stack.edge_url}/v1/switchboard/info")[1]
+            return probe(f"{stack.edge_url}/v1/switchboard/info", key=stack.api_key)[1]
 
         async with connect() as first, connect() as second:  # at the cap
             created = [await ws.recv() for ws in (first, second)]

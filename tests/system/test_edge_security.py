@@ -117,6 +117,17 @@ async def test_keys_made_by_the_cli_open_sessions_and_are_stored_hashed(stack: S
     assert (status, body["error"]["code"]) == (401, "invalid_api_key")
 
 
+async def test_the_edges_info_and_stats_answer_api_key_callers_only(stack: Stack) -> None:
+    async with httpx.AsyncClient() as http:
+        for path in ("/v1/switchboard/info", "/v1/switchboard/stats"):
+            anonymous = await http.get(f"{stack.edge_url}{path}")
+            assert (anonymous.status_code, anonymous.json()["error"]["code"]) == (401, "invalid_api_key"), path
+            wrong = await http.get(f"{stack.edge_url}{path}", headers={"Authorization": "Bearer not-a-key"})
+            assert wrong.status_code == 401, path
+            known = await http.get(f"{stack.edge_url}{path}", headers={"Authorization": f"Bearer {stack.api_key}"})
+            assert known.status_code == 200 and known.json(), path
+
+
 async def test_a_revoked_key_is_refused_at_once(stack: Stack) -> None:
     key, key_id = create_key(stack, "acme")
     async with RawClient(stack, key=key) as client:

@@ -49,7 +49,7 @@ async def test_weight_split_and_pinning_across_turns_resume_and_edge_restart(tmp
         canary = stack.start_agent("triage", track="canary", wait=True)
         done = rollout_cli(stack, "set-weight", "triage", str(WEIGHT), "--version", "v2")
         assert done.returncode == 0, done.stderr
-        await wait_edge_sees(stack.edge_port, "triage", state="canary", weight=WEIGHT)
+        await wait_edge_sees(stack, "triage", state="canary", weight=WEIGHT)
 
         callers = [Caller() for _ in range(SESSIONS)]
         await many(stack, callers, ["hello"])
@@ -64,14 +64,14 @@ async def test_weight_split_and_pinning_across_turns_resume_and_edge_restart(tmp
             c for c in callers if first[c.session_id] == "stable"
         ][:10]
         assert rollout_cli(stack, "set-weight", "triage", "100").returncode == 0
-        await wait_edge_sees(stack.edge_port, "triage", state="canary", weight=100)
+        await wait_edge_sees(stack, "triage", state="canary", weight=100)
         await many(stack, sample, ["what can you do?"])  # a resume on the same edge
         fresh = [Caller() for _ in range(10)]
         await many(stack, fresh, ["hello"])
         assert {track_of(stack, c, canary.pid)[0] for c in fresh} == {"canary"}
 
         assert rollout_cli(stack, "set-weight", "triage", "0").returncode == 0
-        await wait_edge_sees(stack.edge_port, "triage", state="canary", weight=0)
+        await wait_edge_sees(stack, "triage", state="canary", weight=0)
         fresh = [Caller() for _ in range(10)]
         await many(stack, fresh, ["hello"])
         assert {track_of(stack, c, canary.pid)[0] for c in fresh} == {"stable"}
@@ -92,10 +92,9 @@ def tracks_in(traffic: Traffic, caller: Caller, phase: str, stack: Stack, canary
 
 async def test_abort_and_promote_mid_traffic_lose_no_turn(tmp_path: Path) -> None:
     with make_stack(tmp_path, agents=["triage", "generalist"]) as stack:
-        port = stack.edge_port
         canary = stack.start_agent("triage", track="canary", wait=True)
         assert (await asyncio.to_thread(rollout_cli, stack, "set-weight", "triage", "50")).returncode == 0
-        await wait_edge_sees(port, "triage", state="canary", weight=50)
+        await wait_edge_sees(stack, "triage", state="canary", weight=50)
         first = Traffic(stack, [Caller() for _ in range(8)])
         first.start()
         await first.wait_turns_in("start", 2)
@@ -105,7 +104,7 @@ async def test_abort_and_promote_mid_traffic_lose_no_turn(tmp_path: Path) -> Non
         first.phase = "aborting"
         done = await asyncio.to_thread(rollout_cli, stack, "abort", "triage")
         assert done.returncode == 0, done.stderr
-        await wait_edge_sees(port, "triage", state="aborted")
+        await wait_edge_sees(stack, "triage", state="aborted")
         first.phase = "aborted"
         stack.kill("agent:triage@canary", signal.SIGTERM)  # drains the turns it still runs
         await first.wait_turns_in("aborted", 2)
@@ -114,7 +113,7 @@ async def test_abort_and_promote_mid_traffic_lose_no_turn(tmp_path: Path) -> Non
         # a new canary generation; new sessions reach it by weight, the old ones stay pinned to stable
         canary = stack.start_agent("triage", track="canary", wait=True)
         assert (await asyncio.to_thread(rollout_cli, stack, "set-weight", "triage", "50")).returncode == 0
-        await wait_edge_sees(port, "triage", state="canary", weight=50)
+        await wait_edge_sees(stack, "triage", state="canary", weight=50)
         first.phase = second_phase = "second"
         second = Traffic(stack, [Caller() for _ in range(8)], phase=second_phase)
         second.start()
@@ -131,7 +130,7 @@ async def test_abort_and_promote_mid_traffic_lose_no_turn(tmp_path: Path) -> Non
         )
         assert done.returncode == 0, done.stdout + done.stderr
         assert "gate: stable" in done.stdout
-        await wait_edge_sees(port, "triage", state="promoted")
+        await wait_edge_sees(stack, "triage", state="promoted")
         first.phase = second.phase = "promoted"
         await asyncio.gather(first.wait_turns_in("promoted", 2), second.wait_turns_in("promoted", 2))
         for traffic in (first, second):
@@ -141,7 +140,7 @@ async def test_abort_and_promote_mid_traffic_lose_no_turn(tmp_path: Path) -> Non
         first.phase = second.phase = "finishing"
         done = await asyncio.to_thread(rollout_cli, stack, "promote", "triage", "--finish")
         assert done.returncode == 0, done.stderr
-        await wait_edge_sees(port, "triage", state="finished")
+        await wait_edge_sees(stack, "triage", state="finished")
         first.phase = second.phase = "finished"
         await asyncio.gather(first.wait_turns_in("finished", 2), second.wait_turns_in("finished", 2))
         stack.kill("agent:triage@canary#2", signal.SIGTERM)
@@ -173,16 +172,15 @@ def slow_scenario(tmp: Path, delay_s: float) -> Path:
 
 async def test_the_gate_refuses_a_slower_canary_and_a_failing_one(tmp_path: Path) -> None:
     with make_stack(tmp_path, agents=["triage", "generalist"]) as stack:
-        port = stack.edge_port
         slow = stack.start_agent("triage", track="canary", wait=True,
                                  env={"SWITCHBOARD_SCENARIO": str(slow_scenario(tmp_path, 1.0))})  # fmt: skip
         assert (await asyncio.to_thread(rollout_cli, stack, "set-weight", "triage", "50")).returncode == 0
-        await wait_edge_sees(port, "triage", state="canary", weight=50)
+        await wait_edge_sees(stack, "triage", state="canary", weight=50)
         await many(stack, [Caller() for _ in range(60)], ["hello"])
         done = await asyncio.to_thread(rollout_cli, stack, "promote", "triage", "--min-turns", "5")
         assert done.returncode == 1, done.stdout
         assert "canary of 'triage' refused: turn latency p99" in done.stderr
-        assert edge_rollouts(port)["triage"]["state"] == "canary"  # nothing changed
+        assert edge_rollouts(stack)["triage"]["state"] == "canary"  # nothing changed
 
         # a canary whose model fails: the fallback answers its callers, and the gate counts the errors
         assert (await asyncio.to_thread(rollout_cli, stack, "abort", "triage")).returncode == 0
@@ -190,7 +188,7 @@ async def test_the_gate_refuses_a_slower_canary_and_a_failing_one(tmp_path: Path
         failing_env = {"OPENAI_API_KEY": "sk-canary", "OPENAI_BASE_URL": f"http://127.0.0.1:{free_port()}/v1"}
         stack.start_agent("triage", track="canary", wait=True, env=failing_env)
         assert (await asyncio.to_thread(rollout_cli, stack, "set-weight", "triage", "50")).returncode == 0
-        await wait_edge_sees(port, "triage", state="canary", weight=50)
+        await wait_edge_sees(stack, "triage", state="canary", weight=50)
         callers = [Caller() for _ in range(40)]
         await many(stack, callers, ["hello"])
         assert {c.replies[0].agent for c in callers} == {"triage", "generalist"}
@@ -198,6 +196,6 @@ async def test_the_gate_refuses_a_slower_canary_and_a_failing_one(tmp_path: Path
         done = await asyncio.to_thread(rollout_cli, stack, "promote", "triage", *lenient_latency)
         assert done.returncode == 1, done.stdout
         assert "canary of 'triage' refused: error rate 100.0% vs stable 0.0%" in done.stderr
-        assert edge_rollouts(port)["triage"]["state"] == "canary"
+        assert edge_rollouts(stack)["triage"]["state"] == "canary"
         done = await asyncio.to_thread(rollout_cli, stack, "status", "triage")
         assert "canary  " in done.stdout and "errors 100.0%" in done.stdout

@@ -84,7 +84,8 @@ async def test_global_routing_rate_is_exposed(supervised: Stack) -> None:
 
     async def stats() -> dict[str, Any]:
         async with httpx.AsyncClient() as http:
-            got: dict[str, Any] = (await http.get(f"{supervised.edge_url}/v1/switchboard/stats")).json()
+            url, key = f"{supervised.edge_url}/v1/switchboard/stats", supervised.api_key
+            got: dict[str, Any] = (await http.get(url, headers={"Authorization": f"Bearer {key}"})).json()
             return got
 
     before = await stats()

@@ -139,6 +139,13 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
     app.state.ws_protocol = CoalescingWebSocketProtocol  # the server's WebSocket protocol (``switchboard edge``)
     app.router.routes.append(metrics_route())
 
+    def api_key_caller(request: Request) -> Principal | Response:
+        """Who calls with an API key, or the error answer for a caller without a valid one."""
+        principal = authenticator.authenticate(request.headers, kinds=["api_key"])
+        if isinstance(principal, Refusal):
+            return _error(principal.status, principal.code, principal.message)
+        return principal
+
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         """Alive: the event loop answers."""
@@ -154,7 +161,11 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
         return JSONResponse({"status": "ready"}, headers=pid)
 
     @app.get("/v1/switchboard/info")
-    async def info() -> dict[str, object]:
+    async def info(request: Request) -> object:
+        """The scenario, its agents' subjects, sessions and rollouts on this edge (API key callers only)."""
+        principal = api_key_caller(request)
+        if isinstance(principal, Response):
+            return principal
         deps: EdgeDeps = app.state.deps
         rollouts = app.state.rollouts.snapshot()
         return {
@@ -165,8 +176,12 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
         }  # fmt: skip
 
     @app.get("/v1/switchboard/stats")
-    async def stats() -> dict[str, object]:
-        """Process-wide routing figures: how often the supervisor was consulted and what it cost."""
+    async def stats(request: Request) -> object:
+        """Process-wide routing figures: how often the supervisor was consulted and what it cost (API key
+        callers only)."""
+        principal = api_key_caller(request)
+        if isinstance(principal, Response):
+            return principal
         deps: EdgeDeps = app.state.deps
         consults = deps.conductor.consults
         c = consults.stats if consults else ConsultStats()
@@ -182,9 +197,9 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
     @app.post("/v1/realtime/client_secrets")
     async def client_secrets(request: Request) -> Response:
         """Mint a short-lived, single-use secret a browser connects with (API key callers only)."""
-        principal = authenticator.authenticate(request.headers, kinds=["api_key"])
-        if isinstance(principal, Refusal):
-            return _error(principal.status, principal.code, principal.message)
+        principal = api_key_caller(request)
+        if isinstance(principal, Response):
+            return principal
         limits = Limits.of(principal.limits, settings)
         wait = limiter.attempt(principal.key_id, limits.connects_per_minute)
         if wait:
