@@ -591,6 +591,9 @@ def test_negative_replicas_rejected() -> None:
     assert "/agents/0/replicas" in message and "minimum" in message
     message = render_error(minimal(edge={"replicas": -2}))
     assert "/edge/replicas" in message
+    # the bundled NATS runs in the release's namespace: the URL and the network policies assume it
+    message = render_error(minimal(nats={"enabled": True, "namespaceOverride": "messaging"}))
+    assert "namespaceOverride" in message
     # KEDA cannot start from zero: the in-flight metric comes only from running replicas
     message = render_error(minimal(agentDefaults={"autoscaling": {"keda": {"enabled": True, "minReplicas": 0}}}))
     assert "/agentDefaults/autoscaling/keda/minReplicas" in message and "minimum" in message
