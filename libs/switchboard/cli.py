@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from .agents.loader import ScenarioError
 from .bus.errors import BusUnreachable
+from .errors import ConfigError
 from .local.nats_server import NatsConfigError
 from .local.parent import stop_with_launcher
 from .security.api_keys import DEFAULT_KEYS_FILE, KeyFileError
@@ -234,9 +235,11 @@ def _chat(args: argparse.Namespace) -> None:
 
 def _trace(args: argparse.Namespace) -> None:
     from . import timeline
+    from .bus import subjects
     from .settings import Settings
 
     settings = Settings()
+    subjects.check_token(args.session, "session id")  # before waiting on NATS for a session that cannot exist
     servers = (args.nats_url or settings.nats_url).split(",")
     records = asyncio.run(timeline.read(servers, args.session, seed_file=settings.nats_seed_file))
     print(timeline.as_json(records) if args.json else timeline.render(args.session, records))
@@ -398,7 +401,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         args.fn(args)
-    except (ScenarioError, ValidationError, NoAuditStream, BusUnreachable, KeyFileError, NatsConfigError) as exc:
+    except (
+        ConfigError,
+        ScenarioError,
+        ValidationError,
+        NoAuditStream,
+        BusUnreachable,
+        KeyFileError,
+        NatsConfigError,
+    ) as exc:
         # one line
         print(f"switchboard {args.command}: {_one_line(exc)}", file=sys.stderr)
         sys.exit(2)

@@ -9,7 +9,7 @@ where they are caught (``switchboard.state.retry.is_transient``).
 
 from __future__ import annotations
 
-__all__ = ["SwitchboardError"]
+__all__ = ["ConfigError", "SwitchboardError"]
 
 
 class SwitchboardError(Exception):
@@ -21,3 +21,9 @@ class SwitchboardError(Exception):
     """A healthy downstream said "busy": retried until the deadline, and no sign of ill health."""
     local: bool = False
     """The failure came from this process's own connection (a reconnect), not from the downstream."""
+
+
+class ConfigError(SwitchboardError, ValueError):
+    """What the user configured or asked for cannot work (an unknown agent, a missing key, a malformed
+    setting): ``str()`` is one line that names it, which the ``switchboard`` command prints instead of a
+    traceback. A ``ValueError`` too, for callers that catch those."""

@@ -123,17 +123,23 @@ class Settings(BaseSettings):
     """Text an agent or supervisor produces within this many ms of its first unsent chunk goes out as one
     delta (one bus message, one ``response.output_text.delta``). 0: what it produces at once, in one step
     of its event loop, with no added latency; a real model's tokens that arrive apart stay apart."""
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    """Logging level of every service (any case)."""
     metrics_port: int = Field(0, ge=-1, le=65535)
     """Port of agent and supervisor processes' ``/healthz``, ``/readyz`` and ``/metrics`` (0: any free
     port, logged at start; -1: off). The edge serves them on its own port."""
     metrics_host: str = "127.0.0.1"
     """Address that port binds to (``0.0.0.0`` where probes and scrapers come from another host, e.g. a pod)."""
 
-    @field_validator("nats_seed_file", "nats_inbox_prefix", mode="before")
+    @field_validator("nats_seed_file", "nats_inbox_prefix", "api_keys_file", "tls_cert", "tls_key", mode="before")
     @classmethod
     def _unset_if_empty(cls, v: object) -> object:
         return None if v == "" else v  # an exported but empty variable means "not set", not the current directory
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level(cls, v: object) -> object:
+        return v.upper() if isinstance(v, str) else v
 
     @field_validator("nats_url")
     @classmethod

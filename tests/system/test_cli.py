@@ -59,3 +59,34 @@ def test_chat_without_an_edge_says_so_in_one_line() -> None:
     run = _switchboard("chat", "--url", url, "--key", "k", "--say", "hello")
     assert run.returncode == 1
     assert run.stderr.startswith(f"switchboard chat: cannot reach the edge at {url}: ") and run.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "says"),
+    [
+        (["agent", "--name", "nobody"], {}, "switchboard agent: no agent 'nobody' in scenario 'retail' (known: "),
+        (["supervisor", "--name", "triage"], {}, "switchboard supervisor: no supervisor 'triage' in scenario"),
+        (["edge"], {"SWITCHBOARD_API_KEYS": "", "SWITCHBOARD_API_KEYS_FILE": ""}, "switchboard edge: no API keys: "),
+        (
+            ["edge"],
+            {"SWITCHBOARD_API_KEYS": "k", "SWITCHBOARD_CANARY_WEIGHTS": "x"},
+            "switchboard edge: canary weight 'x'",
+        ),
+        (
+            ["agent", "--name", "triage"],
+            {"SWITCHBOARD_LOG_LEVEL": "loud"},
+            "switchboard agent: SWITCHBOARD_LOG_LEVEL: ",
+        ),
+        (["trace", "sess_x]"], {}, "switchboard trace: invalid session id 'sess_x]'"),
+    ],
+)
+def test_a_wrong_setting_or_name_is_one_line_before_anything_starts(
+    args: list[str], env: dict[str, str], says: str
+) -> None:
+    unreachable = {"SWITCHBOARD_NATS_URL": "nats://127.0.0.1:9"}  # nothing may wait for NATS before refusing
+    run = subprocess.run(
+        [sys.executable, "-m", "switchboard", *args], capture_output=True, text=True, timeout=30, cwd=ROOT,
+        env={**os.environ, **unreachable, **env},
+    )  # fmt: skip
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.startswith(says) and run.stderr.count("\n") == 1, run.stderr

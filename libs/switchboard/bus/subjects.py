@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import re
 
+from ..errors import ConfigError
+
 PREFIX = "switchboard.v1"
 AUDIT_STREAM = "SWITCHBOARD_AUDIT"
 AUDIT_SUBJECTS = f"{PREFIX}.audit.>"
@@ -46,7 +48,7 @@ _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 def check_token(value: str, what: str) -> str:
     """Names that become subject tokens or KV keys: letters, digits, ``_`` and ``-`` only."""
     if not _TOKEN.match(value):
-        raise ValueError(f"invalid {what} {value!r}: use 1-128 letters, digits, '_' or '-'")
+        raise ConfigError(f"invalid {what} {value!r}: use 1-128 letters, digits, '_' or '-'")
     return value
 
 

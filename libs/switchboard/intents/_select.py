@@ -8,6 +8,7 @@ import threading
 import time
 from typing import Literal, get_args
 
+from ..errors import ConfigError
 from ._base import Embedder
 from ._errors import EmbedderUnavailable
 from ._minilm import MiniLMEmbedder
@@ -25,7 +26,8 @@ def get_embedder(name: str = "auto") -> Embedder:
     """The named backend (loaded once per process). ``auto`` prefers ``minilm`` and falls back to
     ``ngram`` when the embeddings extra is not installed; an explicit ``minilm`` raises instead."""
     if name not in BACKENDS:
-        raise ValueError(f"unknown intent backend {name!r} (choose from {', '.join(BACKENDS)})")
+        choices = ", ".join(BACKENDS)
+        raise ConfigError(f"SWITCHBOARD_INTENT_BACKEND: unknown intent backend {name!r} (choose from {choices})")
     with _lock:
         if name != "auto":
             return _load(name)

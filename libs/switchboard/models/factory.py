@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 
 from ..agents.config import REALTIME_PROVIDER, AgentConfig, ScenarioConfig
+from ..errors import ConfigError
 from .base import ModelProvider
 from .offline import OfflineProvider
 
@@ -22,7 +23,7 @@ def check_realtime_keys(scenario: ScenarioConfig, env: Mapping[str, str] | None 
     env = os.environ if env is None else env
     upstream = [a.name for a in scenario.agents if a.upstream]
     if upstream and not env.get("OPENAI_API_KEY"):
-        raise ValueError(
+        raise ConfigError(
             f"scenario {scenario.name!r}: agent(s) {', '.join(upstream)} use provider '{REALTIME_PROVIDER}' (the "
             "OpenAI Realtime API, speech to speech) but OPENAI_API_KEY is not set; set it, or give them another "
             "provider (offline / openai) to run them as agent processes"
@@ -40,7 +41,7 @@ def build_provider(
     env = os.environ if env is None else env
     kind = resolve_provider_name(agent, env)
     if kind == REALTIME_PROVIDER:
-        raise ValueError(
+        raise ConfigError(
             f"agent {agent.name!r} runs on the OpenAI Realtime API through the edge ({REALTIME_PROVIDER}); "
             "no agent process serves it"
         )

@@ -21,6 +21,7 @@ from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 from pydantic import ValidationError
 
 from ..bus import subjects
+from ..errors import ConfigError
 from ..schemas import Rollout, RolloutState, TrackPin
 from ..state.retry import StateRetry
 from .router import STABLE_PIN, choose
@@ -37,7 +38,7 @@ def parse_weights(spec: str) -> dict[str, int]:
             continue
         agent, sep, value = part.partition("=")
         if not sep or not value.strip().isdigit() or not 0 <= int(value) <= 100:
-            raise ValueError(f"canary weight {part!r}: expected agent=percent with percent 0-100")
+            raise ConfigError(f"canary weight {part!r}: expected agent=percent with percent 0-100")
         weights[subjects.check_token(agent.strip(), "agent name")] = int(value)
     return weights
 

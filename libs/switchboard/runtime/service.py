@@ -17,6 +17,7 @@ from pydantic import BaseModel, TypeAdapter
 from ..agents import Scenario
 from ..bus import QueueService, ReplySink, deadline_of
 from ..bus.rpc import remaining
+from ..errors import ConfigError
 from ..guardrails import Boundary, StreamGuard
 from ..guardrails.output import guard_result
 from ..lifecycle import StartStop
@@ -48,7 +49,7 @@ class LoopService(StartStop, Generic[Req]):
         agent = scenario.config.agent(name)
         if agent is None or agent.role != self.role:
             known = [a.name for a in scenario.config.agents if a.role == self.role]
-            raise ValueError(f"no {self.role} {name!r} in scenario {scenario.config.name!r} (known: {known})")
+            raise ConfigError(f"no {self.role} {name!r} in scenario {scenario.config.name!r} (known: {known})")
         self.settings = settings
         self.agent = agent
         self.replica = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"

@@ -15,6 +15,7 @@ from starlette.responses import Response
 
 from switchboard.agents import Scenario, load_scenario
 from switchboard.bus import Bus, StreamingClient, subjects
+from switchboard.errors import ConfigError
 from switchboard.guardrails.moderation import Moderator
 from switchboard.models import check_realtime_keys
 from switchboard.resilience import Breakers, RetryPolicy
@@ -56,7 +57,7 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
     check_realtime_keys(scenario.config)  # an upstream (Realtime API) agent needs OPENAI_API_KEY: fail at start
     keys = KeyRing(settings.api_key_set, settings.api_keys_file)
     if not keys.configured:
-        raise ValueError(
+        raise ConfigError(
             "no API keys: set SWITCHBOARD_API_KEYS_FILE (keys made by 'switchboard keys create') or, for "
             "development, SWITCHBOARD_API_KEYS; the edge refuses to start without them"
         )
@@ -66,7 +67,7 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
     seed = parse_weights(settings.canary_weights)
     unknown = sorted(set(seed) - set(config.agent_names))
     if unknown:
-        raise ValueError(f"SWITCHBOARD_CANARY_WEIGHTS names agents the scenario does not have: {', '.join(unknown)}")
+        raise ConfigError(f"SWITCHBOARD_CANARY_WEIGHTS names agents the scenario does not have: {', '.join(unknown)}")
     authenticator = Authenticator({"api_key": api_key_verifier(keys)})  # client secrets join at start (they need NATS)
 
     @asynccontextmanager
