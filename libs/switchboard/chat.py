@@ -6,6 +6,7 @@ import asyncio
 import json
 import socket
 import sys
+import threading
 from typing import Any
 
 from openai import AsyncOpenAI
@@ -38,8 +39,10 @@ async def chat(url: str, key: str, session: str | None, lines: list[str] | None)
 
 def refusal(exc: BaseException, url: str) -> str | None:
     """What to tell the user when the edge cannot be reached or refuses the connection (its error message
-    when it sent one); ``None`` for any other failure."""
-    from websockets.exceptions import InvalidStatus
+    when it sent one), or a file of theirs cannot be read or written; ``None`` for any other failure."""
+    from websockets.exceptions import InvalidMessage, InvalidStatus, InvalidURI
+
+    from .voice.errors import WavError
 
     if isinstance(exc, InvalidStatus):
         response = exc.response
@@ -47,11 +50,21 @@ def refusal(exc: BaseException, url: str) -> str | None:
             message = json.loads(response.body or b"")["error"]["message"]
         except (ValueError, KeyError, TypeError):
             message = (response.body or b"").decode(errors="replace").strip()[:200]
+        if response.status_code in (403, 404) and not message:  # no realtime endpoint at that path
+            message = "no realtime endpoint there: give the edge's base URL, ending in /v1 (ws://host:8080/v1)"
         return f"the edge at {url} refused the connection: HTTP {response.status_code}" + (
             f": {message}" if message else ""
         )
+    if isinstance(exc, InvalidURI):
+        return f"{url!r} is not a WebSocket URL: give the edge's base URL, e.g. ws://127.0.0.1:8080/v1"
+    if isinstance(exc, InvalidMessage):
+        return f"what answers at {url} is not an edge (no valid HTTP response to the WebSocket handshake)"
     if isinstance(exc, (ConnectionError, socket.gaierror, TimeoutError)):
         return f"cannot reach the edge at {url}: {exc.strerror or exc}"
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.filename}: {exc.strerror}"
+    if isinstance(exc, WavError):
+        return str(exc)
     return None
 
 
@@ -80,5 +93,15 @@ async def _print_response(conn: Any) -> None:
 
 
 async def _read_line() -> str | None:
-    line = await asyncio.to_thread(sys.stdin.readline)
+    """The next line typed (None at end of input), read on a daemon thread: one that is still waiting in
+    ``readline`` when Ctrl-C ends the chat must not keep the process alive until Enter."""
+    loop = asyncio.get_running_loop()
+    got: asyncio.Future[str] = loop.create_future()
+
+    def read() -> None:
+        line = sys.stdin.readline()
+        loop.call_soon_threadsafe(lambda: got.done() or got.set_result(line))
+
+    threading.Thread(target=read, name="chat-stdin", daemon=True).start()
+    line = await got
     return line.rstrip("\n") if line else None

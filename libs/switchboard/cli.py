@@ -224,8 +224,12 @@ def _chat(args: argparse.Namespace) -> None:
             from .voice_chat import chat_voice
 
             wav_in, wav_out = (Path(p) for p in args.voice)
+            if not wav_out.parent.is_dir():  # found out before the turn, not after it, with its answer lost
+                sys.exit(f"switchboard chat: {wav_out.parent}: no such folder for the answer's WAV")
             sys.exit(asyncio.run(chat_voice(args.url, args.key, args.session, wav_in, wav_out)))
         asyncio.run(chat(args.url, args.key, args.session, args.say))
+    except KeyboardInterrupt:
+        sys.exit(130)  # Ctrl-C ends the chat quietly, as Ctrl-D does
     except Exception as exc:
         said = refusal(exc, args.url)
         if said is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 
 from switchboard.bus import Bus
 from switchboard.local import NatsServer
+from switchboard.local.stack import Stack
 from switchboard.state import AuditLog
 
 from .stacks import ROOT
@@ -90,3 +92,40 @@ def test_a_wrong_setting_or_name_is_one_line_before_anything_starts(
     )  # fmt: skip
     assert run.returncode == 2, run.stderr
     assert run.stderr.startswith(says) and run.stderr.count("\n") == 1, run.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--url", "127.0.0.1:8080", "--say", "hi"], "'127.0.0.1:8080' is not a WebSocket URL: "),
+        (["--voice", "/nonexistent/in.wav", "out.wav"], "/nonexistent/in.wav: No such file or directory"),
+        (["--voice", str(ROOT / "README.md"), "out.wav"], f"{ROOT / 'README.md'}: not a PCM WAV file"),
+        (["--voice", str(ROOT / "README.md"), "/nonexistent/out.wav"], "/nonexistent: no such folder"),
+    ],
+)
+def test_chat_says_what_is_wrong_with_its_arguments_in_one_line(args: list[str], says: str) -> None:
+    run = _switchboard("chat", *args)
+    assert run.returncode == 1
+    assert run.stderr.startswith(f"switchboard chat: {says}") and run.stderr.count("\n") == 1, run.stderr
+
+
+def test_chat_pointed_at_something_that_is_not_an_edge_says_so(tmp_path: Path) -> None:
+    with NatsServer(tmp_path / "nats") as server:  # a TCP server that does not speak HTTP
+        url = f"ws://127.0.0.1:{server.port}/v1"
+        run = _switchboard("chat", "--url", url, "--key", "k", "--say", "hello")
+    assert run.returncode == 1
+    assert (
+        run.stderr.startswith(f"switchboard chat: what answers at {url} is not an edge ")
+        and run.stderr.count("\n") == 1
+    )
+
+
+def test_ctrl_c_at_the_chat_prompt_ends_it_at_once_and_quietly(retail: Stack) -> None:
+    chat = subprocess.Popen(
+        [sys.executable, "-m", "switchboard", "chat", "--url", retail.ws_base, "--key", retail.api_key],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert chat.stdout is not None and chat.stdout.readline().startswith("[session ")  # at the prompt
+    chat.send_signal(signal.SIGINT)  # no line typed: it is waiting in readline
+    _, err = chat.communicate(timeout=10)
+    assert (chat.returncode, err) == (130, "")
