@@ -98,9 +98,12 @@ async def _read_line() -> str | None:
     loop = asyncio.get_running_loop()
     got: asyncio.Future[str] = loop.create_future()
 
+    def deliver(line: str) -> None:
+        if not got.done():
+            got.set_result(line)
+
     def read() -> None:
-        line = sys.stdin.readline()
-        loop.call_soon_threadsafe(lambda: got.done() or got.set_result(line))
+        loop.call_soon_threadsafe(deliver, sys.stdin.readline())
 
     threading.Thread(target=read, name="chat-stdin", daemon=True).start()
     line = await got
