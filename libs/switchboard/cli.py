@@ -403,6 +403,8 @@ def main(argv: list[str] | None = None) -> None:
     register_security(sub)
     register_capacity(sub)
     args = parser.parse_args(argv)
+    if args.command in _OPERATOR_COMMANDS:  # each connect attempt's warning is noise: the command says why in one line
+        logging.getLogger("switchboard.bus").setLevel(logging.ERROR)
     try:
         args.fn(args)
     except (
@@ -417,6 +419,10 @@ def main(argv: list[str] | None = None) -> None:
         # one line
         print(f"switchboard {args.command}: {_one_line(exc)}", file=sys.stderr)
         sys.exit(2)
+
+
+_OPERATOR_COMMANDS = frozenset({"trace", "store", "keys", "audit", "rollout"})
+"""Commands that connect to NATS as the operator, do one thing and exit."""
 
 
 def _one_line(exc: Exception) -> str:

@@ -150,6 +150,12 @@ async def test_a_key_change_that_cannot_be_audited_is_undone(stack: Stack) -> No
     )
     for done in both:
         assert done.returncode == 1 and "cannot reach NATS" in done.stderr, done.stderr
+    # a NATS that answers but refuses the login is not "unreachable": the command says what it needs
+    anonymous = ("--nats-url", stack.nats.client_url)
+    for verb in (["keys", "create", "--tenant", "acme", *anonymous], ["audit", *anonymous]):
+        done = await asyncio.to_thread(switchboard, stack, *verb)
+        assert done.returncode == 1 and "refused the credentials" in done.stderr, done.stderr
+        assert "operator login" in done.stderr and done.stderr.count("\n") == 1, done.stderr
     assert await asyncio.to_thread(file.read) == before  # no key added, none revoked
     async with RawClient(stack, key=key) as client:
         await client.open()

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 from ..bus import Bus
+from ..bus.errors import BusUnreachable
 from ..errors import SwitchboardError
 from ..schemas import ControlAction, ControlRecord
 from ..state.control import ControlAudit
@@ -86,10 +87,10 @@ async def _with_audit(nats_url: str | None, use: Callable[[ControlAudit], Awaita
     servers = (nats_url or settings.nats_url).split(",")
     bus = Bus(servers, name="switchboard-control", seed_file=settings.nats_seed_file,
               inbox_prefix=settings.nats_inbox_prefix)  # fmt: skip
-    try:  # the bus retries a lost server forever (right for a service); a command gives up
-        await asyncio.wait_for(bus.connect(), CONNECT_TIMEOUT_S)
-    except TimeoutError:
-        raise CommandError(f"cannot reach NATS at {','.join(servers)} within {CONNECT_TIMEOUT_S:g} s") from None
+    try:  # the bus retries a lost server forever (right for a service); a command gives up, saying why
+        await bus.connect_within(CONNECT_TIMEOUT_S)
+    except BusUnreachable as exc:
+        raise CommandError(str(exc)) from None
     async with bus:
         return await use(await ControlAudit.open(bus.js, replicas=settings.js_replicas))
 
