@@ -125,10 +125,16 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 def _run(args: argparse.Namespace) -> None:
     """Start nats-server, every agent and the edge; keep them running; stop all, in order, on Ctrl-C."""
     from . import logs
+    from .local.ports import in_use
     from .local.stack import ConsoleFormatter, Stack
     from .settings import Settings
 
     settings = Settings()
+    wanted = [(args.nats_port, "127.0.0.1", "nats-server's; --nats-port"),
+              (settings.edge_port, settings.edge_host, "the edge's; SWITCHBOARD_EDGE_PORT")]  # fmt: skip
+    for port, host, what in wanted:  # a stack on a port someone holds would talk to them, not to itself
+        if port and in_use(port, host):
+            raise ConfigError(f"port {port} ({what} chooses another) is in use: by another stack or nats-server?")
     logs.configure("launcher", settings.log_level)
     if not args.quiet:  # beside the processes' echoed lines, in their form; JSON lines otherwise
         logging.getLogger().handlers[0].setFormatter(ConsoleFormatter("launcher"))

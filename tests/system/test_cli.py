@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from switchboard.bus import Bus
 from switchboard.local import NatsServer
+from switchboard.local.ports import free_port
 from switchboard.local.stack import Stack
 from switchboard.state import AuditLog
 
@@ -55,8 +57,6 @@ def test_run_with_a_bad_nats_thread_count_says_so_in_one_line(tmp_path: Path) ->
 
 
 def test_chat_without_an_edge_says_so_in_one_line() -> None:
-    from switchboard.local.ports import free_port
-
     url = f"ws://127.0.0.1:{free_port()}/v1"  # nothing listens there
     run = _switchboard("chat", "--url", url, "--key", "k", "--say", "hello")
     assert run.returncode == 1
@@ -129,3 +129,21 @@ def test_ctrl_c_at_the_chat_prompt_ends_it_at_once_and_quietly(retail: Stack) ->
     chat.send_signal(signal.SIGINT)  # no line typed: it is waiting in readline
     _, err = chat.communicate(timeout=10)
     assert (chat.returncode, err) == (130, "")
+
+
+@pytest.mark.parametrize("held", ["nats", "edge"])
+def test_run_refuses_a_port_something_else_holds(tmp_path: Path, held: str) -> None:
+    """Before: nats-server crash-looped on the port while the agents and edge joined whatever held it."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        nats_port = port if held == "nats" else free_port()
+        run = subprocess.run(
+            [sys.executable, "-m", "switchboard", "run", "--var-dir", str(tmp_path), "--nats-port", str(nats_port)],
+            capture_output=True, text=True, timeout=60, cwd=ROOT,
+            env={**os.environ, "SWITCHBOARD_EDGE_PORT": str(port if held == "edge" else free_port())},
+        )  # fmt: skip
+    assert run.returncode == 2
+    assert run.stderr.startswith(f"switchboard run: port {port} (") and "is in use" in run.stderr, run.stderr
+    assert not (tmp_path / "nats").exists()  # nothing was started

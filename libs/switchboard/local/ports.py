@@ -25,3 +25,14 @@ def free_port(host: str = "127.0.0.1") -> int:
             if (host, port) not in _given:
                 _given.add((host, port))
                 return port
+
+
+def in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something listens on (or holds) ``port``: binding it, as a server would, fails."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port in TIME_WAIT is free for a server
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
