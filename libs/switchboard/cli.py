@@ -304,7 +304,7 @@ def _bus_keys(args: argparse.Namespace) -> None:
     agents = [(a.name, a.role) for a in config.agents]
     try:
         values = chart_keys.write(out, config.name, agents, rotate=args.rotate, retire=args.retire_old)
-    except chart_keys.RotationError as exc:
+    except (chart_keys.RotationError, chart_keys.ValuesFileError) as exc:
         sys.exit(f"switchboard bus-keys: {exc}")
     if args.nats_config:
         Path(args.nats_config).write_text(chart_keys.nats_config(values))
@@ -347,7 +347,10 @@ def main(argv: list[str] | None = None) -> None:
     p.set_defaults(fn=_run)
     p = sub.add_parser("bus-keys", help="NKey identities of every service of a Helm release (a values file)")
     p.add_argument("--scenario", default=None, help="name or path; default SWITCHBOARD_SCENARIO")
-    p.add_argument("--out", default="bus-values.yaml", help="the values file (kept and completed if it exists)")
+    p.add_argument(
+        "--out", default="bus-values.yaml",
+        help="the values file (completed if it exists: its other values are kept, its comments are not)",
+    )  # fmt: skip
     p.add_argument(
         "--rotate", action="store_true",
         help="new seeds for every identity; the old keys stay accepted until --retire-old",

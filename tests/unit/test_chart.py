@@ -797,6 +797,22 @@ async def test_the_rendered_seeds_work_against_the_authorization_block(tmp_path:
             await returns.close()
 
 
+def test_bus_keys_completes_a_values_file_and_refuses_one_it_cannot_read(tmp_path: Path) -> None:
+    path = tmp_path / "values.yaml"
+    path.write_text("image:\n  tag: v1\nnats:\n  url: nats://nats:4222\n  config: {jetstream: {enabled: true}}\n")
+    chart_keys.write(path, "retail", [("triage", "agent")])
+    values = yaml.safe_load(path.read_text())
+    assert values["image"] == {"tag": "v1"} and values["nats"]["url"] == "nats://nats:4222"  # kept
+    assert values["nats"]["config"]["jetstream"] == {"enabled": True}
+    assert values["nats"]["config"]["merge"]["authorization"]["users"] and values["busAuth"]["seeds"]["edge"]
+    for text, says in [("a: [1,\n", "cannot read it as a values file"), ("- 1\n", "a YAML mapping, not a list"),
+                       ("busAuth: 5\n", "busAuth and busAuth.seeds must be mappings")]:  # fmt: skip
+        path.write_text(text)
+        with pytest.raises(chart_keys.ValuesFileError, match=says):
+            chart_keys.write(path, "retail", [("triage", "agent")])
+        assert path.read_text() == text  # left as it was
+
+
 def test_bus_keys_keeps_its_seeds_and_rotates_in_two_steps(tmp_path: Path) -> None:
     path = tmp_path / "bus-values.yaml"
     first = chart_keys.write(path, "retail", [("triage", "agent")])

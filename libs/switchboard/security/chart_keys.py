@@ -39,6 +39,10 @@ class RotationError(SwitchboardError):
     """A rotation step asked out of order (a second rotation before the first is retired)."""
 
 
+class ValuesFileError(SwitchboardError):
+    """The values file to complete cannot be read as a chart values file (one line says why)."""
+
+
 def chart_values(
     identities: list[Identity], seeds: Mapping[str, str], retiring: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
@@ -67,7 +71,10 @@ def write(
     if rotate and retire:
         raise RotationError("rotate and retire are two steps: retire the old keys once every pod runs the new seed")
     wanted = identities(scenario, agents)
-    old = (yaml.safe_load(path.read_text()) or {}).get("busAuth", {}) if path.exists() else {}
+    existing = _read_values(path)
+    old = existing.get("busAuth") or {}
+    if not isinstance(old, dict) or not isinstance(old.get("seeds", {}), dict):
+        raise ValuesFileError(f"{path}: busAuth and busAuth.seeds must be mappings")
     seeds: dict[str, str] = dict(old.get("seeds", {}))
     retiring: dict[str, str] = {} if retire else dict(old.get("retiring", {}))
     if rotate:
@@ -82,8 +89,29 @@ def write(
         if identity.name not in seeds:
             seeds[identity.name] = generate_seed().decode()
     values = chart_values(wanted, seeds, retiring)
+    merged = {**existing, "busAuth": values["busAuth"]}  # the file's other values are kept (its comments are not)
+    try:
+        merge = merged.setdefault("nats", {}).setdefault("config", {}).setdefault("merge", {})
+    except AttributeError:
+        raise ValuesFileError(f"{path}: nats, nats.config and nats.config.merge must be mappings") from None
+    merge["authorization"] = values["nats"]["config"]["merge"]["authorization"]
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
-        out.write(HEADER + yaml.safe_dump(values, sort_keys=False, width=120))
+        out.write(HEADER + yaml.safe_dump(merged, sort_keys=False, width=120))
     os.chmod(path, 0o600)  # an existing file keeps its mode on open: tighten it
     return values
+
+
+def _read_values(path: Path) -> dict[str, Any]:
+    """The values already in ``path`` (none when it does not exist)."""
+    if not path.exists():
+        return {}
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ValuesFileError(f"{path}: cannot read it as a values file: {str(exc).splitlines()[0]}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ValuesFileError(f"{path}: a values file is a YAML mapping, not a {type(loaded).__name__}")
+    return loaded
