@@ -272,18 +272,21 @@ def _validate(args: argparse.Namespace) -> None:
 
 def _store(args: argparse.Namespace) -> None:
     from . import store_dump
+    from .agents import load_scenario
+    from .bus import subjects
     from .settings import Settings
 
     settings = Settings()
+    name = load_scenario(args.scenario or settings.scenario, settings.scenarios_dir).config.name  # a path too
+    if args.collection is not None:
+        subjects.check_token(args.collection, "collection")
     servers = (args.nats_url or settings.nats_url).split(",")
-    for line in store_dump.render(
-        asyncio.run(
-            store_dump.read(
-                servers, args.scenario or settings.scenario, args.collection, seed_file=settings.nats_seed_file
-            )
-        )
-    ):
-        print(line)
+    docs = asyncio.run(store_dump.read(servers, name, args.collection, seed_file=settings.nats_seed_file))
+    try:
+        for line in store_dump.render(docs):
+            print(line)
+    except BrokenPipeError:  # `switchboard store | head`: the reader has what it wanted
+        sys.stderr.close()
 
 
 def _voice(args: argparse.Namespace) -> None:

@@ -209,7 +209,17 @@ async def test_retail_returns_race_from_two_replicas_opens_one_return(pair: tupl
     assert seen["eligible"] is False and seen["reason"] == "already returned"
 
 
-def test_switchboard_store_prints_the_stored_documents(nats_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+def _scenario_folder(folder: Path, name: str) -> str:
+    """A scenario of this name in ``folder``, given as a path (as ``--scenario`` takes one)."""
+    guard = Path(__file__).resolve().parents[1] / "system" / "scenarios" / "guard" / "scenario.yaml"
+    folder.mkdir()
+    (folder / "scenario.yaml").write_text(guard.read_text().replace("name: guard", f"name: {name}", 1))
+    return str(folder)
+
+
+def test_switchboard_store_prints_the_stored_documents(
+    nats_url: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     scenario = f"cli_{uuid.uuid4().hex[:8]}"
 
     async def fill() -> None:
@@ -219,8 +229,9 @@ def test_switchboard_store_prints_the_stored_documents(nats_url: str, capsys: py
             await store.collection("orders", Item).put("A1001", Item(name="headphones"))
 
     asyncio.run(fill())
-    main(["store", "returns", "--scenario", scenario, "--nats-url", nats_url])
+    main(["store", "returns", "--scenario", _scenario_folder(tmp_path / "a", scenario), "--nats-url", nats_url])
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert lines == [{"key": "returns.A1001", "revision": lines[0]["revision"], "value": {"name": "R-1", "qty": 1}}]
-    with pytest.raises(SystemExit, match="no store for scenario 'absent'"):
-        main(["store", "--scenario", "absent", "--nats-url", nats_url])
+    unused = f"cli_{uuid.uuid4().hex[:8]}"  # a scenario whose tools never ran: no bucket
+    with pytest.raises(SystemExit, match=f"no store for scenario '{unused}'"):
+        main(["store", "--scenario", _scenario_folder(tmp_path / "b", unused), "--nats-url", nats_url])
