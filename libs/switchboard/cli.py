@@ -48,6 +48,7 @@ def _edge(args: argparse.Namespace) -> None:
 
         def handle_exit(self, sig: int, frame: Any) -> None:
             if self.draining is not None or not hasattr(app.state, "deps"):
+                app.state.stop_starting()  # still starting (e.g. waiting for NATS): stop that too
                 return super().handle_exit(sig, frame)
             self.draining = asyncio.get_event_loop().create_task(self.drain())
 

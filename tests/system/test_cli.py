@@ -147,3 +147,22 @@ def test_run_refuses_a_port_something_else_holds(tmp_path: Path, held: str) -> N
     assert run.returncode == 2
     assert run.stderr.startswith(f"switchboard run: port {port} (") and "is in use" in run.stderr, run.stderr
     assert not (tmp_path / "nats").exists()  # nothing was started
+
+
+def test_an_edge_waiting_for_nats_stops_on_sigterm() -> None:
+    """It waited for NATS forever: SIGTERM and Ctrl-C were ignored until NATS answered."""
+    nowhere = f"nats://127.0.0.1:{free_port()}"
+    env = {"SWITCHBOARD_NATS_URL": nowhere, "SWITCHBOARD_API_KEYS": "k", "SWITCHBOARD_EDGE_PORT": str(free_port())}
+    edge = subprocess.Popen(
+        [sys.executable, "-m", "switchboard", "edge"], env={**os.environ, **env}, cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert edge.stdout is not None
+    for line in edge.stdout:  # until it is trying NATS, and says where
+        if '"msg": "nats error"' in line:
+            assert nowhere.removeprefix("nats://") in line
+            break
+    edge.send_signal(signal.SIGTERM)
+    rest, _ = edge.communicate(timeout=10)
+    # uvicorn ends a stop by a signal by raising that signal again, as after a drain
+    assert edge.returncode == -signal.SIGTERM and "edge stopped before NATS answered" in rest, rest[-2000:]

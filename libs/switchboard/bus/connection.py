@@ -76,7 +76,8 @@ class Bus:
             if "authorization" in str(exc).lower():
                 self.last_error = str(exc)
                 self._refused.set()
-            log.warning("nats error", extra={"error": repr(exc), "client": self.name})
+            where = without_login(self.servers)
+            log.warning("nats error", extra={"error": repr(exc), "client": self.name, "servers": where})
 
         async def on_disconnect() -> None:
             if not self._closing:  # closing disconnects too: that is no news

@@ -73,7 +73,12 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         setup_tracing("edge")
-        async with settings.bus("edge") as bus:
+        bus = settings.bus("edge")
+        if not await connected_unless_stopped(bus):  # a stop signal while NATS does not answer: nothing to undo
+            log.info("edge stopped before NATS answered")
+            yield
+            return
+        async with bus:
             client = StreamingClient(bus.nc)
             await client.start()
             audit = await AuditLog.open(bus.js, replicas=settings.js_replicas)
@@ -136,7 +141,23 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
         await asyncio.to_thread(shutdown_tracing)
         log.info("edge stopped")
 
+    stopping = asyncio.Event()
+
+    async def connected_unless_stopped(bus: Bus) -> bool:
+        """Connect (NATS may take a while to answer), unless told to stop first (``app.state.stop_starting``)."""
+        connecting, stop = asyncio.ensure_future(bus.connect()), asyncio.ensure_future(stopping.wait())
+        await asyncio.wait({connecting, stop}, return_when=asyncio.FIRST_COMPLETED)
+        if not connecting.done():
+            connecting.cancel()
+        stop.cancel()
+        await asyncio.gather(connecting, stop, return_exceptions=True)
+        if connecting.cancelled():
+            return False
+        connecting.result()
+        return True
+
     app = FastAPI(title="Switchboard edge", lifespan=lifespan)
+    app.state.stop_starting = lambda: asyncio.get_running_loop().call_soon_threadsafe(stopping.set)
     app.state.ws_protocol = CoalescingWebSocketProtocol  # the server's WebSocket protocol (``switchboard edge``)
     app.router.routes.append(metrics_route())
 
