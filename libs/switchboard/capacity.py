@@ -62,7 +62,12 @@ def _number(value: Any) -> float | None:
 
 def costs_from_bench(path: Path) -> Costs:
     """Per-turn costs from a ``make bench`` result; any figure it lacks keeps its default (named in source)."""
-    data = json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not a `make bench` result ({exc})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: not a `make bench` result (a JSON {type(data).__name__}, not an object)")
     sb = _dig(data, "switchboard") or {}
     phase: dict[str, Any] = next(
         (sb[k] for k in ("plain_paced", "plain_unloaded", "plain") if isinstance(sb.get(k), dict)), {}
@@ -204,12 +209,18 @@ def command(args: Any) -> None:
     print(result.model_dump_json(indent=2) if args.json else render(result, workload))
 
 
+_MEASUREMENTS = "bench/results/latest.json"
+"""The measurements ``capacity`` reads unless told otherwise (when present)."""
+
 _OPTIONS = {"--nats-cores-per-node": "--nats-cores", "--shares": "--share"}
 """Model fields whose command-line option is named differently."""
 
 
 def _plan_of(args: Any) -> tuple[Plan, Workload]:
-    costs = costs_from_bench(Path(args.measurements)) if Path(args.measurements).is_file() else Costs()
+    measured = Path(args.measurements or _MEASUREMENTS)
+    if args.measurements and not measured.is_file():  # named: it must be there (the default may be absent)
+        raise ValueError(f"--measurements {args.measurements}: no such file")
+    costs = costs_from_bench(measured) if measured.is_file() else Costs()
     overrides = {k: v for k in Costs.model_fields if (v := getattr(args, k, None)) is not None}
     if overrides:  # validated like the file's figures: a negative or zero cost is refused
         note = f"{costs.source}; given: {', '.join(overrides)}"
@@ -223,8 +234,11 @@ def _plan_of(args: Any) -> tuple[Plan, Workload]:
             shares[name] = -1.0
         if shares[name] < 0:
             raise ValueError(f"--share {item!r}: expected agent=weight with a weight >= 0")
+    agents = _scenario_agents(args.scenario)
+    if unknown := sorted(set(shares) - set(agents)) if agents != ["agent"] else []:
+        raise ValueError(f"--share: the scenario has no agent {', '.join(unknown)} (its agents: {', '.join(agents)})")
     if not shares:
-        shares = {name: 1.0 for name in _scenario_agents(args.scenario)}
+        shares = {name: 1.0 for name in agents}
     workload = Workload(
         calls=args.calls, turn_interval_s=args.turn_interval_s, handoffs_per_turn=args.handoffs_per_turn,
         model_latency_s=args.model_latency_s, shares=shares,
@@ -241,13 +255,15 @@ def _scenario_agents(scenario: str | None) -> list[str]:
     try:
         config = load_scenario(scenario or settings.scenario, settings.scenarios_dir).config
     except ScenarioError:
-        return ["agent"]
+        if scenario:  # named: it must load
+            raise
+        return ["agent"]  # the default scenario is not here (run outside the project): one kind of agent
     return [a.name for a in config.agents if a.role == "agent"]
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("capacity", help="size edges, agent replicas and NATS for N concurrent calls")
-    p.add_argument("--measurements", default="bench/results/latest.json", help="a `make bench` result")
+    p.add_argument("--measurements", default=None, help=f"a `make bench` result (default {_MEASUREMENTS}, if present)")
     p.add_argument("--calls", type=int, default=10_000)
     p.add_argument("--turn-interval-s", type=float, default=8.0, help="seconds between one call's turns")
     p.add_argument("--handoffs-per-turn", type=float, default=0.1)

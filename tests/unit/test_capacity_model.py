@@ -82,6 +82,12 @@ def test_figures_come_from_the_measurements_file_and_missing_ones_are_named(tmp_
     assert json.loads(done.stdout)["costs"]["edge_cpu_ms"] == 2.0
 
 
+def test_an_unknown_scenario_is_refused_not_sized_as_one_agent() -> None:
+    done = capacity("--scenario", "nope")
+    assert done.returncode == 2 and not done.stdout
+    assert done.stderr.startswith("switchboard capacity: scenario 'nope' not found"), done.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "error"),
     [
@@ -92,6 +98,10 @@ def test_figures_come_from_the_measurements_file_and_missing_ones_are_named(tmp_
         (["--share", "triage"], "--share 'triage': expected agent=weight with a weight >= 0"),
         (["--share", "triage=lots"], "--share 'triage=lots': expected agent=weight"),
         (["--edge-voice-cores-per-call", "-0.1"], "--edge-voice-cores-per-call: Input should be greater than"),
+        (["--measurements", "/nonexistent.json"], "--measurements /nonexistent.json: no such file"),  # not defaults
+        (["--measurements", "README.md"], "README.md: not a `make bench` result"),
+        (["--measurements", "pyproject.toml", "--share", "triage=1"], "pyproject.toml: not a `make bench` result"),
+        (["--share", "nobody=1"], "--share: the scenario has no agent nobody (its agents: triage, "),
     ],
 )
 def test_bad_input_is_one_line_naming_the_option(args: list[str], error: str) -> None:
