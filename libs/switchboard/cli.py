@@ -23,6 +23,7 @@ from .local.nats_server import NatsConfigError
 from .local.parent import stop_with_launcher
 from .security.api_keys import DEFAULT_KEYS_FILE, KeyFileError
 from .timeline import NoAuditStream
+from .voice.errors import WavError
 
 if TYPE_CHECKING:
     from .local.trace_viewer import PhoenixViewer
@@ -431,6 +432,12 @@ def main(argv: list[str] | None = None) -> None:
     ) as exc:
         # one line
         print(f"switchboard {args.command}: {_one_line(exc)}", file=sys.stderr)
+        sys.exit(2)
+    except (OSError, WavError) as exc:
+        if isinstance(exc, OSError) and not exc.filename:  # not a file the user named: a real failure
+            raise
+        said = f"{exc.filename}: {exc.strerror}" if isinstance(exc, OSError) else str(exc)
+        print(f"switchboard {args.command}: {said}", file=sys.stderr)
         sys.exit(2)
 
 

@@ -166,3 +166,17 @@ def test_an_edge_waiting_for_nats_stops_on_sigterm() -> None:
     rest, _ = edge.communicate(timeout=10)
     # uvicorn ends a stop by a signal by raising that signal again, as after a drain
     assert edge.returncode == -signal.SIGTERM and "edge stopped before NATS answered" in rest, rest[-2000:]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["voice", "transcribe", "/nonexistent/in.wav"],
+        ["voice", "say", "hello", "/nonexistent/out.wav"],
+        ["routing-eval", "/nonexistent/set.yaml"],
+    ],
+)
+def test_a_file_that_is_not_there_is_one_line_naming_it(args: list[str]) -> None:
+    run = _switchboard(*args)
+    assert run.returncode == 2
+    assert run.stderr == f"switchboard {args[0]}: {args[-1]}: No such file or directory\n", run.stderr

@@ -30,7 +30,7 @@ def read_wav(path: str | Path) -> Pcm16:
 
 
 def write_wav(path: str | Path, samples: Pcm16, rate: int = PCM_RATE) -> None:
-    with wave.open(str(path), "wb") as f:
+    with open(path, "wb") as out, wave.open(out, "wb") as f:  # the file first: wave leaves no half object
         f.setnchannels(1)
         f.setsampwidth(2)
         f.setframerate(rate)
