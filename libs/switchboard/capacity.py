@@ -22,6 +22,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
+from .options import option_error
+
 
 class Costs(BaseModel):
     """Measured per-turn costs (CPU milliseconds per caller turn, one hop) and per-process limits."""
@@ -201,9 +203,7 @@ def command(args: Any) -> None:
     try:
         result, workload = _plan_of(args)
     except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        option = "--" + str(first["loc"][0]).replace("_", "-") if first["loc"] else "input"
-        sys.exit(f"switchboard capacity: error: {_OPTIONS.get(option, option)}: {first['msg']}")
+        sys.exit(f"switchboard capacity: error: {option_error(exc, _OPTIONS)}")
     except ValueError as exc:
         sys.exit(f"switchboard capacity: error: {exc}")
     print(result.model_dump_json(indent=2) if args.json else render(result, workload))

@@ -115,6 +115,9 @@ async def test_keys_made_by_the_cli_open_sessions_and_are_stored_hashed(stack: S
         assert (await say(conn, "hello")).status == "completed"
     status, body = await refused(stack, key=key[:-1] + ("A" if key[-1] != "A" else "B"))
     assert (status, body["error"]["code"]) == (401, "invalid_api_key")
+    bad = switchboard(stack, "keys", "create", "--tenant", "acme", "--max-sessions", "0")
+    assert bad.returncode == 1  # one line naming the option, not a pydantic dump
+    assert bad.stderr == "switchboard keys create: error: --max-sessions: Input should be greater than or equal to 1\n"
 
 
 async def test_the_edges_info_and_stats_answer_api_key_callers_only(stack: Stack) -> None:

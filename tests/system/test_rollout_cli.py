@@ -72,6 +72,10 @@ async def test_bad_input_is_refused_and_changes_nothing(stack: Stack, tmp_path: 
     assert "unknown agent 'nobody'" in await refused(stack, "abort", "nobody")
     assert "outside 0-100" in await refused(stack, "set-weight", "triage", "101")
     assert "outside 0-100" in await refused(stack, "set-weight", "triage", "-1")
+    # the gate's options are named as typed (they were reported as SWITCHBOARD_MIN_TURNS)
+    assert "--min-turns: Input should be greater than or equal to 1" in await refused(
+        stack, "promote", "triage", "--min-turns", "0"
+    )
     assert "has no canary running" in await refused(stack, "promote", "triage")
     assert "has no canary running" in await refused(stack, "abort", "triage")
     # the canary's configuration does not load: checked from its scenario, or no canary replica ever answers

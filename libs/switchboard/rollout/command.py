@@ -16,8 +16,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
+
 from ..agents import ScenarioError, load_scenario
 from ..bus import Bus, BusUnreachable
+from ..options import option_error
 from ..schemas import ControlAction, Rollout, RolloutState
 from ..state.control import ControlAudit
 from .errors import CanaryNotServing, GateRefused, RolloutError, UnknownAgent
@@ -82,6 +85,12 @@ async def run(args: argparse.Namespace, out: Any = None) -> None:
     settings = Settings()
     if args.verb == "set-weight":
         check_weight(args.weight)  # before anything else: a bad weight touches nothing
+    policy = None
+    if args.verb == "promote":  # the gate's options too
+        try:
+            policy = GatePolicy(**{k: getattr(args, k) for k in GatePolicy.model_fields})
+        except ValidationError as exc:
+            raise RolloutError(option_error(exc)) from None
     agents = _scenario_agents(args.scenario or settings.scenario, settings.scenarios_dir)
     if agents is not None and getattr(args, "agent", None) is not None and args.agent not in agents:
         raise UnknownAgent(f"unknown agent {args.agent!r} (the scenario's agents: {', '.join(agents)})")
@@ -110,8 +119,7 @@ async def run(args: argparse.Namespace, out: Any = None) -> None:
         elif args.verb == "set-weight":
             await op.set_weight(args.agent, args.weight, version=args.version, canary_scenario=args.canary_scenario,
                                 replicas=args.replicas)  # fmt: skip
-        elif args.verb == "promote":
-            policy = GatePolicy(**{k: getattr(args, k) for k in GatePolicy.model_fields})
+        elif policy is not None:  # promote
             await op.promote(args.agent, force=args.force, finish=args.finish, policy=policy)
         elif args.verb == "abort":
             await op.abort(args.agent)

@@ -15,9 +15,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
+from pydantic import ValidationError
+
 from ..bus import Bus
 from ..bus.errors import BusUnreachable
 from ..errors import SwitchboardError
+from ..options import option_error
 from ..schemas import ControlAction, ControlRecord
 from ..state.control import ControlAudit
 from .api_keys import DEFAULT_KEYS_FILE, ApiKey, KeyFile, KeyFileError, KeyLimits, new_key
@@ -111,6 +114,8 @@ async def keys(args: argparse.Namespace) -> str:
         try:
             limits = KeyLimits(**{k: getattr(args, k) for k in KeyLimits.model_fields})
             key, record = new_key(args.tenant, name=args.name, limits=limits)
+        except ValidationError as exc:
+            raise CommandError(option_error(exc)) from None
         except ValueError as exc:
             raise CommandError(str(exc).splitlines()[0]) from None
         details = {"tenant": record.tenant} | ({"name": record.name} if record.name else {})
