@@ -132,6 +132,13 @@ def _run(args: argparse.Namespace) -> None:
     from .settings import Settings
 
     settings = Settings()
+    if args.nats_port is None:  # read here, not while building the parser: a bad value must not break --help
+        port = os.environ.get("SWITCHBOARD_NATS_PORT", "4222")
+        if not port.isdigit():
+            raise ConfigError(f"SWITCHBOARD_NATS_PORT must be a port number, got {port!r}")
+        args.nats_port = int(port)
+    if not 0 < args.nats_port < 65536:
+        raise ConfigError(f"nats port {args.nats_port} is not a port number (1-65535)")
     wanted = [(args.nats_port, "127.0.0.1", "nats-server's; --nats-port"),
               (settings.edge_port, settings.edge_host, "the edge's; SWITCHBOARD_EDGE_PORT")]  # fmt: skip
     for port, host, what in wanted:  # a stack on a port someone holds would talk to them, not to itself
@@ -343,7 +350,7 @@ def main(argv: list[str] | None = None) -> None:
     p.set_defaults(fn=_supervisor)
     p = sub.add_parser("run", help="start nats-server, every agent and the edge locally")
     p.add_argument("--var-dir", default="var", help="where data and logs go (default: var)")
-    p.add_argument("--nats-port", type=int, default=int(os.environ.get("SWITCHBOARD_NATS_PORT", "4222")))
+    p.add_argument("--nats-port", type=int, default=None, help="default SWITCHBOARD_NATS_PORT, else 4222")
     p.add_argument("--quiet", action="store_true", help="do not echo the processes' logs")
     p.add_argument(
         "--tls", action="store_true", default=os.environ.get("SWITCHBOARD_DEV_TLS", "") == "1",

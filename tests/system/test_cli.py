@@ -28,6 +28,14 @@ def _switchboard(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def test_a_bad_launcher_setting_does_not_break_help() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "switchboard", "--help"], capture_output=True, text=True, timeout=30, cwd=ROOT,
+        env={**os.environ, "SWITCHBOARD_NATS_PORT": "abc"},
+    )  # fmt: skip
+    assert run.returncode == 0 and run.stdout.startswith("usage: switchboard"), run.stderr
+
+
 async def test_trace_writes_nothing_on_stderr(tmp_path: Path) -> None:
     with NatsServer(tmp_path / "nats") as server:
         async with Bus([server.url], name="test") as bus:
@@ -80,6 +88,13 @@ def test_chat_without_an_edge_says_so_in_one_line() -> None:
             "switchboard agent: SWITCHBOARD_LOG_LEVEL: ",
         ),
         (["trace", "sess_x]"], {}, "switchboard trace: invalid session id 'sess_x]'"),
+        (["run"], {"SWITCHBOARD_NATS_PORT": "abc"}, "switchboard run: SWITCHBOARD_NATS_PORT must be a port number"),
+        (["run", "--nats-port", "99999"], {}, "switchboard run: nats port 99999 is not a port number"),
+        (
+            ["validate"],
+            {"SWITCHBOARD_SCENARIOS_DIR": "/nonexistent"},
+            "switchboard validate: scenario 'retail': there is no scenarios folder /nonexistent; ",
+        ),
     ],
 )
 def test_a_wrong_setting_or_name_is_one_line_before_anything_starts(

@@ -54,7 +54,12 @@ def resolve_scenario_dir(name_or_path: str, scenarios_dir: Path) -> Path:
         by_name = scenarios_dir / name_or_path
         if by_name.is_dir():
             return by_name
-        known = sorted(p.name for p in scenarios_dir.iterdir() if p.is_dir()) if scenarios_dir.is_dir() else []
+        if not scenarios_dir.is_dir():
+            raise ScenarioError(
+                f"scenario {name_or_path!r}: there is no scenarios folder {scenarios_dir.resolve()}; run from the "
+                "project's folder, set SWITCHBOARD_SCENARIOS_DIR, or give the scenario's path"
+            )
+        known = sorted(p.name for p in scenarios_dir.iterdir() if p.is_dir())
         raise ScenarioError(f"scenario {name_or_path!r} not found in {scenarios_dir} (known: {known})")
     candidate = Path(name_or_path)
     if candidate.is_file():
