@@ -137,8 +137,8 @@ def _run(args: argparse.Namespace) -> None:
         if not port.isdigit():
             raise ConfigError(f"SWITCHBOARD_NATS_PORT must be a port number, got {port!r}")
         args.nats_port = int(port)
-    if not 0 < args.nats_port < 65536:
-        raise ConfigError(f"nats port {args.nats_port} is not a port number (1-65535)")
+    if not 0 <= args.nats_port < 65536:  # 0: any free port
+        raise ConfigError(f"nats port {args.nats_port} is not a port number (1-65535, or 0 for any free one)")
     wanted = [(args.nats_port, "127.0.0.1", "nats-server's; --nats-port"),
               (settings.edge_port, settings.edge_host, "the edge's; SWITCHBOARD_EDGE_PORT")]  # fmt: skip
     for port, host, what in wanted:  # a stack on a port someone holds would talk to them, not to itself

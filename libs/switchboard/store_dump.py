@@ -27,7 +27,11 @@ async def read(
         except BucketNotFoundError:
             hint = "no agent with tools has started yet"
             raise SystemExit(f"no store for scenario {scenario!r} (bucket {bucket}): {hint}") from None
-        found = await ToolStore(kv, bucket).scan(f"{collection}.>" if collection else ">")
+        store = ToolStore(kv, bucket)
+        found = await store.scan(f"{collection}.>" if collection else ">")
+        if collection and not found:  # a typo, or nothing stored yet: say which collections there are
+            names = sorted({key.split(".", 1)[0] for key in await store.scan(">")})
+            raise SystemExit(f"no documents in collection {collection!r} (collections: {', '.join(names) or 'none'})")
     return [{"key": key, "revision": rev, "value": _json(data)} for key, (data, rev) in sorted(found.items())]
 
 

@@ -164,19 +164,23 @@ def test_run_refuses_a_port_something_else_holds(tmp_path: Path, held: str) -> N
     assert not (tmp_path / "nats").exists()  # nothing was started
 
 
-def test_an_edge_waiting_for_nats_stops_on_sigterm() -> None:
-    """It waited for NATS forever: SIGTERM and Ctrl-C were ignored until NATS answered."""
-    nowhere = f"nats://127.0.0.1:{free_port()}"
-    env = {"SWITCHBOARD_NATS_URL": nowhere, "SWITCHBOARD_API_KEYS": "k", "SWITCHBOARD_EDGE_PORT": str(free_port())}
+def test_an_edge_waiting_for_nats_stops_on_sigterm(tmp_path: Path) -> None:
+    """It waited for NATS forever: SIGTERM and Ctrl-C were ignored until NATS answered. (Its only keys are
+    in a file that is not there: it says so, as a typo in that path would otherwise refuse every client.)"""
+    nowhere, missing = f"nats://127.0.0.1:{free_port()}", tmp_path / "api-keys.json"
+    env = {"SWITCHBOARD_NATS_URL": nowhere, "SWITCHBOARD_API_KEYS": "", "SWITCHBOARD_API_KEYS_FILE": str(missing)}
     edge = subprocess.Popen(
-        [sys.executable, "-m", "switchboard", "edge"], env={**os.environ, **env}, cwd=ROOT,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [sys.executable, "-m", "switchboard", "edge"], env={**os.environ, **env, "SWITCHBOARD_EDGE_PORT": "0"},
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     assert edge.stdout is not None
+    seen = []
     for line in edge.stdout:  # until it is trying NATS, and says where
+        seen.append(line)
         if '"msg": "nats error"' in line:
             assert nowhere.removeprefix("nats://") in line
             break
+    assert any("API key file not found" in line and str(missing) in line for line in seen), seen
     edge.send_signal(signal.SIGTERM)
     rest, _ = edge.communicate(timeout=10)
     # uvicorn ends a stop by a signal by raising that signal again, as after a drain

@@ -82,6 +82,10 @@ async def test_bad_input_is_refused_and_changes_nothing(stack: Stack, tmp_path: 
     error = await refused(stack, "set-weight", "triage", "10", "--canary-scenario", str(broken_scenario(tmp_path)))
     assert "configuration of 'triage' does not load" in error and "no_such_tool" in error
     assert "no canary replica of 'auth' answers" in await refused(stack, "set-weight", "auth", "10")
+    missing = str(tmp_path / "no-kubeconfig")
+    assert f"--kube: no usable kubeconfig ({missing})" in await refused(
+        stack, "status", "--kube", "--kubeconfig", missing
+    )
 
 
 async def test_a_canary_process_whose_configuration_does_not_load_never_serves(stack: Stack, tmp_path: Path) -> None:

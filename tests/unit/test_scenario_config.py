@@ -161,6 +161,10 @@ def test_load_valid_scenario_from_folder(scenarios_dir: Path) -> None:
     # by path too (folder or scenario.yaml)
     assert load_scenario(str(path), scenarios_dir).config.name == name
     assert load_scenario(str(path / "scenario.yaml"), scenarios_dir).config.name == name
+    other = path / "my.yml"  # not read in place of the folder's scenario.yaml: refused, saying what a scenario is
+    other.write_text("name: other\n")
+    with pytest.raises(ScenarioError, match="a scenario is a folder holding scenario.yaml"):
+        load_scenario(str(other), scenarios_dir)
 
 
 def test_missing_scenario_lists_known_ones(scenarios_dir: Path) -> None:
@@ -191,6 +195,14 @@ def test_unparseable_yaml_is_a_scenario_error(scenarios_dir: Path) -> None:
     (folder / "scenario.yaml").write_text("name: [unclosed\n")
     with pytest.raises(ScenarioError, match="cannot read"):
         load_scenario("broken", scenarios_dir)
+
+
+def test_a_scenario_yaml_that_is_not_utf8_is_a_scenario_error(scenarios_dir: Path) -> None:
+    folder = scenarios_dir / "latin1"
+    folder.mkdir()
+    (folder / "scenario.yaml").write_bytes("name: caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(ScenarioError, match="cannot read"):
+        load_scenario("latin1", scenarios_dir)
 
 
 def test_missing_yaml_is_a_scenario_error(scenarios_dir: Path) -> None:

@@ -232,6 +232,8 @@ def test_switchboard_store_prints_the_stored_documents(
     main(["store", "returns", "--scenario", _scenario_folder(tmp_path / "a", scenario), "--nats-url", nats_url])
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert lines == [{"key": "returns.A1001", "revision": lines[0]["revision"], "value": {"name": "R-1", "qty": 1}}]
+    with pytest.raises(SystemExit, match=r"no documents in collection 'retrns' \(collections: orders, returns\)"):
+        main(["store", "retrns", "--scenario", str(tmp_path / "a"), "--nats-url", nats_url])
     unused = f"cli_{uuid.uuid4().hex[:8]}"  # a scenario whose tools never ran: no bucket
     with pytest.raises(SystemExit, match=f"no store for scenario '{unused}'"):
         main(["store", "--scenario", _scenario_folder(tmp_path / "b", unused), "--nats-url", nats_url])

@@ -63,6 +63,11 @@ def resolve_scenario_dir(name_or_path: str, scenarios_dir: Path) -> Path:
         raise ScenarioError(f"scenario {name_or_path!r} not found in {scenarios_dir} (known: {known})")
     candidate = Path(name_or_path)
     if candidate.is_file():
+        if candidate.name != "scenario.yaml":  # its folder's scenario.yaml would be read, not this file
+            raise ScenarioError(
+                f"scenario path {name_or_path!r}: a scenario is a folder holding scenario.yaml (and its tools);"
+                " give the folder or its scenario.yaml"
+            )
         return candidate.parent
     if candidate.is_dir():
         return candidate
@@ -74,7 +79,7 @@ def load_scenario(name_or_path: str, scenarios_dir: Path) -> Scenario:
     yaml_path = folder / "scenario.yaml"
     try:
         raw = yaml.safe_load(yaml_path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ScenarioError(f"cannot read {yaml_path}: {exc}") from exc
     try:
         config = ScenarioConfig.model_validate(raw)

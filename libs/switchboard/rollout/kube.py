@@ -42,14 +42,18 @@ class DeploymentStatus:
 def api_client(kubeconfig: str | None = None, context: str | None = None) -> client.ApiClient:
     """A client from a kubeconfig file, else the pod's service account, else the default kubeconfig."""
     configuration = client.Configuration()
-    if kubeconfig:
-        load = config.load_kube_config  # unannotated upstream
-        load(config_file=kubeconfig, context=context, client_configuration=configuration)  # type: ignore[no-untyped-call]
-    else:
-        try:
-            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        except config.ConfigException:
-            config.load_kube_config(context=context, client_configuration=configuration)  # type: ignore[no-untyped-call]
+    where = kubeconfig or "the pod's service account, then ~/.kube/config"
+    try:
+        if kubeconfig:
+            load = config.load_kube_config  # unannotated upstream
+            load(config_file=kubeconfig, context=context, client_configuration=configuration)  # type: ignore[no-untyped-call]
+        else:
+            try:
+                config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            except config.ConfigException:
+                config.load_kube_config(context=context, client_configuration=configuration)  # type: ignore[no-untyped-call]
+    except (config.ConfigException, OSError) as exc:
+        raise ClusterError(f"--kube: no usable kubeconfig ({where}): {exc} (nothing was changed)") from None
     return client.ApiClient(configuration)
 
 

@@ -61,6 +61,11 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
             "no API keys: set SWITCHBOARD_API_KEYS_FILE (keys made by 'switchboard keys create') or, for "
             "development, SWITCHBOARD_API_KEYS; the edge refuses to start without them"
         )
+    if not settings.api_key_set and settings.api_keys_file is not None and not settings.api_keys_file.is_file():
+        log.warning(  # a typo in the path would refuse every client without a word
+            "API key file not found: every client is refused until it is written",
+            extra={"file": str(settings.api_keys_file)},
+        )
     allowed_origins = parse_origins(settings.allowed_origins)
     limiter = KeyLimiter()
     config = scenario.config
