@@ -37,12 +37,18 @@ async def chat(url: str, key: str, session: str | None, lines: list[str] | None)
             await _print_response(conn)
 
 
+def is_wav_error(exc: BaseException) -> bool:
+    """A WAV file the voice code could not read. Its module is not imported here: the voice package needs
+    numpy, which only the ``voice`` extra installs (the image has none), and where no voice code ran, no
+    exception can be one."""
+    errors = sys.modules.get("switchboard.voice.errors")
+    return errors is not None and isinstance(exc, errors.WavError)
+
+
 def refusal(exc: BaseException, url: str) -> str | None:
     """What to tell the user when the edge cannot be reached or refuses the connection (its error message
     when it sent one), or a file of theirs cannot be read or written; ``None`` for any other failure."""
     from websockets.exceptions import InvalidMessage, InvalidStatus, InvalidURI
-
-    from .voice.errors import WavError
 
     if isinstance(exc, InvalidStatus):
         response = exc.response
@@ -63,7 +69,7 @@ def refusal(exc: BaseException, url: str) -> str | None:
         return f"cannot reach the edge at {url}: {exc.strerror or exc}"
     if isinstance(exc, OSError) and exc.filename:
         return f"{exc.filename}: {exc.strerror}"
-    if isinstance(exc, WavError):
+    if is_wav_error(exc):
         return str(exc)
     return None
 

@@ -23,7 +23,6 @@ from .local.nats_server import NatsConfigError
 from .local.parent import stop_with_launcher
 from .security.api_keys import DEFAULT_KEYS_FILE, KeyFileError
 from .timeline import NoAuditStream
-from .voice.errors import WavError
 
 if TYPE_CHECKING:
     from .local.trace_viewer import PhoenixViewer
@@ -299,8 +298,10 @@ def _store(args: argparse.Namespace) -> None:
 
 
 def _voice(args: argparse.Namespace) -> None:
-    from .voice.cli import main as voice_main  # needs the voice extra
-
+    try:
+        from .voice.cli import main as voice_main
+    except ImportError as exc:  # numpy and the engines come with the voice extra (not in the service image)
+        raise ConfigError(f"needs the voice extra: pip install 'switchboard[voice]' ({exc})") from None
     voice_main(args)
 
 
@@ -440,8 +441,11 @@ def main(argv: list[str] | None = None) -> None:
         # one line
         print(f"switchboard {args.command}: {_one_line(exc)}", file=sys.stderr)
         sys.exit(2)
-    except (OSError, WavError) as exc:
-        if isinstance(exc, OSError) and not exc.filename:  # not a file the user named: a real failure
+    except Exception as exc:
+        from .chat import is_wav_error
+
+        named_file = isinstance(exc, OSError) and bool(exc.filename)
+        if not named_file and not is_wav_error(exc):  # not a file the user named: a real failure
             raise
         said = f"{exc.filename}: {exc.strerror}" if isinstance(exc, OSError) else str(exc)
         print(f"switchboard {args.command}: {said}", file=sys.stderr)

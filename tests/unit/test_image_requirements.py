@@ -50,3 +50,22 @@ def test_every_package_in_the_source_tree_is_installed() -> None:
         for init in (ROOT / root).rglob("__init__.py")
     }
     assert found == listed
+
+
+def test_the_command_runs_without_the_voice_extras_numpy() -> None:
+    """The image installs no numpy (the ``voice`` extra does): the ``switchboard`` command, its one-line
+    errors included, must not import the voice package on its way (it once did, and every container failed)."""
+    script = (
+        "import sys; sys.modules['numpy'] = None\n"  # `import numpy` now fails, as in the image
+        "from switchboard.cli import main\n"
+        "for argv in (['chat', '--url', 'nowhere', '--say', 'x'], ['validate'], ['voice', 'transcribe', '/no.wav']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit as exc:\n"
+        "        print('exit', exc.code)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert "exit switchboard chat: 'nowhere' is not a WebSocket URL" in done.stdout, done.stdout
+    assert "scenario 'retail' is valid" in done.stdout and "exit 2" in done.stdout
+    assert "switchboard voice: needs the voice extra: pip install 'switchboard[voice]'" in done.stderr
