@@ -88,6 +88,16 @@ def test_chat_without_an_edge_says_so_in_one_line() -> None:
             "switchboard agent: SWITCHBOARD_LOG_LEVEL: ",
         ),
         (["trace", "sess_x]"], {}, "switchboard trace: invalid session id 'sess_x]'"),
+        (
+            ["trace", "sess_x"],
+            {"SWITCHBOARD_NATS_SEED_FILE": str(ROOT / "README.md")},
+            "switchboard trace: SWITCHBOARD_NATS_SEED_FILE ",
+        ),
+        (
+            ["audit"],
+            {"SWITCHBOARD_NATS_SEED_FILE": "/nonexistent.seed"},
+            "switchboard audit: SWITCHBOARD_NATS_SEED_FILE /nonexistent.seed: No such file",
+        ),
         (["run"], {"SWITCHBOARD_NATS_PORT": "abc"}, "switchboard run: SWITCHBOARD_NATS_PORT must be a port number"),
         (["run", "--nats-port", "99999"], {}, "switchboard run: nats port 99999 is not a port number"),
         (

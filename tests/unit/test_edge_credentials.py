@@ -48,6 +48,10 @@ def test_a_broken_key_file_stops_the_start_but_not_a_running_edge(tmp_path: Path
     path.write_text("{not json")
     with pytest.raises(KeyFileError, match="cannot read the key file"):
         KeyRing(path=path)
+    for shape in ("[]", '{"keys": {}}'):  # JSON, but not a key file: one line, not an AttributeError
+        path.write_text(shape)
+        with pytest.raises(KeyFileError, match="expected an object with a 'keys' list"):
+            KeyRing(path=path)
     key, record = new_key("acme")
     path.write_text(json.dumps({"keys": [record.model_dump(mode="json")]}))
     ring = KeyRing(path=path)

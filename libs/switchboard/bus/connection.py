@@ -13,6 +13,7 @@ import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
+from ..errors import ConfigError
 from .errors import BusUnreachable
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,7 @@ class Bus:
     def _credentials(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         if self.seed_file is not None:
+            _check_seed(self.seed_file)  # before connecting: nats-py would fail on it with "invalid seed" later
             out["nkeys_seed"] = str(self.seed_file)
         if self.inbox_prefix is not None:
             out["inbox_prefix"] = self.inbox_prefix
@@ -151,3 +153,15 @@ class Bus:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.close()
+
+
+def _check_seed(path: Path) -> None:
+    """``path`` holds an NKey seed (``SWITCHBOARD_NATS_SEED_FILE``), or say which file does not, in one line."""
+    import nkeys
+
+    try:
+        nkeys.from_seed(path.read_bytes().strip())
+    except OSError as exc:
+        raise ConfigError(f"SWITCHBOARD_NATS_SEED_FILE {path}: {exc.strerror}") from None
+    except Exception:  # nkeys raises its own errors for a malformed seed
+        raise ConfigError(f"SWITCHBOARD_NATS_SEED_FILE {path}: not an NKey seed") from None

@@ -149,10 +149,13 @@ class KeyFile:
             return []
         except (OSError, ValueError) as exc:
             raise KeyFileError(f"cannot read the key file {self.path}: {exc}") from None
+        if not isinstance(data, dict) or not isinstance(data.get("keys", []), list):
+            raise KeyFileError(f"the key file {self.path} is not valid: expected an object with a 'keys' list")
         try:
             return [ApiKey.model_validate(k) for k in data.get("keys", [])]
         except ValueError as exc:
-            raise KeyFileError(f"the key file {self.path} is not valid: {exc}") from None
+            first = str(exc).splitlines()
+            raise KeyFileError(f"the key file {self.path} is not valid: {' '.join(first[:3])}") from None
 
     @contextmanager
     def change(self) -> Iterator[list[ApiKey]]:
