@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +85,34 @@ def test_export_command_check_fails_on_missing_file(tmp_path: Path, capsys: Any)
             (tmp_path / p.name).write_text(p.read_text())
     assert export_command(tmp_path, check=True, allow_breaking=False) == 1
     assert not (tmp_path / "error.json").exists(), "check mode must not write files"
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (b'{\n  "properties": {\n', "not valid JSON (Expecting property name"),  # truncated
+        (b"<<<<<<< HEAD\n{}\n=======\n{}\n>>>>>>> theirs\n", "not valid JSON (Expecting value: line 1 column 1"),
+        (b"\xff\x00\xff\x00", "not valid JSON ("),  # not text
+        (b'["a", "list"]', "not the JSON Schema of a message"),
+        (b'{"properties": {"text": "string"}}', "not the JSON Schema of a message"),
+    ],
+)
+def test_the_command_over_a_corrupt_schema_file_says_which_in_one_line_and_writes_nothing(
+    tmp_path: Path, content: bytes, says: str
+) -> None:
+    """It was a JSONDecodeError (or AttributeError) traceback."""
+    for p in SCHEMA_DIR.glob("*.json"):
+        if p.name != "error.json":  # one the command would write
+            (tmp_path / p.name).write_text(p.read_text())
+    corrupt = tmp_path / "control_record.json"  # compared after error.json would be written
+    corrupt.write_bytes(content)
+    run = subprocess.run(
+        [sys.executable, "-m", "switchboard", "schemas", "--dir", str(tmp_path)], capture_output=True, timeout=60
+    )
+    stderr = run.stderr.decode()
+    assert run.returncode == 2, stderr
+    assert stderr.startswith(f"switchboard schemas: {corrupt}: {says}") and stderr.count("\n") == 1, stderr
+    assert corrupt.read_bytes() == content and not (tmp_path / "error.json").exists()  # nothing written
 
 
 # --- (c): the checker detects breaking changes -----------------------------------------------------

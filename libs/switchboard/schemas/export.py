@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
+from ..errors import ConfigError
 from . import EXPORTED_MODELS
 
 
@@ -69,14 +70,18 @@ def breaking_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 
 def export_command(folder: Path, *, check: bool, allow_breaking: bool) -> int:
-    """Write (or with ``check``, verify) ``folder/<name>.json``; exit code for the CLI."""
+    """Write (or with ``check``, verify) ``folder/<name>.json``; exit code for the CLI. Every file there is
+    read before any is written: one that cannot be compared is a :class:`ConfigError` and nothing changes."""
     status = 0
     folder.mkdir(parents=True, exist_ok=True)
-    for name, schema in current_schemas().items():
-        path = folder / f"{name}.json"
+    current = current_schemas()
+    paths = {name: folder / f"{name}.json" for name in current}
+    before = {name: _read_schema(path) for name, path in paths.items() if path.exists()}
+    for name, schema in current.items():
+        path = paths[name]
         text = json.dumps(schema, indent=2, sort_keys=True) + "\n"
-        if path.exists():
-            problems = breaking_changes(json.loads(path.read_text()), schema)
+        if name in before:
+            problems = breaking_changes(before[name], schema)
             if problems and not allow_breaking:
                 print(f"{path}: BREAKING for v1 consumers:\n  " + "\n  ".join(problems))
                 status = 1
@@ -90,3 +95,27 @@ def export_command(folder: Path, *, check: bool, allow_breaking: bool) -> int:
             path.write_text(text)
             print(f"wrote {path}")
     return status
+
+
+def _read_schema(path: Path) -> dict[str, Any]:
+    """A schema file as exported before, or a one-line :class:`ConfigError` naming it and what is wrong
+    (a merge left conflict markers in it, an editor truncated it, ...)."""
+    restore = "restore it from version control to compare the models with it"
+    try:
+        schema = json.loads(path.read_bytes())
+    except ValueError as exc:  # JSONDecodeError, or UnicodeDecodeError for bytes that are not text
+        raise ConfigError(f"{path}: not valid JSON ({exc}); {restore}") from None
+    if not _comparable(schema):
+        raise ConfigError(f"{path}: not the JSON Schema of a message (objects with properties); {restore}")
+    return schema
+
+
+def _comparable(schema: Any) -> TypeGuard[dict[str, Any]]:
+    """Shaped as :func:`breaking_changes` reads it: objects (the root and its ``$defs``) whose properties
+    are objects."""
+    if not isinstance(schema, dict) or not isinstance(schema.get("$defs", {}), dict):
+        return False
+    objects = _objects(schema).values()
+    if not all(isinstance(obj, dict) and isinstance(obj.get("properties", {}), dict) for obj in objects):
+        return False
+    return all(isinstance(prop, dict) for obj in objects for prop in obj.get("properties", {}).values())
