@@ -260,6 +260,8 @@ def _trace(args: argparse.Namespace) -> None:
     subjects.check_token(args.session, "session id")  # before waiting on NATS for a session that cannot exist
     servers = (args.nats_url or settings.nats_url).split(",")
     records = asyncio.run(timeline.read(servers, args.session, seed_file=settings.nats_seed_file))
+    if not records:  # exit 1 (as grep finding nothing), --json too: a script tells it from a timeline
+        sys.exit(f"switchboard trace: no audit records for session {args.session}")
     print(timeline.as_json(records) if args.json else timeline.render(args.session, records))
 
 

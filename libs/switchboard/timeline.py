@@ -69,8 +69,7 @@ def rows(records: Sequence[AuditRecord]) -> list[list[str]]:
 
 
 def render(session_id: str, records: Sequence[AuditRecord]) -> str:
-    if not records:
-        return f"no audit records for session {session_id}"
+    """The records as a table (the command says itself when there are none)."""
     header = ["time", "what", "agents", "outcome", "latency", "detail", "trace id"]
     table = [header, *rows(records)]
     widths = [min(max(len(row[i]) for row in table), 60) for i in range(len(header))]

@@ -1,4 +1,5 @@
-"""The ``switchboard`` command's own output: ``trace`` keeps stderr clean, ``validate`` says what is wrong."""
+"""The ``switchboard`` command's own output: ``trace`` keeps stderr clean (but for its one-line refusals),
+``validate`` says what is wrong."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ from switchboard.bus import Bus
 from switchboard.local import NatsServer
 from switchboard.local.ports import free_port
 from switchboard.local.stack import Stack
+from switchboard.schemas import TurnRecord
 from switchboard.state import AuditLog
 
 from .stacks import ROOT
@@ -36,14 +39,32 @@ def test_a_bad_launcher_setting_does_not_break_help() -> None:
     assert run.returncode == 0 and run.stdout.startswith("usage: switchboard"), run.stderr
 
 
-async def test_trace_writes_nothing_on_stderr(tmp_path: Path) -> None:
+async def test_trace_writes_the_timeline_and_nothing_on_stderr(tmp_path: Path) -> None:
     with NatsServer(tmp_path / "nats") as server:
         async with Bus([server.url], name="test") as bus:
-            await AuditLog.open(bus.js)  # the stream a stack creates
-        run = _switchboard("trace", "sess_nothing_here", "--nats-url", server.url)
+            audit = await AuditLog.open(bus.js)  # the stream a stack creates
+            await audit.append_turn(TurnRecord(
+                session_id="sess_seen", response_id="resp_1", status="completed", agents=["triage"],
+                agent="triage", latency_ms=3.0, ts=time.time(),
+            ))  # fmt: skip
+        run = _switchboard("trace", "sess_seen", "--nats-url", server.url)
     assert run.returncode == 0, run.stderr
-    assert "no audit records for session sess_nothing_here" in run.stdout
+    assert run.stdout.startswith("session sess_seen: 1 records\n") and "triage" in run.stdout
     assert run.stderr == ""
+
+
+@pytest.mark.parametrize("json_flag", [[], ["--json"]])
+async def test_trace_of_a_session_without_records_says_so_on_stderr_and_exits_1(
+    tmp_path: Path, json_flag: list[str]
+) -> None:
+    """It printed the line on stdout and exited 0: a script could not tell it from a timeline."""
+    with NatsServer(tmp_path / "nats") as server:
+        async with Bus([server.url], name="test") as bus:
+            await AuditLog.open(bus.js)
+        run = _switchboard("trace", "sess_nothing_here", "--nats-url", server.url, *json_flag)
+    assert run.returncode == 1, run.stderr
+    assert run.stderr == "switchboard trace: no audit records for session sess_nothing_here\n"
+    assert run.stdout == ""
 
 
 def test_trace_against_a_nats_without_switchboard_says_so_in_one_line(tmp_path: Path) -> None:
