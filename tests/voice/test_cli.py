@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from switchboard.voice import read_wav
 
 from .conftest import words
@@ -31,3 +33,20 @@ def test_transcribe_refuses_a_file_that_is_not_wav(tmp_path: Path) -> None:
     result = subprocess.run([*CLI, "voice", "transcribe", str(bad)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "not a PCM WAV file" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("", "nothing to say: TEXT is blank; no WAV written"),
+        ("  \t ", "nothing to say: TEXT is blank; no WAV written"),
+        ("...", "Piper says nothing for '...'; no WAV written"),  # words Piper has no sound for
+    ],
+)
+def test_say_refuses_text_with_nothing_to_speak_and_writes_no_file(tmp_path: Path, text: str, says: str) -> None:
+    """It wrote a WAV of no samples and said so as a success."""
+    out = tmp_path / "nothing.wav"
+    result = subprocess.run([*CLI, "voice", "say", text, str(out)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr == f"switchboard voice: {says}\n", result.stderr
+    assert not out.exists()

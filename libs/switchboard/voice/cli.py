@@ -11,7 +11,8 @@ import time
 
 import numpy as np
 
-from .errors import VoiceError
+from ..errors import ConfigError
+from .errors import EmptyAudioError, VoiceError
 from .formats import PCM_RATE
 
 
@@ -28,6 +29,8 @@ def main(args: argparse.Namespace) -> None:
 
 
 def _say(text: str, out: str) -> None:
+    if not text.strip():  # before the engine loads, and before anything is written
+        raise ConfigError("nothing to say: TEXT is blank; no WAV written")
     from .piper_tts import PiperTts
     from .wav import write_wav
 
@@ -46,6 +49,8 @@ def _say(text: str, out: str) -> None:
         return (np.concatenate(pieces) if pieces else np.zeros(0, np.int16)), first
 
     samples, first = asyncio.run(speak())
+    if not samples.size:  # text Piper has no sound for, e.g. "..."
+        raise EmptyAudioError(f"Piper says nothing for {text!r}; no WAV written")
     write_wav(out, samples)
     print(f"wrote {out}: {samples.size / PCM_RATE:.2f} s of speech, first audio after {first * 1000:.0f} ms")
 
