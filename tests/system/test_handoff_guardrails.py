@@ -40,7 +40,7 @@ async def _one_turn(stack: Stack, text: str) -> tuple[Reply, str]:
     ("text", "expected"),
     [
         ("contract", ("front", "a", "generalist", "refused_contract")),
-        ("unknown", ("front", "nobody", "generalist", "unknown_target")),
+        ("unknown: ask for nobody", ("front", "nobody", "generalist", "unknown_target")),
         ("graph", ("front", "b", "generalist", "refused_graph")),
     ],
 )

@@ -100,6 +100,30 @@ def test_unknown_handoff_target_and_unknown_tool(tmp_path: Path) -> None:
     assert "unknown tools ['lookup']" in str(info.value) and "\n" not in str(info.value)
 
 
+def test_an_offline_rule_transferring_to_no_agent_of_the_scenario_is_refused(tmp_path: Path) -> None:
+    """It loaded, and the handoff failed only once a caller said the rule's words."""
+    rules = [
+        {"when_user_says": ["hi"], "say": "Hello."},
+        {"when_user_says": ["refund"], "call": "transfer_to_refunds", "args": {"reason": "a refund"}},
+    ]
+    err = _load_error(tmp_path, _scenario(offline={"rules": rules}))
+    assert str(err) == (
+        f"invalid scenario {tmp_path / 'broken' / 'scenario.yaml'}: agent 'front' offline rule 2 calls "
+        "transfer_to_refunds, but 'refunds' is not an agent of this scenario (agents: ['front', 'back'])"
+    )
+
+
+def test_an_offline_rule_may_transfer_to_an_agent_or_to_a_target_known_at_run_time(tmp_path: Path) -> None:
+    rules = [
+        {"when_user_says": ["more"], "call": "transfer_to_back", "args": {"reason": "more help"}},
+        {"when_context": ["pending_agent"], "call": "transfer_to_{context.pending_agent}", "args": {"reason": "r"}},
+    ]
+    scenario = load_scenario(str(_write(tmp_path, _scenario(offline={"rules": rules}))), tmp_path)
+    front = scenario.config.agent("front")
+    assert front is not None
+    assert [r.call for r in front.offline.rules] == ["transfer_to_back", "transfer_to_{context.pending_agent}"]
+
+
 def test_unreadable_yaml_is_one_line(tmp_path: Path) -> None:
     err = _load_error(tmp_path, "name: [unclosed\nagents: {\n")
     assert "cannot read" in str(err)

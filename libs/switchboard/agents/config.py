@@ -165,6 +165,8 @@ Move = Literal["greet", "chitchat", "collect", "act"]
 DEFAULT_MOVES: tuple[Move, ...] = ("greet", "chitchat", "collect")
 CONSULT_TOOL = "consult_supervisor"
 """Built-in tool that asks the agent's supervisor; declared in ``tools`` like any other."""
+TRANSFER_PREFIX = "transfer_to_"
+"""A handoff is a call of the tool ``transfer_to_<target>``."""
 
 
 class ConsultFallback(_Frozen):
@@ -277,6 +279,7 @@ class ScenarioConfig(_Frozen):
                     raise ValueError(f"agent {agent.name!r} hands off to supervisor {handoff.target!r}; consult it")
             _check_consult(agent, roles)
             _check_upstream(agent)
+            _check_offline_transfers(agent, names)
         upstream = [a.name for a in self.agents if a.upstream]
         if len(upstream) > 1:
             raise ValueError(f"at most one agent may run on the Realtime API ({REALTIME_PROVIDER}); got {upstream}")
@@ -312,6 +315,22 @@ def _check_consult(agent: AgentConfig, roles: Mapping[str, str]) -> None:
             f"agent {agent.name!r} may not act on its own (own_moves lacks 'act') but holds tools {own_tools}; "
             "give them to its supervisor"
         )
+
+
+def _check_offline_transfers(agent: AgentConfig, names: list[str]) -> None:
+    """An offline rule's ``transfer_to_<target>`` names an agent of the scenario. A templated target (e.g.
+    ``transfer_to_{context.pending_agent}``) is known only at run time, where the conductor refuses an
+    unknown one as it does a model's."""
+    for n, rule in enumerate(agent.offline.rules, 1):
+        call = rule.call
+        if call is None or not call.startswith(TRANSFER_PREFIX) or "{" in call:
+            continue
+        target = call.removeprefix(TRANSFER_PREFIX)
+        if target not in names:
+            raise ValueError(
+                f"agent {agent.name!r} offline rule {n} calls {call}, but {target!r} is not an agent of this "
+                f"scenario (agents: {names})"
+            )
 
 
 def _check_upstream(agent: AgentConfig) -> None:
