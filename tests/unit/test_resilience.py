@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -100,6 +101,47 @@ async def test_bad_requests_and_busy_do_not_open_the_breaker(exc: Exception) -> 
             await _guarded(breakers, exc)
     await _guarded(breakers, None)
     assert await breakers.state("agent.x") == "closed"
+
+
+async def _cancelled_call(breakers: Breakers) -> bool:
+    """A call that is cancelled while it runs (a caller barged in or hung up); False if the breaker refused it."""
+    entered = asyncio.Event()
+
+    async def call() -> None:
+        async with breakers.guard("agent.x"):
+            entered.set()
+            await asyncio.Event().wait()
+
+    task = asyncio.create_task(call())
+    waiter = asyncio.create_task(entered.wait())
+    await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
+    if task.done():  # refused before it ran
+        waiter.cancel()
+        with pytest.raises(BreakerOpen):
+            await task
+        return False
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    return True
+
+
+async def test_a_cancelled_call_says_nothing_about_the_downstream() -> None:
+    """The caller's cancel (barge-in, disconnect) is not a failure of the agent: in a row they must not
+    open its breaker, and a cancelled trial call after the cool-down neither re-opens nor closes it."""
+    breakers = Breakers(threshold=2, cooldown_s=0.2)
+    for _ in range(4):
+        assert await _cancelled_call(breakers)
+    assert await breakers.state("agent.x") == "closed"
+    for _ in range(2):
+        with pytest.raises(NoResponders):
+            await _guarded(breakers, NoResponders("x"))
+    assert await breakers.state("agent.x") == "opened"
+    deadline = time.monotonic() + 5
+    while not await _cancelled_call(breakers):  # refused until the cool-down has passed
+        assert time.monotonic() < deadline, "the breaker never half-opened"
+        await asyncio.sleep(0.01)  # ok-sleep: poll interval while the cool-down runs
+    assert await breakers.state("agent.x") == "half-opened"
 
 
 def test_the_ack_timeout_follows_slow_responders_but_not_a_frozen_one() -> None:

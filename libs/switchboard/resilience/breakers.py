@@ -42,12 +42,21 @@ class Breakers:
 
     @asynccontextmanager
     async def guard(self, name: str) -> AsyncIterator[None]:
+        """Run the block unless the breaker is open; its outcome counts for the breaker. A block that is
+        cancelled (the caller barged in or left) or interrupted gives no verdict on the downstream: it
+        counts neither as a failure nor, in a half-open breaker, as the success that closes it."""
         breaker = await self._factory.get_breaker(name)
         try:
-            async with breaker:
+            try:
+                await breaker.__aenter__()
+            except OpenedState:
+                raise BreakerOpen(name) from None
+            try:
                 yield
-        except OpenedState:
-            raise BreakerOpen(name) from None
+            except Exception as exc:
+                await breaker.__aexit__(type(exc), exc, exc.__traceback__)
+                raise
+            await breaker.__aexit__(None, None, None)
         finally:
             state = str(breaker.context.state)
             if self._shown.get(name) != state:
