@@ -199,3 +199,25 @@ async def test_the_gate_refuses_a_slower_canary_and_a_failing_one(tmp_path: Path
         assert edge_rollouts(stack)["triage"]["state"] == "canary"
         done = await asyncio.to_thread(rollout_cli, stack, "status", "triage")
         assert "canary  " in done.stdout and "errors 100.0%" in done.stdout
+
+
+async def test_a_dead_canary_does_not_open_the_breaker_of_stable(tmp_path: Path) -> None:
+    """The edge's breaker for an agent must not be shared by its tracks: a canary whose replicas died
+    fails its turns (the fallback answers), and once it is aborted, stable's callers reach the agent at
+    once, not the fallback for the breaker's cool-down."""
+    env = {"SWITCHBOARD_BREAKER_THRESHOLD": "2", "SWITCHBOARD_BREAKER_COOLDOWN_S": "300"}
+    with make_stack(tmp_path, agents=["triage", "generalist"], env=env) as stack:
+        canary = stack.start_agent("triage", track="canary", wait=True)
+        assert (await asyncio.to_thread(rollout_cli, stack, "set-weight", "triage", "100")).returncode == 0
+        await wait_edge_sees(stack, "triage", state="canary", weight=100)
+        stack.kill(canary.name)  # SIGKILL: the canary crash-loops, no replica of it subscribes
+        on_dead_canary = [Caller() for _ in range(3)]  # one after another: the breaker's threshold is consecutive
+        await many(stack, on_dead_canary, ["hello"], limit=1)
+        assert [c.replies[0].agent for c in on_dead_canary] == ["generalist"] * 3
+
+        assert (await asyncio.to_thread(rollout_cli, stack, "abort", "triage")).returncode == 0
+        await wait_edge_sees(stack, "triage", state="aborted")
+        after_abort = [Caller() for _ in range(3)]
+        await many(stack, after_abort, ["hello"], limit=1)
+        for c in after_abort:
+            assert c.replies[0].agent == "triage", (c.replies[0].agent, c.replies[0].errors, c.replies[0].text)

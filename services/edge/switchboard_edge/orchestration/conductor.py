@@ -24,7 +24,7 @@ from typing import Any
 from opentelemetry import trace
 
 from switchboard.agents.config import ScenarioConfig
-from switchboard.bus import BusError, StreamingClient
+from switchboard.bus import BusError, StreamingClient, subjects
 from switchboard.errors import SwitchboardError
 from switchboard.guardrails import redact_pii
 from switchboard.guardrails.moderation import Moderator
@@ -349,6 +349,9 @@ class Conductor:
             return await self._call_local(local, req, emit, deadline)
         text: list[str] = []
         subject = self.tracks.pin(turn.pins, req.agent)  # the session's version track of this agent
+        # one breaker per track (named like its queue group): a failing canary must not send stable's callers
+        # to the fallback, nor a failing stable its canary's
+        breaker = subjects.agent_queue(req.agent, turn.pins[req.agent].track)
 
         async def attempt(n: int) -> TurnResult:
             nonlocal first_reply
@@ -386,7 +389,7 @@ class Conductor:
 
         try:  # the breaker counts calls that failed after their retries, not single attempts:
             # one hung replica among healthy ones must not open the whole agent's breaker
-            async with self._breakers.guard(f"agent.{req.agent}"):
+            async with self._breakers.guard(breaker):
                 result = await call_with_retry(attempt, self.retry, deadline=deadline, on_retry=on_retry)
         except (BusError, BreakerOpen) as exc:
             log.warning(
