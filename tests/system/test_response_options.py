@@ -3,13 +3,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from switchboard.bus import Bus
 from switchboard.local.stack import Stack
+from switchboard.schemas import TurnRecord
+from switchboard.state import AuditLog
 from switchboard.testing import ScriptedOpenAIServer, ScriptedReply
 
 from .client import RawClient, done_of, text_of, user_message
@@ -76,6 +80,23 @@ async def test_max_output_tokens_tool_choice_and_output_modalities(retail: Stack
         error = (await client.next("error"))["error"]
         assert (error["param"], error["event_id"]) == ("response.output_modalities", "e1")
         assert done_of(await respond(client, {}))["metadata"]["agent"] == "auth"  # the same refund, with tools
+
+
+async def test_a_capped_response_is_recorded_in_the_audit_timeline(retail: Stack) -> None:
+    async with RawClient(retail) as client:
+        session_id = (await client.open())["session_id"]
+        await add(client, "hello")
+        capped = done_of(await respond(client, {"max_output_tokens": 2}))
+        assert capped["status"] == "incomplete"
+        after = done_of(await respond(client, {}))
+    async with Bus(retail.nats_urls, name="check") as bus:
+        audit = AuditLog(bus.js)
+        for _ in range(250):  # the edge appends turn records in the background, after response.done
+            turns = [r for r in await audit.read_timeline(session_id) if isinstance(r, TurnRecord)]
+            if any(t.response_id == after["id"] for t in turns):
+                break
+            await asyncio.sleep(0.02)  # ok-sleep: poll interval while the append lands
+    assert [(t.response_id, t.status) for t in turns] == [(capped["id"], "incomplete"), (after["id"], "completed")]
 
 
 async def test_instructions_tool_choice_and_token_cap_reach_the_model(tmp_path: Path) -> None:

@@ -77,8 +77,8 @@ class TurnRecord(WireModel):
     """Conversation id."""
     response_id: str
     """The client-visible response."""
-    status: Literal["completed", "failed", "cancelled"]
-    """How the response ended."""
+    status: Literal["completed", "incomplete", "failed", "cancelled"]
+    """How the response ended (``incomplete``: cut at ``max_output_tokens``)."""
     agents: list[str]
     """Agents that ran, in order."""
     agent: str
