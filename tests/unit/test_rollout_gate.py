@@ -64,3 +64,15 @@ def test_a_canary_with_more_refused_handoffs_is_refused() -> None:
 
 def test_too_few_canary_turns_is_refused() -> None:
     assert gate(turns("stable", 200) + turns("canary", 5)) == ["only 5 canary turns (the gate needs 20)"]
+
+
+def test_an_increase_exactly_at_the_allowed_one_passes() -> None:
+    """'More than 0.02 above' stable's: 14 % against 12 % is allowed (it was refused by a float rounding)."""
+    assert gate(turns("stable", 50, failed=6) + turns("canary", 50, failed=7)) == []
+    assert gate(turns("stable", 50, refused=6) + turns("canary", 50, refused=7)) == []
+
+
+def test_a_canary_without_stable_turns_to_compare_with_is_refused() -> None:
+    """No baseline is no evidence: a canary 100 times slower than stable ever was must not pass unseen."""
+    assert gate(turns("canary", 50, latency_ms=5000)) == ["only 0 stable turns to compare with (the gate needs 20)"]
+    assert gate(turns("stable", 5) + turns("canary", 50)) == ["only 5 stable turns to compare with (the gate needs 20)"]

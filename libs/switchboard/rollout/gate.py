@@ -34,7 +34,7 @@ class GatePolicy(BaseModel):
     """How much worse than stable a canary may be and still be promoted."""
 
     min_turns: int = Field(20, ge=1)
-    """Canary turns needed before the gate judges at all."""
+    """Turns of each track (canary, and stable to compare with) needed before the gate judges at all."""
     max_error_increase: float = Field(0.02, ge=0)
     """Canary error rate may exceed stable's by this much (absolute: 0.02 = 2 percentage points)."""
     max_handoff_failure_increase: float = Field(0.02, ge=0)
@@ -96,24 +96,34 @@ def summarize(records: Iterable[AuditRecord], agent: str) -> dict[str, TrackStat
     return stats
 
 
+def _above(value: float, limit: float) -> bool:
+    """``value > limit``, where a value equal to the limit but for float rounding is not above it
+    (7/50 - 6/50 is 0.020000000000000018, not more than an allowed 0.02)."""
+    return value > limit and not math.isclose(value, limit, rel_tol=1e-9, abs_tol=1e-12)
+
+
 def judge(stable: TrackStats, canary: TrackStats, policy: GatePolicy) -> list[str]:
-    """Why the canary must not be promoted (empty: it may)."""
+    """Why the canary must not be promoted (empty: it may). Both tracks need ``min_turns``: without a
+    stable baseline there is nothing to compare the canary with."""
     reasons = []
     if canary.turns < policy.min_turns:
         reasons.append(f"only {canary.turns} canary turns (the gate needs {policy.min_turns})")
+    if stable.turns < policy.min_turns:
+        reasons.append(f"only {stable.turns} stable turns to compare with (the gate needs {policy.min_turns})")
+    if reasons:
         return reasons
-    if canary.error_rate > stable.error_rate + policy.max_error_increase:
+    if _above(canary.error_rate, stable.error_rate + policy.max_error_increase):
         reasons.append(
             f"error rate {canary.error_rate:.1%} vs stable {stable.error_rate:.1%} "
             f"(allowed +{policy.max_error_increase:.1%})"
         )
-    if canary.handoff_failure_rate > stable.handoff_failure_rate + policy.max_handoff_failure_increase:
+    if _above(canary.handoff_failure_rate, stable.handoff_failure_rate + policy.max_handoff_failure_increase):
         reasons.append(
             f"handoff failures {canary.handoff_failure_rate:.1%} vs stable {stable.handoff_failure_rate:.1%} "
             f"(allowed +{policy.max_handoff_failure_increase:.1%})"
         )
     limit = max(stable.p99_ms * policy.max_p99_ratio, stable.p99_ms + policy.p99_slack_ms)
-    if stable.turns and canary.p99_ms > limit:
+    if _above(canary.p99_ms, limit):
         reasons.append(
             f"turn latency p99 {canary.p99_ms:.1f} ms vs stable {stable.p99_ms:.1f} ms (limit {limit:.1f} ms)"
         )
