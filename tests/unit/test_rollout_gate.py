@@ -76,3 +76,20 @@ def test_a_canary_without_stable_turns_to_compare_with_is_refused() -> None:
     """No baseline is no evidence: a canary 100 times slower than stable ever was must not pass unseen."""
     assert gate(turns("canary", 50, latency_ms=5000)) == ["only 0 stable turns to compare with (the gate needs 20)"]
     assert gate(turns("stable", 5) + turns("canary", 50)) == ["only 5 stable turns to compare with (the gate needs 20)"]
+
+
+def test_cancelled_turns_and_other_agents_handoffs_do_not_count() -> None:
+    """A turn the caller cancelled says nothing of the version; a handoff another agent of the same
+    response asked for is that agent's (both counted against the canary before they were tested)."""
+    records = turns("stable", 50) + turns("canary", 30)
+    last = records[-1]
+    assert isinstance(last, TurnRecord)
+    cancelled = TurnRecord(session_id="s", response_id="resp_cancelled", status="cancelled", agents=["returns"],
+                           agent="returns", latency_ms=9000, tracks={"returns": "canary"}, ts=1.0)  # fmt: skip
+    others = [
+        HandoffDecision(session_id="s", response_id=last.response_id, source="triage", requested_target="billing",
+                        final_target="generalist", outcome=outcome, reason="r", context_keys=[], depth=1, ts=1.0)
+        for outcome in (HandoffOutcome.UNAVAILABLE, HandoffOutcome.REFUSED_GRAPH)
+    ]  # fmt: skip
+    canary = summarize([*records, cancelled, *others], "returns")["canary"]
+    assert (canary.turns, canary.errors, canary.handoff_failures, canary.p99_ms) == (30, 0, 0, 7.0)
