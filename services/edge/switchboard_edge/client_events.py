@@ -14,6 +14,8 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter
 
 ItemId = Annotated[str, Field(max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+OutputTokens = Annotated[int, Field(strict=True, ge=1, le=4096)]
+"""GA ``max_output_tokens``: an integer from 1 to 4096 (a JSON number, not a string or a boolean), or ``"inf"``."""
 
 
 class _Strict(BaseModel):
@@ -144,7 +146,7 @@ class _ModelOptions(_Strict):
 
     audio: dict[str, Any] | None = None
     instructions: str | None = None
-    max_output_tokens: int | Literal["inf"] | None = None
+    max_output_tokens: OutputTokens | Literal["inf"] | None = None
     output_modalities: list[Literal["text", "audio"]] | None = None
     parallel_tool_calls: bool | None = None
     prompt: dict[str, Any] | None = None
