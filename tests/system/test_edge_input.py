@@ -25,6 +25,8 @@ pytestmark = pytest.mark.system
          '"content": [{"type": "input_text", "text": 42}]}}', "invalid_event", "item.content.0.text"),
         ('{"type": "conversation.item.create", "item": {"type": "message", "role": "robot", '
          '"content": [{"type": "input_text", "text": "hi"}]}}', "invalid_event", "item.role"),
+        ('{"type": "conversation.item.create", "item": {"type": "message", "role": "system", '
+         '"content": [{"type": "input_audio", "audio": "AAAA"}]}}', "invalid_event", "item.content.0.type"),
         ('{"type": "session.update", "session": "not an object"}', "invalid_event", "session"),
         ('{"type": "response.create", "response": 7}', "invalid_event", "response"),
         ('{"type": "response.create", "event_id": "e1", "response": {"temperature": "hot"}}', "unknown_parameter",

@@ -70,12 +70,19 @@ UserContent = Annotated[InputText | InputAudio, Field(discriminator="type")]
 
 
 class UserMessage(_Message):
-    role: Literal["user", "system"]
+    role: Literal["user"]
     content: list[UserContent] = Field(min_length=1)
 
     @property
     def audio(self) -> list[InputAudio]:
         return [part for part in self.content if isinstance(part, InputAudio)]
+
+
+class SystemMessage(_Message):
+    """GA ``RealtimeConversationItemSystemMessage``: text only."""
+
+    role: Literal["system"]
+    content: list[InputText] = Field(min_length=1)
 
 
 class AssistantMessage(_Message):
@@ -102,21 +109,23 @@ def _item_tag(value: Any) -> str | None:
     if not isinstance(value, dict):
         return None
     if value.get("type") == "message":
-        return "assistant_message" if value.get("role") == "assistant" else "user_message"
+        role = value.get("role")
+        return "assistant_message" if role == "assistant" else "system_message" if role == "system" else "user_message"
     kind = value.get("type")
     return kind if kind in ("function_call", "function_call_output") else None
 
 
 ClientItem = Annotated[
-    Annotated[UserMessage, Tag("user_message")] | Annotated[AssistantMessage, Tag("assistant_message")]
+    Annotated[UserMessage, Tag("user_message")] | Annotated[SystemMessage, Tag("system_message")]
+    | Annotated[AssistantMessage, Tag("assistant_message")]
     | Annotated[FunctionCall, Tag("function_call")] | Annotated[FunctionCallOutput, Tag("function_call_output")],
     Discriminator(_item_tag, custom_error_type="invalid_item", custom_error_message="unknown item type"),
 ]  # fmt: skip
 """Tagged by ``type`` and, for messages, ``role``."""
 
 TAGS = frozenset({
-    "user_message", "assistant_message", "function_call", "function_call_output", "function", "input_text",
-    "input_audio",
+    "user_message", "system_message", "assistant_message", "function_call", "function_call_output", "function",
+    "input_text", "input_audio",
 })  # fmt: skip
 """Union tags pydantic puts in an error's location; not field names, so dropped from ``param``."""
 
