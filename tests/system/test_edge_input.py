@@ -27,6 +27,8 @@ pytestmark = pytest.mark.system
          '"content": [{"type": "input_text", "text": "hi"}]}}', "invalid_event", "item.role"),
         ('{"type": "conversation.item.create", "item": {"type": "message", "role": "system", '
          '"content": [{"type": "input_audio", "audio": "AAAA"}]}}', "invalid_event", "item.content.0.type"),
+        ('{"type": "response.create", "event_id": "e1", "response": {"input": [{"type": "message", "role": "user", '
+         '"content": [{"type": "input_audio", "audio": "AAAA"}]}]}}', "invalid_value", "response.input.0.content.0"),
         ('{"type": "session.update", "session": "not an object"}', "invalid_event", "session"),
         ('{"type": "response.create", "response": 7}', "invalid_event", "response"),
         ('{"type": "response.create", "event_id": "e1", "response": {"temperature": "hot"}}', "unknown_parameter",

@@ -9,7 +9,7 @@ from typing import Literal
 from switchboard.schemas import ClientTool, ConversationItem
 
 from . import items
-from .client_events import FunctionTool, ResponseOptions, SessionConfig, ToolChoice
+from .client_events import FunctionTool, InputAudio, ResponseOptions, SessionConfig, ToolChoice, UserMessage
 from .orchestration import TurnOptions, TurnOutcome
 from .protocol import ProtocolError, new_id
 
@@ -76,8 +76,22 @@ def plan_response(options: ResponseOptions, client: ClientSettings) -> ResponseP
         tool_choice=choice if isinstance(choice, str) else choice.name,
         max_output_tokens=limit if isinstance(limit, int) else None,
     )  # fmt: skip
-    given = None if options.input is None else [items.from_client(i, i.id or new_id("item")) for i in options.input]
+    given = None
+    if options.input is not None:
+        _refuse_audio(options.input)
+        given = [items.from_client(i, i.id or new_id("item")) for i in options.input]
     return ResponsePlan(turn, given, options.conversation == "none", dict(options.metadata or {}), modalities)
+
+
+def _refuse_audio(given: Sequence[object]) -> None:
+    """``response.input`` is text: its turn does not transcribe (an audio part would reach the agent empty)."""
+    for i, item in enumerate(given):
+        for j, part in enumerate(item.content if isinstance(item, UserMessage) else ()):
+            if isinstance(part, InputAudio):
+                raise ProtocolError(
+                    "invalid_value", "response.input takes input_text parts; add audio with conversation.item.create "
+                    "or input_audio_buffer.append, then response.create", param=f"response.input.{i}.content.{j}",
+                )  # fmt: skip
 
 
 def response_metadata(outcome: TurnOutcome) -> dict[str, str]:
