@@ -11,6 +11,7 @@ from switchboard.local.stack import Stack
 from switchboard_edge.orchestration.conductor import CANT_TRANSFER
 
 from .client import (
+    RawClient,
     Reply,
     audit_decisions,
     open_session,
@@ -18,6 +19,7 @@ from .client import (
     sdk_client,
     session_audit,
     stored_user_texts,
+    user_message,
 )
 from .stacks import make_stack
 
@@ -155,3 +157,34 @@ async def test_an_input_guardrail_blocks_the_message_and_the_session_stays_usabl
         assert error.type == "error" and error.error.code == "guardrail_blocked"
         assert (await say(conn, "hello")).text == "front here"
     assert await stored_user_texts(guard, session_id) == ["hello"]  # nothing of the blocked message was kept
+
+
+async def test_a_responses_own_input_is_screened_like_the_conversations_items(guard: Stack) -> None:
+    async with RawClient(guard) as client:
+        session_id = (await client.open())["session_id"]
+        blocked = {"input": [user_message("hello"), user_message("a bomb threat")]}
+        await client.send({"type": "response.create", "event_id": "r1", "response": blocked})
+        error = (await client.next("error"))["error"]
+        assert (error["code"], error["param"], error["event_id"]) == (
+            "guardrail_blocked", "response.input.1.content", "r1"
+        )  # fmt: skip
+        assert not [e for e in client.events if e["type"] == "response.created"]  # refused before it started
+        events = await client.turn("hello")  # the connection stays usable
+        done = next(e for e in events if e["type"] == "response.done")["response"]
+        assert (done["status"], done["metadata"]["agent"]) == ("completed", "front")
+    assert await stored_user_texts(guard, session_id) == ["hello"]  # nothing of the blocked input was kept
+
+
+@pytest.mark.parametrize("via", ["conversation", "response input"])
+async def test_an_input_fallback_rule_hands_the_response_to_the_fallback_agent(guard: Stack, via: str) -> None:
+    async with RawClient(guard) as client:
+        await client.open()
+        start = len(client.events)
+        if via == "conversation":
+            await client.send({"type": "conversation.item.create", "item": user_message("get me a manager")})
+            await client.send({"type": "response.create"})
+        else:
+            await client.send({"type": "response.create", "response": {"input": [user_message("get me a manager")]}})
+        await client.next("response.done")
+        done = next(e for e in client.events[start:] if e["type"] == "response.done")["response"]
+    assert (done["status"], done["metadata"]["agent"]) == ("completed", "generalist")

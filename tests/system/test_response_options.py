@@ -116,9 +116,12 @@ async def test_instructions_tool_choice_and_token_cap_reach_the_model(tmp_path: 
                 await respond(client, options)
                 await respond(client, {})
                 await respond(client, {"input": [user_message("only this")]})
+                await respond(client, {"input": [user_message("my card is 4242 4242 4242 4242")]})
     system = [m["content"] for m in seen[0]["messages"] if m["role"] == "system"]
     # input replaces the session's items as the context: the model never sees "hello" with it
     assert [m["content"] for m in seen[2]["messages"] if m["role"] == "user"] == ["only this"]
+    # and it is screened like the conversation's items: the card number never reaches the model
+    assert [m["content"] for m in seen[3]["messages"] if m["role"] == "user"] == ["my card is [CARD]"]
     assert "For this response: Answer in French." in json.dumps(system)
     assert (seen[0]["tool_choice"], seen[0]["max_completion_tokens"]) == ("required", 50)
     assert "Answer in French." not in json.dumps(seen[1]["messages"]) and "tool_choice" not in seen[1]

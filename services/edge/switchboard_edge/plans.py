@@ -51,6 +51,8 @@ class ResponsePlan:
     metadata: dict[str, str]
     modalities: list[str] | None = None
     """``["text"]`` or ``["audio"]`` for this response; None: the session's."""
+    agent: str | None = None
+    """The agent that answers instead of the session's active one (an input guardrail's fallback on ``input``)."""
 
 
 def checked_modalities(value: Sequence[str], param: str) -> list[str]:

@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, cast
 
 from opentelemetry.trace import SpanKind
@@ -15,7 +15,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from switchboard.guardrails import Action, Boundary, check
 from switchboard.guardrails.moderation import check_moderated
-from switchboard.schemas import SessionState, TurnRecord
+from switchboard.schemas import ConversationItem, MessageItem, SessionState, TurnRecord
 from switchboard.settings import Settings
 from switchboard.state import AuditLog, SessionConflict, SessionStore
 from switchboard.telemetry import current_trace_id, mark_error, metrics, names, span
@@ -390,6 +390,24 @@ class EdgeSession:
             "type": "conversation.item.done", "event_id": new_event_id(), "previous_item_id": previous, "item": payload
         })  # fmt: skip
 
+    async def _screened(self, plan: ResponsePlan) -> ResponsePlan:
+        """A response's own ``input`` through the input guardrails, as the conversation's items went: the caller's
+        messages redacted, a blocked one refusing the response, a fallback rule handing it to the fallback agent."""
+        given: list[ConversationItem] = []
+        to_fallback = False
+        for i, item in enumerate(plan.input or ()):
+            if isinstance(item, MessageItem) and item.role == "user":
+                try:
+                    text, fallback = await self.screen(item.text)
+                except ProtocolError as err:
+                    err.param = f"response.input.{i}.content"
+                    raise
+                to_fallback = to_fallback or fallback
+                item = item if text == item.text else item.model_copy(update={"text": text})
+            given.append(item)
+        agent = self.deps.conductor.scenario.fallback_agent if to_fallback else None
+        return replace(plan, input=given, agent=agent)
+
     async def screen(self, text: str) -> tuple[str, bool]:
         """The caller's words through the input guardrails (and the moderation model, when one is
         configured): the text to store (redacted) and whether the fallback agent takes over; a blocked
@@ -495,6 +513,8 @@ class EdgeSession:
                 event_id=event_id,
             )  # fmt: skip
         plan = plan_response(options, self.client)
+        if plan.input is not None:
+            plan = await self._screened(plan)
         previous = self.state.history[-1].id if self.state.history else None
         kwargs: dict[str, Any] = {
             "platform_events": self.platform_events, "previous_item_id": previous, "metadata": plan.metadata,
@@ -570,7 +590,12 @@ class EdgeSession:
         deadline = time.time() + self.deps.settings.turn_timeout_s
         base = items.TurnBase(self.state.history)
         failed_meta = {"agent": self.state.active_agent, "session_id": self.state.session_id}
-        state = self.state if plan.input is None else self.state.model_copy(update={"history": plan.input})
+        state = self.state
+        if plan.input is not None:
+            update: dict[str, object] = {"history": plan.input}
+            if plan.agent is not None:
+                update["active_agent"] = plan.agent
+            state = state.model_copy(update=update)
         try:
             outcome = await self.deps.conductor.run_turn(
                 state, writer.response_id, writer.on_event, deadline=deadline, options=plan.options,
