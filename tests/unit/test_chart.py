@@ -537,6 +537,27 @@ def test_the_hashed_key_file_is_mounted_from_a_secret_into_the_edge_only() -> No
     )
 
 
+def test_with_only_the_key_file_no_plain_key_is_made_stored_or_accepted() -> None:
+    keys = {"fileSecret": "edge-key-file", "generated": False}
+    tests = {"apiKeySecret": {"name": "switchboard-test-key", "key": "api-key"}}
+    objects = render(minimal(edge={"apiKeys": keys}, tests=tests))
+    assert not of_kind(objects, "Secret")  # no plain key in the cluster
+    edge = of_kind(objects, "Deployment")[f"{FULLNAME}-edge"]["spec"]["template"]["spec"]["containers"][0]
+    assert "SWITCHBOARD_API_KEYS" not in env_of(edge) and "SWITCHBOARD_API_KEYS_FILE" in env_of(edge)
+    (pod,) = of_kind(objects, "Pod").values()
+    assert env_of(pod["spec"]["containers"][0])["SWITCHBOARD_API_KEYS"] == {
+        "secretKeyRef": {"name": "switchboard-test-key", "key": "api-key"}
+    }
+    assert "a key of the key file in Secret edge-key-file" in notes(minimal(edge={"apiKeys": keys}, tests=tests))
+    assert "tests.apiKeySecret.name: the edge has no plain API key" in render_error(minimal(edge={"apiKeys": keys}))
+    assert not of_kind(render(minimal(edge={"apiKeys": keys}, tests={"enabled": False})), "Pod")
+    message = render_error(minimal(edge={"apiKeys": {"generated": False}}))
+    assert "edge.apiKeys.generated: false, with neither fileSecret nor existingSecret" in message
+    # the generated key stays the default, beside a key file too
+    objects = render(minimal(edge={"apiKeys": {"fileSecret": "edge-key-file"}}))
+    assert set(of_kind(objects, "Secret")) == {f"{FULLNAME}-api-keys"}
+
+
 def test_helm_test_pod_holds_a_conversation_with_the_edge_service() -> None:
     objects = render(minimal())
     (pod,) = of_kind(objects, "Pod").values()

@@ -97,6 +97,15 @@ switchboard.dev/track: {{ .c.track }}
 {{- default (printf "%s-api-keys" (include "switchboard.fullname" .)) .Values.edge.apiKeys.existingSecret }}
 {{- end }}
 
+{{/* "true" when the edge gets plain API keys from a Secret (existingSecret, or the chart's generated key). */}}
+{{- define "switchboard.plainApiKeys" -}}
+{{- $k := .Values.edge.apiKeys }}
+{{- if and (not $k.existingSecret) (not $k.generated) (not $k.fileSecret) }}
+{{- fail "edge.apiKeys.generated: false, with neither fileSecret nor existingSecret: the edge would accept no key; name the Secret of your key file in fileSecret" }}
+{{- end }}
+{{- if or $k.existingSecret $k.generated }}true{{ end }}
+{{- end }}
+
 {{/* A component's bus identity (bus_access.identity_name): edge, agent-<name> or supervisor-<name>. */}}
 {{- define "switchboard.busIdentity" -}}
 {{- if eq .kind "edge" }}edge{{ else }}{{ printf "%s-%s" .kind .name }}{{ end }}
