@@ -223,3 +223,70 @@ async def test_no_credentials_no_connection(rig: Rig) -> None:
 def test_a_login_in_the_nats_urls_stays_out_of_messages() -> None:
     urls = ["nats://operator:s3cr%2Ft@10.0.0.1:4222", "tls://n2:4222"]
     assert without_login(urls) == "nats://10.0.0.1:4222, tls://n2:4222"
+
+
+def _successors(token: str) -> list[str]:
+    """What would follow ``token`` were it a counter, decimal or hexadecimal."""
+    after = [str(int(token) + n) for n in (1, 2, 3)] if token.isdigit() else []
+    try:
+        return after + [format(int(token, 16) + n, f"0{len(token)}x") for n in (1, 2, 3)]
+    except ValueError:
+        return after
+
+
+async def test_a_specialist_cannot_aim_a_reply_at_another_agents_turn(rig: Rig) -> None:
+    """An agent sees the reply subject of each turn it is sent. It may not publish to the edge's inbox, but
+    it may publish with a reply subject of its choice to a subject it is allowed (its ledger): JetStream then
+    sends its acknowledgement there. Had the edge's next reply subject been guessable from one it saw, that
+    acknowledgement would end another session's turn, on another agent, with a bad reply."""
+    edge, returns, billing = [await rig.connect(i) for i in ("edge", "agent-returns", "agent-billing")]
+    seen: list[str] = []
+    billing_has_it, billing_may_answer = asyncio.Event(), asyncio.Event()
+
+    async def compromised(req: TurnRequest, sink, msg) -> None:  # type: ignore[no-untyped-def]
+        seen.append(msg.reply)
+        await sink.send(TurnResult(turn_id=req.turn_id, agent="returns", outcome="answer", text="hi"))
+
+    async def slow(req: TurnRequest, sink, msg) -> None:  # type: ignore[no-untyped-def]
+        billing_has_it.set()
+        await billing_may_answer.wait()
+        await sink.send(TurnResult(turn_id=req.turn_id, agent="billing", outcome="answer", text="paid"))
+
+    services = [
+        QueueService(nc, subjects.agent_turn(a), subjects.agent_queue(a), TypeAdapter(TurnRequest), handler)
+        for nc, a, handler in ((returns, "returns", compromised), (billing, "billing", slow))
+    ]
+    client = StreamingClient(edge)
+
+    async def turn(agent: str) -> list[str]:
+        request = TurnRequest(session_id=f"s-{agent}", turn_id="t1", agent=agent, history=[])
+        async with client.stream(
+            subjects.agent_turn(agent), request, turn_reply_adapter, lambda r: isinstance(r, TurnResult),
+            deadline=time.time() + 5,
+        ) as stream:  # fmt: skip
+            return [type(r).__name__ async for r in stream]
+
+    try:
+        for service in services:
+            await service.start()
+        await returns.flush()
+        await billing.flush()
+        await SideEffectLedger.open(returns.jetstream())  # the compromised agent's own bucket
+        assert await turn("returns") == ["TurnResult"]
+        victim = asyncio.create_task(turn("billing"))
+        await asyncio.wait_for(billing_has_it.wait(), 5)
+        prefix, _, last = seen[0].rpartition(".")
+        guesses = [f"{prefix}.{token}" for token in _successors(last)]
+        for guess in guesses:  # allowed: a write to its ledger, acknowledged to the subject it names
+            await returns.publish(f"$KV.{LEDGER_BUCKET}.x", b"{}", reply=guess)
+        await returns.jetstream().publish(f"$KV.{LEDGER_BUCKET}.y", b"{}")  # acked after those: all answered
+        await edge.flush()
+        billing_may_answer.set()
+        assert await asyncio.wait_for(victim, 5) == ["TurnResult"]
+    finally:
+        for service in services:
+            await service.stop()
+        await client.stop()
+        for nc in (edge, returns, billing):
+            await nc.close()
+    assert rig.refusals["agent-returns"].permission_errors() == []  # nothing stopped it but the subject
