@@ -27,6 +27,7 @@ from switchboard.state.history import HistoryArchive
 from switchboard.testing.bus_identity import Refusals, connect_as
 from switchboard_edge.client_secrets import ClientSecrets
 from switchboard_edge.signing import shared_secret
+from switchboard_edge.takeover import Takeovers
 
 SCENARIO = "retail"
 
@@ -290,3 +291,29 @@ async def test_a_specialist_cannot_aim_a_reply_at_another_agents_turn(rig: Rig) 
         for nc in (edge, returns, billing):
             await nc.close()
     assert rig.refusals["agent-returns"].permission_errors() == []  # nothing stopped it but the subject
+
+
+async def test_a_specialist_cannot_close_a_session_with_a_takeover(rig: Rig) -> None:
+    """An agent knows the ids of the sessions it serves. Only edges may publish a takeover, but an agent may
+    name a session's takeover subject as the reply of a write to its ledger: JetStream's acknowledgement
+    then lands there. The edge holding the session must not take that for a newer connection's request."""
+    holder, newer, agent = [await rig.connect(i) for i in ("edge", "edge", "agent-returns")]
+    takeovers = Takeovers(holder, wait_s=0.1)
+    closes: list[str] = []
+
+    async def close() -> None:
+        closes.append("closed")
+
+    try:
+        await SideEffectLedger.open(agent.jetstream())
+        hold = await takeovers.hold("s1", close)
+        await holder.flush()
+        await agent.publish(f"$KV.{LEDGER_BUCKET}.x", b"{}", reply=subjects.session_takeover("s1"))
+        await agent.jetstream().publish(f"$KV.{LEDGER_BUCKET}.y", b"{}")  # acked after it: it was answered
+        assert await Takeovers(newer).claim("s1")  # a real takeover, served after whatever came before it
+        assert closes == ["closed"]
+        await takeovers.release(hold)
+    finally:
+        for nc in (holder, newer, agent):
+            await nc.close()
+    assert rig.refusals["agent-returns"].permission_errors() == []  # nothing stopped it but the edge

@@ -9,7 +9,9 @@ the older connection's response in flight is cancelled (it still ends with ``res
 Across edges: the edge holding a connection listens on ``switchboard.v1.edge.session.<id>.takeover``
 (:func:`switchboard.bus.subjects.session_takeover`); a newer connection on another edge sends a request
 there and waits for the reply, sent once the old connection is closed. No responders means nobody holds
-the session.
+the session. A request without Switchboard's headers is ignored: only edges may publish there, but an agent
+may name the subject as the reply of a write to its ledger, and JetStream's acknowledgement (no headers)
+would otherwise close a session the agent knows the id of.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from nats.aio.subscription import Subscription
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
-from switchboard.bus import subjects
+from switchboard.bus import message_headers, subjects, version_error
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +73,10 @@ class Takeovers:
             await local.give_up(self.wait_s)
             return True
         try:
-            await self.nc.request(subjects.session_takeover(session_id), b"", timeout=self.wait_s + 1)
+            await self.nc.request(
+                subjects.session_takeover(session_id), b"", timeout=self.wait_s + 1,
+                headers=message_headers(session_id),
+            )  # fmt: skip
         except NoRespondersError:
             return False
         except NatsTimeout:
@@ -84,6 +89,9 @@ class Takeovers:
         hold = Hold(session_id, close)
 
         async def on_request(msg: Msg) -> None:
+            if version_error(msg.headers) is not None:  # not an edge's request (a JetStream ack aimed here)
+                log.warning("takeover request without Switchboard headers ignored", extra={"session_id": session_id})
+                return
             # answered in a task of its own: releasing the hold unsubscribes, which cancels this callback
             task = asyncio.create_task(self._answer(hold, msg))
             self._answers.add(task)
