@@ -115,3 +115,41 @@ async def test_archived_items_are_not_found(tmp_path: Path) -> None:
             root = await request(client, {"type": "conversation.item.create", "previous_item_id": "root",
                                           "item": user_message("too early")})  # fmt: skip
             assert root["error"]["code"] == "item_not_found"
+
+
+async def create_or_error(client: RawClient, item: dict[str, Any]) -> dict[str, Any]:
+    """Create ``item``: its ``conversation.item.done``, or the ``error`` that refused it."""
+    await client.send({"type": "conversation.item.create", "item": item})
+    while (got := await client.recv())["type"] not in {"error", "conversation.item.done"}:
+        pass
+    return got
+
+
+async def test_an_archived_items_id_is_not_given_to_another_item(tmp_path: Path) -> None:
+    """Item ids are unique in the whole conversation, not only in the window: an item reusing an archived
+    item's id was acknowledged and then lost from the transcript (the archive keeps one item per id), and
+    ``history_items`` no longer added up."""
+    env = {"SWITCHBOARD_HISTORY_MAX_ITEMS": "4", "SWITCHBOARD_HISTORY_KEEP_ITEMS": "2"}
+    with make_stack(tmp_path, agents=["triage", "generalist"], env=env) as stack:
+        async with RawClient(stack) as client:
+            session_id = (await client.open())["session_id"]
+            for i in range(6):
+                await create(client, {**user_message(f"message {i}"), "id": f"item_{i}"})
+            reused = await create_or_error(client, {**user_message("again"), "id": "item_0"})
+            assert reused["type"] == "error", reused  # it was acknowledged (conversation.item.done)
+            assert (reused["error"]["code"], reused["error"]["param"]) == ("item_id_exists", "item.id")
+            for i in range(6, 9):  # archived by this connection after it first read the archive
+                await create(client, {**user_message(f"message {i}"), "id": f"item_{i}"})
+            reused = await create_or_error(client, {**user_message("again"), "id": "item_5"})
+            assert reused["type"] == "error" and reused["error"]["code"] == "item_id_exists", reused
+        async with RawClient(stack, session_id=session_id) as again:  # a new connection: the archive is read
+            info = await again.open()
+            reused = await create_or_error(again, {**user_message("again"), "id": "item_1"})
+            assert reused["type"] == "error" and reused["error"]["code"] == "item_id_exists", reused
+            await create(again, {**user_message("a new one"), "id": "item_new"})
+        ids = [f"item_{i}" for i in range(9)]
+        deadline = asyncio.get_running_loop().time() + 10
+        while (stored := [i.id for i in await stored_items(stack, session_id)]) != [*ids, "item_new"]:
+            assert asyncio.get_running_loop().time() < deadline, stored
+            await asyncio.sleep(0.05)  # ok-sleep: poll interval while the last item is saved
+        assert info["history_items"] == len(ids)

@@ -169,6 +169,9 @@ class EdgeSession:
         """``self.state`` holds staged changes (a client's items) that the session KV has not stored yet."""
         self._save_timer: asyncio.TimerHandle | None = None
         self._saves: set[asyncio.Task[None]] = set()
+        self._archived_ids: set[str] | None = None
+        """Ids of the session's archived items, read from the archive the first time a client names an item id
+        of its own (ids are unique in the whole conversation), then kept current by this connection's commits."""
         self.client = ClientSettings()
         """What the client's ``session.update`` set for this connection (tools, tool choice, token cap)."""
         self._config = session_config(state.session_id, state.scenario, deps.instructions)
@@ -357,7 +360,7 @@ class EdgeSession:
 
     async def _item_create(self, event: ConversationItemCreate) -> None:
         item_id = event.item.id or new_id("item")
-        if event.item.id and any(i.id == item_id for i in self.state.history):
+        if event.item.id and await self._id_taken(item_id):
             raise ProtocolError("item_id_exists", f"an item with id {item_id!r} already exists", param="item.id")
         scenario = self.deps.conductor.scenario
         text: str | None = None
@@ -389,6 +392,18 @@ class EdgeSession:
         await self.send({
             "type": "conversation.item.done", "event_id": new_event_id(), "previous_item_id": previous, "item": payload
         })  # fmt: skip
+
+    async def _id_taken(self, item_id: str) -> bool:
+        """Whether an item of the conversation, in the window or archived, has ``item_id``: the archive keeps
+        one item per id, so a second one would be acknowledged and then lost from the transcript."""
+        if any(i.id == item_id for i in self.state.history):
+            return True
+        archive = self.deps.store.archive
+        if not self.state.archived_items or archive is None:
+            return False
+        if self._archived_ids is None:
+            self._archived_ids = {i.id for i in await archive.read(self.state.session_id)}
+        return item_id in self._archived_ids
 
     async def _screened(self, plan: ResponsePlan) -> ResponsePlan:
         """A response's own ``input`` through the input guardrails, as the conversation's items went: the caller's
@@ -489,16 +504,20 @@ class EdgeSession:
                 self._save_timer = None
             state = change(self.state).model_copy(update={"updated_at": time.time()})
             try:
-                state, self.revision = await self.deps.store.commit(state, self.revision)
+                stored, self.revision = await self.deps.store.commit(state, self.revision)
             except SessionConflict:
                 self._unsaved = False  # staged changes are lost with the rest: the error says so
+                self._archived_ids = None  # the other writer may have archived items: read again when asked
                 loaded = await self.deps.store.load(self.state.session_id)
                 if loaded is not None:
                     self.state, self.revision = loaded
                 raise ProtocolError(
                     "session_conflict", "the session was changed by another connection; state reloaded, retry"
                 ) from None
-            self.state = state
+            if self._archived_ids is not None and stored.archived_items != state.archived_items:
+                kept = {i.id for i in stored.history}
+                self._archived_ids.update(i.id for i in state.history if i.id not in kept)
+            self.state = stored
             self._unsaved = False
 
     async def _response_create(self, event: ResponseCreate) -> None:
