@@ -382,6 +382,10 @@ async def test_no_key_or_client_secret_reaches_a_log_or_a_trace(tmp_path: Path) 
                 assert done_of(await client.turn("hello"))["status"] == "completed"
             await refused(stack, key=ek)  # a replay
             await refused(stack, key=key[:-2] + "zz")  # a wrong secret under a real key id
+            for param in ("api_key", "key"):  # a key in the URL is no credential, and the access log has the URL
+                with pytest.raises(websockets.InvalidStatus):
+                    async with websockets.connect(f"{stack.ws_base}/realtime?{param}={stack.api_key}&model=x"):
+                        pass
             await receiver.wait_for(lambda spans: any(s.name == "edge.response" for s in spans), timeout_s=20)
     logs = text_of_files(*(tmp_path / "log").glob("*.log"))  # noqa: ASYNC240 (a directory listing)
     spans = json.dumps([(s.name, s.attributes, s.resource) for s in receiver.spans], default=str)

@@ -2,7 +2,9 @@
 
 Libraries log what they see: at debug level the WebSocket server logs every upgrade header, the
 ``Authorization`` header and the ``openai-insecure-api-key.<key>`` subprotocol included. Key ids stay
-(``sb-<id>-[REDACTED]``) so a line still says which key was used.
+(``sb-<id>-[REDACTED]``) so a line still says which key was used. The edge takes no credential from a URL,
+but a client may put one there (``?api_key=...``), and the server's access log has the URL: the values of
+such query parameters are scrubbed too.
 """
 
 from __future__ import annotations
@@ -12,15 +14,19 @@ import re
 
 from ..log_fields import RECORD_METADATA
 
+_QUERY_NAMES = r"(?:[a-z]+[_-])?(?:api_?key|key|token|secret|password|authorization)"
+"""Query parameters that carry a credential when a client puts one in the URL (``api_key``, ``token``...)."""
+
 _PATTERNS = (
     (re.compile(r"(?i)\b(bearer\s+)[^\s\"',;]+"), r"\1[REDACTED]"),
     (re.compile(r"(openai-insecure-api-key\.)[^\s\"',;]+"), r"\1[REDACTED]"),
     (re.compile(r"\bek_[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)?"), "ek_[REDACTED]"),
     (re.compile(r"\b(sb-[0-9a-f]{12}-)[A-Za-z0-9_-]+"), r"\1[REDACTED]"),
+    (re.compile(rf"(?i)([?&](?:{_QUERY_NAMES})=)[^&\s\"']+"), r"\1[REDACTED]"),
 )
 
 
-_ANY = re.compile(r"(?i)bearer|openai-insecure-api-key\.|\bek_|\bsb-[0-9a-f]{12}-").search
+_ANY = re.compile(rf"(?i)bearer|openai-insecure-api-key\.|\bek_|\bsb-[0-9a-f]{{12}}-|[?&](?:{_QUERY_NAMES})=").search
 """What every pattern's match starts with: one scan tells a clean text (nearly every one) from the rest."""
 
 
