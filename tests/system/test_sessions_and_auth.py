@@ -91,3 +91,28 @@ async def test_takeover_from_another_edge_cancels_the_losing_response_at_once(tm
     assert error["code"] == "session_taken_over" and code == TAKEOVER_CLOSE_CODE
     assert info["resumed"] is True and info["history_items"] == 1  # the question; no answer was committed
     assert took < 3, f"the newer connection waited {took:.1f}s: the older response was not cut short"
+
+
+async def test_two_connections_resuming_at_once_leave_one_live(retail: Stack) -> None:
+    """Two reconnects of one session racing on an edge (a client retrying its connect): the later one takes
+    the earlier one over, as if they had come one after the other. Both stayed live and wrote the session
+    in turn, each losing the other's changes to ``session_conflict``."""
+    async with RawClient(retail) as old:
+        session_id = (await old.open())["session_id"]
+        await old.turn("hello")
+        first, second = RawClient(retail, session_id=session_id), RawClient(retail, session_id=session_id)
+        await asyncio.gather(first.__aenter__(), second.__aenter__())
+        try:
+            ends = {asyncio.ensure_future(_taken_over(c)): c for c in (first, second)}
+            done, pending = await asyncio.wait(ends, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+            for task in pending:  # the live one: stop reading its events here
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            assert len(done) == 1, "neither connection was taken over: both hold the session"
+            lost, live = (first, second) if ends[done.pop()] is first else (second, first)
+            kinds, error, code = next(t.result() for t, c in ends.items() if c is lost)
+            assert error["code"] == "session_taken_over" and code == TAKEOVER_CLOSE_CODE, kinds
+            reply = done_of(await live.turn("jane@example.com, PIN 1234"))
+            assert reply["status"] == "completed", live.events[-5:]
+        finally:
+            await asyncio.gather(first.__aexit__(None, None, None), second.__aexit__(None, None, None))

@@ -299,29 +299,30 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
         if principal.single_use is not None and not await app.state.client_secrets.consume(principal.single_use):
             await _deny(ws, 401, "client_secret_already_used", "the client secret was already used: mint a new one")
             return
-        if resuming and await takeovers.claim(session_id):
-            loaded = await deps.store.load(session_id)  # the older connection may have committed meanwhile
-        if loaded is None:
-            now = time.time()
-            state = SessionState(
-                session_id=session_id, scenario=config.name, active_agent=config.entry_agent, owner=owner,
-                created_at=now, updated_at=now,
-            )  # fmt: skip
-            revision, resumed = 0, False
-        else:
-            (state, revision), resumed = loaded, True
-        await ws.accept(subprotocol=principal.subprotocol)
-        events = ws.query_params.get(PLATFORM_EVENTS_PARAM, "") in ("1", "true")
-        session = CappedSession(ws, deps, state, revision, resumed, platform_events=events, limits=limits)
-        if principal.session is not None:
-            session.apply_session(principal.session)
+        async with takeovers.arriving(session_id):  # one at a time from claim to hold (see Takeovers.arriving)
+            if resuming and await takeovers.claim(session_id):
+                loaded = await deps.store.load(session_id)  # the older connection may have committed meanwhile
+            if loaded is None:
+                now = time.time()
+                state = SessionState(
+                    session_id=session_id, scenario=config.name, active_agent=config.entry_agent, owner=owner,
+                    created_at=now, updated_at=now,
+                )  # fmt: skip
+                revision, resumed = 0, False
+            else:
+                (state, revision), resumed = loaded, True
+            await ws.accept(subprotocol=principal.subprotocol)
+            events = ws.query_params.get(PLATFORM_EVENTS_PARAM, "") in ("1", "true")
+            session = CappedSession(ws, deps, state, revision, resumed, platform_events=events, limits=limits)
+            if principal.session is not None:
+                session.apply_session(principal.session)
 
-        async def taken_over() -> None:
-            taken = error_event(code=TAKEOVER_ERROR_CODE, message=f"{TAKEOVER_REASON}; this connection is closed")
-            taken["error"]["type"] = "invalid_request_error"
-            await session.close(TAKEOVER_CLOSE_CODE, TAKEOVER_REASON, taken)
+            async def taken_over() -> None:
+                taken = error_event(code=TAKEOVER_ERROR_CODE, message=f"{TAKEOVER_REASON}; this connection is closed")
+                taken["error"]["type"] = "invalid_request_error"
+                await session.close(TAKEOVER_CLOSE_CODE, TAKEOVER_REASON, taken)
 
-        hold = await takeovers.hold(session_id, taken_over)
+            hold = await takeovers.hold(session_id, taken_over)
         deps.sessions.add(session)
         try:
             with session_context(session_id):

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from nats.aio.client import Client
@@ -65,6 +66,25 @@ class Takeovers:
         self.wait_s = wait_s
         self._holds: dict[str, Hold] = {}
         self._answers: set[asyncio.Task[None]] = set()
+        self._arriving: dict[str, tuple[asyncio.Lock, int]] = {}
+        """Sessions with a connection between :meth:`claim` and :meth:`hold`, and how many wait to get there."""
+
+    @asynccontextmanager
+    async def arriving(self, session_id: str) -> AsyncIterator[None]:
+        """Hold this around a new connection's :meth:`claim` and :meth:`hold`: connections to one session arriving
+        together on this edge then claim one after the other, each taking over the one before it (both would
+        otherwise claim the same older one, and both stay live)."""
+        lock, waiting = self._arriving.get(session_id, (asyncio.Lock(), 0))
+        self._arriving[session_id] = (lock, waiting + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, waiting = self._arriving[session_id]
+            if waiting > 1:
+                self._arriving[session_id] = (lock, waiting - 1)
+            else:
+                del self._arriving[session_id]
 
     async def claim(self, session_id: str) -> bool:
         """Close any other live connection on ``session_id``; True if there was one."""
