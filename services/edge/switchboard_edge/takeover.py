@@ -12,6 +12,10 @@ there and waits for the reply, sent once the old connection is closed. No respon
 the session. A request without Switchboard's headers is ignored: only edges may publish there, but an agent
 may name the subject as the reply of a write to its ledger, and JetStream's acknowledgement (no headers)
 would otherwise close a session the agent knows the id of.
+
+Connections to one session arriving together on one edge claim one after the other (:meth:`Takeovers.arriving`),
+so the last one holds the session. Two arriving in the same instant on two different edges are not ordered: both
+can hold it until the next takeover, and their writes then meet as ``session_conflict`` (reported, never silent).
 """
 
 from __future__ import annotations
