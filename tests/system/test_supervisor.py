@@ -327,3 +327,31 @@ async def test_a_supervisor_killed_mid_answer_leaves_what_it_said_before_the_ret
     said = [(i.id, i.text) for i in transcript if isinstance(i, MessageItem) and i.role == "assistant"]
     assert said == shown and "".join(text for _, text in said) == text_of(client.events)
     assert len(supervisor_calls) == 2
+
+
+async def test_what_the_front_agent_says_before_it_consults_is_stored_as_heard(tmp_path: Path) -> None:
+    """A real model often speaks and calls a tool in one response ("Sure, ..." + consult_supervisor): the caller
+    hears those words as an item of their own, before the filler and the answer, and the session stores both
+    items, under the ids the client was shown (before, the front agent's words were dropped from the session)."""
+    preamble = "Sure, I can help with that."
+
+    def respond(body: dict[str, Any]) -> ScriptedReply:
+        if _role(body) == "frontdesk" and body["messages"][-1]["role"] != "tool":
+            return ScriptedReply(text=preamble, tool_calls=[("consult_supervisor", {"note": "sky colour"})])
+        return SlowSupervisorModel(0)(body)
+
+    async with ScriptedOpenAIServer(responder=respond) as server:
+        env = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": server.base_url}
+        with make_stack(tmp_path, scenario="supervisor", env=env) as stack:
+            async with RawClient(stack, timeout_s=15) as client:
+                session_id = (await client.open())["session_id"]
+                events = await client.turn("why is the sky blue?")
+            async with Bus(stack.nats_urls, name="check") as bus:
+                transcript = await (await SessionStore.open(bus.js)).transcript(session_id)
+    heard = text_of(events)
+    assert heard.startswith(preamble) and "The supervisor's careful answer to: why is the sky blue?" in heard
+    shown = [(o["id"], o["content"][0]["text"]) for o in done_of(events)["output"] if o["type"] == "message"]
+    said = [(i.id, i.text) for i in transcript if isinstance(i, MessageItem) and i.role == "assistant"]
+    assert said == shown and said[0][1] == preamble
+    kinds = [i.type for i in transcript]  # the words, then the call they came with, its output, the answer
+    assert kinds == ["message", "message", "function_call", "function_call_output", "message"]

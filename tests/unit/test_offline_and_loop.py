@@ -25,7 +25,7 @@ from switchboard.agents import (
 )
 from switchboard.bus import Bus
 from switchboard.local import NatsServer
-from switchboard.models.base import ModelRequest
+from switchboard.models.base import ModelRequest, ModelResponse, ToolCall
 from switchboard.models.offline import OfflineProvider
 from switchboard.runtime.loop import AgentLoop, IterationCapError
 from switchboard.schemas import (
@@ -528,3 +528,47 @@ async def test_plain_tool_runs_off_the_event_loop_thread() -> None:
 async def test_tool_without_a_store_gets_a_tool_error() -> None:
     with pytest.raises(ToolError, match="no data store"):
         _ = ToolContext("s", "a", CallerIdentity()).store
+
+
+class _Speaks:
+    """A model that speaks and calls a tool in one response, then answers (a real model often does)."""
+
+    def __init__(self, *responses: ModelResponse) -> None:
+        self.responses = list(responses)
+
+    async def complete(self, request: ModelRequest, on_text: Any) -> ModelResponse:
+        response = self.responses.pop(0)
+        await on_text(response.text)
+        return response
+
+    async def aclose(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize("target", ["transfer_to_returns", "ping"])
+async def test_what_the_model_says_beside_its_tool_calls_is_in_the_turns_items(target: str) -> None:
+    """The caller hears every word the turn's model calls stream: the words said beside a handoff call are the
+    agent's message before that call, and words said beside a tool call lead the answer's message."""
+    registry = ToolRegistry()
+
+    @registry.tool()
+    def ping() -> dict[str, Any]:
+        """Something to do."""
+        return {"ok": True}
+
+    agent = _agent([], ["ping"], handoffs=[{"target": "returns"}])
+    call = ToolCall(call_id="c1", name=target, arguments="{}")
+    model = _Speaks(ModelResponse(text="Let me see. ", tool_calls=(call,)), ModelResponse(text="All done."))
+    heard: list[str] = []
+
+    async def sink(text: str) -> None:
+        heard.append(text)
+
+    req = TurnRequest(session_id="s", turn_id="t", agent="looper", history=[MessageItem(id="i", role="user", text="x")])
+    r = await AgentLoop(agent, model, registry).run(req, sink)
+    said = [i.text for i in r.items if isinstance(i, MessageItem)]
+    assert said == ["".join(heard)] and r.text == "".join(heard)
+    if target == "ping":
+        assert (r.outcome, r.text) == ("answer", "Let me see. All done.")
+    else:
+        assert r.outcome == "handoff" and [i.type for i in r.items] == ["message", "function_call"]

@@ -183,6 +183,7 @@ class AgentLoop:
         client = {t.name for t in req.client_tools if t.name not in own}  # the agent's own tools win
         specs = [*self.specs, *(ToolSpec(t.name, t.description, t.parameters) for t in req.client_tools
                                 if t.name in client)] if req.tool_choice != "none" else []  # fmt: skip
+        said = ""  # all the turn's model calls said so far, before their tool calls too: the caller heard it
         for _ in range(self.agent.max_iterations):
             request = ModelRequest(
                 instructions=instructions,
@@ -199,10 +200,11 @@ class AgentLoop:
                 output_tokens=usage.output_tokens + response.output_tokens,
                 model_calls=usage.model_calls + 1,
             )
+            said += response.text
             if not response.tool_calls:
-                msg = MessageItem(id=new_item_id(), role="assistant", text=response.text, agent=self.agent.name)
+                msg = MessageItem(id=new_item_id(), role="assistant", text=said, agent=self.agent.name)
                 return TurnResult(
-                    turn_id=req.turn_id, agent=self.agent.name, outcome="answer", text=response.text,
+                    turn_id=req.turn_id, agent=self.agent.name, outcome="answer", text=said,
                     items=[*turn_items, msg], caller=ctx.verified, usage=usage,
                 )  # fmt: skip
             for call in response.tool_calls:
@@ -217,26 +219,34 @@ class AgentLoop:
                 )
                 if call.name in client:  # the client runs it: the turn ends with the call pending
                     return TurnResult(
-                        turn_id=req.turn_id, agent=self.agent.name, outcome="client_tool", text=response.text,
-                        items=turn_items, caller=ctx.verified, usage=usage,
+                        turn_id=req.turn_id, agent=self.agent.name, outcome="client_tool", text=said,
+                        items=self._spoken(said, turn_items), caller=ctx.verified, usage=usage,
                     )  # fmt: skip
                 if call.name.startswith(TRANSFER_PREFIX):
                     handoff = handoff_request(self.agent.name, call)
                     return TurnResult(
-                        turn_id=req.turn_id, agent=self.agent.name, outcome="handoff",
-                        text=response.text, items=turn_items, handoff=handoff, caller=ctx.verified, usage=usage,
+                        turn_id=req.turn_id, agent=self.agent.name, outcome="handoff", text=said,
+                        items=self._spoken(said, turn_items), handoff=handoff, caller=ctx.verified, usage=usage,
                     )  # fmt: skip
                 if call.name == CONSULT_TOOL and self.agent.consult is not None:
                     ask = ConsultAsk(note=consult_note(call.arguments), call_id=call.call_id)
                     return TurnResult(
-                        turn_id=req.turn_id, agent=self.agent.name, outcome="consult", text=response.text,
-                        items=turn_items, consult=ask, caller=ctx.verified, usage=usage,
+                        turn_id=req.turn_id, agent=self.agent.name, outcome="consult", text=said,
+                        items=self._spoken(said, turn_items), consult=ask, caller=ctx.verified, usage=usage,
                     )  # fmt: skip
                 output = await self._call_tool(call.name, call.arguments, ctx)
                 turn_items.append(
                     FunctionCallOutputItem(id=new_item_id(), call_id=call.call_id, output=output, agent=self.agent.name)
                 )
         raise IterationCapError(f"{self.agent.name} made {self.agent.max_iterations} model calls without answering")
+
+    def _spoken(self, said: str, turn_items: list[ConversationItem]) -> list[ConversationItem]:
+        """A turn that ends on a call (a handoff, a consult, a client's tool) with what the caller heard of it
+        as the agent's message just before that call: the client was shown it as an item, the session keeps it."""
+        if not said:
+            return turn_items
+        msg = MessageItem(id=new_item_id(), role="assistant", text=said, agent=self.agent.name)
+        return [*turn_items[:-1], msg, turn_items[-1]]
 
     async def _complete(
         self, request: ModelRequest, on_text: Callable[[str], Awaitable[None]], deadline: float | None
