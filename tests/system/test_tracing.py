@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,9 +12,11 @@ from pathlib import Path
 import pytest
 
 from switchboard.telemetry.otlp_receiver import OTLPReceiver, ReceivedSpan
+from switchboard.testing import ScriptedOpenAIServer
 
-from .client import edge_log_lines, open_session, say, sdk_client
+from .client import collect, edge_log_lines, open_session, say, sdk_client, user_message
 from .stacks import make_stack
+from .test_supervisor import SlowSupervisorModel
 
 pytestmark = pytest.mark.system
 
@@ -88,3 +91,48 @@ async def test_a_turn_with_a_handoff_is_one_connected_trace(tmp_path: Path) -> N
     assert turn_record["agents"] == ["triage", "auth"]
     assert "handoff #1" in table.stdout and "triage -> auth (asked returns)" in table.stdout
     assert "redirected_auth" in table.stdout and root.trace_id in table.stdout
+
+
+async def test_a_consult_retried_on_another_supervisor_replica_is_one_trace(tmp_path: Path) -> None:
+    """The supervisor replica holding a consult is killed; the other answers. One trace: edge.response ->
+    supervisor.consult (its retry an event on it) -> supervisor.answer (the replica that answered) -> model.call,
+    and the timeline says the consult was answered after a retry."""
+    model = SlowSupervisorModel(first_delay_s=30)
+    async with OTLPReceiver() as receiver, ScriptedOpenAIServer(responder=model) as server:
+        env = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": server.base_url,
+               "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "100"}  # fmt: skip
+        agents = ["frontdesk", "supervisor", "generalist"]
+        with make_stack(tmp_path, scenario="supervisor", agents=agents, env=env) as stack:
+            async with sdk_client(stack).realtime.connect(model="switchboard") as conn:
+                session_id = (await open_session(conn))["session_id"]
+                await conn.conversation.item.create(item=user_message("why X?"))
+                await conn.response.create()
+                await asyncio.wait_for(model.supervisor_seen.wait(), 20)  # the consult is inside replica 1
+                stack.start_agent("supervisor", wait=True)
+                stack.kill("supervisor:supervisor", signal.SIGKILL)
+                reply = await collect(conn)
+            assert reply.metadata["supervisor"] == "consulted"
+
+            def complete(spans: list[ReceivedSpan]) -> bool:
+                names = {s.name for s in spans}
+                return {"edge.response", "supervisor.consult", "supervisor.answer"} <= names
+
+            await receiver.wait_for(complete, timeout_s=20)
+            command = [sys.executable, "-m", "switchboard", "trace", session_id, "--nats-url", stack.nats.url]
+            table = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True)
+
+    root = next(s for s in receiver.spans if s.name == "edge.response")
+    trace = [s for s in receiver.spans if s.trace_id == root.trace_id]
+    index = _by_id(trace)
+    consult = next(s for s in trace if s.name == "supervisor.consult")
+    assert _ancestors(consult, index) == ["edge.response"] and consult.service_name == "edge"
+    assert consult.attributes["switchboard.consult.outcome"] == "answered"
+    assert consult.attributes["switchboard.consult.attempts"] == 2
+    assert consult.events == ["retry"]  # the killed replica's attempt, retried on the other
+    answer = next(s for s in trace if s.name == "supervisor.answer")
+    assert _ancestors(answer, index) == ["supervisor.consult", "edge.response"]
+    assert answer.service_name == "supervisor-supervisor" and answer.kind == "consumer"
+    supervisor_calls = [s for s in trace if s.name == "model.call" and s.service_name == "supervisor-supervisor"]
+    assert supervisor_calls and all(index[s.parent_span_id].name == "supervisor.answer" for s in supervisor_calls)  # type: ignore[index]
+    assert table.returncode == 0, table.stderr
+    assert "consult answered" in table.stdout and "1 retries" in table.stdout and root.trace_id in table.stdout

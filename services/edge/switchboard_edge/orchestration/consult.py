@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from opentelemetry import trace
+
 from switchboard.agents.config import CONSULT_TOOL, AgentConfig
 from switchboard.bus import BusError, StreamingClient, subjects
 from switchboard.resilience import BreakerOpen, Breakers, RetryPolicy, call_with_retry
@@ -159,6 +161,9 @@ class SupervisorConsults:
         def on_retry(n: int, exc: BaseException) -> None:
             self.stats.retries += 1
             metrics().retries.labels(target=f"supervisor.{cfg.supervisor}", reason=type(exc).__name__).inc()
+            trace.get_current_span().add_event(  # the consult's span, as an agent hop's retry is its hop's
+                "retry", {names.RETRY_ATTEMPT: n, names.RETRY_REASON: type(exc).__name__}
+            )
             log.info("consult retry", extra={"session_id": session_id, "attempt": n, "error": str(exc)})
 
         self.stats.consults += 1
