@@ -68,6 +68,17 @@ async def test_front_desk_keeps_small_talk_and_details_and_consults_for_the_acco
         assert asked.metadata["routing_rate"] == "0.25"
 
 
+async def test_a_greeting_is_not_consulted_for_a_must_consult_word_inside_another_word(supervised: Stack) -> None:
+    """``must_consult`` names words: "bill" is not in "Billy", nor "account" in "accountant" (these greetings
+    were sent to the supervisor, and the caller heard a filler and "To look into your account ...")."""
+    for text in ("Hello, I'm Billy", "Good morning! I'm an accountant."):
+        async with sdk_client(supervised).realtime.connect(model="switchboard") as conn:
+            await open_session(conn)
+            greeted = await say(conn, text)
+        assert (greeted.agent, greeted.metadata["supervisor"]) == ("frontdesk", "no"), (text, greeted.text)
+        assert not greeted.text.startswith(FILLERS), greeted.text
+
+
 async def test_patterns_compose_handoff_then_specialist_consults(supervised: Stack) -> None:
     async with sdk_client(supervised).realtime.connect(model="switchboard") as conn:
         await open_session(conn)

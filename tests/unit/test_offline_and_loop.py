@@ -27,7 +27,7 @@ from switchboard.bus import Bus
 from switchboard.local import NatsServer
 from switchboard.models.base import ModelRequest, ModelResponse, ToolCall
 from switchboard.models.offline import OfflineProvider
-from switchboard.runtime.loop import AgentLoop, IterationCapError
+from switchboard.runtime.loop import AgentLoop, IterationCapError, must_consult_pattern, policy_consult
 from switchboard.schemas import (
     CallerIdentity,
     FunctionCallItem,
@@ -572,3 +572,18 @@ async def test_what_the_model_says_beside_its_tool_calls_is_in_the_turns_items(t
         assert (r.outcome, r.text) == ("answer", "Let me see. All done.")
     else:
         assert r.outcome == "handoff" and [i.type for i in r.items] == ["message", "function_call"]
+
+
+def test_must_consult_matches_the_words_and_their_inflections_not_other_words() -> None:
+    words = ["balance", "invoice", "charge", "bill", "payment", "account", "my order"]
+    consulted = [
+        "What's my balance?", "why was I CHARGED twice", "I got two bills", "a question on invoicing",
+        "charging me again?", "payments", "Account.", "where is my order", "my orders",
+    ]  # fmt: skip
+    kept = ["Hello, I'm Billy", "I'm an accountant", "unbalanced", "a recharge", "my orderly", "hello", ""]
+    for text, expected in [(t, True) for t in consulted] + [(t, False) for t in kept]:
+        req = TurnRequest(session_id="s", turn_id="t", agent="a", history=[MessageItem(id="i", role="user", text=text)])
+        ask = policy_consult(must_consult_pattern(words), req)
+        assert (ask is not None) == expected, text
+        assert ask is None or (ask.note, ask.policy) == (text, True)
+    assert must_consult_pattern([]) is None

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,16 +91,27 @@ def agent_instructions(agent: AgentConfig, req: TurnRequest, note: str | None = 
     return "\n\n".join(notes)
 
 
-def policy_consult(must_consult: list[str], req: TurnRequest) -> ConsultAsk | None:
-    """A consult the routing policy requires: the caller's latest message names one of ``must_consult``
-    (lower case), so the supervisor answers without a model call."""
-    if not must_consult or not req.history:
+def must_consult_pattern(words: Sequence[str]) -> re.Pattern[str] | None:
+    """What a caller's line must contain for the routing policy to consult: one of ``words`` as a word of its
+    own, or in a plain inflection ("charged", "bills", "invoicing"), never inside another word: "bill" is not
+    in "Billy", nor "account" in "accountant" (a greeting that named either was sent to the supervisor)."""
+    forms = []
+    for word in (w.strip().lower() for w in words):
+        if word:
+            ing = f"|{re.escape(word[:-1])}ing" if word.endswith("e") else ""
+            forms.append(f"{re.escape(word)}(?:s|es|d|ed|ing)?{ing}")
+    return re.compile(rf"(?<!\w)(?:{'|'.join(forms)})(?!\w)") if forms else None
+
+
+def policy_consult(must_consult: re.Pattern[str] | None, req: TurnRequest) -> ConsultAsk | None:
+    """A consult the routing policy requires: the caller's latest message names one of the ``must_consult``
+    words (:func:`must_consult_pattern`), so the supervisor answers without a model call."""
+    if must_consult is None or not req.history:
         return None
     last = req.history[-1]
     if not isinstance(last, MessageItem) or last.role != "user":
         return None
-    text = last.text.lower()
-    if any(word in text for word in must_consult):
+    if must_consult.search(last.text.lower()):
         return ConsultAsk(note=last.text, policy=True)
     return None
 
@@ -147,7 +159,7 @@ class AgentLoop:
         self.model_retries = 0
         self.tools = {name: registry.get(name) for name in agent.tools}
         self.specs = [t.spec() for t in self.tools.values() if t is not None] + platform_tools(agent)
-        self._must_consult = [w.lower() for w in agent.consult.must_consult] if agent.consult else []
+        self._must_consult = must_consult_pattern(agent.consult.must_consult) if agent.consult else None
 
     def instructions(self, req: TurnRequest, note: str | None = None) -> str:
         return agent_instructions(self.agent, req, note)

@@ -23,6 +23,7 @@ from switchboard.runtime.loop import (
     agent_instructions,
     consult_note,
     handoff_request,
+    must_consult_pattern,
     policy_consult,
 )
 from switchboard.schemas import (
@@ -46,7 +47,7 @@ class UpstreamAgent:
     def __init__(self, link: UpstreamLink, agent: AgentConfig) -> None:
         self.link = link
         self.agent = agent
-        self.must_consult = [w.lower() for w in agent.consult.must_consult] if agent.consult else []
+        self.must_consult = must_consult_pattern(agent.consult.must_consult) if agent.consult else None
 
     async def __call__(self, req: TurnRequest, emit: EventSink, deadline: float) -> TurnResult:
         link = self.link
