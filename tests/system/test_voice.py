@@ -412,3 +412,31 @@ async def test_input_audio_in_a_created_item_is_transcribed_in_the_sessions_form
     assert added["content"][0]["type"] == "input_audio" and "return" in words(added["content"][0]["transcript"])
     assert (done["status"], done["metadata"]["agent"]) == ("completed", "auth")
     assert violations(client.events) == []
+
+
+async def test_a_second_utterance_committed_before_the_first_is_transcribed_is_answered_once(
+    retail: Stack, speech_dir: Path
+) -> None:
+    """Two turns a short pause apart, sent faster than Whisper transcribes: the first turn's response waits
+    for the second's words and answers both (before, it waited for the second turn, which waited for it to
+    end: the response never ended and the session refused every later response)."""
+    hello = espeak("Hello there.", speech_dir / "hello.wav")
+    refund = espeak("I want a refund for my order.", speech_dir / "refund3.wav")
+    audio = np.concatenate([hello.samples, silence(700), refund.samples])  # server VAD's 500 ms ends a turn
+    async with RawClient(retail, events=False, timeout_s=30) as client:
+        await client.open()
+        await client.send({"type": "session.update", "session": VOICE_SESSION})
+        await client.next("session.updated")
+        for payload in said(audio):
+            await client.send({"type": "input_audio_buffer.append", "audio": payload})
+        done = await client.next("response.done")
+        await client.send({"type": "session.update", "session": VOICE_SESSION})
+        await client.next("session.updated")  # a second response would have started by now
+    committed = [e["item_id"] for e in client.events if e["type"] == "input_audio_buffer.committed"]
+    joined = [e["item"]["id"] for e in client.events if e["type"] == "conversation.item.done"
+              and e["item"]["role"] == "user"]  # fmt: skip
+    assert len(committed) == 2 and joined == committed
+    assert done["response"]["status"] == "completed"
+    assert "verify your identity" in done["response"]["output"][0]["content"][0]["transcript"]  # the refund's answer
+    assert [e["type"] for e in client.events].count("response.created") == 1
+    assert violations(client.events) == []

@@ -110,6 +110,8 @@ class AudioTurns:
         self._tasks: set[asyncio.Task[None]] = set()
         self.idle = IdleTimer(self._idle_timeout, lambda: self.config.buffer.session_ms)
         self.pauses = PauseJudge()
+        self.responses_started = 0
+        """Responses started on this connection (a committed utterance notes the count: see ``_transcribe_turn``)."""
 
     def preload(self) -> None:
         engines()
@@ -216,6 +218,7 @@ class AudioTurns:
 
     def on_response(self, response: asyncio.Task[None], writer: ResponseWriter) -> None:
         """A response started: no idle timeout while it runs; the count starts once its audio has played."""
+        self.responses_started += 1
         self.idle.cancel()
         response.add_done_callback(lambda _: self._arm_idle(writer))
 
@@ -266,9 +269,10 @@ class AudioTurns:
         await session.send({
             "type": "conversation.item.added", "event_id": new_event_id(), "previous_item_id": previous, "item": added
         })  # fmt: skip
-        task = asyncio.create_task(
-            self._transcribe_turn(samples, item_id, session.pending_input, respond, heard=heard, silent=silent)
-        )
+        task = asyncio.create_task(self._transcribe_turn(
+            samples, item_id, session.pending_input, respond, heard=heard, silent=silent,
+            responses=self.responses_started,
+        ))  # fmt: skip
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         session.pending_input = task
@@ -280,8 +284,9 @@ class AudioTurns:
 
     async def _transcribe_turn(
         self, samples: Pcm16, item_id: str, before: asyncio.Task[None] | None, respond: bool,
-        *, heard: Awaitable[str] | None = None, silent: bool = False,
+        *, heard: Awaitable[str] | None = None, silent: bool = False, responses: int = 0,
     ) -> None:  # fmt: skip
+        """``responses``: how many responses had started when the utterance was committed."""
         session = self.session
         try:
             started = time.perf_counter()
@@ -330,8 +335,10 @@ class AudioTurns:
         if not respond:
             return
         playing = session._response
-        if playing is not None and not playing.done():  # not interrupted: answer once it has ended
-            await asyncio.wait([playing])
+        if playing is not None and not playing.done():
+            if self.responses_started != responses:  # it started after this commit, so it waited for these words
+                return  # and answers them (waiting for it here would wait for itself)
+            await asyncio.wait([playing])  # it started before these words (not interrupted): answer once it ends
         if session._writer is None or session._writer.done:
             try:  # as the client's response.create (the session's turn limit counts it)
                 await session._response_create(ResponseCreate(type="response.create"))
