@@ -226,10 +226,17 @@ async def edge_log_lines(stack: Stack, msg: str, session_id: str, timeout_s: flo
     """The edge's JSON log lines with this message for this session, once there is one (or none after
     ``timeout_s``): the stack reads the edge's stdout on a thread of its own, so a line logged just before
     ``response.done`` may land just after it."""
+    return await log_lines(stack, "edge", msg, session_id, timeout_s)
+
+
+async def log_lines(
+    stack: Stack, proc: str, msg: str, session_id: str, timeout_s: float = 10.0
+) -> list[dict[str, Any]]:
+    """:func:`edge_log_lines` of any process of the stack (``agent:triage``, ``supervisor:supervisor``)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while True:
-        records = [json.loads(line) for line in list(stack.proc("edge").lines) if line.startswith("{")]
+        records = [json.loads(line) for line in list(stack.proc(proc).lines) if line.startswith("{")]
         found = [r for r in records if r.get("msg") == msg and r.get("session_id") == session_id]
         if found or loop.time() > deadline:
             return found

@@ -1,17 +1,21 @@
-"""Every response ends with exactly one ``response.done``, whenever the client's cancel lands, and a
-cancel never cuts the session's commit in half (the next write never gets ``session_conflict``)."""
+"""Every response ends with exactly one ``response.done``, whenever the client's cancel lands, a cancel
+never cuts the session's commit in half (the next write never gets ``session_conflict``), and it stops
+the agent's work too."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from switchboard.local.stack import Stack
+from switchboard.testing import ScriptedOpenAIServer, ScriptedReply
 
-from .client import RawClient, user_message
+from .client import RawClient, log_lines, user_message
+from .stacks import make_stack
 
 pytestmark = pytest.mark.system
 
@@ -70,3 +74,25 @@ async def test_a_cancel_with_nothing_running_gets_the_ga_error(retail: Stack) ->
         assert (error["error"]["code"], error["error"]["event_id"]) == ("response_cancel_not_active", "evt_idle")
         async with asyncio.timeout(20):
             await client.turn("hello")
+
+
+async def test_a_cancelled_response_stops_the_agents_model_call(tmp_path: Path) -> None:
+    """The caller barges in while the model thinks: the agent is told and stops, instead of paying for an
+    answer nobody will hear and holding its slot until the turn's deadline (30 s)."""
+    asked = asyncio.Event()
+
+    def responder(body: dict[str, Any]) -> ScriptedReply:
+        asked.set()
+        return ScriptedReply(text="an answer nobody hears", delay_s=25)
+
+    async with ScriptedOpenAIServer(responder=responder) as model:
+        env = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": model.base_url}
+        with make_stack(tmp_path, agents=["triage", "generalist"], env=env) as stack:
+            async with RawClient(stack) as client:
+                session_id = (await client.open())["session_id"]
+                await client.send({"type": "conversation.item.create", "item": user_message("hello")})
+                await client.send({"type": "response.create"})
+                await asyncio.wait_for(asked.wait(), 15)  # the agent's model call is under way
+                await client.send({"type": "response.cancel"})
+                assert (await client.next("response.done"))["response"]["status"] == "cancelled"
+                assert await log_lines(stack, "agent:triage", "request stopped by its caller", session_id)

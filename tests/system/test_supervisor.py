@@ -17,7 +17,18 @@ from switchboard.schemas import MessageItem, TurnRecord
 from switchboard.state import AuditLog, SessionStore
 from switchboard.testing import ScriptedOpenAIServer, ScriptedReply
 
-from .client import RawClient, Reply, collect, done_of, open_session, say, sdk_client, text_of, user_message
+from .client import (
+    RawClient,
+    Reply,
+    collect,
+    done_of,
+    log_lines,
+    open_session,
+    say,
+    sdk_client,
+    text_of,
+    user_message,
+)
 from .stacks import make_stack
 
 pytestmark = pytest.mark.system
@@ -231,6 +242,22 @@ async def test_supervisor_killed_mid_consult_another_replica_answers(tmp_path: P
     assert reply.metadata["supervisor"] == "consulted"
     assert "The supervisor's careful answer to: why X?" in reply.text
     assert model.supervisor_calls == 2
+
+
+async def test_a_cancelled_consult_stops_the_supervisor(tmp_path: Path) -> None:
+    """The caller barges in on the filler: the supervisor is told and stops its model call."""
+    model = SlowSupervisorModel(first_delay_s=25)
+    async with ScriptedOpenAIServer(responder=model) as server:
+        env = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": server.base_url}
+        with make_stack(tmp_path, scenario="supervisor", env=env) as stack:
+            async with RawClient(stack) as client:
+                session_id = (await client.open())["session_id"]
+                await client.send({"type": "conversation.item.create", "item": user_message("why X?")})
+                await client.send({"type": "response.create"})
+                await asyncio.wait_for(model.supervisor_seen.wait(), 20)  # the consult is inside the supervisor
+                await client.send({"type": "response.cancel"})
+                assert (await client.next("response.done"))["response"]["status"] == "cancelled"
+                assert await log_lines(stack, "supervisor:supervisor", "request stopped by its caller", session_id)
 
 
 async def test_consult_deadline_exceeded_falls_back(tmp_path: Path) -> None:

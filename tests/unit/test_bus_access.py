@@ -15,11 +15,12 @@ from nats.aio.client import Client
 from pydantic import TypeAdapter
 
 from switchboard.bus import NoResponders, QueueService, StreamingClient, subjects
+from switchboard.bus.rpc import message_headers
 from switchboard.bus.connection import without_login
 from switchboard.bus.subjects import AUDIT_STREAM
 from switchboard.local import NatsServer
 from switchboard.rollout.table import RolloutTable
-from switchboard.schemas import MessageItem, TurnDelta, TurnRequest, TurnResult, turn_reply_adapter
+from switchboard.schemas import CancelRequest, MessageItem, TurnDelta, TurnRequest, TurnResult, turn_reply_adapter
 from switchboard.security.api_keys import KeyRing
 from switchboard.security.bus_access import ADMIN, BusCredentials, agent_identity, edge_identity, inbox_prefix
 from switchboard.state import LEDGER_BUCKET, AuditLog, SessionStore, SideEffectLedger, ToolStore, store_bucket
@@ -317,3 +318,29 @@ async def test_a_specialist_cannot_close_a_session_with_a_takeover(rig: Rig) -> 
         for nc in (holder, newer, agent):
             await nc.close()
     assert rig.refusals["agent-returns"].permission_errors() == []  # nothing stopped it but the edge
+
+
+async def test_the_edge_stops_an_agents_request_and_no_agent_can_stop_another_agents(rig: Rig) -> None:
+    edge, returns, billing = await rig.connect("edge"), await rig.connect("agent-returns"), await rig.connect(
+        "agent-billing"
+    )
+    try:
+        heard: asyncio.Queue[bytes] = asyncio.Queue()
+
+        async def on_cancel(msg: nats.aio.msg.Msg) -> None:
+            await heard.put(msg.data)
+
+        await returns.subscribe(subjects.agent_cancel("returns"), cb=on_cancel)  # its own: allowed
+        await returns.flush()
+        stop = CancelRequest(reply_to="_INBOX.x.1").to_bytes()
+        await edge.publish(subjects.agent_cancel("returns"), stop, headers=message_headers())
+        assert await asyncio.wait_for(heard.get(), 5) == stop
+        await billing.subscribe(subjects.agent_cancel("returns"))  # another agent's: refused
+        await rig.violation("agent-billing", f'subscription to "{subjects.agent_cancel("returns")}"')
+        await billing.publish(subjects.agent_cancel("returns"), stop)  # stopping another agent's work: refused
+        await billing.flush()
+        await rig.violation("agent-billing", f'publish to "{subjects.agent_cancel("returns")}"')
+        assert rig.refusals["agent-returns"].permission_errors() == [] and heard.empty()
+    finally:
+        for nc in (edge, returns, billing):
+            await nc.close()

@@ -28,7 +28,7 @@ from nats.aio.subscription import Subscription
 from opentelemetry import trace
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from ..schemas import SCHEMA_MAJOR, SCHEMA_VERSION, ErrorCode, ErrorReply, Heartbeat, WireModel
+from ..schemas import SCHEMA_MAJOR, SCHEMA_VERSION, CancelRequest, ErrorCode, ErrorReply, Heartbeat, WireModel
 from ..telemetry import inject, metrics, names, process_span, session_context, set_attributes, tracing_enabled
 from . import headers as h
 from .errors import BadReply, NoResponders, RemoteError, ReplyTimeout
@@ -153,9 +153,14 @@ class StreamingClient:
         extra_headers: dict[str, str] | None = None,
         idle_timeout: float | None = None,
         ack_timeout: float | None = None,
+        cancel: str | None = None,
     ) -> aclosing[AsyncGenerator[R, None]]:
         """``async with client.stream(...) as replies: async for reply in replies: ...``: publish
         ``request`` and yield parsed replies; raise a ``BusError`` on failure.
+
+        With ``cancel`` (the responders' cancel subject), a stream left before its terminal reply (the caller
+        was cancelled, the deadline passed, the responder was taken for lost) tells the responder to stop:
+        a model call the caller will never hear costs nothing more, and its replica's slot is free.
 
         The replies are read inside the ``async with``: leaving it (a caller returns as soon as it has the
         terminal reply) closes the stream there and then. A bare generator left suspended would be closed
@@ -164,7 +169,7 @@ class StreamingClient:
         """
         return aclosing(
             self._replies(subject, request, reply_adapter, is_terminal, deadline, session_id, extra_headers,
-                          idle_timeout, ack_timeout)
+                          idle_timeout, ack_timeout, cancel)
         )  # fmt: skip
 
     async def _replies(
@@ -178,6 +183,7 @@ class StreamingClient:
         extra_headers: dict[str, str] | None,
         idle_timeout: float | None,
         ack_timeout: float | None,
+        cancel: str | None = None,
     ) -> AsyncGenerator[R, None]:
         """The replies of :meth:`stream`.
 
@@ -197,6 +203,9 @@ class StreamingClient:
         self._waiting[token] = queue
         hdrs = message_headers(session_id, deadline) | (extra_headers or {})
         reconnects = self._nc.stats["reconnects"]
+        sent = None  # set once published; the responder then runs it until it answers, or is told to stop
+        ended = False
+        """The responder is done with it: a terminal reply or an error came back, or nobody took it."""
         try:
             if tracing_enabled():  # the caller's span (a conductor hop, a consult) is the sending span
                 inject(hdrs)
@@ -230,14 +239,17 @@ class StreamingClient:
                     self._acks.record(subject, time.monotonic() - sent)
                 acked = True
                 if msg.headers and msg.headers.get("Status") == "503":
+                    ended = True
                     raise NoResponders(f"no responders on {subject}")
                 reply = _parse(reply_adapter, msg)
                 if reply is None or isinstance(reply, Heartbeat):
                     continue
                 if isinstance(reply, ErrorReply):
+                    ended = True
                     raise RemoteError(reply)
+                ended = is_terminal(reply)
                 yield reply
-                if is_terminal(reply):
+                if ended:
                     return
         except ReplyTimeout as exc:
             # Our own connection dropped while waiting: the responder is not to blame (breakers skip it).
@@ -245,6 +257,15 @@ class StreamingClient:
             raise
         finally:
             del self._waiting[token]
+            if cancel is not None and sent is not None and not ended:
+                await self._cancel(cancel, f"{self._prefix}.{token}", session_id)
+
+    async def _cancel(self, subject: str, reply_to: str, session_id: str | None) -> None:
+        try:
+            await self._nc.publish(subject, CancelRequest(reply_to=reply_to).to_bytes(),
+                                   headers=message_headers(session_id))  # fmt: skip
+        except Exception:  # best effort: a responder not told runs the request to its end, as it always could
+            log.debug("cancel not sent", extra={"subject": subject}, exc_info=True)
 
 
 async def _late(queue: asyncio.Queue[Msg]) -> Msg | None:
@@ -334,6 +355,7 @@ class QueueService(Generic[Req]):
     At most ``max_inflight`` requests run at once; beyond that the caller gets a retryable
     ``busy`` error at once instead of queueing without bound. ``stop()`` stops taking new
     requests, waits up to ``grace_s`` for the ones in flight, and is safe to call twice.
+    With ``cancel_subject``, a :class:`CancelRequest` there stops the request it names, when it runs here.
     """
 
     COLD_REQUESTS = 8
@@ -352,9 +374,11 @@ class QueueService(Generic[Req]):
         ack_after_s: float = 0.05,
         span_name: str | None = None,
         service: str = "",
+        cancel_subject: str | None = None,
     ) -> None:
         self._nc = nc
         self.subject = subject
+        self.cancel_subject = cancel_subject
         self.queue = queue
         self._adapter = request_adapter
         self._handler = handler
@@ -365,14 +389,20 @@ class QueueService(Generic[Req]):
         self._span_name = span_name
         self._service_label = service or queue
         self._tasks: set[asyncio.Task[None]] = set()
+        self._by_reply: dict[str, asyncio.Task[None]] = {}
         self._sub: Subscription | None = None
+        self._cancels: Subscription | None = None
         self.handled = 0
+        self.cancelled = 0
+        """Requests stopped because their caller said so."""
 
     @property
     def inflight(self) -> int:
         return len(self._tasks)
 
     async def start(self) -> None:
+        if self.cancel_subject is not None:  # first: a request is never taken before its cancel can be
+            self._cancels = await self._nc.subscribe(self.cancel_subject, cb=self._on_cancel)
         self._sub = await self._nc.subscribe(self.subject, queue=self.queue, cb=self._on_msg)
 
     async def stop(self, grace_s: float = 10.0) -> None:
@@ -383,6 +413,27 @@ class QueueService(Generic[Req]):
             await asyncio.wait(set(self._tasks), timeout=grace_s)
         for task in set(self._tasks):
             task.cancel()
+        cancels, self._cancels = self._cancels, None
+        if cancels is not None:
+            await cancels.unsubscribe()
+
+    async def _on_cancel(self, msg: Msg) -> None:
+        if version_error(msg.headers) is not None:  # not a caller's (e.g. a JetStream ack aimed here)
+            return
+        try:
+            reply_to = CancelRequest.model_validate_json(msg.data).reply_to
+        except ValidationError:
+            log.warning("unreadable cancel request ignored", extra={"subject": msg.subject})
+            return
+        task = self._by_reply.get(reply_to)
+        if task is None:  # another replica's request, or one already done
+            return
+        self.cancelled += 1
+        task.cancel()
+        log.info(
+            "request stopped by its caller",
+            extra={"subject": self.subject, "session_id": (msg.headers or {}).get(h.SESSION)},
+        )
 
     async def _on_msg(self, msg: Msg) -> None:
         if len(self._tasks) >= self._max_inflight:
@@ -414,11 +465,16 @@ class QueueService(Generic[Req]):
         self._started += 1
         task = asyncio.create_task(self._handle(request, sink, msg, keepalive))
         self._tasks.add(task)
+        reply = msg.reply
+        if reply:
+            self._by_reply[reply] = task
         inflight = metrics().inflight.labels(service=self._service_label)
         inflight.inc()
 
         def done(t: asyncio.Task[None]) -> None:
             self._tasks.discard(t)
+            if reply:
+                self._by_reply.pop(reply, None)
             inflight.dec()
 
         task.add_done_callback(done)

@@ -7,6 +7,8 @@
                                              ``agent.<agent>.canary``
 ``switchboard.v1.supervisor.<name>.consult``  consult requests for a supervisor; queue group
                                              ``supervisor.<name>``
+``switchboard.v1.agent.<agent>.cancel``      a caller stops a request it sent (every replica and track
+``switchboard.v1.supervisor.<name>.cancel``  of it listens, no queue group; the one running it stops)
 ``switchboard.v1.audit.handoff.<session>``   handoff decisions (JetStream stream ``SWITCHBOARD_AUDIT``)
 ``switchboard.v1.audit.turn.<session>``      one record per caller turn (same stream)
 ``switchboard.v1.control.<action>``          control-plane changes (keys, rollouts): stream
@@ -63,6 +65,15 @@ def agent_turn(agent: str, track: str = STABLE) -> str:
 def agent_queue(agent: str, track: str = STABLE) -> str:
     name = check_token(agent, "agent name")
     return f"agent.{name}" if track == STABLE else f"agent.{name}.{check_token(track, 'track')}"
+
+
+def agent_cancel(agent: str) -> str:
+    """Every replica of ``agent``, on every track, listens here for requests their callers stopped."""
+    return f"{PREFIX}.agent.{check_token(agent, 'agent name')}.cancel"
+
+
+def supervisor_cancel(name: str) -> str:
+    return f"{PREFIX}.supervisor.{check_token(name, 'supervisor name')}.cancel"
 
 
 def audit_handoff(session_id: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -314,6 +315,7 @@ class AgentLoop:
         tool = self.tools.get(name)
         if tool is None:
             return json.dumps({"error": f"unknown tool {name!r}"})
+        running_on = False  # a side effect still running after this turn was cancelled: ctx stays as it ran with
         try:
             args: Any = json.loads(arguments or "{}")
             if not isinstance(args, dict):
@@ -325,14 +327,23 @@ class AgentLoop:
                 async def run() -> str:
                     return json.dumps(await tool.invoke(args, ctx), default=str)
 
-                return await self.ledger.once(ctx.idempotency_key, run, deadline=ctx.deadline)
+                # A side effect, once started, runs to its end and is recorded, even when the turn is cancelled
+                # meanwhile (its caller stopped it): cut short, it could have happened with nothing recorded,
+                # and a later run of the same call would do it again.
+                effect = asyncio.ensure_future(self.ledger.once(ctx.idempotency_key, run, deadline=ctx.deadline))
+                try:
+                    return await asyncio.shield(effect)
+                except asyncio.CancelledError:
+                    running_on = not effect.done()
+                    raise
             result = await tool.invoke(args, ctx)
         except (ToolError, ValueError) as exc:
             log.info("tool refused", extra={"tool": name, "agent": self.agent.name, "error": str(exc)})
             return json.dumps({"error": str(exc)})
         finally:
-            ctx.identity_tool = False
-            ctx.idempotency_key = ""
+            if not running_on:
+                ctx.identity_tool = False
+                ctx.idempotency_key = ""
         return json.dumps(result, default=str)
 
 

@@ -71,6 +71,10 @@ class LoopService(StartStop, Generic[Req]):
     def queue(self) -> str:
         raise NotImplementedError
 
+    def cancel_subject(self) -> str:
+        """Where callers stop requests they no longer want the replies of (every replica listens)."""
+        raise NotImplementedError
+
     def adapter(self) -> TypeAdapter[Req]:
         raise NotImplementedError
 
@@ -107,7 +111,7 @@ class LoopService(StartStop, Generic[Req]):
         service = QueueService(
             self.bus.nc, self.subject(), self.queue(), self.adapter(), self.handle,
             max_inflight=self.settings.agent_max_inflight, heartbeat_s=self.settings.heartbeat_s,
-            span_name=self.span_name, service=self.agent.name,
+            span_name=self.span_name, service=self.agent.name, cancel_subject=self.cancel_subject(),
         )  # fmt: skip
         await service.start()
         await self.bus.nc.flush()

@@ -16,6 +16,7 @@ from .rollout import Rollout, RolloutState, Track, TrackPin
 from .session import SessionState
 from .turn import (
     CallerIdentity,
+    CancelRequest,
     ClientTool,
     ConsultAsk,
     HandoffRequest,
@@ -39,6 +40,7 @@ EXPORTED_MODELS: tuple[type[WireModel], ...] = (
     ConsultRequest,
     ConsultResult,
     Heartbeat,
+    CancelRequest,
     TurnRecord,
     Rollout,
     ControlRecord,
@@ -51,6 +53,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "TYPE_PREFIX",
     "CallerIdentity",
+    "CancelRequest",
     "ClientTool",
     "ConsultAsk",
     "ConsultReply",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict
 
 SCHEMA_MAJOR = 1
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 """Version written into the ``Switchboard-Schema`` header of every bus message.
 
 Minor bumps are additive (new optional fields); consumers ignore unknown fields, so a
@@ -13,6 +13,7 @@ Minor bumps are additive (new optional fields); consumers ignore unknown fields,
 1.1: ``SessionState.tracks``, ``TurnRecord.tracks`` and the ``rollout`` record (per-agent canaries).
 1.2: ``TurnRequest.tail_in_result`` (the end of an answer may travel in the result only), ``TurnResult.config``
 (the agent configuration's fingerprint) and the ``control_record`` (control-plane audit).
+1.3: the ``cancel_request`` (a caller stops a request it no longer wants the replies of).
 """
 
 TYPE_PREFIX = "switchboard.v1."

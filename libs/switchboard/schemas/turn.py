@@ -96,6 +96,20 @@ class Heartbeat(WireModel):
     """The request it belongs to (turn or consult id)."""
 
 
+class CancelRequest(WireModel):
+    """The caller no longer wants the replies of one of its requests (the caller's response was cancelled,
+    its turn ran out of time, or the responder was taken for lost): the replica running it stops.
+
+    Published to every replica of the agent or supervisor (``switchboard.v1.agent.<agent>.cancel``, no queue
+    group); the one running the request stops it, the others ignore it. Since 1.3; older responders do not
+    subscribe and run the request to its end, as before.
+    """
+
+    type: Literal["switchboard.v1.cancel_request"] = "switchboard.v1.cancel_request"
+    reply_to: str
+    """The reply subject of the request to stop (unguessable: only its caller and its responder know it)."""
+
+
 class ConsultAsk(WireModel):
     """An agent asks the platform to consult its supervisor and speak the answer."""
 

@@ -127,6 +127,7 @@ def agent_identity(agent: str, scenario: str, *, role: str = "agent") -> Identit
     name = check_token(agent, "agent name")
     kind = "consult" if role == "supervisor" else "turn"
     own = [f"{PREFIX}.{role}.{name}.{kind}", f"{PREFIX}.{role}.{name}.*.{kind}"]  # every track of it
+    own.append(f"{PREFIX}.{role}.{name}.cancel")  # requests their callers stopped
     store = store_bucket(scenario)
     return Identity(
         name=identity_name(role, name),
@@ -149,6 +150,8 @@ def edge_identity(extra_buckets: Iterable[str] = ()) -> Identity:
             f"{PREFIX}.agent.*.*.turn",
             f"{PREFIX}.supervisor.*.consult",
             f"{PREFIX}.supervisor.*.*.consult",
+            f"{PREFIX}.agent.*.cancel",  # stops a request it no longer wants the replies of
+            f"{PREFIX}.supervisor.*.cancel",
             TAKEOVER,  # asks the edge holding a session to let it go
             *kv_access(SESSIONS_BUCKET),
             *kv_access(CLIENT_SECRETS_BUCKET),  # used client secrets (single use across replicas)

@@ -22,6 +22,9 @@ class AgentRunner(LoopService[TurnRequest]):
     def queue(self) -> str:
         return subjects.agent_queue(self.agent.name, self.settings.track)
 
+    def cancel_subject(self) -> str:
+        return subjects.agent_cancel(self.agent.name)
+
     def adapter(self) -> TypeAdapter[TurnRequest]:
         return TypeAdapter(TurnRequest)
 

@@ -34,6 +34,9 @@ class SupervisorService(LoopService[ConsultRequest]):
     def queue(self) -> str:
         return subjects.supervisor_queue(self.agent.name)
 
+    def cancel_subject(self) -> str:
+        return subjects.supervisor_cancel(self.agent.name)
+
     def adapter(self) -> TypeAdapter[ConsultRequest]:
         return TypeAdapter(ConsultRequest)
 

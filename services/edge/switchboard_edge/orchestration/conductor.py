@@ -362,7 +362,7 @@ class Conductor:
             async with self._client.stream(
                 subject, req, turn_reply_adapter, lambda r: isinstance(r, TurnResult),
                 deadline=deadline, session_id=req.session_id, idle_timeout=self.idle_timeout_s,
-                ack_timeout=self.ack_timeout_s,
+                ack_timeout=self.ack_timeout_s, cancel=subjects.agent_cancel(req.agent),
             ) as replies:  # fmt: skip
                 async for reply in replies:
                     first_reply = first_reply or time.time()

@@ -148,7 +148,7 @@ class SupervisorConsults:
                 subjects.supervisor_consult(cfg.supervisor), request, consult_reply_adapter,
                 lambda r: isinstance(r, ConsultResult), deadline=consult_deadline, session_id=session_id,
                 idle_timeout=self.idle_timeout_s,
-                ack_timeout=self.ack_timeout_s,
+                ack_timeout=self.ack_timeout_s, cancel=subjects.supervisor_cancel(cfg.supervisor),
             ) as replies:  # fmt: skip
                 async for reply in replies:
                     if isinstance(reply, TurnDelta):
