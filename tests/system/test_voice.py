@@ -440,3 +440,33 @@ async def test_a_second_utterance_committed_before_the_first_is_transcribed_is_a
     assert "verify your identity" in done["response"]["output"][0]["content"][0]["transcript"]  # the refund's answer
     assert [e["type"] for e in client.events].count("response.created") == 1
     assert violations(client.events) == []
+
+
+async def test_a_caller_speaking_past_the_buffer_limit_is_heard_whole_and_answered(
+    retail: Stack, speech_dir: Path
+) -> None:
+    """Server VAD: speech longer than the 30 s buffer ends a turn there, as a pause would, and the rest is
+    the next turn (before, every append past 30 s was refused, the VAD never heard the silence that ends the
+    turn, and the session was stuck)."""
+    story = ("I have been a customer for many years and I bought a lot of things from your shop including "
+             "shoes and shirts and a lamp and a table and a chair and some books ") * 3  # fmt: skip
+    caller = espeak(story + "and now I would like a refund for my blue umbrella", speech_dir / "long.wav")
+    assert caller.samples.size / PCM_RATE > 32
+    vad = {"type": "server_vad", "silence_duration_ms": 2000}  # espeak's breaths never end the turn
+    async with RawClient(retail, events=False) as client:
+        await client.open()
+        await client.send({"type": "session.update", "session": {"type": "realtime",
+                           "audio": {"input": {"turn_detection": vad}}}})  # fmt: skip
+        await client.next("session.updated")
+        for payload in said(caller.samples, tail_ms=3000):
+            await client.send({"type": "input_audio_buffer.append", "audio": payload})
+        heard = [await client.next("conversation.item.input_audio_transcription.completed") for _ in range(2)]
+        while (done := await client.next("response.done"))["response"]["status"] != "completed":
+            pass
+    errors = [e["error"] for e in client.events if e["type"] == "error"]
+    assert errors == []
+    stops = [e for e in client.events if e["type"] == "input_audio_buffer.speech_stopped"]
+    assert len(stops) == 2 and stops[0]["audio_end_ms"] <= 30_200  # the turn ended at the buffer's limit
+    assert "customer" in words(heard[0]["transcript"]) and "umbrella" in words(heard[1]["transcript"])
+    assert done["response"]["status"] == "completed"
+    assert violations(client.events) == []

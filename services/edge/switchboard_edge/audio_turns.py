@@ -159,7 +159,13 @@ class AudioTurns:
     async def _append(self, audio: str) -> None:
         config = self.config
         try:
-            samples = config.buffer.append_base64(audio)  # a refused chunk leaves the buffer as it was
+            try:
+                samples = config.buffer.append_base64(audio)  # a refused chunk leaves the buffer as it was
+            except AudioTooLargeError as exc:
+                if exc.unit != "ms" or config.speech_item_id is None:
+                    raise
+                await self._end_long_turn()
+                samples = config.buffer.append_base64(audio)
         except VoiceError as exc:
             raise voice_error(exc, "audio") from None
         self.session.add_audio_seconds(samples.size / PCM_RATE)
@@ -213,6 +219,20 @@ class AudioTurns:
         heard = self.pauses.transcript(detector) if detector is not None else None
         respond = config.turn_detection is not None and config.turn_detection.create_response
         await self._commit(utterance, item_id, respond=respond, heard=heard)
+
+    async def _end_long_turn(self) -> None:
+        """The caller has spoken for as long as the buffer holds (Whisper's window): end the turn there, as a
+        pause would, so the VAD goes on hearing them (if they go on, that is the next turn and a barge-in)."""
+        config = self.config
+        item_id = config.speech_item_id or new_id("item")
+        end_ms = round(config.buffer.session_ms)
+        self._reset_vad()
+        await self.session.send({
+            "type": "input_audio_buffer.speech_stopped", "event_id": new_event_id(), "audio_end_ms": end_ms,
+            "item_id": item_id,
+        })  # fmt: skip
+        respond = config.turn_detection is not None and config.turn_detection.create_response
+        await self._commit(config.buffer.commit(), item_id, respond=respond)
 
     # --- server VAD's idle timeout ---------------------------------------------------------------------
 
