@@ -46,6 +46,12 @@ pytestmark = pytest.mark.system
         ('{"type": "session.update", "event_id": "e1", "session": {"tools": [{"type": "function", "name": 5}]}}',
          "invalid_event", "session.tools.0.name"),
         ('{"type": "response.cancel", "event_id": "e1", "bogus": true}', "unknown_parameter", "bogus"),
+        ('{"type": "session.update", "event_id": "e1", "session": {"audio": {"output": {"voice": 5}}}}',
+         "invalid_value", "session.audio.output.voice"),  # not the union member's name ("voice.str")
+        ('{"type": "session.update", "event_id": "e1", "session": {"audio": {"output": {"speed": 100}}}}',
+         "invalid_value", "session.audio.output.speed"),  # GA: 0.25 to 1.5
+        ('{"type": "session.update", "event_id": "e1", "session": {"audio": {"output": {"speed": -3}}}}',
+         "invalid_value", "session.audio.output.speed"),
     ],
 )  # fmt: skip
 async def test_malformed_event_gets_error_and_connection_stays_usable(

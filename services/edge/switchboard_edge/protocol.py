@@ -29,7 +29,7 @@ from .server_events import Error, ErrorBody, ServerEvent
 
 __all__ = [
     "ClientEvent", "ConversationItemCreate", "ProtocolError", "ResponseCancel", "ResponseCreate", "SessionUpdate",
-    "assistant_item", "encode_event", "error_event", "function_call_item", "new_event_id", "new_id",
+    "assistant_item", "encode_event", "error_event", "field_path", "function_call_item", "new_event_id", "new_id",
     "parse_client_event", "session_config", "user_item",
 ]  # fmt: skip
 
@@ -78,7 +78,7 @@ def parse_client_event(raw: str | bytes, max_bytes: int) -> ClientEvent:
         return client_event_adapter.validate_python(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        loc = _param(data, first["loc"][1:])
+        loc = field_path(data, first["loc"][1:])
         code = "unknown_parameter" if first["type"] == "extra_forbidden" else "invalid_event"
         raise ProtocolError(
             code, f"invalid '{kind}' event: {loc or '<event>'}: {first['msg']}",
@@ -90,7 +90,7 @@ _ID_PREFIX = secrets.token_hex(6)
 _ID_COUNTER = itertools.count(1)
 
 
-def _param(data: Any, loc: tuple[int | str, ...]) -> str:
+def field_path(data: Any, loc: tuple[int | str, ...]) -> str:
     """The field an error is about, as a dotted path into the client's event: steps of pydantic's
     location that are not keys or indexes of the event (union tags, member types) are dropped."""
     path: list[str] = []

@@ -31,7 +31,7 @@ from switchboard.voice import (
     load_offline,
 )
 
-from .protocol import ProtocolError
+from .protocol import ProtocolError, field_path
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,8 @@ class AudioOutput(_Loose):
     """``session.audio.output`` (GA ``RealtimeAudioConfigOutput``)."""
 
     format: AudioFormat | None = None
-    speed: float | None = None
+    speed: float | None = Field(default=None, ge=0.25, le=1.5)
+    """A multiple of the normal pace (GA: 0.25 to 1.5)."""
     voice: str | dict[str, Any] | None = None
 
 
@@ -159,11 +160,13 @@ def _turn_detection(raw: Mapping[str, Any] | None) -> TurnDetection | None:
     return ServerVadConfig.model_validate(raw)
 
 
-def _invalid(exc: ValidationError | VoiceError, prefix: str) -> ProtocolError:
+def _invalid(exc: ValidationError | VoiceError, prefix: str, raw: Any) -> ProtocolError:
+    """The error for the client's ``raw`` settings at ``prefix``, its ``param`` the field's path in them
+    (not pydantic's location, which names union members: ``voice.str``)."""
     if isinstance(exc, VoiceError):
         return ProtocolError(exc.code, str(exc), param=prefix)
     first = exc.errors()[0]
-    path = ".".join(str(p) for p in (prefix, *first["loc"]))
+    path = ".".join(p for p in (prefix, field_path(raw, first["loc"])) if p)
     message = str(first["msg"]).removeprefix("Value error, ")
     return ProtocolError("invalid_value", f"{path}: {message}", param=path)
 
@@ -208,13 +211,13 @@ class VoiceState:
         try:
             config = AudioConfig.model_validate(raw)
         except (ValidationError, VoiceError) as exc:
-            raise _invalid(exc, "session.audio") from None
+            raise _invalid(exc, "session.audio", raw) from None
         vad = self.turn_detection
         if config.input and "turn_detection" in config.input.model_fields_set:
             try:
                 vad = _turn_detection(config.input.turn_detection)
             except ValidationError as exc:
-                raise _invalid(exc, "session.audio.input.turn_detection") from None
+                raise _invalid(exc, "session.audio.input.turn_detection", config.input.turn_detection) from None
         if config.input is not None:
             if config.input.format is not None:
                 self.input_format = self.buffer.format = config.input.format
