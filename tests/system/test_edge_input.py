@@ -48,10 +48,18 @@ pytestmark = pytest.mark.system
         ('{"type": "response.cancel", "event_id": "e1", "bogus": true}', "unknown_parameter", "bogus"),
         ('{"type": "session.update", "event_id": "e1", "session": {"audio": {"output": {"voice": 5}}}}',
          "invalid_value", "session.audio.output.voice"),  # not the union member's name ("voice.str")
+        ('{"type": "session.update", "event_id": "e1", "session": {"output_modalities": []}}', "invalid_value",
+         "session.output_modalities"),  # as response.create refuses it
         ('{"type": "session.update", "event_id": "e1", "session": {"audio": {"output": {"speed": 100}}}}',
          "invalid_value", "session.audio.output.speed"),  # GA: 0.25 to 1.5
         ('{"type": "session.update", "event_id": "e1", "session": {"audio": {"output": {"speed": -3}}}}',
          "invalid_value", "session.audio.output.speed"),
+        ('{"type": "conversation.item.create", "event_id": "e1", "item": {"id": "root", "type": "message", '
+         '"role": "user", "content": [{"type": "input_text", "text": "hi"}]}}', "invalid_event", "item.id"),
+        ('{"type": "response.create", "event_id": "e1", "response": {"metadata": {"' + "k" * 65 + '": "v"}}}',
+         "invalid_event", "response.metadata." + "k" * 65),  # GA: keys up to 64 characters
+        ('{"type": "response.create", "event_id": "e1", "response": {"metadata": {"k": "' + "v" * 513 + '"}}}',
+         "invalid_event", "response.metadata.k"),  # values up to 512
     ],
 )  # fmt: skip
 async def test_malformed_event_gets_error_and_connection_stays_usable(

@@ -11,9 +11,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter
 
-ItemId = Annotated[str, Field(max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+
+def _not_root(item_id: str) -> str:
+    if item_id == "root":
+        raise ValueError("'root' is reserved: previous_item_id 'root' means the start of the conversation")
+    return item_id
+
+
+ItemId = Annotated[str, Field(max_length=64, pattern=r"^[A-Za-z0-9_-]+$"), AfterValidator(_not_root)]
+"""A client's item id; not ``root``, which ``previous_item_id`` reserves for the start of the conversation."""
 OutputTokens = Annotated[int, Field(strict=True, ge=1, le=4096)]
 """GA ``max_output_tokens``: an integer from 1 to 4096 (a JSON number, not a string or a boolean), or ``"inf"``."""
 
@@ -181,7 +189,10 @@ class ResponseOptions(_ModelOptions):
 
     conversation: Literal["auto", "none"] | None = None
     input: list[ClientItem] | None = None
-    metadata: dict[str, Annotated[str, Field(max_length=512)]] | None = Field(None, max_length=16)
+    metadata: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]] | None = Field(
+        None, max_length=16
+    )
+    """GA ``Metadata``: up to 16 pairs, keys up to 64 characters, values up to 512."""
 
 
 class SessionUpdate(_ClientEvent):

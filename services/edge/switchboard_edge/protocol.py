@@ -81,7 +81,7 @@ def parse_client_event(raw: str | bytes, max_bytes: int) -> ClientEvent:
         loc = field_path(data, first["loc"][1:])
         code = "unknown_parameter" if first["type"] == "extra_forbidden" else "invalid_event"
         raise ProtocolError(
-            code, f"invalid '{kind}' event: {loc or '<event>'}: {first['msg']}",
+            code, f"invalid '{kind}' event: {loc or '<event>'}: {first['msg'].removeprefix('Value error, ')}",
             param=loc or None, event_id=event_id,
         ) from None  # fmt: skip
 

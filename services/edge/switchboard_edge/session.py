@@ -337,7 +337,8 @@ class EdgeSession:
         """
         update = session.model_dump(exclude_unset=True, include=ECHOED_SESSION_FIELDS)
         if session.audio is not None or session.output_modalities is not None:
-            modalities = checked_modalities(session.output_modalities or self.modalities, "session.output_modalities")
+            asked = self.modalities if session.output_modalities is None else session.output_modalities
+            modalities = checked_modalities(asked, "session.output_modalities")  # [] too, as response.create
             if session.audio is not None or modalities == ["audio"] or self.audio is not None:
                 audio = self.audio or new_audio_turns(self)
                 audio.config.apply(session.audio or {})  # checked whole before anything changes
