@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import websockets
 
@@ -56,6 +58,15 @@ pytestmark = pytest.mark.system
          "invalid_value", "session.audio.output.speed"),
         ('{"type": "conversation.item.create", "event_id": "e1", "item": {"id": "root", "type": "message", '
          '"role": "user", "content": [{"type": "input_text", "text": "hi"}]}}', "invalid_event", "item.id"),
+        ('{"type": "response.create", "event_id": "e1", "response": {"tool_choice": {"type": "function", '
+         '"name": "nope"}}}', "invalid_value", "response.tool_choice.name"),  # the session declares no tools
+        ('{"type": "session.update", "event_id": "e1", "session": {"tools": [{"type": "function", "name": "a"}], '
+         '"tool_choice": {"type": "function", "name": "nope"}}}', "invalid_value", "session.tool_choice.name"),
+        ('{"type": "session.update", "event_id": "e1", "session": {"tools": [{"type": "function", "name": "a"}, '
+         '{"type": "function", "name": "a"}]}}', "invalid_value", "session.tools.1.name"),
+        ('{"type": "response.create", "event_id": "e1", "response": {"tools": [{"type": "function", "name": "a"}, '
+         '{"type": "function", "name": "b"}, {"type": "function", "name": "a"}]}}', "invalid_value",
+         "response.tools.2.name"),
         ('{"type": "response.create", "event_id": "e1", "response": {"metadata": {"' + "k" * 65 + '": "v"}}}',
          "invalid_event", "response.metadata." + "k" * 65),  # GA: keys up to 64 characters
         ('{"type": "response.create", "event_id": "e1", "response": {"metadata": {"k": "' + "v" * 513 + '"}}}',
@@ -76,6 +87,39 @@ async def test_malformed_event_gets_error_and_connection_stays_usable(
         done = done_of(await client.turn("hello"))
         assert done["status"] == "completed"
         assert done["metadata"]["agent"] == "triage"
+
+
+async def test_a_function_tool_choice_names_a_client_function_tool_in_effect(retail: Stack) -> None:
+    """Declared in the same event or earlier in the session; a response's own ``tools`` replace the session's
+    for that response, so a choice must name one of them. The string choices need no tool."""
+    lookup, note = {"type": "function", "name": "lookup"}, {"type": "function", "name": "note"}
+    pick = {"type": "function", "name": "lookup"}
+
+    async def refused(event: dict[str, Any]) -> str:
+        await client.send(event | {"event_id": "e1"})
+        error = (await client.next("error"))["error"]
+        assert (error["code"], error["event_id"]) == ("invalid_value", "e1"), error
+        param: str = error["param"]
+        return param
+
+    async with RawClient(retail) as client:
+        await client.open()
+        await client.send({"type": "session.update", "session": {"tools": [lookup]}})
+        await client.next("session.updated")
+        await client.send({"type": "session.update", "session": {"tool_choice": pick}})  # declared earlier
+        assert (await client.next("session.updated"))["session"]["tool_choice"] == pick
+        # the session's choice would name a tool this response's own tools leave out
+        assert await refused({"type": "response.create", "response": {"tools": [note]}}) == "response.tools"
+        only_note = {"tools": [note], "tool_choice": pick}
+        assert await refused({"type": "response.create", "response": only_note}) == "response.tool_choice.name"
+        # nor may the session drop the tool its choice names
+        assert await refused({"type": "session.update", "session": {"tools": [note]}}) == "session.tools"
+        for choice in ("auto", "none", "required", {"type": "function", "name": "note"}):
+            await client.send({"type": "response.create", "response": {"tools": [note], "tool_choice": choice}})
+            assert (await client.next("response.done"))["response"]["status"] == "completed"
+        await client.send({"type": "session.update", "session": {"tools": [note], "tool_choice": "auto"}})
+        assert (await client.next("session.updated"))["session"]["tool_choice"] == "auto"
+        assert done_of(await client.turn("hello"))["status"] == "completed"
 
 
 async def test_oversized_frame_is_refused_with_an_error(retail: Stack) -> None:

@@ -30,13 +30,44 @@ class ClientSettings:
     tool_choice: ToolChoice = "auto"
     max_output_tokens: int | Literal["inf"] = "inf"
 
-    def update(self, config: SessionConfig) -> None:
-        if config.tools is not None:
-            self.tools = [client_tool(t) for t in config.tools]
-        if config.tool_choice is not None:
-            self.tool_choice = config.tool_choice
-        if config.max_output_tokens is not None:
-            self.max_output_tokens = config.max_output_tokens
+    def updated(self, config: SessionConfig) -> ClientSettings:
+        """These settings after a ``session.update``, checked whole (nothing changes if it is refused)."""
+        tools = self.tools if config.tools is None else checked_tools(config.tools, "session.tools")
+        choice = self.tool_choice if config.tool_choice is None else config.tool_choice
+        if config.tools is not None or config.tool_choice is not None:
+            checked_choice(choice, tools, "session", chosen_here=config.tool_choice is not None)
+        limit = self.max_output_tokens if config.max_output_tokens is None else config.max_output_tokens
+        return ClientSettings(tools=tools, tool_choice=choice, max_output_tokens=limit)
+
+
+def checked_tools(given: Sequence[FunctionTool], param: str) -> list[ClientTool]:
+    """The client's function tools; two of one name are refused (a call could not say which one it meant)."""
+    names: set[str] = set()
+    for i, tool in enumerate(given):
+        if tool.name in names:
+            raise ProtocolError(
+                "invalid_value", f"two function tools are named {tool.name!r}: each tool needs its own name",
+                param=f"{param}.{i}.name",
+            )  # fmt: skip
+        names.add(tool.name)
+    return [client_tool(t) for t in given]
+
+
+def checked_choice(choice: ToolChoice, tools: Sequence[ClientTool], scope: str, *, chosen_here: bool) -> None:
+    """A function ``tool_choice`` must name one of the client's function tools in effect (``scope``'s ``tools``,
+    or the session's); the agents' own tools are theirs to offer, not the client's to force."""
+    if isinstance(choice, str) or any(t.name == choice.name for t in tools):
+        return
+    declared = ", ".join(repr(t.name) for t in tools) or "none"
+    if chosen_here:
+        raise ProtocolError(
+            "invalid_value", f"{scope}.tool_choice names function {choice.name!r}, which is not one of the declared "
+            f"function tools (declared: {declared})", param=f"{scope}.tool_choice.name",
+        )  # fmt: skip
+    raise ProtocolError(
+        "invalid_value", f"the session's tool_choice names function {choice.name!r}, which {scope}.tools leaves out "
+        f"(declared: {declared}): declare it, or set {scope}.tool_choice too", param=f"{scope}.tools",
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -70,8 +101,10 @@ def plan_response(options: ResponseOptions, client: ClientSettings) -> ResponseP
     modalities = None
     if options.output_modalities is not None:
         modalities = checked_modalities(options.output_modalities, "response.output_modalities")
-    tools = client.tools if options.tools is None else [client_tool(t) for t in options.tools]
+    tools = client.tools if options.tools is None else checked_tools(options.tools, "response.tools")
     choice = options.tool_choice if options.tool_choice is not None else client.tool_choice
+    if options.tools is not None or options.tool_choice is not None:  # else the session's, checked when set
+        checked_choice(choice, tools, "response", chosen_here=options.tool_choice is not None)
     limit = options.max_output_tokens if options.max_output_tokens is not None else client.max_output_tokens
     turn = TurnOptions(
         client_tools=tools, instructions=options.instructions,

@@ -335,6 +335,7 @@ class EdgeSession:
         Agents own their instructions and models: these are acknowledged and echoed. Client function
         tools are kept for this connection and offered to the active agent's model at every response.
         """
+        client = self.client.updated(session)  # checked before anything changes
         update = session.model_dump(exclude_unset=True, include=ECHOED_SESSION_FIELDS)
         if session.audio is not None or session.output_modalities is not None:
             asked = self.modalities if session.output_modalities is None else session.output_modalities
@@ -350,7 +351,7 @@ class EdgeSession:
                     self.upstream.start()
             self.modalities = modalities
             update["output_modalities"] = modalities
-        self.client.update(session)
+        self.client = client
         if session.tools is not None:
             update["tools"] = [t.model_dump(exclude_none=True) for t in session.tools]
         self._config = self._config | update
