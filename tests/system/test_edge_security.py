@@ -142,6 +142,33 @@ async def test_a_revoked_key_is_refused_at_once(stack: Stack) -> None:
     assert "revoked" in switchboard(stack, "keys", "list").stdout
 
 
+async def test_a_key_revoked_with_close_sessions_ends_its_open_sessions_and_only_those(stack: Stack) -> None:
+    leaked, leaked_id = await new_key(stack, "acme")
+    retired, retired_id = await new_key(stack, "acme")
+    other, _ = await new_key(stack, "acme")
+    async with (
+        RawClient(stack, key=leaked) as on_leaked,
+        RawClient(stack, key=retired) as on_retired,
+        RawClient(stack, key=other) as on_other,
+    ):
+        for client in (on_leaked, on_retired, on_other):
+            await client.open()
+        assert "its open sessions run on" in await keys_verb(stack, "revoke", retired_id)  # a rotation
+        assert "end its open sessions" in await keys_verb(stack, "revoke", leaked_id, "--close-sessions")
+        error = (await on_leaked.next("error"))["error"]
+        assert (error["code"], error["type"]) == ("api_key_revoked", "invalid_request_error")
+        await on_leaked.ws.wait_closed()
+        assert on_leaked.ws.close_code == 1008
+        # the check that ended it had read both revocations: the retired key's session runs on, as do others
+        for client in (on_retired, on_other):
+            done = next(e for e in await client.turn("hello") if e["type"] == "response.done")
+            assert done["response"]["status"] == "completed"
+    status, body = await refused(stack, key=leaked)
+    assert (status, body["error"]["code"]) == (401, "invalid_api_key")
+    assert '"close_sessions": true' in Path(stack.env()["SWITCHBOARD_API_KEYS_FILE"]).read_text()
+    assert (await asyncio.to_thread(switchboard, stack, "keys", "list", "--json")).returncode == 0
+
+
 async def test_a_key_change_that_cannot_be_audited_is_undone(stack: Stack) -> None:
     key, key_id = create_key(stack, "acme")
     nowhere = ("--nats-url", f"nats://127.0.0.1:{free_port()}")

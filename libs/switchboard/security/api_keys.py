@@ -70,6 +70,9 @@ class ApiKey(BaseModel):
     created_at: float
     name: str = ""
     revoked_at: float | None = None
+    close_sessions: bool = False
+    """Revoked with ``--close-sessions`` (a leaked key): edges also end the sessions open with it. Written only
+    when true, so an older edge still reads the file of an ordinary revocation."""
     limits: KeyLimits = KeyLimits()
 
     @field_validator("tenant")
@@ -168,7 +171,8 @@ class KeyFile:
             self._write(keys)
 
     def _write(self, keys: Iterable[ApiKey]) -> None:
-        body = json.dumps({"keys": [k.model_dump(mode="json") for k in keys]}, indent=2) + "\n"
+        records = [k.model_dump(mode="json", exclude=None if k.close_sessions else {"close_sessions"}) for k in keys]
+        body = json.dumps({"keys": records}, indent=2) + "\n"
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
         try:
             with os.fdopen(fd, "w") as out:  # mkstemp creates it 0600
@@ -233,6 +237,12 @@ class KeyRing:
             return KeyMatch(key_id, key_id, KeyLimits()) if known else None
         record = self._keys.get(key_id)
         return KeyMatch(record.id, record.tenant, record.limits) if record and record.active else None
+
+    def sessions_closed(self, key_ids: Iterable[str]) -> set[str]:
+        """Of ``key_ids``, those revoked with ``close_sessions``: their open sessions must end (the file is
+        re-read when it changed; plain development keys never are)."""
+        self._load()
+        return {i for i in key_ids if (record := self._keys.get(i)) is not None and record.close_sessions}
 
     def verify(self, key: str) -> KeyMatch | None:
         fingerprint = self._plain.get(hashlib.sha256(key.encode()).digest())

@@ -54,6 +54,10 @@ def register(sub: Any) -> None:
     ls.add_argument("--json", action="store_true")
     r = verbs.add_parser("revoke", parents=[common], help="refuse a key from now on (edges re-read the file)")
     r.add_argument("key_id")
+    r.add_argument(
+        "--close-sessions", action="store_true",
+        help="also end the sessions open with the key (a leaked key), within seconds; without it they run to their end",
+    )  # fmt: skip
     p.set_defaults(fn=keys_main)
     a = sub.add_parser(
         "audit", help="control-plane changes: keys created or revoked, rollout changes (who, what, when)"
@@ -130,11 +134,15 @@ async def keys(args: argparse.Namespace) -> str:
             raise CommandError(f"no key {args.key_id!r} in {file.path}")
         if not found[0].active:
             raise CommandError(f"key {args.key_id!r} is already revoked")
-        return [k.model_copy(update={"revoked_at": now}) if k.id == args.key_id else k for k in ks]
+        update = {"revoked_at": now, "close_sessions": args.close_sessions}
+        return [k.model_copy(update=update) if k.id == args.key_id else k for k in ks]
 
     tenant = next((k.tenant for k in file.read() if k.id == args.key_id), "")
-    await _audited(file, "key.revoked", args.key_id, {"tenant": tenant}, revoke, args.nats_url)
-    return f"key {args.key_id} revoked; edges refuse it from their next connection"
+    said: dict[str, Any] = {"tenant": tenant} | ({"close_sessions": True} if args.close_sessions else {})
+    await _audited(file, "key.revoked", args.key_id, said, revoke, args.nats_url)
+    if args.close_sessions:
+        return f"key {args.key_id} revoked; edges refuse it from their next connection and end its open sessions"
+    return f"key {args.key_id} revoked; edges refuse it from their next connection (its open sessions run on)"
 
 
 async def _audited(

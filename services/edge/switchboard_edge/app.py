@@ -32,7 +32,7 @@ from switchboard.telemetry import metrics_route, session_context, setup_tracing,
 from .auth import Authenticator, Principal, Refusal, api_key_verifier
 from .client_secrets import MAX_REQUEST_BYTES, BadRequest, ClientSecrets
 from .configs import ConfigWatch
-from .limits import CappedSession, KeyLimiter, Limits
+from .limits import CappedSession, KeyLimiter, Limits, end_revoked_sessions
 from .orchestration import Conductor, ConsultStats, SupervisorConsults
 from .origins import origin_allowed, parse_origins
 from .protocol import error_event
@@ -133,9 +133,11 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
             app.state.deps.audit = audit
             app.state.bus = bus
             app.state.takeovers = Takeovers(bus.nc)
+            revocations = asyncio.create_task(end_revoked_sessions(app.state.deps.sessions, keys))
             freeze_startup_heap()
             log.info("edge ready", extra={"scenario": config.name})
             yield
+            revocations.cancel()
             await app.state.deps.flush_records()
             await app.state.deps.conductor.flush()
             await configs.flush()
@@ -313,7 +315,9 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
                 (state, revision), resumed = loaded, True
             await ws.accept(subprotocol=principal.subprotocol)
             events = ws.query_params.get(PLATFORM_EVENTS_PARAM, "") in ("1", "true")
-            session = CappedSession(ws, deps, state, revision, resumed, platform_events=events, limits=limits)
+            session = CappedSession(
+                ws, deps, state, revision, resumed, platform_events=events, limits=limits, key_id=principal.key_id
+            )  # fmt: skip
             if principal.session is not None:
                 session.apply_session(principal.session)
 

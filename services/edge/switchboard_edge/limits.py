@@ -4,7 +4,8 @@ A key's own limits (the key file) win over the edge's defaults (``SWITCHBOARD_KE
 ``SWITCHBOARD_SESSION_*``). Key limits are counted per edge process: with N replicas behind a balancer a
 key may reach N times its rate. A session over a cap gets an ``error`` event (``invalid_request_error``,
 code ``session_expired``, ``session_turn_limit_reached`` or ``session_audio_limit_reached``) and is
-closed with 1008 (policy violation); its committed state stays resumable.
+closed with 1008 (policy violation); its committed state stays resumable. So is a session whose key was
+revoked with ``--close-sessions`` (``api_key_revoked``), within :data:`REVOCATION_CHECK_S`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from switchboard.security.api_keys import KeyLimits
+from switchboard.security.api_keys import KeyLimits, KeyRing
 from switchboard.settings import Settings
 
 from .client_events import ResponseCreate
@@ -26,6 +27,8 @@ from .session import EdgeSession
 log = logging.getLogger(__name__)
 
 LIMIT_CLOSE_CODE = 1008
+REVOCATION_CHECK_S = 2.0
+"""How often an edge looks for keys revoked with ``close_sessions`` among its open sessions' keys."""
 
 
 @dataclass(frozen=True)
@@ -97,9 +100,11 @@ class KeyLimiter:
 class CappedSession(EdgeSession):
     """A connection held to its key's session caps: duration, turns (responses) and audio seconds."""
 
-    def __init__(self, *args: Any, limits: Limits, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, limits: Limits, key_id: str = "", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.limits = limits
+        self.key_id = key_id
+        """The API key the session was opened with (or that minted its client secret)."""
         self.turns = 0
         self.audio_s = 0.0
         self._ending: asyncio.Task[None] | None = None
@@ -141,3 +146,16 @@ class CappedSession(EdgeSession):
         log.info("session limit reached", extra={"session_id": self.state.session_id, "limit": code})
         error = error_event(code=code, message=message, kind="invalid_request_error")
         self._ending = asyncio.get_running_loop().create_task(self.close(LIMIT_CLOSE_CODE, code, error))
+
+
+async def end_revoked_sessions(sessions: set[EdgeSession], keys: KeyRing) -> None:
+    """Run while the edge serves: end the open sessions whose key was revoked with ``close_sessions``."""
+    while True:
+        await asyncio.sleep(REVOCATION_CHECK_S)  # a period: the key file is re-read only when it changed
+        capped = [s for s in sessions if isinstance(s, CappedSession)]
+        if not capped:
+            continue
+        revoked = keys.sessions_closed({s.key_id for s in capped})
+        for session in capped:
+            if session.key_id in revoked:
+                session._end("api_key_revoked", "the API key of this session was revoked; this connection is closed")
