@@ -326,6 +326,26 @@ async def test_mint_requests_outside_the_limits_get_openai_shaped_errors(stack: 
     assert (await mint(stack, "sk-nothing")).status_code == 401
 
 
+@pytest.mark.parametrize(
+    ("session", "param"),
+    [
+        ({"output_modalities": []}, "session.output_modalities"),
+        ({"tools": [{"type": "function", "name": "a"}], "tool_choice": {"type": "function", "name": "b"}},
+         "session.tool_choice.name"),
+        ({"tools": [{"type": "function", "name": "a"}, {"type": "function", "name": "a"}]}, "session.tools.1.name"),
+        ({"audio": {"output": {"speed": 100}}}, "session.audio.output.speed"),
+    ],
+)  # fmt: skip
+async def test_a_client_secret_for_a_session_the_edge_would_refuse_is_not_minted(
+    stack: Stack, session: dict[str, Any], param: str
+) -> None:
+    """Refused at mint, in the answer to the backend that asked, not after the browser's upgrade."""
+    key, _ = await new_key(stack, "acme")
+    answer = await mint(stack, key, {"session": session})
+    assert answer.status_code == 400, answer.text
+    assert (answer.json()["error"]["code"], answer.json()["error"]["param"]) == ("invalid_value", param)
+
+
 async def test_a_key_over_its_connection_rate_or_session_count_is_refused(stack: Stack) -> None:
     rated, _ = await new_key(stack, "acme", "--connects-per-minute", "2")
     for _ in range(2):

@@ -36,7 +36,7 @@ from .limits import CappedSession, KeyLimiter, Limits, end_revoked_sessions
 from .orchestration import Conductor, ConsultStats, SupervisorConsults
 from .origins import origin_allowed, parse_origins
 from .protocol import error_event
-from .session import EdgeDeps
+from .session import EdgeDeps, check_session_config
 from .signing import EdgeKeys, edge_bucket, shared_secret
 from .takeover import TAKEOVER_CLOSE_CODE, TAKEOVER_ERROR_CODE, TAKEOVER_REASON, Takeovers
 from .ws_transport import CoalescingWebSocketProtocol
@@ -235,7 +235,7 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
             return _rate_limited(wait, limits.connects_per_minute)
         body = await _read_body(request)
         try:
-            minted = app.state.client_secrets.mint(principal, body)
+            minted = app.state.client_secrets.mint(principal, body, check=check_session_config)
         except BadRequest as exc:
             return _error(400, exc.code, exc.message, param=exc.param)
         log.info("client secret minted", extra={"tenant": principal.owner, "key_id": principal.key_id})

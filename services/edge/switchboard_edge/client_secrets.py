@@ -18,6 +18,7 @@ import hmac
 import json
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -35,6 +36,7 @@ from switchboard.state.retry import cas_write
 
 from .auth import CLIENT_SECRET_PREFIX, MISSING, Principal, Refusal, Verifier
 from .client_events import SessionConfig
+from .protocol import ProtocolError
 
 MAX_SESSION_BYTES = 5 * 1024
 """Largest session configuration a secret carries: the secret travels in one header line (a bearer token
@@ -117,8 +119,11 @@ class ClientSecrets:
     def _sign(key: bytes, payload: str) -> str:
         return _b64(hmac.new(key, f"ek1.{payload}".encode(), hashlib.sha256).digest())
 
-    def mint(self, principal: Principal, body: bytes) -> dict[str, Any]:
-        """The response to a mint request by ``principal`` (raises :class:`BadRequest`)."""
+    def mint(
+        self, principal: Principal, body: bytes, check: Callable[[SessionConfig], None] | None = None
+    ) -> dict[str, Any]:
+        """The response to a mint request by ``principal`` (raises :class:`BadRequest`). ``check`` refuses a
+        session configuration the connection would refuse (a ``ProtocolError``): at mint, not after the upgrade."""
         if len(body) > MAX_REQUEST_BYTES:
             raise BadRequest("request_too_large", f"the request body is over {MAX_REQUEST_BYTES} bytes")
         try:
@@ -134,6 +139,11 @@ class ClientSecrets:
                 "invalid_value", f"expires_after.seconds {seconds} is over this edge's maximum of {self.max_s}",
                 "expires_after.seconds",
             )  # fmt: skip
+        if check is not None:
+            try:
+                check(request.session)
+            except ProtocolError as exc:
+                raise BadRequest(exc.code, exc.message, exc.param) from None
         session = request.session.model_dump(mode="json", exclude_unset=True) | {"type": "realtime"}
         if len(json.dumps(session)) > MAX_SESSION_BYTES:
             raise BadRequest("invalid_value", f"the session is over {MAX_SESSION_BYTES} bytes", "session")

@@ -133,6 +133,23 @@ class EdgeDeps:
             await asyncio.wait([asyncio.create_task(s.drain(grace_s)) for s in set(self.sessions)], timeout=grace_s + 1)
 
 
+def check_session_config(config: SessionConfig) -> None:
+    """Refuse (``ProtocolError``) what :meth:`EdgeSession.apply_session` would refuse of ``config``, without a
+    session: a client secret's configuration is checked when it is minted, not when its browser connects."""
+    ClientSettings().updated(config)
+    modalities = None
+    if config.output_modalities is not None:
+        modalities = checked_modalities(config.output_modalities, "session.output_modalities")
+    if config.audio is not None or modalities == ["audio"]:
+        try:
+            from .voice import VoiceState
+        except ImportError as exc:  # the voice extra is not installed in this image
+            raise ProtocolError(
+                "voice_model_unavailable", f"this edge has no speech support installed: {exc}"
+            ) from None
+        VoiceState().apply(config.audio or {})
+
+
 def new_audio_turns(session: EdgeSession) -> AudioTurns:
     try:
         from .audio_turns import AudioTurns
@@ -165,6 +182,8 @@ class EdgeSession:
         """A client event arrived after the last response ended (a later cancel cannot be meant for it)."""
         self._committing = False
         """True while the response in flight commits its turn: a client's cancel must not cut it."""
+        self._turn_commit: asyncio.Future[None] | None = None
+        """That commit, while it is in flight (see ``_shielded_commit``)."""
         self._unsaved = False
         """``self.state`` holds staged changes (a client's items) that the session KV has not stored yet."""
         self._save_timer: asyncio.TimerHandle | None = None
@@ -566,6 +585,9 @@ class EdgeSession:
         writer.cancel_reason = reason
         if not self._committing:
             task.cancel()
+        elif type(writer) is not ResponseWriter and self._turn_commit is not None:
+            await asyncio.wait([self._turn_commit])  # a spoken answer would speak on for seconds: once its turn
+            task.cancel()  # is stored, it stops (a text answer is all sent by then, and completes)
         await asyncio.gather(task, return_exceptions=True)
         await writer.cancelled()  # a task cancelled before it ran never reached its own finally
         return running
@@ -675,11 +697,11 @@ class EdgeSession:
         shutdown) still cannot stop the shielded write, and is re-raised once the write has landed.
         """
         self._committing = True
-        commit = asyncio.ensure_future(self._commit(change))
+        commit = self._turn_commit = asyncio.ensure_future(self._commit(change))
         try:
             await asyncio.shield(commit)
         except asyncio.CancelledError:
             await asyncio.gather(commit, return_exceptions=True)  # the write lands (or fails) whole
             raise
         finally:
-            self._committing = False
+            self._committing, self._turn_commit = False, None
