@@ -470,3 +470,35 @@ async def test_a_caller_speaking_past_the_buffer_limit_is_heard_whole_and_answer
     assert "customer" in words(heard[0]["transcript"]) and "umbrella" in words(heard[1]["transcript"])
     assert done["response"]["status"] == "completed"
     assert violations(client.events) == []
+
+
+async def test_a_barge_in_as_the_answer_starts_stops_it_and_keeps_only_what_was_heard(
+    retail: Stack, speech_dir: Path
+) -> None:
+    """The caller speaks as the answer's item opens, while its turn is being stored: the answer stops there
+    (before, the cancel waited for the whole answer to be spoken over the caller, ~7 s, then stored none of
+    its words though the caller had been sent all of them)."""
+    refund = espeak("I want a refund for my order.", speech_dir / "refund4.wav")
+    stop = espeak("Wait, stop.", speech_dir / "stop.wav")
+    async with RawClient(retail, events=False) as client:
+        await client.open()
+        await client.send({"type": "session.update", "session": VOICE_SESSION})
+        await client.next("session.updated")
+        for payload in said(refund.samples):
+            await client.send({"type": "input_audio_buffer.append", "audio": payload})
+        while (added := await client.next("conversation.item.added"))["item"]["role"] != "assistant":
+            pass
+        for payload in said(stop.samples, tail_ms=100):
+            await client.send({"type": "input_audio_buffer.append", "audio": payload})
+        barged = await client.next("input_audio_buffer.speech_started")
+        done = await client.next("response.done")
+        await client.send({"type": "conversation.item.retrieve", "item_id": added["item"]["id"]})
+        kept = await client.next("conversation.item.retrieved")
+    after = client.events[client.events.index(barged) :]
+    sent_ms = sum(len(base64.b64decode(e["delta"])) for e in after if e["type"] == "response.output_audio.delta")
+    assert sent_ms / 2 / PCM_RATE * 1000 <= 1200  # at most the lead it had before the barge-in
+    assert (done["response"]["status"], done["response"]["status_details"]["reason"]) == ("cancelled", "turn_detected")
+    spoken = done["response"]["output"][0]["content"][0]["transcript"]
+    stored = kept["item"]["content"][0]["text"]
+    assert spoken.startswith(stored) and len(stored.split()) <= 3, (stored, spoken)  # what the caller heard
+    assert violations(client.events) == []

@@ -57,6 +57,8 @@ class SpokenItem:
     duration_ms: float = 0.0
     sentences: list[tuple[float, float, str]] = field(default_factory=list)
     truncated_ms: float | None = None
+    spoken_whole: bool = False
+    """All its text has been synthesised and sent."""
 
     def heard_ms(self, now: float | None = None) -> float:
         """How much of this item the caller has played by ``now`` (the server's estimate)."""
@@ -224,6 +226,7 @@ class AudioResponseWriter(ResponseWriter):
             close = getattr(stream, "aclose", None)  # stops synthesis (barge-in)
             if close is not None:
                 await close()
+        spoken.spoken_whole = True
         self._speaking = None
         await self._item_done(item, "completed")
 

@@ -440,11 +440,14 @@ class AudioTurns:
 
     async def barge_in(self, heard_at: float) -> None:
         """The caller speaks: stop the response in flight, cut what was not heard from its items."""
-        heard = {item_id: s.heard_ms(heard_at) for item_id, s in self.spoken.items() if s.truncated_ms is None}
+        writer = self.session._writer
+        cut = set(writer.message_ids()) if writer is not None and not writer.done else set()
         await self.session._cancel_response("turn_detected")
-        for item_id, ms in heard.items():
+        heard = {item_id: s.heard_ms(heard_at) for item_id, s in self.spoken.items() if s.truncated_ms is None}
+        for item_id, ms in heard.items():  # measured once the audio has stopped: its duration is what was sent
             spoken = self.spoken[item_id]
-            if ms < spoken.duration_ms:
+            unfinished = item_id in cut and not spoken.spoken_whole  # the interrupted answer's, even if none was sent
+            if ms < spoken.duration_ms or unfinished:
                 await self.truncate(item_id, ms)
             elif self.session.upstream is not None:  # all that was relayed was heard; the upstream made more
                 await self.session.upstream.truncate(item_id, ms)

@@ -84,5 +84,6 @@ class RelayResponseWriter(AudioResponseWriter):
                     "delta": audio,
                 })  # fmt: skip
                 self._played(spoken, base64_pcm_ms(ev.audio))
+        spoken.spoken_whole = True
         self._speaking = None
         await self._item_done(item, "completed")
