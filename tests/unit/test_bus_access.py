@@ -321,8 +321,10 @@ async def test_a_specialist_cannot_close_a_session_with_a_takeover(rig: Rig) -> 
 
 
 async def test_the_edge_stops_an_agents_request_and_no_agent_can_stop_another_agents(rig: Rig) -> None:
-    edge, returns, billing = await rig.connect("edge"), await rig.connect("agent-returns"), await rig.connect(
-        "agent-billing"
+    edge, returns, billing = (
+        await rig.connect("edge"),
+        await rig.connect("agent-returns"),
+        await rig.connect("agent-billing"),
     )
     try:
         heard: asyncio.Queue[bytes] = asyncio.Queue()
