@@ -165,7 +165,8 @@ async def test_a_key_revoked_with_close_sessions_ends_its_open_sessions_and_only
             assert done["response"]["status"] == "completed"
     status, body = await refused(stack, key=leaked)
     assert (status, body["error"]["code"]) == (401, "invalid_api_key")
-    assert '"close_sessions": true' in Path(stack.env()["SWITCHBOARD_API_KEYS_FILE"]).read_text()
+    stored = await asyncio.to_thread(text_of_files, Path(stack.env()["SWITCHBOARD_API_KEYS_FILE"]))
+    assert '"close_sessions": true' in stored
     assert (await asyncio.to_thread(switchboard, stack, "keys", "list", "--json")).returncode == 0
 
 

@@ -15,8 +15,8 @@ from nats.aio.client import Client
 from pydantic import TypeAdapter
 
 from switchboard.bus import NoResponders, QueueService, StreamingClient, subjects
-from switchboard.bus.rpc import message_headers
 from switchboard.bus.connection import without_login
+from switchboard.bus.rpc import message_headers
 from switchboard.bus.subjects import AUDIT_STREAM
 from switchboard.local import NatsServer
 from switchboard.rollout.table import RolloutTable
