@@ -42,6 +42,8 @@ class Session:
     consult_ms: list[float] = field(default_factory=list)
     """``response.metadata.consult_ms`` of answered consults: the edge's time from the filler to the
     supervisor's result, retries included."""
+    late_turns: int = 0
+    """Turns timed from when they were due (``since``) because they were sent later than that."""
 
     @classmethod
     async def open(cls, ws_base: str, api_key: str) -> Session:
@@ -56,8 +58,13 @@ class Session:
             raise BenchError(f"bad handshake: {created.get('type')!r}, {info.get('type')!r}")
         return cls(ws, info["session_id"])
 
-    async def turn(self, text: str, expect: Expect, fallback: Expect | None = None) -> float:
-        """One verified caller turn; returns ms from sending ``response.create`` to ``response.done``.
+    async def turn(
+        self, text: str, expect: Expect, fallback: Expect | None = None, *, since: float | None = None
+    ) -> float:
+        """One verified caller turn; returns ms from sending ``response.create`` to ``response.done``, or from
+        ``since`` (a ``time.perf_counter()`` reading) if that is earlier: a paced turn that was due before
+        its session's previous turn ended counts from when it was due (see ``workload.paced_turns``). The
+        time to the filler and to the first answer token count from the same moment.
 
         With ``fallback``, a turn whose consult failed (``metadata.supervisor == "failed"``) is verified
         against it and counted in ``failed_ms`` instead of raising."""
@@ -65,6 +72,9 @@ class Session:
         await self.ws.send(json.dumps({"type": "conversation.item.create", "item": item}))
         marks: list[float] | None = [] if expect.first_delta is not None else None
         t0 = time.perf_counter()
+        if since is not None and since < t0:
+            t0 = since
+            self.late_turns += 1
         await self.ws.send('{"type": "response.create"}')
         try:
             async with asyncio.timeout(TURN_TIMEOUT_S):

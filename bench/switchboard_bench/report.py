@@ -73,7 +73,9 @@ def markdown(r: dict[str, Any]) -> str:
         f"{c} sessions x {p['turns']} back-to-back turns (closed loop, no think time), and {p['handoffs']} handoff "
         f"turns on fresh sessions, {c} at a time (saturation: latency there is sessions / throughput). *At "
         f"{rate:.0f} turns/s*: the same "
-        f"sessions, each starting a turn every {c / rate * 1000:.0f} ms. *One at a time*: no other traffic. "
+        f"sessions, each starting a turn every {c / rate * 1000:.0f} ms; a turn due while its session's previous "
+        f"turn still ran is sent when that one ends and counts from when it was due{late(paced)}. *One at a time*: "
+        "no other traffic. "
         f"Agents SDK: `Runner.run` with a zero-latency fake model, one at a time (throughput at concurrency "
         f"{sdk_res['concurrent']['concurrency']}). Raw NATS: one-at-a-time request/reply between two processes. "
         f"Everything, load generator included, shares the same {m['nproc']} CPUs. *Met*: plain-turn latency is "
@@ -84,6 +86,12 @@ def markdown(r: dict[str, Any]) -> str:
     if sw.get("consult"):
         lines += ["", *consult_markdown(sw["consult"], p)]
     return "\n".join(lines) + "\n"
+
+
+def late(paced: dict[str, Any]) -> str:
+    """How many turns of a paced phase were sent late (after their session's previous, slow turn)."""
+    n = paced.get("late_turns")
+    return f" ({n} of {paced['latency']['n']} turns)" if n is not None else ""
 
 
 def p50_p99(stats: dict[str, Any] | None) -> str:
@@ -472,7 +480,8 @@ def load_sweep_markdown(rt: dict[str, Any], p: dict[str, Any]) -> list[str]:
         "",
         "Latency against offered load: the same sessions, each starting a turn every sessions / rate seconds at a "
         f"random phase, {p.get('sweep_s', 5.0):.0f} s of traffic per rate below the paced phase's (whose row is "
-        f"the last). The targets (p50 <= 3 ms, p99 <= 15 ms) are judged at {p['rate']:.0f} turns/s; the rows "
+        "the last); a turn due while its session's previous turn still ran counts from when it was due. The "
+        f"targets (p50 <= 3 ms, p99 <= 15 ms) are judged at {p['rate']:.0f} turns/s; the rows "
         "below it show where they hold on this machine.",
         "",
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import random
 import time
 import urllib.request
@@ -110,8 +111,9 @@ async def paced_phase(
     text: str = PLAIN_TEXT, expect: Expect | None = None, samples_out: list[float] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """``n`` sessions of ``k`` turns offering ``rate`` turns/s in total: each session starts a turn every
-    ``n / rate`` seconds (at a random phase), or at once if its previous turn ran late. The latencies are
-    also appended to ``samples_out`` when given."""
+    ``n / rate`` seconds (at a random phase), or at once if its previous turn ran late, and then that turn's
+    latency counts from when it was due (``paced_turns``). The latencies are also appended to ``samples_out``
+    when given."""
     expect = expect or (replies.plain if replies else None)
     assert expect is not None
     interval = n / rate
@@ -119,24 +121,39 @@ async def paced_phase(
     progress(f"{label}: opening {n} sessions")
     sessions = await open_sessions(stack, n)
     progress(f"{label}: {n} sessions x {k} turns, one turn per session every {interval * 1000:.0f} ms ({rate:.0f}/s)")
-    loop = asyncio.get_running_loop()
-
-    async def paced(s: Session, start: float) -> None:
-        for i in range(k):
-            await asyncio.sleep(max(0.0, start + i * interval - loop.time()))
-            await s.turn(text, expect)
 
     async def offered() -> list[None]:
-        begin = loop.time()  # taken here, after the load generator's garbage collection (see ``timed``): taken
-        # before it, the sessions whose phase fell within that pause (~100 ms) would all start at once
-        return await bounded((lambda s=s: paced(s, begin + random.uniform(0, interval)) for s in sessions), n)
+        begin = time.perf_counter()  # taken here, after the load generator's garbage collection (see ``timed``):
+        # taken before it, the sessions whose phase fell within that pause (~100 ms) would all start at once
+        return await bounded(
+            (lambda s=s: paced_turns(s, k, interval, begin + random.uniform(0, interval), text, expect)
+             for s in sessions), n,
+        )  # fmt: skip
 
     _, wall, cpu = await timed(stack, offered)
     await close_sessions(sessions)
     samples = [ms for s in sessions for ms in s.latencies_ms]
     stats, used = settle(label, samples, wall, cpu, samples_out, f"({len(samples) / wall:.0f}/s achieved)")
-    out = {"latency": stats, "offered_turns_per_s": rate, "achieved_turns_per_s": len(samples) / wall, "cpu": used}
+    out = {"latency": stats, "offered_turns_per_s": rate, "achieved_turns_per_s": len(samples) / wall, "cpu": used,
+           "late_turns": sum(s.late_turns for s in sessions)}  # fmt: skip
     return out | filler_stats(label, sessions)
+
+
+async def paced_turns(session: Session, k: int, interval: float, start: float, text: str, expect: Expect) -> None:
+    """``k`` turns on ``session``, the i-th due at ``start + i * interval`` (``time.perf_counter()`` clock).
+
+    A session has one response at a time, so a turn that falls due while the previous one still runs is sent
+    when that one ends, and its latency counts from when it was due: the caller waited all that time for the
+    system. Timed from its own send, a slow turn would hide the delay it imposed on the turns after it
+    (coordinated omission), and the p99 would leave out the queueing it is there to show. A turn sent on
+    time counts from its send: the load generator's own timer lateness is not the system's."""
+    previous_end = -math.inf
+    for i in range(k):
+        due = start + i * interval
+        if (wait := due - time.perf_counter()) > 0:
+            await asyncio.sleep(wait)
+        await session.turn(text, expect, since=due if previous_end > due else None)
+        previous_end = time.perf_counter()
 
 
 def filler_stats(label: str, sessions: list[Session]) -> dict[str, Any]:
