@@ -147,7 +147,7 @@ def tracing_markdown(tr: dict[str, Any], p: dict[str, Any]) -> list[str]:
         f"`OTEL_SDK_DISABLED=true`. Measurement alternates between them in blocks (off/on, on/off, ...) of the "
         f"main stack's phases: {p['unloaded_sessions']} sessions x {p['turns']} plain turns one at a time, "
         f"{p['unloaded_handoffs']} handoff turns one at a time, {p['sessions']} sessions x {p['turns']} turns at "
-        f"{p['rate']:.0f} turns/s; a block after a traced one waits until the traced stack has exported its "
+        f"{p['rate']:.0f} turns/s; an untraced block after a traced one waits until the traced stack has exported its "
         "spans. Latency pooled over the blocks; *block median*: the same comparison on the median of each side's "
         "per-block p50 (or p99), which one stalled block cannot sway; *block pairs*: the n-th off and on blocks, how "
         "often the traced one had the higher p50. *Met* is judged on the pooled p50. CPU: the system's processes "
