@@ -23,13 +23,15 @@ import websockets
 from agents.realtime import RealtimeAgent
 
 from switchboard.local.stack import Stack
+from switchboard.schemas import MessageItem
+from switchboard.testing import ScriptedOpenAIServer, ScriptedReply
 from switchboard.testing.speech import espeak
 from switchboard.voice import PCM_RATE, PCMU, encode_base64, from_pcm16_24k, read_wav
 from switchboard.voice.formats import Pcm16, pcm16_from_bytes
 from switchboard.voice.piper_tts import PiperTts
 from switchboard.voice.whisper import WhisperStt
 
-from .client import RawClient, sdk_client, user_message
+from .client import RawClient, sdk_client, stored_items, user_message
 from .stacks import SlowModel, make_stack, two_edges_on_a_model
 from .test_official_clients import runner_session
 from .test_realtime_contract import violations
@@ -501,4 +503,55 @@ async def test_a_barge_in_as_the_answer_starts_stops_it_and_keeps_only_what_was_
     spoken = done["response"]["output"][0]["content"][0]["transcript"]
     stored = kept["item"]["content"][0]["text"]
     assert spoken.startswith(stored) and len(stored.split()) <= 3, (stored, spoken)  # what the caller heard
+    assert violations(client.events) == []
+
+
+HANDING_OVER = (
+    "Sure, I can help you with that refund. Our returns team handles every refund request. "
+    "They will ask you for your order number and the reason for the return. I am transferring you now."
+)
+AFTER_HANDOFF = "Returns here, what is your order number?"
+
+
+def hands_over(body: dict[str, Any]) -> ScriptedReply:
+    """Triage says a long sentence and transfers; whoever takes the call answers ``AFTER_HANDOFF``."""
+    if "front desk" in body["messages"][0]["content"]:
+        return ScriptedReply(text=HANDING_OVER, tool_calls=[("transfer_to_returns", {"reason": "refund"})])
+    return ScriptedReply(text=AFTER_HANDOFF)
+
+
+async def test_a_barge_in_keeps_no_item_of_the_answer_whose_audio_never_started(
+    tmp_path: Path, speech_dir: Path
+) -> None:
+    """An answer spoken across a handoff is two items, stored with the turn before the first has played;
+    the caller speaks during the first: the second, never sent, is not in the session (before, it was
+    stored whole, and the agents went on as if the caller had heard it)."""
+    refund = espeak("I want a refund for my order.", speech_dir / "refund5.wav")
+    stop = espeak("Wait, stop.", speech_dir / "stop2.wav")
+    async with ScriptedOpenAIServer(responder=hands_over) as server:
+        env = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": server.base_url}
+        with make_stack(tmp_path, env=env) as stack:
+            async with RawClient(stack, events=False) as client:
+                session_id = (await client.open())["session"]["id"]
+                await client.send({"type": "session.update", "session": VOICE_SESSION})
+                await client.next("session.updated")
+                for payload in said(refund.samples):
+                    await client.send({"type": "input_audio_buffer.append", "audio": payload})
+                sent_ms = 0.0
+                while sent_ms < 2000:  # ~1 s of the first item heard, ~7 s still to come
+                    delta = await client.next("response.output_audio.delta")
+                    sent_ms += len(base64.b64decode(delta["delta"])) / 2 / PCM_RATE * 1000
+                for payload in said(stop.samples, tail_ms=100):
+                    await client.send({"type": "input_audio_buffer.append", "audio": payload})
+                done = await client.next("response.done")
+                truncated = await client.next("conversation.item.truncated")
+                stored = await stored_items(stack, session_id)
+    shown = {e["item"]["id"] for e in client.events if e["type"] == "conversation.item.added"}
+    answers = [i for i in stored if isinstance(i, MessageItem) and i.role == "assistant"]
+    assert (done["response"]["status"], done["response"]["status_details"]["reason"]) == ("cancelled", "turn_detected")
+    assert [i["id"] for i in done["response"]["output"]] == [truncated["item_id"]]
+    assert [i.id for i in answers] == [truncated["item_id"]]  # stored with the turn, then cut
+    assert HANDING_OVER.startswith(answers[0].text) and len(answers[0].text) < len(HANDING_OVER)
+    assert {i.id for i in stored if isinstance(i, MessageItem)} <= shown, [(i.id, i.text) for i in stored]
+    assert AFTER_HANDOFF not in [i.text for i in answers]
     assert violations(client.events) == []

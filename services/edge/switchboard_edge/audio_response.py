@@ -261,6 +261,11 @@ class AudioResponseWriter(ResponseWriter):
     def message_ids(self) -> list[str]:
         return [i.spoken.item_id for i in self._items]
 
+    def unopened_ids(self) -> list[str]:
+        """Items queued whose audio never started: the client was never sent ``conversation.item.added``
+        for them (final once the response has stopped)."""
+        return [i.spoken.item_id for i in self._items if not i.opened]
+
 
 def audio_item(item_id: str, transcript: str, status: str) -> dict[str, Any]:
     return {

@@ -441,8 +441,11 @@ class AudioTurns:
     async def barge_in(self, heard_at: float) -> None:
         """The caller speaks: stop the response in flight, cut what was not heard from its items."""
         writer = self.session._writer
-        cut = set(writer.message_ids()) if writer is not None and not writer.done else set()
+        running = writer is not None and not writer.done
+        cut = set(writer.message_ids()) if writer is not None and running else set()
         await self.session._cancel_response("turn_detected")
+        if running and isinstance(writer, AudioResponseWriter):  # its items never opened were never shown
+            await self._drop_unshown(set(writer.unopened_ids()))
         heard = {item_id: s.heard_ms(heard_at) for item_id, s in self.spoken.items() if s.truncated_ms is None}
         for item_id, ms in heard.items():  # measured once the audio has stopped: its duration is what was sent
             spoken = self.spoken[item_id]
@@ -451,6 +454,22 @@ class AudioTurns:
                 await self.truncate(item_id, ms)
             elif self.session.upstream is not None:  # all that was relayed was heard; the upstream made more
                 await self.session.upstream.truncate(item_id, ms)
+
+    async def _drop_unshown(self, item_ids: set[str]) -> None:
+        """Take out of the history the interrupted answer's items whose audio never started: the caller was
+        never sent them (no ``conversation.item.added``), so the conversation never held them, as in the
+        Realtime API, where a cancelled response adds no item it had not started."""
+        session = self.session
+        if not any(i.id in item_ids for i in session.state.history):
+            return
+
+        def drop(current: SessionState) -> SessionState:
+            return current.model_copy(update={"history": [i for i in current.history if i.id not in item_ids]})
+
+        await session._commit(drop)
+        if session.upstream is not None:  # an item the upstream made but the caller never got
+            for item_id in item_ids:
+                await session.upstream.delete(item_id)
 
     async def truncate(self, item_id: str, audio_end_ms: float) -> bool:
         """Cut an assistant item's stored text to the words its first ``audio_end_ms`` speak; False when

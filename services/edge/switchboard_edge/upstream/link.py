@@ -389,6 +389,16 @@ class UpstreamLink:
                 self.known.add(item.id)
             previous = item.id
 
+    async def delete(self, item_id: str) -> None:
+        """An item the upstream made was never relayed to the caller (a barge-in stopped the answer first):
+        it leaves the upstream conversation, as it left Switchboard's."""
+        if item_id not in self.known or not self.up:
+            return
+        try:
+            await self.send({"type": "conversation.item.delete", "item_id": item_id})
+        except UpstreamError:
+            pass  # the link just failed: the caller has been told, and nothing upstream is left to delete
+
     async def truncate(self, item_id: str, audio_end_ms: float) -> None:
         """An item the upstream spoke was cut at barge-in: the upstream model learns what was heard."""
         if item_id not in self.voiced or not self.up:
