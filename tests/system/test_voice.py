@@ -555,3 +555,35 @@ async def test_a_barge_in_keeps_no_item_of_the_answer_whose_audio_never_started(
     assert {i.id for i in stored if isinstance(i, MessageItem)} <= shown, [(i.id, i.text) for i in stored]
     assert AFTER_HANDOFF not in [i.text for i in answers]
     assert violations(client.events) == []
+
+
+async def test_overlapping_turns_name_the_item_before_each_alike_in_all_their_events(
+    retail: Stack, speech_dir: Path
+) -> None:
+    """The second utterance is committed while the first is still being transcribed: its ``committed``,
+    ``item.added`` and ``item.done`` all name the first as the item before it (before, the first two named
+    the last item already stored, ``null`` in a new session, while ``item.done`` named the first)."""
+    hello = espeak("Hello there.", speech_dir / "hello2.wav")
+    refund = espeak("I want a refund for my order.", speech_dir / "refund6.wav")
+    audio = np.concatenate([hello.samples, silence(700), refund.samples])  # server VAD's 500 ms ends a turn
+    async with RawClient(retail, events=False, timeout_s=30) as client:
+        await client.open()
+        await client.send({"type": "session.update", "session": VOICE_SESSION})
+        await client.next("session.updated")
+        for payload in said(audio):
+            await client.send({"type": "input_audio_buffer.append", "audio": payload})
+        await client.next("response.done")
+    events = client.events
+    committed = [e for e in events if e["type"] == "input_audio_buffer.committed"]
+    assert len(committed) == 2
+    first, second = (c["item_id"] for c in committed)
+    first_done = next(e for e in events if e["type"] == "conversation.item.done" and e["item"]["id"] == first)
+    assert events.index(committed[1]) < events.index(first_done)  # the turns did overlap
+    for item_id, before in ((first, None), (second, first)):
+        named = [e["previous_item_id"] for e in events if e["type"] == "input_audio_buffer.committed"
+                 and e["item_id"] == item_id or e["type"] in ("conversation.item.added", "conversation.item.done")
+                 and e["item"]["id"] == item_id]  # fmt: skip
+        assert named == [before] * 3, (item_id, named)
+    answer = next(e for e in events if e["type"] == "conversation.item.added" and e["item"]["role"] == "assistant")
+    assert answer["previous_item_id"] == second
+    assert violations(client.events) == []

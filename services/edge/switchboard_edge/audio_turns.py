@@ -112,6 +112,8 @@ class AudioTurns:
         self.pauses = PauseJudge()
         self.responses_started = 0
         """Responses started on this connection (a committed utterance notes the count: see ``_transcribe_turn``)."""
+        self._pending_item: str | None = None
+        """The item of ``session.pending_input``: the utterance a later one joins the conversation after."""
 
     def preload(self) -> None:
         engines()
@@ -280,7 +282,11 @@ class AudioTurns:
             raise ProtocolError(
                 "rate_limit_exceeded", f"{MAX_TRANSCRIBING} utterances are still being transcribed; commit later",
             )  # fmt: skip
-        previous = session.state.history[-1].id if session.state.history else None
+        pending = session.pending_input
+        if pending is not None and not pending.done() and self._pending_item is not None:
+            previous: str | None = self._pending_item  # the caller's words before these, still being transcribed
+        else:
+            previous = session.state.history[-1].id if session.state.history else None
         await session.send({
             "type": "input_audio_buffer.committed", "event_id": new_event_id(), "previous_item_id": previous,
             "item_id": item_id,
@@ -295,7 +301,7 @@ class AudioTurns:
         ))  # fmt: skip
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        session.pending_input = task
+        session.pending_input, self._pending_item = task, item_id
 
     async def committed(self, item_id: str, heard: Awaitable[str], *, respond: bool) -> None:
         """The upstream (Realtime API) committed the caller's utterance ``item_id``: announce it; ``heard`` is

@@ -71,6 +71,12 @@ class ResponseWriter:
     def done(self) -> bool:
         return self.phase is Phase.DONE
 
+    def follows(self, item_id: str | None) -> None:
+        """The response's first item goes after ``item_id`` (set before it has any item: the caller's words
+        it waited for joined the conversation after it started)."""
+        if not self.output and self._open is None:
+            self._previous = item_id
+
     async def start(self) -> None:
         """``response.created``; once."""
         if self.phase is not Phase.NEW:

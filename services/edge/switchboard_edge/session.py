@@ -630,6 +630,7 @@ class EdgeSession:
         pending = self.pending_input
         if pending is not None and not pending.done():  # the caller's spoken words join the conversation first
             await asyncio.wait([pending])
+            writer.follows(self.state.history[-1].id if self.state.history else None)
         deadline = time.time() + self.deps.settings.turn_timeout_s
         base = items.TurnBase(self.state.history)
         failed_meta = {"agent": self.state.active_agent, "session_id": self.state.session_id}
