@@ -13,7 +13,8 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -416,22 +417,39 @@ async def test_input_audio_in_a_created_item_is_transcribed_in_the_sessions_form
     assert violations(client.events) == []
 
 
+@asynccontextmanager
+async def overlapping_turns(stack: Stack, speech_dir: Path) -> AsyncIterator[tuple[RawClient, dict[str, Any]]]:
+    """Two server-VAD turns a short pause apart ("Hello there.", 700 ms, "I want a refund for my order."),
+    sent faster than Whisper transcribes; yields the client and the first ``response.done``."""
+    hello = espeak("Hello there.", speech_dir / "hello-overlap.wav")
+    refund = espeak("I want a refund for my order.", speech_dir / "refund-overlap.wav")
+    audio = np.concatenate([hello.samples, silence(700), refund.samples])  # server VAD's 500 ms ends a turn
+    async with RawClient(stack, events=False, timeout_s=30) as client:
+        await voice_session(client)
+        await speak(client, audio)
+        yield client, await client.next("response.done")
+
+
+async def voice_session(client: RawClient) -> None:
+    """Open the session and make it a voice one (server VAD, audio out)."""
+    await client.open()
+    await client.send({"type": "session.update", "session": VOICE_SESSION})
+    await client.next("session.updated")
+
+
+async def speak(client: RawClient, samples: Pcm16) -> None:
+    """The caller says ``samples``, as ``input_audio_buffer.append`` events sent at once."""
+    for payload in said(samples):
+        await client.send({"type": "input_audio_buffer.append", "audio": payload})
+
+
 async def test_a_second_utterance_committed_before_the_first_is_transcribed_is_answered_once(
     retail: Stack, speech_dir: Path
 ) -> None:
     """Two turns a short pause apart, sent faster than Whisper transcribes: the first turn's response waits
     for the second's words and answers both (before, it waited for the second turn, which waited for it to
     end: the response never ended and the session refused every later response)."""
-    hello = espeak("Hello there.", speech_dir / "hello.wav")
-    refund = espeak("I want a refund for my order.", speech_dir / "refund3.wav")
-    audio = np.concatenate([hello.samples, silence(700), refund.samples])  # server VAD's 500 ms ends a turn
-    async with RawClient(retail, events=False, timeout_s=30) as client:
-        await client.open()
-        await client.send({"type": "session.update", "session": VOICE_SESSION})
-        await client.next("session.updated")
-        for payload in said(audio):
-            await client.send({"type": "input_audio_buffer.append", "audio": payload})
-        done = await client.next("response.done")
+    async with overlapping_turns(retail, speech_dir) as (client, done):
         await client.send({"type": "session.update", "session": VOICE_SESSION})
         await client.next("session.updated")  # a second response would have started by now
     committed = [e["item_id"] for e in client.events if e["type"] == "input_audio_buffer.committed"]
@@ -483,11 +501,8 @@ async def test_a_barge_in_as_the_answer_starts_stops_it_and_keeps_only_what_was_
     refund = espeak("I want a refund for my order.", speech_dir / "refund4.wav")
     stop = espeak("Wait, stop.", speech_dir / "stop.wav")
     async with RawClient(retail, events=False) as client:
-        await client.open()
-        await client.send({"type": "session.update", "session": VOICE_SESSION})
-        await client.next("session.updated")
-        for payload in said(refund.samples):
-            await client.send({"type": "input_audio_buffer.append", "audio": payload})
+        await voice_session(client)
+        await speak(client, refund.samples)
         while (added := await client.next("conversation.item.added"))["item"]["role"] != "assistant":
             pass
         for payload in said(stop.samples, tail_ms=100):
@@ -563,16 +578,8 @@ async def test_overlapping_turns_name_the_item_before_each_alike_in_all_their_ev
     """The second utterance is committed while the first is still being transcribed: its ``committed``,
     ``item.added`` and ``item.done`` all name the first as the item before it (before, the first two named
     the last item already stored, ``null`` in a new session, while ``item.done`` named the first)."""
-    hello = espeak("Hello there.", speech_dir / "hello2.wav")
-    refund = espeak("I want a refund for my order.", speech_dir / "refund6.wav")
-    audio = np.concatenate([hello.samples, silence(700), refund.samples])  # server VAD's 500 ms ends a turn
-    async with RawClient(retail, events=False, timeout_s=30) as client:
-        await client.open()
-        await client.send({"type": "session.update", "session": VOICE_SESSION})
-        await client.next("session.updated")
-        for payload in said(audio):
-            await client.send({"type": "input_audio_buffer.append", "audio": payload})
-        await client.next("response.done")
+    async with overlapping_turns(retail, speech_dir) as (client, _):
+        pass
     events = client.events
     committed = [e for e in events if e["type"] == "input_audio_buffer.committed"]
     assert len(committed) == 2

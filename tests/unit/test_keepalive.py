@@ -11,8 +11,6 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import nats
@@ -21,7 +19,6 @@ from nats.aio.client import Client
 from pydantic import TypeAdapter
 
 from switchboard.bus.rpc import QueueService, ReplySink, StreamingClient, message_headers
-from switchboard.local import NatsServer
 from switchboard.schemas import ConsultAsk, TurnDelta, turn_reply_adapter
 
 pytestmark = pytest.mark.system
@@ -29,14 +26,6 @@ pytestmark = pytest.mark.system
 SUBJECT = "test.keepalive"
 STREAM_SUBJECT = "test.reply_stream"
 HEARTBEAT = "switchboard.v1.heartbeat"
-
-
-@pytest.fixture
-async def nc(tmp_path: Path) -> AsyncIterator[Client]:
-    with NatsServer(tmp_path / "nats") as server:
-        client = await nats.connect(server.url)
-        yield client
-        await client.drain()
 
 
 async def ask(nc: Client, body: ConsultAsk, replies: asyncio.Queue[str], n: int) -> None:

@@ -8,11 +8,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -21,7 +18,6 @@ from pydantic import TypeAdapter
 from switchboard.agents import AgentConfig
 from switchboard.agents.tools import ToolContext, ToolRegistry
 from switchboard.bus.rpc import QueueService, ReplySink, StreamingClient, message_headers
-from switchboard.local import NatsServer
 from switchboard.models.offline import OfflineProvider
 from switchboard.runtime.loop import AgentLoop
 from switchboard.schemas import CancelRequest, ConsultAsk, MessageItem, TurnDelta, TurnRequest, turn_reply_adapter
@@ -31,14 +27,6 @@ pytestmark = pytest.mark.system
 
 SUBJECT = "test.work"
 CANCEL = "test.work.cancel"
-
-
-@pytest.fixture
-async def nc(tmp_path: Path) -> AsyncIterator[Client]:
-    with NatsServer(tmp_path / "nats") as server:
-        client = await nats.connect(server.url)
-        yield client
-        await client.drain()
 
 
 def _last(reply: object) -> bool:
