@@ -2,6 +2,7 @@
 
 from .config import (
     CONSULT_TOOL,
+    TRANSFER_PREFIX,
     AgentConfig,
     ConsultConfig,
     ConsultFallback,
@@ -17,6 +18,7 @@ from .tools import Owns, Seeder, Tool, ToolContext, ToolError, ToolRegistry, Too
 
 __all__ = [
     "CONSULT_TOOL",
+    "TRANSFER_PREFIX",
     "AgentConfig",
     "ConsultConfig",
     "ConsultFallback",

@@ -20,7 +20,7 @@ import string
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ..agents.config import OfflineRule, OfflineScript
+from ..agents.config import TRANSFER_PREFIX, OfflineRule, OfflineScript
 from ..intents import IntentMatch, IntentMatcher, get_embedder
 from ..schemas import ConversationItem, FunctionCallItem, FunctionCallOutputItem, MessageItem
 from .base import ModelRequest, ModelResponse, TextSink, ToolCall
@@ -112,7 +112,7 @@ def _last_tool_result(items: Sequence[ConversationItem]) -> tuple[str | None, An
         (i.name for i in reversed(items) if isinstance(i, FunctionCallItem) and i.call_id == out.call_id),
         None,
     )
-    if name is None or name.startswith("transfer_to_"):  # a handoff's answer, not this agent's tool
+    if name is None or name.startswith(TRANSFER_PREFIX):  # a handoff's answer, not this agent's tool
         return None, None
     try:
         return name, json.loads(out.output)

@@ -1,5 +1,5 @@
 """The agent loop that every agent runner executes."""
 
-from .loop import TRANSFER_PREFIX, AgentLoop, IterationCapError, new_item_id
+from .loop import AgentLoop, IterationCapError, new_item_id
 
-__all__ = ["TRANSFER_PREFIX", "AgentLoop", "IterationCapError", "new_item_id"]
+__all__ = ["AgentLoop", "IterationCapError", "new_item_id"]

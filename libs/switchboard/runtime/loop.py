@@ -14,7 +14,7 @@ from typing import Any
 
 from opentelemetry.trace import SpanKind
 
-from ..agents.config import CONSULT_TOOL, AgentConfig
+from ..agents.config import CONSULT_TOOL, TRANSFER_PREFIX, AgentConfig
 from ..agents.tools import ToolContext, ToolError, ToolRegistry, ToolSpec
 from ..errors import SwitchboardError
 from ..models.base import ModelError, ModelProvider, ModelRequest, ModelResponse, ToolCall
@@ -38,7 +38,6 @@ from ..telemetry import metrics, names, set_attributes, set_content, span
 
 log = logging.getLogger(__name__)
 
-TRANSFER_PREFIX = "transfer_to_"
 CONSULT_DESCRIPTION = (
     "Ask the supervisor, an expert with the domain tools, to answer what the caller just asked. "
     "Use it for anything beyond greetings, small talk and collecting details."

@@ -15,11 +15,10 @@ from typing import Any
 
 from opentelemetry.trace import SpanKind
 
-from switchboard.agents import CONSULT_TOOL, AgentConfig
+from switchboard.agents import CONSULT_TOOL, TRANSFER_PREFIX, AgentConfig
 from switchboard.guardrails import Boundary, check
 from switchboard.models import ToolCall
 from switchboard.runtime.loop import (
-    TRANSFER_PREFIX,
     agent_instructions,
     consult_note,
     handoff_request,
