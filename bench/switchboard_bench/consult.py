@@ -104,7 +104,7 @@ class EdgeRef:
     name: str
     port: int
     key: str
-    """An API key the edge accepts (its stats answer API key callers only)."""
+    """The API key the bench's sessions open with: its stats are that key's tenant's (API key callers only)."""
 
     @property
     def ws_base(self) -> str:

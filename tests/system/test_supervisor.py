@@ -29,7 +29,7 @@ from .client import (
     text_of,
     user_message,
 )
-from .stacks import make_stack
+from .stacks import SECOND_TENANT_KEY, make_stack, probe
 
 pytestmark = pytest.mark.system
 
@@ -123,6 +123,36 @@ async def test_global_routing_rate_is_exposed(supervised: Stack) -> None:
     assert after["routing_rate"] == round(after["consulted_responses"] / after["responses"], 4)
     answered = after["consult_outcomes"].get("answered", 0) - before["consult_outcomes"].get("answered", 0)
     assert answered == 1
+
+
+async def test_each_key_sees_its_own_tenants_sessions_and_consults_only(tmp_path: Path) -> None:
+    """``/info`` and ``/stats`` give the caller's tenant's figures: with two tenants on one edge, each sees its
+    own sessions and consults (both saw the edge's, the other tenant's traffic included)."""
+
+    async def figures(key: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        info = await asyncio.to_thread(probe, f"{stack.edge_url}/v1/switchboard/info", key)
+        stats = await asyncio.to_thread(probe, f"{stack.edge_url}/v1/switchboard/stats", key)
+        assert (info[0], stats[0]) == (200, 200)
+        return info[1], stats[1]
+
+    with make_stack(tmp_path, scenario="supervisor") as stack:
+        async with (
+            sdk_client(stack).realtime.connect(model="switchboard") as asks,
+            sdk_client(stack).realtime.connect(model="switchboard") as greets,
+            sdk_client(stack, key=SECOND_TENANT_KEY).realtime.connect(model="switchboard") as other,
+        ):
+            for conn in (asks, greets, other):
+                await open_session(conn)
+            assert (await say(asks, "what's my balance?")).metadata["supervisor"] == "consulted"
+            assert (await say(greets, "hello")).metadata["supervisor"] == "no"
+            assert (await say(other, "hello")).metadata["supervisor"] == "no"
+            (info_a, stats_a), (info_b, stats_b) = await figures(stack.api_key), await figures(SECOND_TENANT_KEY)
+    assert (info_a["active_sessions"], info_a["connections"]) == (2, 2)
+    assert (info_b["active_sessions"], info_b["connections"]) == (1, 1)
+    assert (stats_a["responses"], stats_a["consulted_responses"], stats_a["routing_rate"]) == (2, 1, 0.5)
+    assert stats_a["consult_outcomes"] == {"answered": 1} and stats_a["consult_ms_avg"] > 0
+    assert (stats_b["responses"], stats_b["consulted_responses"], stats_b["routing_rate"]) == (1, 0, 0.0)
+    assert stats_b["consult_outcomes"] == {} and (stats_b["consult_ms_avg"], stats_b["consult_tokens"]) == (0.0, 0)
 
 
 async def test_missing_supervisor_falls_back_within_two_seconds(tmp_path: Path) -> None:

@@ -191,30 +191,35 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
 
     @app.get("/v1/switchboard/info")
     async def info(request: Request) -> object:
-        """The scenario, its agents' subjects, sessions and rollouts on this edge (API key callers only)."""
+        """The scenario, its agents' subjects and rollouts, and the caller's tenant's sessions open on this edge
+        (``active_sessions``) and their connections (API key callers only). Another tenant's traffic is none of
+        a key's business: the edge-wide count is the ``switchboard_active_sessions`` metric (``/metrics``)."""
         principal = api_key_caller(request)
         if isinstance(principal, Response):
             return principal
         deps: EdgeDeps = app.state.deps
         rollouts = app.state.rollouts.snapshot()
+        sessions, connections = deps.open_of(principal.owner)
         return {
             "scenario": config.name, "entry_agent": config.entry_agent, "fallback_agent": config.fallback_agent,
             "agents": {a.name: subjects.agent_turn(a.name) for a in config.agents},
-            "active_sessions": len(deps.active_sessions), "connections": len(deps.sessions),
+            "active_sessions": sessions, "connections": connections,
             "rollouts": {a: r.model_dump(mode="json", exclude={"type"}) for a, r in rollouts.items()},
         }  # fmt: skip
 
     @app.get("/v1/switchboard/stats")
     async def stats(request: Request) -> object:
-        """Process-wide routing figures: how often the supervisor was consulted and what it cost (API key
-        callers only)."""
+        """The caller's tenant's routing figures on this edge process: its completed responses, how often the
+        supervisor was consulted for them and what it cost (API key callers only). Edge-wide figures are for
+        operators: the ``switchboard_responses``, ``switchboard_supervisor_consults`` and ``switchboard_retries``
+        metrics, and the audit stream's turn records."""
         principal = api_key_caller(request)
         if isinstance(principal, Response):
             return principal
         deps: EdgeDeps = app.state.deps
         consults = deps.conductor.consults
-        c = consults.stats if consults else ConsultStats()
-        responses = deps.responses
+        c = consults.stats(principal.owner) if consults else ConsultStats()
+        responses = deps.responses.get(principal.owner, 0)
         return {
             "responses": responses, "consulted_responses": c.consults,
             "routing_rate": round(c.consults / responses, 4) if responses else 0.0,
@@ -267,8 +272,7 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
             return
         # counted per tenant and session id, from here on, before any await: another tenant naming a live id
         # is a new session to the cap (503 at the cap, like a missing id), never a sign that the id is live
-        admitted = f"{principal.owner}/{session_id}"
-        if deps.draining or not deps.admit(admitted):
+        if deps.draining or not deps.admit(principal.owner, session_id):
             reason = "edge is draining" if deps.draining else f"edge at its limit of {settings.max_sessions} sessions"
             await _deny(ws, 503, "edge_unavailable", f"{reason}; retry on another edge", retry_after="1")
             return
@@ -282,7 +286,7 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
             finally:
                 limiter.close(principal.key_id)
         finally:
-            deps.release(admitted)
+            deps.release(principal.owner, session_id)
 
     async def serve_session(ws: WebSocket, session_id: str, principal: Principal, limits: Limits) -> None:
         deps: EdgeDeps = app.state.deps
@@ -316,7 +320,8 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
             await ws.accept(subprotocol=principal.subprotocol)
             events = ws.query_params.get(PLATFORM_EVENTS_PARAM, "") in ("1", "true")
             session = CappedSession(
-                ws, deps, state, revision, resumed, platform_events=events, limits=limits, key_id=principal.key_id
+                ws, deps, state, revision, resumed, platform_events=events, limits=limits, key_id=principal.key_id,
+                tenant=owner,
             )  # fmt: skip
             if principal.session is not None:
                 session.apply_session(principal.session)

@@ -79,33 +79,42 @@ class EdgeDeps:
     conductor: Conductor
     store: SessionStore
     instructions: str
-    active_sessions: dict[str, int] = field(default_factory=dict)
-    """Sessions open on this edge -> their connections (a client may reconnect before its old socket
-    closes). ``SWITCHBOARD_MAX_SESSIONS`` caps the sessions, not the connections."""
-    responses: int = 0
-    """Completed responses of this process (the routing rate's denominator)."""
+    active_sessions: dict[tuple[str, str], int] = field(default_factory=dict)
+    """Sessions open on this edge, as (tenant, session id) -> their connections (a client may reconnect
+    before its old socket closes). ``SWITCHBOARD_MAX_SESSIONS`` caps the sessions, not the connections."""
+    responses: dict[str, int] = field(default_factory=dict)
+    """Completed responses on this edge, per tenant (the denominator of the tenant's routing rate)."""
     sessions: set[EdgeSession] = field(default_factory=set)
     draining: bool = False
     audit: AuditLog | None = None
     _records: set[asyncio.Task[None]] = field(default_factory=set)
 
-    def admit(self, session_id: str) -> bool:
-        """Count one more connection to ``session_id`` (the edge passes ``<tenant>/<session id>``); False,
-        counting nothing, if it would open a session beyond the cap. Call :meth:`release` when it ends."""
-        if session_id not in self.active_sessions and len(self.active_sessions) >= self.settings.max_sessions:
+    def admit(self, tenant: str, session_id: str) -> bool:
+        """Count one more connection to ``tenant``'s ``session_id`` (another tenant naming the same id opens
+        another session); False, counting nothing, if it would open a session beyond the cap. Call
+        :meth:`release` when it ends."""
+        key = (tenant, session_id)
+        if key not in self.active_sessions and len(self.active_sessions) >= self.settings.max_sessions:
             return False
-        self.active_sessions[session_id] = self.active_sessions.get(session_id, 0) + 1
+        self.active_sessions[key] = self.active_sessions.get(key, 0) + 1
         metrics().active_sessions.set(len(self.active_sessions))
         return True
 
-    def release(self, session_id: str) -> None:
-        """One connection to ``session_id`` ended; the session closes with its last connection."""
-        left = self.active_sessions.get(session_id, 0) - 1
+    def release(self, tenant: str, session_id: str) -> None:
+        """One connection to ``tenant``'s ``session_id`` ended; the session closes with its last connection."""
+        key = (tenant, session_id)
+        left = self.active_sessions.get(key, 0) - 1
         if left > 0:
-            self.active_sessions[session_id] = left
+            self.active_sessions[key] = left
         else:
-            self.active_sessions.pop(session_id, None)
+            self.active_sessions.pop(key, None)
         metrics().active_sessions.set(len(self.active_sessions))
+
+    def open_of(self, tenant: str) -> tuple[int, int]:
+        """``tenant``'s sessions open on this edge and their connections (the edge-wide count of sessions is
+        the ``switchboard_active_sessions`` metric)."""
+        sessions = sum(1 for owner, _ in self.active_sessions if owner == tenant)
+        return sessions, sum(1 for s in self.sessions if s.tenant == tenant)
 
     def record_turn(self, record: TurnRecord) -> None:
         """Append a turn record to the audit stream off the response's critical path."""
@@ -161,9 +170,11 @@ def new_audio_turns(session: EdgeSession) -> AudioTurns:
 class EdgeSession:
     def __init__(
         self, ws: WebSocket, deps: EdgeDeps, state: SessionState, revision: int, resumed: bool,
-        platform_events: bool = False,
+        platform_events: bool = False, tenant: str = "",
     ):  # fmt: skip
         self.ws = ws
+        self.tenant = tenant
+        """The tenant of the API key that opened this connection: its figures count this session's."""
         self.platform_events = platform_events
         """Send ``switchboard.*`` events (opt-in: standard clients such as the Agents SDK reject unknown events)."""
         self._closed = False
@@ -642,8 +653,8 @@ class EdgeSession:
             state = state.model_copy(update=update)
         try:
             outcome = await self.deps.conductor.run_turn(
-                state, writer.response_id, writer.on_event, deadline=deadline, options=plan.options,
-                local=self.local_agents,
+                state, writer.response_id, writer.on_event, deadline=deadline, tenant=self.tenant,
+                options=plan.options, local=self.local_agents,
             )  # fmt: skip
         except TurnFailed as exc:
             self._failed_tracks = exc.tracks
@@ -677,7 +688,7 @@ class EdgeSession:
             except ProtocolError as err:  # not stored: the caller must not be told the turn completed
                 await writer.failed(err.code, err.message, failed_meta, client_error=True)
                 return outcome, err.message
-            self.deps.responses += 1
+            self.deps.responses[self.tenant] = self.deps.responses.get(self.tenant, 0) + 1
             call = outcome.client_call
             if call is not None:  # committed with the turn: the client runs it and answers with its output
                 await writer.function_call(call.id, call.call_id, call.name, call.arguments)

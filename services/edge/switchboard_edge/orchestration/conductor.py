@@ -130,6 +130,8 @@ class _Turn:
     client_call: FunctionCallItem | None = None
     local: Mapping[str, LocalAgent] = field(default_factory=dict)
     """Agents this session runs inside the edge (an upstream Realtime agent), by name."""
+    tenant: str = ""
+    """The tenant whose session this is (whose counters its consults join)."""
 
     def tracks(self) -> dict[str, str]:
         return {a: self.pins[a].track for a in self.agents if a in self.pins}
@@ -185,14 +187,16 @@ class Conductor:
             await asyncio.wait(set(self._audits), timeout=timeout_s)
 
     async def run_turn(
-        self, state: SessionState, response_id: str, emit: EventSink, *, deadline: float,
+        self, state: SessionState, response_id: str, emit: EventSink, *, deadline: float, tenant: str,
         options: TurnOptions | None = None, local: Mapping[str, LocalAgent] | None = None,
     ) -> TurnOutcome:  # fmt: skip
         """Run one caller turn with the client's ``options`` for this response; ``local`` agents answer
-        inside the edge instead of on the bus (the same guardrails, audit and spans around them)."""
+        inside the edge instead of on the bus (the same guardrails, audit and spans around them). ``tenant``:
+        whose session it is (its consults are counted as that tenant's, see ``SupervisorConsults.stats``)."""
         turn = _Turn(state, response_id, list(state.history), dict(state.context), state.caller, state.handoff_count)
         turn.options = options or TurnOptions()
         turn.local = local or {}
+        turn.tenant = tenant
         turn.anchor = next(
             (i.id for i in reversed(state.history) if isinstance(i, MessageItem) and i.role == "user"), response_id
         )
@@ -317,6 +321,7 @@ class Conductor:
         done = await self.consults.consult(
             agent=config, ask=ask, session_id=turn.state.session_id, consult_id=f"{turn.anchor}-c-{agent}",
             history=turn.history, context=turn.context, caller=turn.caller, emit=emit, deadline=deadline,
+            tenant=turn.tenant,
         )  # fmt: skip
         turn.history.extend(done.items)
         if done.caller is not None:

@@ -67,7 +67,8 @@ class ConsultDone:
 
 @dataclass
 class ConsultStats:
-    """Process-wide counters (exported as metrics, shown at ``/v1/switchboard/stats``)."""
+    """One tenant's consult counters on this edge process (shown to its keys at ``/v1/switchboard/stats``;
+    the edge-wide figures are the ``switchboard_supervisor_consults`` and ``switchboard_retries`` metrics)."""
 
     consults: int = 0
     failed: int = 0
@@ -93,7 +94,11 @@ class SupervisorConsults:
         self.idle_timeout_s = idle_timeout_s
         self.ack_timeout_s = ack_timeout_s
         """A replica that has not acknowledged a call this long is taken for lost (frozen or gone)."""
-        self.stats = ConsultStats()
+        self._stats: dict[str, ConsultStats] = {}
+
+    def stats(self, tenant: str) -> ConsultStats:
+        """The consults of ``tenant``'s sessions on this edge (zero for a tenant that has none)."""
+        return self._stats.get(tenant) or ConsultStats()
 
     async def consult(
         self,
@@ -107,7 +112,9 @@ class SupervisorConsults:
         caller: CallerIdentity,
         emit: EventSink,
         deadline: float,
+        tenant: str,
     ) -> ConsultDone:
+        """``tenant``: whose session consults (its counters, see :meth:`stats`)."""
         cfg = agent.consult
         if cfg is None:
             raise ValueError(f"agent {agent.name} has no consult configuration")
@@ -158,15 +165,17 @@ class SupervisorConsults:
                         return reply
             raise BusError(f"consult stream from {cfg.supervisor} ended without a result")
 
+        stats = self._stats.setdefault(tenant, ConsultStats())
+
         def on_retry(n: int, exc: BaseException) -> None:
-            self.stats.retries += 1
+            stats.retries += 1
             metrics().retries.labels(target=f"supervisor.{cfg.supervisor}", reason=type(exc).__name__).inc()
             trace.get_current_span().add_event(  # the consult's span, as an agent hop's retry is its hop's
                 "retry", {names.RETRY_ATTEMPT: n, names.RETRY_REASON: type(exc).__name__}
             )
             log.info("consult retry", extra={"session_id": session_id, "attempt": n, "error": str(exc)})
 
-        self.stats.consults += 1
+        stats.consults += 1
         attrs = {names.CONSULT_ID: consult_id, names.CONSULT_SUPERVISOR: cfg.supervisor, names.AGENT: agent.name,
                  names.SESSION_ID: session_id}  # fmt: skip
         with span(names.SPAN_SUPERVISOR_CONSULT, attrs) as sp:
@@ -178,7 +187,7 @@ class SupervisorConsults:
                     )
             except (BusError, BreakerOpen) as exc:
                 said = opening() + "".join(streamed)  # the open item: the fallback line is added to it
-                done = await self._fallback(agent, said, call_id, items, cut, exc, emit, started, attempts)
+                done = await self._fallback(agent, said, call_id, items, cut, exc, emit, started, attempts, stats)
                 set_attributes(sp, {names.CONSULT_OUTCOME: done.outcome,
                                     names.CONSULT_ATTEMPTS: attempts})  # fmt: skip
                 mark_error(sp, type(exc).__name__)
@@ -195,7 +204,7 @@ class SupervisorConsults:
         await emit(AgentFinished(agent.name, opening() + answer, ok=True))
         ms = (time.time() - started) * 1000
         tokens = result.usage.input_tokens + result.usage.output_tokens
-        self._count("answered", ms, tokens, agent.name)
+        self._count(stats, "answered", ms, tokens, agent.name)
         return ConsultDone(True, items, ms, tokens, result.caller, attempts=attempts)
 
     async def _fallback(
@@ -209,6 +218,7 @@ class SupervisorConsults:
         emit: EventSink,
         started: float,
         attempts: int,
+        stats: ConsultStats,
     ) -> ConsultDone:
         assert agent.consult is not None
         fallback = agent.consult.fallback
@@ -223,15 +233,16 @@ class SupervisorConsults:
             MessageItem(id=new_item_id(), role="assistant", text=said + fallback.say, agent=agent.name),
         ]
         ms = (time.time() - started) * 1000
-        self.stats.failed += 1
-        self._count(outcome, ms, 0, agent.name)
+        stats.failed += 1
+        self._count(stats, outcome, ms, 0, agent.name)
         transfer_to = (fallback.target or self._fallback_agent) if fallback.mode == "transfer" else None
         return ConsultDone(
             False, items, ms, detail=f"{outcome}: {exc}", transfer_to=transfer_to, attempts=attempts, outcome=outcome
         )
 
-    def _count(self, outcome: str, ms: float, tokens: int, agent: str = "") -> None:
+    @staticmethod
+    def _count(stats: ConsultStats, outcome: str, ms: float, tokens: int, agent: str = "") -> None:
         metrics().supervisor_consults.labels(agent=agent, outcome=outcome).inc()
-        self.stats.total_ms += ms
-        self.stats.tokens += tokens
-        self.stats.by_outcome[outcome] = self.stats.by_outcome.get(outcome, 0) + 1
+        stats.total_ms += ms
+        stats.tokens += tokens
+        stats.by_outcome[outcome] = stats.by_outcome.get(outcome, 0) + 1
