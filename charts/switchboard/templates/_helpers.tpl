@@ -333,14 +333,15 @@ skipped empty values in some versions.
 
 {{/*
 Seconds the pod gets after SIGTERM: preStop sleep + the process's drain + what may follow it at worst.
-The edge drains for drainGraceSeconds, then closes (uvicorn's graceful shutdown: 5 s), writes its queued
-turn records and audit appends (5 + 10 s at most), drains NATS (5 s) and exports its last spans (5 s): 30 s.
+The edge drains for drainGraceSeconds (rounded up) + 1 s (EdgeDeps.drain), then closes (uvicorn's
+graceful shutdown: 5 s), writes its queued turn records (5 s), audit appends (10 s) and agent
+configuration records (5 s), drains NATS (5 s) and exports its last spans (5 s): 36 s, 40 with slack.
 An agent finishes its turns in flight within 10 s (QueueService.stop), then NATS (5 s), its health
-server (1 s) and spans (5 s): 25 s in all.
+server (1 s) and spans (5 s): 21 s, 25 with slack.
 */}}
 {{- define "switchboard.terminationGrace" -}}
 {{- if eq .kind "edge" }}
-{{- add .values.preStopSleepSeconds .values.drainGraceSeconds 30 }}
+{{- add .values.preStopSleepSeconds (ceil .values.drainGraceSeconds) 40 }}
 {{- else }}
 {{- add .values.preStopSleepSeconds 25 }}
 {{- end }}
