@@ -187,7 +187,7 @@ def _run(args: argparse.Namespace) -> None:
     bus identities: {var / "bus"}   (one NKey per service; operator login: {stack.operator_env_file})
     logs          : {var / "log"}
   Talk to it:   .venv/bin/switchboard chat --url {stack.ws_base} --key {key}
-  Operator commands (rollout, trace, store):   set -a; . {stack.operator_env_file}; set +a
+  Operator commands (rollout, trace, store, keys, audit):   set -a; . {stack.operator_env_file}; set +a
   A crashed process is restarted. Ctrl-C stops everything.
 {tls_note}""",
                 flush=True,
@@ -364,7 +364,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--scenario", default=None, help="name or path; default SWITCHBOARD_SCENARIO")
     p.add_argument(
         "--out", default="bus-values.yaml",
-        help="the values file (completed if it exists: its other values are kept, its comments are not)",
+        help="the values file (completed if it exists: its other values are kept, its comments are not; "
+        "default: %(default)s)",
     )  # fmt: skip
     p.add_argument(
         "--rotate", action="store_true",
@@ -377,8 +378,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--nats-config", default=None, help="also write the authorization block for your own NATS")
     p.set_defaults(fn=_bus_keys)
     p = sub.add_parser("chat", help="talk to a running edge with the official openai SDK realtime client")
-    p.add_argument("--url", default="ws://127.0.0.1:8080/v1", help="edge WebSocket base URL")
-    p.add_argument("--key", default=os.environ.get("SWITCHBOARD_API_KEY", ""), help="API key")
+    p.add_argument("--url", default="ws://127.0.0.1:8080/v1", help="edge WebSocket base URL (default: %(default)s)")
+    p.add_argument(
+        "--key", default=os.environ.get("SWITCHBOARD_API_KEY", ""), help="API key; default SWITCHBOARD_API_KEY"
+    )
     p.add_argument("--session", default=None, help="session id to resume")
     p.add_argument("--say", action="append", help="send these lines instead of reading stdin")
     p.add_argument(
@@ -404,7 +407,7 @@ def main(argv: list[str] | None = None) -> None:
     verbs.add_parser("transcribe", help="print what Whisper hears in a PCM16 WAV file (any rate)").add_argument("wav")
     p.set_defaults(fn=_voice)
     p = sub.add_parser("schemas", help="export the v1 wire JSON Schemas (refuses breaking changes)")
-    p.add_argument("--dir", default="schemas/v1")
+    p.add_argument("--dir", default="schemas/v1", help="where the JSON Schemas are (default: %(default)s)")
     p.add_argument("--check", action="store_true", help="fail if the files are not up to date")
     p.add_argument("--allow-breaking", action="store_true")
     p.set_defaults(fn=_schemas)
@@ -417,7 +420,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("sets", nargs="+", help="labelled sets (YAML)")
     p.add_argument("--backend", default=os.environ.get("SWITCHBOARD_INTENT_BACKEND", "auto"),
                    choices=["auto", "minilm", "ngram"], help="intent similarity backend (default: auto)")  # fmt: skip
-    p.add_argument("--scenarios-dir", default="scenarios")
+    p.add_argument("--scenarios-dir", default="scenarios", help="where the sets' scenarios are (default: %(default)s)")
     p.set_defaults(fn=_routing_eval)
     from .capacity import register as register_capacity
     from .rollout.command import register as register_rollout

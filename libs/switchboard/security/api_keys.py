@@ -43,7 +43,7 @@ DEV_TENANT_PREFIX = "dev-"
 class KeyLimits(BaseModel):
     """Limits of one key; ``None`` takes the edge's default (``SWITCHBOARD_KEY_*``, ``SWITCHBOARD_SESSION_*``)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)  # `keys create --help`
 
     connects_per_minute: int | None = Field(None, ge=1)
     """WebSocket connection attempts per minute (and client secrets minted) with this key, per edge."""

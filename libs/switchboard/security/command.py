@@ -49,7 +49,11 @@ def register(sub: Any) -> None:
     c.add_argument("--name", default="", help="a note: who or what uses the key")
     for name, field in KeyLimits.model_fields.items():
         kind = int if field.annotation == int | None else float
-        c.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None, help=field.description)
+        setting = name if name.startswith("session_") else f"key_{name}"  # the edge's default for every key
+        c.add_argument(
+            f"--{name.replace('_', '-')}", type=kind, default=None,
+            help=f"{field.description} Default: the edge's SWITCHBOARD_{setting.upper()}",
+        )  # fmt: skip
     ls = verbs.add_parser("list", parents=[common], help="every key: id, tenant, state, limits (never a secret)")
     ls.add_argument("--json", action="store_true")
     r = verbs.add_parser("revoke", parents=[common], help="refuse a key from now on (edges re-read the file)")
@@ -60,7 +64,9 @@ def register(sub: Any) -> None:
     )  # fmt: skip
     p.set_defaults(fn=keys_main)
     a = sub.add_parser(
-        "audit", help="control-plane changes: keys created or revoked, rollout changes (who, what, when)"
+        "audit",
+        help="control-plane changes: keys created or revoked, rollout changes, agent configurations that went "
+        "live (who, what, when)",
     )
     a.add_argument("--json", action="store_true", help="one JSON object per line")
     a.add_argument("--nats-url", default=None, help="NATS URL(s); default SWITCHBOARD_NATS_URL")

@@ -1,0 +1,35 @@
+"""What `switchboard ... --help` tells a user: each option says what it does and where its default comes from."""
+
+from __future__ import annotations
+
+import pytest
+
+from switchboard.cli import main
+from switchboard.security.api_keys import KeyLimits
+from switchboard.settings import Settings
+
+
+def _help(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    with pytest.raises(SystemExit) as stop:
+        main([*argv, "--help"])
+    assert stop.value.code == 0
+    return " ".join(capsys.readouterr().out.split())  # argparse wraps lines: compare words
+
+
+def test_keys_create_help_says_what_each_limit_is_and_which_edge_setting_it_overrides(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    text = _help(capsys, "keys", "create")
+    for name, field in KeyLimits.model_fields.items():
+        assert field.description, f"KeyLimits.{name} has no description for --help"
+        option = f"--{name.replace('_', '-')}"
+        described = text.split(f"{option} {name.upper()} ", 1)[1]  # its line under options, not the usage
+        assert described.startswith(" ".join(field.description.split())), option
+        setting = described.split("Default: the edge's ", 1)[1].split()[0]
+        assert setting.removeprefix("SWITCHBOARD_").lower() in Settings.model_fields, (option, setting)
+
+
+def test_chat_help_names_its_default_url_and_key(capsys: pytest.CaptureFixture[str]) -> None:
+    text = _help(capsys, "chat")
+    assert "(default: ws://127.0.0.1:8080/v1)" in text
+    assert "default SWITCHBOARD_API_KEY" in text
