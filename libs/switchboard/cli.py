@@ -128,6 +128,7 @@ def _run(args: argparse.Namespace) -> None:
     from . import logs
     from .local.ports import in_use
     from .local.stack import ConsoleFormatter, Stack
+    from .local.supervision import RestartPolicy
     from .settings import Settings
 
     settings = Settings()
@@ -174,9 +175,12 @@ def _run(args: argparse.Namespace) -> None:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        stack.start()
+        # supervised from the start: a process that crashes while starting is restarted, one that
+        # crash-loops is reported, and the others start and serve without it
+        stack.launch()
+        stack.supervise()
+        looping = stack.wait_serving(60)
         if not stop.is_set():
-            stack.supervise()
             replicas = f"; JetStream replicas: {stack.js_replicas}" if stack.js_replicas > 1 else ""
             print(
                 f"""
@@ -192,6 +196,9 @@ def _run(args: argparse.Namespace) -> None:
 {tls_note}""",
                 flush=True,
             )
+            if looping:
+                print(f"  NOT serving (crash-looping, retried every ~{int(RestartPolicy().max_backoff_s)} s; "
+                      f"see {var / 'log'}): {', '.join(looping)}\n", flush=True)  # fmt: skip
             while not stop.wait(0.5):  # ok-sleep: the launcher idles; the supervisor thread does the work
                 pass
     finally:

@@ -27,7 +27,7 @@ from switchboard.bus.subjects import SESSIONS_BUCKET
 from switchboard.local import NatsServer, free_port
 from switchboard.local.supervision import RestartPolicy
 
-from .client import EVENTS, Reply, open_session, say, sdk_client
+from .client import EVENTS, Reply, open_session, say, sdk_at, sdk_client
 from .stacks import ROOT, make_stack, probe
 
 pytestmark = pytest.mark.system
@@ -66,6 +66,55 @@ def metrics_port(pid: int) -> int:
 
 def json_lines(lines: list[str]) -> list[dict[str, Any]]:
     return [json.loads(line) for line in list(lines) if line.startswith("{")]
+
+
+class Launcher:
+    """``switchboard run --quiet`` in ``var`` as a real process; ``lines`` fills with its output as it comes."""
+
+    def __init__(self, var: Path, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "switchboard", "run", "--var-dir", str(var), "--nats-port", "0", "--quiet"],
+            env=os.environ | {"SWITCHBOARD_EDGE_PORT": str(self.port), "OPENAI_API_KEY": ""} | env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        self.lines: list[str] = []
+        self.seen: set[int] = set()
+        """Every process it was seen to start (:meth:`children`): :meth:`close` kills those still there."""
+        self._reader = threading.Thread(target=lambda: self.lines.extend(self.popen.stdout or []), daemon=True)
+        self._reader.start()
+
+    def children(self) -> dict[int, str]:
+        procs = children(self.popen.pid)
+        self.seen.update(procs)
+        return procs
+
+    def events(self, event: str) -> list[dict[str, Any]]:
+        return [r for r in json_lines(self.lines) if r.get("event") == event]
+
+    def wait_banner(self, timeout_s: float = 90) -> None:
+        banner = lambda: any("Ctrl-C stops everything" in line for line in self.lines)  # noqa: E731
+        wait_for(lambda: banner() or self.popen.poll() is not None, timeout_s, "the banner")
+        assert banner(), f"the launcher exited with {self.popen.returncode}:\n" + "\n".join(self.lines[-15:])
+
+    async def hello(self, key: str) -> Reply:
+        async with sdk_at(f"ws://127.0.0.1:{self.port}/v1", key).realtime.connect(model="switchboard") as conn:
+            await open_session(conn)
+            return await say(conn, "hello")
+
+    def close(self) -> None:
+        """Ctrl-C it if still running; SIGKILL it and any process of it left (a failed test leaves none)."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGINT)
+            try:
+                self.popen.wait(15)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        for pid in self.seen:
+            if not gone(pid):
+                os.kill(pid, signal.SIGKILL)
+        self._reader.join(5)
 
 
 def test_switchboard_run_restarts_a_killed_agent_and_ctrl_c_stops_in_order_within_2s(tmp_path: Path) -> None:
@@ -287,3 +336,38 @@ def test_processes_stop_when_the_launcher_is_killed(tmp_path: Path) -> None:
         for pid in procs:  # nats-server has no such watch: the test reaps it
             if not gone(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_an_agent_that_crashes_at_start_is_reported_and_the_others_serve(tmp_path: Path) -> None:
+    """A scenario with a broken agent: ``switchboard run`` reports its crash loop and serves with the rest."""
+    scenario = tmp_path / "scenarios" / "broken"
+    scenario.mkdir(parents=True)
+    agents = [("front", "front here"), ("broken", "never heard"), ("generalist", "generalist here")]
+    scenario.joinpath("scenario.yaml").write_text(
+        "name: broken\nentry_agent: front\nfallback_agent: generalist\nagents:\n"
+        + "".join(f"  - {{name: {n}, instructions: x, model: {{provider: offline}}, offline: {{default: {d}}}}}\n"
+                  for n, d in agents)
+    )  # fmt: skip
+    scenario.joinpath("tools.py").write_text(  # every process loads it; the broken agent's dies of it
+        "import sys\nfrom switchboard.agents import ToolRegistry\n\nregistry = ToolRegistry()\n"
+        "if sys.argv[-2:] == ['--name', 'broken']:\n    raise SystemExit('broken on purpose')\n"
+    )
+    env = {
+        "SWITCHBOARD_API_KEYS": "k",
+        "SWITCHBOARD_SCENARIOS_DIR": str(scenario.parent),
+        "SWITCHBOARD_SCENARIO": "broken",
+    }
+    launcher = Launcher(tmp_path / "var", env)
+    try:
+        launcher.wait_banner()
+        assert launcher.popen.poll() is None
+        loop = launcher.events("crash_loop")
+        assert [(r["label"], r["level"]) for r in loop] == [("agent:broken", "error")], launcher.lines
+        assert any("NOT serving" in line and "agent:broken" in line for line in launcher.lines)
+        assert {"agent --name front", "agent --name generalist", "edge"} <= {
+            args.split(" switchboard ", 1)[-1] for args in launcher.children().values()
+        }
+        reply = asyncio.run(launcher.hello("k"))
+        assert (reply.agent, reply.text, reply.status) == ("front", "front here", "completed")
+    finally:
+        launcher.close()

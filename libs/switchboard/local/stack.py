@@ -225,6 +225,15 @@ class Stack:
         return self.var_dir / "bus" / "operator.env"
 
     def start(self, timeout_s: float = 60.0) -> None:
+        """:meth:`launch`, then wait until every process is ready; a process that exits meanwhile raises."""
+        self.launch()
+        deadline = time.monotonic() + timeout_s
+        for proc in [*self.procs]:
+            self.wait_ready(proc, deadline - time.monotonic())
+
+    def launch(self) -> None:
+        """Start nats-server (returns once it accepts clients), then every agent and the edge, not waiting
+        for them: :meth:`start` or :meth:`wait_serving` does."""
         (self.var_dir / "log").mkdir(parents=True, exist_ok=True)
         if self.bus_auth:
             self._lock_bus()
@@ -233,9 +242,22 @@ class Stack:
         for name in names:
             self.start_agent(name)
         self._spawn("edge", ["edge"], {}, f"{self.edge_url}/readyz")
+
+    def wait_serving(self, timeout_s: float) -> list[str]:
+        """Wait, under :meth:`supervise`, until every process is ready: one that exits meanwhile is
+        restarted, and one reported crash-looping is not waited for (the others serve without it). Returns
+        the labels of those. ``TimeoutError`` past ``timeout_s``."""
+        if self.supervisor is None:
+            raise RuntimeError("wait_serving needs supervise(): nothing would restart a process that exits")
         deadline = time.monotonic() + timeout_s
-        for proc in [*self.procs]:
-            self.wait_ready(proc, deadline - time.monotonic())
+        while True:
+            looping = self.supervisor.crash_looping()
+            waiting = [p.name for p in self._snapshot() if p.name not in looping and not p.is_ready()]
+            if not waiting:
+                return looping
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"not ready after {timeout_s:.0f}s: {', '.join(waiting)}")
+            time.sleep(0.05)  # ok-sleep: readiness poll interval
 
     def supervise(self, policy: RestartPolicy | None = None, **kwargs: Any) -> Supervisor:
         """Restart crashed processes, nats-server included, from now on (``switchboard run`` does);
