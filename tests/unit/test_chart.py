@@ -420,6 +420,7 @@ def test_hpa_and_keda_target_their_own_deployment() -> None:
     assert (
         trigger["metadata"]["query"]
         == f'sum(switchboard_inflight_requests{{namespace="{NAMESPACE}", service="returns", '
+        f'pod=~"{FULLNAME}-returns-.*", '  # this release's, not another's of the same scenario
         f'pod!~"{FULLNAME}-returns-canary-.*"}})'  # a canary's turns are not the stable Deployment's load
     )
     assert trigger["metadata"]["threshold"] == "16"
@@ -436,6 +437,55 @@ def test_keda_query_uses_the_metric_the_agents_export() -> None:
     (scaled,) = of_kind(render_ci("production-values.yaml"), "ScaledObject").values()
     metric = scaled["spec"]["triggers"][0]["metadata"]["query"].split("(", 1)[1].split("{", 1)[0]
     assert f"# TYPE {metric} gauge" in exported
+
+
+def promql_selects(query: str, labels: dict[str, str]) -> bool:
+    """Whether the one series selector of a KEDA query (``{k="v", k=~"re", k!~"re", k!="v"}``) takes a
+    series with these labels, as Prometheus matches: regexes anchored at both ends."""
+    matchers = re.findall(r'([a-z_]+)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"', query.split("{", 1)[1].split("}", 1)[0])
+    assert matchers, query
+    for key, op, value in matchers:
+        got = labels.get(key, "")
+        if op == "=" and got != value or op == "!=" and got == value:
+            return False
+        if op in ("=~", "!~") and (re.fullmatch(value, got) is not None) != (op == "=~"):
+            return False
+    return True
+
+
+def test_keda_queries_count_only_this_releases_own_pods() -> None:
+    """Two releases of one scenario in a namespace export the same metric with the same ``service`` label:
+    each autoscaler must count its own Deployment's pods, not the other release's nor its canary's."""
+    agents = [{"name": n} for n in ("triage", "auth", "billing", "generalist")]
+    keda = {"autoscaling": {"keda": {"enabled": True}}}
+    agents.append({"name": "returns", **keda, "canary": {"enabled": True}})
+    queries = {}
+    for release, fullname in ((RELEASE, FULLNAME), ("blue", "blue-switchboard")):
+        scalers = of_kind(render(minimal(agents=agents, edge=keda), name=release), "ScaledObject")
+        queries[release] = {
+            component: scalers[f"{fullname}-{component}"]["spec"]["triggers"][0]["metadata"]["query"]
+            for component in ("edge", "returns")
+        }
+    pods = {  # pod names as a Deployment's ReplicaSets make them: <deployment>-<template hash>-<suffix>
+        (RELEASE, "returns"): f"{FULLNAME}-returns-5d8f7c9b4-x2x9z",
+        (RELEASE, "canary"): f"{FULLNAME}-returns-canary-6c9d58f7b-q7w4k",
+        (RELEASE, "edge"): f"{FULLNAME}-edge-7b9f6d5c8-kq2mz",
+        ("blue", "returns"): "blue-switchboard-returns-79c5b8d4f-p4n8t",
+        ("blue", "canary"): "blue-switchboard-returns-canary-5f8b9c7d6-l2v9x",
+        ("blue", "edge"): "blue-switchboard-edge-6d7c9b5f8-zz4wq",
+    }
+    for release, by_component in queries.items():
+        returns = [
+            k
+            for k, pod in pods.items()
+            if k[1] != "edge"
+            and promql_selects(by_component["returns"], {"namespace": NAMESPACE, "service": "returns", "pod": pod})
+        ]
+        assert returns == [(release, "returns")], (release, by_component["returns"])
+        edges = [
+            k for k, pod in pods.items() if promql_selects(by_component["edge"], {"namespace": NAMESPACE, "pod": pod})
+        ]
+        assert edges == [(release, "edge")], (release, by_component["edge"])
 
 
 # --- scenario ConfigMap --------------------------------------------------------------------------
