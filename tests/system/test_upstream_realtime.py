@@ -27,7 +27,7 @@ from .client import RawClient, audit_decisions, done_of, open_session, sdk_clien
 from .stacks import make_stack
 from .test_official_clients import runner_session
 from .test_realtime_contract import violations
-from .test_voice import until
+from .test_voice import refuses_a_cut_past_the_audio, until
 
 pytestmark = [pytest.mark.system, pytest.mark.voice]
 
@@ -161,6 +161,26 @@ async def test_barge_in_cancels_the_upstream_response_and_truncates_it_on_both_s
     assert (cut["item_id"], cut["audio_end_ms"]) == (truncated["item_id"], truncated["audio_end_ms"])
     assert len(cancels) == 1
     assert answer["response"]["status"] == "completed"
+    assert violations(client.events) == []
+
+
+async def test_a_truncate_past_the_end_of_relayed_audio_is_refused_and_never_reaches_the_upstream(
+    tmp_path: Path,
+) -> None:
+    async with upstream_stack(tmp_path) as (upstream, stack):
+        upstream.script_transcripts("Hello?")
+        upstream.script(ScriptedResponse(text="Hello there, how can I help?"))
+        async with RawClient(stack, events=False) as client:
+            await client.open()
+            await client.send({"type": "session.update", "session": VOICE_SESSION})
+            await client.next("session.updated")
+            start = len(client.events)
+            for payload in caller_audio():
+                await client.send({"type": "input_audio_buffer.append", "audio": payload})
+            await client.next("response.done")
+            at_end = await refuses_a_cut_past_the_audio(client, client.events[start:])
+        cuts = await upstream.wait_for("conversation.item.truncate")  # the refused one would have come first
+    assert [(c["item_id"], c["audio_end_ms"]) for c in cuts] == [(at_end["item_id"], at_end["audio_end_ms"])]
     assert violations(client.events) == []
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import subprocess
 import sys
 import time
@@ -32,8 +33,9 @@ from switchboard.voice.formats import Pcm16, pcm16_from_bytes
 from switchboard.voice.piper_tts import PiperTts
 from switchboard.voice.whisper import WhisperStt
 
-from .client import RawClient, sdk_client, stored_items, user_message
+from .client import RawClient, done_of, sdk_client, stored_items, user_message
 from .stacks import SlowModel, make_stack, two_edges_on_a_model
+from .test_conversation_items import request
 from .test_official_clients import runner_session
 from .test_realtime_contract import violations
 from .test_supervisor import FILLERS
@@ -231,6 +233,42 @@ async def test_barge_in_cancels_truncates_and_keeps_the_callers_new_words(retail
     assert heard.startswith(after_client_cut) and len(after_client_cut) < len(heard)  # the client heard less
     assert spoken("invoice", new_words["transcript"])
     assert answer["response"]["status"] == "completed"
+    assert violations(client.events) == []
+
+
+async def refuses_a_cut_past_the_audio(client: RawClient, response: list[dict[str, Any]]) -> dict[str, Any]:
+    """Truncate the first spoken item of ``response`` (its events) 100 ms past the end of its audio: an
+    ``error`` naming ``audio_end_ms``, the item unchanged, as the Realtime API answers; then at the end of its
+    audio: accepted. Returns that ``conversation.item.truncated``."""
+    deltas = [e for e in response if e["type"] == "response.output_audio.delta"]
+    item_id = deltas[0]["item_id"]
+    audio_ms = sum(len(base64.b64decode(e["delta"])) for e in deltas if e["item_id"] == item_id) * 1000 // 2 // PCM_RATE
+    retrieve = {"type": "conversation.item.retrieve", "item_id": item_id}
+    before = await request(client, retrieve)
+    past = await request(client, {"type": "conversation.item.truncate", "event_id": "evt_past", "item_id": item_id,
+                                  "content_index": 0, "audio_end_ms": audio_ms + 100})  # fmt: skip
+    assert past["type"] == "error", past
+    error = past["error"]
+    assert (error["type"], error["code"], error["param"], error["event_id"]) == (
+        "invalid_request_error", "invalid_value", "audio_end_ms", "evt_past",
+    )  # fmt: skip
+    assert re.fullmatch(rf"Audio content of \d+ms is already shorter than {audio_ms + 100}ms", error["message"])
+    assert (await request(client, retrieve))["item"] == before["item"]  # nothing was cut
+    at_end = await request(client, {"type": "conversation.item.truncate", "item_id": item_id, "content_index": 0,
+                                    "audio_end_ms": audio_ms})  # fmt: skip
+    assert (at_end["type"], at_end["item_id"]) == ("conversation.item.truncated", item_id), at_end
+    assert abs(at_end["audio_end_ms"] - audio_ms) <= 1
+    return at_end
+
+
+async def test_a_truncate_past_the_end_of_an_items_audio_is_refused_and_cuts_nothing(retail: Stack) -> None:
+    async with RawClient(retail, events=False) as client:
+        await client.open()
+        await client.send({"type": "session.update", "session": {"type": "realtime", "output_modalities": ["audio"]}})
+        await client.next("session.updated")
+        await refuses_a_cut_past_the_audio(client, await client.turn("hello"))
+        again = await client.turn("hello")  # the connection goes on
+    assert done_of(again)["status"] == "completed"
     assert violations(client.events) == []
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable
@@ -479,11 +480,21 @@ class AudioTurns:
 
     async def truncate(self, item_id: str, audio_end_ms: float) -> bool:
         """Cut an assistant item's stored text to the words its first ``audio_end_ms`` speak; False when
-        the edge has no audio timeline for the item (a text answer, or spoken on another connection)."""
+        the edge has no audio timeline for the item (a text answer, or spoken on another connection).
+
+        ``audio_end_ms`` past the end of the item's audio (all of it that was sent, to the whole millisecond)
+        is refused as the Realtime API refuses it (``invalid_value``, ``param`` ``audio_end_ms``): nothing is
+        cut, here or upstream. A barge-in's own cut never is: it is at most what was sent."""
         spoken = self.spoken.get(item_id)
         if spoken is None:
             return False
-        ms = min(float(audio_end_ms), spoken.duration_ms)
+        if audio_end_ms > math.ceil(spoken.duration_ms):
+            raise ProtocolError(
+                "invalid_value",
+                f"Audio content of {spoken.duration_ms:.0f}ms is already shorter than {audio_end_ms:.0f}ms",
+                param="audio_end_ms",
+            )
+        ms = min(float(audio_end_ms), spoken.duration_ms)  # under a millisecond past its end: its end
         text = spoken.text_until(ms)
         spoken.truncated_ms = ms
         session = self.session
