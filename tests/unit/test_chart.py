@@ -576,6 +576,24 @@ def test_bundled_nats_is_a_conditional_dependency() -> None:
     )
 
 
+def test_bundled_nats_needs_as_many_nodes_as_jetstream_replicas() -> None:
+    """Each KV bucket and stream asks for nats.jetstreamReplicas copies; a bundled NATS with fewer nodes
+    refuses to create them and no service starts: refused at render, naming the values to change."""
+    single = {"enabled": True, "jetstreamReplicas": 3}
+    message = render_error({"nats": single})
+    assert "nats.jetstreamReplicas: 3 copies of every KV bucket and stream need 3 JetStream nodes" in message
+    assert "the bundled NATS runs 1" in message
+    two = {**single, "config": {"cluster": {"enabled": True, "replicas": 2}}}
+    assert "the bundled NATS runs 2" in render_error({"nats": two})
+    for nats in (
+        {**single, "config": {"cluster": {"enabled": True, "replicas": 3}}},
+        {**single, "config": {"cluster": {"enabled": True}}},  # the NATS chart's default: 3 nodes
+        {"enabled": True, "jetstreamReplicas": 1},
+        {"url": "nats://nats.messaging:4222", "jetstreamReplicas": 3},  # your own NATS: its size is not known here
+    ):
+        assert of_kind(render({"nats": nats}), "Deployment"), nats
+
+
 # --- network policies ----------------------------------------------------------------------------
 
 

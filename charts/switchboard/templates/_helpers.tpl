@@ -133,6 +133,14 @@ Service (named like the NATS chart names it).
 {{- if .Values.nats.url }}
 {{- .Values.nats.url }}
 {{- else if .Values.nats.enabled }}
+{{- /* every KV bucket and stream asks for jetstreamReplicas copies: more than the bundled NATS has nodes
+and JetStream refuses to create them, so no service would start */}}
+{{- $cluster := dig "config" "cluster" dict .Values.nats }}
+{{- $nodes := 1 }}
+{{- if $cluster.enabled }}{{ $nodes = int (default 3 $cluster.replicas) }}{{ end }}
+{{- if gt (int .Values.nats.jetstreamReplicas) $nodes }}
+{{- fail (printf "nats.jetstreamReplicas: %d copies of every KV bucket and stream need %d JetStream nodes, but the bundled NATS runs %d (nats.config.cluster.enabled: %v, replicas: %v); set nats.config.cluster.enabled=true and nats.config.cluster.replicas to at least %d, or lower jetstreamReplicas" (int .Values.nats.jetstreamReplicas) (int .Values.nats.jetstreamReplicas) $nodes (default false $cluster.enabled) (default "-" $cluster.replicas) (int .Values.nats.jetstreamReplicas)) }}
+{{- end }}
 {{- $name := "nats" }}
 {{- $svc := "" }}
 {{- if .Values.nats.fullnameOverride }}
