@@ -26,6 +26,7 @@ def rollout_cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
 def edge_rollouts(stack: Stack) -> dict[str, Any]:
     status, info = probe(f"{stack.edge_url}/v1/switchboard/info", key=stack.api_key)
     assert status == 200, (status, info)
+    assert info["rollouts_watch"]["following"], info["rollouts_watch"]  # the view is current, not stale
     rollouts: dict[str, Any] = info["rollouts"]
     return rollouts
 

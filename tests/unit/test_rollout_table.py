@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,9 +11,11 @@ from pathlib import Path
 import pytest
 
 from switchboard.bus import Bus
+from switchboard.bus.subjects import ROLLOUTS_BUCKET
 from switchboard.local import NatsServer
-from switchboard.rollout import NoCanary, RolloutError, RolloutStore, RolloutTable
+from switchboard.rollout import NoCanary, RolloutError, RolloutStore, RolloutTable, WatchStatus
 from switchboard.schemas import RolloutState, TrackPin
+from switchboard.telemetry import metrics
 
 pytestmark = pytest.mark.system
 
@@ -23,8 +26,8 @@ def nats(tmp_path: Path) -> Iterator[NatsServer]:
         yield server
 
 
-async def until(check: object, what: str) -> None:
-    deadline = time.monotonic() + 5
+async def until(check: object, what: str, timeout_s: float = 5) -> None:
+    deadline = time.monotonic() + timeout_s
     while not check():  # type: ignore[operator]
         assert time.monotonic() < deadline, what
         await asyncio.sleep(0.01)  # ok-sleep: poll interval
@@ -68,3 +71,68 @@ async def test_seed_weights_only_where_no_rollout_exists(nats: NatsServer) -> No
         assert snapshot["returns"].weight == 25  # the operator's weight wins over the values
         assert snapshot["billing"].weight == 15 and snapshot["billing"].state == RolloutState.CANARY
         assert "auth" not in snapshot
+
+
+def following() -> float | None:
+    """The rollouts bucket's ``switchboard_watch_following`` gauge (process-wide: the last table to report wins)."""
+    return metrics().registry.get_sample_value("switchboard_watch_following", {"bucket": ROLLOUTS_BUCKET})
+
+
+async def test_a_restarted_nats_server_is_followed_again_and_the_gap_is_visible(
+    nats: NatsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """nats-server restarts on its JetStream file store: the watch's consumer is gone with the old process.
+    The table says it is stale while the server is away, re-watches, re-reads, and follows a change made
+    after the restart (nats-py alone notices the lost consumer only after ~20 s of missed heartbeats)."""
+    caplog.set_level(logging.WARNING, logger="switchboard.rollout.table")
+    async with Bus([nats.url], name="op") as op, Bus([nats.url], name="edge") as edge:
+        store = await RolloutStore.open(op.js)
+        await store.set_weight("returns", 40)
+        async with await RolloutTable.open(edge.js, check_s=0.2) as table:
+            assert table.watch_status() == WatchStatus(following=True, stale_s=None, losses=0)
+            assert following() == 1
+            await asyncio.to_thread(nats.stop)
+            await until(lambda: not table.watch_status().following, "a table without its server still following")
+            stale = table.watch_status()
+            assert stale.losses == 1 and stale.stale_s is not None and following() == 0
+            assert table.snapshot()["returns"].weight == 40  # meanwhile: the last weights seen
+            await asyncio.to_thread(nats.start)  # same port, same store dir
+            await store.set_weight("returns", 70)
+            # within the re-watch backoff (capped at 5 s), well before nats-py's own ~20 s
+            await until(lambda: table.snapshot()["returns"].weight == 70, "change after restart not seen", 10)
+            await until(lambda: table.watch_status().following, "not following after the restart")
+            assert following() == 1
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("rollouts watch lost") for m in messages), messages
+    assert any(m.startswith("rollouts watch re-established") for m in messages), messages
+
+
+async def test_a_re_created_bucket_is_read_afresh(nats: NatsServer) -> None:
+    """The bucket is deleted and created again (its new stream starts at sequence 1 again, where the old
+    watch would wait for numbers it already passed): the table reads the new bucket whole, so a rollout
+    that is not in it any more is gone from the table too."""
+    async with Bus([nats.url], name="op") as op, Bus([nats.url], name="edge") as edge:
+        store = await RolloutStore.open(op.js)
+        await store.set_weight("returns", 40)
+        async with await RolloutTable.open(edge.js, check_s=0.2) as table:
+            await op.js.delete_key_value(ROLLOUTS_BUCKET)
+            store = await RolloutStore.open(op.js)
+            await store.set_weight("billing", 30)
+            await until(lambda: set(table.snapshot()) == {"billing"}, "the re-created bucket not read")
+            assert table.snapshot()["billing"].weight == 30
+            assert table.watch_status().following and table.watch_status().losses >= 1
+
+
+async def test_a_watch_that_stops_delivering_is_replaced(nats: NatsServer) -> None:
+    """The watch's consumer is deleted under it (as a server that lost it would): the next change is
+    noticed missing within two checks and read by a new watch."""
+    async with Bus([nats.url], name="op") as op, Bus([nats.url], name="edge") as edge:
+        store = await RolloutStore.open(op.js)
+        await store.set_weight("returns", 40)
+        async with await RolloutTable.open(edge.js, check_s=0.2) as table:
+            stream = f"KV_{ROLLOUTS_BUCKET}"
+            for consumer in await op.js._jsm.consumers_info(stream):  # the JSM API is not on nats-py's surface
+                await op.js._jsm.delete_consumer(stream, consumer.name)
+            await store.set_weight("returns", 70)
+            await until(lambda: table.snapshot()["returns"].weight == 70, "the change after the loss not seen")
+            assert table.watch_status().losses == 1

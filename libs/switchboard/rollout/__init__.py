@@ -12,7 +12,7 @@ from .errors import (
 )
 from .router import STABLE_PIN, choose
 from .store import RolloutStore, check_weight, open_bucket
-from .table import RolloutTable, TrackRouter, parse_weights
+from .table import RolloutTable, TrackRouter, WatchStatus, parse_weights
 
 __all__ = [
     "STABLE_PIN",
@@ -26,6 +26,7 @@ __all__ = [
     "RolloutTable",
     "TrackRouter",
     "UnknownAgent",
+    "WatchStatus",
     "check_weight",
     "choose",
     "open_bucket",

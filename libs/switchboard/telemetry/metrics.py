@@ -115,6 +115,18 @@ class Metrics:
             "Sessions with an open connection on this edge.",
             registry=reg,
         )  # fmt: skip
+        self.watch_following = Gauge(
+            "switchboard_watch_following",
+            "1 while this process follows a watched KV bucket (the edge: switchboard_rollouts); 0 while its watch "
+            "is lost and it acts on the values it last saw.",
+            ["bucket"], registry=reg,
+        )  # fmt: skip
+        self.watch_losses = Counter(
+            "switchboard_watch_losses",
+            "Times this process lost its watch of a KV bucket (ended, failed, stopped delivering, or the bucket "
+            "was re-created), each re-established with backoff.",
+            ["bucket"], registry=reg,
+        )  # fmt: skip
         self.busy_rejections = Counter(
             "switchboard_busy_rejections",
             "Requests refused with a retryable busy error because a service was at its concurrency limit.",

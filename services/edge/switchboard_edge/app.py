@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import time
@@ -191,9 +192,10 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
 
     @app.get("/v1/switchboard/info")
     async def info(request: Request) -> object:
-        """The scenario, its agents' subjects and rollouts, and the caller's tenant's sessions open on this edge
-        (``active_sessions``) and their connections (API key callers only). Another tenant's traffic is none of
-        a key's business: the edge-wide count is the ``switchboard_active_sessions`` metric (``/metrics``)."""
+        """The scenario, its agents' subjects and rollouts (``rollouts_watch``: whether they are current), and the
+        caller's tenant's sessions open on this edge (``active_sessions``) and their connections (API key callers
+        only). Another tenant's traffic is none of a key's business: the edge-wide count is the
+        ``switchboard_active_sessions`` metric (``/metrics``)."""
         principal = api_key_caller(request)
         if isinstance(principal, Response):
             return principal
@@ -205,6 +207,7 @@ def create_app(settings: Settings | None = None, scenario: Scenario | None = Non
             "agents": {a.name: subjects.agent_turn(a.name) for a in config.agents},
             "active_sessions": sessions, "connections": connections,
             "rollouts": {a: r.model_dump(mode="json", exclude={"type"}) for a, r in rollouts.items()},
+            "rollouts_watch": dataclasses.asdict(app.state.rollouts.watch_status()),
         }  # fmt: skip
 
     @app.get("/v1/switchboard/stats")
