@@ -179,7 +179,7 @@ def _run(args: argparse.Namespace) -> None:
         # crash-loops is reported, and the others start and serve without it
         stack.launch()
         stack.supervise()
-        looping = stack.wait_serving(60)
+        looping = stack.wait_serving(60, stop)  # Ctrl-C while starting stops at once, not once all are ready
         if not stop.is_set():
             replicas = f"; JetStream replicas: {stack.js_replicas}" if stack.js_replicas > 1 else ""
             print(

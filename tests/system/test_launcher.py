@@ -338,26 +338,31 @@ def test_processes_stop_when_the_launcher_is_killed(tmp_path: Path) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
-def test_an_agent_that_crashes_at_start_is_reported_and_the_others_serve(tmp_path: Path) -> None:
-    """A scenario with a broken agent: ``switchboard run`` reports its crash loop and serves with the rest."""
-    scenario = tmp_path / "scenarios" / "broken"
+def odd_agent_scenario(tmp_path: Path, odd: str, what_it_does: str) -> dict[str, str]:
+    """A scenario of agents front, ``odd`` and generalist, whose ``tools.py`` (every process loads it) runs
+    ``what_it_does`` in the ``odd`` agent's process only; the launcher's environment for it."""
+    scenario = tmp_path / "scenarios" / "odd"
     scenario.mkdir(parents=True)
-    agents = [("front", "front here"), ("broken", "never heard"), ("generalist", "generalist here")]
+    agents = [("front", "front here"), (odd, "never heard"), ("generalist", "generalist here")]
     scenario.joinpath("scenario.yaml").write_text(
-        "name: broken\nentry_agent: front\nfallback_agent: generalist\nagents:\n"
+        "name: odd\nentry_agent: front\nfallback_agent: generalist\nagents:\n"
         + "".join(f"  - {{name: {n}, instructions: x, model: {{provider: offline}}, offline: {{default: {d}}}}}\n"
                   for n, d in agents)
     )  # fmt: skip
-    scenario.joinpath("tools.py").write_text(  # every process loads it; the broken agent's dies of it
-        "import sys\nfrom switchboard.agents import ToolRegistry\n\nregistry = ToolRegistry()\n"
-        "if sys.argv[-2:] == ['--name', 'broken']:\n    raise SystemExit('broken on purpose')\n"
+    scenario.joinpath("tools.py").write_text(
+        "import sys, threading\nfrom switchboard.agents import ToolRegistry\n\nregistry = ToolRegistry()\n"
+        f"if sys.argv[-2:] == ['--name', '{odd}']:\n    {what_it_does}\n"
     )
-    env = {
+    return {
         "SWITCHBOARD_API_KEYS": "k",
         "SWITCHBOARD_SCENARIOS_DIR": str(scenario.parent),
-        "SWITCHBOARD_SCENARIO": "broken",
+        "SWITCHBOARD_SCENARIO": "odd",
     }
-    launcher = Launcher(tmp_path / "var", env)
+
+
+def test_an_agent_that_crashes_at_start_is_reported_and_the_others_serve(tmp_path: Path) -> None:
+    """A scenario with a broken agent: ``switchboard run`` reports its crash loop and serves with the rest."""
+    launcher = Launcher(tmp_path / "var", odd_agent_scenario(tmp_path, "broken", "raise SystemExit('broken')"))
     try:
         launcher.wait_banner()
         assert launcher.popen.poll() is None
@@ -371,3 +376,22 @@ def test_an_agent_that_crashes_at_start_is_reported_and_the_others_serve(tmp_pat
         assert (reply.agent, reply.text, reply.status) == ("front", "front here", "completed")
     finally:
         launcher.close()
+
+
+def test_ctrl_c_while_starting_stops_at_once(tmp_path: Path) -> None:
+    """Ctrl-C before every process is ready (one never gets there: it hangs at start) stops everything
+    within the 2 s target; it does not wait for the start to finish first."""
+    launcher = Launcher(tmp_path / "var", odd_agent_scenario(tmp_path, "stuck", "threading.Event().wait()"))
+    try:
+        wait_for(lambda: probe(f"http://127.0.0.1:{launcher.port}/readyz")[0] == 200, 90, "the edge to be ready")
+        procs = launcher.children()
+        assert any(args.endswith("--name stuck") for args in procs.values()), procs
+        assert not any("Ctrl-C stops everything" in line for line in launcher.lines)  # still starting
+        started = time.monotonic()
+        launcher.popen.send_signal(signal.SIGINT)
+        assert launcher.popen.wait(30) == 0
+        wait_for(lambda: all(gone(pid) for pid in procs), 10, "every process to be gone")
+        elapsed = time.monotonic() - started
+    finally:
+        launcher.close()
+    assert elapsed < STOP_TARGET_S, f"Ctrl-C while starting took {elapsed:.2f}s"

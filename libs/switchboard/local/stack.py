@@ -243,21 +243,22 @@ class Stack:
             self.start_agent(name)
         self._spawn("edge", ["edge"], {}, f"{self.edge_url}/readyz")
 
-    def wait_serving(self, timeout_s: float) -> list[str]:
+    def wait_serving(self, timeout_s: float, stop: threading.Event) -> list[str]:
         """Wait, under :meth:`supervise`, until every process is ready: one that exits meanwhile is
         restarted, and one reported crash-looping is not waited for (the others serve without it). Returns
-        the labels of those. ``TimeoutError`` past ``timeout_s``."""
+        the labels of those; returns early once ``stop`` is set (Ctrl-C while starting). ``TimeoutError``
+        past ``timeout_s``."""
         if self.supervisor is None:
             raise RuntimeError("wait_serving needs supervise(): nothing would restart a process that exits")
         deadline = time.monotonic() + timeout_s
         while True:
             looping = self.supervisor.crash_looping()
             waiting = [p.name for p in self._snapshot() if p.name not in looping and not p.is_ready()]
-            if not waiting:
+            if not waiting or stop.is_set():
                 return looping
             if time.monotonic() > deadline:
                 raise TimeoutError(f"not ready after {timeout_s:.0f}s: {', '.join(waiting)}")
-            time.sleep(0.05)  # ok-sleep: readiness poll interval
+            stop.wait(0.05)  # ok-sleep: readiness poll interval
 
     def supervise(self, policy: RestartPolicy | None = None, **kwargs: Any) -> Supervisor:
         """Restart crashed processes, nats-server included, from now on (``switchboard run`` does);
