@@ -20,13 +20,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .options import option_error
 
 
 class Costs(BaseModel):
     """Measured per-turn costs (CPU milliseconds per caller turn, one hop) and per-process limits."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)  # the docstrings are `capacity --help`'s
 
     source: str = "defaults"
     """Where the figures came from."""
@@ -264,19 +266,28 @@ def _scenario_agents(scenario: str | None) -> list[str]:
 def register(sub: Any) -> None:
     p = sub.add_parser("capacity", help="size edges, agent replicas and NATS for N concurrent calls")
     p.add_argument("--measurements", default=None, help=f"a `make bench` result (default {_MEASUREMENTS}, if present)")
-    p.add_argument("--calls", type=int, default=10_000)
-    p.add_argument("--turn-interval-s", type=float, default=8.0, help="seconds between one call's turns")
-    p.add_argument("--handoffs-per-turn", type=float, default=0.1)
-    p.add_argument("--model-latency-s", type=float, default=1.0, help="how long a turn holds an agent slot")
+    p.add_argument("--calls", type=int, default=10_000, help="concurrent calls (default: %(default)s)")
+    p.add_argument(
+        "--turn-interval-s", type=float, default=8.0, help="seconds between one call's turns (default: %(default)s)"
+    )
+    p.add_argument(
+        "--handoffs-per-turn", type=float, default=0.1, help="handoffs per caller turn (default: %(default)s)"
+    )
+    p.add_argument(
+        "--model-latency-s", type=float, default=1.0, help="how long a turn holds an agent slot (default: %(default)s)"
+    )
     p.add_argument("--share", action="append", help="agent=weight of agent hops (default: equal, scenario's agents)")
-    p.add_argument("--scenario", default=None)
-    p.add_argument("--utilization", type=float, default=0.6, help="target CPU utilization")
-    p.add_argument("--js-replicas", type=int, default=3)
-    p.add_argument("--nats-cores", type=float, default=2.0, help="cores of one NATS node")
+    p.add_argument("--scenario", default=None, help="whose agents --share names; default SWITCHBOARD_SCENARIO")
+    p.add_argument("--utilization", type=float, default=0.6, help="target CPU utilization (default: %(default)s)")
+    p.add_argument("--js-replicas", type=int, default=3, help="JetStream replicas (default: %(default)s)")
+    p.add_argument("--nats-cores", type=float, default=2.0, help="cores of one NATS node (default: %(default)s)")
     for name, field in Costs.model_fields.items():
         if name != "source":
-            p.add_argument(f"--{name.replace('_', '-')}", type=float, default=None, help=field.description)
-    p.add_argument("--json", action="store_true")
+            p.add_argument(
+                f"--{name.replace('_', '-')}", type=float, default=None,
+                help=f"{field.description} Default: the measurements' figure if they have one, else {field.default}",
+            )  # fmt: skip
+    p.add_argument("--json", action="store_true", help="the plan as JSON")
     p.set_defaults(fn=command)
 
 

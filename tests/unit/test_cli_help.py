@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from switchboard.capacity import Costs
 from switchboard.cli import main
 from switchboard.security.api_keys import KeyLimits
 from switchboard.settings import Settings
@@ -33,3 +34,15 @@ def test_chat_help_names_its_default_url_and_key(capsys: pytest.CaptureFixture[s
     text = _help(capsys, "chat")
     assert "(default: ws://127.0.0.1:8080/v1)" in text
     assert "default SWITCHBOARD_API_KEY" in text
+
+
+def test_capacity_help_says_what_each_measured_cost_is(capsys: pytest.CaptureFixture[str]) -> None:
+    text = _help(capsys, "capacity")
+    for name, field in Costs.model_fields.items():
+        if name == "source":
+            continue
+        assert field.description, f"Costs.{name} has no description for --help"
+        described = text.split(f"--{name.replace('_', '-')} {name.upper()} ", 1)[1]
+        assert described.startswith(" ".join(field.description.split())), name
+        default = described.split("Default: the measurements' figure if they have one, else ", 1)[1]
+        assert default.startswith(str(field.default)), name
