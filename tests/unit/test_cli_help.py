@@ -6,6 +6,7 @@ import pytest
 
 from switchboard.capacity import Costs
 from switchboard.cli import main
+from switchboard.rollout.gate import GatePolicy
 from switchboard.security.api_keys import KeyLimits
 from switchboard.settings import Settings
 
@@ -46,3 +47,12 @@ def test_capacity_help_says_what_each_measured_cost_is(capsys: pytest.CaptureFix
         assert described.startswith(" ".join(field.description.split())), name
         default = described.split("Default: the measurements' figure if they have one, else ", 1)[1]
         assert default.startswith(str(field.default)), name
+
+
+def test_rollout_promote_help_says_what_each_gate_limit_is(capsys: pytest.CaptureFixture[str]) -> None:
+    text = _help(capsys, "rollout", "promote")
+    for name, field in GatePolicy.model_fields.items():
+        assert field.description, f"GatePolicy.{name} has no description for --help"
+        described = text.split(f"--{name.replace('_', '-')} {name.upper()} ", 1)[1]
+        assert described.startswith(" ".join(field.description.split())), name
+        assert f"(default: {field.default})" in described.split(" --", 1)[0], name

@@ -63,7 +63,9 @@ def register(sub: Any) -> None:
     s.add_argument("--finish", action="store_true", help="without --kube: stable now runs the canary's version")
     for name, field in GatePolicy.model_fields.items():
         flag = f"--{name.replace('_', '-')}"
-        s.add_argument(flag, type=type(field.default), default=field.default, help=field.description)
+        s.add_argument(
+            flag, type=type(field.default), default=field.default, help=f"{field.description} (default: %(default)s)"
+        )
     s = verbs.add_parser("abort", parents=[common], help="withdraw the canary: its sessions go back to stable")
     s.add_argument("agent")
     p.set_defaults(fn=main)

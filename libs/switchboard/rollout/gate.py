@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..bus.subjects import AUDIT_STREAM, AUDIT_SUBJECTS
 from ..schemas import HandoffDecision, HandoffOutcome, TurnRecord
@@ -32,6 +32,8 @@ FAILED_HANDOFFS = frozenset(
 
 class GatePolicy(BaseModel):
     """How much worse than stable a canary may be and still be promoted."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)  # the docstrings are `rollout promote --help`'s
 
     min_turns: int = Field(20, ge=1)
     """Turns of each track (canary, and stable to compare with) needed before the gate judges at all."""
