@@ -117,8 +117,8 @@ async def test_every_state_operation_of_each_service_is_allowed_and_nothing_more
         assert table.snapshot()["returns"].weight == 10  # the watch saw its own write
         await table.stop()
         archive = await HistoryArchive.open(edge.jetstream())
-        await archive.append("s1", [MessageItem(id="i1", role="user", text="hello")])
-        assert [i.id for i in await archive.read("s1")] == ["i1"]
+        head = await archive.append("s1", [MessageItem(id="i1", role="user", text="hello")], after=None)
+        assert [i.id for i in await archive.read("s1", head=head)] == ["i1"]
         ledger = await SideEffectLedger.open(agent.jetstream())
 
         async def refund() -> str:

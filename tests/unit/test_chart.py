@@ -272,6 +272,50 @@ def test_selectors_match_their_pods_and_no_others(values_file: str) -> None:
     assert selects(policies[f"{FULLNAME}-test"]["spec"]["podSelector"], test_pod["metadata"]["labels"])
 
 
+def service_link_env(services: list[Obj], cluster_ip: str = "10.96.0.12") -> dict[str, str]:
+    """The variables the kubelet puts in a pod for each Service of its namespace, unless the pod sets
+    enableServiceLinks: false (pkg/kubelet/envvars: the Service's name upper-cased, - as _)."""
+    env: dict[str, str] = {}
+    for service in services:
+        name = service["metadata"]["name"].upper().replace("-", "_")
+        ports = service["spec"]["ports"]
+        env[f"{name}_SERVICE_HOST"] = cluster_ip
+        env[f"{name}_SERVICE_PORT"] = str(ports[0]["port"])
+        env[f"{name}_PORT"] = f"tcp://{cluster_ip}:{ports[0]['port']}"
+        for port in ports:
+            env[f"{name}_SERVICE_PORT_{port['name'].upper().replace('-', '_')}"] = str(port["port"])
+            prefix = f"{name}_PORT_{port['port']}_TCP"
+            env[prefix] = f"tcp://{cluster_ip}:{port['port']}"
+            env.update({f"{prefix}_PROTO": "tcp", f"{prefix}_PORT": str(port["port"]), f"{prefix}_ADDR": cluster_ip})
+    return env
+
+
+@pytest.mark.parametrize("release", [RELEASE, "prod"])
+def test_every_process_reads_its_settings_in_the_pod_environment(release: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What each container's process sees is its own env plus, unless the pod turns them off, the
+    Service link variables: with the release named switchboard (as docs/deployment.md installs it) the
+    edge Service, switchboard-edge, would set SWITCHBOARD_EDGE_PORT=tcp://... in every pod, a setting
+    every process reads at start; an agent, which sets no edge port of its own, failed there."""
+    from switchboard.settings import Settings
+
+    objects = render(minimal(), name=release)
+    services = list(of_kind(objects, "Service").values())
+    pods = [(d["metadata"]["name"], d["spec"]["template"]["spec"]) for d in of_kind(objects, "Deployment").values()]
+    pods += [(p["metadata"]["name"], p["spec"]) for p in of_kind(objects, "Pod").values()]
+    for name, spec in pods:
+        links = service_link_env(services) if spec.get("enableServiceLinks", True) else {}
+        (container,) = spec["containers"]
+        own = {e["name"]: e.get("value", "from-a-secret") for e in container.get("env", [])}
+        for key in [k for k in os.environ if k.startswith("SWITCHBOARD_")]:
+            monkeypatch.delenv(key)
+        for key, value in (links | own).items():  # the container's own env wins over the links
+            monkeypatch.setenv(key, value)
+        try:
+            Settings()
+        except ValueError as exc:
+            pytest.fail(f"{name}: {exc}")
+
+
 def test_service_targets_the_edge_port() -> None:
     objects = render(minimal(edge={"port": 9090, "service": {"port": 443}}))
     service = of_kind(objects, "Service")[f"{FULLNAME}-edge"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict
 
 SCHEMA_MAJOR = 1
-SCHEMA_VERSION = "1.3"
+SCHEMA_VERSION = "1.4"
 """Version written into the ``Switchboard-Schema`` header of every bus message.
 
 Minor bumps are additive (new optional fields); consumers ignore unknown fields, so a
@@ -14,6 +14,8 @@ Minor bumps are additive (new optional fields); consumers ignore unknown fields,
 1.2: ``TurnRequest.tail_in_result`` (the end of an answer may travel in the result only), ``TurnResult.config``
 (the agent configuration's fingerprint) and the ``control_record`` (control-plane audit).
 1.3: the ``cancel_request`` (a caller stops a request it no longer wants the replies of).
+1.4: ``SessionState.archive_head`` (archived items in batches that only a stored state makes part of the
+conversation; see ``switchboard.state.history``).
 """
 
 TYPE_PREFIX = "switchboard.v1."

@@ -28,6 +28,11 @@ class SessionState(WireModel):
     archived_items: int = 0
     """Items that left the window for the history stream; the conversation has ``archived_items +
     len(history)`` items in all."""
+    archive_head: str | None = None
+    """The newest batch of archived items (schema 1.4): the items one commit moved to the history stream
+    carry its id, and each batch names the one before. Readers follow this chain, so a batch appended by a
+    commit that then lost its compare-and-set is never part of the conversation. None until the first
+    batch; a session archived before 1.4 has items without a batch, read before the chain."""
     handoff_count: int = 0
     """Handoffs so far (the depth checked against the cap)."""
     context: dict[str, Any] = Field(default_factory=dict)

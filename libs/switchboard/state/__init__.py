@@ -3,7 +3,7 @@
 from .audit import AuditLog
 from .control import ControlAudit
 from .errors import StateError
-from .history import HistoryArchive, HistoryWindow, full_history
+from .history import ArchiveBroken, HistoryArchive, HistoryWindow, full_history
 from .ledger import LEDGER_BUCKET, SideEffectLedger, idempotency_key
 from .retry import StateRetry, is_transient
 from .sessions import SessionConflict, SessionStore
@@ -22,6 +22,7 @@ from .store import (
 
 __all__ = [
     "LEDGER_BUCKET",
+    "ArchiveBroken",
     "AuditLog",
     "HistoryArchive",
     "HistoryWindow",

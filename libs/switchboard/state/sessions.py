@@ -3,7 +3,7 @@
 Reads and writes ride out JetStream leader elections (see ``retry``): transient failures are
 retried for up to ``StateRetry.budget_s``; a conflict is never retried. The value stays bounded
 however long the conversation: ``commit`` moves items past the ``HistoryWindow`` to the history
-stream first (see ``history``).
+stream first, as a batch that only the saved state makes part of the conversation (see ``history``).
 """
 
 from __future__ import annotations
@@ -90,15 +90,16 @@ class SessionStore:
 
     async def commit(self, state: SessionState, revision: int) -> tuple[SessionState, int]:
         """``save`` after moving what exceeds the history window to the archive; returns the state as
-        stored (the window) and its revision. Archived items are real: they were committed before."""
+        stored (the window) and its revision. The archived items are one batch after the state's
+        ``archive_head``, and the saved state names it: if the save loses its compare-and-set, no stored
+        state names the batch and readers never see it (a redo archives a batch of its own)."""
         to_archive, window = self.window.split(state.history)
         if to_archive:
             if self.archive is None:
                 raise RuntimeError("this session store has no history archive: open it with SessionStore.open")
-            await self.archive.append(state.session_id, to_archive)
-            state = state.model_copy(
-                update={"history": window, "archived_items": state.archived_items + len(to_archive)}
-            )
+            head = await self.archive.append(state.session_id, to_archive, after=state.archive_head)
+            archived = state.archived_items + len(to_archive)
+            state = state.model_copy(update={"history": window, "archived_items": archived, "archive_head": head})
         return state, await self.save(state, revision)
 
     async def transcript(self, session_id: str) -> list[ConversationItem]:

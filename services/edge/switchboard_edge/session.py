@@ -426,15 +426,17 @@ class EdgeSession:
         })  # fmt: skip
 
     async def _id_taken(self, item_id: str) -> bool:
-        """Whether an item of the conversation, in the window or archived, has ``item_id``: the archive keeps
-        one item per id, so a second one would be acknowledged and then lost from the transcript."""
+        """Whether an item of the conversation, in the window or archived, has ``item_id``: a second one would
+        be acknowledged and then shown twice in the transcript, or lost from it (a session archived before
+        schema 1.4 is read one item per id)."""
         if any(i.id == item_id for i in self.state.history):
             return True
         archive = self.deps.store.archive
         if not self.state.archived_items or archive is None:
             return False
         if self._archived_ids is None:
-            self._archived_ids = {i.id for i in await archive.read(self.state.session_id)}
+            head, count = self.state.archive_head, self.state.archived_items
+            self._archived_ids = {i.id for i in await archive.read(self.state.session_id, head=head, count=count)}
         return item_id in self._archived_ids
 
     async def _screened(self, plan: ResponsePlan) -> ResponsePlan:
@@ -679,7 +681,8 @@ class EdgeSession:
 
         def finish(current: SessionState) -> SessionState:
             history = items.merged(current.history, base, produced)
-            return outcome.state.model_copy(update={"history": history, "archived_items": current.archived_items})
+            archive = {"archived_items": current.archived_items, "archive_head": current.archive_head}
+            return outcome.state.model_copy(update={"history": history, **archive})
 
         with self._held_frames(writer):  # the answer's frames and response.done leave in one write
             try:
