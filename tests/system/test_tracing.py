@@ -9,8 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nats
 import pytest
+from nats.aio.msg import Msg
 
+from switchboard.bus import subjects
+from switchboard.schemas import TurnRequest
 from switchboard.telemetry.otlp_receiver import OTLPReceiver, ReceivedSpan
 from switchboard.testing import ScriptedOpenAIServer
 
@@ -136,3 +140,62 @@ async def test_a_consult_retried_on_another_supervisor_replica_is_one_trace(tmp_
     assert supervisor_calls and all(index[s.parent_span_id].name == "supervisor.answer" for s in supervisor_calls)  # type: ignore[index]
     assert table.returncode == 0, table.stderr
     assert "consult answered" in table.stdout and "1 retries" in table.stdout and root.trace_id in table.stdout
+
+
+async def test_an_agent_hop_retried_past_a_replica_that_did_not_acknowledge_is_one_trace(tmp_path: Path) -> None:
+    """The only triage replica is frozen (SIGSTOP: it keeps its subscription and acknowledges nothing) when a
+    turn reaches it, and thawed once the edge sends the turn again. One trace: edge.response -> conductor.hop
+    (a ``retry`` event on it per unacknowledged attempt, with the attempt and the reason, as on a consult's
+    span) -> agent.turn of the replica that answered."""
+    async with OTLPReceiver() as receiver:
+        env = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+            "SWITCHBOARD_RETRY_ATTEMPTS": "5",  # room for an attempt or two while the thawed replica wakes up
+        }
+        with make_stack(tmp_path, env=env) as stack:
+            replica = stack.proc("agent:triage").popen
+            sent: list[str] = []  # turn ids of the requests on triage's subject, each attempt of each turn
+
+            async def on_request(msg: Msg) -> None:
+                sent.append(TurnRequest.model_validate_json(msg.data).turn_id)
+                if len(sent) >= 2 and sent[-1] == sent[-2]:  # the edge sent the turn again: thaw the replica
+                    replica.send_signal(signal.SIGCONT)
+
+            nc = await nats.connect(stack.nats.url)
+            try:
+                await nc.subscribe(subjects.agent_turn("triage"), cb=on_request)
+                await nc.flush()
+                async with sdk_client(stack).realtime.connect(model="switchboard") as conn:
+                    session_id = (await open_session(conn))["session_id"]
+                    replica.send_signal(signal.SIGSTOP)
+                    try:
+                        reply = await say(conn, "hello")
+                    finally:
+                        replica.send_signal(signal.SIGCONT)
+            finally:
+                await nc.drain()
+            assert reply.agent == "triage" and reply.handoffs == []  # answered by triage, not the fallback
+            assert len(sent) >= 2 and len(set(sent)) == 1, sent  # one turn, sent again
+
+            def complete(spans: list[ReceivedSpan]) -> bool:
+                return any(s.name == "agent.turn" and s.service_name == "agent-triage" for s in spans) and any(
+                    s.name == "edge.response" for s in spans
+                )
+
+            await receiver.wait_for(complete, timeout_s=20)
+
+    root = next(s for s in receiver.spans if s.name == "edge.response")
+    assert root.attributes["switchboard.session.id"] == session_id
+    trace = [s for s in receiver.spans if s.trace_id == root.trace_id]
+    index = _by_id(trace)
+    (hop,) = [s for s in trace if s.name == "conductor.hop"]
+    assert _ancestors(hop, index) == ["edge.response"] and hop.status != "error"
+    assert hop.attributes["switchboard.agent"] == "triage"
+    retries = hop.event_details
+    assert [e.name for e in retries] == ["retry"] * (len(sent) - 1)  # one per attempt that was sent again
+    for n, event in enumerate(retries, start=1):
+        assert event.attributes == {"switchboard.retry.attempt": n, "switchboard.retry.reason": "ReplyTimeout"}
+        assert hop.start_ns <= event.time_ns <= hop.end_ns
+    answered = [s for s in trace if s.name == "agent.turn" and s.parent_span_id == hop.span_id]
+    assert answered and all(s.service_name == "agent-triage" for s in answered)

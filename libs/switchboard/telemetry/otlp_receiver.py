@@ -43,6 +43,15 @@ _STATUS = {Status.STATUS_CODE_UNSET: "unset", Status.STATUS_CODE_OK: "ok", Statu
 
 
 @dataclass(frozen=True)
+class ReceivedEvent:
+    """One event of a received span."""
+
+    name: str
+    attributes: dict[str, Any]
+    time_ns: int
+
+
+@dataclass(frozen=True)
 class ReceivedSpan:
     """One span as the receiver decoded it (ids in lowercase hex)."""
 
@@ -63,6 +72,8 @@ class ReceivedSpan:
     status_message: str = ""
     events: list[str] = field(default_factory=list)
     """Names of the span's events (e.g. ``exception``)."""
+    event_details: list[ReceivedEvent] = field(default_factory=list)
+    """The span's events with their attributes, in the order of ``events``."""
     resource: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -117,6 +128,9 @@ def decode(body: bytes) -> list[ReceivedSpan]:
                         status=_STATUS.get(s.status.code, "unset"),
                         status_message=s.status.message,
                         events=[e.name for e in s.events],
+                        event_details=[
+                            ReceivedEvent(e.name, _attributes(e.attributes), e.time_unix_nano) for e in s.events
+                        ],
                         resource=resource,
                     )
                 )
