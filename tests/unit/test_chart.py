@@ -817,6 +817,20 @@ def test_other_contradictions_rejected() -> None:
     assert "tests.expectAgents" in message
 
 
+def test_a_disruption_budget_that_allows_no_eviction_is_refused() -> None:
+    """maxUnavailable 0 (or 0%) lets no pod be evicted: a node drain or cluster upgrade waits on it forever.
+    The defaults (1) never block a drain, whatever the replicas; no budget at all stays possible."""
+    message = render_error(minimal(agentDefaults={"pdb": {"maxUnavailable": 0}}))
+    assert "agents[0].pdb.maxUnavailable: 0 lets no pod of switchboard-triage be evicted" in message
+    message = render_error(minimal(edge={"pdb": {"maxUnavailable": "0%"}}))
+    assert "edge.pdb.maxUnavailable: 0% lets no pod of switchboard-edge be evicted" in message
+    assert "pdb.enabled: false for no budget" in message
+    objects = render(minimal(agentDefaults={"pdb": {"enabled": False, "maxUnavailable": 0}}))
+    assert list(of_kind(objects, "PodDisruptionBudget")) == [f"{FULLNAME}-edge"]
+    for pdb in of_kind(render(minimal()), "PodDisruptionBudget").values():  # one replica each: still drainable
+        assert pdb["spec"]["maxUnavailable"] == 1
+
+
 # --- the schema itself ----------------------------------------------------------------------------
 
 FREE_FORM = {  # Kubernetes or NATS-chart objects passed through as they are

@@ -310,6 +310,9 @@ twice, HPA and KEDA both on, a Deployment for an openai-realtime agent, a canary
 {{- if and $as.keda.enabled (gt (int $as.keda.minReplicas) (int $as.keda.maxReplicas)) }}
 {{- fail (printf "%s.autoscaling.keda: minReplicas (%v) is above maxReplicas (%v)" $c.field $as.keda.minReplicas $as.keda.maxReplicas) }}
 {{- end }}
+{{- if and $c.values.pdb.enabled (regexMatch "^0+%?$" (toString $c.values.pdb.maxUnavailable)) }}
+{{- fail (printf "%s.pdb.maxUnavailable: %v lets no pod of %s be evicted, so every node drain waits on it forever; set 1 (or a percentage above 0), or pdb.enabled: false for no budget" $c.field $c.values.pdb.maxUnavailable $c.fullname) }}
+{{- end }}
 {{- if and $as.hpa.enabled (not (dig "requests" "cpu" "" $c.values.resources)) }}
 {{- fail (printf "%s.resources.requests.cpu: the CPU HPA needs a CPU request to compute utilization" $c.field) }}
 {{- end }}
