@@ -24,7 +24,7 @@ system-deps: ## install the Debian tools the voice tests use (espeak-ng, sox) wh
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-install: $(STAMP) system-deps ## create .venv and install Switchboard with its dev tools and extras (embeddings, voice)
+install: $(STAMP) system-deps ## create .venv and install Switchboard with its dev tools and extras (bench, embeddings, voice, kube)
 
 run: $(STAMP) ## start nats-server, every agent and the edge (Ctrl-C stops all)
 	$(BIN)/switchboard run
