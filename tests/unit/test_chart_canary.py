@@ -92,6 +92,20 @@ def test_bad_canary_values_are_refused() -> None:
     assert 'agents[2].canary.scenario: has no agent "returns"' in error and "would not load" in error
 
 
+def test_a_weighted_canary_without_replicas_is_refused() -> None:
+    """Its weight would pin that share of new sessions to a canary no replica serves (every turn of theirs
+    to the fallback agent); with weight 0, e.g. once aborted and scaled to 0 as the values should then say,
+    it renders."""
+    values = ci_values("canary-values.yaml")
+    values["agents"][2]["canary"]["replicas"] = 0
+    error = render_error(values)
+    assert "agents[2].canary: weight 10 with replicas 0 would pin 10% of new sessions to a canary" in error
+    values["agents"][2]["canary"]["weight"] = 0
+    objects = render(values)
+    assert of_kind(objects, "Deployment")[f"{FULLNAME}-returns-canary"]["spec"]["replicas"] == 0
+    assert "SWITCHBOARD_CANARY_WEIGHTS" not in env_of(container(objects, f"{FULLNAME}-edge"))
+
+
 def test_disabled_agent_has_no_canary() -> None:
     values = ci_values("canary-values.yaml")
     values["agents"][2]["enabled"] = False

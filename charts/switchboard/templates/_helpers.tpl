@@ -279,6 +279,9 @@ twice, HPA and KEDA both on, a Deployment for an openai-realtime agent, a canary
 {{- $cvalues := deepCopy $values }}
 {{- $_ := set $cvalues "replicas" 1 }}
 {{- if hasKey $canary "replicas" }}{{ $_ := set $cvalues "replicas" $canary.replicas }}{{ end }}
+{{- if and (gt (int ($canary.weight | default 0)) 0) (eq (int $cvalues.replicas) 0) }}
+{{- fail (printf "%s: weight %d with replicas 0 would pin %d%% of new sessions to a canary no replica serves (every turn of theirs would go to the fallback agent); give it replicas, or set weight 0 (the weight only seeds a new rollout)" $cfield (int $canary.weight) (int $canary.weight)) }}
+{{- end }}
 {{- $_ := set $cvalues "autoscaling" (dict "hpa" (dict "enabled" false) "keda" (dict "enabled" false)) }}
 {{- $cimage := include "switchboard.agentImage" (dict "root" $root "image" (include "switchboard.deepMerge" (dict "base" ($values.image | default dict) "over" ($canary.image | default dict)) | fromYaml)) }}
 {{- $c := dict "name" $name "kind" $kind "track" "canary" "fullname" $cname "args" (list $kind "--name" $name) "field" $cfield "values" $cvalues "image" $cimage "weight" (int ($canary.weight | default 0)) }}
