@@ -14,7 +14,7 @@ import pytest
 from switchboard.bus import subjects
 from switchboard.local.stack import Stack
 from switchboard.security.bus_access import public_key
-from switchboard.state import AuditLog
+from switchboard.state import LEDGER_BUCKET, AuditLog
 from switchboard.testing.bus_identity import connect_as
 
 from .client import open_session, say, sdk_client, session_audit
@@ -103,6 +103,26 @@ async def test_a_specialist_cannot_publish_to_another_specialists_subject(stack:
         await operator.close()
     logged = [line for line in violations(stack) if public_key_of(stack, "agent-returns") in line]
     assert any('Publish Violation - Subject "switchboard.v1.agent.billing.turn"' in line for line in logged)
+
+
+async def test_a_side_effect_is_recorded_under_its_agents_identity_with_no_permission_refused(stack: Stack) -> None:
+    """Omar returns his order A2001 (the other tests stop short of returning Jane's A1001): ``create_return``
+    runs through the returns agent's ledger records, which the bus lets it write under its identity only."""
+    before = violations(stack)
+    async with sdk_client(stack).realtime.connect(model="switchboard") as conn:
+        await open_session(conn)
+        await say(conn, "I want a refund for order A2001")
+        verified = await say(conn, "It's omar@example.com and my PIN is 5678")
+        assert verified.agent == "returns"
+        done = await say(conn, "yes please")
+        assert done.agent == "returns" and "return R-" in done.text
+    assert violations(stack) == before
+    operator = await nats.connect(stack.nats.url)
+    try:
+        records = await (await operator.jetstream().key_value(LEDGER_BUCKET)).keys()
+    finally:
+        await operator.close()
+    assert records and all(key.startswith("agent-returns.") for key in records)
 
 
 async def test_a_specialist_cannot_read_session_state(stack: Stack) -> None:

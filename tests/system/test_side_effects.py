@@ -24,7 +24,7 @@ pytestmark = pytest.mark.system
 async def test_ledger_runs_a_call_once_and_replays_its_output() -> None:
     with NatsServer(Path(tempfile.mkdtemp())) as server:
         async with Bus([server.url], name="test") as bus:
-            ledger = await SideEffectLedger.open(bus.js)
+            ledger = await SideEffectLedger.open(bus.js, owner="agent-clerk")
             runs = 0
 
             async def effect() -> str:
@@ -32,9 +32,9 @@ async def test_ledger_runs_a_call_once_and_replays_its_output() -> None:
                 runs += 1
                 return f"done {runs}"
 
-            first = await ledger.once("s1.k1", effect)
-            again = await ledger.once("s1.k1", effect)
-            other = await ledger.once("s1.k2", effect)
+            first = await ledger.once("agent-clerk.s1.k1", effect)
+            again = await ledger.once("agent-clerk.s1.k1", effect)
+            other = await ledger.once("agent-clerk.s1.k2", effect)
     assert (first, again, other, runs) == ("done 1", "done 1", "done 2", 2)
     assert ledger.replayed == 1
 
@@ -42,7 +42,7 @@ async def test_ledger_runs_a_call_once_and_replays_its_output() -> None:
 async def test_concurrent_claims_run_the_call_once() -> None:
     with NatsServer(Path(tempfile.mkdtemp())) as server:
         async with Bus([server.url], name="test") as bus:
-            ledger = await SideEffectLedger.open(bus.js)
+            ledger = await SideEffectLedger.open(bus.js, owner="agent-clerk")
             runs = 0
             release, started = asyncio.Event(), asyncio.Event()
 
@@ -53,8 +53,8 @@ async def test_concurrent_claims_run_the_call_once() -> None:
                 await release.wait()
                 return "once"
 
-            first = asyncio.create_task(ledger.once("s1.k", slow_effect))
-            second = asyncio.create_task(ledger.once("s1.k", slow_effect))
+            first = asyncio.create_task(ledger.once("agent-clerk.s1.k", slow_effect))
+            second = asyncio.create_task(ledger.once("agent-clerk.s1.k", slow_effect))
             await asyncio.wait_for(started.wait(), 5)
             release.set()
             assert await asyncio.gather(first, second) == ["once", "once"]

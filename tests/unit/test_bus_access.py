@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import nats
 import nats.errors
+import nats.js.errors
 import pytest
 from nats.aio.client import Client
 from pydantic import TypeAdapter
@@ -25,12 +27,15 @@ from switchboard.security.api_keys import KeyRing
 from switchboard.security.bus_access import ADMIN, BusCredentials, agent_identity, edge_identity, inbox_prefix
 from switchboard.state import LEDGER_BUCKET, AuditLog, SessionStore, SideEffectLedger, ToolStore, store_bucket
 from switchboard.state.history import HistoryArchive
+from switchboard.state.ledger import LEDGER_STREAM, idempotency_key
 from switchboard.testing.bus_identity import Refusals, connect_as
 from switchboard_edge.client_secrets import ClientSecrets
 from switchboard_edge.signing import shared_secret
 from switchboard_edge.takeover import Takeovers
 
 SCENARIO = "retail"
+RETURNS_KEYS = f"$KV.{LEDGER_BUCKET}.agent-returns"
+"""The subject of returns's side-effect records (a write there is a write it is allowed)."""
 
 
 @dataclass
@@ -82,7 +87,7 @@ async def test_the_edge_and_an_agent_do_their_work_with_their_own_keys(rig: Rig)
         signing = await shared_secret("", edge.jetstream())  # the edges' signing secret, and single-use marks
         used = await ClientSecrets.open(edge.jetstream(), signing, KeyRing(), max_s=600)
         assert await used.consume("ek-id") and not await used.consume("ek-id")
-        await SideEffectLedger.open(agent.jetstream())
+        await SideEffectLedger.open(agent.jetstream(), owner="agent-returns")
         await ToolStore.open(agent.jetstream(), store_bucket(SCENARIO))
         service = await _serve(agent, "returns")
         await agent.flush()  # the subscription is registered before the edge sends
@@ -119,13 +124,13 @@ async def test_every_state_operation_of_each_service_is_allowed_and_nothing_more
         archive = await HistoryArchive.open(edge.jetstream())
         head = await archive.append("s1", [MessageItem(id="i1", role="user", text="hello")], after=None)
         assert [i.id for i in await archive.read("s1", head=head)] == ["i1"]
-        ledger = await SideEffectLedger.open(agent.jetstream())
+        ledger = await SideEffectLedger.open(agent.jetstream(), owner="agent-returns")
 
         async def refund() -> str:
             return "refunded"
 
-        assert await ledger.once("s1.t1", refund) == "refunded"
-        assert await ledger.once("s1.t1", refund) == "refunded"  # the second time from the ledger
+        assert await ledger.once("agent-returns.s1.t1", refund) == "refunded"
+        assert await ledger.once("agent-returns.s1.t1", refund) == "refunded"  # the second time from the ledger
         store = await ToolStore.open(agent.jetstream(), store_bucket(SCENARIO))
         await store.kv.put("orders.A1", b"{}")
         assert list(await store.scan("orders.>")) == ["orders.A1"]
@@ -150,6 +155,99 @@ async def test_the_edge_cannot_read_the_audit_or_touch_an_agents_ledger(rig: Rig
         await rig.violation("edge", f"KV_{LEDGER_BUCKET}")
     finally:
         await edge.close()
+
+
+async def test_every_replica_of_an_agent_replays_its_records(rig: Rig) -> None:
+    """Two replicas (or the stable and canary tracks) of returns connect with its one identity: a turn retried
+    on the second gets the output the first recorded, and the call does not run again."""
+    first, second = await rig.connect("agent-returns"), await rig.connect("agent-returns")
+    runs: list[str] = []
+
+    async def refund() -> str:
+        runs.append("refund")
+        return "refunded A1"
+
+    key = idempotency_key("agent-returns", "s1", "t1", "refund", '{"order": "A1"}')
+    try:
+        recorded = await SideEffectLedger.open(first.jetstream(), owner="agent-returns")
+        assert await recorded.once(key, refund) == "refunded A1"
+        retry = await SideEffectLedger.open(second.jetstream(), owner="agent-returns")
+        assert await retry.once(key, refund) == "refunded A1"
+        assert runs == ["refund"] and retry.replayed == 1
+    finally:
+        await first.close()
+        await second.close()
+    assert rig.refusals["agent-returns"].permission_errors() == []
+
+
+async def test_an_agent_cannot_fake_read_or_delete_another_agents_side_effect_records(rig: Rig) -> None:
+    """A compromised returns agent against billing's record of a charge: a fake "done" record would make
+    billing skip the charge and answer with the faked output, a deleted claim would let it run twice. The
+    server refuses every way to the key (writes, deletes, direct and stream gets, a get by sequence, a
+    consumer), and a rollup on returns's own key, which would purge the whole stream, is refused too."""
+    returns, billing = await rig.connect("agent-returns"), await rig.connect("agent-billing")
+    charges: list[str] = []
+
+    async def charge() -> str:
+        charges.append("charge")
+        return "charged 42.00"
+
+    async def never() -> str:
+        raise AssertionError("billing ran a recorded charge again")
+
+    key = idempotency_key("agent-billing", "s1", "t1", "charge", '{"amount": 42}')
+    subject = f"$KV.{LEDGER_BUCKET}.{key}"
+    try:
+        victim = await SideEffectLedger.open(billing.jetstream(), owner="agent-billing")
+        assert await victim.once(key, charge) == "charged 42.00"
+        js = returns.jetstream(timeout=0.5)
+        kv = await js.key_value(LEDGER_BUCKET)  # the bucket itself it may use: its own records are there
+        fake = json.dumps({"state": "done", "output": "charged 0.00"}).encode()
+        attempts: dict[str, tuple[Callable[[], Awaitable[object]], str]] = {  # what it tries, what is refused
+            "read": (lambda: kv.get(key), f'publish to "$JS.API.DIRECT.GET.{LEDGER_STREAM}.{subject}"'),
+            "stream get": (
+                lambda: js.get_msg(LEDGER_STREAM, subject=subject),
+                f'publish to "$JS.API.STREAM.MSG.GET.{LEDGER_STREAM}"',
+            ),
+            "get by sequence": (
+                lambda: js.get_msg(LEDGER_STREAM, seq=1, direct=True),
+                f'publish to "$JS.API.DIRECT.GET.{LEDGER_STREAM}"',
+            ),
+            "consumer": (
+                lambda: js.subscribe(subject, ordered_consumer=True, stream=LEDGER_STREAM),
+                f"$JS.API.CONSUMER.CREATE.{LEDGER_STREAM}",
+            ),
+            "delete": (lambda: kv.delete(key), f'publish to "{subject}"'),
+            "claim": (lambda: kv.create(key, fake), f'publish to "{subject}"'),
+            "overwrite": (lambda: kv.put(key, fake), f'publish to "{subject}"'),
+        }
+        reached: dict[str, str] = {}
+        for what, (attempt, refused) in attempts.items():
+            try:
+                await attempt()
+            except nats.errors.TimeoutError:  # the server dropped the request: it says why
+                assert await rig.violation("agent-returns", refused), what
+            except Exception as exc:  # noqa: BLE001 - JetStream answered: the request got through
+                reached[what] = repr(exc)
+            else:
+                reached[what] = "done"
+        assert reached == {}
+        with pytest.raises(nats.js.errors.APIError, match="(?i)rollup"):  # its own key, but the whole stream
+            await js.publish(f"{RETURNS_KEYS}.x", b"", headers={"Nats-Rollup": "all"})
+        assert await victim.once(key, never) == "charged 42.00"  # the record is intact, the charge ran once
+        assert charges == ["charge"] and victim.replayed == 1
+    finally:
+        await returns.close()
+        await billing.close()
+    assert rig.refusals["agent-billing"].permission_errors() == []
+
+
+def test_an_agent_and_a_supervisor_of_one_name_keep_apart_records() -> None:
+    def ledger_keys(role: str) -> list[str]:
+        return [s for s in agent_identity("desk", SCENARIO, role=role).publish if s.startswith(f"$KV.{LEDGER_BUCKET}.")]
+
+    assert ledger_keys("agent") == [f"$KV.{LEDGER_BUCKET}.agent-desk.>"]
+    assert ledger_keys("supervisor") == [f"$KV.{LEDGER_BUCKET}.supervisor-desk.>"]
 
 
 async def test_a_specialist_cannot_publish_to_another_specialists_subject(rig: Rig) -> None:
@@ -273,15 +371,15 @@ async def test_a_specialist_cannot_aim_a_reply_at_another_agents_turn(rig: Rig) 
             await service.start()
         await returns.flush()
         await billing.flush()
-        await SideEffectLedger.open(returns.jetstream())  # the compromised agent's own bucket
+        await SideEffectLedger.open(returns.jetstream(), owner="agent-returns")  # the compromised agent's own keys
         assert await turn("returns") == ["TurnResult"]
         victim = asyncio.create_task(turn("billing"))
         await asyncio.wait_for(billing_has_it.wait(), 5)
         prefix, _, last = seen[0].rpartition(".")
         guesses = [f"{prefix}.{token}" for token in _successors(last)]
         for guess in guesses:  # allowed: a write to its ledger, acknowledged to the subject it names
-            await returns.publish(f"$KV.{LEDGER_BUCKET}.x", b"{}", reply=guess)
-        await returns.jetstream().publish(f"$KV.{LEDGER_BUCKET}.y", b"{}")  # acked after those: all answered
+            await returns.publish(f"{RETURNS_KEYS}.x", b"{}", reply=guess)
+        await returns.jetstream().publish(f"{RETURNS_KEYS}.y", b"{}")  # acked after those: all answered
         await edge.flush()
         billing_may_answer.set()
         assert await asyncio.wait_for(victim, 5) == ["TurnResult"]
@@ -306,11 +404,11 @@ async def test_a_specialist_cannot_close_a_session_with_a_takeover(rig: Rig) -> 
         closes.append("closed")
 
     try:
-        await SideEffectLedger.open(agent.jetstream())
+        await SideEffectLedger.open(agent.jetstream(), owner="agent-returns")
         hold = await takeovers.hold("s1", close)
         await holder.flush()
-        await agent.publish(f"$KV.{LEDGER_BUCKET}.x", b"{}", reply=subjects.session_takeover("s1"))
-        await agent.jetstream().publish(f"$KV.{LEDGER_BUCKET}.y", b"{}")  # acked after it: it was answered
+        await agent.publish(f"{RETURNS_KEYS}.x", b"{}", reply=subjects.session_takeover("s1"))
+        await agent.jetstream().publish(f"{RETURNS_KEYS}.y", b"{}")  # acked after it: it was answered
         assert await Takeovers(newer).claim("s1")  # a real takeover, served after whatever came before it
         assert closes == ["closed"]
         await takeovers.release(hold)

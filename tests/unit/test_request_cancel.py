@@ -121,7 +121,7 @@ async def test_a_cancel_without_switchboard_headers_or_for_an_unknown_request_st
 
 
 async def test_a_side_effect_running_when_its_turn_is_stopped_runs_to_its_end_and_is_recorded(nc: Client) -> None:
-    ledger = await SideEffectLedger.open(nc.jetstream(), takeover_s=3.0)
+    ledger = await SideEffectLedger.open(nc.jetstream(), owner="agent-clerk", takeover_s=3.0)
     registry = ToolRegistry()
     inside, finish = asyncio.Event(), asyncio.Event()
     effects: list[str] = []

@@ -321,7 +321,7 @@ class AgentLoop:
                 raise ToolError("arguments must be a JSON object")
             ctx.identity_tool = tool.identity
             if tool.side_effect and self.ledger is not None:
-                ctx.idempotency_key = idempotency_key(ctx.session_id, ctx.turn_id, name, arguments)
+                ctx.idempotency_key = idempotency_key(self.ledger.owner, ctx.session_id, ctx.turn_id, name, arguments)
 
                 async def run() -> str:
                     return json.dumps(await tool.invoke(args, ctx), default=str)

@@ -23,6 +23,7 @@ from ..guardrails.output import guard_result
 from ..lifecycle import StartStop
 from ..models import ModelError, ModelProvider, build_provider
 from ..schemas import ErrorCode, ErrorReply, TurnDelta, TurnRequest, TurnResult
+from ..security.bus_access import identity_name
 from ..settings import Settings
 from ..state.ledger import EffectPending, SideEffectLedger
 from ..state.store import ToolStore, store_bucket
@@ -60,7 +61,9 @@ class LoopService(StartStop, Generic[Req]):
         self.model = model or build_provider(agent, scenario.config.offline_slots, timeout_s=settings.model_timeout_s)
         self.scenario = scenario
         self.loop = AgentLoop(agent, self.model, scenario.tools, policy=ModelCallPolicy.from_settings(settings))
-        self.bus = settings.bus(f"{self.role}-{name}")
+        self.identity = identity_name(self.role, name)
+        """Its bus identity, shared by every replica and track of it: it owns their side-effect records."""
+        self.bus = settings.bus(self.identity)
         self._service: QueueService[Req] | None = None
         self._health: HealthServer | None = None
         self.draining = False
@@ -104,7 +107,10 @@ class LoopService(StartStop, Generic[Req]):
             self.metrics_port = await self._health.start()
         await self.bus.connect()
         self.loop.ledger = await SideEffectLedger.open(
-            self.bus.js, replicas=self.settings.js_replicas, takeover_s=self.settings.ledger_takeover_s
+            self.bus.js,
+            owner=self.identity,
+            replicas=self.settings.js_replicas,
+            takeover_s=self.settings.ledger_takeover_s,
         )
         if any(self.loop.tools.values()):
             await self._open_store()

@@ -5,8 +5,8 @@ server knows only the public key) and its own inbox prefix, and the server enfor
 
 - an **agent** or **supervisor** consumes only its own request subjects (every track of them), answers
   only the requests it received (``allow_responses``: no other subject on ``_INBOX``), and reaches only
-  its side-effect ledger and its scenario's tool store — not the session state, not the audit stream,
-  not another agent's subject;
+  its own side-effect records (the ledger's keys under its identity) and its scenario's tool store — not
+  another agent's records, not the session state, not the audit stream, not another agent's subject;
 - the **edge** (the orchestrator) is the only service that writes session state, the history archive
   and the audit stream, and that sends turns and consults;
 - the **admin** identity (``switchboard trace``, ``rollout``, ``store``, ``keys``, ``audit``) may do anything
@@ -51,7 +51,7 @@ from ..bus.subjects import (
     check_token,
     control_action,
 )
-from ..state.ledger import LEDGER_BUCKET
+from ..state.ledger import LEDGER_STREAM, owned_keys
 from ..state.store import store_bucket
 
 RESPONSE_WINDOW = {"max": 100_000, "expires": "10m"}
@@ -94,6 +94,14 @@ def kv_access(bucket: str, *, watch: bool = False) -> list[str]:
     return stream_access(_kv_stream(bucket), write_subjects=[f"$KV.{bucket}.>"], get=True, consume=watch)
 
 
+def ledger_access(identity: str) -> list[str]:
+    """Create, read, update and delete the side-effect ledger's keys under ``identity`` and no other: writes
+    publish to the key, reads are direct gets naming it in the subject (no ``STREAM.MSG.GET``, whose key is
+    in the body, and no consumer, whose filter is)."""
+    keys = owned_keys(identity)
+    return stream_access(LEDGER_STREAM, write_subjects=[keys, f"$JS.API.DIRECT.GET.{LEDGER_STREAM}.{keys}"])
+
+
 @dataclass(frozen=True)
 class Identity:
     """One service's bus identity and permissions (``allow`` lists; everything else is denied)."""
@@ -129,10 +137,11 @@ def agent_identity(agent: str, scenario: str, *, role: str = "agent") -> Identit
     own = [f"{PREFIX}.{role}.{name}.{kind}", f"{PREFIX}.{role}.{name}.*.{kind}"]  # every track of it
     own.append(f"{PREFIX}.{role}.{name}.cancel")  # requests their callers stopped
     store = store_bucket(scenario)
+    identity = identity_name(role, name)
     return Identity(
-        name=identity_name(role, name),
+        name=identity,
         subscribe=own,
-        publish=[*kv_access(LEDGER_BUCKET), *kv_access(store, watch=True)],  # tools' scans watch the store
+        publish=[*ledger_access(identity), *kv_access(store, watch=True)],  # tools' scans watch the store
         respond=True,
     )
 

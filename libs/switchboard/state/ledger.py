@@ -8,6 +8,15 @@ refreshed for ``takeover_s`` (a live runner refreshes it every ``takeover_s / 3`
 again with the same ``idempotency_key``, which the tool passes to whatever it changes so that the
 effect itself cannot double.
 
+The records of one agent or supervisor are its own: their keys start with its bus identity (its
+``owner``, e.g. ``agent-returns.<session>.<digest>``), which every replica and track of it shares, so a
+turn retried on another replica finds them, and the bus lets an identity touch only the keys under its
+own name (``security.bus_access``: another agent can neither fake a record, so a tool is skipped, nor
+delete a claim, so it runs twice). Permissions scope subjects, so every operation names its key in
+the subject: writes publish to the key, and reads are *direct gets* (the bucket allows them), not
+``STREAM.MSG.GET``, whose key travels in a JSON body. The bucket refuses rollup headers: a rollup on
+one's own key could otherwise purge the whole stream, every agent's records with it.
+
 Every KV operation rides out JetStream leader elections (see ``retry``).
 """
 
@@ -21,25 +30,55 @@ import time
 from collections.abc import Awaitable, Callable
 
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.api import DiscardPolicy, StreamConfig
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
+from ..bus.subjects import check_token
 from .errors import StateError
 from .retry import StateRetry, cas_write
 
 log = logging.getLogger(__name__)
 
-LEDGER_BUCKET = "switchboard_ledger"
+LEDGER_BUCKET = "switchboard_ledger_v2"
+"""``_v2``: records keyed by owner, in a bucket that serves direct gets and refuses rollups (the
+``switchboard_ledger`` of earlier releases did neither; its records, 24 h at most, are not read)."""
+LEDGER_STREAM = f"KV_{LEDGER_BUCKET}"
+LEDGER_TTL_S = 24 * 3600
 
 
-def idempotency_key(session_id: str, turn_id: str, tool: str, arguments: str) -> str:
+def owned_keys(owner: str) -> str:
+    """The subject of every key ``owner`` may write (and, through a direct get, read)."""
+    return f"$KV.{LEDGER_BUCKET}.{check_token(owner, 'ledger owner')}.>"
+
+
+def ledger_stream(replicas: int) -> StreamConfig:
+    """The bucket's stream: a KV bucket as nats-py makes one (one value per key, 24 h), except that reads
+    are direct gets (the key in the subject, where a permission can scope it) and rollups are refused."""
+    return StreamConfig(
+        name=LEDGER_STREAM,
+        subjects=[f"$KV.{LEDGER_BUCKET}.>"],
+        allow_direct=True,
+        allow_rollup_hdrs=False,
+        deny_delete=True,
+        discard=DiscardPolicy.NEW,
+        duplicate_window=120,
+        max_age=LEDGER_TTL_S,
+        max_consumers=-1,
+        max_msgs=-1,
+        max_msgs_per_subject=1,
+        num_replicas=replicas,
+    )
+
+
+def idempotency_key(owner: str, session_id: str, turn_id: str, tool: str, arguments: str) -> str:
+    """The record of one call: ``<owner>.<session>.<digest>`` (the tool gets it to pass on)."""
     try:
         canonical = json.dumps(json.loads(arguments or "{}"), sort_keys=True, separators=(",", ":"))
     except ValueError:
         canonical = arguments
     digest = hashlib.sha256(f"{turn_id}|{tool}|{canonical}".encode()).hexdigest()[:40]
-    return f"{session_id}.{digest}"
+    return f"{check_token(owner, 'ledger owner')}.{session_id}.{digest}"
 
 
 class EffectPending(StateError):
@@ -51,31 +90,53 @@ DEADLINE_MARGIN_S = 0.2
 
 
 class SideEffectLedger:
+    """One owner's records (an agent's or a supervisor's bus identity: every replica and track of it)."""
+
     def __init__(
-        self, kv: KeyValue, *, takeover_s: float = 3.0, poll_s: float = 0.1, retry: StateRetry | None = None
+        self,
+        kv: KeyValue,
+        *,
+        owner: str,
+        takeover_s: float = 3.0,
+        poll_s: float = 0.1,
+        retry: StateRetry | None = None,
     ) -> None:
         self._kv = kv
+        self.owner = check_token(owner, "ledger owner")
         self.takeover_s = takeover_s
         self.poll_s = poll_s
         self.retry = retry or StateRetry()
         self.replayed = 0
 
     @classmethod
-    async def open(cls, js: JetStreamContext, *, replicas: int = 1, takeover_s: float = 3.0) -> SideEffectLedger:
-        async def bucket() -> KeyValue:
-            try:
-                return await js.key_value(LEDGER_BUCKET)
-            except BucketNotFoundError:
-                config = KeyValueConfig(bucket=LEDGER_BUCKET, history=1, replicas=replicas, ttl=24 * 3600)
-                return await js.create_key_value(config)
+    async def open(
+        cls, js: JetStreamContext, *, owner: str, replicas: int = 1, takeover_s: float = 3.0
+    ) -> SideEffectLedger:
+        """The ledger of ``owner`` (the bus identity it connects as), creating the bucket on first use."""
 
-        return cls(await StateRetry().run("ledger.open", bucket), takeover_s=takeover_s)
+        async def bucket() -> StreamConfig:
+            try:
+                info = await js.stream_info(LEDGER_STREAM)
+            except NotFoundError:
+                info = await js.add_stream(ledger_stream(replicas))  # two replicas racing: the same config
+            return info.config
+
+        config = await StateRetry().run("ledger.open", bucket)
+        if not config.allow_direct or config.allow_rollup_hdrs:
+            raise StateError(
+                f"stream {LEDGER_STREAM} must allow direct gets and refuse rollups (as Switchboard creates it): "
+                "delete it (it holds 24 h of retry records) and restart"
+            )
+        kv = KeyValue(name=LEDGER_BUCKET, stream=LEDGER_STREAM, pre=f"$KV.{LEDGER_BUCKET}.", js=js, direct=True)
+        return cls(kv, owner=owner, takeover_s=takeover_s)
 
     async def once(self, key: str, run: Callable[[], Awaitable[str]], *, deadline: float | None = None) -> str:
         """The recorded output for ``key``, or ``run()``'s output after recording it.
 
         Raises ``EffectPending`` when another runner's live claim neither ends nor goes stale before
         ``deadline`` (less a margin, so the reason reaches the caller before its own timeout)."""
+        if not key.startswith(f"{self.owner}."):
+            raise ValueError(f"ledger key {key!r} is not {self.owner}'s (see idempotency_key)")
         claim = json.dumps({"state": "running", "at": time.time()}).encode()
         while True:
             try:
