@@ -831,6 +831,30 @@ def test_a_disruption_budget_that_allows_no_eviction_is_refused() -> None:
         assert pdb["spec"]["maxUnavailable"] == 1
 
 
+def eviction_allowed(pdb: Obj, replicas: int, ready: int, evict_ready: bool) -> bool:
+    """The eviction API's answer for one pod of a Deployment under this budget (policy/v1, an integer
+    maxUnavailable): a ready pod only while more than the desired pods are healthy; a pod that is not
+    ready, under the default IfHealthyBudget, only while the budget is met, under AlwaysAllow always."""
+    desired_healthy = max(0, replicas - int(pdb["spec"]["maxUnavailable"]))
+    if evict_ready:
+        return ready - desired_healthy > 0
+    policy = pdb["spec"].get("unhealthyPodEvictionPolicy", "IfHealthyBudget")
+    return policy == "AlwaysAllow" or ready >= desired_healthy
+
+
+@pytest.mark.parametrize("values_file", VALUES_FILES)
+def test_disruption_budgets_never_hold_up_a_node_drain(values_file: str) -> None:
+    """A drain evicts every pod of a node: with one replica, with a replica that is not ready (a crash loop,
+    NATS unreachable) beside a ready one, and with every replica not ready, each eviction must eventually
+    be allowed. A healthy replica waits only while another is not ready yet."""
+    for name, pdb in of_kind(render_ci(values_file), "PodDisruptionBudget").items():
+        assert eviction_allowed(pdb, replicas=1, ready=1, evict_ready=True), name
+        assert eviction_allowed(pdb, replicas=2, ready=1, evict_ready=False), name
+        assert eviction_allowed(pdb, replicas=2, ready=0, evict_ready=False), name  # all crash-looping
+        assert eviction_allowed(pdb, replicas=3, ready=1, evict_ready=False), name
+        assert not eviction_allowed(pdb, replicas=2, ready=1, evict_ready=True), name  # the budget itself
+
+
 # --- the schema itself ----------------------------------------------------------------------------
 
 FREE_FORM = {  # Kubernetes or NATS-chart objects passed through as they are
