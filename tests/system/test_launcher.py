@@ -330,10 +330,10 @@ def test_processes_stop_when_the_launcher_is_killed(tmp_path: Path) -> None:
     assert len(python) == 3, procs  # two agents and the edge (and nats-server)
     launcher.kill()  # no chance to stop anything itself
     launcher.wait()
-    try:
-        wait_for(lambda: all(gone(pid) for pid in python), 15, "the launcher's processes to stop on their own")
+    try:  # nats-server too, though it cannot watch for the launcher itself
+        wait_for(lambda: all(gone(pid) for pid in procs), 15, "the launcher's processes to stop on their own")
     finally:
-        for pid in procs:  # nats-server has no such watch: the test reaps it
+        for pid in procs:
             if not gone(pid):
                 os.kill(pid, signal.SIGKILL)
 
@@ -395,3 +395,17 @@ def test_ctrl_c_while_starting_stops_at_once(tmp_path: Path) -> None:
     finally:
         launcher.close()
     assert elapsed < STOP_TARGET_S, f"Ctrl-C while starting took {elapsed:.2f}s"
+
+
+def test_processes_stop_when_the_launcher_is_killed_while_one_is_stuck_starting(tmp_path: Path) -> None:
+    """An agent stuck at start-up has not begun to watch for the launcher: it must not outlive it either."""
+    launcher = Launcher(tmp_path / "var", odd_agent_scenario(tmp_path, "stuck", "threading.Event().wait()"))
+    try:
+        wait_for(lambda: probe(f"http://127.0.0.1:{launcher.port}/readyz")[0] == 200, 90, "the edge to be ready")
+        procs = launcher.children()
+        assert len(procs) == 5 and any(args.endswith("--name stuck") for args in procs.values()), procs
+        launcher.popen.kill()
+        launcher.popen.wait()
+        wait_for(lambda: all(gone(pid) for pid in procs), 15, "the launcher's processes to stop on their own")
+    finally:
+        launcher.close()

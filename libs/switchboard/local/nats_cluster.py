@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from .nats_server import _answers_info, nats_server_binary, server_env, with_login
+from .parent import popen_tied
 from .ports import free_port
 
 T = TypeVar("T")
@@ -163,14 +164,12 @@ class NatsCluster:
             node.log_file.parent.mkdir(parents=True, exist_ok=True)
         cmd = [nats_server_binary(), "-c", str(node.config_file)]
         if node.log_file is None:
-            node.proc = subprocess.Popen(
+            node.proc = popen_tied(
                 cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True, env=server_env()
             )
             return
         with open(node.log_file, "ab") as out:  # the child keeps its own descriptor
-            node.proc = subprocess.Popen(
-                cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=server_env()
-            )
+            node.proc = popen_tied(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=server_env())
 
     def _accepts(self, node: NatsNode) -> bool:
         if node.proc is not None and node.proc.poll() is not None:

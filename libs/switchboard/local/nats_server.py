@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import Self
 
 from ..errors import SwitchboardError
+from .parent import popen_tied
 from .ports import free_port
 
 GOMAXPROCS_ENV = "SWITCHBOARD_NATS_GOMAXPROCS"
@@ -109,9 +110,7 @@ class NatsServer:
         else:
             cmd += ["-js", "-sd", str(self.store_dir), "-n", f"switchboard-{self.port}"]
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=server_env()
-        )
+        self.proc = popen_tied(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=server_env())
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -28,7 +28,7 @@ from ..runtime.health import PID_HEADER
 from ..security.bus_access import EDGE, BusCredentials, identity_name, service_identities
 from .nats_cluster import NatsCluster
 from .nats_server import NatsServer
-from .parent import LAUNCHER_PID_ENV
+from .parent import LAUNCHER_PID_ENV, popen_tied
 from .ports import free_port
 from .supervision import RestartPolicy, Supervisor
 
@@ -370,7 +370,8 @@ class Stack:
         return proc
 
     def _popen(self, args: list[str], env: dict[str, str], cwd: Path | None) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
+        # tied as well as watching (LAUNCHER_PID_ENV): a service stuck while starting, before it watches, goes too
+        return popen_tied(
             [sys.executable, "-m", "switchboard", *args],
             env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip

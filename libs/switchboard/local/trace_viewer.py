@@ -13,6 +13,7 @@ import urllib.request
 import venv
 from pathlib import Path
 
+from .parent import popen_tied
 from .ports import free_port
 
 
@@ -47,7 +48,7 @@ class PhoenixViewer:
         self.folder.mkdir(parents=True, exist_ok=True)
         env = {"PHOENIX_PORT": str(self.port), "PHOENIX_HOST": "127.0.0.1", "PHOENIX_WORKING_DIR": str(self.folder)}
         log = open(self.folder / "phoenix.log", "ab")  # noqa: SIM115 - the child owns it
-        self.proc = subprocess.Popen(
+        self.proc = popen_tied(
             [str(self.python), "-m", "phoenix.server.main", "serve"], stdout=log, stderr=subprocess.STDOUT,
             env={**_base_env(), **env}, start_new_session=True,
         )  # fmt: skip
