@@ -817,6 +817,24 @@ def test_other_contradictions_rejected() -> None:
     assert "tests.expectAgents" in message
 
 
+def test_env_may_not_override_what_the_chart_wires() -> None:
+    """An env entry overriding a setting the chart derives from a value (the edge's port, an agent's metrics
+    port, the drain, NATS, the track) would leave the probes, the container port, the network policies or
+    the termination budget on the old value: the process listens where the kubelet never looks."""
+    message = render_error(minimal(edge={"env": {"SWITCHBOARD_EDGE_PORT": 9000}}))
+    assert "edge.env.SWITCHBOARD_EDGE_PORT: the chart sets it from edge.port" in message
+    assert "set edge.port instead" in message
+    message = render_error(minimal(agentDefaults={"env": {"SWITCHBOARD_METRICS_PORT": "9999"}}))
+    assert "agents[0].env.SWITCHBOARD_METRICS_PORT: the chart sets it from metricsPort" in message
+    assert "edge.drainGraceSeconds" in render_error(minimal(edge={"env": {"SWITCHBOARD_DRAIN_GRACE_S": 60}}))
+    # settings the chart does not wire pass through (a log level, the bind address of an IPv6-only cluster)
+    env = {"SWITCHBOARD_LOG_LEVEL": "DEBUG", "SWITCHBOARD_EDGE_HOST": "::"}
+    (edge,) = of_kind(render(minimal(edge={"env": env})), "Deployment")[f"{FULLNAME}-edge"]["spec"]["template"]["spec"][
+        "containers"
+    ]
+    assert env.items() <= env_of(edge).items()
+
+
 def test_a_disruption_budget_that_allows_no_eviction_is_refused() -> None:
     """maxUnavailable 0 (or 0%) lets no pod be evicted: a node drain or cluster upgrade waits on it forever.
     The defaults (1) never block a drain, whatever the replicas; no budget at all stays possible."""

@@ -302,7 +302,20 @@ twice, HPA and KEDA both on, a Deployment for an openai-realtime agent, a canary
 {{- fail (printf "agents: scenario %q defines agent %q but agents has no entry for it; add {name: %s} (enabled: false to leave it out)" $scenarioName $name $name) }}
 {{- end }}
 {{- end }}
+{{- /* settings the chart derives from values and wires ports, probes, policies or the drain budget to */}}
+{{- $wired := dict
+  "SWITCHBOARD_NATS_URL" "nats.url" "SWITCHBOARD_JS_REPLICAS" "nats.jetstreamReplicas"
+  "SWITCHBOARD_NATS_SEED_FILE" "busAuth" "SWITCHBOARD_NATS_INBOX_PREFIX" "busAuth"
+  "SWITCHBOARD_SCENARIO" "scenario" "SWITCHBOARD_TRACK" "canary" "SWITCHBOARD_CANARY_WEIGHTS" "canary.weight"
+  "SWITCHBOARD_EDGE_PORT" "edge.port" "SWITCHBOARD_DRAIN_GRACE_S" "edge.drainGraceSeconds"
+  "SWITCHBOARD_METRICS_PORT" "metricsPort"
+}}
 {{- range $c := $components }}
+{{- range $k := keys ($c.values.env | default dict) | sortAlpha }}
+{{- if hasKey $wired $k }}
+{{- fail (printf "%s.env.%s: the chart sets it from %s, and ports, probes, network policies and the shutdown budget follow that value; set %s instead" $c.field $k (get $wired $k) (get $wired $k)) }}
+{{- end }}
+{{- end }}
 {{- $as := $c.values.autoscaling }}
 {{- if and $as.hpa.enabled $as.keda.enabled }}
 {{- fail (printf "%s.autoscaling: hpa and keda are both enabled; KEDA makes its own HPA, enable one of them" $c.field) }}
