@@ -28,7 +28,7 @@ from switchboard.local import NatsServer, free_port
 from switchboard.local.supervision import RestartPolicy
 
 from .client import EVENTS, Reply, open_session, say, sdk_at, sdk_client
-from .stacks import ROOT, make_stack, probe
+from .stacks import ROOT, TEST_SCENARIOS, make_stack, probe
 
 pytestmark = pytest.mark.system
 
@@ -409,3 +409,31 @@ def test_processes_stop_when_the_launcher_is_killed_while_one_is_stuck_starting(
         wait_for(lambda: all(gone(pid) for pid in procs), 15, "the launcher's processes to stop on their own")
     finally:
         launcher.close()
+
+
+def test_ctrl_c_does_not_wait_for_a_frozen_process(tmp_path: Path) -> None:
+    """A stopped process (SIGSTOP, a debugger, Ctrl-Z) acts on SIGTERM only once continued: Ctrl-C must
+    not wait out its grace period (12 s) and then SIGKILL it."""
+    env = {
+        "SWITCHBOARD_API_KEYS": "k",
+        "SWITCHBOARD_SCENARIOS_DIR": str(TEST_SCENARIOS),
+        "SWITCHBOARD_SCENARIO": "effects",
+    }
+    launcher = Launcher(tmp_path / "var", env)
+    try:
+        launcher.wait_banner()
+        procs = launcher.children()
+        frozen = [pid for pid, args in procs.items() if args.endswith(("--name front", "switchboard edge"))]
+        assert len(frozen) == 2, procs
+        for pid in frozen:
+            os.kill(pid, signal.SIGSTOP)
+        wait_for(lambda: all(Path(f"/proc/{pid}/stat").read_text().split()[2] == "T" for pid in frozen), 5, "stopped")
+        started = time.monotonic()
+        launcher.popen.send_signal(signal.SIGINT)
+        assert launcher.popen.wait(30) == 0
+        wait_for(lambda: all(gone(pid) for pid in procs), 10, "every process to be gone")
+        elapsed = time.monotonic() - started
+    finally:
+        launcher.close()
+    assert elapsed < STOP_TARGET_S, f"Ctrl-C with a frozen edge and agent took {elapsed:.2f}s"
+    assert not [line for line in launcher.lines if "ignored SIGTERM" in line]

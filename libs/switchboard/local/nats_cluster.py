@@ -184,6 +184,7 @@ class NatsCluster:
         for proc in procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
+                proc.send_signal(signal.SIGCONT)  # a stopped (frozen) one acts on the SIGTERM only once continued
         for proc in procs:
             try:
                 proc.wait(10)

@@ -143,6 +143,7 @@ class NatsServer:
         if proc is None or proc.poll() is not None:
             return
         proc.terminate()
+        proc.send_signal(signal.SIGCONT)  # a stopped (frozen) one acts on the SIGTERM only once continued
         try:
             proc.wait(10)
         except subprocess.TimeoutExpired:

@@ -480,6 +480,7 @@ def _terminate(procs: list[Proc], grace_s: float) -> None:
     for proc in procs:
         if proc.alive():
             proc.popen.send_signal(signal.SIGTERM)
+            proc.popen.send_signal(signal.SIGCONT)  # a stopped (frozen) one acts on the SIGTERM only once continued
     deadline = time.monotonic() + grace_s
     for proc in procs:
         try:
