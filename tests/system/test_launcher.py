@@ -437,3 +437,35 @@ def test_ctrl_c_does_not_wait_for_a_frozen_process(tmp_path: Path) -> None:
         launcher.close()
     assert elapsed < STOP_TARGET_S, f"Ctrl-C with a frozen edge and agent took {elapsed:.2f}s"
     assert not [line for line in launcher.lines if "ignored SIGTERM" in line]
+
+
+def test_a_log_file_that_cannot_be_written_does_not_stall_its_process(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A full disk under var/log (here the edge's log file is /dev/full): the edge's output is still read,
+    so it keeps serving once it has written more than a pipe holds, and the launcher says so once."""
+    (tmp_path / "log").mkdir()
+    (tmp_path / "log" / "edge.log").symlink_to("/dev/full")
+    pipe_bytes = 65536  # Linux's default pipe capacity: unread, the edge blocks on its next line past it
+    with make_stack(tmp_path, agents=["triage", "generalist"], env={"SWITCHBOARD_LOG_LEVEL": "DEBUG"}) as stack:
+        edge = stack.proc("edge")
+
+        def read_from_edge() -> int:
+            return sum(len(line) + 1 for line in list(edge.lines))
+
+        async def talk_past_a_full_pipe() -> int:
+            async with sdk_client(stack).realtime.connect(model="switchboard") as conn:
+                await open_session(conn)
+                turns = 0
+                while read_from_edge() < 2 * pipe_bytes:
+                    reply = await asyncio.wait_for(say(conn, "hello"), 10)
+                    assert reply.status == "completed"
+                    turns += 1
+                    assert turns < 2000, "the edge writes less than expected at DEBUG"
+                return turns
+
+        turns = asyncio.run(talk_past_a_full_pipe())
+        assert probe(f"{stack.edge_url}/readyz")[0] == 200
+    dropped = [r for r in caplog.records if r.getMessage().startswith("cannot write a process's log file")]
+    assert [(getattr(r, "label", None), r.levelname) for r in dropped] == [("edge", "ERROR")]
+    print(f"\n{turns} turns, {read_from_edge()} bytes of edge output read with its log file full")

@@ -397,18 +397,30 @@ class Stack:
         threading.Thread(target=self._pump, args=(proc, proc.popen), daemon=True).start()
 
     def _pump(self, proc: Proc, popen: subprocess.Popen[bytes]) -> None:
-        log_path = self.var_dir / "log" / f"{proc.name.replace(':', '-').replace('#', '-')}.log"
+        """Copy a process's output to its log file, ``proc.lines`` and the console until it exits. The pipe
+        is read whatever happens to the file or the console (a full disk, a closed terminal): a process
+        whose output is no longer read blocks on its next log line and stops serving."""
+        log_file = _LogFile(self.var_dir / "log" / f"{proc.name.replace(':', '-').replace('#', '-')}.log", proc.name)
         assert popen.stdout is not None
-        with open(log_path, "a") as log_file:
+        try:
             for raw in popen.stdout:
                 line = raw.decode(errors="replace").rstrip()
-                log_file.write(line + "\n")
-                log_file.flush()
+                log_file.write(line)
                 proc.lines.append(line)
                 if self.echo is not None:
-                    with self._echo_lock:
-                        self.echo.write(f"{proc.name:>18} | {_short(line)}\n")
-                        self.echo.flush()
+                    self._echo(f"{proc.name:>18} | {_short(line)}\n")
+        finally:
+            log_file.close()
+
+    def _echo(self, text: str) -> None:
+        with self._echo_lock:
+            if self.echo is None:
+                return
+            try:
+                self.echo.write(text)
+                self.echo.flush()
+            except (OSError, ValueError):  # the console is gone (a closed pipe or file): the log files remain
+                self.echo = None
 
     def wait_ready(self, proc: Proc, timeout_s: float) -> None:
         """Poll the process's ``/readyz`` until 200; raise if it exits or the time runs out."""
@@ -473,6 +485,39 @@ class Stack:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+class _LogFile:
+    """A process's log file that never raises: a line that cannot be written (a full or read-only disk) is
+    dropped, and the launcher says so once, then once more when lines are written again."""
+
+    def __init__(self, path: Path, label: str) -> None:
+        self.path = path
+        self.label = label
+        self.failing = False
+        self._fd: int | None = None
+
+    def write(self, line: str) -> None:
+        try:
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            os.write(self._fd, (line + "\n").encode())
+        except OSError as exc:
+            if not self.failing:
+                self.failing = True
+                log.error(
+                    "cannot write a process's log file: its lines are dropped until it can",
+                    extra={"label": self.label, "path": str(self.path), "error": str(exc)},
+                )
+            return
+        if self.failing:
+            self.failing = False
+            log.info("log file written again", extra={"label": self.label, "path": str(self.path)})
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
 
 
 def _terminate(procs: list[Proc], grace_s: float) -> None:
