@@ -129,6 +129,7 @@ def _run(args: argparse.Namespace) -> None:
     from .local.ports import in_use
     from .local.stack import ConsoleFormatter, Stack
     from .local.supervision import RestartPolicy
+    from .local.var_lock import lock_var_dir
     from .settings import Settings
 
     settings = Settings()
@@ -139,6 +140,7 @@ def _run(args: argparse.Namespace) -> None:
         args.nats_port = int(port)
     if not 0 <= args.nats_port < 65536:  # 0: any free port
         raise ConfigError(f"nats port {args.nats_port} is not a port number (1-65535, or 0 for any free one)")
+    var_lock = lock_var_dir(Path(args.var_dir))  # before anything is written there, and held to the end
     wanted = [(args.nats_port, "127.0.0.1", "nats-server's; --nats-port"),
               (settings.edge_port, settings.edge_host, "the edge's; SWITCHBOARD_EDGE_PORT")]  # fmt: skip
     for port, host, what in wanted:  # a stack on a port someone holds would talk to them, not to itself
@@ -207,6 +209,7 @@ def _run(args: argparse.Namespace) -> None:
         if viewer:
             viewer.stop()
         print(f"stopped in {timings.total_s:.2f}s.", flush=True)
+        var_lock.close()
 
 
 def _trace_viewer(var: Path) -> tuple[dict[str, str], PhoenixViewer | None]:

@@ -92,10 +92,12 @@ class Launcher:
     def events(self, event: str) -> list[dict[str, Any]]:
         return [r for r in json_lines(self.lines) if r.get("event") == event]
 
+    def banner(self) -> bool:
+        return any("Ctrl-C stops everything" in line for line in self.lines)
+
     def wait_banner(self, timeout_s: float = 90) -> None:
-        banner = lambda: any("Ctrl-C stops everything" in line for line in self.lines)  # noqa: E731
-        wait_for(lambda: banner() or self.popen.poll() is not None, timeout_s, "the banner")
-        assert banner(), f"the launcher exited with {self.popen.returncode}:\n" + "\n".join(self.lines[-15:])
+        wait_for(lambda: self.banner() or self.popen.poll() is not None, timeout_s, "the banner")
+        assert self.banner(), f"the launcher exited with {self.popen.returncode}:\n" + "\n".join(self.lines[-15:])
 
     async def hello(self, key: str) -> Reply:
         async with sdk_at(f"ws://127.0.0.1:{self.port}/v1", key).realtime.connect(model="switchboard") as conn:
@@ -469,3 +471,31 @@ def test_a_log_file_that_cannot_be_written_does_not_stall_its_process(
     dropped = [r for r in caplog.records if r.getMessage().startswith("cannot write a process's log file")]
     assert [(getattr(r, "label", None), r.levelname) for r in dropped] == [("edge", "ERROR")]
     print(f"\n{turns} turns, {read_from_edge()} bytes of edge output read with its log file full")
+
+
+def test_a_second_run_in_the_same_var_dir_is_refused(tmp_path: Path) -> None:
+    """Two runs in one var directory ran two nats-servers on one JetStream store and wrote the same log
+    files; the second is refused in one line naming the first, which serves on."""
+    env = {
+        "SWITCHBOARD_API_KEYS": "k",
+        "SWITCHBOARD_SCENARIOS_DIR": str(TEST_SCENARIOS),
+        "SWITCHBOARD_SCENARIO": "effects",
+    }
+    first = Launcher(tmp_path / "var", env)
+    second = None
+    try:
+        first.wait_banner()
+        procs = first.children()
+        second = Launcher(tmp_path / "var", env)  # on ports of its own: only the directory is shared
+        wait_for(lambda: second.popen.poll() is not None or second.banner(), 90, "the second run to start or stop")
+        assert second.popen.wait(5) == 2, second.lines
+        assert len(second.lines) == 1, second.lines
+        assert second.lines[0].startswith(
+            f"switchboard run: {tmp_path / 'var'} is in use by another `switchboard run` (pid {first.popen.pid})"
+        )
+        assert first.children() == procs
+        assert asyncio.run(first.hello("k")).status == "completed"
+    finally:
+        first.close()
+        if second is not None:
+            second.close()
