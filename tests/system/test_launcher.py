@@ -36,6 +36,14 @@ STOP_TARGET_S = 2.0
 """Ctrl-C to every process gone, for an idle stack (issue 11.3)."""
 
 
+EFFECTS = {
+    "SWITCHBOARD_API_KEYS": "k",
+    "SWITCHBOARD_SCENARIOS_DIR": str(TEST_SCENARIOS),
+    "SWITCHBOARD_SCENARIO": "effects",
+}
+"""The launcher's environment for a small scenario (two agents), API key ``k``."""
+
+
 def wait_for(check: Callable[[], Any], timeout_s: float, what: str) -> Any:
     deadline = time.monotonic() + timeout_s
     while True:
@@ -413,23 +421,20 @@ def test_processes_stop_when_the_launcher_is_killed_while_one_is_stuck_starting(
         launcher.close()
 
 
-def test_ctrl_c_does_not_wait_for_a_frozen_process(tmp_path: Path) -> None:
+@pytest.mark.parametrize("frozen", [("--name front", "switchboard edge"), ("nats-server",)], ids=["edge+agent", "nats"])
+def test_ctrl_c_does_not_wait_for_a_frozen_process(tmp_path: Path, frozen: tuple[str, ...]) -> None:
     """A stopped process (SIGSTOP, a debugger, Ctrl-Z) acts on SIGTERM only once continued: Ctrl-C must
-    not wait out its grace period (12 s) and then SIGKILL it."""
-    env = {
-        "SWITCHBOARD_API_KEYS": "k",
-        "SWITCHBOARD_SCENARIOS_DIR": str(TEST_SCENARIOS),
-        "SWITCHBOARD_SCENARIO": "effects",
-    }
-    launcher = Launcher(tmp_path / "var", env)
+    not wait out its grace period (12 s) and then SIGKILL it. A frozen nats-server, stopped last, would
+    hold up the drain of every other process before it."""
+    launcher = Launcher(tmp_path / "var", EFFECTS)
     try:
         launcher.wait_banner()
         procs = launcher.children()
-        frozen = [pid for pid, args in procs.items() if args.endswith(("--name front", "switchboard edge"))]
-        assert len(frozen) == 2, procs
-        for pid in frozen:
+        stopped = [pid for pid, args in procs.items() if any(what in args for what in frozen)]
+        assert len(stopped) == len(frozen), procs
+        for pid in stopped:
             os.kill(pid, signal.SIGSTOP)
-        wait_for(lambda: all(Path(f"/proc/{pid}/stat").read_text().split()[2] == "T" for pid in frozen), 5, "stopped")
+        wait_for(lambda: all(Path(f"/proc/{p}/stat").read_text().split()[2] == "T" for p in stopped), 5, "stopped")
         started = time.monotonic()
         launcher.popen.send_signal(signal.SIGINT)
         assert launcher.popen.wait(30) == 0
@@ -437,7 +442,7 @@ def test_ctrl_c_does_not_wait_for_a_frozen_process(tmp_path: Path) -> None:
         elapsed = time.monotonic() - started
     finally:
         launcher.close()
-    assert elapsed < STOP_TARGET_S, f"Ctrl-C with a frozen edge and agent took {elapsed:.2f}s"
+    assert elapsed < STOP_TARGET_S, f"Ctrl-C with {frozen} frozen took {elapsed:.2f}s"
     assert not [line for line in launcher.lines if "ignored SIGTERM" in line]
 
 
@@ -476,17 +481,12 @@ def test_a_log_file_that_cannot_be_written_does_not_stall_its_process(
 def test_a_second_run_in_the_same_var_dir_is_refused(tmp_path: Path) -> None:
     """Two runs in one var directory ran two nats-servers on one JetStream store and wrote the same log
     files; the second is refused in one line naming the first, which serves on."""
-    env = {
-        "SWITCHBOARD_API_KEYS": "k",
-        "SWITCHBOARD_SCENARIOS_DIR": str(TEST_SCENARIOS),
-        "SWITCHBOARD_SCENARIO": "effects",
-    }
-    first = Launcher(tmp_path / "var", env)
+    first = Launcher(tmp_path / "var", EFFECTS)
     second = None
     try:
         first.wait_banner()
         procs = first.children()
-        second = Launcher(tmp_path / "var", env)  # on ports of its own: only the directory is shared
+        second = Launcher(tmp_path / "var", EFFECTS)  # on ports of its own: only the directory is shared
         wait_for(lambda: second.popen.poll() is not None or second.banner(), 90, "the second run to start or stop")
         assert second.popen.wait(5) == 2, second.lines
         assert len(second.lines) == 1, second.lines

@@ -446,6 +446,10 @@ class Stack:
         so nothing waits on a bus that is already gone. Safe to call twice."""
         if self.supervisor is not None:
             self.supervisor.stop()
+        for nats in self._nats_procs():  # a frozen (SIGSTOPped) nats-server would hold up every drain below
+            popen = nats.popen()
+            if popen is not None and popen.poll() is None:
+                popen.send_signal(signal.SIGCONT)
         procs = self._snapshot()
         t0 = time.monotonic()
         _terminate([p for p in procs if p.is_edge], self.stop_grace_s)
