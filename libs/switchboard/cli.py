@@ -163,7 +163,7 @@ def _run(args: argparse.Namespace) -> None:
         stop_grace_s=settings.drain_grace_s + 2,
     )  # fmt: skip
     servers = f"a {settings.nats_cluster}-node nats cluster" if settings.nats_cluster > 1 else "nats-server"
-    print(f"starting {servers}, agents of scenario '{settings.scenario}' and the edge ...", flush=True)
+    _console(f"starting {servers}, agents of scenario '{settings.scenario}' and the edge ...")
     stop = threading.Event()
     signals = 0
 
@@ -184,7 +184,7 @@ def _run(args: argparse.Namespace) -> None:
         looping = stack.wait_serving(60, stop)  # Ctrl-C while starting stops at once, not once all are ready
         if not stop.is_set():
             replicas = f"; JetStream replicas: {stack.js_replicas}" if stack.js_replicas > 1 else ""
-            print(
+            _console(
                 f"""
   Switchboard is running (scenario: {settings.scenario})
     realtime edge : {stack.ws_base}/realtime   (OpenAI Realtime protocol, text and audio)
@@ -195,21 +195,31 @@ def _run(args: argparse.Namespace) -> None:
   Talk to it:   .venv/bin/switchboard chat --url {stack.ws_base} --key {key}
   Operator commands (rollout, trace, store, keys, audit):   set -a; . {stack.operator_env_file}; set +a
   A crashed process is restarted. Ctrl-C stops everything.
-{tls_note}""",
-                flush=True,
+{tls_note}"""
             )
             if looping:
-                print(f"  NOT serving (crash-looping, retried every ~{int(RestartPolicy().max_backoff_s)} s; "
-                      f"see {var / 'log'}): {', '.join(looping)}\n", flush=True)  # fmt: skip
+                _console(f"  NOT serving (crash-looping, retried every ~{int(RestartPolicy().max_backoff_s)} s; "
+                         f"see {var / 'log'}): {', '.join(looping)}\n")  # fmt: skip
             while not stop.wait(0.5):  # ok-sleep: the launcher idles; the supervisor thread does the work
                 pass
     finally:
-        print("stopping ...", flush=True)
+        _console("stopping ...")
         timings = stack.stop()
         if viewer:
             viewer.stop()
-        print(f"stopped in {timings.total_s:.2f}s.", flush=True)
+        _console(f"stopped in {timings.total_s:.2f}s.")
         var_lock.close()
+
+
+def _console(text: str) -> None:
+    """One of the launcher's own lines. A console that is gone (``switchboard run | head``, a pipe reader
+    that a Ctrl-C ended first) must not end the run or skip its orderly stop: what follows goes nowhere."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def _trace_viewer(var: Path) -> tuple[dict[str, str], PhoenixViewer | None]:

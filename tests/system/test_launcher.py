@@ -79,7 +79,8 @@ def json_lines(lines: list[str]) -> list[dict[str, Any]]:
 class Launcher:
     """``switchboard run --quiet`` in ``var`` as a real process; ``lines`` fills with its output as it comes."""
 
-    def __init__(self, var: Path, env: dict[str, str]) -> None:
+    def __init__(self, var: Path, env: dict[str, str], *, hang_up_at: str | None = None) -> None:
+        """``hang_up_at``: stop reading its output (close the pipe) after the line that holds this."""
         self.port = free_port()
         self.popen = subprocess.Popen(
             [sys.executable, "-m", "switchboard", "run", "--var-dir", str(var), "--nats-port", "0", "--quiet"],
@@ -89,8 +90,16 @@ class Launcher:
         self.lines: list[str] = []
         self.seen: set[int] = set()
         """Every process it was seen to start (:meth:`children`): :meth:`close` kills those still there."""
-        self._reader = threading.Thread(target=lambda: self.lines.extend(self.popen.stdout or []), daemon=True)
+        self._reader = threading.Thread(target=self._read, args=(hang_up_at,), daemon=True)
         self._reader.start()
+
+    def _read(self, hang_up_at: str | None) -> None:
+        assert self.popen.stdout is not None
+        for line in self.popen.stdout:
+            self.lines.append(line)
+            if hang_up_at is not None and hang_up_at in line:
+                self.popen.stdout.close()
+                return
 
     def children(self) -> dict[int, str]:
         procs = children(self.popen.pid)
@@ -499,3 +508,23 @@ def test_a_second_run_in_the_same_var_dir_is_refused(tmp_path: Path) -> None:
         first.close()
         if second is not None:
             second.close()
+
+
+def test_a_console_that_is_gone_does_not_skip_the_orderly_stop(tmp_path: Path) -> None:
+    """``switchboard run | head``, or a pipe reader that the same Ctrl-C ended first: the launcher's next
+    line failed (BrokenPipeError), and it exited with a traceback before stopping anything in order."""
+    launcher = Launcher(tmp_path / "var", EFFECTS, hang_up_at="Ctrl-C stops everything")
+    try:
+        launcher.wait_banner()
+        procs = launcher.children()
+        launcher.popen.send_signal(signal.SIGINT)
+        assert launcher.popen.wait(30) == 0
+        wait_for(lambda: all(gone(pid) for pid in procs), 10, "every process to be gone")
+    finally:
+        launcher.close()
+    logs = {p.stem: json_lines(p.read_text().splitlines()) for p in (tmp_path / "var" / "log").glob("*.log")}
+    stopped = {
+        name: r["ts"] for name, recs in logs.items() for r in recs if r["msg"] in ("edge stopped", "agent stopped")
+    }
+    assert stopped.keys() == {"edge", "agent-front", "agent-generalist"}, stopped
+    assert all(stopped["edge"] <= ts for ts in stopped.values()), stopped
