@@ -128,7 +128,6 @@ def _run(args: argparse.Namespace) -> None:
     from . import logs
     from .local.ports import in_use
     from .local.stack import ConsoleFormatter, Stack
-    from .local.supervision import RestartPolicy
     from .local.var_lock import lock_var_dir
     from .settings import Settings
 
@@ -181,7 +180,8 @@ def _run(args: argparse.Namespace) -> None:
         # crash-loops is reported, and the others start and serve without it
         stack.launch()
         stack.supervise()
-        looping = stack.wait_serving(60, stop)  # Ctrl-C while starting stops at once, not once all are ready
+        # Ctrl-C while starting stops at once; a process still not ready by the deadline does not stop the others
+        not_serving = stack.wait_serving(args.ready_timeout, stop)
         if not stop.is_set():
             replicas = f"; JetStream replicas: {stack.js_replicas}" if stack.js_replicas > 1 else ""
             _console(
@@ -197,9 +197,9 @@ def _run(args: argparse.Namespace) -> None:
   A crashed process is restarted. Ctrl-C stops everything.
 {tls_note}"""
             )
-            if looping:
-                _console(f"  NOT serving (crash-looping, retried every ~{int(RestartPolicy().max_backoff_s)} s; "
-                         f"see {var / 'log'}): {', '.join(looping)}\n")  # fmt: skip
+            if not_serving:
+                why = ", ".join(f"{label} ({reason})" for label, reason in not_serving.items())
+                _console(f"  NOT serving (see {var / 'log'}): {why}\n")
             while not stop.wait(0.5):  # ok-sleep: the launcher idles; the supervisor thread does the work
                 pass
     finally:
@@ -375,6 +375,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--var-dir", default="var", help="where data and logs go (default: var)")
     p.add_argument("--nats-port", type=int, default=None, help="default SWITCHBOARD_NATS_PORT, else 4222")
     p.add_argument("--quiet", action="store_true", help="do not echo the processes' logs")
+    p.add_argument(
+        "--ready-timeout", type=float, default=60.0, metavar="SECONDS",
+        help="wait this long for every process to be ready; the ones that are not by then are named, and the "
+        "others serve (default: %(default)s)",
+    )  # fmt: skip
     p.add_argument(
         "--tls", action="store_true", default=os.environ.get("SWITCHBOARD_DEV_TLS", "") == "1",
         help="serve wss:// with a local development CA and certificate (var/tls); also SWITCHBOARD_DEV_TLS=1",

@@ -79,11 +79,13 @@ def json_lines(lines: list[str]) -> list[dict[str, Any]]:
 class Launcher:
     """``switchboard run --quiet`` in ``var`` as a real process; ``lines`` fills with its output as it comes."""
 
-    def __init__(self, var: Path, env: dict[str, str], *, hang_up_at: str | None = None) -> None:
-        """``hang_up_at``: stop reading its output (close the pipe) after the line that holds this."""
+    def __init__(self, var: Path, env: dict[str, str], *options: str, hang_up_at: str | None = None) -> None:
+        """``options``: more options of ``switchboard run``; ``hang_up_at``: stop reading its output (close
+        the pipe) after the line that holds this."""
         self.port = free_port()
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "switchboard", "run", "--var-dir", str(var), "--nats-port", "0", "--quiet"],
+            [sys.executable, "-m", "switchboard", "run", "--var-dir", str(var), "--nats-port", "0", "--quiet",
+             *options],
             env=os.environ | {"SWITCHBOARD_EDGE_PORT": str(self.port), "OPENAI_API_KEY": ""} | env,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
@@ -393,6 +395,21 @@ def test_an_agent_that_crashes_at_start_is_reported_and_the_others_serve(tmp_pat
         }
         reply = asyncio.run(launcher.hello("k"))
         assert (reply.agent, reply.text, reply.status) == ("front", "front here", "completed")
+    finally:
+        launcher.close()
+
+
+def test_an_agent_stuck_while_starting_is_named_and_the_others_serve(tmp_path: Path) -> None:
+    """An agent that never gets ready (it hangs at import): past the ready timeout the launcher names it and
+    the others serve; before, the whole stack was stopped with a TimeoutError traceback."""
+    env = odd_agent_scenario(tmp_path, "stuck", "threading.Event().wait()")
+    launcher = Launcher(tmp_path / "var", env, "--ready-timeout", "5")
+    try:
+        launcher.wait_banner()
+        assert any("NOT serving" in line and "agent:stuck (not ready after 5 s)" in line for line in launcher.lines)
+        reply = asyncio.run(launcher.hello("k"))
+        assert (reply.agent, reply.text, reply.status) == ("front", "front here", "completed")
+        assert launcher.popen.poll() is None
     finally:
         launcher.close()
 

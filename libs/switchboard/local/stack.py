@@ -243,21 +243,24 @@ class Stack:
             self.start_agent(name)
         self._spawn("edge", ["edge"], {}, f"{self.edge_url}/readyz")
 
-    def wait_serving(self, timeout_s: float, stop: threading.Event) -> list[str]:
+    def wait_serving(self, timeout_s: float, stop: threading.Event) -> dict[str, str]:
         """Wait, under :meth:`supervise`, until every process is ready: one that exits meanwhile is
-        restarted, and one reported crash-looping is not waited for (the others serve without it). Returns
-        the labels of those; returns early once ``stop`` is set (Ctrl-C while starting). ``TimeoutError``
-        past ``timeout_s``."""
-        if self.supervisor is None:
+        restarted, and one reported crash-looping is not waited for. Returns the processes that do not
+        serve, and why: crash-looping, or not ready within ``timeout_s`` (stuck while starting); the others
+        serve without them. Returns early once ``stop`` is set (Ctrl-C while starting)."""
+        supervisor = self.supervisor
+        if supervisor is None:
             raise RuntimeError("wait_serving needs supervise(): nothing would restart a process that exits")
         deadline = time.monotonic() + timeout_s
         while True:
-            looping = self.supervisor.crash_looping()
+            looping = supervisor.crash_looping()
             waiting = [p.name for p in self._snapshot() if p.name not in looping and not p.is_ready()]
-            if not waiting or stop.is_set():
-                return looping
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"not ready after {timeout_s:.0f}s: {', '.join(waiting)}")
+            late = time.monotonic() > deadline
+            if not waiting or stop.is_set() or late:
+                retried = f"crash-looping, retried every ~{supervisor.policy.max_backoff_s:.0f} s"
+                return {name: retried for name in looping} | {
+                    name: f"not ready after {timeout_s:.0f} s" for name in waiting if late
+                }
             stop.wait(0.05)  # ok-sleep: readiness poll interval
 
     def supervise(self, policy: RestartPolicy | None = None, **kwargs: Any) -> Supervisor:
