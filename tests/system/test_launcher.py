@@ -25,6 +25,7 @@ from openai import AsyncOpenAI
 from switchboard.bus import Bus
 from switchboard.bus.subjects import SESSIONS_BUCKET
 from switchboard.local import NatsServer, free_port
+from switchboard.local.stack import http_ok
 from switchboard.local.supervision import RestartPolicy
 
 from .client import EVENTS, Reply, open_session, say, sdk_at, sdk_client
@@ -545,3 +546,10 @@ def test_a_console_that_is_gone_does_not_skip_the_orderly_stop(tmp_path: Path) -
     }
     assert stopped.keys() == {"edge", "agent-front", "agent-generalist"}, stopped
     assert all(stopped["edge"] <= ts for ts in stopped.values()), stopped
+
+
+def test_a_ready_port_held_by_a_server_that_is_not_http_is_not_ready(tmp_path: Path) -> None:
+    """The readiness probe answered by something that does not speak HTTP (a nats-server greets every
+    connection with INFO) means "not ready"; it raised BadStatusLine, which ended the launcher's start."""
+    with NatsServer(tmp_path / "nats") as nats:
+        assert http_ok(f"http://127.0.0.1:{nats.port}/readyz") is False

@@ -6,6 +6,7 @@ system exactly the way a user does.
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import os
@@ -71,13 +72,13 @@ class Proc:
 
 def http_ok(url: str, timeout_s: float = 1.0, *, pid: int | None = None) -> bool:
     """One ``GET``: True on 200 (with ``pid``: answered by that process, see ``PID_HEADER``); False when
-    refused (not bound yet), 503, too slow, or answered by another process."""
+    refused (not bound yet), 503, too slow, or answered by another process, HTTP or not."""
     try:
         # readiness of our own local process: the certificate is not the question here
         context = ssl._create_unverified_context() if url.startswith("https") else None
         with urllib.request.urlopen(url, timeout=timeout_s, context=context) as resp:
             return bool(resp.status == 200) and (pid is None or resp.headers.get(PID_HEADER) == str(pid))
-    except OSError:
+    except (OSError, http.client.HTTPException):  # the latter: something that does not speak HTTP holds the port
         return False
 
 
