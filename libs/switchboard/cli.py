@@ -139,6 +139,10 @@ def _run(args: argparse.Namespace) -> None:
         args.nats_port = int(port)
     if not 0 <= args.nats_port < 65536:  # 0: any free port
         raise ConfigError(f"nats port {args.nats_port} is not a port number (1-65535, or 0 for any free one)")
+    if args.nats_port and args.nats_port == settings.edge_port:  # one of them would crash-loop on the other's port
+        raise ConfigError(
+            f"nats-server and the edge cannot share port {args.nats_port}: change --nats-port or SWITCHBOARD_EDGE_PORT"
+        )
     var_lock = lock_var_dir(Path(args.var_dir))  # before anything is written there, and held to the end
     wanted = [(args.nats_port, "127.0.0.1", "nats-server's; --nats-port"),
               (settings.edge_port, settings.edge_host, "the edge's; SWITCHBOARD_EDGE_PORT")]  # fmt: skip

@@ -195,6 +195,20 @@ def test_run_refuses_a_port_something_else_holds(tmp_path: Path, held: str) -> N
     assert not (tmp_path / "nats").exists()  # nothing was started
 
 
+def test_run_refuses_one_port_for_nats_and_the_edge(tmp_path: Path) -> None:
+    """Before: nats-server took the port, the edge crash-looped on it, and the readiness probe of the
+    edge reached nats-server."""
+    port = str(free_port())
+    run = subprocess.run(
+        [sys.executable, "-m", "switchboard", "run", "--var-dir", str(tmp_path), "--nats-port", port],
+        capture_output=True, text=True, timeout=60, cwd=ROOT, env={**os.environ, "SWITCHBOARD_EDGE_PORT": port},
+    )  # fmt: skip
+    assert run.returncode == 2
+    assert run.stderr.startswith(f"switchboard run: nats-server and the edge cannot share port {port}: ")
+    assert run.stderr.count("\n") == 1, run.stderr
+    assert not (tmp_path / "nats").exists()  # nothing was started
+
+
 def test_an_edge_waiting_for_nats_stops_on_sigterm(tmp_path: Path) -> None:
     """It waited for NATS forever: SIGTERM and Ctrl-C were ignored until NATS answered. (Its only keys are
     in a file that is not there: it says so, as a typo in that path would otherwise refuse every client.)"""
