@@ -334,6 +334,26 @@ def test_a_killed_nats_server_is_restarted_and_the_stack_recovers(tmp_path: Path
         assert all(p.restarts == 0 for p in stack.procs)  # they rode it out by reconnecting
 
 
+def test_a_nats_server_that_cannot_restart_is_reported_crash_looping_and_recovers(tmp_path: Path) -> None:
+    """Its restarts fail at once (another program took its port): each failure counts as a crash, so the
+    crash loop is reported as for any other process; it was only ever "restart failed"."""
+    with make_stack(tmp_path, agents=["triage", "generalist"]) as stack:
+        events: list[tuple[str, str]] = []
+        policy = RestartPolicy(initial_backoff_s=0.5, max_backoff_s=1.0, crash_loop_crashes=3)
+        supervisor = stack.supervise(policy, on_event=lambda kind, f: events.append((kind, str(f["label"]))))
+        assert isinstance(stack.nats, NatsServer) and stack.nats.proc is not None
+        with socket.socket() as taker:
+            taker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # its connections linger in TIME_WAIT
+            stack.nats.proc.kill()
+            stack.nats.proc.wait()
+            taker.bind(("127.0.0.1", stack.nats.port))  # before the first restart, 0.4-0.5 s later
+            taker.listen()
+            wait_for(lambda: supervisor.crash_looping() == ["nats"], 30, "nats-server's crash loop to be reported")
+            assert events.count(("crash_loop", "nats")) == 1 and ("restart_failed", "nats") in events
+        wait_for(lambda: ("restarted", "nats") in events, 30, "nats-server to be restarted once its port is free")
+        wait_for(lambda: all(p.is_ready() for p in stack.procs), 30, "every process ready again")
+
+
 def test_processes_stop_when_the_launcher_is_killed(tmp_path: Path) -> None:
     env = os.environ | {
         "SWITCHBOARD_API_KEYS": "k", "SWITCHBOARD_EDGE_PORT": str(free_port()), "OPENAI_API_KEY": "",

@@ -158,13 +158,7 @@ class Supervisor:
                     "warning", "process exited; restarting", "crashed", proc,
                     exit_code=proc.returncode, backoff_s=round(wait, 3), recent_crashes=len(state.crashes),
                 )  # fmt: skip
-                if len(state.crashes) >= self.policy.crash_loop_crashes and not state.crash_loop:
-                    state.crash_loop = True
-                    self._emit(
-                        "error", "process is crash-looping; the others keep serving", "crash_loop", proc,
-                        crashes=len(state.crashes), window_s=self.policy.crash_loop_window_s,
-                        retry_every_s=self.policy.max_backoff_s,
-                    )  # fmt: skip
+                self._note_crash_loop(state, proc)
                 return
             if now < state.restart_at:
                 return
@@ -172,15 +166,26 @@ class Supervisor:
         try:
             self.restart(proc)
         except Exception as exc:
-            with self._lock:
+            with self._lock:  # a restart that fails (nats-server exits at once: its port is taken) is a crash too
                 state.crashes.append(self._clock())
                 wait = self.policy.backoff_s(len(state.crashes), self._rng, crash_looping=state.crash_loop)
                 state.restart_at = self._clock() + wait
-            self._emit("error", "process restart failed", "restart_failed", proc, error=repr(exc))
+                self._emit("error", "process restart failed", "restart_failed", proc, error=repr(exc))
+                self._note_crash_loop(state, proc)
             return
         with self._lock:
             state.restarts += 1
         self._emit("info", "process restarted", "restarted", proc, restarts=state.restarts)
+
+    def _note_crash_loop(self, state: ProcState, proc: Supervised) -> None:
+        """Report a crash loop once, when the crashes within the window reach the policy's count (lock held)."""
+        if len(state.crashes) >= self.policy.crash_loop_crashes and not state.crash_loop:
+            state.crash_loop = True
+            self._emit(
+                "error", "process is crash-looping; the others keep serving", "crash_loop", proc,
+                crashes=len(state.crashes), window_s=self.policy.crash_loop_window_s,
+                retry_every_s=self.policy.max_backoff_s,
+            )  # fmt: skip
 
     def _emit(self, level: str, msg: str, kind: str, proc: Supervised, **fields: object) -> None:
         extra = {"label": proc.name, "pid": proc.pid, "event": kind, **fields}
