@@ -1,5 +1,6 @@
-"""A process the launcher started stops when the launcher is gone (even SIGKILLed), never orphaned: a
-Switchboard service watches for it (:func:`stop_with_launcher`), nats-server is tied to it (:func:`popen_tied`)."""
+"""A process the launcher started stops when the launcher is gone (even SIGKILLed), never orphaned: the
+kernel tells every one of them (:func:`popen_tied`), and a Switchboard service watches for it too
+(:func:`stop_with_launcher`)."""
 
 from __future__ import annotations
 
@@ -36,9 +37,9 @@ def stop_with_launcher() -> None:
 
 
 def popen_tied(cmd: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
-    """``subprocess.Popen(cmd, **kwargs)`` for a child that cannot watch us itself (nats-server, Phoenix):
-    the kernel sends it SIGTERM once this process is gone, even SIGKILLed (Linux ``PR_SET_PDEATHSIG``;
-    elsewhere a plain ``Popen``).
+    """``subprocess.Popen(cmd, **kwargs)`` for a child that must not outlive this process (nats-server, which
+    cannot watch for us, and the services): the kernel sends it SIGTERM once this process is gone, even
+    SIGKILLed (Linux ``PR_SET_PDEATHSIG``; elsewhere a plain ``Popen``).
 
     The kernel counts the *thread* that forked as the parent, so every such child is forked by one thread
     that lives as long as the process: forked by the supervisor's thread, nats-server would be stopped
