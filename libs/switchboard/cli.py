@@ -179,6 +179,7 @@ def _run(args: argparse.Namespace) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)  # its terminal closed: stop in order, not die at once
     try:
         # supervised from the start: a process that crashes while starting is restarted, one that
         # crash-loops is reported, and the others start and serve without it
@@ -216,11 +217,12 @@ def _run(args: argparse.Namespace) -> None:
 
 
 def _console(text: str) -> None:
-    """One of the launcher's own lines. A console that is gone (``switchboard run | head``, a pipe reader
-    that a Ctrl-C ended first) must not end the run or skip its orderly stop: what follows goes nowhere."""
+    """One of the launcher's own lines. A console that is gone (a closed terminal, ``switchboard run | head``,
+    a pipe reader that a Ctrl-C ended first) must not end the run or skip its orderly stop: what follows
+    goes nowhere."""
     try:
         print(text, flush=True)
-    except BrokenPipeError:
+    except OSError:  # BrokenPipeError from a pipe, EIO from a terminal that was closed
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pty
 import signal
 import socket
 import subprocess
@@ -80,16 +81,24 @@ def json_lines(lines: list[str]) -> list[dict[str, Any]]:
 class Launcher:
     """``switchboard run --quiet`` in ``var`` as a real process; ``lines`` fills with its output as it comes."""
 
-    def __init__(self, var: Path, env: dict[str, str], *options: str, hang_up_at: str | None = None) -> None:
+    def __init__(
+        self, var: Path, env: dict[str, str], *options: str, hang_up_at: str | None = None, terminal: bool = False
+    ) -> None:
         """``options``: more options of ``switchboard run``; ``hang_up_at``: stop reading its output (close
-        the pipe) after the line that holds this."""
+        the pipe, or the terminal) after the line that holds this; ``terminal``: its output is a terminal (a
+        pseudo-terminal the test reads), not a pipe."""
         self.port = free_port()
+        master, console = pty.openpty() if terminal else (-1, subprocess.PIPE)
         self.popen = subprocess.Popen(
             [sys.executable, "-m", "switchboard", "run", "--var-dir", str(var), "--nats-port", "0", "--quiet",
              *options],
             env=os.environ | {"SWITCHBOARD_EDGE_PORT": str(self.port), "OPENAI_API_KEY": ""} | env,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            stdout=console, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
+        if terminal:
+            os.close(console)
+        self.console = open(master, errors="replace") if terminal else self.popen.stdout  # noqa: SIM115
+        self.hung_up = threading.Event()
         self.lines: list[str] = []
         self.seen: set[int] = set()
         """Every process it was seen to start (:meth:`children`): :meth:`close` kills those still there."""
@@ -97,12 +106,16 @@ class Launcher:
         self._reader.start()
 
     def _read(self, hang_up_at: str | None) -> None:
-        assert self.popen.stdout is not None
-        for line in self.popen.stdout:
-            self.lines.append(line)
-            if hang_up_at is not None and hang_up_at in line:
-                self.popen.stdout.close()
-                return
+        assert self.console is not None
+        try:
+            for line in self.console:
+                self.lines.append(line)
+                if hang_up_at is not None and hang_up_at in line:
+                    self.console.close()
+                    self.hung_up.set()
+                    return
+        except OSError:  # a terminal whose other side is closed: EIO, as the end of a pipe
+            return
 
     def children(self) -> dict[int, str]:
         procs = children(self.popen.pid)
@@ -560,12 +573,36 @@ def test_a_console_that_is_gone_does_not_skip_the_orderly_stop(tmp_path: Path) -
         wait_for(lambda: all(gone(pid) for pid in procs), 10, "every process to be gone")
     finally:
         launcher.close()
-    logs = {p.stem: json_lines(p.read_text().splitlines()) for p in (tmp_path / "var" / "log").glob("*.log")}
+    assert_stopped_in_order(tmp_path / "var", {"agent-front", "agent-generalist"})
+
+
+def test_closing_its_terminal_stops_the_stack_in_order(tmp_path: Path) -> None:
+    """The terminal window of ``make run`` closed: the terminal is gone (a write to it fails with EIO) and
+    the launcher gets SIGHUP. It died of the SIGHUP on the spot: the kernel then stopped every process at
+    once, nats-server with the edges still draining, and none of their last lines reached the log files."""
+    launcher = Launcher(tmp_path / "var", EFFECTS, hang_up_at="Ctrl-C stops everything", terminal=True)
+    try:
+        launcher.wait_banner()
+        procs = launcher.children()
+        assert launcher.hung_up.wait(5)
+        launcher.popen.send_signal(signal.SIGHUP)  # as the kernel does when the terminal closes
+        assert launcher.popen.wait(30) == 0
+        wait_for(lambda: all(gone(pid) for pid in procs), 10, "every process to be gone")
+    finally:
+        launcher.close()
+    assert_stopped_in_order(tmp_path / "var", {"agent-front", "agent-generalist"})
+
+
+def assert_stopped_in_order(var: Path, agents: set[str]) -> None:
+    """The log files under ``var`` show the edge stopped, then the ``agents``, and nothing lost NATS."""
+    logs = {p.stem: json_lines(p.read_text().splitlines()) for p in (var / "log").glob("*.log")}
     stopped = {
         name: r["ts"] for name, recs in logs.items() for r in recs if r["msg"] in ("edge stopped", "agent stopped")
     }
-    assert stopped.keys() == {"edge", "agent-front", "agent-generalist"}, stopped
+    assert stopped.keys() == {"edge", *agents}, stopped
     assert all(stopped["edge"] <= ts for ts in stopped.values()), stopped
+    lost = [(name, r["ts"]) for name, recs in logs.items() for r in recs if r["msg"] == "nats disconnected"]
+    assert not lost, lost
 
 
 def test_a_ready_port_held_by_a_server_that_is_not_http_is_not_ready(tmp_path: Path) -> None:
