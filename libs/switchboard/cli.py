@@ -169,13 +169,17 @@ def _run(args: argparse.Namespace) -> None:
     _console(f"starting {servers}, agents of scenario '{settings.scenario}' and the edge ...")
     stop = threading.Event()
     signals = 0
+    launching = True
 
     def on_signal(signum: int, frame: object) -> None:
-        nonlocal signals
+        nonlocal signals, launching
         signals += 1
         stop.set()
         if signals > 1:  # a second Ctrl-C: no more waiting
             stack.kill_all()
+            if launching:  # the start would wait for what was just killed (nats-server accepting, a cluster leader)
+                launching = False
+                raise KeyboardInterrupt  # once; caught below
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -184,6 +188,7 @@ def _run(args: argparse.Namespace) -> None:
         # supervised from the start: a process that crashes while starting is restarted, one that
         # crash-loops is reported, and the others start and serve without it
         stack.launch()
+        launching = False
         stack.supervise()
         # Ctrl-C while starting stops at once; a process still not ready by the deadline does not stop the others
         not_serving = stack.wait_serving(args.ready_timeout, stop)
@@ -207,6 +212,8 @@ def _run(args: argparse.Namespace) -> None:
                 _console(f"  NOT serving (see {var / 'log'}): {why}\n")
             while not stop.wait(0.5):  # ok-sleep: the launcher idles; the supervisor thread does the work
                 pass
+    except KeyboardInterrupt:  # from on_signal: a second Ctrl-C while starting; the stop below reaps what started
+        pass
     finally:
         _console("stopping ...")
         timings = stack.stop()

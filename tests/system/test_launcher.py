@@ -5,6 +5,7 @@ the others serve, and stops edge -> agents -> NATS within 2 s on Ctrl-C. Readine
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import pty
@@ -610,3 +611,25 @@ def test_a_ready_port_held_by_a_server_that_is_not_http_is_not_ready(tmp_path: P
     connection with INFO) means "not ready"; it raised BadStatusLine, which ended the launcher's start."""
     with NatsServer(tmp_path / "nats") as nats:
         assert http_ok(f"http://127.0.0.1:{nats.port}/readyz") is False
+
+
+def test_a_second_ctrl_c_while_nats_starts_stops_at_once(tmp_path: Path) -> None:
+    """A second Ctrl-C kills everything at once, also while the start waits for NATS (a 3-node cluster
+    electing a leader): it used to wait out the start's 30 s deadline for the nodes it had just killed,
+    then end with a TimeoutError traceback."""
+    launcher = Launcher(tmp_path / "var", EFFECTS | {"SWITCHBOARD_NATS_CLUSTER": "3"})
+    try:
+        wait_for(lambda: any("nats-server" in args for args in launcher.children().values()), 30, "nats-server")
+        started = time.monotonic()
+        stopping = lambda: any(line.startswith("stopping ...") for line in launcher.lines)  # noqa: E731
+        while not stopping() and time.monotonic() - started < 30:  # Ctrl-C, again and again, until it stops
+            launcher.popen.send_signal(signal.SIGINT)  # (two sent at once would arrive as one)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                launcher.popen.wait(0.1)
+        assert launcher.popen.wait(30) == 0, launcher.lines
+        wait_for(lambda: all(gone(pid) for pid in launcher.seen), 10, "every process to be gone")
+        elapsed = time.monotonic() - started
+    finally:
+        launcher.close()
+    assert elapsed < STOP_TARGET_S, f"a second Ctrl-C while starting took {elapsed:.2f}s"
+    assert not [line for line in launcher.lines if "Traceback" in line], launcher.lines
