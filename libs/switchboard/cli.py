@@ -28,6 +28,10 @@ if TYPE_CHECKING:
     from .local.trace_viewer import PhoenixViewer
     from .runtime.service import LoopService
 
+LAUNCHER_KEPT_LINES = 2000
+"""Output lines of each process ``switchboard run`` keeps in memory (for the tail it shows when one exits;
+everything goes to ``var/log``)."""
+
 
 def _edge(args: argparse.Namespace) -> None:
     import uvicorn
@@ -163,7 +167,7 @@ def _run(args: argparse.Namespace) -> None:
         nats_port=args.nats_port, nats_cluster=settings.nats_cluster, echo=sys.stdout if not args.quiet else None,
         env={"SWITCHBOARD_SCENARIOS_DIR": str(settings.scenarios_dir.resolve()),
              "SWITCHBOARD_API_KEYS_FILE": str(keys_file)} | viewer_env | tls_env,
-        stop_grace_s=settings.drain_grace_s + 2,
+        stop_grace_s=settings.drain_grace_s + 2, keep_lines=LAUNCHER_KEPT_LINES,
     )  # fmt: skip
     servers = f"a {settings.nats_cluster}-node nats cluster" if settings.nats_cluster > 1 else "nats-server"
     _console(f"starting {servers}, agents of scenario '{settings.scenario}' and the edge ...")

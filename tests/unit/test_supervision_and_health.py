@@ -9,12 +9,13 @@ import os
 import random
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
 from switchboard.local.ports import free_port
-from switchboard.local.stack import Proc, http_ok
+from switchboard.local.stack import Proc, Stack, http_ok
 from switchboard.local.supervision import RestartPolicy, Supervised, Supervisor
 from switchboard.runtime.health import HealthServer
 
@@ -101,3 +102,32 @@ async def test_readiness_counts_only_an_answer_from_the_process_that_was_given_t
         child.kill()
         await asyncio.to_thread(child.communicate)  # reaps it and closes its stdin
         await server.stop()
+
+
+def test_a_stack_keeping_the_latest_lines_holds_a_bounded_number_of_them(tmp_path: Path) -> None:
+    """``switchboard run`` serves for hours: what it keeps of a process's output must not grow with it."""
+    (tmp_path / "log").mkdir()
+    stack = Stack(tmp_path, api_key="k", keep_lines=100)
+    child = subprocess.Popen(
+        [sys.executable, "-c", "for i in range(5000): print(i)"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    proc = Proc("agent:chatty", [], {}, "", child)
+    held: list[int] = []
+    proc.lines = _Watched(held)
+    stack._pump(proc, child)  # reads to the end of the child's output
+    assert child.wait(10) == 0
+    assert max(held) <= 200, max(held)  # never more than twice what it keeps
+    assert proc.lines[-100:] == [str(i) for i in range(4900, 5000)]  # the latest ones, in order
+    assert (tmp_path / "log" / "agent-chatty.log").read_text().count("\n") == 5000  # the log file has them all
+
+
+class _Watched(list[str]):
+    """A list that notes its length after every append."""
+
+    def __init__(self, held: list[int]) -> None:
+        super().__init__()
+        self.held = held
+
+    def append(self, line: str) -> None:
+        super().append(line)
+        self.held.append(len(self))

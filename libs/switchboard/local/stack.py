@@ -155,6 +155,7 @@ class Stack:
         echo: IO[str] | None = None,
         stop_grace_s: float = 15.0,
         bus_auth: bool = True,
+        keep_lines: int | None = None,
     ) -> None:
         self.var_dir = var_dir
         self.scenario = scenario
@@ -172,6 +173,10 @@ class Stack:
         """Every service's seed file and the operator login, once :meth:`start` wrote them."""
         self.extra_env = dict(env or {})
         self.echo = echo
+        self.keep_lines = keep_lines
+        """How many of each process's latest output lines ``Proc.lines`` holds (at least; up to twice as many):
+        ``switchboard run`` serves for hours, and every line it kept grew its memory. None keeps them all, for
+        tests and the benchmark, which search them."""
         self.stop_grace_s = stop_grace_s
         """Per phase of :meth:`stop`: how long processes get to exit after SIGTERM before SIGKILL."""
         self.procs: list[Proc] = []
@@ -411,6 +416,8 @@ class Stack:
                 line = raw.decode(errors="replace").rstrip()
                 log_file.write(line)
                 proc.lines.append(line)
+                if self.keep_lines is not None and len(proc.lines) >= 2 * self.keep_lines:
+                    del proc.lines[: -self.keep_lines]  # in chunks: a copy per line would cost as much as the line
                 if self.echo is not None:
                     self._echo(f"{proc.name:>18} | {_short(line)}\n")
         finally:
