@@ -8,8 +8,10 @@ import shlex
 from pathlib import Path
 
 import yaml
+from test_chart import agent_shutdown_worst_s, edge_shutdown_worst_s
 
 from switchboard.agents import load_scenario
+from switchboard.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -30,6 +32,24 @@ def test_compose_runs_nats_the_edge_and_one_service_per_retail_agent() -> None:
         assert services[name]["env_file"] == ["deploy/compose.env"]
     env = dict(line.split("=", 1) for line in (ROOT / "deploy" / "compose.env").read_text().splitlines() if "=" in line)
     assert env["SWITCHBOARD_NATS_URL"] == "nats://nats:4222" and env["SWITCHBOARD_SCENARIO"] == "retail"
+
+
+def test_docker_waits_out_each_services_whole_shutdown_before_killing_it() -> None:
+    """``docker compose stop`` sends SIGTERM, then SIGKILL after ``stop_grace_period``: a kill before the
+    service's own timeouts run out cuts off its NATS drain, its last records and spans (the chart's grace
+    periods are held to the same sums in test_chart)."""
+    env = dict(line.split("=", 1) for line in (ROOT / "deploy" / "compose.env").read_text().splitlines() if "=" in line)
+    drain = float(env.get("SWITCHBOARD_DRAIN_GRACE_S", Settings.model_fields["drain_grace_s"].default))
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+
+    def grace_s(service: str) -> float:
+        value = services[service]["stop_grace_period"]
+        assert re.fullmatch(r"\d+s", value), value
+        return float(value[:-1])
+
+    assert grace_s("edge") >= edge_shutdown_worst_s(drain), grace_s("edge")
+    for name in AGENTS:
+        assert grace_s(name) >= agent_shutdown_worst_s(), (name, grace_s(name))
 
 
 def test_supervisor_compose_runs_every_agent_of_its_scenario_with_its_role() -> None:
