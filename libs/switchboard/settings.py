@@ -89,8 +89,9 @@ class Settings(BaseSettings):
     breaker_cooldown_s: float = Field(10.0, gt=0)
     """How long an open breaker refuses calls before letting one through to test recovery."""
     model_retry_attempts: int = Field(3, ge=1, le=10)
-    """Tries of one model call on retryable failures (429, 5xx, connection errors), with jittered backoff;
-    never once the call's text reached the caller. The model provider's breaker uses ``breaker_*``."""
+    """Tries of one model call on retryable failures (429, 5xx, connection errors, a stream cut off before its
+    ``finish_reason`` or not readable), with jittered backoff; never once the call's text reached the caller.
+    The model provider's breaker uses ``breaker_*``."""
     model_backoff_s: float = Field(0.2, ge=0, le=10)
     """Backoff scale of model retries: try n + 1 waits a random time up to ``model_backoff_s * 2**(n-1)``,
     capped at ten times ``model_backoff_s``."""

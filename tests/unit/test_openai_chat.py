@@ -225,3 +225,55 @@ async def test_stop_is_idempotent() -> None:
     async with httpx.AsyncClient() as client:
         with pytest.raises(httpx.ConnectError):
             await client.get(srv.base_url + "/models")
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        ScriptedReply(text="Your order ships tomor", cut=True),
+        ScriptedReply(tool_calls=[("lookup_order", {"order_id": "A-1234"})], chunk_size=4, cut=True),
+    ],
+    ids=["text", "tool_call"],
+)
+async def test_stream_cut_before_its_finish_reason_is_a_retryable_error(
+    server: ScriptedOpenAIServer, reply: ScriptedReply
+) -> None:
+    """A stream that ends cleanly without a ``finish_reason`` lost the rest of its answer: it is not an answer
+    (a cut tool call's arguments are not even JSON)."""
+    server.script(reply)
+    with pytest.raises(ModelError) as info:
+        await complete(make_provider(server), ModelRequest("", [user("hi")], tools=[LOOKUP]))
+    assert info.value.retryable is True
+    assert "finish_reason" in str(info.value)
+
+
+MALFORMED = {
+    "bad_json": b"data: {not json\n\n",
+    "non_utf8": b'data: {"id": "\xff\xfe"}\n\n',
+}
+
+
+@pytest.mark.parametrize("raw", MALFORMED.values(), ids=MALFORMED.keys())
+async def test_malformed_stream_is_a_retryable_model_error(server: ScriptedOpenAIServer, raw: bytes) -> None:
+    server.script(ScriptedReply(text="Hello", raw=[raw]))
+    with pytest.raises(ModelError) as info:
+        await complete(make_provider(server), ModelRequest("", [user("hi")]))
+    assert info.value.retryable is True
+    assert "malformed" in str(info.value)
+
+
+async def test_chunk_without_a_delta_is_skipped(server: ScriptedOpenAIServer) -> None:
+    """Some servers send a choice with no ``delta`` (e.g. one that only carries its ``finish_reason``)."""
+    bare = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m",
+            "choices": [{"index": 0, "finish_reason": None}]}  # fmt: skip
+    server.script(ScriptedReply(text="Hello there", raw=[f"data: {json.dumps(bare)}\n\n".encode()]))
+    response, sink = await complete(make_provider(server), ModelRequest("", [user("hi")]))
+    assert response.text == "Hello there" == "".join(sink.deltas)
+
+
+async def test_answer_finished_before_the_stream_hangs_is_kept(server: ScriptedOpenAIServer) -> None:
+    """The answer is whole at its ``finish_reason``: a server that then goes silent (no usage chunk, no
+    ``[DONE]``) must not turn the answer the caller heard into a failure."""
+    server.script(ScriptedReply(text="Your order ships tomorrow.", hang_after_finish_s=3))
+    response, sink = await complete(make_provider(server, timeout_s=0.5), ModelRequest("", [user("hi")]))
+    assert response.text == "Your order ships tomorrow." == "".join(sink.deltas)

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import openai
+from openai.types.chat import ChatCompletionChunk
 
 from ..agents.tools import ToolSpec
 from ..schemas import ConversationItem, FunctionCallItem, FunctionCallOutputItem, MessageItem
 from .base import ModelError, ModelRequest, ModelResponse, TextSink, ToolCall
 
 logger = logging.getLogger(__name__)
+
+TAIL_TIMEOUT_S = 1.0
+"""Once the answer has its ``finish_reason``, how long the rest of the stream (the usage chunk, ``[DONE]``) may
+take: the answer is whole, a server that goes silent then must not turn it into a failure."""
 
 
 def to_chat_messages(
@@ -66,6 +72,26 @@ def _model_error(err: openai.APIError) -> ModelError:
     return ModelError(str(err), retryable=isinstance(err, openai.APIConnectionError))
 
 
+async def _next_chunk(chunks: AsyncIterator[ChatCompletionChunk], tail_s: float | None) -> ChatCompletionChunk | None:
+    """The stream's next chunk, None at its end. A stream the SDK cannot read (not JSON, not UTF-8) is a garbled
+    answer, retryable like a cut one. ``tail_s`` is set once the answer has its ``finish_reason``: the rest (usage,
+    ``[DONE]``) then gets that long, and failing to read it ends the stream: the answer is whole."""
+    try:
+        if tail_s is None:
+            return await anext(chunks)
+        async with asyncio.timeout(tail_s):
+            return await anext(chunks)
+    except StopAsyncIteration:
+        return None
+    except (openai.APIError, ValueError, TimeoutError) as err:
+        if tail_s is not None:
+            logger.info("model stream failed after its answer: %r", err)
+            return None
+        if isinstance(err, ValueError):
+            raise ModelError(f"malformed model stream ({type(err).__name__}: {err})", retryable=True) from err
+        raise
+
+
 class OpenAIChatProvider:
     """Streams completions from a Chat Completions endpoint.
 
@@ -90,6 +116,7 @@ class OpenAIChatProvider:
         self.agent = agent
         self._settings = dict(settings or {})
         self._client = openai.AsyncOpenAI(api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=0)
+        self._tail_s = min(timeout_s, TAIL_TIMEOUT_S)
 
     async def complete(self, request: ModelRequest, on_text: TextSink) -> ModelResponse:
         params: dict[str, Any] = {
@@ -110,16 +137,22 @@ class OpenAIChatProvider:
         text: list[str] = []
         calls: dict[int, dict[str, str]] = {}
         input_tokens = output_tokens = 0
+        finish: str | None = None
         try:
             stream = await self._client.chat.completions.create(**params)
             async with stream:
-                async for chunk in stream:
+                chunks = aiter(stream)
+                while (chunk := await _next_chunk(chunks, None if finish is None else self._tail_s)) is not None:
                     if chunk.usage is not None:
                         input_tokens = chunk.usage.prompt_tokens
                         output_tokens = chunk.usage.completion_tokens
                     if not chunk.choices:
                         continue
-                    delta = chunk.choices[0].delta
+                    first = chunk.choices[0]
+                    finish = first.finish_reason or finish
+                    delta = first.delta
+                    if delta is None:  # a choice that only carries its finish_reason (some servers send it)
+                        continue
                     if delta.content:
                         text.append(delta.content)
                         await on_text(delta.content)
@@ -129,15 +162,15 @@ class OpenAIChatProvider:
                         if tc.function is not None:
                             acc["name"] += tc.function.name or ""
                             acc["arguments"] += tc.function.arguments or ""
-        except openai.APIError as err:
-            error = _model_error(err)
+            if finish is None:  # ended cleanly, but before the answer did: what came is not the whole answer
+                raise ModelError(f"model {self.model} stream ended before its finish_reason", retryable=True)
+        except (openai.APIError, ModelError) as err:
+            error = _model_error(err) if isinstance(err, openai.APIError) else err
             logger.warning(
-                "model %s failed (status=%s, retryable=%s): %s",
-                self.model,
-                error.status,
-                error.retryable,
-                err,
+                "model %s failed (status=%s, retryable=%s): %s", self.model, error.status, error.retryable, err
             )
+            if error is err:
+                raise
             raise error from err
         tool_calls = tuple(
             ToolCall(call_id=c["id"], name=c["name"], arguments=c["arguments"] or "{}")

@@ -52,6 +52,16 @@ class ScriptedReply:
     """Stream this many characters of ``text``, then go silent for ``stall_s`` before the rest (a model, or
     a replica, that dies mid-answer)."""
     stall_s: float = 0.0
+    finish_reason: str | None = None
+    """The streamed answer's ``finish_reason`` (``length``, ``content_filter``...); default ``tool_calls`` when it
+    calls tools, else ``stop``."""
+    cut: bool = False
+    """End the stream cleanly right after the text and tool calls: no ``finish_reason``, usage or ``[DONE]``
+    (a server, or a proxy, that lost the rest of the answer)."""
+    hang_after_finish_s: float = 0.0
+    """After the ``finish_reason`` chunk, go silent this long before the usage chunk and ``[DONE]``."""
+    raw: list[bytes] = field(default_factory=list)
+    """Sent as they are after the text, before the tool calls: malformed SSE, bad JSON, non-UTF-8 bytes."""
 
 
 Responder = Callable[[dict[str, Any]], ScriptedReply]
@@ -213,7 +223,7 @@ class ScriptedOpenAIServer(InProcessServer):
         usage = {"prompt_tokens": count_tokens(prompt), "completion_tokens": count_tokens(completion)}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         base = {"id": f"chatcmpl-{next(self._ids)}", "created": int(time.time()), "model": body.get("model")}
-        finish = "tool_calls" if calls else "stop"
+        finish = reply.finish_reason or ("tool_calls" if calls else "stop")
         if not body.get("stream"):
             message: dict[str, Any] = {"role": "assistant", "content": reply.text or None}
             if calls:
@@ -234,7 +244,7 @@ class ScriptedOpenAIServer(InProcessServer):
             choice = {"index": 0, "delta": delta, "finish_reason": finish_reason}
             return _sse({**base, "object": "chat.completion.chunk", "choices": [choice]})
 
-        async def events() -> AsyncIterator[str]:
+        async def events() -> AsyncIterator[str | bytes]:
             yield chunk({"role": "assistant", "content": ""})
             text = reply.text
             if reply.stall_after is not None:
@@ -244,6 +254,8 @@ class ScriptedOpenAIServer(InProcessServer):
                 text = text[reply.stall_after :]
             for part in _chunks(text, reply.chunk_size):
                 yield chunk({"content": part})
+            for raw in reply.raw:
+                yield raw
             for index, (call_id, name, args) in enumerate(calls):
                 yield chunk(
                     {
@@ -259,7 +271,11 @@ class ScriptedOpenAIServer(InProcessServer):
                 )
                 for part in _chunks(args, reply.chunk_size):
                     yield chunk({"tool_calls": [{"index": index, "function": {"arguments": part}}]})
+            if reply.cut:
+                return
             yield chunk({}, finish)
+            if reply.hang_after_finish_s:
+                await asyncio.sleep(reply.hang_after_finish_s)
             if with_usage:
                 yield _sse({**base, "object": "chat.completion.chunk", "choices": [], "usage": usage})
             yield "data: [DONE]\n\n"
