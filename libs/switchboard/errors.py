@@ -21,6 +21,8 @@ class SwitchboardError(Exception):
     """A healthy downstream said "busy": retried until the deadline, and no sign of ill health."""
     local: bool = False
     """The failure came from this process's own connection (a reconnect), not from the downstream."""
+    retry_after_s: float | None = None
+    """How long the downstream asked to be left alone (HTTP ``Retry-After``): no retry starts sooner."""
 
 
 class ConfigError(SwitchboardError, ValueError):

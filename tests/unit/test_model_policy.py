@@ -72,3 +72,37 @@ async def test_model_retries_stop_at_the_turns_deadline(failing: tuple[ScriptedO
     with pytest.raises(ModelError):
         await loop.run(REQ, _quiet, deadline=time.time() + 0.5)
     assert len(calls) < 5 and time.monotonic() - started < 1.5, (len(calls), time.monotonic() - started)
+
+
+@pytest.fixture
+async def rate_limited() -> AsyncIterator[tuple[ScriptedOpenAIServer, list[float]]]:
+    """Answers 429 with ``Retry-After: 1`` to every call made less than a second after the first."""
+    calls: list[float] = []
+
+    def responder(_body: dict[str, Any]) -> ScriptedReply:
+        calls.append(time.monotonic())
+        if calls[-1] - calls[0] < 1.0:
+            return ScriptedReply(status=429, retry_after="1")
+        return ScriptedReply(text="Back in a second.")
+
+    async with ScriptedOpenAIServer(responder=responder) as server:
+        yield server, calls
+
+
+async def test_model_retry_waits_out_retry_after(rate_limited: tuple[ScriptedOpenAIServer, list[float]]) -> None:
+    server, calls = rate_limited
+    loop = _loop(server, Settings(model_retry_attempts=2, model_backoff_s=0.01))
+    result = await loop.run(REQ, _quiet, deadline=time.time() + 10)
+    assert result.text == "Back in a second."
+    assert len(calls) == 2 and calls[1] - calls[0] >= 1.0  # the retry waited as long as the server asked
+
+
+async def test_model_retry_after_past_the_deadline_fails_at_once(
+    rate_limited: tuple[ScriptedOpenAIServer, list[float]],
+) -> None:
+    server, calls = rate_limited
+    loop = _loop(server, Settings(model_retry_attempts=3, model_backoff_s=0.01))
+    with pytest.raises(ModelError) as info:
+        await loop.run(REQ, _quiet, deadline=time.time() + 0.5)
+    assert info.value.status == 429
+    assert len(calls) == 1  # no retry the server said would be refused: it would end after the turn's deadline

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
+from email.utils import formatdate
 from typing import Any
 
 import httpx
@@ -277,3 +279,23 @@ async def test_answer_finished_before_the_stream_hangs_is_kept(server: ScriptedO
     server.script(ScriptedReply(text="Your order ships tomorrow.", hang_after_finish_s=3))
     response, sink = await complete(make_provider(server, timeout_s=0.5), ModelRequest("", [user("hi")]))
     assert response.text == "Your order ships tomorrow." == "".join(sink.deltas)
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "expected"),
+    [("2", (2.0, 2.0)), ("date", (25.0, 30.0)), (None, None), ("soon", None)],
+    ids=["seconds", "http_date", "absent", "unreadable"],
+)
+async def test_retry_after_is_read_from_the_error(
+    server: ScriptedOpenAIServer, retry_after: str | None, expected: tuple[float, float] | None
+) -> None:
+    if retry_after == "date":
+        retry_after = formatdate(time.time() + 30, usegmt=True)
+    server.script(ScriptedReply(status=429, retry_after=retry_after))
+    with pytest.raises(ModelError) as info:
+        await complete(make_provider(server), ModelRequest("", [user("hi")]))
+    wait = info.value.retry_after_s
+    if expected is None:
+        assert wait is None
+    else:
+        assert wait is not None and expected[0] <= wait <= expected[1]

@@ -50,12 +50,16 @@ class ModelResponse:
 
 
 class ModelError(SwitchboardError):
-    """A model call failed. ``retryable`` says whether the same call may succeed later."""
+    """A model call failed. ``retryable`` says whether the same call may succeed later, ``retry_after_s``
+    how long the server asked to wait first (its ``Retry-After``)."""
 
-    def __init__(self, message: str, *, retryable: bool, status: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, retryable: bool, status: int | None = None, retry_after_s: float | None = None
+    ) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.status = status
+        self.retry_after_s = retry_after_s
 
 
 class ModelProvider(Protocol):

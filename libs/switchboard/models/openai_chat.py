@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import openai
@@ -64,10 +66,28 @@ def to_chat_tools(tools: Sequence[ToolSpec]) -> list[dict[str, Any]]:
     ]
 
 
+def retry_after_s(headers: Mapping[str, str]) -> float | None:
+    """How long a server asked to wait before the next call: ``retry-after-ms`` (OpenAI's), else ``Retry-After``
+    in seconds or as an HTTP date; None when it did not say, or said it unreadably."""
+    try:
+        if "retry-after-ms" in headers:
+            return max(0.0, float(headers["retry-after-ms"]) / 1000)
+        value = headers.get("retry-after")
+        if value is None:
+            return None
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (ValueError, TypeError, OverflowError):
+        return None
+
+
 def _model_error(err: openai.APIError) -> ModelError:
     if isinstance(err, openai.APIStatusError):
         status = err.status_code
-        return ModelError(str(err), retryable=status == 429 or status >= 500, status=status)
+        wait = retry_after_s(err.response.headers)
+        return ModelError(str(err), retryable=status == 429 or status >= 500, status=status, retry_after_s=wait)
     # APITimeoutError is a subclass of APIConnectionError.
     return ModelError(str(err), retryable=isinstance(err, openai.APIConnectionError))
 

@@ -85,7 +85,8 @@ async def call_with_retry(
     of attempts, of ``deadline`` (wall clock, ``time.time()``) or of the policy's budget.
 
     Backpressure ("busy") does not use up attempts: it is retried, with the same growing backoff,
-    until the deadline. No retry starts when its backoff would end past the deadline. The last
+    until the deadline. An error's ``retry_after_s`` (the downstream's ``Retry-After``) lengthens the
+    backoff. No retry starts when its backoff would end past the deadline. The last
     error is re-raised as it is. ``on_retry(attempt, error)`` is told of each failed attempt that
     will be retried.
     """
@@ -107,7 +108,8 @@ async def call_with_retry(
                 raise
             if not is_backpressure(exc):
                 failures += 1
-            sleep = policy.backoff(attempt)
+            asked = exc.retry_after_s if isinstance(exc, SwitchboardError) else None
+            sleep = max(policy.backoff(attempt), asked or 0.0)
             if policy.attempts is not None and failures >= policy.attempts:
                 raise
             if stop_at is not None and time.time() + sleep >= stop_at:

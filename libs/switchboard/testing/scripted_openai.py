@@ -44,6 +44,8 @@ class ScriptedReply:
     tool_calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     status: int = 200
     """Non-200 answers with an OpenAI-style error body and this status."""
+    retry_after: str | None = None
+    """The ``Retry-After`` header of that error answer (seconds, or an HTTP date)."""
     delay_s: float = 0.0
     """Wait this long before answering (a slow model)."""
     chunk_size: int = 8
@@ -216,6 +218,8 @@ class ScriptedOpenAIServer(InProcessServer):
             return _error(500, "Script exhausted: no reply queued and no responder", "script_exhausted")
         failure = await _scripted_failure(reply.status, reply.delay_s)
         if failure is not None:
+            if reply.retry_after is not None:
+                failure.headers["Retry-After"] = reply.retry_after
             return failure
         calls = [(f"call_{next(self._ids)}", name, json.dumps(args)) for name, args in reply.tool_calls]
         prompt = " ".join(_content_text(m.get("content")) for m in body.get("messages", []))
