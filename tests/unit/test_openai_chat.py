@@ -299,3 +299,59 @@ async def test_retry_after_is_read_from_the_error(
         assert wait is None
     else:
         assert wait is not None and expected[0] <= wait <= expected[1]
+
+
+def _call(call_id: str, name: str = "lookup_order") -> FunctionCallItem:
+    return FunctionCallItem(id=f"item_{call_id}", call_id=call_id, name=name, arguments="{}", agent="orders")
+
+
+def _output(call_id: str) -> FunctionCallOutputItem:
+    return FunctionCallOutputItem(id=f"item_out_{call_id}", call_id=call_id, output=f'"{call_id} done"', agent="orders")
+
+
+HISTORIES = {
+    # the caller spoke while a client's tool ran: their message was committed before the tool's output
+    "output_after_a_message": [user("check my order"), _call("c1"), user("are you there?", "item_u2"), _output("c1")],
+    # a client never answered its tool call, and the caller went on
+    "call_never_answered": [user("check my order"), _call("c1"), user("never mind", "item_u2")],
+    # a consult: the supervisor's two tool rounds sit between the front agent's consult call and its output
+    "consult_around_tool_rounds": [
+        user("what do I owe?"),
+        _call("k1", "consult_supervisor"),
+        _call("s1"),
+        _output("s1"),
+        _call("s2"),
+        _output("s2"),
+        _output("k1"),
+        MessageItem(id="item_a", role="assistant", text="You owe 5.", agent="orders"),
+        user("thanks", "item_u2"),
+    ],  # fmt: skip
+    # the hot window was cut inside a group of calls: an output whose call was archived
+    "output_of_an_archived_call": [_call("c2"), _output("c1"), _output("c2"), user("and now?", "item_u2")],
+}
+
+
+@pytest.mark.parametrize("history", HISTORIES.values(), ids=HISTORIES.keys())
+async def test_history_is_sent_as_chat_completions_accepts_it(
+    server: ScriptedOpenAIServer, history: list[MessageItem | FunctionCallItem | FunctionCallOutputItem]
+) -> None:
+    """Realtime conversations allow any item order; Chat Completions (OpenAI answers 400 otherwise, as the scripted
+    server does) wants each assistant message's tool calls answered by the tool messages right after it."""
+    server.script(ScriptedReply(text="ok"))
+    response, _ = await complete(make_provider(server, agent="orders"), ModelRequest("", history, tools=[LOOKUP]))
+    assert response.text == "ok"
+    messages = server.requests[0]["messages"]
+    sent = [m["content"] for m in messages if m["role"] == "user"]
+    assert sent == [m.text for m in history if isinstance(m, MessageItem) and m.role == "user"]  # none lost
+    outputs = {m["tool_call_id"]: m["content"] for m in messages if m["role"] == "tool"}
+    kept = {o.call_id: o.output for o in history if isinstance(o, FunctionCallOutputItem) and o.call_id in outputs}
+    assert all(outputs[k] == v for k, v in kept.items())  # every answered call keeps its output
+
+
+async def test_scripted_server_refuses_tool_messages_openai_refuses(server: ScriptedOpenAIServer) -> None:
+    async with httpx.AsyncClient(base_url=server.base_url, headers={"Authorization": "Bearer k"}) as client:
+        dangling = [{"role": "assistant", "tool_calls": [{"id": "c1", "type": "function"}]}, {"role": "user"}]
+        orphan = [{"role": "user", "content": "hi"}, {"role": "tool", "tool_call_id": "c9", "content": "x"}]
+        for messages in (dangling, orphan):
+            answer = await client.post("/chat/completions", json={"model": "m", "messages": messages})
+            assert answer.status_code == 400, messages

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -23,35 +24,51 @@ TAIL_TIMEOUT_S = 1.0
 take: the answer is whole, a server that goes silent then must not turn it into a failure."""
 
 
+NO_OUTPUT = json.dumps({"error": "no output was recorded for this call"})
+"""The tool message of a call that was never answered (a client that did not send its tool's output)."""
+
+
 def to_chat_messages(
     instructions: str, items: Sequence[ConversationItem], agent: str | None = None
 ) -> list[dict[str, Any]]:
     """Convert the conversation into chat messages, with ``instructions`` as the system message.
 
-    Consecutive function calls become one assistant message with ``tool_calls``. When ``agent``
-    is given, assistant messages spoken by *another* agent are prefixed with ``"[<agent>] "``
-    so the model can tell that someone else said them.
+    Consecutive function calls become one assistant message with ``tool_calls``, followed by one tool message
+    per call, as Chat Completions requires (OpenAI answers 400 otherwise): a call's output moves up to it from
+    wherever it is in the conversation (the caller spoke before a client's tool answered; a consult's output
+    comes after the supervisor's own calls), a call never answered gets :data:`NO_OUTPUT`, and an output whose
+    call is not in ``items`` (left the hot window) is left out. When ``agent`` is given, assistant messages
+    spoken by *another* agent are prefixed with ``"[<agent>] "`` so the model can tell that someone else said
+    them.
     """
-    messages: list[dict[str, Any]] = [{"role": "system", "content": instructions}] if instructions else []
+    outputs: dict[str, str] = {}
     for item in items:
+        if isinstance(item, FunctionCallOutputItem):
+            outputs.setdefault(item.call_id, item.output)
+    messages: list[dict[str, Any]] = [{"role": "system", "content": instructions}] if instructions else []
+    calls: list[dict[str, Any]] = []
+
+    def flush() -> None:
+        if calls:
+            messages.append({"role": "assistant", "content": None, "tool_calls": list(calls)})
+            for call in calls:
+                messages.append(
+                    {"role": "tool", "tool_call_id": call["id"], "content": outputs.get(call["id"], NO_OUTPUT)}
+                )
+            calls.clear()
+
+    for item in items:
+        if isinstance(item, FunctionCallItem):
+            calls.append({"id": item.call_id, "type": "function",
+                          "function": {"name": item.name, "arguments": item.arguments}})  # fmt: skip
+            continue
+        flush()  # a message, or an output (already placed after its call), ends a group of calls
         if isinstance(item, MessageItem):
             text = item.text
             if item.role == "assistant" and item.agent and item.agent != agent:
                 text = f"[{item.agent}] {text}"
             messages.append({"role": item.role, "content": text})
-        elif isinstance(item, FunctionCallItem):
-            call = {
-                "id": item.call_id,
-                "type": "function",
-                "function": {"name": item.name, "arguments": item.arguments},
-            }
-            last = messages[-1] if messages else None
-            if last is not None and last["role"] == "assistant" and "tool_calls" in last:
-                last["tool_calls"].append(call)
-            else:
-                messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
-        elif isinstance(item, FunctionCallOutputItem):
-            messages.append({"role": "tool", "tool_call_id": item.call_id, "content": item.output})
+    flush()
     return messages
 
 

@@ -3,7 +3,8 @@
 Tests enqueue :class:`ScriptedReply` objects (FIFO) and point a real client at ``base_url``;
 every request body is recorded in ``requests``. When the queue is empty the optional
 ``responder`` answers; without one the server answers HTTP 500 ("script exhausted").
-Token usage is counted in whitespace-separated words (see :func:`count_tokens`).
+Token usage is counted in whitespace-separated words (see :func:`count_tokens`). Like OpenAI, it answers
+400 to messages whose tool calls and tool messages do not pair up (:func:`tool_message_error`).
 ``POST /v1/moderations`` answers scripted :class:`ScriptedModeration` verdicts the same way (their own
 queue, ``moderation_responder``, ``moderation_requests``), in the real response's shape.
 
@@ -123,6 +124,30 @@ async def _scripted_failure(status: int, delay_s: float) -> JSONResponse | None:
     return None if status == 200 else _error(status, f"Scripted error {status}", f"scripted_{status}")
 
 
+def tool_message_error(messages: list[dict[str, Any]]) -> str | None:
+    """What OpenAI's Chat Completions answers 400 for in a conversation's tool messages, or None: each assistant
+    message with ``tool_calls`` must be followed by one ``tool`` message per call, and every ``tool`` message must
+    answer a call of the assistant message before it."""
+    pending: list[str] = []
+    for message in messages:
+        if message.get("role") == "tool":
+            call_id = message.get("tool_call_id")
+            if call_id not in pending:
+                return f"Invalid parameter: 'tool_call_id' of {call_id!r} not found in the previous 'tool_calls'."
+            pending.remove(call_id)
+            continue
+        if pending:
+            break
+        if message.get("role") == "assistant":
+            pending = [str(call.get("id")) for call in message.get("tool_calls") or ()]
+    if pending:
+        return (
+            "An assistant message with 'tool_calls' must be followed by tool messages responding to each "
+            f"'tool_call_id'. The following tool_call_ids did not have response messages: {', '.join(pending)}"
+        )
+    return None
+
+
 def _chunks(text: str, size: int) -> Iterator[str]:
     size = max(1, size)
     return (text[i : i + size] for i in range(0, len(text), size))
@@ -210,6 +235,9 @@ class ScriptedOpenAIServer(InProcessServer):
         self.requests.append(body)
         if not _authorized(request):
             return _error(401, "Missing bearer token", "invalid_api_key")
+        invalid = tool_message_error(body.get("messages") or [])
+        if invalid is not None:
+            return _error(400, invalid)
         if self._queue:
             reply = self._queue.popleft()
         elif self.responder is not None:
