@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from email.utils import formatdate
@@ -355,3 +356,16 @@ async def test_scripted_server_refuses_tool_messages_openai_refuses(server: Scri
         for messages in (dangling, orphan):
             answer = await client.post("/chat/completions", json={"model": "m", "messages": messages})
             assert answer.status_code == 400, messages
+
+
+async def test_tool_call_id_and_name_repeated_in_every_chunk_are_taken_once(server: ScriptedOpenAIServer) -> None:
+    server.script(
+        ScriptedReply(tool_calls=[("lookup_order", {"order_id": "A-1234"}), ("a", {"x": 1})], chunk_size=4,
+                      repeat_call_fields=True)
+    )  # fmt: skip
+    response, _ = await complete(make_provider(server), ModelRequest("", [user("go")], tools=[LOOKUP]))
+    assert [(c.name, json.loads(c.arguments)) for c in response.tool_calls] == [
+        ("lookup_order", {"order_id": "A-1234"}),
+        ("a", {"x": 1}),
+    ]
+    assert all(re.fullmatch(r"call_\d+", c.call_id) for c in response.tool_calls), response.tool_calls

@@ -194,10 +194,12 @@ class OpenAIChatProvider:
                         text.append(delta.content)
                         await on_text(delta.content)
                     for tc in delta.tool_calls or ():
+                        # the id and name come whole, in the call's first chunk; some servers (DeepSeek, Qwen,
+                        # Fireworks, the LiteLLM proxy) repeat them in every chunk: only the arguments are deltas
                         acc = calls.setdefault(tc.index, {"id": "", "name": "", "arguments": ""})
-                        acc["id"] += tc.id or ""
+                        acc["id"] = acc["id"] or tc.id or ""
                         if tc.function is not None:
-                            acc["name"] += tc.function.name or ""
+                            acc["name"] = acc["name"] or tc.function.name or ""
                             acc["arguments"] += tc.function.arguments or ""
             if finish is None:  # ended cleanly, but before the answer did: what came is not the whole answer
                 raise ModelError(f"model {self.model} stream ended before its finish_reason", retryable=True)

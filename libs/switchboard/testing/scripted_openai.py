@@ -63,6 +63,9 @@ class ScriptedReply:
     (a server, or a proxy, that lost the rest of the answer)."""
     hang_after_finish_s: float = 0.0
     """After the ``finish_reason`` chunk, go silent this long before the usage chunk and ``[DONE]``."""
+    repeat_call_fields: bool = False
+    """Repeat each tool call's ``id``, ``type`` and name in every chunk of its arguments, as some OpenAI-compatible
+    servers do (DeepSeek, Qwen, Fireworks, the LiteLLM proxy); OpenAI sends them in the first chunk only."""
     raw: list[bytes] = field(default_factory=list)
     """Sent as they are after the text, before the tool calls: malformed SSE, bad JSON, non-UTF-8 bytes."""
 
@@ -302,7 +305,10 @@ class ScriptedOpenAIServer(InProcessServer):
                     }
                 )
                 for part in _chunks(args, reply.chunk_size):
-                    yield chunk({"tool_calls": [{"index": index, "function": {"arguments": part}}]})
+                    again = {"id": call_id, "type": "function"} if reply.repeat_call_fields else {}
+                    named = {"name": name} if reply.repeat_call_fields else {}
+                    delta = {"index": index, **again, "function": {**named, "arguments": part}}
+                    yield chunk({"tool_calls": [delta]})
             if reply.cut:
                 return
             yield chunk({}, finish)
