@@ -196,6 +196,7 @@ class AgentLoop:
         specs = [*self.specs, *(ToolSpec(t.name, t.description, t.parameters) for t in req.client_tools
                                 if t.name in client)] if req.tool_choice != "none" else []  # fmt: skip
         said = ""  # all the turn's model calls said so far, before their tool calls too: the caller heard it
+        tool_choice = req.tool_choice
         for _ in range(self.agent.max_iterations):
             request = ModelRequest(
                 instructions=instructions,
@@ -203,7 +204,7 @@ class AgentLoop:
                 tools=specs,
                 context=req.context,
                 caller_authenticated=ctx.caller.authenticated,
-                tool_choice=req.tool_choice,
+                tool_choice=tool_choice,
                 max_output_tokens=req.max_output_tokens,
             )
             response = await self._complete(request, on_text, deadline)
@@ -250,6 +251,9 @@ class AgentLoop:
                 turn_items.append(
                     FunctionCallOutputItem(id=new_item_id(), call_id=call.call_id, output=output, agent=self.agent.name)
                 )
+            # A tool ran, so a choice that forces one (required, a named function) is met: kept, it would make the
+            # model call tools again and again until the iteration cap, never answering (the Agents SDK resets it too)
+            tool_choice = "auto"
         raise IterationCapError(f"{self.agent.name} made {self.agent.max_iterations} model calls without answering")
 
     def _spoken(self, said: str, turn_items: list[ConversationItem]) -> list[ConversationItem]:
