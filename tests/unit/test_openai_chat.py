@@ -369,3 +369,15 @@ async def test_tool_call_id_and_name_repeated_in_every_chunk_are_taken_once(serv
         ("a", {"x": 1}),
     ]
     assert all(re.fullmatch(r"call_\d+", c.call_id) for c in response.tool_calls), response.tool_calls
+
+
+@pytest.mark.parametrize(("kind", "retryable"), [("server_error", True), ("invalid_request_error", False)])
+async def test_error_event_in_the_stream(server: ScriptedOpenAIServer, kind: str, retryable: bool) -> None:
+    """An error the server sends inside its 200 stream (OpenAI does when it fails mid-answer) is retryable
+    unless it blames the request."""
+    event = {"error": {"message": "The server had an error while processing your request.", "type": kind}}
+    server.script(ScriptedReply(text="Hel", raw=[f"data: {json.dumps(event)}\n\n".encode()]))
+    with pytest.raises(ModelError) as info:
+        await complete(make_provider(server), ModelRequest("", [user("hi")]))
+    assert info.value.retryable is retryable
+    assert "processing your request" in str(info.value)

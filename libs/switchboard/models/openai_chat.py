@@ -105,8 +105,11 @@ def _model_error(err: openai.APIError) -> ModelError:
         status = err.status_code
         wait = retry_after_s(err.response.headers)
         return ModelError(str(err), retryable=status == 429 or status >= 500, status=status, retry_after_s=wait)
-    # APITimeoutError is a subclass of APIConnectionError.
-    return ModelError(str(err), retryable=isinstance(err, openai.APIConnectionError))
+    if isinstance(err, openai.APIConnectionError):  # APITimeoutError is one too
+        return ModelError(str(err), retryable=True)
+    # an error event inside a 200 stream: the server failed mid-answer, unless it blames the request
+    kind = err.body.get("type") if isinstance(err.body, dict) else None
+    return ModelError(str(err), retryable=kind != "invalid_request_error")
 
 
 async def _next_chunk(chunks: AsyncIterator[ChatCompletionChunk], tail_s: float | None) -> ChatCompletionChunk | None:
