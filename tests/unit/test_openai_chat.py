@@ -253,6 +253,9 @@ async def test_stream_cut_before_its_finish_reason_is_a_retryable_error(
 MALFORMED = {
     "bad_json": b"data: {not json\n\n",
     "non_utf8": b'data: {"id": "\xff\xfe"}\n\n',
+    "not_an_object": b"data: 5\n\n",
+    "null_choice": b'data: {"choices": [null]}\n\n',
+    "text_not_a_string": b'data: {"choices": [{"index": 0, "delta": {"content": 5}}]}\n\n',
 }
 
 

@@ -112,8 +112,77 @@ def _model_error(err: openai.APIError) -> ModelError:
     return ModelError(str(err), retryable=kind != "invalid_request_error")
 
 
-async def _next_chunk(chunks: AsyncIterator[ChatCompletionChunk], tail_s: float | None) -> ChatCompletionChunk | None:
-    """The stream's next chunk, None at its end. A stream the SDK cannot read (not JSON, not UTF-8) is a garbled
+class _End:
+    """The end of a stream."""
+
+
+class _Answer:
+    """What a stream has said so far. A chunk not of the shape Chat Completions streams (not an object, a choice
+    that is null, text that is not a string...) makes the stream malformed, as unreadable JSON does."""
+
+    def __init__(self) -> None:
+        self.text: list[str] = []
+        self.calls: dict[int, dict[str, str]] = {}
+        self.input_tokens = self.output_tokens = 0
+        self.finish: str | None = None
+
+    def tail_s(self, tail_s: float) -> float | None:
+        """How long the rest of the stream may take: unbounded here until the answer has its finish_reason."""
+        return None if self.finish is None else tail_s
+
+    def feed(self, chunk: ChatCompletionChunk) -> str:
+        """Take one chunk; return its text, for the caller."""
+        try:
+            return self._feed(chunk)
+        except (AttributeError, TypeError, ValueError) as err:
+            raise ModelError(f"malformed model stream ({type(err).__name__}: {err})", retryable=True) from err
+
+    def _feed(self, chunk: ChatCompletionChunk) -> str:
+        if chunk.usage is not None:
+            self.input_tokens = int(chunk.usage.prompt_tokens or 0)
+            self.output_tokens = int(chunk.usage.completion_tokens or 0)
+        if not chunk.choices:
+            return ""
+        first = chunk.choices[0]
+        self.finish = _str(first.finish_reason) or self.finish
+        delta = first.delta
+        if delta is None:  # a choice that only carries its finish_reason (some servers send it)
+            return ""
+        content = _str(delta.content)
+        if content:
+            self.text.append(content)
+        for tc in delta.tool_calls or ():
+            # the id and name come whole, in the call's first chunk; some servers (DeepSeek, Qwen, Fireworks,
+            # the LiteLLM proxy) repeat them in every chunk: only the arguments are deltas
+            acc = self.calls.setdefault(tc.index, {"id": "", "name": "", "arguments": ""})
+            acc["id"] = acc["id"] or _str(tc.id)
+            if tc.function is not None:
+                acc["name"] = acc["name"] or _str(tc.function.name)
+                acc["arguments"] += _str(tc.function.arguments)
+        return content
+
+    def response(self) -> ModelResponse:
+        tool_calls = tuple(
+            ToolCall(call_id=c["id"], name=c["name"], arguments=c["arguments"] or "{}")
+            for _, c in sorted(self.calls.items())
+        )
+        return ModelResponse(
+            text="".join(self.text), tool_calls=tool_calls, input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+        )  # fmt: skip
+
+
+def _str(value: object) -> str:
+    """A text field of a chunk: a string, or nothing (None)."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {type(value).__name__}")
+    return value
+
+
+async def _next_chunk(chunks: AsyncIterator[ChatCompletionChunk], tail_s: float | None) -> ChatCompletionChunk | _End:
+    """The stream's next chunk, or its end. A stream the SDK cannot read (not JSON, not UTF-8) is a garbled
     answer, retryable like a cut one. ``tail_s`` is set once the answer has its ``finish_reason``: the rest (usage,
     ``[DONE]``) then gets that long, and failing to read it ends the stream: the answer is whole."""
     try:
@@ -122,11 +191,11 @@ async def _next_chunk(chunks: AsyncIterator[ChatCompletionChunk], tail_s: float 
         async with asyncio.timeout(tail_s):
             return await anext(chunks)
     except StopAsyncIteration:
-        return None
+        return _End()
     except (openai.APIError, ValueError, TimeoutError) as err:
         if tail_s is not None:
             logger.info("model stream failed after its answer: %r", err)
-            return None
+            return _End()
         if isinstance(err, ValueError):
             raise ModelError(f"malformed model stream ({type(err).__name__}: {err})", retryable=True) from err
         raise
@@ -174,37 +243,16 @@ class OpenAIChatProvider:
                 params["tool_choice"] = choice if choice in ("none", "required") else named
         if request.max_output_tokens is not None:
             params["max_completion_tokens"] = request.max_output_tokens
-        text: list[str] = []
-        calls: dict[int, dict[str, str]] = {}
-        input_tokens = output_tokens = 0
-        finish: str | None = None
+        answer = _Answer()
         try:
             stream = await self._client.chat.completions.create(**params)
             async with stream:
                 chunks = aiter(stream)
-                while (chunk := await _next_chunk(chunks, None if finish is None else self._tail_s)) is not None:
-                    if chunk.usage is not None:
-                        input_tokens = chunk.usage.prompt_tokens
-                        output_tokens = chunk.usage.completion_tokens
-                    if not chunk.choices:
-                        continue
-                    first = chunk.choices[0]
-                    finish = first.finish_reason or finish
-                    delta = first.delta
-                    if delta is None:  # a choice that only carries its finish_reason (some servers send it)
-                        continue
-                    if delta.content:
-                        text.append(delta.content)
-                        await on_text(delta.content)
-                    for tc in delta.tool_calls or ():
-                        # the id and name come whole, in the call's first chunk; some servers (DeepSeek, Qwen,
-                        # Fireworks, the LiteLLM proxy) repeat them in every chunk: only the arguments are deltas
-                        acc = calls.setdefault(tc.index, {"id": "", "name": "", "arguments": ""})
-                        acc["id"] = acc["id"] or tc.id or ""
-                        if tc.function is not None:
-                            acc["name"] = acc["name"] or tc.function.name or ""
-                            acc["arguments"] += tc.function.arguments or ""
-            if finish is None:  # ended cleanly, but before the answer did: what came is not the whole answer
+                while not isinstance(chunk := await _next_chunk(chunks, answer.tail_s(self._tail_s)), _End):
+                    said = answer.feed(chunk)
+                    if said:
+                        await on_text(said)
+            if answer.finish is None:  # ended cleanly, but before the answer did: what came is not the whole answer
                 raise ModelError(f"model {self.model} stream ended before its finish_reason", retryable=True)
         except (openai.APIError, ModelError) as err:
             error = _model_error(err) if isinstance(err, openai.APIError) else err
@@ -214,13 +262,7 @@ class OpenAIChatProvider:
             if error is err:
                 raise
             raise error from err
-        tool_calls = tuple(
-            ToolCall(call_id=c["id"], name=c["name"], arguments=c["arguments"] or "{}")
-            for _, c in sorted(calls.items())
-        )
-        return ModelResponse(
-            text="".join(text), tool_calls=tool_calls, input_tokens=input_tokens, output_tokens=output_tokens
-        )
+        return answer.response()
 
     async def aclose(self) -> None:
         await self._client.close()
