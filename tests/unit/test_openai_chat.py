@@ -384,3 +384,12 @@ async def test_error_event_in_the_stream(server: ScriptedOpenAIServer, kind: str
         await complete(make_provider(server), ModelRequest("", [user("hi")]))
     assert info.value.retryable is retryable
     assert "processing your request" in str(info.value)
+
+
+async def test_malformed_tail_after_the_answer_is_left_out(server: ScriptedOpenAIServer) -> None:
+    """After the finish_reason, a garbled usage chunk costs the usage, not the answer the caller heard."""
+    garbled = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m", "choices": [],
+               "usage": {"prompt_tokens": "many", "completion_tokens": 2}}  # fmt: skip
+    server.script(ScriptedReply(text="All done.", tail_raw=[f"data: {json.dumps(garbled)}\n\n".encode()]))
+    response, sink = await complete(make_provider(server), ModelRequest("", [user("hi")]))
+    assert response.text == "All done." == "".join(sink.deltas)

@@ -131,10 +131,15 @@ class _Answer:
         return None if self.finish is None else tail_s
 
     def feed(self, chunk: ChatCompletionChunk) -> str:
-        """Take one chunk; return its text, for the caller."""
+        """Take one chunk; return its text, for the caller. Once the answer has its finish_reason, a malformed
+        chunk (of the tail: usage) is left out, as a tail that fails to arrive is."""
+        finished = self.finish is not None
         try:
             return self._feed(chunk)
         except (AttributeError, TypeError, ValueError) as err:
+            if finished:
+                logger.info("malformed chunk after the answer: %r", err)
+                return ""
             raise ModelError(f"malformed model stream ({type(err).__name__}: {err})", retryable=True) from err
 
     def _feed(self, chunk: ChatCompletionChunk) -> str:

@@ -68,6 +68,8 @@ class ScriptedReply:
     servers do (DeepSeek, Qwen, Fireworks, the LiteLLM proxy); OpenAI sends them in the first chunk only."""
     raw: list[bytes] = field(default_factory=list)
     """Sent as they are after the text, before the tool calls: malformed SSE, bad JSON, non-UTF-8 bytes."""
+    tail_raw: list[bytes] = field(default_factory=list)
+    """Sent as they are after the ``finish_reason`` chunk, before the usage chunk."""
 
 
 Responder = Callable[[dict[str, Any]], ScriptedReply]
@@ -314,6 +316,8 @@ class ScriptedOpenAIServer(InProcessServer):
             yield chunk({}, finish)
             if reply.hang_after_finish_s:
                 await asyncio.sleep(reply.hang_after_finish_s)
+            for raw in reply.tail_raw:
+                yield raw
             if with_usage:
                 yield _sse({**base, "object": "chat.completion.chunk", "choices": [], "usage": usage})
             yield "data: [DONE]\n\n"
