@@ -146,3 +146,89 @@ def test_cli_prints_one_line_and_exits_non_zero(tmp_path: Path) -> None:
         cwd=Path(__file__).resolve().parents[2],
     )  # fmt: skip
     assert ok.returncode == 0 and "scenario 'retail' is valid: 5 agents" in ok.stdout, ok.stderr
+
+
+def _aliased_settings(depth: int) -> str:
+    """A scenario whose front agent's ``model.settings`` holds 9 ** (depth + 1) strings through aliases."""
+    levels = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    levels += [f"a{n}: &a{n} [{', '.join([f'*a{n - 1}'] * 9)}]" for n in range(1, depth + 1)]
+    settings = "".join(f"\n        {level}" for level in levels)
+    return (
+        "name: broken\nentry_agent: front\nfallback_agent: back\ntools_module: null\nagents:\n"
+        f"  - name: front\n    instructions: Help.\n    model:\n      settings:{settings}\n"
+        "  - name: back\n    instructions: Help more.\n"
+    )
+
+
+def test_a_yaml_bomb_is_refused_at_load(tmp_path: Path) -> None:
+    """Aliases nine deep under ``model.settings`` (which keeps any value) validated, and the agent process then
+    aborted at start, serialising 9**9 strings for its config fingerprint."""
+    err = _load_error(tmp_path, _aliased_settings(8))
+    assert "more than 200,000 values once its aliases are expanded" in str(err)
+    (tmp_path / "shared").mkdir()
+    shared = _write(tmp_path / "shared", _aliased_settings(2))  # anchors used a few times are fine
+    assert load_scenario(str(shared), tmp_path).config.name == "broken"
+
+
+@pytest.mark.parametrize(
+    ("data", "says"),
+    [
+        pytest.param(_scenario(handoffs=[{"target": "front"}]), "agent 'front' hands off to itself", id="self"),
+        pytest.param(
+            _scenario(handoffs=[{"target": "back"}, {"target": "back", "contract": {"x": {}}}]),
+            "agent 'front' declares its handoff to 'back' twice", id="twice",
+        ),
+        pytest.param(
+            _scenario() | {"agents": [{"name": "front", "instructions": "a", "handoffs": [{"target": "b" * 60}]},
+                                      {"name": "b" * 60, "instructions": "b"}], "fallback_agent": "front"},
+            "would be longer than the 64 characters model APIs accept", id="tool-name-too-long",
+        ),
+        pytest.param(
+            _scenario() | {"agents": [
+                {"name": "front", "instructions": "a", "tools": ["consult_supervisor"],
+                 "consult": {"supervisor": "sup", "fallback": {"target": "sup"}}},
+                {"name": "back", "instructions": "b"}, {"name": "sup", "role": "supervisor", "instructions": "c"}]},
+            "consult fallback target 'sup' is a supervisor", id="consult-fallback-supervisor",
+        ),
+    ],
+)  # fmt: skip
+def test_handoffs_the_conductor_would_always_refuse_are_refused_at_load(
+    tmp_path: Path, data: dict[str, Any], says: str
+) -> None:
+    """Each loaded, and failed only at a caller's turn: ping_pong (itself), the second contract never used and two
+    tools of one name sent to the model (twice), the model API refusing the tool name, a caller sent to a
+    supervisor (which serves no turns)."""
+    assert says in str(_load_error(tmp_path, data))
+
+
+_TOOLS = "from switchboard.agents import ToolRegistry\nregistry = ToolRegistry()\n"
+
+
+@pytest.mark.parametrize(
+    ("source", "says"),
+    [
+        pytest.param("@registry.tool()\ndef f(x: int, /) -> int:\n    return x\n", "x: int is positional-only",
+                     id="positional-only"),  # every call: TypeError
+        pytest.param("@registry.tool()\ndef f(*args, **kw):\n    return 1\n", "*args is variadic positional",
+                     id="varargs"),  # the schema asked for 'args' and 'kw'
+        pytest.param("@registry.tool()\ndef f(_x: int) -> int:\n    return _x\n", "parameter names ['_x']",
+                     id="private-name"),  # dropped from the schema: never callable
+        pytest.param("@registry.tool()\ndef f(model_config: int) -> int:\n    return 1\n",
+                     "parameter names ['model_config']", id="pydantic-name"),
+        pytest.param("@registry.tool(name='look up')\ndef f(x: int) -> int:\n    return x\n",
+                     "tool name 'look up': use 1-64 letters", id="name-model-apis-refuse"),
+        pytest.param("@registry.tool()\ndef transfer_to_back(reason: str) -> str:\n    return reason\n",
+                     "tool name 'transfer_to_back' is the platform's", id="handoff-name"),  # taken for a handoff
+        pytest.param("@registry.tool(name='consult_supervisor')\ndef f(note: str) -> str:\n    return note\n",
+                     "tool name 'consult_supervisor' is the platform's", id="consult-name"),
+        pytest.param("import sys\nsys.exit(3)\n", "failed: SystemExit: 3", id="sys-exit"),  # exited 3, not a word
+    ],
+)  # fmt: skip
+def test_a_tool_the_model_could_not_call_is_refused_at_load(tmp_path: Path, source: str, says: str) -> None:
+    folder = _write(tmp_path, _scenario() | {"tools_module": "tools.py"})
+    (folder / "tools.py").write_text(_TOOLS + source)
+    sys.modules.pop("switchboard_scenario_broken_tools", None)  # another test's tools of a scenario so named
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(str(folder), tmp_path)
+    assert says in str(info.value) and "\n" not in str(info.value), str(info.value)
+    sys.modules.pop("switchboard_scenario_broken_tools", None)

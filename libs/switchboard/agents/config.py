@@ -167,6 +167,8 @@ CONSULT_TOOL = "consult_supervisor"
 """Built-in tool that asks the agent's supervisor; declared in ``tools`` like any other."""
 TRANSFER_PREFIX = "transfer_to_"
 """A handoff is a call of the tool ``transfer_to_<target>``."""
+MAX_TOOL_NAME = 64
+"""The longest function name model APIs accept (OpenAI's Chat Completions and Realtime APIs)."""
 
 
 class ConsultFallback(_Frozen):
@@ -272,11 +274,21 @@ class ScenarioConfig(_Frozen):
             if roles.get(getattr(self, role)) == "supervisor":
                 raise ValueError(f"{role} cannot be a supervisor")
         for agent in self.agents:
+            targets = [h.target for h in agent.handoffs]
             for handoff in agent.handoffs:
                 if handoff.target not in names:
                     raise ValueError(f"agent {agent.name!r} hands off to unknown agent {handoff.target!r}")
                 if roles[handoff.target] == "supervisor":
                     raise ValueError(f"agent {agent.name!r} hands off to supervisor {handoff.target!r}; consult it")
+                if handoff.target == agent.name:  # the conductor refuses it every time (ping_pong): the fallback
+                    raise ValueError(f"agent {agent.name!r} hands off to itself")
+                if targets.count(handoff.target) > 1:  # two transfer_to_<target> tools, one contract ever used
+                    raise ValueError(f"agent {agent.name!r} declares its handoff to {handoff.target!r} twice")
+                if len(TRANSFER_PREFIX + handoff.target) > MAX_TOOL_NAME:
+                    raise ValueError(
+                        f"agent {agent.name!r} hands off to {handoff.target!r}: its tool {TRANSFER_PREFIX}<target> "
+                        f"would be longer than the {MAX_TOOL_NAME} characters model APIs accept in a tool name"
+                    )
             _check_consult(agent, roles)
             _check_upstream(agent)
             _check_offline_transfers(agent, names)
@@ -309,6 +321,11 @@ def _check_consult(agent: AgentConfig, roles: Mapping[str, str]) -> None:
         raise ValueError(f"agent {agent.name!r} consults {consult.supervisor!r}, which is not a supervisor")
     if consult.fallback.target is not None and consult.fallback.target not in roles:
         raise ValueError(f"agent {agent.name!r}: consult fallback target {consult.fallback.target!r} is unknown")
+    if consult.fallback.target is not None and roles[consult.fallback.target] == "supervisor":
+        raise ValueError(
+            f"agent {agent.name!r}: consult fallback target {consult.fallback.target!r} is a supervisor, which "
+            "takes no caller"
+        )
     own_tools = [t for t in agent.tools if t != CONSULT_TOOL]
     if own_tools and "act" not in consult.own_moves:
         raise ValueError(

@@ -81,6 +81,7 @@ def load_scenario(name_or_path: str, scenarios_dir: Path) -> Scenario:
         raw = yaml.safe_load(yaml_path.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ScenarioError(f"cannot read {yaml_path}: {exc}") from exc
+    _check_expanded_size(raw, yaml_path)
     try:
         config = ScenarioConfig.model_validate(raw)
     except ValidationError as exc:
@@ -96,6 +97,32 @@ def load_scenario(name_or_path: str, scenarios_dir: Path) -> Scenario:
                 field="tools",
             )
     return Scenario(config, registry, folder)
+
+
+MAX_YAML_VALUES = 200_000
+"""Values a scenario's YAML may hold once its aliases are expanded (the shipped ones hold ~1,000)."""
+
+
+def _check_expanded_size(raw: Any, yaml_path: Path) -> None:
+    """Refuse a document whose aliases expand beyond ``MAX_YAML_VALUES`` (a "billion laughs" bomb). The
+    parser shares aliased nodes, so it loads at once; but a field that keeps any value (``model.settings``,
+    a rule's ``args``) passed validation, and the agent's first serialisation of its config (its
+    fingerprint) then needed gigabytes and aborted the process."""
+    count = 0
+    stack = [raw]
+    while stack:
+        node = stack.pop()
+        count += 1
+        if count > MAX_YAML_VALUES:
+            raise ScenarioError(
+                f"cannot read {yaml_path}: more than {MAX_YAML_VALUES:,} values once its aliases are expanded "
+                "(a YAML bomb?)"
+            )
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
 
 
 def _one_line(exc: ValidationError, raw: Any, yaml_path: Path) -> ScenarioError:
@@ -146,7 +173,7 @@ def _load_tools(folder: Path, config: ScenarioConfig) -> ToolRegistry:
         sys.modules[module_name] = module
         try:
             spec.loader.exec_module(module)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # sys.exit() in a tools module ended the process without a word
             del sys.modules[module_name]  # a half-loaded module must not be reused
             raise ScenarioError(f"importing {path} failed: {type(exc).__name__}: {exc}") from exc
     registry = getattr(module, "registry", None)

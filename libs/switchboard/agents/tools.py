@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, get_args, get_type_hints
@@ -12,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from ..errors import SwitchboardError
 from ..schemas import CallerIdentity
+from .config import CONSULT_TOOL, MAX_TOOL_NAME, TRANSFER_PREFIX
 
 if TYPE_CHECKING:
     from ..state.store import ToolStore
@@ -193,6 +195,20 @@ class ToolRegistry:
         return sorted(self._tools)
 
 
+_TOOL_NAME = re.compile(rf"^[A-Za-z0-9_-]{{1,{MAX_TOOL_NAME}}}$")
+"""What model APIs accept as a function name (OpenAI's Chat Completions and Realtime APIs)."""
+
+
+def _check_name(name: str) -> str:
+    if not _TOOL_NAME.match(name):
+        raise ValueError(
+            f"tool name {name!r}: use 1-{MAX_TOOL_NAME} letters, digits, '_' or '-' (what model APIs accept)"
+        )
+    if name == CONSULT_TOOL or name.startswith(TRANSFER_PREFIX):
+        raise ValueError(f"tool name {name!r} is the platform's ({CONSULT_TOOL}, {TRANSFER_PREFIX}<agent>)")
+    return name
+
+
 def build_tool(
     fn: Callable[..., Any],
     *,
@@ -202,6 +218,7 @@ def build_tool(
     side_effect: bool = False,
     owns: tuple[Owns, ...] = (),
 ) -> Tool:
+    tool_name = _check_name(name or fn.__name__)
     hints = get_type_hints(fn)
     fields: dict[str, Any] = {}
     context_param = None
@@ -210,9 +227,15 @@ def build_tool(
         if annotation is ToolContext or ToolContext in get_args(annotation):
             context_param = pname
             continue
+        if param.kind not in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY):  # the tool is called by keyword
+            raise ValueError(
+                f"tool {tool_name!r}: parameter {param} is {param.kind.description}; the model passes arguments by name"
+            )
         default = ... if param.default is inspect.Parameter.empty else param.default
         fields[pname] = (annotation, default)
-    tool_name = name or fn.__name__
     params = create_model(f"{tool_name}_params", __config__=ConfigDict(extra="forbid"), **fields)
+    dropped = [p for p in fields if p not in params.model_fields]  # pydantic keeps _private and model_config
+    if dropped:  # out of the schema: the model could never pass them, and every call would fail
+        raise ValueError(f"tool {tool_name!r}: parameter names {dropped} cannot be JSON arguments; rename them")
     doc = inspect.getdoc(fn) or tool_name
     return Tool(tool_name, doc, fn, params, context_param, requires_auth, identity, side_effect, owns)
