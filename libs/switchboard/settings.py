@@ -94,7 +94,8 @@ class Settings(BaseSettings):
     The model provider's breaker uses ``breaker_*``."""
     model_backoff_s: float = Field(0.2, ge=0, le=10)
     """Backoff scale of model retries: try n + 1 waits a random time up to ``model_backoff_s * 2**(n-1)``,
-    capped at ten times ``model_backoff_s``, and never less than the server's ``Retry-After``."""
+    capped at ten times ``model_backoff_s``, and never less than the server's ``Retry-After`` (a longer one
+    ends the retries)."""
     model_timeout_s: float = Field(30.0, gt=0, le=600)
     """One model call's HTTP timeout (OpenAI-compatible providers); the turn's deadline cuts it shorter."""
     ledger_takeover_s: float = Field(3.0, gt=0)

@@ -91,7 +91,7 @@ async def rate_limited() -> AsyncIterator[tuple[ScriptedOpenAIServer, list[float
 
 async def test_model_retry_waits_out_retry_after(rate_limited: tuple[ScriptedOpenAIServer, list[float]]) -> None:
     server, calls = rate_limited
-    loop = _loop(server, Settings(model_retry_attempts=2, model_backoff_s=0.01))
+    loop = _loop(server, Settings(model_retry_attempts=2, model_backoff_s=0.2))  # backoffs up to 2 s
     result = await loop.run(REQ, _quiet, deadline=time.time() + 10)
     assert result.text == "Back in a second."
     assert len(calls) == 2 and calls[1] - calls[0] >= 1.0  # the retry waited as long as the server asked
@@ -101,8 +101,20 @@ async def test_model_retry_after_past_the_deadline_fails_at_once(
     rate_limited: tuple[ScriptedOpenAIServer, list[float]],
 ) -> None:
     server, calls = rate_limited
-    loop = _loop(server, Settings(model_retry_attempts=3, model_backoff_s=0.01))
+    loop = _loop(server, Settings(model_retry_attempts=3, model_backoff_s=0.2))
     with pytest.raises(ModelError) as info:
         await loop.run(REQ, _quiet, deadline=time.time() + 0.5)
     assert info.value.status == 429
     assert len(calls) == 1  # no retry the server said would be refused: it would end after the turn's deadline
+
+
+async def test_model_retry_after_beyond_the_longest_backoff_fails_at_once(
+    rate_limited: tuple[ScriptedOpenAIServer, list[float]],
+) -> None:
+    server, calls = rate_limited
+    loop = _loop(server, Settings(model_retry_attempts=3, model_backoff_s=0.05))  # backoffs up to 0.5 s
+    started = time.monotonic()
+    with pytest.raises(ModelError) as info:
+        await loop.run(REQ, _quiet, deadline=time.time() + 10)
+    assert info.value.status == 429
+    assert len(calls) == 1 and time.monotonic() - started < 0.9  # the fallback answers instead of a 1 s silence

@@ -86,7 +86,8 @@ async def call_with_retry(
 
     Backpressure ("busy") does not use up attempts: it is retried, with the same growing backoff,
     until the deadline. An error's ``retry_after_s`` (the downstream's ``Retry-After``) lengthens the
-    backoff. No retry starts when its backoff would end past the deadline. The last
+    backoff, up to ``max_backoff_s``: a longer one ends the retries. No retry starts when its backoff
+    would end past the deadline. The last
     error is re-raised as it is. ``on_retry(attempt, error)`` is told of each failed attempt that
     will be retried.
     """
@@ -112,6 +113,8 @@ async def call_with_retry(
             sleep = max(policy.backoff(attempt), asked or 0.0)
             if policy.attempts is not None and failures >= policy.attempts:
                 raise
+            if asked is not None and asked > policy.max_backoff_s:
+                raise  # a wait longer than this policy ever makes: the caller's fallback answers sooner
             if stop_at is not None and time.time() + sleep >= stop_at:
                 raise
             if on_retry is not None:
