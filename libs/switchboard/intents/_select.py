@@ -35,8 +35,9 @@ def get_embedder(name: str = "auto") -> Embedder:
         if chosen is None:
             try:
                 chosen = _load("minilm")
-            except EmbedderUnavailable as exc:
-                log.info("intent backend fallback", extra={"backend": "ngram", "reason": str(exc)})
+            except EmbedderUnavailable as exc:  # not installed: as documented; installed but damaged: say so
+                level = logging.WARNING if exc.damaged else logging.INFO
+                log.log(level, "intent backend fallback", extra={"backend": "ngram", "reason": str(exc)})
                 chosen = _load("ngram")
             _loaded["auto"] = chosen  # decided once per process: no retried import, no repeated log
         return chosen
