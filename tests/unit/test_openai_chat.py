@@ -393,3 +393,11 @@ async def test_malformed_tail_after_the_answer_is_left_out(server: ScriptedOpenA
     server.script(ScriptedReply(text="All done.", tail_raw=[f"data: {json.dumps(garbled)}\n\n".encode()]))
     response, sink = await complete(make_provider(server), ModelRequest("", [user("hi")]))
     assert response.text == "All done." == "".join(sink.deltas)
+
+
+async def test_stream_ended_by_done_without_a_finish_reason_is_whole(server: ScriptedOpenAIServer) -> None:
+    """Some OpenAI-compatible proxies send no finish_reason; their ``[DONE]`` still says the answer is whole."""
+    server.script(ScriptedReply(text="Your order ships tomorrow.", omit_finish=True))
+    response, _ = await complete(make_provider(server), ModelRequest("", [user("hi")]))
+    assert response.text == "Your order ships tomorrow."
+    assert response.output_tokens == 4  # the usage chunk, after which [DONE] came

@@ -11,6 +11,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import openai
+from openai._streaming import ServerSentEvent, SSEDecoder  # the one place the SDK shows the [DONE] it drops
 from openai.types.chat import ChatCompletionChunk
 
 from ..agents.tools import ToolSpec
@@ -114,6 +115,30 @@ def _model_error(err: openai.APIError) -> ModelError:
 
 class _End:
     """The end of a stream."""
+
+
+class _DoneDecoder(SSEDecoder):
+    """The SDK's SSE decoder, noting the ``[DONE]`` that ends a whole stream (the SDK drops it silently)."""
+
+    done = False
+
+    def decode(self, line: str) -> ServerSentEvent | None:
+        sse = super().decode(line)
+        if sse is not None and sse.data.startswith("[DONE]"):
+            self.done = True
+        return sse
+
+
+class _Client(openai.AsyncOpenAI):
+    """Each of its streams decodes with a :class:`_DoneDecoder` (``AsyncStream._decoder``)."""
+
+    def _make_sse_decoder(self) -> SSEDecoder:
+        return _DoneDecoder()
+
+
+def _ended_by_done(stream: object) -> bool:
+    decoder = getattr(stream, "_decoder", None)
+    return isinstance(decoder, _DoneDecoder) and decoder.done
 
 
 class _Answer:
@@ -229,7 +254,7 @@ class OpenAIChatProvider:
         self.model = model
         self.agent = agent
         self._settings = dict(settings or {})
-        self._client = openai.AsyncOpenAI(api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=0)
+        self._client = _Client(api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=0)
         self._tail_s = min(timeout_s, TAIL_TIMEOUT_S)
 
     async def complete(self, request: ModelRequest, on_text: TextSink) -> ModelResponse:
@@ -257,7 +282,8 @@ class OpenAIChatProvider:
                     said = answer.feed(chunk)
                     if said:
                         await on_text(said)
-            if answer.finish is None:  # ended cleanly, but before the answer did: what came is not the whole answer
+            if answer.finish is None and not _ended_by_done(stream):
+                # ended cleanly, but before the answer did (no finish_reason, no [DONE]): it is not the whole answer
                 raise ModelError(f"model {self.model} stream ended before its finish_reason", retryable=True)
         except (openai.APIError, ModelError) as err:
             error = _model_error(err) if isinstance(err, openai.APIError) else err

@@ -61,6 +61,8 @@ class ScriptedReply:
     cut: bool = False
     """End the stream cleanly right after the text and tool calls: no ``finish_reason``, usage or ``[DONE]``
     (a server, or a proxy, that lost the rest of the answer)."""
+    omit_finish: bool = False
+    """Send no ``finish_reason`` chunk, but the usage chunk and ``[DONE]`` (some OpenAI-compatible proxies)."""
     hang_after_finish_s: float = 0.0
     """After the ``finish_reason`` chunk, go silent this long before the usage chunk and ``[DONE]``."""
     repeat_call_fields: bool = False
@@ -313,7 +315,8 @@ class ScriptedOpenAIServer(InProcessServer):
                     yield chunk({"tool_calls": [delta]})
             if reply.cut:
                 return
-            yield chunk({}, finish)
+            if not reply.omit_finish:
+                yield chunk({}, finish)
             if reply.hang_after_finish_s:
                 await asyncio.sleep(reply.hang_after_finish_s)
             for raw in reply.tail_raw:
