@@ -462,7 +462,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("sets", nargs="+", help="labelled sets (YAML)")
     p.add_argument("--backend", default=os.environ.get("SWITCHBOARD_INTENT_BACKEND", "auto"),
                    choices=["auto", "minilm", "ngram"], help="intent similarity backend (default: auto)")  # fmt: skip
-    p.add_argument("--scenarios-dir", default="scenarios", help="where the sets' scenarios are (default: %(default)s)")
+    p.add_argument(
+        "--scenarios-dir", default=os.environ.get("SWITCHBOARD_SCENARIOS_DIR", "scenarios"),
+        help="where the sets' scenarios are (default: SWITCHBOARD_SCENARIOS_DIR, else scenarios)",
+    )  # fmt: skip
     p.set_defaults(fn=_routing_eval)
     from .capacity import register as register_capacity
     from .rollout.command import register as register_rollout

@@ -15,10 +15,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..agents.config import ScenarioConfig
+from ..agents.config import AgentConfig, ScenarioConfig
 from ..agents.loader import Scenario, load_scenario
+from ..errors import ConfigError
 from ..models.offline import OfflineProvider
 from ..runtime.loop import AgentLoop
 from ..schemas import ConversationItem, FunctionCallItem, FunctionCallOutputItem, MessageItem, TurnRequest, TurnResult
@@ -44,7 +45,34 @@ class LabelledSet(BaseModel):
 
     @classmethod
     def load(cls, path: Path) -> LabelledSet:
-        return cls.model_validate(yaml.safe_load(path.read_text()))
+        """The set in ``path``; a set that cannot be read or validated is a one-line ``ConfigError`` naming it."""
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except (UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise ConfigError(f"labelled set {path}: cannot read it: {' '.join(str(exc).split())}") from exc
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            where = ".".join(str(p) for p in first["loc"])
+            more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+            raise ConfigError(f"labelled set {path}: {where + ': ' if where else ''}{first['msg']}{more}") from None
+
+    def check(self, config: ScenarioConfig, path: Path | None = None) -> AgentConfig:
+        """The set's agent; every line expects something a turn can end in (``answer``, ``consult``, or an agent
+        of the scenario), so a mistyped label is refused instead of being counted as a miss."""
+        name = f"labelled set {path}" if path else "labelled set"
+        agent = config.agent(self.agent)
+        if agent is None:
+            raise ConfigError(f"{name}: scenario {self.scenario!r} has no agent {self.agent!r}")
+        outcomes = ["answer", "consult", *config.agent_names]
+        for n, line in enumerate(self.lines(), 1):
+            if line.expect not in outcomes:
+                raise ConfigError(
+                    f"{name}: line {n} ({line.say!r}) expects {line.expect!r}, which no turn ends in "
+                    f"(expect one of {outcomes})"
+                )
+        return agent
 
     def lines(self) -> list[Line]:
         return [*self.cases, *(line for conv in self.conversations for line in conv)]
@@ -120,9 +148,7 @@ async def evaluate(labelled: LabelledSet, scenario: Scenario | None = None, back
     """Run every line of ``labelled`` through its agent; ``answer`` lines expect the agent itself.
     ``backend`` picks the intent similarity backend (``switchboard.intents``)."""
     scenario = scenario or load_scenario(labelled.scenario, _SCENARIOS)
-    config = scenario.config.agent(labelled.agent)
-    if config is None:
-        raise ValueError(f"scenario {labelled.scenario!r} has no agent {labelled.agent!r}")
+    config = labelled.check(scenario.config)
     provider = OfflineProvider(config.offline, scenario.config.offline_slots, backend=backend)
     loop = AgentLoop(config, provider, scenario.tools)
 
@@ -172,6 +198,7 @@ async def command(paths: Sequence[Path], scenarios_dir: Path, backend: str) -> i
     for path in paths:
         labelled = LabelledSet.load(path)
         scenario = load_scenario(labelled.scenario, scenarios_dir)
+        labelled.check(scenario.config, path)
         started = time.perf_counter()
         report = await evaluate(labelled, scenario, backend=backend)
         ready = time.perf_counter() - started - report.per_turn_ms * report.total / 1000
