@@ -55,9 +55,6 @@ class ScriptedReply:
     """Stream this many characters of ``text``, then go silent for ``stall_s`` before the rest (a model, or
     a replica, that dies mid-answer)."""
     stall_s: float = 0.0
-    finish_reason: str | None = None
-    """The streamed answer's ``finish_reason`` (``length``, ``content_filter``...); default ``tool_calls`` when it
-    calls tools, else ``stop``."""
     cut: bool = False
     """End the stream cleanly right after the text and tool calls: no ``finish_reason``, usage or ``[DONE]``
     (a server, or a proxy, that lost the rest of the answer)."""
@@ -262,7 +259,7 @@ class ScriptedOpenAIServer(InProcessServer):
         usage = {"prompt_tokens": count_tokens(prompt), "completion_tokens": count_tokens(completion)}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         base = {"id": f"chatcmpl-{next(self._ids)}", "created": int(time.time()), "model": body.get("model")}
-        finish = reply.finish_reason or ("tool_calls" if calls else "stop")
+        finish = "tool_calls" if calls else "stop"
         if not body.get("stream"):
             message: dict[str, Any] = {"role": "assistant", "content": reply.text or None}
             if calls:
