@@ -232,3 +232,24 @@ def test_a_tool_the_model_could_not_call_is_refused_at_load(tmp_path: Path, sour
         load_scenario(str(folder), tmp_path)
     assert says in str(info.value) and "\n" not in str(info.value), str(info.value)
     sys.modules.pop("switchboard_scenario_broken_tools", None)
+
+
+@pytest.mark.parametrize(
+    ("rule", "says"),
+    [
+        pytest.param({"say": "Hello {slot.name}"}, "say template 'Hello {slot.name}': unknown field {slot.name}",
+                     id="namespace-typo"),  # KeyError: 'slot' at the turn
+        pytest.param({"say": "Your order {slots.order_id"}, "expected '}' before end of string", id="unclosed"),
+        pytest.param({"say": "Hi {user}"}, "unknown field {user}", id="whole-namespace"),  # said an object's repr
+        pytest.param({"call": "transfer_to_back", "args": {"reason": "{0}"}}, "args.reason template '{0}'",
+                     id="positional"),  # IndexError
+        pytest.param({"say": "Hi {user.text!z}"}, "unsupported conversion", id="conversion"),
+    ],
+)  # fmt: skip
+def test_an_offline_template_the_model_could_not_render_is_refused_at_load(
+    tmp_path: Path, rule: dict[str, Any], says: str
+) -> None:
+    """It loaded, and the first caller line that reached the rule failed its turn (KeyError, ValueError, ...)."""
+    err = _load_error(tmp_path, _scenario(offline={"rules": [{"when_user_says": ["hi"], **rule}]}))
+    assert (err.agent, err.field) == ("front", "offline.rules.rule #1")
+    assert says in err.message

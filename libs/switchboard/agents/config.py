@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
+import string
 from collections.abc import Mapping
 from typing import Any, Literal, Self
 
@@ -131,7 +132,42 @@ class OfflineRule(_Frozen):
     def _one_action(self) -> Self:
         if (self.call is None) == (self.say is None):
             raise ValueError("an offline rule needs exactly one of 'call' or 'say'")
+        templates = {"say": self.say, "call": self.call}
+        templates |= {f"args.{k}": v for k, v in self.args.items() if isinstance(v, str)}
+        for where, template in templates.items():
+            if template is not None:
+                _check_template(where, template)
         return self
+
+
+TEMPLATE_FIELDS: dict[str, frozenset[str] | None] = {
+    "slots": None,
+    "context": None,
+    "result": None,
+    "caller": frozenset({"authenticated"}),
+    "user": frozenset({"text"}),
+}
+"""What an offline rule's templates may name: ``{namespace.key}`` (any key where the set is ``None``)."""
+_TEMPLATE_FIELD = re.compile(r"^([a-z_]+)\.([A-Za-z0-9_]+)$")
+
+
+def _check_template(where: str, template: str) -> None:
+    """A template the offline model can render: a typo (``{slot.x}``, an unclosed brace) loaded, and the turn
+    that reached the rule failed with KeyError or ValueError."""
+    fields = ", ".join(f"{{{n}.{sorted(k)[0] if k else '<name>'}}}" for n, k in TEMPLATE_FIELDS.items())
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"{where} template {template!r}: {exc} (use '{{{{' and '}}}}' for braces)") from None
+    for _, field, spec, conversion in parsed:
+        if field is None:
+            continue
+        match = _TEMPLATE_FIELD.match(field)
+        known = TEMPLATE_FIELDS.get(match.group(1), ()) if match else ()
+        if match is None or (known is not None and match.group(2) not in known):
+            raise ValueError(f"{where} template {template!r}: unknown field {{{field}}} (fields: {fields})")
+        if conversion not in (None, "r", "s", "a") or "{" in (spec or ""):
+            raise ValueError(f"{where} template {template!r}: unsupported conversion or format in {{{field}}}")
 
 
 class OfflineScript(_Frozen):
