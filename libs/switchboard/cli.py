@@ -130,6 +130,7 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 def _run(args: argparse.Namespace) -> None:
     """Start nats-server, every agent and the edge; keep them running; stop all, in order, on Ctrl-C."""
     from . import logs
+    from .agents import load_scenario
     from .local.ports import in_use
     from .local.stack import ConsoleFormatter, Stack
     from .local.var_lock import lock_var_dir
@@ -147,6 +148,9 @@ def _run(args: argparse.Namespace) -> None:
         raise ConfigError(
             f"nats-server and the edge cannot share port {args.nats_port}: change --nats-port or SWITCHBOARD_EDGE_PORT"
         )
+    # a broken scenario is one line before anything starts (it was found while starting nats-server, after
+    # "starting ...", and reported after the stop's lines)
+    load_scenario(settings.scenario, settings.scenarios_dir)
     var_lock = lock_var_dir(Path(args.var_dir))  # before anything is written there, and held to the end
     wanted = [(args.nats_port, "127.0.0.1", "nats-server's; --nats-port"),
               (settings.edge_port, settings.edge_host, "the edge's; SWITCHBOARD_EDGE_PORT")]  # fmt: skip

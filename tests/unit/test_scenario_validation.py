@@ -132,7 +132,8 @@ def test_unreadable_yaml_is_one_line(tmp_path: Path) -> None:
 def test_cli_prints_one_line_and_exits_non_zero(tmp_path: Path) -> None:
     folder = _write(tmp_path, _contract(order_id={"pattern": "[A-Z"}))
     env = os.environ | {"SWITCHBOARD_NATS_URL": "nats://127.0.0.1:1"}  # never reached: the load fails first
-    for args in (["validate", str(folder)], ["agent", "--name", "front"]):
+    var = tmp_path / "var"  # run: refused before it starts anything (it printed its start and stop lines first)
+    for args in (["validate", str(folder)], ["agent", "--name", "front"], ["run", "--var-dir", str(var)]):
         run = subprocess.run(
             [sys.executable, "-m", "switchboard", *args], capture_output=True, text=True, timeout=60,
             env=env | {"SWITCHBOARD_SCENARIO": str(folder)},
@@ -141,6 +142,7 @@ def test_cli_prints_one_line_and_exits_non_zero(tmp_path: Path) -> None:
         assert run.stdout == "" and run.stderr.count("\n") == 1, run.stderr
         assert "Traceback" not in run.stderr
         assert "agent 'front', handoff to 'back', contract.order_id.pattern: invalid regex '[A-Z'" in run.stderr
+    assert not var.exists()
     ok = subprocess.run(
         [sys.executable, "-m", "switchboard", "validate", "retail"], capture_output=True, text=True, timeout=60,
         cwd=Path(__file__).resolve().parents[2],
