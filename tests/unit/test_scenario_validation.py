@@ -255,3 +255,25 @@ def test_an_offline_template_the_model_could_not_render_is_refused_at_load(
     err = _load_error(tmp_path, _scenario(offline={"rules": [{"when_user_says": ["hi"], **rule}]}))
     assert (err.agent, err.field) == ("front", "offline.rules.rule #1")
     assert says in err.message
+
+
+def test_a_key_given_twice_is_refused_and_a_merged_key_may_be_overridden(tmp_path: Path) -> None:
+    """PyYAML keeps the last of two equal keys without a word: the agent's first ``handoffs`` was dropped and the
+    scenario loaded without it."""
+    text = (
+        "name: broken\nentry_agent: front\nfallback_agent: back\ntools_module: null\nagents:\n"
+        "  - name: front\n    instructions: Help.\n    handoffs: [{target: back}]\n    max_iterations: 3\n"
+        "    handoffs: []\n"
+        "  - {name: back, instructions: Help more.}\n"
+    )
+    err = _load_error(tmp_path, text)
+    assert "found duplicate key 'handoffs' (the first would be ignored)" in str(err) and "line 10" in str(err)
+    merged = text.replace("    handoffs: []\n", "").replace(
+        "  - {name: back, instructions: Help more.}\n",
+        "  - &back {name: back, instructions: Help more., max_iterations: 2}\n"
+        "  - {<<: *back, name: other, max_iterations: 5}\n",
+    )
+    (tmp_path / "merged").mkdir()
+    config = load_scenario(str(_write(tmp_path / "merged", merged)), tmp_path).config
+    other = config.agent("other")
+    assert other is not None and other.max_iterations == 5 and other.instructions == "Help more."

@@ -78,7 +78,7 @@ def load_scenario(name_or_path: str, scenarios_dir: Path) -> Scenario:
     folder = resolve_scenario_dir(name_or_path, scenarios_dir)
     yaml_path = folder / "scenario.yaml"
     try:
-        raw = yaml.safe_load(yaml_path.read_text())
+        raw = yaml.load(yaml_path.read_text(), Loader=_UniqueKeyLoader)  # a SafeLoader: no Python objects
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ScenarioError(f"cannot read {yaml_path}: {exc}") from exc
     _check_expanded_size(raw, yaml_path)
@@ -97,6 +97,29 @@ def load_scenario(name_or_path: str, scenarios_dir: Path) -> Scenario:
                 field="tools",
             )
     return Scenario(config, registry, folder)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a mapping that repeats a key: PyYAML keeps the last one without a word, so
+    an agent's second ``handoffs:`` or ``offline:`` silently replaced the first. A key given after a merge
+    (``<<: *defaults``) overrides the merged one, as YAML intends."""
+
+
+def _unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Any:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"found duplicate key {key!r} (the first would be ignored)", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
 
 
 MAX_YAML_VALUES = 200_000
