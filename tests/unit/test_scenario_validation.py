@@ -277,3 +277,13 @@ def test_a_key_given_twice_is_refused_and_a_merged_key_may_be_overridden(tmp_pat
     config = load_scenario(str(_write(tmp_path / "merged", merged)), tmp_path).config
     other = config.agent("other")
     assert other is not None and other.max_iterations == 5 and other.instructions == "Help more."
+
+
+def test_one_example_under_two_intents_is_refused(tmp_path: Path) -> None:
+    """Both examples score the same against any line, so the first intent declared won every tie: a caller saying
+    that very line never reached the second intent, with nothing said at load."""
+    intents = {"returns": ["I want my money back", "send it back"], "billing": ["check my balance", "Send  it BACK"]}
+    err = _load_error(tmp_path, _scenario(offline={"intents": intents}))
+    assert (err.agent, err.field) == ("front", "offline.intents")
+    # (the YAML lists billing first)
+    assert err.message == "intent 'returns': example 'send it back' is an example of intent 'billing' too"

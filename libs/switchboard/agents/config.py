@@ -181,9 +181,14 @@ class OfflineScript(_Frozen):
     @field_validator("intents")
     @classmethod
     def _examples(cls, intents: dict[str, list[str]]) -> dict[str, list[str]]:
+        owner: dict[str, str] = {}
         for name, examples in intents.items():
             if not examples or any(not e.strip() for e in examples):
                 raise ValueError(f"intent {name!r} needs at least one example utterance and no blank ones")
+            for example in examples:  # a line equal to both scores the same: the first intent always won it
+                other = owner.setdefault(" ".join(example.lower().split()), name)
+                if other != name:
+                    raise ValueError(f"intent {name!r}: example {example!r} is an example of intent {other!r} too")
         return intents
 
     @model_validator(mode="after")
