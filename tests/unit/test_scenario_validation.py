@@ -192,6 +192,18 @@ def test_a_yaml_bomb_is_refused_at_load(tmp_path: Path) -> None:
                 {"name": "back", "instructions": "b"}, {"name": "sup", "role": "supervisor", "instructions": "c"}]},
             "consult fallback target 'sup' is a supervisor", id="consult-fallback-supervisor",
         ),
+        pytest.param(  # pydantic raised from the agent's start, a traceback, once validate had said valid
+            _contract(_order={"required": False}), "Fields must not use names with leading underscores",
+            id="contract-private-field",
+        ),
+        pytest.param(  # dropped from the contract model: every handoff carrying it refused_contract
+            _contract(model_config={"required": False}), "contract field names ['model_config'] cannot be used",
+            id="contract-pydantic-field",
+        ),
+        pytest.param(  # the transfer tool's own argument, its schema overridden
+            _contract(reason={"type": "integer"}), "contract field 'reason' is the transfer tool's own argument",
+            id="contract-reason",
+        ),
     ],
 )  # fmt: skip
 def test_handoffs_the_conductor_would_always_refuse_are_refused_at_load(

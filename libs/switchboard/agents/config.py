@@ -8,7 +8,15 @@ import string
 from collections.abc import Mapping
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PydanticUserError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import SchemaError, SchemaValidator, core_schema
 
 from ..bus.subjects import check_token
@@ -71,6 +79,22 @@ class HandoffConfig(_Frozen):
     target: str
     description: str = ""
     contract: dict[str, ContractField] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _contract_builds(self) -> Self:
+        """The contract model is built at load, not at the first handoff: a field named ``_order`` made pydantic
+        raise from the agent's start (a traceback, after ``validate`` said valid), ``model_config`` was dropped
+        (every handoff carrying it refused), and ``reason`` is the transfer tool's own argument."""
+        if "reason" in self.contract:
+            raise ValueError("contract field 'reason' is the transfer tool's own argument (why the caller moves)")
+        try:
+            built = set(self._contract_model.model_fields)
+        except PydanticUserError as exc:
+            raise ValueError(f"contract: {_last_line(exc)}") from None
+        dropped = [name for name in self.contract if name not in built]
+        if dropped:
+            raise ValueError(f"contract field names {dropped} cannot be used; rename them")
+        return self
 
     def contract_model(self) -> type[BaseModel]:
         """A pydantic model of the contract: declared fields only, required ones enforced (built once)."""
