@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from switchboard.agents import ScenarioError, load_scenario
+from switchboard.guardrails.rules import GuardrailRule, Verdict, check
 
 
 def _scenario(**front: Any) -> dict[str, Any]:
@@ -299,3 +300,14 @@ def test_one_example_under_two_intents_is_refused(tmp_path: Path) -> None:
     assert (err.agent, err.field) == ("front", "offline.intents")
     # (the YAML lists billing first)
     assert err.message == "intent 'returns': example 'send it back' is an example of intent 'billing' too"
+
+
+def test_a_guardrail_pattern_matching_the_empty_string_is_refused_and_empty_matches_never_fire(tmp_path: Path) -> None:
+    """A trailing '|' loaded, and the rule then matched between every two characters: every caller line and every
+    answer came out as '[T]h[T]e[T]l[T]l[T]o' (redact), or was blocked (block)."""
+    rules = [{"name": "threats", "pattern": "(?i)\\bbomb\\b|", "action": "block"}]
+    err = _load_error(tmp_path, _scenario() | {"guardrails": {"rules": rules}})
+    assert err.field == "guardrails.rules.rule #1.pattern"
+    assert "matches the empty string, so it would match every text" in err.message
+    boundary = GuardrailRule(name="t", pattern=r"\b")  # matches only empty strings: never fires
+    assert check([boundary], "hello there") == Verdict("hello there")

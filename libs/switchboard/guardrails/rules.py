@@ -118,9 +118,11 @@ class GuardrailRule(BaseModel):
     def _compiles(cls, v: str | None) -> str | None:
         if v is not None:
             try:
-                re.compile(v)
+                compiled = re.compile(v)
             except re.error as exc:
                 raise ValueError(f"invalid regex {v!r}: {exc}") from exc
+            if compiled.fullmatch("") is not None:  # e.g. a trailing '|': it matched between every character
+                raise ValueError(f"regex {v!r} matches the empty string, so it would match every text")
         return v
 
     @model_validator(mode="after")
@@ -152,7 +154,7 @@ class GuardrailRule(BaseModel):
         if self.pii is not None:
             return find_pii(self.pii, text)
         assert self.pattern is not None
-        return [m.span() for m in re.finditer(self.pattern, text)]
+        return [m.span() for m in re.finditer(self.pattern, text) if m.end() > m.start()]  # not an empty match
 
     @property
     def replacement(self) -> str:
