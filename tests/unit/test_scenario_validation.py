@@ -73,6 +73,10 @@ def _load_error(tmp_path: Path, data: dict[str, Any] | str) -> ScenarioError:
             _scenario() | {"offline_slots": {"order_id": "(A\\d+"}}, None, None, "offline_slots",
             "slot 'order_id': invalid regex", id="slot-regex",
         ),
+        pytest.param(  # read at the agent's start: a ValueError traceback there, after validate said valid
+            _scenario(model={"provider": "offline", "settings": {"delay_s": "abc"}}), "front", None, "model.settings",
+            "delay_s must be a number of seconds from 0 to 3600, got 'abc'", id="offline-delay",
+        ),
     ],
 )  # fmt: skip
 def test_field_errors_name_the_agent_the_handoff_and_the_field(

@@ -45,6 +45,16 @@ class ModelConfig(_Frozen):
     settings: dict[str, Any] = Field(default_factory=dict)
     """Extra request parameters (temperature, max_tokens, ...)."""
 
+    @field_validator("settings")
+    @classmethod
+    def _delay(cls, v: dict[str, Any]) -> dict[str, Any]:
+        """``delay_s`` (the offline model's simulated latency) is read at the agent's start: a string there was
+        a ValueError traceback from the agent, after ``validate`` said valid."""
+        delay = v.get("delay_s", 0)
+        if isinstance(delay, bool) or not isinstance(delay, int | float) or not 0 <= delay < 3600:
+            raise ValueError(f"delay_s must be a number of seconds from 0 to 3600, got {delay!r}")
+        return v
+
 
 class ContractField(_Frozen):
     """One context field a handoff may (or must) transfer."""
