@@ -315,3 +315,27 @@ def test_a_guardrail_pattern_matching_the_empty_string_is_refused_and_empty_matc
     assert "matches the empty string, so it would match every text" in err.message
     boundary = GuardrailRule(name="t", pattern=r"\b")  # matches only empty strings: never fires
     assert check([boundary], "hello there") == Verdict("hello there")
+
+
+def test_two_folders_of_one_scenario_name_each_get_their_own_tools(tmp_path: Path) -> None:
+    """The tools module was cached by scenario name: a canary's copy loaded in a process that had loaded the stable
+    one (``rollout set-weight --canary-scenario`` does) got the stable tools, and refused the canary's new tool as
+    unknown."""
+    name = f"twin_{os.getpid()}_{tmp_path.name}"
+    folders = []
+    for version, tools in (("stable", ["ping"]), ("canary", ["ping", "pong"])):
+        folder = tmp_path / version
+        folder.mkdir()
+        data = _scenario(tools=tools) | {"name": name, "tools_module": "tools.py"}
+        (folder / "scenario.yaml").write_text(yaml.safe_dump(data))
+        source = "".join(f"@registry.tool()\ndef {t}() -> str:\n    return '{version}'\n" for t in tools)
+        (folder / "tools.py").write_text(_TOOLS + source)
+        folders.append(folder)
+    try:
+        stable = load_scenario(str(folders[0]), tmp_path)
+        canary = load_scenario(str(folders[1]), tmp_path)
+        assert (stable.tools.names(), canary.tools.names()) == (["ping"], ["ping", "pong"])
+        assert load_scenario(str(folders[0]), tmp_path).tools is stable.tools  # the same folder: loaded once
+    finally:
+        for module in [m for m in sys.modules if m.startswith(f"switchboard_scenario_{name}_tools")]:
+            del sys.modules[module]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import sys
 from dataclasses import dataclass
@@ -188,6 +189,11 @@ def _load_tools(folder: Path, config: ScenarioConfig) -> ToolRegistry:
         raise ScenarioError(f"tools module {path} not found (set tools_module: null if the scenario has no tools)")
     module_name = f"switchboard_scenario_{config.name}_tools"
     module = sys.modules.get(module_name)
+    if module is not None and Path(getattr(module, "__file__", None) or "").resolve() != path.resolve():
+        # another folder's scenario of this name was loaded here first (a canary's copy, checked by `rollout
+        # set-weight` after the stable one): its tools were taken for these, an added tool was "unknown"
+        module_name += "_" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
+        module = sys.modules.get(module_name)
     if module is None:
         spec = importlib.util.spec_from_file_location(module_name, path)
         if spec is None or spec.loader is None:
