@@ -104,3 +104,22 @@ def test_a_long_caller_line_is_scored_and_cached_by_its_start_only() -> None:
     assert matcher.cached(line) == (True, hit)  # the same line again: no scoring
     assert len(backend.scored) == 1
     assert matcher.match(" " * (MAX_SCORED_CHARS + 1) + "refund") is None  # nothing said in its first part
+
+
+@pytest.mark.parametrize(
+    ("line", "intent"),
+    [
+        pytest.param("хочу вернуть этот товар", "returns", id="cyrillic"),
+        pytest.param("Πού είναι ο λογαριασμός μου", "billing", id="greek"),
+        pytest.param("返品したいです", "returns", id="japanese"),
+    ],
+)
+def test_the_ngram_backend_routes_lines_in_any_script(line: str, intent: str) -> None:
+    """Its words were ``[a-z0-9]+``: an example in Cyrillic, Greek or Japanese had no feature at all, so not even
+    the example itself matched (the n-gram backend is what the container image routes with)."""
+    intents = {
+        "returns": ["Хочу вернуть товар", "返品したい", "quiero una devolución"],
+        "billing": ["Какой у меня баланс", "Ο λογαριασμός μου", "請求書について"],
+    }
+    hit = IntentMatcher(intents, get_embedder("ngram")).match(line)
+    assert hit is not None and hit.intent == intent, hit

@@ -13,7 +13,9 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 
-_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+_WORD = re.compile(r"[^\W_]+(?:'[^\W\d_]+)?")
+"""Letters and digits of any script (was ``[a-z0-9]``: a Cyrillic, Greek or Japanese example had no feature at
+all, so even the example itself matched nothing, and accented words were cut at the accent)."""
 _STOP = frozenset(
     "a an the and or but so if of to in on at for from with by about as into is are am was were be been "
     "being do does did i im me my mine we us our you your it its this that these those there heres theres "
