@@ -263,6 +263,8 @@ def test_a_tool_the_model_could_not_call_is_refused_at_load(tmp_path: Path, sour
         pytest.param({"call": "transfer_to_back", "args": {"reason": "{0}"}}, "args.reason template '{0}'",
                      id="positional"),  # IndexError
         pytest.param({"say": "Hi {user.text!z}"}, "unsupported conversion", id="conversion"),
+        pytest.param({"when_user_says": ["refund", ""], "say": "Refunds: one moment."},
+                     "a blank word in ['refund', ''] would match every line", id="blank-keyword"),  # fired for any line
     ],
 )  # fmt: skip
 def test_an_offline_template_the_model_could_not_render_is_refused_at_load(
@@ -270,7 +272,7 @@ def test_an_offline_template_the_model_could_not_render_is_refused_at_load(
 ) -> None:
     """It loaded, and the first caller line that reached the rule failed its turn (KeyError, ValueError, ...)."""
     err = _load_error(tmp_path, _scenario(offline={"rules": [{"when_user_says": ["hi"], **rule}]}))
-    assert (err.agent, err.field) == ("front", "offline.rules.rule #1")
+    assert err.agent == "front" and (err.field or "").startswith("offline.rules.rule #1")
     assert says in err.message
 
 

@@ -162,6 +162,13 @@ class OfflineRule(_Frozen):
     say: str | None = None
     """Reply text (templated). ``{user.text}`` is the caller's latest message."""
 
+    @field_validator("when_user_says", "when_conversation_says")
+    @classmethod
+    def _no_blank_words(cls, words: list[str]) -> list[str]:
+        if any(not w.strip() for w in words):  # a blank word is in every line: the rule fired for anything said
+            raise ValueError(f"a blank word in {words!r} would match every line")
+        return words
+
     @model_validator(mode="after")
     def _one_action(self) -> Self:
         if (self.call is None) == (self.say is None):
