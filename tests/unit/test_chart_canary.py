@@ -119,3 +119,19 @@ def test_a_supervisor_has_no_canary() -> None:
     values["agents"][1]["canary"] = {"enabled": True, "weight": 10, "image": {"tag": "0.2.0"}}
     error = render_error(values)
     assert 'agents[1].canary: "supervisor" is a supervisor' in error and "not routed by track" in error
+
+
+def test_an_agent_named_like_another_agents_canary_is_refused() -> None:
+    """Agent ``x-canary`` and the canary of agent ``x`` both rendered Deployment ``<fullname>-x-canary``: applied,
+    one replaced the other (the canary, or the agent, never ran)."""
+    scenario = {
+        "name": "retail", "entry_agent": "x", "fallback_agent": "x", "tools_module": None,
+        "agents": [{"name": "x", "instructions": "a"}, {"name": "x-canary", "instructions": "b"}],
+    }  # fmt: skip
+    agents = [{"name": "x", "canary": {"enabled": True, "weight": 10}}, {"name": "x-canary"}]
+    error = render_error(minimal(scenario={"name": "retail", "config": scenario}, agents=agents))
+    assert f'agents[1]: its Deployment name "{FULLNAME}-x-canary" is also the one of agents[0].canary' in error
+    agents[1]["canary"] = {"enabled": True}  # x-canary's own canary is x-canary-canary: no clash
+    agents[0]["canary"] = {"enabled": False}
+    deployments = of_kind(render(minimal(scenario={"name": "retail", "config": scenario}, agents=agents)), "Deployment")
+    assert {f"{FULLNAME}-x", f"{FULLNAME}-x-canary", f"{FULLNAME}-x-canary-canary"} <= set(deployments)

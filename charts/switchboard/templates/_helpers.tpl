@@ -297,6 +297,14 @@ twice, HPA and KEDA both on, a Deployment for an openai-realtime agent, a canary
 {{- $components = append $components $c }}
 {{- end }}
 {{- end }}
+{{- $taken := dict }}
+{{- range $c := $components }}
+{{- /* agent "x-canary" and the canary of agent "x" are both Deployment <fullname>-x-canary: one would replace the other */}}
+{{- if hasKey $taken $c.fullname }}
+{{- fail (printf "%s: its Deployment name %q is also the one of %s; rename the agent in the scenario" $c.field $c.fullname (get $taken $c.fullname)) }}
+{{- end }}
+{{- $_ := set $taken $c.fullname $c.field }}
+{{- end }}
 {{- range $name := keys $roles | sortAlpha }}
 {{- if not (or (hasKey $seen $name) (hasKey $inEdge $name)) }}
 {{- fail (printf "agents: scenario %q defines agent %q but agents has no entry for it; add {name: %s} (enabled: false to leave it out)" $scenarioName $name $name) }}
