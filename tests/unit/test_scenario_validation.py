@@ -267,10 +267,9 @@ def test_a_tool_the_model_could_not_call_is_refused_at_load(tmp_path: Path, sour
                      "a blank word in ['refund', ''] would match every line", id="blank-keyword"),  # fired for any line
     ],
 )  # fmt: skip
-def test_an_offline_template_the_model_could_not_render_is_refused_at_load(
-    tmp_path: Path, rule: dict[str, Any], says: str
-) -> None:
-    """It loaded, and the first caller line that reached the rule failed its turn (KeyError, ValueError, ...)."""
+def test_an_offline_rule_that_cannot_work_is_refused_at_load(tmp_path: Path, rule: dict[str, Any], says: str) -> None:
+    """Each loaded: a template the model cannot render failed the turn of the first caller line that reached the
+    rule (KeyError, ValueError, ...), and a blank keyword made the rule fire for any line."""
     err = _load_error(tmp_path, _scenario(offline={"rules": [{"when_user_says": ["hi"], **rule}]}))
     assert err.agent == "front" and (err.field or "").startswith("offline.rules.rule #1")
     assert says in err.message
