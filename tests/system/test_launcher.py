@@ -133,6 +133,14 @@ class Launcher:
         wait_for(lambda: self.banner() or self.popen.poll() is not None, timeout_s, "the banner")
         assert self.banner(), f"the launcher exited with {self.popen.returncode}:\n" + "\n".join(self.lines[-15:])
 
+    def ctrl_c(self, procs: dict[int, str]) -> float:
+        """Ctrl-C; once the launcher exited 0 and ``procs`` are gone, the seconds that took."""
+        started = time.monotonic()
+        self.popen.send_signal(signal.SIGINT)
+        assert self.popen.wait(30) == 0
+        wait_for(lambda: all(gone(pid) for pid in procs), 10, "every process to be gone")
+        return time.monotonic() - started
+
     async def hello(self, key: str) -> Reply:
         async with sdk_at(f"ws://127.0.0.1:{self.port}/v1", key).realtime.connect(model="switchboard") as conn:
             await open_session(conn)
@@ -458,11 +466,7 @@ def test_ctrl_c_while_starting_stops_at_once(tmp_path: Path) -> None:
         procs = launcher.children()
         assert any(args.endswith("--name stuck") for args in procs.values()), procs
         assert not any("Ctrl-C stops everything" in line for line in launcher.lines)  # still starting
-        started = time.monotonic()
-        launcher.popen.send_signal(signal.SIGINT)
-        assert launcher.popen.wait(30) == 0
-        wait_for(lambda: all(gone(pid) for pid in procs), 10, "every process to be gone")
-        elapsed = time.monotonic() - started
+        elapsed = launcher.ctrl_c(procs)
     finally:
         launcher.close()
     assert elapsed < STOP_TARGET_S, f"Ctrl-C while starting took {elapsed:.2f}s"
@@ -496,11 +500,7 @@ def test_ctrl_c_does_not_wait_for_a_frozen_process(tmp_path: Path, frozen: tuple
         for pid in stopped:
             os.kill(pid, signal.SIGSTOP)
         wait_for(lambda: all(Path(f"/proc/{p}/stat").read_text().split()[2] == "T" for p in stopped), 5, "stopped")
-        started = time.monotonic()
-        launcher.popen.send_signal(signal.SIGINT)
-        assert launcher.popen.wait(30) == 0
-        wait_for(lambda: all(gone(pid) for pid in procs), 10, "every process to be gone")
-        elapsed = time.monotonic() - started
+        elapsed = launcher.ctrl_c(procs)
     finally:
         launcher.close()
     assert elapsed < STOP_TARGET_S, f"Ctrl-C with {frozen} frozen took {elapsed:.2f}s"
@@ -569,9 +569,7 @@ def test_a_console_that_is_gone_does_not_skip_the_orderly_stop(tmp_path: Path) -
     try:
         launcher.wait_banner()
         procs = launcher.children()
-        launcher.popen.send_signal(signal.SIGINT)
-        assert launcher.popen.wait(30) == 0
-        wait_for(lambda: all(gone(pid) for pid in procs), 10, "every process to be gone")
+        launcher.ctrl_c(procs)
     finally:
         launcher.close()
     assert_stopped_in_order(tmp_path / "var", {"agent-front", "agent-generalist"})
